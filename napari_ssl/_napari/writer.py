@@ -1,0 +1,39 @@
+"""npe2 writers: Image and Labels layers to NIfTI / NRRD / MHA with the layer's world geometry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from napari_ssl import io
+from napari_ssl.volume import Volume
+
+
+def _volume(data: Any, meta: dict[str, Any]) -> Volume:
+    return Volume.from_layer_data(
+        np.asarray(data),
+        scale=meta.get("scale"),
+        translate=meta.get("translate"),
+        affine=meta.get("affine"),
+        name=meta.get("name"),
+        metadata=meta.get("metadata") or {},
+    )
+
+
+def write_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Write one Image layer (3D) atomically, keeping spacing, origin and direction."""
+    if meta.get("rgb"):
+        raise io.ScanWriteError(path, "RGB layers cannot be written as scans")
+    return [str(io.write(_volume(data, meta), path))]
+
+
+def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Write one Labels layer (3D) atomically as integer ids, keeping the layer's geometry."""
+    volume = _volume(data, meta)
+    array = volume.array
+    if array.dtype.kind not in "iu":
+        array = array.astype(np.uint16)
+    elif array.dtype.itemsize > 2 and array.size and array.max() <= np.iinfo(np.uint16).max and array.min() >= 0:
+        array = array.astype(np.uint16)
+    return [str(io.write(volume.with_array(array), path))]

@@ -1,0 +1,248 @@
+"""Checkpoints: a folder with ``model.safetensors``, ``meta.json`` and, for resuming, ``optimizer.pt``.
+
+- Weights are safetensors (no code execution on load). ``meta.json`` is plain JSON: the training config,
+  pretexts, backbone spec, patch size, spacing, normalisation, step, loss history, package versions, and
+  the size and SHA-256 of every file, so a truncated or altered file is detected before it is used.
+- The optimizer state is ``torch.save`` of tensors and numbers only and is read with
+  ``torch.load(weights_only=True)``: a pickle that would build arbitrary objects is refused.
+- Writes are atomic: everything goes to a temporary sibling folder, is flushed to disk, and then replaces
+  the checkpoint by renames. If the process dies mid-write, the previous checkpoint is still there (or, in
+  the instant between the two renames, in ``.<name>.previous``, which :func:`load` falls back to).
+
+Layout used by the engine: ``--out DIR`` *is* the checkpoint folder, rewritten at every save.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+MODEL_FILE = "model.safetensors"
+META_FILE = "meta.json"
+OPTIMIZER_FILE = "optimizer.pt"
+FORMAT = "napari-ssl-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder is missing, incomplete, corrupt or unsafe."""
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that shape a checkpoint (recorded in ``meta.json``)."""
+    import platform
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for name in ("napari-ssl", "torch", "monai", "numpy", "safetensors", "SimpleITK"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            if name == "napari-ssl":
+                from napari_ssl import __version__
+
+                out[name] = __version__
+    return out
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - Windows cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _previous(directory: Path) -> Path:
+    return directory.parent / f".{directory.name}.previous"
+
+
+def _jsonify(value: Any) -> Any:
+    """Plain JSON types for meta (tuples -> lists, numpy scalars -> numbers, Paths -> str)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonify(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonify(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise TypeError(f"meta value {value!r} of type {type(value).__name__} is not JSON-serialisable")
+
+
+def save(
+    directory: str | os.PathLike[str],
+    model_state: Mapping[str, torch.Tensor],
+    meta: Mapping[str, Any],
+    optimizer_state: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint folder atomically and return its path.
+
+    Parameters
+    ----------
+    directory : path
+        The checkpoint folder; replaced if it exists (the old one survives until the new one is complete).
+    model_state : mapping of str to Tensor
+        A ``state_dict``; tensors are made contiguous and copied to CPU. Shared tensors are stored once each.
+    meta : mapping
+        JSON-serialisable metadata; ``format``, ``files`` and ``versions`` are added.
+    optimizer_state : mapping, optional
+        ``optimizer.state_dict()`` (tensors and numbers only), stored for resuming.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model_state.items()}
+        save_file(tensors, str(tmp / MODEL_FILE))
+        files = [MODEL_FILE]
+        if optimizer_state is not None:
+            torch.save(dict(optimizer_state), tmp / OPTIMIZER_FILE)
+            files.append(OPTIMIZER_FILE)
+        record = dict(_jsonify(dict(meta)))
+        record["format"] = FORMAT
+        record["format_version"] = FORMAT_VERSION
+        record.setdefault("versions", package_versions())
+        record["files"] = {
+            name: {"size": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)} for name in files
+        }
+        (tmp / META_FILE).write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
+        for name in [*files, META_FILE]:
+            _fsync_file(tmp / name)
+        _fsync_dir(tmp)
+        previous = _previous(directory)
+        if previous.exists():
+            shutil.rmtree(previous)
+        if directory.exists():
+            os.replace(directory, previous)
+        os.replace(tmp, directory)
+        _fsync_dir(directory.parent)
+        shutil.rmtree(previous, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def _resolve(directory: str | os.PathLike[str]) -> Path:
+    directory = Path(directory)
+    if directory.is_file() and directory.name in {MODEL_FILE, META_FILE}:
+        directory = directory.parent
+    if (directory / META_FILE).is_file():
+        return directory
+    previous = _previous(directory)
+    if (previous / META_FILE).is_file():  # a crash between the two renames of save()
+        return previous
+    if not directory.exists():
+        raise FileNotFoundError(f"checkpoint {directory} does not exist")
+    raise CheckpointError(f"{directory} is not a napari-ssl checkpoint (no {META_FILE})")
+
+
+def read_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """The checkpoint's ``meta.json`` (validated as a napari-ssl checkpoint)."""
+    path = _resolve(directory) / META_FILE
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: corrupt meta.json ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a napari-ssl checkpoint")
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {meta['format_version']} is newer than this napari-ssl "
+            f"(reads up to {FORMAT_VERSION})"
+        )
+    return meta
+
+
+def _verify(directory: Path, meta: Mapping[str, Any], name: str) -> Path:
+    path = directory / name
+    expected = meta.get("files", {}).get(name)
+    if expected is None:
+        raise CheckpointError(f"{directory}: meta.json does not list {name}")
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: {name} is missing")
+    size = path.stat().st_size
+    if size != expected["size"]:
+        raise CheckpointError(
+            f"{path}: truncated or altered ({size} bytes, meta.json says {expected['size']})"
+        )
+    if _sha256(path) != expected["sha256"]:
+        raise CheckpointError(f"{path}: checksum mismatch (corrupt or altered file)")
+    return path
+
+
+def load(
+    directory: str | os.PathLike[str], *, device: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read ``(state_dict, meta)`` from a checkpoint folder, verifying sizes and checksums.
+
+    Raises :class:`CheckpointError` (a ``ValueError``) for a truncated, corrupt or foreign checkpoint and
+    ``FileNotFoundError`` when the folder does not exist.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = _resolve(directory)
+    meta = read_meta(folder)
+    path = _verify(folder, meta, MODEL_FILE)
+    try:
+        state = load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot read weights ({exc})") from exc
+    return state, meta
+
+
+def load_optimizer(directory: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> dict[str, Any] | None:
+    """The stored optimizer state (``None`` when the checkpoint has none), read with ``weights_only=True``."""
+    folder = _resolve(directory)
+    meta = read_meta(folder)
+    if OPTIMIZER_FILE not in meta.get("files", {}):
+        return None
+    return safe_torch_load(_verify(folder, meta, OPTIMIZER_FILE), device=device)
+
+
+def safe_torch_load(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> Any:
+    """``torch.load(weights_only=True)``: tensors, numbers, strings and containers only; anything else is refused."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: refused to load (not plain tensors and numbers): {first}") from exc

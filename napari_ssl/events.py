@@ -1,0 +1,143 @@
+"""Events yielded by the training generators (``engine.pretrain``, ``finetune.finetune``).
+
+Small frozen dataclasses of plain Python values (numbers, strings, dicts of floats), so they pickle
+cheaply across the child-process runner (:mod:`napari_ssl.runner`) and print well in a log.
+A training generator yields, in order::
+
+    Started -> Progress ... (Saved ...) ... -> Saved -> Finished
+
+``Stopped`` is added by the runner when a run was asked to stop (its checkpoint was saved by the
+generator's ``finally`` block); ``Failed`` is how the runner reports an exception in the child.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Started:
+    """A run has been set up: the data are read, the model is built.
+
+    Parameters
+    ----------
+    total : int
+        Step the run ends at (the budget; a resumed run starts above 0).
+    start_step : int
+        First step of this run (0, or the checkpoint's step when resuming).
+    device : str
+        Device name, e.g. ``"cpu"`` or ``"cuda:0 (NVIDIA H100)"``.
+    n_train, n_val : int
+        Number of training and held-out scans.
+    n_parameters : int
+        Trainable parameters of the model.
+    world_size : int
+        Processes of a distributed (``torchrun``) run; 1 otherwise.
+    """
+
+    total: int
+    start_step: int = 0
+    device: str = "cpu"
+    n_train: int = 0
+    n_val: int = 0
+    n_parameters: int = 0
+    world_size: int = 1
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One optimisation step finished.
+
+    ``loss`` is the weighted total; ``losses`` the unweighted loss of each pretext (and of each part of
+    a pretext, e.g. ``"rubik/perm"``); ``samples_per_s`` counts samples of all processes.
+    """
+
+    step: int
+    total: int
+    loss: float
+    losses: dict[str, float] = field(default_factory=dict)
+    lr: float = 0.0
+    samples_per_s: float = 0.0
+
+    @property
+    def fraction(self) -> float:
+        return self.step / self.total if self.total else 1.0
+
+
+@dataclass(frozen=True)
+class Saved:
+    """A checkpoint folder was written (atomically) at ``step``."""
+
+    path: str
+    step: int
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The run reached its budget; ``metrics`` are computed on the held-out split."""
+
+    step: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """The run was asked to stop (cancel); the generator saved its checkpoint before ending."""
+
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The child process raised ``error_type: message``; ``traceback`` is the child's formatted traceback."""
+
+    error_type: str
+    message: str
+    traceback: str = ""
+
+    def exception(self) -> Exception:
+        """The error as an exception of a matching family (ValueError / OSError / RuntimeError)."""
+        text = f"{self.message}" if self.error_type in {"ValueError", "OSError"} else (
+            f"{self.error_type}: {self.message}"
+        )
+        families: dict[str, type[Exception]] = {
+            "ValueError": ValueError,
+            "ScanReadError": ValueError,
+            "CheckpointError": ValueError,
+            "FileNotFoundError": FileNotFoundError,
+            "OSError": OSError,
+            "PermissionError": PermissionError,
+        }
+        return families.get(self.error_type, RuntimeError)(text)
+
+
+Event = Started | Progress | Saved | Finished | Stopped | Failed
+
+__all__ = ["Event", "Failed", "Finished", "Progress", "Saved", "Started", "Stopped"]
+
+
+def describe(event: Any) -> str:
+    """A one-line human description of an event (for logs and the CLI)."""
+    if isinstance(event, Progress):
+        parts = " ".join(f"{k}={v:.4g}" for k, v in event.losses.items())
+        return (
+            f"step {event.step}/{event.total} loss {event.loss:.4g} ({parts}) lr {event.lr:.3g} "
+            f"{event.samples_per_s:.1f} samples/s"
+        )
+    if isinstance(event, Saved):
+        return f"saved step {event.step} to {event.path}"
+    if isinstance(event, Finished):
+        metrics = ", ".join(f"{k} {v:.4g}" for k, v in event.metrics.items())
+        return f"finished at step {event.step}: {metrics}"
+    if isinstance(event, Started):
+        return (
+            f"training on {event.device}: {event.n_train} scans ({event.n_val} held out), "
+            f"{event.n_parameters} parameters, steps {event.start_step}..{event.total}"
+        )
+    if isinstance(event, Stopped):
+        return f"stopped; checkpoint in {event.path}"
+    if isinstance(event, Failed):
+        return f"failed: {event.error_type}: {event.message}"
+    return repr(event)
