@@ -24,13 +24,25 @@ def make_demo_viewer(*, show: bool = True, ndisplay: int = 2, docks: bool = True
     import napari
 
     viewer = napari.Viewer(title="napari-ssl demo", show=show, ndisplay=ndisplay)
-    viewer.open_sample(PLUGIN, "phantom")
+    layers = viewer.open_sample(PLUGIN, "phantom")
+    _go_to_lesion(viewer, layers[-1])
     if docks:
         for name in plugin_widget_names():
             viewer.window.add_plugin_dock_widget(PLUGIN, name)
     if ndisplay == 3:
         viewer.camera.angles = (-15.0, 35.0, 140.0)
     return viewer
+
+
+def _go_to_lesion(viewer: napari.Viewer, labels: napari.layers.Labels) -> None:
+    """Show the axial slice through the middle of the lesion (the label with the highest id)."""
+    import numpy as np
+
+    data = np.asarray(labels.data)
+    zs = np.nonzero((data == data.max()).any(axis=(1, 2)))[0]
+    if zs.size:
+        world = labels.data_to_world((float(np.median(zs)), 0.0, 0.0))
+        viewer.dims.set_point(0, world[0])
 
 
 def run_demo(screenshot: Path | None = None, *, ndisplay: int = 2, size: tuple[int, int] = (1400, 900)) -> int:

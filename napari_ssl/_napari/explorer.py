@@ -1,0 +1,399 @@
+"""The Pretext explorer dock: see exactly what a pretext does to the user's own scan, in 2D and 3D.
+
+Pick an Image layer (or, for imaging planes, all the acquired views at once), a pretext, its parameters
+and a seed; every change schedules a preview (debounced), computed in a napari ``thread_worker`` by
+:func:`~napari_ssl._napari.explorer_compute.compute_preview` and drawn by
+:mod:`~napari_ssl._napari.overlays` / :mod:`~napari_ssl._napari.explorer_planes` as layers named
+``<scan> · <pretext> ...`` placed like the source. The source layer is never modified.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_warning
+from qtpy.QtCore import Qt, QTimer, Signal
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_ssl._napari.explorer_compute import Preview, PreviewRequest, compute_preview
+from napari_ssl._napari.layers import layer_to_volume
+from napari_ssl._napari.overlays import META, SEP, box_layer_specs, explorer_layers, remove_previews, upsert
+from napari_ssl._napari.params import pretext_param_widget
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["ALL_VIEWS", "PRETEXTS", "PretextExplorer", "SourceError", "make_explorer"]
+
+#: pretext key -> label in the dock
+PRETEXTS = {"rubik": "Rubik's cube", "context": "Context restoration", "planes": "Imaging planes"}
+#: the source entry that stands for every acquired view (planes and stacks) in the viewer
+ALL_VIEWS = "All views (native multi-view)"
+DEBOUNCE_MS = 250
+
+
+class SourceError(ValueError):
+    """A layer the explorer cannot preview on; the message says why in words."""
+
+
+def is_view_layer(layer: Any) -> bool:
+    """True for a grey-level Image layer holding acquired 2D planes: ``(1, H, W)``, a thin stack or a cine."""
+    if layer.__class__.__name__ != "Image" or getattr(layer, "rgb", False) or layer.ndim < 3:
+        return False
+    if META in layer.metadata:
+        return False
+    z = layer.data.shape[-3]
+    return z == 1 or (z <= 32 and z * 4 <= min(layer.data.shape[-2:]))
+
+
+class PretextExplorer(QWidget):
+    """Dock widget: controls, debounced thread-worker previews, preview layers, plane gallery.
+
+    Attributes
+    ----------
+    worker : napari.qt.threading.FunctionWorker or None
+        The worker of the latest preview (connect to ``finished`` in tests).
+    preview_ready : Signal(object)
+        Emitted on the GUI thread with the :class:`Preview` once its layers are drawn.
+    last_preview : Preview or None
+    """
+
+    preview_ready = Signal(object)
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = viewer
+        self.worker: Any = None
+        self.last_preview: Preview | None = None
+        self._pending: PreviewRequest | None = None
+        self._latest: PreviewRequest | None = None
+        self._running = False
+
+        self.source = QComboBox()
+        self.source.setToolTip("The scan to preview on; 'All views' uses every acquired plane layer")
+        self.pretext = QComboBox()
+        self.params = {}
+        for key, label in PRETEXTS.items():
+            try:
+                self.params[key] = pretext_param_widget(key)
+            except (ImportError, KeyError, ValueError):  # a pretext this install does not provide
+                continue
+            self.pretext.addItem(label, key)
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.new_sample = QPushButton("New sample")
+        self.restore = QCheckBox("restore (show the inverse)")
+        self.step = QSlider(Qt.Orientation.Horizontal)
+        self.step_label = QLabel("")
+        self.auto = QCheckBox("update on every change")
+        self.auto.setChecked(True)
+        self.preview_button = QPushButton("Preview")
+        self.remove_button = QPushButton("Remove previews")
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        from napari_ssl._napari.explorer_gallery import PlaneGallery
+
+        self.gallery = PlaneGallery()
+
+        form = QFormLayout()
+        form.addRow("scan", self.source)
+        form.addRow("pretext", self.pretext)
+        seed_row = QHBoxLayout()
+        seed_row.addWidget(self.seed)
+        seed_row.addWidget(self.new_sample)
+        form.addRow("seed", seed_row)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        for w in self.params.values():
+            layout.addWidget(w.native)
+        layout.addWidget(self.restore)
+        step_row = QHBoxLayout()
+        step_row.addWidget(QLabel("swap"))
+        step_row.addWidget(self.step)
+        step_row.addWidget(self.step_label)
+        self.step_box = QWidget()
+        self.step_box.setLayout(step_row)
+        layout.addWidget(self.step_box)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.preview_button)
+        buttons.addWidget(self.remove_button)
+        layout.addWidget(self.auto)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+        layout.addWidget(self.gallery)
+        layout.addStretch(1)
+
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(DEBOUNCE_MS)
+        self._timer.timeout.connect(self.preview)
+
+        self.pretext.currentIndexChanged.connect(self._on_pretext)
+        for w in self.params.values():
+            w.changed.connect(self._on_param)
+        self.seed.valueChanged.connect(self._schedule)
+        self.new_sample.clicked.connect(lambda: self.seed.setValue((self.seed.value() + 1) % (2**31 - 1)))
+        self.restore.toggled.connect(self._schedule)
+        self.step.valueChanged.connect(self._on_step)
+        self.source.currentIndexChanged.connect(self._schedule)
+        self.preview_button.clicked.connect(self.preview)
+        self.remove_button.clicked.connect(self.remove_previews)
+        viewer.layers.events.inserted.connect(self._refresh_sources)
+        viewer.layers.events.removed.connect(self._refresh_sources)
+        viewer.dims.events.ndisplay.connect(self._on_view_change)
+        viewer.dims.events.order.connect(self._on_view_change)
+        self._refresh_sources()
+        self._on_pretext()
+
+    # ------------------------------------------------------------------------------------ controls
+    @property
+    def pretext_name(self) -> str:
+        return str(self.pretext.currentData())
+
+    def set_pretext(self, name: str) -> None:
+        """Select a pretext by key (``"rubik"``, ``"context"``, ``"planes"``)."""
+        index = self.pretext.findData(name)
+        if index < 0:
+            raise ValueError(f"unknown pretext {name!r}; available: {list(self.params)}")
+        self.pretext.setCurrentIndex(index)
+
+    def set_source(self, name: str) -> None:
+        """Select the source by layer name (or :data:`ALL_VIEWS`)."""
+        index = self.source.findText(name)
+        if index < 0:
+            raise ValueError(f"no layer called {name!r} in the source list")
+        self.source.setCurrentIndex(index)
+
+    def _on_pretext(self, *_: Any) -> None:
+        name = self.pretext_name
+        for key, w in self.params.items():
+            w.visible = key == name
+        self.restore.setVisible(name == "rubik")
+        self.step_box.setVisible(name == "context")
+        self.gallery.setVisible(name == "planes")
+        self._sync_step_range()
+        self._refresh_sources()
+        self._schedule()
+
+    def _sync_step_range(self) -> None:
+        n = int(self.params["context"].values().get("n_swaps", 0)) if "context" in self.params else 0
+        at_end = self.step.value() >= self.step.maximum()
+        self.step.blockSignals(True)
+        self.step.setRange(0, n)
+        if at_end:
+            self.step.setValue(n)
+        self.step.blockSignals(False)
+        self.step_label.setText(f"{self.step.value()} / {n}")
+
+    def _on_param(self, *_: Any) -> None:
+        if self.pretext_name == "context":
+            self._sync_step_range()
+        self._schedule()
+
+    def _on_step(self, value: int) -> None:
+        self.step_label.setText(f"{value} / {self.step.maximum()}")
+        self._schedule()
+
+    def _refresh_sources(self, *_: Any) -> None:
+        current = self.source.currentText()
+        names = [layer.name for layer in self.viewer.layers if META not in layer.metadata]
+        if self.pretext_name == "planes" and sum(is_view_layer(lay) for lay in self.viewer.layers) >= 2:
+            names = [ALL_VIEWS, *names]
+        if names == [self.source.itemText(i) for i in range(self.source.count())]:
+            return
+        self.source.blockSignals(True)
+        self.source.clear()
+        self.source.addItems(names)
+        if current in names:
+            self.source.setCurrentIndex(names.index(current))
+        else:
+            active = self.viewer.layers.selection.active
+            if active is not None and active.name in names:
+                self.source.setCurrentIndex(names.index(active.name))
+        self.source.blockSignals(False)
+
+    def _schedule(self, *_: Any) -> None:
+        if self.auto.isChecked():
+            self._timer.start()
+
+    # ------------------------------------------------------------------------------------ requests
+    def _source_volume(self, name: str) -> Any:
+        """The source layer and its current 3D volume, or a :class:`SourceError` in words."""
+        if not name or name not in self.viewer.layers:
+            raise SourceError("no scan selected: open a 3D scan (File > Open) and pick it under 'scan'")
+        layer = self.viewer.layers[name]
+        kind = layer.__class__.__name__
+        if kind == "Labels":
+            raise SourceError(f"'{name}' is a Labels layer (a mask); pick the Image layer of the scan")
+        if kind != "Image":
+            raise SourceError(f"'{name}' is a {kind} layer; pick an Image layer holding a 3D scan")
+        if getattr(layer, "rgb", False):
+            raise SourceError(f"'{name}' is an RGB image; the pretexts need a grey-level scan")
+        if layer.ndim < 3 or layer.data.shape[-3] == 1:
+            shape = tuple(layer.data.shape)
+            hint = (" For acquired views choose 'All views'." if self.pretext_name == "planes" else "")
+            raise SourceError(f"'{name}' is a 2D image {shape}; this pretext needs a 3D volume (z, y, x).{hint}")
+        if layer.multiscale:
+            raise SourceError(f"'{name}' is multiscale; the explorer previews single-resolution scans only")
+        volume = layer_to_volume(layer) if layer.ndim == 3 else self._current_frame(layer)
+        return layer, volume
+
+    def _current_frame(self, layer: Any) -> Any:
+        """A 4D+ layer's 3D volume at the viewer's current leading indices."""
+        lead = layer.ndim - 3
+        step = layer.world_to_data(self.viewer.dims.point)[:lead]
+        index = tuple(int(np.clip(round(s), 0, n - 1)) for s, n in zip(step, layer.data.shape[:lead]))
+        volume = layer_to_volume(layer)
+        return volume.with_array(np.asarray(volume.array[index]))
+
+    def _view_volumes(self) -> list[Any]:
+        views = []
+        for layer in self.viewer.layers:
+            if is_view_layer(layer) and layer.visible:
+                vol = layer_to_volume(layer) if layer.ndim == 3 else self._current_frame(layer)
+                views.append(vol)
+        return views
+
+    def build_request(self) -> PreviewRequest:
+        """The request for the current controls; :class:`SourceError` for a bad selection."""
+        name = self.source.currentText()
+        common = {
+            "pretext": self.pretext_name,
+            "values": self.params[self.pretext_name].values(),
+            "seed": int(self.seed.value()),
+            "restore": self.restore.isChecked(),
+            "step": int(self.step.value()) if self.step.value() < self.step.maximum() else None,
+        }
+        if name == ALL_VIEWS:
+            if self.pretext_name != "planes":
+                raise SourceError("'All views' is for imaging planes; pick one 3D scan for this pretext")
+            views = self._view_volumes()
+            if len(views) < 2:
+                raise SourceError(f"native multi-view needs at least 2 visible plane layers, found {len(views)}")
+            return PreviewRequest(views=tuple(views), source="views", **common)
+        _, volume = self._source_volume(name)
+        return PreviewRequest(volume=volume, source=name, **common)
+
+    def preview(self) -> Any:
+        """Compute and draw the preview now (in a thread worker); returns the worker, or None on a bad selection."""
+        self._timer.stop()
+        try:
+            request = self.build_request()
+        except SourceError as exc:
+            self._notify(str(exc))
+            return None
+        self._latest = request
+        if self._running:
+            self._pending = request
+            return self.worker
+        return self._start(request)
+
+    def _start(self, request: PreviewRequest) -> Any:
+        worker = thread_worker(compute_preview, start_thread=False, ignore_errors=True)(request)
+        worker.returned.connect(self._on_returned)
+        worker.errored.connect(self._on_errored)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self._running = True
+        self.status.setText(f"computing {PRETEXTS[request.pretext]} ...")
+        worker.start()
+        return worker
+
+    def _on_finished(self) -> None:
+        self._running = False
+        if self._pending is not None:
+            request, self._pending = self._pending, None
+            self._start(request)
+
+    def _on_errored(self, exc: BaseException) -> None:
+        self._notify(str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}")
+
+    def _notify(self, message: str) -> None:
+        self.status.setText(message)
+        show_warning(f"Pretext explorer: {message}")
+
+    # ------------------------------------------------------------------------------------ drawing
+    @staticmethod
+    def _base_name(request: PreviewRequest) -> tuple[str, str]:
+        return request.source, f"{request.source}{SEP}{request.pretext}"
+
+    def _sliced_axis(self) -> int:
+        dims = self.viewer.dims
+        first = dims.ndim - 3
+        hidden = [a - first for a in dims.order[first:] if a not in dims.displayed]
+        return hidden[0] if hidden else 0
+
+    def _on_returned(self, preview: Preview) -> None:
+        if preview.request is not self._latest or self._pending is not None:
+            return  # stale: a newer request is on its way
+        self.last_preview = preview
+        self._draw(preview)
+        self.status.setText(preview.summary)
+        self.preview_ready.emit(preview)
+
+    def _draw(self, preview: Preview) -> None:
+        source, base = self._base_name(preview.request)
+        tag = {"source": source, "pretext": preview.request.pretext}
+        if preview.request.pretext == "planes":
+            from napari_ssl._napari.explorer_planes import plane_layer_specs
+
+            source_layer = None if preview.world else self.viewer.layers[source]
+            specs = plane_layer_specs(preview, base, source_layer, self.viewer.dims.ndisplay)
+            self.gallery.show_planes(preview)
+        else:
+            source_layer = self.viewer.layers[source]
+            specs = box_layer_specs(preview, base, source_layer, self.viewer.dims.ndisplay, self._sliced_axis())
+        names = set()
+        for name, layer_type, data, kwargs, role in specs:
+            upsert(self.viewer, name, layer_type, data, kwargs, {**tag, "role": role})
+            names.add(name)
+        for layer in explorer_layers(self.viewer, source):
+            if layer.metadata[META].get("pretext") == preview.request.pretext and layer.name not in names:
+                self.viewer.layers.remove(layer)
+        if source in self.viewer.layers:  # keep the user's scan as the active layer
+            self.viewer.layers.selection.active = self.viewer.layers[source]
+
+    def _on_view_change(self, *_: Any) -> None:
+        """2D <-> 3D: boxes as wireframes in 3D, as contours with per-slice text in 2D."""
+        preview = self.last_preview
+        if preview is None or preview.request.pretext == "planes":
+            return
+        from napari_ssl._napari.overlays import text_points
+
+        ndisplay = self.viewer.dims.ndisplay
+        for layer in explorer_layers(self.viewer):
+            role = layer.metadata[META].get("role")
+            if role == "boxes":
+                layer.visible = ndisplay == 3
+            elif role == "cells":
+                layer.visible = ndisplay == 2
+            elif role == "text" and layer.metadata[META].get("pretext") == preview.request.pretext:
+                pts, labels, _ = text_points(preview, ndisplay, self._sliced_axis())
+                layer.data = pts
+                layer.features = {"label": labels}
+
+    def remove_previews(self) -> int:
+        """Remove every layer the explorer added (one click); returns how many."""
+        self.last_preview = None
+        self.gallery.clear()
+        count = remove_previews(self.viewer)
+        self.status.setText(f"removed {count} preview layers")
+        return count
+
+
+def make_explorer(viewer: napari.viewer.Viewer) -> PretextExplorer:
+    """npe2 widget factory (``napari-ssl.explorer``): the Pretext explorer dock for ``viewer``."""
+    return PretextExplorer(viewer)

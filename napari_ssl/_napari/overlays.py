@@ -1,0 +1,218 @@
+"""Preview layers: placement copied from the source layer, named ``<scan> · <pretext> ...``, updated in place.
+
+Every layer the explorer adds carries ``metadata["napari_ssl_explorer"] = {"source", "pretext", "role",
+"dims"}`` so that the dock can find, re-use and remove its own layers and never touches any other.
+Boxes (Rubik cubes, context patches) appear three ways, each right where napari can show it:
+
+- ``... boxes`` (Shapes): one 16-vertex path per box tracing its 12 edges, for the 3D view;
+- ``... cells`` (Labels): the boxes filled with their number, drawn as contours, for 2D slices in any
+  orientation (hover shows the number in the status bar);
+- ``... text`` (Points): invisible points carrying the text of each box, at the box centre in 3D and on
+  every slice the box crosses in 2D.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from napari_ssl._napari.explorer_compute import Preview, box_path, colour
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["META", "SEP", "explorer_layers", "placement", "remove_previews", "upsert"]
+
+META = "napari_ssl_explorer"
+SEP = " · "
+TRANSPARENT = np.zeros(4)
+
+
+def placement(layer: Any) -> dict[str, Any]:
+    """``scale``, ``translate``, ``rotate`` and ``affine`` of ``layer`` for its last three axes."""
+    nd = layer.ndim
+    lead = nd - 3
+    affine = np.asarray(layer.affine.affine_matrix, dtype=float)[lead:, lead:]
+    rotate = np.asarray(layer.rotate, dtype=float)[lead:, lead:]
+    return {
+        "scale": tuple(float(s) for s in layer.scale[lead:]),
+        "translate": tuple(float(t) for t in layer.translate[lead:]),
+        "rotate": rotate,
+        "affine": affine,
+    }
+
+
+def explorer_layers(viewer: napari.Viewer, source: str | None = None) -> list[Any]:
+    """The layers this explorer added (for ``source`` only when given), in viewer order."""
+    out = []
+    for layer in viewer.layers:
+        tag = layer.metadata.get(META) if isinstance(layer.metadata, dict) else None
+        if tag and (source is None or tag.get("source") == source):
+            out.append(layer)
+    return out
+
+
+def remove_previews(viewer: napari.Viewer, source: str | None = None, keep: set[str] | None = None) -> int:
+    """Remove the explorer's layers (of ``source`` when given), except names in ``keep``; returns the count."""
+    doomed = [layer for layer in explorer_layers(viewer, source) if layer.name not in (keep or set())]
+    for layer in doomed:
+        viewer.layers.remove(layer)
+    return len(doomed)
+
+
+def upsert(
+    viewer: napari.Viewer, name: str, layer_type: str, data: Any, kwargs: dict[str, Any], tag: dict[str, Any]
+) -> Any:
+    """Update the layer called ``name`` in place when it is ours and of the same type, else add it."""
+    kwargs = dict(kwargs)
+    kwargs["metadata"] = {**kwargs.get("metadata", {}), META: dict(tag)}
+    existing = viewer.layers[name] if name in viewer.layers else None
+    if existing is not None and (
+        existing._type_string != layer_type or META not in existing.metadata or existing.ndim != _ndim(data, kwargs)
+    ):
+        viewer.layers.remove(existing)
+        existing = None
+    if existing is None:
+        add = getattr(viewer, f"add_{layer_type}")
+        if layer_type == "shapes":
+            shape_kw = {k: kwargs.pop(k) for k in ("shape_type", "edge_color", "edge_width") if k in kwargs}
+            layer = add(name=name, ndim=_ndim(data, kwargs), **kwargs)
+            _set_shapes(layer, data, shape_kw)
+            return layer
+        return add(data, name=name, **kwargs)
+    _update(existing, layer_type, data, kwargs)
+    return existing
+
+
+def _ndim(data: Any, kwargs: dict[str, Any]) -> int:
+    if "scale" in kwargs:
+        return len(kwargs["scale"])
+    if isinstance(data, list):
+        return int(np.shape(data[0])[-1]) if data else 3
+    return int(np.ndim(data))
+
+
+def _set_shapes(layer: Any, data: list[np.ndarray], shape_kw: dict[str, Any]) -> None:
+    layer.selected_data = set()
+    layer.data = []
+    if len(data):
+        layer.add(data, **shape_kw)
+    # Shapes.add does not invalidate the cached extent (napari 0.9); without this it stays NaN
+    clear = getattr(layer, "_clear_extent", None)
+    if callable(clear):
+        clear()
+
+
+def _update(layer: Any, layer_type: str, data: Any, kwargs: dict[str, Any]) -> None:
+    for key in ("scale", "translate", "rotate", "affine"):
+        if key in kwargs:
+            setattr(layer, key, kwargs[key])
+    layer.metadata = kwargs["metadata"]
+    if layer_type == "shapes":
+        shape_kw = {k: kwargs[k] for k in ("shape_type", "edge_color", "edge_width") if k in kwargs}
+        _set_shapes(layer, data, shape_kw)
+        return
+    if layer_type == "points":
+        layer.data = data
+        if "features" in kwargs:
+            layer.features = kwargs["features"]
+        for key in ("text", "size"):
+            if key in kwargs:
+                setattr(layer, key, kwargs[key])
+        return
+    if layer_type == "labels" and "colormap" in kwargs:
+        layer.colormap = kwargs["colormap"]
+    layer.data = data
+    if layer_type == "image":
+        for key in ("contrast_limits", "colormap", "depiction", "plane", "rendering", "blending"):
+            if key in kwargs:
+                setattr(layer, key, kwargs[key])
+
+
+# ---------------------------------------------------------------------------------------------- boxes
+def box_layer_specs(preview: Preview, base: str, source_layer: Any, ndisplay: int, sliced_axis: int) -> list[tuple]:
+    """``(name, layer_type, data, kwargs, role)`` for the corrupted image and the box overlays."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    place = placement(source_layer)
+    pretext = preview.request.pretext
+    image_kw: dict[str, Any] = {**place, "colormap": "gray", "blending": "translucent"}
+    limits = getattr(source_layer, "contrast_limits", None)
+    if limits is not None:
+        image_kw["contrast_limits"] = tuple(limits)
+    specs: list[tuple] = [(base, "image", preview.image, image_kw, "image")]
+
+    boxes = preview.boxes
+    values = preview.box_values
+    edge_colors = np.array([colour(v - 1) for v in values]) if len(values) else np.zeros((0, 4))
+    paths = [box_path(lo, hi) for lo, hi in boxes]
+    specs.append(
+        (
+            f"{base} boxes",
+            "shapes",
+            paths,
+            {
+                **place,
+                "shape_type": "path",
+                "edge_color": edge_colors if len(paths) else "white",
+                "edge_width": preview.box_width if len(paths) else 2.0,
+                "face_color": "transparent",
+                "opacity": 1.0,
+                "visible": ndisplay == 3,
+            },
+            "boxes",
+        )
+    )
+    cmap = {None: TRANSPARENT, 0: TRANSPARENT}
+    cmap.update({int(v): colour(int(v) - 1) for v in np.unique(values)})
+    specs.append(
+        (
+            f"{base} cells",
+            "labels",
+            preview.labels,
+            {**place, "colormap": DirectLabelColormap(color_dict=cmap), "opacity": 1.0, "visible": ndisplay == 2},
+            "cells",
+        )
+    )
+    points, labels, rgba = text_points(preview, ndisplay, sliced_axis)
+    specs.append(
+        (
+            f"{base} text",
+            "points",
+            points,
+            {
+                **place,
+                "features": {"label": labels, "value": np.asarray(rgba[:, 0]) if len(rgba) else np.zeros(0)},
+                "text": {"string": "{label}", "color": "white", "size": 9, "anchor": "center"},
+                "size": 0.1,
+                "face_color": "transparent",
+                "border_color": "transparent",
+            },
+            "text",
+        )
+    )
+    del pretext
+    return specs
+
+
+def text_points(preview: Preview, ndisplay: int, sliced_axis: int) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Text anchor points of the boxes: centres in 3D; in 2D one per slice along ``sliced_axis``."""
+    pts: list[np.ndarray] = []
+    labels: list[str] = []
+    rgba: list[np.ndarray] = []
+    for (lo, hi), text, v in zip(preview.boxes, preview.box_text, preview.box_values):
+        centre = (np.asarray(lo) + np.asarray(hi) - 1) / 2.0
+        if ndisplay == 3:
+            steps = [centre]
+        else:
+            steps = []
+            for k in range(int(lo[sliced_axis]), int(hi[sliced_axis])):
+                p = centre.copy()
+                p[sliced_axis] = k
+                steps.append(p)
+        pts.extend(steps)
+        labels.extend([text] * len(steps))
+        rgba.extend([colour(v - 1)] * len(steps))
+    data = np.array(pts, dtype=float).reshape(-1, 3)
+    return data, labels, np.array(rgba).reshape(-1, 4)

@@ -1,0 +1,114 @@
+"""npe2 contributions in a real viewer: the reader places layers in world mm, the writers keep geometry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from napari_ssl import io
+from napari_ssl._napari.layers import layer_to_volume
+from napari_ssl._napari.reader import napari_get_reader
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def scans(shared_data, tmp_path, write_dicom_series):
+    """One small real scan per format (NIfTI, NRRD, MHA, MHD, DICOM folder)."""
+    ct = io.read(shared_data / "ct_organs/ct.nii.gz")
+    paths = {
+        ".nii.gz": shared_data / "ct_organs/ct.nii.gz",
+        ".nrrd": shared_data / "brain_tumor/image.nrrd",
+        ".mha": io.write(ct, tmp_path / "ct.mha"),
+    }
+    sitk.WriteImage(ct.to_sitk(), str(tmp_path / "ct.mhd"))
+    paths[".mhd"] = tmp_path / "ct.mhd"
+    write_dicom_series(tmp_path / "dicom", ct)
+    paths["dicom"] = tmp_path / "dicom"
+    return paths
+
+
+@pytest.mark.parametrize("kind", [".nii.gz", ".nrrd", ".mha", ".mhd", "dicom"])
+def test_reader_opens_each_format_with_scale(make_napari_viewer, scans, kind):
+    viewer = make_napari_viewer()
+    path = scans[kind]
+    assert napari_get_reader(str(path)) is not None
+    layers = viewer.open(path, plugin="napari-ssl")
+    assert len(layers) == 1
+    expected = io.read(path)
+    np.testing.assert_allclose(layers[0].scale, expected.spacing, rtol=1e-4)
+    np.testing.assert_allclose(layers[0].data_to_world((0, 0, 0)), expected.origin, atol=1e-3)
+    assert layers[0].data.shape == expected.array.shape
+
+
+def test_reader_declines_what_it_cannot_open(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    assert napari_get_reader(str(tmp_path / "notes.txt")) is None
+    assert napari_get_reader(str(tmp_path)) is None  # a folder without scans
+    assert napari_get_reader(str(tmp_path / "missing.png")) is None
+
+
+def test_reader_reports_corrupt_file(make_napari_viewer, tmp_path):
+    from napari_ssl._napari.reader import read_layers
+
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"\x1f\x8b" + bytes(200))
+    with pytest.raises(io.ScanReadError, match=r"bad\.nii\.gz: not a readable scan"):
+        read_layers(str(bad))
+
+
+def test_brats_case_opens_as_aligned_layers(make_napari_viewer, shared_data):
+    viewer = make_napari_viewer()
+    layers = viewer.open(shared_data / "brats/Brats18_2013_11_1", plugin="napari-ssl")
+    kinds = {layer.name: layer._type_string for layer in layers}
+    assert kinds == {"flair": "image", "seg": "labels", "t1": "image", "t1ce": "image", "t2": "image"}
+    for layer in layers[1:]:
+        np.testing.assert_allclose(layer.affine.affine_matrix, layers[0].affine.affine_matrix)
+        np.testing.assert_allclose(layer.scale, layers[0].scale)
+
+
+def test_cardiac_views_world_equals_patient_coordinates(make_napari_viewer, shared_data):
+    pydicom = pytest.importorskip("pydicom")
+    exam = shared_data / "cardiac_views/056B"
+    viewer = make_napari_viewer()
+    layers = viewer.open(exam / "Series0004_trufi_4-chamber", plugin="napari-ssl")
+    assert viewer.dims.ndisplay == 3  # oblique views are shown in 3D, where they have their true pose
+    layers += viewer.open(exam / "Series0003_trufi_2-chamber", plugin="napari-ssl")
+    for layer, series in zip(layers, ["Series0004_trufi_4-chamber", "Series0003_trufi_2-chamber"], strict=True):
+        ds = pydicom.dcmread(next((exam / series).iterdir()), stop_before_pixels=True)
+        ipp = np.array(ds.ImagePositionPatient, float)
+        iop = np.array(ds.ImageOrientationPatient, float)
+        dr, dc = (float(v) for v in ds.PixelSpacing)
+        h, w = layer.data.shape[-2:]
+        for r, c in [(0, 0), (h - 1, 0), (0, w - 1), (h // 2, w // 3)]:
+            lps = ipp + c * dc * iop[:3] + r * dr * iop[3:]
+            np.testing.assert_allclose(layer.data_to_world((0, r, c)), lps[::-1], atol=1e-3)
+
+
+def test_cine_opens_with_time_axis(make_napari_viewer, shared_data):
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(shared_data / "cardiac_views/056B/Series0010_cine_sax", plugin="napari-ssl")
+    assert layer.data.shape[:2] == (25, 1)
+    assert viewer.dims.ndim == 4
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".mha"])
+def test_writers_keep_geometry(make_napari_viewer, shared_data, tmp_path, suffix):
+    import napari
+
+    viewer = make_napari_viewer()
+    image, labels = viewer.open(shared_data / "brain_tumor", plugin="napari-ssl")[:2]
+    assert labels._type_string == "labels"
+    before = image.data.copy()
+    out_img = tmp_path / f"img{suffix}"
+    out_lab = tmp_path / f"lab{suffix}"
+    assert napari.save_layers(str(out_img), [image], plugin="napari-ssl") == [str(out_img)]
+    assert napari.save_layers(str(out_lab), [labels], plugin="napari-ssl") == [str(out_lab)]
+    src = io.read(shared_data / "brain_tumor/image.nrrd")
+    for path, data in [(out_img, image.data), (out_lab, labels.data)]:
+        back = io.read(path)
+        assert back.same_geometry(src)
+        np.testing.assert_array_equal(back.array, data)
+    np.testing.assert_array_equal(image.data, before)  # the user's layer is untouched
+    assert layer_to_volume(labels).same_geometry(src)

@@ -1,0 +1,94 @@
+"""Packaging: the npe2 manifest is found by editable and wheel installs; imports stay light; core has no Qt."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+GUI_MODULES = ("napari", "qtpy", "magicgui", "PyQt5", "PyQt6", "PySide2", "PySide6", "vispy")
+
+
+def test_manifest_symlink_is_the_root_manifest():
+    inner = REPO / "napari_ssl" / "napari.yaml"
+    assert inner.is_symlink()
+    assert inner.read_bytes() == (REPO / "napari.yaml").read_bytes()
+    manifest = yaml.safe_load((REPO / "napari.yaml").read_text())
+    assert manifest["name"] == "napari-ssl"  # equals the distribution name
+
+
+def test_installed_plugin_lists_its_contributions():
+    from npe2 import PluginManager
+
+    pm = PluginManager.instance()
+    pm.discover()
+    manifest = pm.get_manifest("napari-ssl")
+    contributions = manifest.contributions
+    assert {r.command for r in contributions.readers} == {"napari-ssl.get_reader"}
+    assert {w.command for w in contributions.writers} == {"napari-ssl.write_image", "napari-ssl.write_labels"}
+    assert [s.key for s in contributions.sample_data] == ["phantom"]
+    for command in contributions.commands:  # every python_name resolves to a callable
+        module, _, attr = command.python_name.partition(":")
+        assert callable(getattr(__import__(module, fromlist=[attr]), attr)), command.id
+
+
+@pytest.mark.slow
+def test_wheel_carries_the_real_manifest(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    (wheel,) = tmp_path.glob("napari_ssl-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        info = zf.getinfo("napari_ssl/napari.yaml")
+        assert (info.external_attr >> 16) & 0o170000 != 0o120000  # a regular file, not a symlink
+        text = zf.read("napari_ssl/napari.yaml")
+        entry_points = zf.read(next(n for n in zf.namelist() if n.endswith("entry_points.txt"))).decode()
+    assert text == (REPO / "napari.yaml").read_bytes()
+    assert "napari-ssl = napari_ssl:napari.yaml" in entry_points
+    assert "napari-ssl = napari_ssl.cli:main" in entry_points
+    manifest = tmp_path / "napari.yaml"
+    manifest.write_bytes(text)
+    check = subprocess.run(["npe2", "validate", str(manifest)], capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_import_loads_neither_torch_nor_qt():
+    code = (
+        "import sys, napari_ssl, napari_ssl.volume, napari_ssl.io, napari_ssl.cli;"
+        "bad = [m for m in ('torch', 'napari', 'qtpy', 'PyQt6', 'magicgui', 'monai') if m in sys.modules];"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == ""
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_core_imports_no_qt_or_napari():
+    offenders = {}
+    for path in (REPO / "napari_ssl").rglob("*.py"):
+        if "_napari" in path.relative_to(REPO).parts:
+            continue
+        bad = _imports(path) & set(GUI_MODULES)
+        if bad:
+            offenders[str(path.relative_to(REPO))] = sorted(bad)
+    assert offenders == {}

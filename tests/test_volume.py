@@ -1,0 +1,82 @@
+"""Volume geometry: index <-> world, layer kwargs round trip, validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_ssl.volume import Volume
+
+
+def _rotation(seed: int) -> np.ndarray:
+    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    return q * np.sign(np.diag(r))[None, :]
+
+
+def _oblique(seed: int = 1, shape: tuple[int, ...] = (5, 6, 7)) -> Volume:
+    return Volume(
+        array=np.arange(np.prod(shape), dtype=np.float32).reshape(shape),
+        spacing=(2.5, 0.8, 1.1),
+        origin=(-10.0, 20.0, 3.5),
+        direction=_rotation(seed),
+    )
+
+
+def test_index_world_round_trip_and_affine():
+    vol = _oblique()
+    idx = np.array([[0, 0, 0], [4, 5, 6], [1.5, 2.25, 0.5]])
+    world = vol.index_to_world(idx)
+    np.testing.assert_allclose(world[0], vol.origin)
+    # world = origin + direction @ (spacing * index), written out by hand
+    expected = np.asarray(vol.origin) + (vol.direction @ (np.asarray(vol.spacing) * idx[1]))
+    np.testing.assert_allclose(world[1], expected)
+    np.testing.assert_allclose(vol.world_to_index(world), idx, atol=1e-9)
+    np.testing.assert_allclose(vol.affine @ np.append(idx[2], 1), np.append(world[2], 1))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_layer_kwargs_round_trip(seed):
+    vol = _oblique(seed)
+    kwargs = vol.layer_kwargs()
+    assert kwargs["scale"] == vol.spacing
+    assert kwargs["translate"] == vol.origin
+    back = Volume.from_layer_data(
+        vol.array, scale=kwargs["scale"], translate=kwargs["translate"], affine=kwargs["affine"]
+    )
+    assert back.same_geometry(vol, atol=1e-9)
+    # the composed napari transform (affine after translate + scale) maps indices to the same world points
+    idx = np.array([3.0, 1.0, 2.0])
+    napari_world = kwargs["affine"] @ np.append(np.asarray(kwargs["translate"]) + np.asarray(kwargs["scale"]) * idx, 1)
+    np.testing.assert_allclose(napari_world[:3], vol.index_to_world(idx))
+
+
+def test_time_axis_gets_unit_scale():
+    vol = Volume(array=np.zeros((4, 1, 8, 9)), spacing=(1, 2, 3), direction=_rotation(5))
+    kwargs = vol.layer_kwargs()
+    assert kwargs["scale"] == (1.0, 1.0, 2.0, 3.0)
+    assert kwargs["affine"].shape == (5, 5)
+    assert vol.is_plane
+    back = Volume.from_layer_data(vol.array, **{k: kwargs[k] for k in ("scale", "translate", "affine")})
+    assert back.same_geometry(vol)
+
+
+def test_sitk_round_trip_keeps_geometry():
+    vol = _oblique(7)
+    back = Volume.from_sitk(vol.to_sitk())
+    assert back.same_geometry(vol, atol=1e-9)
+    np.testing.assert_array_equal(back.array, vol.array)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"array": np.zeros((4, 4))}, "3D"),
+        ({"array": np.zeros((0, 4, 4))}, "empty"),
+        ({"array": np.zeros((2, 4, 4)), "spacing": (1, 0, 1)}, "positive"),
+        ({"array": np.zeros((2, 4, 4)), "spacing": (1, np.nan, 1)}, "finite"),
+        ({"array": np.zeros((2, 4, 4)), "direction": np.ones((3, 3))}, "orthonormal"),
+    ],
+)
+def test_invalid_volume(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Volume(**kwargs)
