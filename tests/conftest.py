@@ -17,7 +17,7 @@ os.environ.setdefault("NAPARI_SSL_TEST", "1")
 
 try:  # a worker thread's first optimizer can fail to import torch._dynamo; import it once here
     import torch
-    import torch._dynamo  # noqa: F401
+    import torch._dynamo
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 except ImportError:  # pragma: no cover - torch is a hard dependency

@@ -157,3 +157,22 @@ def test_scan_read_error_pickles():
 
     err = pickle.loads(pickle.dumps(io.ScanReadError("/x.nii", "empty file")))
     assert str(err) == "/x.nii: empty file"
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".mha"])
+def test_single_oblique_view_round_trips_as_plane(shared_data, tmp_path, suffix):
+    view = io.read(shared_data / "cardiac_views/056B/Series0004_trufi_4-chamber")
+    assert view.is_plane and not np.allclose(view.direction, np.eye(3))
+    back = io.read(io.write(view, tmp_path / f"view{suffix}"))
+    _same(view, back)
+
+
+def test_2d_nifti_is_a_plane(tmp_path):
+    image = sitk.GetImageFromArray(np.arange(20 * 30, dtype=np.float32).reshape(20, 30))
+    image.SetSpacing((0.5, 0.7))
+    image.SetOrigin((3.0, 4.0))
+    sitk.WriteImage(image, str(tmp_path / "slice.nii.gz"))
+    vol = io.read(tmp_path / "slice.nii.gz")
+    assert vol.array.shape == (1, 20, 30) and vol.is_plane
+    np.testing.assert_allclose(vol.spacing[1:], (0.7, 0.5))
+    np.testing.assert_allclose(vol.index_to_world([0, 2, 3]), (0.0, 4.0 + 2 * 0.7, 3.0 + 3 * 0.5), atol=1e-6)

@@ -44,6 +44,7 @@ def test_wheel_carries_the_real_manifest(tmp_path):
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(REPO)],
         capture_output=True,
         text=True,
+        errors="replace",
         timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]

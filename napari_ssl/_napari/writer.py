@@ -32,8 +32,8 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write one Labels layer (3D) atomically as integer ids, keeping the layer's geometry."""
     volume = _volume(data, meta)
     array = volume.array
-    if array.dtype.kind not in "iu":
-        array = array.astype(np.uint16)
-    elif array.dtype.itemsize > 2 and array.size and array.max() <= np.iinfo(np.uint16).max and array.min() >= 0:
+    fits_uint16 = array.size == 0 or (array.min() >= 0 and array.max() <= np.iinfo(np.uint16).max)
+    narrow = array.dtype.kind in "iu" and array.dtype.itemsize <= 2
+    if not narrow and fits_uint16:  # napari labels are often int64/int32; keep files small and portable
         array = array.astype(np.uint16)
     return [str(io.write(volume.with_array(array), path))]
