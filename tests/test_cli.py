@@ -21,7 +21,14 @@ def test_help_lists_commands(capsys):
 
 
 def test_console_script_is_installed():
-    out = subprocess.run(["napari-ssl", "--help"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        ["napari-ssl", "--help"],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=120,
+    )
     assert out.returncode == 0
     assert "demo" in out.stdout
 
@@ -34,7 +41,14 @@ def test_console_script_is_installed():
     ],
 )
 def test_bad_arguments_give_one_line(argv, message):
-    out = subprocess.run([sys.executable, "-m", "napari_ssl.cli", *argv], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "napari_ssl.cli", *argv],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=120,
+    )
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0]

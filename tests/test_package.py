@@ -44,6 +44,7 @@ def test_wheel_carries_the_real_manifest(tmp_path):
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(REPO)],
         capture_output=True,
         text=True,
+        encoding="utf-8",
         errors="replace",
         timeout=300,
     )
@@ -59,7 +60,14 @@ def test_wheel_carries_the_real_manifest(tmp_path):
     assert "napari-ssl = napari_ssl.cli:main" in entry_points
     manifest = tmp_path / "napari.yaml"
     manifest.write_bytes(text)
-    check = subprocess.run(["npe2", "validate", str(manifest)], capture_output=True, text=True, timeout=120)
+    check = subprocess.run(
+        ["npe2", "validate", str(manifest)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=120,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
 
 
@@ -69,7 +77,15 @@ def test_import_loads_neither_torch_nor_qt():
         "bad = [m for m in ('torch', 'napari', 'qtpy', 'PyQt6', 'magicgui', 'monai') if m in sys.modules];"
         "print(','.join(bad))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=120,
+        check=True,
+    )
     assert out.stdout.strip() == ""
 
 

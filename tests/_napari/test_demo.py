@@ -45,6 +45,8 @@ def test_demo_command_writes_screenshot(tmp_path):
         [sys.executable, "-m", "napari_ssl.cli", "demo", "--screenshot", str(out)],
         capture_output=True,
         text=True,
+        encoding="utf-8",
+        errors="replace",
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
