@@ -59,7 +59,9 @@ def as_rng(rng: Any) -> np.random.Generator:
     raise ValueError(f"rng must be a numpy.random.Generator, an int seed or None, got {type(rng).__name__}")
 
 
-def shape_and_spacing(shape: Any, spacing: Any = None) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+def shape_and_spacing(
+    shape: Any, spacing: Any = None
+) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
     """Spatial shape ``(z, y, x)`` and spacing (mm) from a shape tuple or a :class:`~napari_ssl.volume.Volume`.
 
     A longer shape (batch / channel axes first) is accepted; its last three axes are used.
@@ -79,7 +81,14 @@ def shape_and_spacing(shape: Any, spacing: Any = None) -> tuple[tuple[int, int, 
     zyx = dims[-3:]
     if min(zyx) < 1:
         raise ValueError(f"shape must be positive along (z, y, x), got {zyx}")
-    sp = (1.0, 1.0, 1.0) if spacing is None else tuple(float(s) for s in np.broadcast_to(spacing, (3,)))
+    if spacing is None:
+        sp: tuple[float, ...] = (1.0, 1.0, 1.0)
+    elif np.ndim(spacing) == 0:
+        sp = (float(spacing),) * 3
+    else:
+        sp = tuple(float(s) for s in spacing)
+        if len(sp) != 3:
+            raise ValueError(f"spacing must be three positive finite mm values (z, y, x), got {spacing!r}")
     if not all(math.isfinite(s) and s > 0 for s in sp):
         raise ValueError(f"spacing must be three positive finite mm values (z, y, x), got {spacing!r}")
     return (zyx[0], zyx[1], zyx[2]), (sp[0], sp[1], sp[2])
@@ -88,8 +97,8 @@ def shape_and_spacing(shape: Any, spacing: Any = None) -> tuple[tuple[int, int, 
 def check_array(x: Any, shape: tuple[int, int, int] | None = None, name: str = "x") -> None:
     """Validate an input: numpy array or torch tensor, at least 3 axes, finite, spatial shape as sampled.
 
-    Finiteness is checked through one reduction (a sum), falling back to an element test only when the
-    sum is not finite, so a valid volume costs one fast pass.
+    Finiteness costs one vectorised pass (less than a copy): a dot product for numpy, a sum for torch,
+    with an exact elementwise test only when that reduction is not finite.
     """
     if is_torch(x):
         import torch
@@ -97,17 +106,17 @@ def check_array(x: Any, shape: tuple[int, int, int] | None = None, name: str = "
         spatial = tuple(int(s) for s in x.shape[-3:])
         ndim = x.ndim
         if ndim >= 3 and (x.is_floating_point() or x.is_complex()) and x.numel():
-            total = x.sum(dtype=torch.float64)
+            # a finite sum proves every element finite (NaN and inf propagate); torch's elementwise
+            # isfinite().all() is ~50x slower on CPU, so it only runs when the sum is not finite
+            low = x.dtype in (torch.float16, torch.bfloat16)
+            total = x.sum(dtype=torch.float32) if low else x.sum()
             if not bool(torch.isfinite(total)) and not bool(torch.isfinite(x).all()):
                 raise ValueError(f"{name} contains NaN or inf values; pretexts need finite intensities")
     elif isinstance(x, np.ndarray):
         spatial = tuple(int(s) for s in x.shape[-3:])
         ndim = x.ndim
-        if ndim >= 3 and x.dtype.kind in "fc" and x.size:
-            with np.errstate(over="ignore", invalid="ignore"):
-                total = x.sum(dtype=np.float64)
-            if not np.isfinite(total) and not np.isfinite(x).all():
-                raise ValueError(f"{name} contains NaN or inf values; pretexts need finite intensities")
+        if ndim >= 3 and x.dtype.kind in "fc" and x.size and not _finite_numpy(x):
+            raise ValueError(f"{name} contains NaN or inf values; pretexts need finite intensities")
     else:
         raise ValueError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
     if ndim < 3:
@@ -119,6 +128,21 @@ def check_array(x: Any, shape: tuple[int, int, int] | None = None, name: str = "
         raise ValueError(
             f"{name} has spatial shape {spatial} but the params were sampled for shape {tuple(shape)}"
         )
+
+
+def _finite_numpy(x: np.ndarray) -> bool:
+    """True when every element of a float array is finite.
+
+    Fast path: a finite dot product of the array with itself (one SIMD BLAS pass, about half the time
+    of ``isfinite(x).all()``) proves every element finite, since NaN and inf propagate; only an overflow
+    of a finite array (or an unusual dtype or layout) falls back to the elementwise test.
+    """
+    if x.dtype in (np.float32, np.float64) and x.flags.c_contiguous:
+        flat = x.reshape(-1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(np.dot(flat, flat)):
+                return True
+    return bool(np.isfinite(x).all())
 
 
 def copy_array(x: Any) -> Any:

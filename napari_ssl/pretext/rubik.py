@@ -22,6 +22,7 @@ from ._base import (
     copy_array,
     flip,
     int_triple,
+    is_torch,
     shape_and_spacing,
     stack,
 )
@@ -65,7 +66,9 @@ def permutation_set(n_cubes: int, n_permutations: int) -> np.ndarray:
         candidates = np.unique(candidates, axis=0)  # sorted: the identity comes first
     limit = min(len(candidates), _MAX_PERMUTATIONS)
     if not 1 <= n_permutations <= limit:
-        raise ValueError(f"n_permutations must be between 1 and {limit} for {n_cubes} cubes, got {n_permutations}")
+        raise ValueError(
+            f"n_permutations must be between 1 and {limit} for {n_cubes} cubes, got {n_permutations}"
+        )
     chosen = [0]
     min_dist = _hamming(candidates, candidates[0])
     for _ in range(n_permutations - 1):
@@ -141,6 +144,21 @@ def _rotation_axes(flags: tuple[bool, bool]) -> tuple[int, ...]:
     return ()
 
 
+def _covers(params: RubikParams) -> bool:
+    """True when the cubes tile the whole volume (no gap, shape divisible by the grid)."""
+    return params.cube == params.cell and all(
+        c * params.grid == s for c, s in zip(params.cell, params.shape, strict=True)
+    )
+
+
+def _empty_like(x: Any) -> Any:
+    if is_torch(x):
+        import torch
+
+        return torch.empty_like(x)
+    return np.empty_like(x)
+
+
 class RubikCube:
     """Rubik's cube recovery pretext (Zhuang et al., MICCAI 2019).
 
@@ -192,7 +210,11 @@ class RubikCube:
     )
 
     def __init__(
-        self, grid: int = 2, n_permutations: int = 100, gap: int | tuple[int, int, int] = 10, p_rotate: float = 0.5
+        self,
+        grid: int = 2,
+        n_permutations: int = 100,
+        gap: int | tuple[int, int, int] = 10,
+        p_rotate: float = 0.5,
     ) -> None:
         if not isinstance(grid, (int, np.integer)):
             raise ValueError(f"grid must be an int between 2 and 4, got {grid!r}")
@@ -229,21 +251,21 @@ class RubikCube:
         rng = as_rng(rng)
         n = self.grid
         size = (sz, sy, sx)
-        for axis, s in zip("zyx", size):
+        for axis, s in zip("zyx", size, strict=True):
             if s < n:
                 raise ValueError(f"shape {size} is smaller than grid={n} along {axis} ({s} < {n} voxels)")
         cell = tuple(s // n for s in size)
-        for axis, c, g in zip("zyx", cell, self.gap):
+        for axis, c, g in zip("zyx", cell, self.gap, strict=True):
             if g >= c:
                 raise ValueError(
                     f"gap={g} along {axis} leaves no cube: shape {size} with grid={n} gives cells of {c} "
                     f"voxels, so gap must be < {c}"
                 )
-        cube = tuple(c - g for c, g in zip(cell, self.gap))
-        start = tuple((s - n * c) // 2 for s, c in zip(size, cell))
+        cube = tuple(c - g for c, g in zip(cell, self.gap, strict=True))
+        start = tuple((s - n * c) // 2 for s, c in zip(size, cell, strict=True))
         n_cells = n**3
         index = int(rng.integers(0, self.n_permutations))
-        perm = tuple(int(v) for v in self.permutations[index])
+        perm = tuple(self.permutations[index].tolist())
         flags = rng.random((n_cells, 2)) < self.p_rotate
         jitter = rng.integers(0, np.asarray(self.gap) + 1, size=(n_cells, 3))
         return RubikParams(
@@ -251,11 +273,11 @@ class RubikCube:
             grid=n,
             permutation_index=index,
             permutation=perm,
-            rotations=tuple((bool(a), bool(b)) for a, b in flags),
+            rotations=tuple((a, b) for a, b in flags.tolist()),
             start=start,  # type: ignore[arg-type]
             cell=cell,  # type: ignore[arg-type]
             cube=cube,  # type: ignore[arg-type]
-            offsets=tuple((int(a), int(b), int(c)) for a, b, c in jitter),
+            offsets=tuple((a, b, c) for a, b, c in jitter.tolist()),
         )
 
     def apply(self, x: Any, params: RubikParams) -> Any:
@@ -265,7 +287,7 @@ class RubikCube:
         receives the cube of cell ``params.permutation[i]``, rotated as ``params.rotations[i]``.
         """
         check_array(x, params.shape)
-        out = copy_array(x)
+        out = _empty_like(x) if _covers(params) else copy_array(x)  # no copy when the cubes tile everything
         for i, src in enumerate(params.permutation):
             out[(..., *params.box(i))] = flip(x[(..., *params.box(src))], _rotation_axes(params.rotations[i]))
         return out
@@ -273,7 +295,7 @@ class RubikCube:
     def invert(self, y: Any, params: RubikParams) -> Any:
         """Undo :meth:`apply`: put every cube back in its cell with its original orientation (exact)."""
         check_array(y, params.shape, name="y")
-        out = copy_array(y)
+        out = _empty_like(y) if _covers(params) else copy_array(y)
         for i, src in enumerate(params.permutation):
             out[(..., *params.box(src))] = flip(y[(..., *params.box(i))], _rotation_axes(params.rotations[i]))
         return out

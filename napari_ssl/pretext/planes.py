@@ -1,0 +1,384 @@
+"""Anatomy-oriented imaging planes: relative orientation (intersection-line heatmaps) and relative location
+(slice position in a stack) of planes with known world geometry.
+
+Zhang et al. "Self-supervised Learning for Medical Image Data with Anatomy-Oriented Imaging Planes."
+Medical Image Analysis (2024), arXiv:2403.16499.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ._base import ParamSpec, as_rng, check_array, check_choice, check_range, is_torch, shape_and_spacing
+from ._plane_geometry import PlanesParams, intersection, plane_heatmaps, planes_from_images, slice_positions
+
+__all__ = ["ImagingPlanes", "PlanesParams"]
+
+_AXES = {"z": 0, "y": 1, "x": 2}
+_MAX_TRIES = 1000
+_MAX_SIZE = 2048
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / math.sqrt(float(v @ v))
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cross product of two 3-vectors (numpy's general ``cross`` costs ~10x more for one pair)."""
+    return np.array([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
+
+
+def _as_tensor(x: np.ndarray) -> Any:
+    """A torch view of a numpy array (a copy only for non-native byte order or non-contiguous memory)."""
+    import torch
+
+    arr = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("="))
+    if arr.flags.writeable:
+        return torch.from_numpy(arr)
+    with warnings.catch_warnings():  # a read-only array (memory map, frozen Volume): only read here
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(arr)
+
+
+class ImagingPlanes:
+    """Imaging-planes pretext (Zhang et al., Medical Image Analysis 2024).
+
+    From a 3D volume, :meth:`sample` picks ``n_stack`` parallel slices along one axis (a stack, like a
+    cardiac short-axis stack) plus ``n_oblique`` views at random angles through the region of interest
+    (like the 2-, 3- and 4-chamber views); :meth:`apply` resamples them. The network learns, for each
+    plane, heatmaps of its intersection lines with the other planes (relative orientation) and, for the
+    stack slices, their relative position in the stack (relative location). All geometry is in physical
+    mm, so anisotropic scans give the right angles. For native multi-view 2D acquisitions (DICOM
+    series with position and orientation), :meth:`from_images` builds the same targets.
+
+    Parameters
+    ----------
+    n_stack : int, default 8
+        Parallel slices of the stack, evenly spaced across the region of interest (0 for none; 1 is
+        refused, a position within a one-slice stack is undefined).
+    n_oblique : int, default 3
+        Oblique views: random normal (uniform on the sphere, at least ``min_angle`` from the stack
+        normal and from each other, so every pair intersects), random in-plane rotation, centre uniform
+        in the region of interest.
+    size : int or (int, int), default 128
+        Plane image size ``(H, W)`` in pixels.
+    pixel_spacing : float, default 0
+        Plane pixel size in mm; 0 fits the plane to the volume's largest extent.
+    sigma : float, default 7.56
+        Heatmap width in mm (official code: 6 pixels at 1.26 mm).
+    stack_axis : {"z", "y", "x", "random"}, default "z"
+        Array axis the stack advances along (its slices are perpendicular to it).
+    roi : float, default 0.5
+        Region of interest: the central box spanning this fraction of the volume along each axis.
+    min_angle : float, default 20
+        Minimum angle in degrees between an oblique plane and any other non-parallel plane.
+
+    Notes
+    -----
+    Unlike the Rubik and context pretexts, :meth:`apply` does not return the input's shape: it returns
+    the plane images, ``(..., N, H, W)`` for input ``(..., Z, Y, X)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> task = ImagingPlanes(n_stack=4, n_oblique=2, size=16)
+    >>> params = task.sample((20, 24, 28), np.random.default_rng(0), spacing=(2.0, 1.0, 1.0))
+    >>> task.apply(np.ones((2, 20, 24, 28), np.float32), params).shape
+    (2, 6, 16, 16)
+    >>> task.targets(params)["heatmaps"].shape
+    (6, 6, 16, 16)
+    """
+
+    name: ClassVar[str] = "planes"
+    PARAMETERS: ClassVar[tuple[ParamSpec, ...]] = (
+        ParamSpec("n_stack", int, 8, 0, 64, "parallel slices of the stack (0: none)"),
+        ParamSpec("n_oblique", int, 3, 0, 16, "oblique views at random angles"),
+        ParamSpec("size", int, 128, 2, _MAX_SIZE, "plane image size in pixels"),
+        ParamSpec("pixel_spacing", float, 0.0, 0.0, None, "plane pixel size in mm (0: fit the volume)"),
+        ParamSpec("sigma", float, 7.56, 1e-3, None, "heatmap width in mm (paper: 6 px at 1.26 mm)"),
+        ParamSpec(
+            "stack_axis", str, "z", None, None, "axis the stack advances along", ("z", "y", "x", "random")
+        ),
+        ParamSpec("roi", float, 0.5, 0.01, 1.0, "central fraction of the volume the planes go through"),
+        ParamSpec("min_angle", float, 20.0, 0.0, 60.0, "minimum angle (degrees) between oblique planes"),
+    )
+
+    def __init__(
+        self,
+        n_stack: int = 8,
+        n_oblique: int = 3,
+        size: int | tuple[int, int] = 128,
+        pixel_spacing: float | None = 0.0,
+        sigma: float = 7.56,
+        stack_axis: str = "z",
+        roi: float = 0.5,
+        min_angle: float = 20.0,
+    ) -> None:
+        check_range(n_stack, "n_stack", 0, 64)
+        if n_stack == 1:
+            raise ValueError("n_stack must be 0 or >= 2 (a position within a one-slice stack is undefined)")
+        check_range(n_oblique, "n_oblique", 0, 16)
+        if n_stack + n_oblique < 2:
+            raise ValueError(f"need at least 2 planes, got n_stack={n_stack} + n_oblique={n_oblique}")
+        hw = np.broadcast_to(np.asarray(size), (2,)) if np.ndim(size) == 0 else np.asarray(size)
+        if hw.shape != (2,) or not all(float(v).is_integer() for v in hw):
+            raise ValueError(f"size must be an int or (H, W) ints, got {size!r}")
+        if min(hw) < 2:
+            raise ValueError(f"size must be >= 2 pixels (a zero-width plane has no image), got {size!r}")
+        if max(hw) > _MAX_SIZE:
+            raise ValueError(f"size must be <= {_MAX_SIZE} pixels, got {size!r}")
+        ps = 0.0 if pixel_spacing is None else float(pixel_spacing)
+        if not (math.isfinite(ps) and ps >= 0):
+            raise ValueError(f"pixel_spacing must be >= 0 mm (0: fit the volume), got {pixel_spacing!r}")
+        check_range(sigma, "sigma", 1e-3)
+        check_choice(stack_axis, "stack_axis", ("z", "y", "x", "random"))
+        if not 0 < roi <= 1:
+            raise ValueError(f"roi must be in (0, 1], got {roi}")
+        check_range(min_angle, "min_angle", 0.0, 60.0)
+        self.n_stack = int(n_stack)
+        self.n_oblique = int(n_oblique)
+        self.size = (int(hw[0]), int(hw[1]))
+        self.pixel_spacing = ps
+        self.sigma = float(sigma)
+        self.stack_axis = stack_axis
+        self.roi = float(roi)
+        self.min_angle = float(min_angle)
+
+    def __repr__(self) -> str:
+        return (
+            f"ImagingPlanes(n_stack={self.n_stack}, n_oblique={self.n_oblique}, size={self.size}, "
+            f"pixel_spacing={self.pixel_spacing}, sigma={self.sigma}, stack_axis={self.stack_axis!r}, "
+            f"roi={self.roi}, min_angle={self.min_angle})"
+        )
+
+    # ------------------------------------------------------------------ sample
+    def sample(self, shape: Any, rng: Any = None, spacing: Any = None) -> PlanesParams:
+        """Pick the stack and the oblique planes for a volume.
+
+        Parameters
+        ----------
+        shape : tuple of int or Volume
+            Spatial shape ``(z, y, x)``; or a :class:`~napari_ssl.volume.Volume`, whose spacing, origin and
+            direction then place the planes in its world (patient) coordinates.
+        rng : numpy.random.Generator or int, optional
+        spacing : tuple of float, optional
+            Voxel size in mm ``(z, y, x)`` for a plain shape (default 1 mm); world is then ``index * spacing``.
+        """
+        size, sp = shape_and_spacing(shape, spacing)
+        rng = as_rng(rng)
+        for axis, s in zip("zyx", size, strict=True):
+            if s < 2:
+                raise ValueError(
+                    f"planes need a 3D volume of at least 2 voxels per axis, got {size} ({axis})"
+                )
+        affine = np.eye(4)
+        affine[:3, :3] = np.diag(sp)
+        if hasattr(shape, "affine"):
+            affine = np.asarray(shape.affine, dtype=float)
+        rot = affine[:3, :3] / np.asarray(sp)[None, :]  # direction
+        extent = (np.asarray(size) - 1) * np.asarray(sp)  # mm, in the grid frame (index * spacing)
+        centre = extent / 2
+        half = self.roi * extent / 2
+        ps = self.pixel_spacing or float(extent.max()) / (max(self.size) - 1)
+        h, w = self.size
+
+        normals: list[np.ndarray] = []
+        centres: list[np.ndarray] = []
+        rows: list[np.ndarray] = []
+        names: list[str] = []
+        stack_ids: list[int] = []
+        eye = np.eye(3)
+        stack_normal = None
+        if self.n_stack:
+            axis = self.stack_axis if self.stack_axis != "random" else "zyx"[int(rng.integers(0, 3))]
+            a = _AXES[axis]
+            others = [k for k in range(3) if k != a]
+            stack_normal = eye[a]
+            shift = rng.uniform(-1, 1, size=3) * half
+            for k, t in enumerate(np.linspace(-half[a], half[a], self.n_stack)):
+                c = centre + shift
+                c[a] = centre[a] + t
+                normals.append(eye[a])
+                rows.append(eye[others[0]])
+                centres.append(c)
+                names.append(f"stack[{k}]")
+                stack_ids.append(0)
+        min_sine = math.sin(math.radians(self.min_angle))
+        for k in range(self.n_oblique):
+            for _ in range(_MAX_TRIES):
+                n = _unit(rng.normal(size=3))
+                taken = normals[-k:] if k else []
+                if stack_normal is not None:
+                    taken = [stack_normal, *taken]
+                if all(math.sqrt(float(v @ v)) >= min_sine for v in (_cross(n, m) for m in taken)):
+                    break
+            else:  # pragma: no cover - min_angle <= 60 with <= 16 planes always fits
+                raise ValueError(
+                    f"could not place {self.n_oblique} oblique planes min_angle={self.min_angle} apart"
+                )
+            helper = eye[int(np.argmin(np.abs(n)))]
+            u0 = _unit(_cross(n, helper))
+            v0 = _cross(n, u0)
+            theta = rng.uniform(0, 2 * np.pi)
+            normals.append(n)
+            rows.append(math.cos(theta) * u0 + math.sin(theta) * v0)
+            centres.append(centre + rng.uniform(-1, 1, size=3) * half)
+            names.append(f"oblique {k}")
+            stack_ids.append(-1)
+
+        origins, row_w, col_w = [], [], []
+        for n, r, c in zip(normals, rows, centres, strict=True):
+            col = _cross(n, r)  # so that row x col = normal
+            corner = c - (h - 1) / 2 * ps * r - (w - 1) / 2 * ps * col
+            origins.append(affine[:3, 3] + rot @ corner)
+            row_w.append(rot @ r)
+            col_w.append(rot @ col)
+        return PlanesParams(
+            origins=tuple(tuple(float(v) for v in o) for o in origins),
+            rows=tuple(tuple(float(v) for v in r) for r in row_w),
+            cols=tuple(tuple(float(v) for v in c) for c in col_w),
+            pixel_spacing=((ps, ps),) * len(origins),
+            sizes=((h, w),) * len(origins),
+            stack=tuple(stack_ids),
+            names=tuple(names),
+            volume_shape=size,
+            volume_affine=tuple(float(v) for v in affine.ravel()),
+        )
+
+    @classmethod
+    def from_images(cls, volumes: Sequence[Any], names: Sequence[str] | None = None) -> PlanesParams:
+        """Planes of native 2D acquisitions from their own geometry (e.g. cardiac MR views read from DICOM).
+
+        Each :class:`~napari_ssl.volume.Volume` gives: a ``(1, H, W)`` plane, one view; a ``(Z, H, W)``
+        stack, ``Z`` parallel planes sharing a stack id (slice positions follow their world positions);
+        a ``(t, 1, H, W)`` cine or ``(t, Z, H, W)`` series, the geometry of its first frame. The result
+        has no source volume, so :meth:`apply` refuses it: the images are the volumes' own arrays.
+        """
+        return planes_from_images(volumes, names)
+
+    # ------------------------------------------------------------------ apply
+    def apply(self, x: Any, params: PlanesParams) -> Any:
+        """Resample the planes from ``x`` (numpy or torch, ``(..., Z, Y, X)``): returns ``(..., N, H, W)``.
+
+        Trilinear interpolation with ``torch.nn.functional.grid_sample`` in one batched call over all
+        planes and all leading axes, on ``x``'s device; pixels outside the volume are 0. Same type, dtype
+        and device as ``x`` (integer inputs are rounded back); ``x`` is not modified.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        if params.volume_affine is None or params.volume_shape is None:
+            raise ValueError("these planes come from images (from_images): there is no volume to resample")
+        if len(set(params.sizes)) != 1:
+            raise ValueError(f"apply needs planes of one size, got sizes {sorted(set(params.sizes))}")
+        check_array(x, params.volume_shape)
+        tensor = x if is_torch(x) else _as_tensor(x)
+        lead = tuple(tensor.shape[:-3])
+        work = tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.to(torch.float32)
+        grid = self._grid(params, work.dtype, work.device)
+        out = F.grid_sample(
+            work.reshape(1, -1, *params.volume_shape),
+            grid,
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=True,
+        )
+        n = params.n_planes
+        h, w = params.sizes[0]
+        out = out.reshape(*lead, n, h, w)
+        if out.dtype != tensor.dtype:
+            out = (out.round() if not tensor.dtype.is_floating_point else out).to(tensor.dtype)
+        return out if is_torch(x) else out.numpy()
+
+    @staticmethod
+    def _grid(params: PlanesParams, dtype: Any, device: Any) -> Any:
+        """Normalised sampling grid (1, N, H, W, 3) in grid_sample's (x, y, z) order."""
+        import torch
+
+        a = params.arrays()
+        affine = params.affine
+        assert affine is not None and params.volume_shape is not None
+        inv = np.linalg.inv(affine[:3, :3])
+        start = (a["origin"] - affine[:3, 3]) @ inv.T  # voxel index of pixel (0, 0), (N, 3)
+        step_r = (a["row"] * a["spacing"][:, :1]) @ inv.T
+        step_c = (a["col"] * a["spacing"][:, 1:]) @ inv.T
+        scale = 2.0 / (np.asarray(params.volume_shape, dtype=float) - 1)
+        # normalise: index * 2 / (S - 1) - 1, then reverse (z, y, x) -> (x, y, z)
+        # (N, component x/y/z, term): grid = start + r * step_r + c * step_c, normalised to [-1, 1]
+        coef = np.stack([start * scale - 1, step_r * scale, step_c * scale], axis=2)[:, ::-1, :]
+        coef_t = torch.as_tensor(coef.copy(), dtype=dtype, device=device)
+        h, w = params.sizes[0]
+        r = torch.arange(h, dtype=dtype, device=device)[None, None, :, None]
+        c = torch.arange(w, dtype=dtype, device=device)[None, None, None, :]
+        # built component-first (fast contiguous broadcasting), then made (N, H, W, 3) contiguous
+        grid = coef_t[..., 0, None, None] + r * coef_t[..., 1, None, None] + c * coef_t[..., 2, None, None]
+        grid = grid.permute(0, 2, 3, 1).contiguous()
+        return grid[None]
+
+    # ------------------------------------------------------------------ targets / overlay
+    def targets(self, params: PlanesParams, x: Any = None) -> dict[str, Any]:
+        """What the network predicts for each plane.
+
+        Returns
+        -------
+        dict
+            ``heatmaps``: (N, N, H, W) float32 (a list of (N, H_i, W_i) for planes of different sizes),
+            channel ``j`` of plane ``i`` = ``exp(-d^2 / 2 sigma^2)`` of the distance ``d`` (mm) to its
+            intersection line with plane ``j``, zero where there is no line; ``has_line`` (N, N) bool
+            (False on the diagonal and for parallel planes); ``slice_position`` (N,) float32 in [0, 1]
+            for stack slices (0 elsewhere) and ``in_stack`` (N,) bool. ``x`` is unused.
+        """
+        heat, has_line = plane_heatmaps(params, self.sigma)
+        pos, in_stack = slice_positions(params)
+        return {"heatmaps": heat, "has_line": has_line, "slice_position": pos, "in_stack": in_stack}
+
+    def overlay(self, params: PlanesParams) -> dict[str, Any]:
+        """Plain geometry for drawing.
+
+        Keys: ``planes``, one dict per plane with ``name``, ``stack``, ``corners_world`` (4, 3) and, when
+        the planes come from a volume, ``corners_voxel`` (4, 3) in that volume's index coordinates;
+        ``lines``, one dict per pair ``i < j`` with ``parallel`` (then no line), ``segment_world`` (2, 3),
+        ``segment_voxel`` (2, 3) or ``None``, and ``pixels_i`` / ``pixels_j`` (2, 2) (row, col) on each
+        plane; a ``segment`` is ``None`` when the line misses one of the two images.
+        """
+        affine = params.affine
+        inv = None if affine is None else np.linalg.inv(affine)
+
+        def to_voxel(points: np.ndarray | None) -> np.ndarray | None:
+            if points is None or inv is None:
+                return None
+            return points @ inv[:3, :3].T + inv[:3, 3]
+
+        planes = []
+        for k in range(params.n_planes):
+            corners = params.corners(k)
+            planes.append(
+                {
+                    "name": params.names[k],
+                    "stack": params.stack[k],
+                    "size": params.sizes[k],
+                    "corners_world": corners,
+                    "corners_voxel": to_voxel(corners),
+                }
+            )
+        lines = []
+        for i in range(params.n_planes):
+            for j in range(i + 1, params.n_planes):
+                cut = intersection(params, i, j)
+                lines.append(
+                    {
+                        "i": i,
+                        "j": j,
+                        "parallel": cut["parallel"],
+                        "segment_world": cut["segment"],
+                        "segment_voxel": to_voxel(cut["segment"]),
+                        "pixels_i": cut["pixels_i"],
+                        "pixels_j": cut["pixels_j"],
+                    }
+                )
+        return {"kind": "planes", "volume_shape": params.volume_shape, "planes": planes, "lines": lines}
