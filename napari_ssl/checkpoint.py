@@ -99,6 +99,27 @@ def _jsonify(value: Any) -> Any:
     raise TypeError(f"meta value {value!r} of type {type(value).__name__} is not JSON-serialisable")
 
 
+def check_target(directory: str | os.PathLike[str]) -> Path:
+    """Raise unless ``directory`` may receive a checkpoint: absent, empty, or a napari-ssl checkpoint.
+
+    :func:`save` replaces the folder, so a user's folder of other files must never be a target.
+    """
+    directory = Path(directory)
+    if not directory.exists():
+        return directory
+    if not directory.is_dir():
+        raise CheckpointError(f"cannot write a checkpoint to {directory}: it is a file")
+    if not any(directory.iterdir()):
+        return directory
+    try:
+        read_meta(directory)
+    except (CheckpointError, OSError):
+        raise CheckpointError(
+            f"refusing to overwrite {directory}: it exists and is not a napari-ssl checkpoint; choose another --out"
+        ) from None
+    return directory
+
+
 def save(
     directory: str | os.PathLike[str],
     model_state: Mapping[str, torch.Tensor],
@@ -111,6 +132,7 @@ def save(
     ----------
     directory : path
         The checkpoint folder; replaced if it exists (the old one survives until the new one is complete).
+        A folder that exists, is not empty and is not a napari-ssl checkpoint is refused (``CheckpointError``).
     model_state : mapping of str to Tensor
         A ``state_dict``; tensors are made contiguous and copied to CPU. Shared tensors are stored once each.
     meta : mapping
@@ -121,7 +143,7 @@ def save(
     import torch
     from safetensors.torch import save_file
 
-    directory = Path(directory)
+    directory = check_target(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -226,7 +248,9 @@ def load(
     return state, meta
 
 
-def load_optimizer(directory: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> dict[str, Any] | None:
+def load_optimizer(
+    directory: str | os.PathLike[str], *, device: str | torch.device = "cpu"
+) -> dict[str, Any] | None:
     """The stored optimizer state (``None`` when the checkpoint has none), read with ``weights_only=True``."""
     folder = _resolve(directory)
     meta = read_meta(folder)

@@ -99,8 +99,10 @@ class Failed:
 
     def exception(self) -> Exception:
         """The error as an exception of a matching family (ValueError / OSError / RuntimeError)."""
-        text = f"{self.message}" if self.error_type in {"ValueError", "OSError"} else (
-            f"{self.error_type}: {self.message}"
+        text = (
+            f"{self.message}"
+            if self.error_type in {"ValueError", "OSError"}
+            else (f"{self.error_type}: {self.message}")
         )
         families: dict[str, type[Exception]] = {
             "ValueError": ValueError,

@@ -9,11 +9,11 @@ and a seed; every change schedules a preview (debounced), computed in a napari `
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
+import napari
 from napari.qt.threading import thread_worker
-from napari.utils.notifications import show_warning
+from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -29,12 +29,9 @@ from qtpy.QtWidgets import (
 )
 
 from napari_ssl._napari.explorer_compute import Preview, PreviewRequest, compute_preview
-from napari_ssl._napari.layers import layer_to_volume
+from napari_ssl._napari.explorer_sources import SourceError, is_view_layer, source_volume, view_volumes
 from napari_ssl._napari.overlays import META, SEP, box_layer_specs, explorer_layers, remove_previews, upsert
 from napari_ssl._napari.params import pretext_param_widget
-
-if TYPE_CHECKING:
-    import napari
 
 __all__ = ["ALL_VIEWS", "PRETEXTS", "PretextExplorer", "SourceError", "make_explorer"]
 
@@ -43,20 +40,6 @@ PRETEXTS = {"rubik": "Rubik's cube", "context": "Context restoration", "planes":
 #: the source entry that stands for every acquired view (planes and stacks) in the viewer
 ALL_VIEWS = "All views (native multi-view)"
 DEBOUNCE_MS = 250
-
-
-class SourceError(ValueError):
-    """A layer the explorer cannot preview on; the message says why in words."""
-
-
-def is_view_layer(layer: Any) -> bool:
-    """True for a grey-level Image layer holding acquired 2D planes: ``(1, H, W)``, a thin stack or a cine."""
-    if layer.__class__.__name__ != "Image" or getattr(layer, "rgb", False) or layer.ndim < 3:
-        return False
-    if META in layer.metadata:
-        return False
-    z = layer.data.shape[-3]
-    return z == 1 or (z <= 32 and z * 4 <= min(layer.data.shape[-2:]))
 
 
 class PretextExplorer(QWidget):
@@ -73,8 +56,10 @@ class PretextExplorer(QWidget):
 
     preview_ready = Signal(object)
 
-    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        # napari hands plugins a PublicOnlyProxy; the dock manages its own layers on the real viewer
+        viewer = getattr(napari_viewer, "__wrapped__", napari_viewer)
         self.viewer = viewer
         self.worker: Any = None
         self.last_preview: Preview | None = None
@@ -97,6 +82,7 @@ class PretextExplorer(QWidget):
         self.new_sample = QPushButton("New sample")
         self.restore = QCheckBox("restore (show the inverse)")
         self.step = QSlider(Qt.Orientation.Horizontal)
+        self.step.setRange(0, 0)  # follows n_swaps; at its maximum it shows all swaps
         self.step_label = QLabel("")
         self.auto = QCheckBox("update on every change")
         self.auto.setChecked(True)
@@ -230,43 +216,6 @@ class PretextExplorer(QWidget):
             self._timer.start()
 
     # ------------------------------------------------------------------------------------ requests
-    def _source_volume(self, name: str) -> Any:
-        """The source layer and its current 3D volume, or a :class:`SourceError` in words."""
-        if not name or name not in self.viewer.layers:
-            raise SourceError("no scan selected: open a 3D scan (File > Open) and pick it under 'scan'")
-        layer = self.viewer.layers[name]
-        kind = layer.__class__.__name__
-        if kind == "Labels":
-            raise SourceError(f"'{name}' is a Labels layer (a mask); pick the Image layer of the scan")
-        if kind != "Image":
-            raise SourceError(f"'{name}' is a {kind} layer; pick an Image layer holding a 3D scan")
-        if getattr(layer, "rgb", False):
-            raise SourceError(f"'{name}' is an RGB image; the pretexts need a grey-level scan")
-        if layer.ndim < 3 or layer.data.shape[-3] == 1:
-            shape = tuple(layer.data.shape)
-            hint = (" For acquired views choose 'All views'." if self.pretext_name == "planes" else "")
-            raise SourceError(f"'{name}' is a 2D image {shape}; this pretext needs a 3D volume (z, y, x).{hint}")
-        if layer.multiscale:
-            raise SourceError(f"'{name}' is multiscale; the explorer previews single-resolution scans only")
-        volume = layer_to_volume(layer) if layer.ndim == 3 else self._current_frame(layer)
-        return layer, volume
-
-    def _current_frame(self, layer: Any) -> Any:
-        """A 4D+ layer's 3D volume at the viewer's current leading indices."""
-        lead = layer.ndim - 3
-        step = layer.world_to_data(self.viewer.dims.point)[:lead]
-        index = tuple(int(np.clip(round(s), 0, n - 1)) for s, n in zip(step, layer.data.shape[:lead]))
-        volume = layer_to_volume(layer)
-        return volume.with_array(np.asarray(volume.array[index]))
-
-    def _view_volumes(self) -> list[Any]:
-        views = []
-        for layer in self.viewer.layers:
-            if is_view_layer(layer) and layer.visible:
-                vol = layer_to_volume(layer) if layer.ndim == 3 else self._current_frame(layer)
-                views.append(vol)
-        return views
-
     def build_request(self) -> PreviewRequest:
         """The request for the current controls; :class:`SourceError` for a bad selection."""
         name = self.source.currentText()
@@ -280,15 +229,21 @@ class PretextExplorer(QWidget):
         if name == ALL_VIEWS:
             if self.pretext_name != "planes":
                 raise SourceError("'All views' is for imaging planes; pick one 3D scan for this pretext")
-            views = self._view_volumes()
+            views = view_volumes(self.viewer)
             if len(views) < 2:
-                raise SourceError(f"native multi-view needs at least 2 visible plane layers, found {len(views)}")
+                raise SourceError(
+                    f"native multi-view needs at least 2 visible plane layers, found {len(views)}"
+                )
             return PreviewRequest(views=tuple(views), source="views", **common)
-        _, volume = self._source_volume(name)
+        volume = source_volume(self.viewer, name, planes_hint=self.pretext_name == "planes")
         return PreviewRequest(volume=volume, source=name, **common)
 
     def preview(self) -> Any:
-        """Compute and draw the preview now (in a thread worker); returns the worker, or None on a bad selection."""
+        """Compute and draw the preview (in a thread worker); returns the worker, or None on a bad selection.
+
+        The worker starts on the next turn of the Qt event loop, so ``qtbot.waitSignal(worker.finished)``
+        entered right after this call cannot miss its signal.
+        """
         self._timer.stop()
         try:
             request = self.build_request()
@@ -309,7 +264,8 @@ class PretextExplorer(QWidget):
         self.worker = worker
         self._running = True
         self.status.setText(f"computing {PRETEXTS[request.pretext]} ...")
-        worker.start()
+        # start on the next event-loop turn: the caller can still connect to the returned worker's signals
+        QTimer.singleShot(0, worker.start)
         return worker
 
     def _on_finished(self) -> None:
@@ -319,11 +275,14 @@ class PretextExplorer(QWidget):
             self._start(request)
 
     def _on_errored(self, exc: BaseException) -> None:
-        self._notify(str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, ValueError):  # the pretext's own words: parameter, value and limit
+            self._notify(str(exc))
+        else:
+            self._notify(f"{type(exc).__name__}: {exc}", error=True)
 
-    def _notify(self, message: str) -> None:
+    def _notify(self, message: str, error: bool = False) -> None:
         self.status.setText(message)
-        show_warning(f"Pretext explorer: {message}")
+        (show_error if error else show_warning)(f"Pretext explorer: {message}")
 
     # ------------------------------------------------------------------------------------ drawing
     @staticmethod
@@ -339,6 +298,9 @@ class PretextExplorer(QWidget):
     def _on_returned(self, preview: Preview) -> None:
         if preview.request is not self._latest or self._pending is not None:
             return  # stale: a newer request is on its way
+        if not preview.world and preview.request.source not in self.viewer.layers:
+            self._notify(f"'{preview.request.source}' was removed before its preview was ready")
+            return
         self.last_preview = preview
         self._draw(preview)
         self.status.setText(preview.summary)
@@ -346,6 +308,7 @@ class PretextExplorer(QWidget):
 
     def _draw(self, preview: Preview) -> None:
         source, base = self._base_name(preview.request)
+        active = self.viewer.layers.selection.active
         tag = {"source": source, "pretext": preview.request.pretext}
         if preview.request.pretext == "planes":
             from napari_ssl._napari.explorer_planes import plane_layer_specs
@@ -355,35 +318,60 @@ class PretextExplorer(QWidget):
             self.gallery.show_planes(preview)
         else:
             source_layer = self.viewer.layers[source]
-            specs = box_layer_specs(preview, base, source_layer, self.viewer.dims.ndisplay, self._sliced_axis())
+            specs = box_layer_specs(
+                preview, base, source_layer, self.viewer.dims.ndisplay, self._sliced_axis()
+            )
+        self._recycle(source, specs)
         names = set()
         for name, layer_type, data, kwargs, role in specs:
             upsert(self.viewer, name, layer_type, data, kwargs, {**tag, "role": role})
             names.add(name)
-        for layer in explorer_layers(self.viewer, source):
-            if layer.metadata[META].get("pretext") == preview.request.pretext and layer.name not in names:
+        for layer in explorer_layers(
+            self.viewer, source
+        ):  # one preview per scan: drop stale / other pretexts
+            if layer.name not in names:
                 self.viewer.layers.remove(layer)
+        keep = active if active is not None and active in self.viewer.layers else None
         if source in self.viewer.layers:  # keep the user's scan as the active layer
-            self.viewer.layers.selection.active = self.viewer.layers[source]
+            keep = self.viewer.layers[source]
+        if keep is not None:
+            self.viewer.layers.selection.active = keep
+
+    def _recycle(self, source: str, specs: list[tuple]) -> None:
+        """Rename this scan's spare preview layers to the names ``specs`` needs (same role and type), so a
+        new pretext or plane count updates layers in place: creating a layer (and its GL visual) costs far
+        more than updating one."""
+        wanted = {spec[0] for spec in specs}
+        spare = [layer for layer in explorer_layers(self.viewer, source) if layer.name not in wanted]
+        for name, layer_type, *_, role in specs:
+            if name in self.viewer.layers:
+                continue
+            for layer in spare:
+                if layer.metadata[META].get("role") == role and type(layer).__name__.lower() == layer_type:
+                    layer.name = name
+                    spare.remove(layer)
+                    break
 
     def _on_view_change(self, *_: Any) -> None:
         """2D <-> 3D: boxes as wireframes in 3D, as contours with per-slice text in 2D."""
         preview = self.last_preview
-        if preview is None or preview.request.pretext == "planes":
-            return
-        from napari_ssl._napari.overlays import text_points
+        from napari_ssl._napari.overlays import text_features, text_points
 
         ndisplay = self.viewer.dims.ndisplay
         for layer in explorer_layers(self.viewer):
             role = layer.metadata[META].get("role")
-            if role == "boxes":
+            if role == "plane":
+                layer.visible = ndisplay == 3
+            elif preview is None or preview.request.pretext == "planes":
+                continue
+            elif role == "boxes":
                 layer.visible = ndisplay == 3
             elif role == "cells":
                 layer.visible = ndisplay == 2
-            elif role == "text" and layer.metadata[META].get("pretext") == preview.request.pretext:
-                pts, labels, _ = text_points(preview, ndisplay, self._sliced_axis())
+            elif role == "text" and layer.metadata[META].get("source") == preview.request.source:
+                pts, labels, rgba = text_points(preview, ndisplay, self._sliced_axis())
                 layer.data = pts
-                layer.features = {"label": labels}
+                layer.features = text_features(labels, rgba)
 
     def remove_previews(self) -> int:
         """Remove every layer the explorer added (one click); returns how many."""
@@ -394,6 +382,7 @@ class PretextExplorer(QWidget):
         return count
 
 
-def make_explorer(viewer: napari.viewer.Viewer) -> PretextExplorer:
-    """npe2 widget factory (``napari-ssl.explorer``): the Pretext explorer dock for ``viewer``."""
-    return PretextExplorer(viewer)
+def make_explorer(napari_viewer: napari.viewer.Viewer) -> PretextExplorer:
+    """The Pretext explorer dock for ``napari_viewer`` (the manifest points at the class itself, which napari
+    instantiates with the viewer; this function is for scripts)."""
+    return PretextExplorer(napari_viewer)

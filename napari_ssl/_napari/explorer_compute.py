@@ -163,15 +163,31 @@ def box_path(start: Any, stop: Any) -> np.ndarray:
     lo = np.asarray(start, dtype=float) - 0.5
     hi = np.asarray(stop, dtype=float) - 0.5
     # corners as bits (z, y, x): A B C D bottom loop, E F G H top loop, then the three missing verticals
-    order = ["000", "010", "011", "001", "000", "100", "110", "111", "101", "100", "110", "010", "011",
-             "111", "101", "001"]
+    order = [
+        "000",
+        "010",
+        "011",
+        "001",
+        "000",
+        "100",
+        "110",
+        "111",
+        "101",
+        "100",
+        "110",
+        "010",
+        "011",
+        "111",
+        "101",
+        "001",
+    ]
     return np.array([[hi[a] if b == "1" else lo[a] for a, b in enumerate(code)] for code in order])
 
 
 def paint_boxes(shape: tuple[int, ...], boxes: np.ndarray, values: np.ndarray) -> np.ndarray:
     """A ``uint16`` volume with each box ``[start, stop)`` filled with its value (later boxes on top)."""
     out = np.zeros(shape, dtype=np.uint16)
-    for (lo, hi), v in zip(np.asarray(boxes, dtype=int), values):
+    for (lo, hi), v in zip(np.asarray(boxes, dtype=int), values, strict=False):
         out[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = v
     return out
 
@@ -190,7 +206,7 @@ def _rubik(req: PreviewRequest, task: Any, rng: np.random.Generator) -> Preview:
     source = np.asarray(overlay["source"], dtype=int)
     text = []
     for i in range(n):
-        rot = "+".join(ax for ax, on in zip(("x", "y"), rotations[i]) if on)
+        rot = "+".join(ax for ax, on in zip(("x", "y"), rotations[i], strict=False) if on)
         text.append(f"{source[i]}→{i}" + (f" ↻{rot}" if rot else ""))
     if req.restore:  # every cube back home: outline the source cells with their own number
         boxes = np.asarray(overlay["source_boxes"], dtype=int)
@@ -205,12 +221,13 @@ def _rubik(req: PreviewRequest, task: Any, rng: np.random.Generator) -> Preview:
         boxes=boxes,
         box_values=values,
         box_text=text,
-        box_width=np.full(n, 2.0),
+        box_width=np.full(n, 1.0),
         labels=paint_boxes(vol.spatial_shape, boxes, values),
         summary=(
             f"permutation {overlay['permutation_index']} of {task.n_permutations}; "
             f"{int(rotations.any(axis=1).sum())} of {n} cubes rotated"
             + (" (restored view)" if req.restore else "")
+            + ". Label 'a→b ↻x': the cube of cell a now sits in cell b, turned 180° about x"
         ),
     )
 
@@ -230,7 +247,7 @@ def _context(req: PreviewRequest, task: Any, rng: np.random.Generator) -> Previe
     boxes = pair_boxes.reshape(-1, 2, 3)
     values = np.repeat(np.arange(step) + 1, 2)
     text = [f"{t + 1}{ab}" for t in range(step) for ab in ("a", "b")]
-    width = np.where(values == step, 4.0, 1.5) if step < n_pairs else np.full(len(values), 2.0)
+    width = np.where(values == step, 2.5, 0.7) if step < n_pairs else np.full(len(values), 1.0)
     return Preview(
         request=req,
         task=task,
@@ -242,7 +259,10 @@ def _context(req: PreviewRequest, task: Any, rng: np.random.Generator) -> Previe
         box_text=text,
         box_width=width,
         labels=paint_boxes(vol.spatial_shape, boxes, values),
-        summary=f"swap {step} of {n_pairs}; patches of {tuple(params.patch)} voxels",
+        summary=(
+            f"swap {step} of {n_pairs}; patches of {tuple(params.patch)} voxels. "
+            "Boxes 'ta' and 'tb' (same colour) traded places at swap t"
+        ),
     )
 
 

@@ -67,9 +67,12 @@ def upsert(
     """Update the layer called ``name`` in place when it is ours and of the same type, else add it."""
     kwargs = dict(kwargs)
     kwargs["metadata"] = {**kwargs.get("metadata", {}), META: dict(tag)}
-    existing = viewer.layers[name] if name in viewer.layers else None
+    after = {k: kwargs.pop(k) for k in ("contour",) if k in kwargs}  # not constructor arguments
+    existing = viewer.layers[name] if name in viewer.layers else None  # noqa: SIM401 (LayerList has no .get)
     if existing is not None and (
-        existing._type_string != layer_type or META not in existing.metadata or existing.ndim != _ndim(data, kwargs)
+        type(existing).__name__.lower() != layer_type
+        or META not in existing.metadata
+        or existing.ndim != _ndim(data, kwargs, layer_type)
     ):
         viewer.layers.remove(existing)
         existing = None
@@ -77,19 +80,24 @@ def upsert(
         add = getattr(viewer, f"add_{layer_type}")
         if layer_type == "shapes":
             shape_kw = {k: kwargs.pop(k) for k in ("shape_type", "edge_color", "edge_width") if k in kwargs}
-            layer = add(name=name, ndim=_ndim(data, kwargs), **kwargs)
+            layer = add(name=name, ndim=_ndim(data, kwargs, layer_type), **kwargs)
             _set_shapes(layer, data, shape_kw)
-            return layer
-        return add(data, name=name, **kwargs)
-    _update(existing, layer_type, data, kwargs)
-    return existing
+        else:
+            layer = add(data, name=name, **kwargs)
+    else:
+        layer = existing
+        _update(existing, layer_type, data, kwargs)
+    for key, value in after.items():
+        setattr(layer, key, value)
+    return layer
 
 
-def _ndim(data: Any, kwargs: dict[str, Any]) -> int:
+def _ndim(data: Any, kwargs: dict[str, Any], layer_type: str = "image") -> int:
     if "scale" in kwargs:
         return len(kwargs["scale"])
-    if isinstance(data, list):
-        return int(np.shape(data[0])[-1]) if data else 3
+    if layer_type in ("shapes", "points"):  # lists of vertices / (N, D) coordinates
+        arrays = data if isinstance(data, list) else [data]
+        return int(np.shape(arrays[0])[-1]) if len(arrays) and np.size(arrays[0]) else 3
     return int(np.ndim(data))
 
 
@@ -104,11 +112,26 @@ def _set_shapes(layer: Any, data: list[np.ndarray], shape_kw: dict[str, Any]) ->
         clear()
 
 
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(np.shape(a) == np.shape(b) and np.allclose(np.asarray(a, float), np.asarray(b, float)))
+    except (TypeError, ValueError):
+        return False
+
+
 def _update(layer: Any, layer_type: str, data: Any, kwargs: dict[str, Any]) -> None:
+    """Update ``layer`` in place, touching only what changed (each napari setter refreshes the layer)."""
+    current = {
+        "scale": layer.scale,
+        "translate": layer.translate,
+        "rotate": layer.rotate,
+        "affine": layer.affine.affine_matrix,
+    }
     for key in ("scale", "translate", "rotate", "affine"):
-        if key in kwargs:
+        if key in kwargs and not _same(current[key], kwargs[key]):
             setattr(layer, key, kwargs[key])
-    layer.metadata = kwargs["metadata"]
+    if layer.metadata.get(META) != kwargs["metadata"][META]:
+        layer.metadata = kwargs["metadata"]
     if layer_type == "shapes":
         shape_kw = {k: kwargs[k] for k in ("shape_type", "edge_color", "edge_width") if k in kwargs}
         _set_shapes(layer, data, shape_kw)
@@ -117,21 +140,29 @@ def _update(layer: Any, layer_type: str, data: Any, kwargs: dict[str, Any]) -> N
         layer.data = data
         if "features" in kwargs:
             layer.features = kwargs["features"]
-        for key in ("text", "size"):
-            if key in kwargs:
-                setattr(layer, key, kwargs[key])
+        if "text" in kwargs:
+            layer.text = kwargs["text"]
         return
     if layer_type == "labels" and "colormap" in kwargs:
-        layer.colormap = kwargs["colormap"]
+        new = kwargs["colormap"]
+        old = layer.colormap
+        if not (
+            hasattr(old, "color_dict")
+            and set(old.color_dict) == set(new.color_dict)
+            and all(np.allclose(old.color_dict[k], new.color_dict[k]) for k in new.color_dict)
+        ):
+            layer.colormap = new
     layer.data = data
     if layer_type == "image":
-        for key in ("contrast_limits", "colormap", "depiction", "plane", "rendering", "blending"):
-            if key in kwargs:
-                setattr(layer, key, kwargs[key])
+        for key in ("contrast_limits", "colormap"):
+            if key in kwargs and key == "contrast_limits" and not _same(layer.contrast_limits, kwargs[key]):
+                layer.contrast_limits = kwargs[key]
 
 
 # ---------------------------------------------------------------------------------------------- boxes
-def box_layer_specs(preview: Preview, base: str, source_layer: Any, ndisplay: int, sliced_axis: int) -> list[tuple]:
+def box_layer_specs(
+    preview: Preview, base: str, source_layer: Any, ndisplay: int, sliced_axis: int
+) -> list[tuple]:
     """``(name, layer_type, data, kwargs, role)`` for the corrupted image and the box overlays."""
     from napari.utils.colormaps import DirectLabelColormap
 
@@ -156,7 +187,7 @@ def box_layer_specs(preview: Preview, base: str, source_layer: Any, ndisplay: in
                 **place,
                 "shape_type": "path",
                 "edge_color": edge_colors if len(paths) else "white",
-                "edge_width": preview.box_width if len(paths) else 2.0,
+                "edge_width": preview.box_width * line_width(preview.labels.shape) if len(paths) else 1.0,
                 "face_color": "transparent",
                 "opacity": 1.0,
                 "visible": ndisplay == 3,
@@ -170,12 +201,20 @@ def box_layer_specs(preview: Preview, base: str, source_layer: Any, ndisplay: in
         (
             f"{base} cells",
             "labels",
-            preview.labels,
-            {**place, "colormap": DirectLabelColormap(color_dict=cmap), "opacity": 1.0, "visible": ndisplay == 2},
+            preview.labels if preview.labels.max(initial=0) > 255 else preview.labels.astype(np.uint8),
+            {
+                **place,
+                "colormap": DirectLabelColormap(color_dict=cmap),
+                "opacity": 1.0,
+                "visible": ndisplay == 2,
+                "contour": max(1, round(min(preview.labels.shape[1:]) / 128)),
+            },
             "cells",
         )
     )
     points, labels, rgba = text_points(preview, ndisplay, sliced_axis)
+    # big Rubik cubes: text in the cube's colour; small context patches: white, as the border has the colour
+    text_colour: Any = {"feature": "colour"} if pretext == "rubik" else "white"
     specs.append(
         (
             f"{base} text",
@@ -183,8 +222,8 @@ def box_layer_specs(preview: Preview, base: str, source_layer: Any, ndisplay: in
             points,
             {
                 **place,
-                "features": {"label": labels, "value": np.asarray(rgba[:, 0]) if len(rgba) else np.zeros(0)},
-                "text": {"string": "{label}", "color": "white", "size": 9, "anchor": "center"},
+                "features": text_features(labels, rgba),
+                "text": {"string": "{label}", "color": text_colour, "size": 10, "anchor": "center"},
                 "size": 0.1,
                 "face_color": "transparent",
                 "border_color": "transparent",
@@ -192,16 +231,28 @@ def box_layer_specs(preview: Preview, base: str, source_layer: Any, ndisplay: in
             "text",
         )
     )
-    del pretext
     return specs
 
 
-def text_points(preview: Preview, ndisplay: int, sliced_axis: int) -> tuple[np.ndarray, list[str], np.ndarray]:
+def text_features(labels: list[str], rgba: np.ndarray) -> dict[str, list[str]]:
+    """Points features for box text: the label and its colour as hex (the colour of its box)."""
+    hexes = ["#{:02x}{:02x}{:02x}".format(*(np.round(np.asarray(c)[:3] * 255).astype(int))) for c in rgba]
+    return {"label": list(labels), "colour": hexes}
+
+
+def line_width(shape: tuple[int, ...]) -> float:
+    """Wireframe edge width in voxels: Shapes widths are data units, so scale them with the volume size."""
+    return max(0.15, 0.0025 * max(shape))
+
+
+def text_points(
+    preview: Preview, ndisplay: int, sliced_axis: int
+) -> tuple[np.ndarray, list[str], np.ndarray]:
     """Text anchor points of the boxes: centres in 3D; in 2D one per slice along ``sliced_axis``."""
     pts: list[np.ndarray] = []
     labels: list[str] = []
     rgba: list[np.ndarray] = []
-    for (lo, hi), text, v in zip(preview.boxes, preview.box_text, preview.box_values):
+    for (lo, hi), text, v in zip(preview.boxes, preview.box_text, preview.box_values, strict=False):
         centre = (np.asarray(lo) + np.asarray(hi) - 1) / 2.0
         if ndisplay == 3:
             steps = [centre]

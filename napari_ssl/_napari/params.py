@@ -26,19 +26,12 @@ _NO_MAX_FLOAT = 1e6
 
 def pretext_class(pretext_name: str) -> type:
     """The pretext class registered under ``pretext_name`` (``"rubik"``, ``"context"``, ``"planes"``)."""
-    try:
-        from napari_ssl.pretext import get_pretext
-    except ImportError:  # pretext package still without its registry: the three built-in modules
-        import importlib
+    from napari_ssl.pretext import PRETEXTS
 
-        module, cls = _BUILTIN[pretext_name]
-        return getattr(importlib.import_module(f"napari_ssl.pretext.{module}"), cls)
-    found = get_pretext(pretext_name)
-    return found if isinstance(found, type) else type(found)
-
-
-_BUILTIN = {"rubik": ("rubik", "RubikCube"), "context": ("context", "ContextRestoration"),
-            "planes": ("planes", "ImagingPlanes")}
+    key = str(pretext_name).lower()
+    if key not in PRETEXTS:
+        raise ValueError(f"unknown pretext {pretext_name!r}; choose one of {sorted(PRETEXTS)}")
+    return PRETEXTS[key]
 
 
 def _label(name: str) -> str:

@@ -18,13 +18,8 @@ import torch
 from monai.networks.nets import BasicUNet
 from torch import nn
 
-#: BasicUNet features per size: five encoder levels plus the last decoder level. "large" is MONAI's default.
-SIZES: dict[str, tuple[int, int, int, int, int, int]] = {
-    "tiny": (4, 4, 8, 16, 32, 4),
-    "small": (8, 8, 16, 32, 64, 8),
-    "medium": (16, 16, 32, 64, 128, 16),
-    "large": (32, 32, 64, 128, 256, 32),
-}
+from napari_ssl.models.sizes import SIZES
+
 ENCODER_BLOCKS = ("conv_0", "down_1", "down_2", "down_3", "down_4")
 DECODER_BLOCKS = ("upcat_4", "upcat_3", "upcat_2", "upcat_1")
 HEAD_BLOCK = "final_conv"
@@ -44,7 +39,8 @@ class BackboneSpec:
     in_channels : int
         Input channels (1 for a scan).
     norm : str
-        MONAI norm name (``"instance"`` by default, robust to the small batches of 3D training).
+        MONAI norm name: ``"instance"`` (default; affine instance norm as in MONAI's BasicUNet, robust to
+        the small batches of 3D training), ``"batch"``, ``"group"``...
     upsample : str
         MONAI upsampling (``"deconv"``, ``"pixelshuffle"``, ``"nontrainable"``).
     features : tuple of int
@@ -106,7 +102,7 @@ class UNet(nn.Module):
             in_channels=spec.in_channels,
             out_channels=self.out_channels,
             features=spec.features,
-            norm=spec.norm,
+            norm=("instance", {"affine": True}) if spec.norm == "instance" else spec.norm,
             upsample=spec.upsample,
         )
 
@@ -164,7 +160,9 @@ def build_unet(spec: BackboneSpec | Mapping[str, Any], out_channels: int) -> UNe
     return UNet(spec, out_channels=out_channels)
 
 
-def sub_state(state: Mapping[str, torch.Tensor], prefix: str, parts: Sequence[str] = ("encoder",)) -> dict[str, torch.Tensor]:
+def sub_state(
+    state: Mapping[str, torch.Tensor], prefix: str, parts: Sequence[str] = ("encoder",)
+) -> dict[str, torch.Tensor]:
     """The entries of ``state`` under ``prefix`` that belong to ``parts``, with the prefix removed.
 
     ``parts`` picks ``"encoder"``, ``"decoder"`` and/or ``"head"`` blocks of a :class:`UNet`. The result's
@@ -190,7 +188,9 @@ def sub_state(state: Mapping[str, torch.Tensor], prefix: str, parts: Sequence[st
     return out
 
 
-def load_parts(unet: UNet, state: Mapping[str, torch.Tensor], prefix: str = "", parts: Sequence[str] = ("encoder",)) -> list[str]:
+def load_parts(
+    unet: UNet, state: Mapping[str, torch.Tensor], prefix: str = "", parts: Sequence[str] = ("encoder",)
+) -> list[str]:
     """Copy the ``parts`` of a pretrained state into ``unet``; returns the keys loaded.
 
     Shapes must match (same :class:`BackboneSpec`); a mismatch raises ``ValueError`` naming the key.

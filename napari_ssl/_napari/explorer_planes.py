@@ -1,0 +1,188 @@
+"""Imaging planes in the explorer: planes resampled from a volume, or the acquired views of a multi-view exam.
+
+:func:`planes_preview` (worker thread, numpy + torch) samples the planes, resamples them and computes the
+targets; :func:`plane_layer_specs` (GUI thread) lays them out as layers in **world mm**: each plane an Image
+layer ``(1, H, W)`` whose affine puts pixel ``(r, c)`` at its true position, the plane outlines and the
+intersection lines as Shapes, and the plane names / slice positions as Points text. In native multi-view mode
+the views already are layers, so only the outlines, lines and text are added.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from napari_ssl._napari.explorer_compute import PlaneView, Preview, PreviewRequest, colour
+
+__all__ = ["plane_affine", "plane_layer_specs", "planes_preview"]
+
+
+def plane_affine(params: Any, k: int, thickness: float = 1.0) -> np.ndarray:
+    """4x4 matrix from a ``(1, H, W)`` plane layer's data index ``(0, r, c)`` to world mm.
+
+    ``thickness`` (mm) is the size of the layer's single slice along the plane normal: napari takes the
+    viewer's slider step from it, so it follows the source's voxel size along that normal.
+    """
+    a = params.arrays()
+    out = np.eye(4)
+    out[:3, 0] = a["normal"][k] * thickness
+    out[:3, 1] = a["row"][k] * a["spacing"][k, 0]
+    out[:3, 2] = a["col"][k] * a["spacing"][k, 1]
+    out[:3, 3] = a["origin"][k]
+    return out
+
+
+def _native_images(views: tuple[Any, ...]) -> list[np.ndarray]:
+    """The 2D image of every plane from_images() makes of ``views``, in the same order."""
+    images = []
+    for vol in views:
+        array = np.asarray(vol.array)
+        while array.ndim > 3:  # a cine without a chosen frame: its first frame
+            array = array[0]
+        images.extend(np.asarray(array[z], dtype=np.float32) for z in range(array.shape[0]))
+    return images
+
+
+def planes_preview(req: PreviewRequest, task: Any, rng: np.random.Generator) -> Preview:
+    """Sample (or read) the planes, resample them, and compute heatmaps, lines and slice positions."""
+    if req.volume is not None:
+        params = task.sample(req.volume, rng)
+        images = list(task.apply(np.asarray(req.volume.array, dtype=np.float32), params))
+        world = False
+    else:
+        params = type(task).from_images(list(req.views))
+        images = _native_images(req.views)
+        world = True
+    overlay = task.overlay(params)
+    targets = task.targets(params)
+    heat = targets["heatmaps"]
+    has_line = np.asarray(targets["has_line"])
+    positions = np.asarray(targets["slice_position"])
+    in_stack = np.asarray(targets["in_stack"])
+    n = params.n_planes
+    planes: list[PlaneView] = []
+    for k in range(n):
+        others = [j for j in range(n) if has_line[k, j]]
+        planes.append(
+            PlaneView(
+                name=params.names[k],
+                image=np.asarray(images[k]),
+                corners=np.asarray(overlay["planes"][k]["corners_world"]),
+                heatmaps=np.asarray(heat[k])[others] if others else None,
+                heat_index=others,
+                slice_position=float(positions[k]) if in_stack[k] else None,
+                stack=None if params.stack[k] < 0 else f"stack {params.stack[k]}",
+            )
+        )
+    segments, pairs = [], []
+    for line in overlay["lines"]:
+        if line["segment_world"] is None:
+            continue
+        i, j = line["i"], line["j"]
+        segments.append(np.asarray(line["segment_world"]))
+        pairs.append((i, j))
+        planes[i].lines.append((j, *np.asarray(line["pixels_i"])))
+        planes[j].lines.append((i, *np.asarray(line["pixels_j"])))
+    n_stack = int(in_stack.sum())
+    summary = (
+        f"{n} planes ({n_stack} in stacks, {n - n_stack} single views); {len(segments)} intersection lines"
+        f" inside both images; heatmap sigma {task.sigma:g} mm"
+    )
+    return Preview(
+        request=req,
+        task=task,
+        params=params,
+        overlay=overlay,
+        planes=planes,
+        segments=np.asarray(segments, dtype=float).reshape(-1, 2, 3),
+        segment_pairs=pairs,
+        world=world,
+        summary=summary,
+    )
+
+
+def plane_layer_specs(preview: Preview, base: str, source_layer: Any, ndisplay: int) -> list[tuple]:
+    """``(name, layer_type, data, kwargs, role)`` of every layer a planes preview draws (world mm)."""
+    params = preview.params
+    specs: list[tuple] = []
+    if not preview.world:
+        limits = tuple(source_layer.contrast_limits) if source_layer is not None else None
+        for k, plane in enumerate(preview.planes):
+            kwargs: dict[str, Any] = {
+                "affine": plane_affine(params, k, _thickness(preview, k)),
+                "colormap": "gray",
+                "blending": "translucent",
+                "rendering": "mip",
+                "visible": ndisplay == 3,  # an oblique plane has no sensible 2D slice: the gallery shows it
+            }
+            if limits is not None:
+                kwargs["contrast_limits"] = limits
+            specs.append((f"{base} {plane.name}", "image", plane.image[None], kwargs, "plane"))
+    outlines = [np.vstack([p.corners, p.corners[:1]]) for p in preview.planes]
+    scale_mm = _scene_size(preview)
+    specs.append(
+        (
+            f"{base} outlines",
+            "shapes",
+            outlines,
+            {
+                "shape_type": "path",
+                "edge_color": np.array([colour(k) for k in range(len(outlines))]),
+                "edge_width": max(0.5, 0.004 * scale_mm),
+                "face_color": "transparent",
+            },
+            "outlines",
+        )
+    )
+    lines = list(preview.segments)
+    specs.append(
+        (
+            f"{base} lines",
+            "shapes",
+            lines,
+            {
+                "shape_type": "line",
+                "edge_color": "yellow",
+                "edge_width": max(0.8, 0.006 * scale_mm),
+                "face_color": "transparent",
+            },
+            "lines",
+        )
+    )
+    centres = np.array([p.corners.mean(axis=0) for p in preview.planes]).reshape(-1, 3)
+    labels = [
+        p.name + (f"  pos {p.slice_position:.2f}" if p.slice_position is not None else "")
+        for p in preview.planes
+    ]
+    specs.append(
+        (
+            f"{base} text",
+            "points",
+            centres,
+            {
+                "features": {"label": labels},
+                "text": {"string": "{label}", "color": "white", "size": 10, "anchor": "center"},
+                "size": 0.1,
+                "face_color": "transparent",
+                "border_color": "transparent",
+            },
+            "text",
+        )
+    )
+    return specs
+
+
+def _thickness(preview: Preview, k: int) -> float:
+    """The source's voxel size along plane ``k``'s normal (mm), so slider steps stay the source's."""
+    vol = preview.request.volume
+    if vol is None:
+        return 1.0
+    normal = preview.params.arrays()["normal"][k]
+    along = np.abs(np.asarray(vol.direction).T @ normal)  # the normal in the source's voxel axes
+    return float(along @ np.asarray(vol.spacing) / max(along.sum(), 1e-9))
+
+
+def _scene_size(preview: Preview) -> float:
+    pts = np.concatenate([p.corners for p in preview.planes]) if preview.planes else np.zeros((1, 3))
+    return float(np.ptp(pts, axis=0).max()) if len(pts) else 1.0

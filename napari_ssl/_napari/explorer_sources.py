@@ -1,0 +1,66 @@
+"""Which layers the explorer can preview on, and their volumes: bad selections become words, not tracebacks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from napari_ssl._napari.layers import layer_to_volume
+from napari_ssl._napari.overlays import META
+from napari_ssl.volume import Volume
+
+__all__ = ["SourceError", "current_frame", "is_view_layer", "source_volume", "view_volumes"]
+
+
+class SourceError(ValueError):
+    """A layer the explorer cannot preview on; the message says why in words."""
+
+
+def is_view_layer(layer: Any) -> bool:
+    """True for a grey-level Image layer of acquired 2D planes: ``(1, H, W)``, a thin stack or a cine."""
+    if layer.__class__.__name__ != "Image" or getattr(layer, "rgb", False) or layer.ndim < 3:
+        return False
+    if META in layer.metadata:
+        return False
+    z = layer.data.shape[-3]
+    return z == 1 or (z <= 32 and z * 4 <= min(layer.data.shape[-2:]))
+
+
+def current_frame(viewer: Any, layer: Any) -> Volume:
+    """A layer's 3D volume; for a 4D+ layer (cine, time series) the frame at the viewer's current position."""
+    volume = layer_to_volume(layer)
+    lead = layer.ndim - 3
+    if lead <= 0:
+        return volume
+    step = layer.world_to_data(viewer.dims.point)[:lead]
+    index = tuple(
+        int(np.clip(round(s), 0, n - 1)) for s, n in zip(step, layer.data.shape[:lead], strict=True)
+    )
+    return volume.with_array(np.asarray(volume.array[index]))
+
+
+def source_volume(viewer: Any, name: str, planes_hint: bool = False) -> Volume:
+    """The current 3D volume of layer ``name``, or a :class:`SourceError` saying why it cannot be used."""
+    if not name or name not in viewer.layers:
+        raise SourceError("no scan selected: open a 3D scan (File > Open) and pick it under 'scan'")
+    layer = viewer.layers[name]
+    kind = layer.__class__.__name__
+    if kind == "Labels":
+        raise SourceError(f"'{name}' is a Labels layer (a mask); pick the Image layer of the scan")
+    if kind != "Image":
+        raise SourceError(f"'{name}' is a {kind} layer; pick an Image layer holding a 3D scan")
+    if getattr(layer, "rgb", False):
+        raise SourceError(f"'{name}' is an RGB image; the pretexts need a grey-level scan")
+    if layer.ndim < 3 or layer.data.shape[-3] == 1:
+        shape = tuple(layer.data.shape)
+        hint = " For acquired views choose 'All views'." if planes_hint else ""
+        raise SourceError(f"'{name}' is a 2D image {shape}; this pretext needs a 3D volume (z, y, x).{hint}")
+    if layer.multiscale:
+        raise SourceError(f"'{name}' is multiscale; the explorer previews single-resolution scans only")
+    return current_frame(viewer, layer)
+
+
+def view_volumes(viewer: Any) -> list[Volume]:
+    """Every visible acquired view (plane, stack or cine frame) in the viewer, in layer order."""
+    return [current_frame(viewer, layer) for layer in viewer.layers if is_view_layer(layer) and layer.visible]

@@ -1,0 +1,302 @@
+"""The inputs of the Pretrain dock: data, pretexts with their parameters, budget, device, folders.
+
+:class:`PretrainForm` only collects values and builds a :class:`~napari_ssl.engine.PretrainConfig`
+(:meth:`PretrainForm.build_config`); the run itself lives in :mod:`napari_ssl._napari.pretrain`.
+Pretext parameters come from :func:`~napari_ssl._napari.params.pretext_param_widget` (the explorer's widgets:
+one definition, two uses). Only values the user changed are passed to the engine, so the others keep the
+engine's defaults scaled to the patch size.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_ssl._napari.params import pretext_param_widget
+
+if TYPE_CHECKING:
+    import napari
+
+    from napari_ssl.engine import PretrainConfig
+
+__all__ = ["BACKBONES", "FOLDER", "LAYERS", "PRETEXTS", "PathEdit", "PretrainForm", "device_choices"]
+
+#: pretext key -> label
+PRETEXTS = {"rubik": "Rubik's cube", "context": "Context restoration", "planes": "Imaging planes"}
+#: backbone sizes of :data:`napari_ssl.models.backbone.SIZES` (listed here so opening the dock imports no MONAI)
+BACKBONES = ("tiny", "small", "medium", "large")
+LAYERS = "Selected image layers"
+FOLDER = "Folder of scans"
+
+
+def device_choices() -> list[tuple[str, str]]:
+    """``(label, name)`` of every device really available: ``auto`` first (with what it picks), then CUDA
+    devices by name, MPS, CPU. Querying names does not allocate GPU memory in this process."""
+    from napari_ssl.device import available_devices, describe_device, resolve_device
+
+    out = []
+    for name in available_devices():
+        label = (
+            f"auto: {describe_device(resolve_device('auto'))}" if name == "auto" else describe_device(name)
+        )
+        out.append((label, name))
+    return out
+
+
+class PathEdit(QWidget):
+    """A folder path: a line edit and a browse button. ``path`` is ``None`` when empty."""
+
+    def __init__(self, placeholder: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.line = QLineEdit()
+        self.line.setPlaceholderText(placeholder)
+        self.line.setClearButtonEnabled(True)
+        browse = QToolButton()
+        browse.setText("…")
+        browse.setToolTip("Choose a folder")
+        browse.clicked.connect(self._browse)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.line)
+        layout.addWidget(browse)
+
+    def _browse(self) -> None:  # pragma: no cover - modal dialog
+        folder = QFileDialog.getExistingDirectory(
+            self, "Choose a folder", self.line.text() or str(Path.home())
+        )
+        if folder:
+            self.line.setText(folder)
+
+    @property
+    def path(self) -> str | None:
+        text = self.line.text().strip()
+        return str(Path(text).expanduser()) if text else None
+
+    @path.setter
+    def path(self, value: str | Path | None) -> None:
+        self.line.setText("" if value is None else str(value))
+
+
+def _spin(lo: int, hi: int, value: int, step: int = 1, special: str = "", tip: str = "") -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(lo, hi)
+    box.setSingleStep(step)
+    box.setValue(value)
+    if special:
+        box.setSpecialValueText(special)
+    box.setToolTip(tip)
+    return box
+
+
+class _PretextRow(QWidget):
+    """A pretext check box, its loss weight, and its parameter widgets (shown while checked)."""
+
+    def __init__(self, name: str, checked: bool) -> None:
+        super().__init__()
+        self.name = name
+        self.check = QCheckBox(PRETEXTS[name])
+        self.check.setChecked(checked)
+        self.weight = QDoubleSpinBox()
+        self.weight.setRange(0.0, 100.0)
+        self.weight.setSingleStep(0.1)
+        self.weight.setValue(1.0)
+        self.weight.setPrefix("weight ")
+        self.weight.setToolTip("loss weight of this pretext in a combined run")
+        self.params = pretext_param_widget(name)
+        self.defaults = self.params.values()
+        self.params.native.setVisible(checked)
+        self.params.native.setContentsMargins(16, 0, 0, 0)
+        self.check.toggled.connect(self.params.native.setVisible)
+        self.check.toggled.connect(self.weight.setEnabled)
+        self.weight.setEnabled(checked)
+        head = QHBoxLayout()
+        head.setContentsMargins(0, 0, 0, 0)
+        head.addWidget(self.check)
+        head.addStretch(1)
+        head.addWidget(self.weight)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        layout.addLayout(head)
+        layout.addWidget(self.params.native)
+
+    def changed_options(self) -> dict[str, Any]:
+        """Parameters that differ from the spec defaults (the rest keep the engine's patch-scaled defaults)."""
+        return {k: v for k, v in self.params.values().items() if v != self.defaults.get(k)}
+
+
+class PretrainForm(QWidget):
+    """Every input of a pretraining run, as widgets; :meth:`build_config` turns them into a config."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = viewer
+
+        # data
+        self.source = QComboBox()
+        self.source.addItems([LAYERS, FOLDER])
+        self.layers_label = QLabel()
+        self.layers_label.setWordWrap(True)
+        self.folder = PathEdit("folder of scans (searched recursively)")
+        data_box = QGroupBox("Data")
+        data_form = QFormLayout(data_box)
+        data_form.addRow("from", self.source)
+        data_form.addRow("layers", self.layers_label)
+        data_form.addRow("folder", self.folder)
+        self.source.currentTextChanged.connect(self._source_changed)
+        viewer.layers.selection.events.changed.connect(self._update_layers_label)
+        viewer.layers.events.inserted.connect(self._update_layers_label)
+        viewer.layers.events.removed.connect(self._update_layers_label)
+
+        # pretexts
+        self.pretexts = {name: _PretextRow(name, name == "rubik") for name in PRETEXTS}
+        pretext_box = QGroupBox("Pretexts")
+        pretext_layout = QVBoxLayout(pretext_box)
+        pretext_layout.setSpacing(4)
+        for row in self.pretexts.values():
+            pretext_layout.addWidget(row)
+
+        # training
+        self.backbone = QComboBox()
+        self.backbone.addItem("auto (follows the device)", None)
+        for size in BACKBONES:
+            self.backbone.addItem(size, size)
+        self.steps = _spin(
+            1, 10_000_000, 1000, 100, tip="the run ends at this step (a resumed run continues to it)"
+        )
+        self.batch = _spin(1, 512, 2, tip="samples per step")
+        self.patch = _spin(
+            16, 512, 16, 16, special="auto", tip="3D patch edge in voxels (>= 32); auto follows the device"
+        )
+        self.device = QComboBox()
+        for label, name in device_choices():
+            self.device.addItem(label, name)
+        self.seed = _spin(0, 2**31 - 1, 0, tip="seed of the initial weights and of every sample")
+        self.save_every = _spin(
+            0, 10_000_000, 500, 100, special="end only", tip="save a checkpoint every N steps"
+        )
+        self.out = PathEdit("default: ~/napari-ssl/pretrain-<date-time>")
+        self.resume = PathEdit("optional: a checkpoint folder to continue")
+        train_box = QGroupBox("Training")
+        train_form = QFormLayout(train_box)
+        train_form.addRow("backbone", self.backbone)
+        train_form.addRow("steps", self.steps)
+        train_form.addRow("batch", self.batch)
+        train_form.addRow("patch", self.patch)
+        train_form.addRow("device", self.device)
+        train_form.addRow("seed", self.seed)
+        train_form.addRow("save every", self.save_every)
+        train_form.addRow("output folder", self.out)
+        train_form.addRow("resume from", self.resume)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        for box in (data_box, pretext_box, train_box):
+            layout.addWidget(box)
+        self._source_changed(self.source.currentText())
+
+    # ------------------------------------------------------------ data source
+    def _source_changed(self, text: str) -> None:
+        self.folder.setEnabled(text == FOLDER)
+        self.layers_label.setEnabled(text == LAYERS)
+        self._update_layers_label()
+
+    def image_layers(self) -> list[Any]:
+        """The selected Image layers that hold a 3D (or 3D + time) scan."""
+        return [
+            layer
+            for layer in self.viewer.layers.selection
+            if layer.__class__.__name__ == "Image" and not getattr(layer, "rgb", False) and layer.ndim >= 3
+        ]
+
+    def _update_layers_label(self, *_: Any) -> None:
+        layers = self.image_layers()
+        self.layers_label.setText(
+            ", ".join(layer.name for layer in layers) or "none selected: select 3D Image layers"
+        )
+
+    def set_pretexts(self, names: list[str] | tuple[str, ...]) -> None:
+        for name, row in self.pretexts.items():
+            row.check.setChecked(name in names)
+
+    # ------------------------------------------------------------ config
+    def build_config(self, *, resume: str | None = None) -> PretrainConfig:
+        """The :class:`~napari_ssl.engine.PretrainConfig` of the current inputs (validating it imports MONAI:
+        the dock calls :meth:`collect` on the GUI thread and builds the config in its worker).
+
+        Raises
+        ------
+        ValueError
+            No data, no pretext, or a value the engine refuses; the message names it.
+        """
+        from napari_ssl.engine import PretrainConfig
+
+        return PretrainConfig(**self.collect(resume=resume))
+
+    def collect(self, *, resume: str | None = None) -> dict[str, Any]:
+        """Keyword arguments of :class:`~napari_ssl.engine.PretrainConfig` from the widgets (GUI thread only:
+        selected layers are read here). ``resume`` continues that checkpoint, writing back into it.
+
+        Raises
+        ------
+        ValueError
+            No data or no pretext; the message says what to choose.
+        """
+        from napari_ssl._napari.layers import layer_to_volume
+
+        data: tuple[str, ...] = ()
+        volumes: tuple[Any, ...] = ()
+        if self.source.currentText() == FOLDER:
+            if not self.folder.path:
+                raise ValueError("choose a folder of scans, or train on the selected image layers")
+            data = (self.folder.path,)
+        else:
+            layers = self.image_layers()
+            if not layers:
+                raise ValueError(
+                    "select one or more 3D Image layers in the layer list (or train from a folder)"
+                )
+            volumes = tuple(layer_to_volume(layer) for layer in layers)
+        chosen = [name for name, row in self.pretexts.items() if row.check.isChecked()]
+        if not chosen:
+            raise ValueError("choose at least one pretext")
+        options = {name: self.pretexts[name].changed_options() for name in chosen}
+        weights = {name: self.pretexts[name].weight.value() for name in chosen if len(chosen) > 1}
+        out = resume or self.out.path
+        if not out:
+            out = str(Path.home() / "napari-ssl" / time.strftime("pretrain-%Y%m%d-%H%M%S"))
+            self.out.path = out
+        patch = self.patch.value()
+        return {
+            "pretexts": tuple(chosen),
+            "data": data,
+            "volumes": volumes,
+            "out": out,
+            "steps": self.steps.value(),
+            "batch_size": self.batch.value(),
+            "patch_size": None if patch == self.patch.minimum() else patch,
+            "backbone": self.backbone.currentData(),
+            "device": self.device.currentData() or "auto",
+            "seed": self.seed.value(),
+            "resume": resume if resume is not None else self.resume.path,
+            "save_every": self.save_every.value(),
+            "weights": weights,
+            "pretext_options": {k: v for k, v in options.items() if v},
+        }

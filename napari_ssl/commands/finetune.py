@@ -1,0 +1,106 @@
+"""Fine-tune a segmenter on labelled scans from a pretrained encoder (or from scratch), with a progress bar.
+
+Examples::
+
+    napari-ssl finetune --pretrained runs/ssl --images ct.nii.gz --labels labels.nii.gz \\
+        --classes liver,spleen --classes-file classes.json --out runs/organs --steps 2000
+    napari-ssl finetune --pretrained none --images c1/flair.nii.gz,c1/t1ce.nii.gz ... --labels c1/seg.nii.gz ... \\
+        --classes whole_tumor=1+2+4,tumor_core=1+4,enhancing=4 --out runs/brats
+
+An ``--images`` item may join several files with commas: the input channels of one case. Ctrl-C saves the
+checkpoint and exits with a one-line message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+BACKBONES = ("tiny", "small", "medium", "large")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pretrained", required=True, metavar="DIR|none",
+                        help="pretraining checkpoint whose encoder starts the segmenter, or 'none' (from scratch)")
+    parser.add_argument("--images", nargs="+", required=True, metavar="P",
+                        help="scans (files or DICOM folders); 'a.nii.gz,b.nii.gz' gives one case with two channels")
+    parser.add_argument("--labels", nargs="+", required=True, metavar="P", help="label volumes, one per image")
+    parser.add_argument("--classes", required=True, metavar="NAMES_OR_IDS",
+                        help="comma-separated ids, names (with --classes-file) or groups NAME=ID+ID")
+    parser.add_argument("--classes-file", metavar="F", help="JSON naming the label ids, e.g. {\"5\": \"liver\"}")
+    parser.add_argument("--out", required=True, metavar="DIR", help="checkpoint folder of the segmenter")
+    parser.add_argument("--steps", type=int, default=500, metavar="N", help="optimisation steps (default 500)")
+    parser.add_argument("--backbone", choices=BACKBONES, help="network size from scratch (default small)")
+    parser.add_argument("--patch-size", type=int, nargs="+", metavar="P", help="patch edge, or 3 edges z y x (multiples of 16)")
+    parser.add_argument("--batch-size", type=int, default=2, metavar="B", help="patches per step (default 2)")
+    parser.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), help="train at this voxel size (mm)")
+    parser.add_argument("--normalization", choices=("zscore", "ct", "minmax", "none"), help="intensity normalisation")
+    parser.add_argument("--window", type=float, nargs=2, metavar=("LOW", "HIGH"), help="CT window in HU (with ct)")
+    parser.add_argument("--label-fraction", type=float, default=1.0, metavar="F", help="fraction of labelled cases used")
+    parser.add_argument("--n-labelled", type=int, metavar="N", help="number of labelled cases used")
+    parser.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
+                        help="cases held out for validation Dice (one case: its last slices)")
+    parser.add_argument("--val-every", type=int, default=0, metavar="N", help="validate every N steps (default: at the end)")
+    parser.add_argument("--lr", type=float, default=3e-3, metavar="LR", help="AdamW learning rate (default 3e-3)")
+    parser.add_argument("--transfer", choices=("auto", "encoder", "encoder+decoder"), default="auto",
+                        help="pretrained parts to load (auto: decoder too when context restoration trained one)")
+    parser.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda, cuda:1, mps")
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    parser.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads (default: all cores but one)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, only the final line")
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    from napari_ssl.data import Normalization
+    from napari_ssl.finetune import FinetuneConfig
+
+    for path in [p for item in args.images for p in item.split(",") if p] + list(args.labels):
+        if not Path(path).expanduser().exists():
+            raise FileNotFoundError(f"{path}: no such file or directory")
+    norm = None
+    if args.normalization or args.window:
+        norm = Normalization(mode=args.normalization or "ct", **({"window": tuple(args.window)} if args.window else {}))
+    return FinetuneConfig(
+        images=tuple(args.images), labels=tuple(args.labels), classes=args.classes, classes_file=args.classes_file,
+        pretrained=args.pretrained, out=args.out, steps=args.steps, batch_size=args.batch_size,
+        patch_size=args.patch_size, backbone=args.backbone, device=args.device, seed=args.seed, lr=args.lr,
+        spacing=tuple(args.spacing) if args.spacing else None, normalization=norm,
+        label_fraction=args.label_fraction, n_labelled=args.n_labelled, val_fraction=args.val_fraction,
+        val_every=args.val_every, transfer=args.transfer, num_threads=args.threads,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from napari_ssl import checkpoint, events
+    from napari_ssl.commands.pretrain import ProgressBar
+    from napari_ssl.finetune import Validated, finetune
+
+    config = build_config(args)
+    bar = ProgressBar(sys.stderr)
+    gen = finetune(config)
+    try:
+        for event in gen:
+            if isinstance(event, events.Finished):
+                dice = ", ".join(f"{k.split('/', 1)[1]} {v:.3f}" for k, v in event.metrics.items() if k.startswith("dice/"))
+                print(f"napari-ssl finetune: finished step {event.step}; checkpoint {event.path}"
+                      + (f"; validation Dice: {dice}" if dice else ""))
+            elif args.quiet:
+                continue
+            elif isinstance(event, events.Started):
+                bar.message(f"napari-ssl finetune: {events.describe(event)}")
+            elif isinstance(event, events.Progress):
+                bar.update(event)
+            elif isinstance(event, Validated):
+                bar.message(f"step {event.step}: validation Dice "
+                            + ", ".join(f"{k} {v:.3f}" for k, v in event.dice.items()))
+    except KeyboardInterrupt:
+        gen.close()
+        try:
+            where = f"checkpoint at step {checkpoint.read_meta(config.out)['step']} saved in {config.out}"
+        except (OSError, ValueError):
+            where = "no checkpoint saved (interrupted before the first step)"
+        print(f"napari-ssl finetune: interrupted; {where}", file=sys.stderr)
+        return 130
+    return 0

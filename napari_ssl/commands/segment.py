@@ -1,0 +1,59 @@
+"""Segment a scan with a fine-tuned model and write the mask with the scan's geometry.
+
+Example::
+
+    napari-ssl segment --model runs/organs --input ct.nii.gz --output ct_masks.nii.gz
+
+The mask (uint8 label values, classes in the model's ``meta.json``) lies on the scan's own grid, so it
+opens aligned with the scan in any viewer. ``--input`` may be a DICOM folder; a multi-channel model takes
+one file per channel, joined by commas.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="DIR", help="fine-tuned checkpoint folder")
+    parser.add_argument("--input", required=True, metavar="SCAN_OR_DICOM_DIR",
+                        help="the scan (file or DICOM folder); channels of a multi-channel model joined by commas")
+    parser.add_argument("--output", required=True, metavar="MASK.nii.gz", help="mask file (.nii.gz, .nii, .nrrd, .mha)")
+    parser.add_argument("--overlap", type=float, default=0.5, metavar="F", help="sliding-window overlap (default 0.5)")
+    parser.add_argument("--sw-batch-size", type=int, default=1, metavar="N", help="windows per forward pass")
+    parser.add_argument("--device", default="auto", metavar="DEV", help="where windows run: auto, cpu, cuda, mps")
+    parser.add_argument("--largest-component", action="store_true", help="keep each class's largest component only")
+    parser.add_argument("--max-memory-mb", type=float, default=1024, metavar="MB",
+                        help="bound on stitched logits per pass; larger scans go in slabs (default 1024)")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+def run(args: argparse.Namespace) -> int:
+    from napari_ssl import io
+    from napari_ssl.io import WRITE_SUFFIXES, scan_suffix
+    from napari_ssl.segment import SegmentProgress, SegmentResult, load_model, segment_iter
+
+    if scan_suffix(args.output) not in WRITE_SUFFIXES:
+        raise ValueError(f"--output must end in one of {', '.join(WRITE_SUFFIXES)}, got {args.output}")
+    model = load_model(args.model, device=args.device)
+    channels = [io.read(p.strip()) for p in args.input.split(",") if p.strip()]
+    result = None
+    shown = -1
+    for event in segment_iter(channels, model, overlap=args.overlap, sw_batch_size=args.sw_batch_size,
+                              largest_component=args.largest_component, max_memory_mb=args.max_memory_mb):
+        if isinstance(event, SegmentProgress) and not args.quiet:
+            pct = int(event.fraction * 100)
+            if pct // 10 != shown:
+                shown = pct // 10
+                print(f"\rsegmenting {pct:3d}%", end="", file=sys.stderr, flush=True)
+        elif isinstance(event, SegmentResult):
+            result = event
+    if not args.quiet:
+        print(file=sys.stderr)
+    assert result is not None
+    path = io.write(result.labels, args.output)
+    counts = {name: int((result.labels.array == value).sum()) for value, name in result.names.items() if value}
+    found = ", ".join(f"{n} {c} voxels" for n, c in counts.items())
+    print(f"napari-ssl segment: wrote {path} ({found})")
+    return 0

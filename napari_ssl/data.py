@@ -1,0 +1,394 @@
+"""Data pipeline: scans from files, folders or in-memory arrays; resampling; normalisation; random patches.
+
+- :func:`load_volumes` reads every scan under the given paths (any readable file, DICOM folders, recursively,
+  through :mod:`napari_ssl.io`) or takes :class:`~napari_ssl.volume.Volume` objects / arrays (napari layers),
+  optionally resamples them to a target spacing, normalises intensities and caches the result in memory.
+- :class:`Normalization` is a frozen dataclass recorded in checkpoints (``meta["normalization"]``), so
+  fine-tuning and inference normalise exactly as pretraining did.
+- :class:`PretextDataset` turns the volumes into training samples for the pretexts: sample ``i`` is drawn
+  from ``numpy.random.default_rng([seed, i])`` alone, so a run is reproducible whatever the number of
+  DataLoader workers or processes, and a resumed run sees exactly the samples an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_ssl.volume import Volume
+
+NORMALIZATION_MODES = ("zscore", "ct", "minmax", "none")
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Intensity normalisation, applied per volume, stored in the checkpoint.
+
+    Parameters
+    ----------
+    mode : {"zscore", "ct", "minmax", "none"}
+        ``zscore``: clip to the ``percentiles`` of the volume, then subtract the mean and divide by the
+        standard deviation (MR and CT alike). ``ct``: clip Hounsfield units to ``window`` and map it
+        linearly to [-1, 1]. ``minmax``: percentiles mapped to [-1, 1]. ``none``: cast to float32.
+    window : (float, float)
+        CT window (low, high) in HU for ``ct``.
+    percentiles : (float, float)
+        Lower and upper percentiles (0-100) for ``zscore`` and ``minmax``.
+    """
+
+    mode: str = "zscore"
+    window: tuple[float, float] = (-1000.0, 1000.0)
+    percentiles: tuple[float, float] = (0.5, 99.5)
+
+    def __post_init__(self) -> None:
+        if self.mode not in NORMALIZATION_MODES:
+            raise ValueError(f"normalization mode must be one of {NORMALIZATION_MODES}, got {self.mode!r}")
+        window = tuple(float(v) for v in self.window)
+        pct = tuple(float(v) for v in self.percentiles)
+        if len(window) != 2 or not window[0] < window[1]:
+            raise ValueError(f"window must be (low, high) with low < high, got {self.window!r}")
+        if len(pct) != 2 or not 0.0 <= pct[0] < pct[1] <= 100.0:
+            raise ValueError(
+                f"percentiles must be (low, high) with 0 <= low < high <= 100, got {self.percentiles!r}"
+            )
+        object.__setattr__(self, "window", window)
+        object.__setattr__(self, "percentiles", pct)
+
+    def __call__(self, array: np.ndarray) -> np.ndarray:
+        """The normalised array as float32 (a new array)."""
+        x = np.asarray(array, dtype=np.float32)
+        if self.mode == "none":
+            return x.copy()
+        if self.mode == "ct":
+            lo, hi = self.window
+            return (np.clip(x, lo, hi) - lo) * np.float32(2.0 / (hi - lo)) - np.float32(1.0)
+        sub = x.ravel()[:: max(1, x.size // 2_000_000)]  # percentiles on <= ~2M voxels: fast and stable
+        lo, hi = np.percentile(sub, self.percentiles)
+        x = np.clip(x, lo, hi)
+        if self.mode == "minmax":
+            return ((x - lo) * np.float32(2.0 / max(hi - lo, 1e-6)) - 1.0).astype(np.float32)
+        mean, std = float(x.mean(dtype=np.float64)), float(x.std(dtype=np.float64))
+        return ((x - mean) / max(std, 1e-6)).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "window": list(self.window), "percentiles": list(self.percentiles)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Normalization:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+# ---------------------------------------------------------------- resampling
+def resample(volume: Volume, spacing: Sequence[float] | float, *, interpolation: str = "linear") -> Volume:
+    """``volume`` on a grid of ``spacing`` mm (z, y, x) covering the same extent (SimpleITK).
+
+    ``interpolation`` is ``"linear"`` for images, ``"nearest"`` for label volumes. A 4D (t, z, y, x)
+    volume is resampled frame by frame.
+    """
+    import SimpleITK as sitk
+
+    target = np.broadcast_to(np.asarray(spacing, dtype=float), (3,))
+    if not np.all(np.isfinite(target)) or np.any(target <= 0):
+        raise ValueError(f"target spacing must be positive mm values, got {spacing!r}")
+    if np.allclose(target, volume.spacing):
+        return volume
+    if interpolation not in ("linear", "nearest"):
+        raise ValueError(f"interpolation must be 'linear' or 'nearest', got {interpolation!r}")
+    size = np.maximum(
+        1, np.round(np.asarray(volume.spatial_shape) * np.asarray(volume.spacing) / target)
+    ).astype(int)
+    interp = sitk.sitkLinear if interpolation == "linear" else sitk.sitkNearestNeighbor
+    frames = volume.array[None] if volume.array.ndim == 3 else volume.array
+    out = []
+    for frame in frames:
+        image = volume.to_sitk(frame if interpolation == "nearest" else frame.astype(np.float32))
+        ref = sitk.Image([int(s) for s in size[::-1]], image.GetPixelID())
+        ref.SetSpacing([float(s) for s in target[::-1]])
+        ref.SetOrigin(image.GetOrigin())
+        ref.SetDirection(image.GetDirection())
+        res = sitk.Resample(image, ref, sitk.Transform(), interp, 0.0, image.GetPixelID())
+        out.append(sitk.GetArrayFromImage(res))
+    array = out[0] if volume.array.ndim == 3 else np.stack(out)
+    return volume.with_array(array, spacing=tuple(float(s) for s in target))
+
+
+# ---------------------------------------------------------------- loading and caching
+_CACHE: OrderedDict[tuple[Any, ...], list[Volume]] = OrderedDict()
+_CACHE_BYTES = int(os.environ.get("NAPARI_SSL_CACHE_MB", "2048")) * 2**20
+
+
+def clear_cache() -> None:
+    """Forget the decoded volumes kept by :func:`load_volumes`."""
+    _CACHE.clear()
+
+
+def _cache_put(key: tuple[Any, ...], volumes: list[Volume]) -> None:
+    _CACHE[key] = volumes
+    _CACHE.move_to_end(key)
+    while len(_CACHE) > 1 and sum(v.array.nbytes for vs in _CACHE.values() for v in vs) > _CACHE_BYTES:
+        _CACHE.popitem(last=False)
+
+
+def _path_key(path: Path) -> tuple[Any, ...]:
+    stat = path.stat()
+    newest = stat.st_mtime_ns
+    if path.is_dir():  # a DICOM folder: any change inside
+        newest = max([newest] + [p.stat().st_mtime_ns for p in path.iterdir()])
+    return (str(path.resolve()), newest, stat.st_size)
+
+
+def _prepare(volume: Volume, spacing: tuple[float, float, float] | None, norm: Normalization) -> list[Volume]:
+    """Frames of a 4D volume split apart; resampled; normalised (float32)."""
+    frames = (
+        [volume]
+        if volume.array.ndim == 3
+        else [
+            volume.with_array(frame, name=f"{volume.name or 'scan'}[{t}]")
+            for t, frame in enumerate(volume.array)
+        ]
+    )
+    out = []
+    for frame in frames:
+        if spacing is not None and not frame.is_plane:
+            frame = resample(frame, spacing)
+        out.append(frame.with_array(norm(frame.array)))
+    return out
+
+
+def load_volumes(
+    sources: Sequence[Any],
+    *,
+    spacing: Sequence[float] | None = None,
+    normalization: Normalization | None = None,
+    cache: bool = True,
+) -> list[Volume]:
+    """Read, resample and normalise every scan of ``sources``.
+
+    Parameters
+    ----------
+    sources : sequence
+        Paths (a scan file, a DICOM series folder, or a folder searched recursively for both), and/or
+        :class:`~napari_ssl.volume.Volume` objects, and/or (z, y, x) numpy arrays (e.g. napari layer data).
+    spacing : (float, float, float), optional
+        Target voxel size in mm (z, y, x); ``None`` keeps each scan's own grid.
+    normalization : Normalization, optional
+        Defaults to ``Normalization()`` (percentile z-score).
+    cache : bool
+        Keep decoded volumes in memory (keyed by path, modification time, spacing and normalisation).
+
+    Returns
+    -------
+    list of Volume
+        float32 volumes (a 4D series contributes one volume per frame).
+
+    Raises
+    ------
+    FileNotFoundError, napari_ssl.io.ScanReadError
+        A path that does not exist or holds no readable scan.
+    ValueError
+        No sources, or an array that is not 3D.
+    """
+    from napari_ssl import io
+
+    norm = normalization or Normalization()
+    target = (
+        None
+        if spacing is None
+        else tuple(float(s) for s in np.broadcast_to(np.asarray(spacing, float), (3,)))
+    )
+    if not sources:
+        raise ValueError("no data given: pass scan files, folders or arrays")
+    volumes: list[Volume] = []
+    for i, source in enumerate(sources):
+        if isinstance(source, Volume):
+            volumes += _prepare(source, target, norm)
+            continue
+        if isinstance(source, np.ndarray) or (
+            hasattr(source, "__array__") and not isinstance(source, (str, os.PathLike))
+        ):
+            array = np.asarray(source)
+            if array.ndim not in (3, 4):
+                raise ValueError(f"array source {i} must be 3D (z, y, x) or 4D, got shape {array.shape}")
+            volumes += _prepare(Volume(array=array, name=f"array{i}"), target, norm)
+            continue
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file or directory")
+        key = (*_path_key(path), target, norm)
+        if cache and key in _CACHE:
+            _CACHE.move_to_end(key)
+            volumes += _CACHE[key]
+            continue
+        prepared: list[Volume] = []
+        for vol in io.read_all(path):
+            prepared += _prepare(vol, target, norm)
+        if cache:
+            _cache_put(key, prepared)
+        volumes += prepared
+    return volumes
+
+
+def split_volumes(
+    volumes: Sequence[Volume], val_fraction: float, seed: int
+) -> tuple[list[Volume], list[Volume]]:
+    """Hold out ``val_fraction`` of the volumes (at least one when there are two or more) for metrics.
+
+    With a single volume nothing can be held out: the training list is returned as the held-out list
+    too, and metrics are computed on fresh random samples from it (a different random stream).
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    n = len(volumes)
+    if n < 2 or val_fraction == 0.0:
+        return list(volumes), list(volumes)
+    n_val = min(n - 1, max(1, round(n * val_fraction)))
+    order = np.random.default_rng([seed, 7]).permutation(n)
+    val_idx = set(order[:n_val].tolist())
+    return [v for i, v in enumerate(volumes) if i not in val_idx], [
+        v for i, v in enumerate(volumes) if i in val_idx
+    ]
+
+
+# ---------------------------------------------------------------- patches
+def random_corner(shape: Sequence[int], patch: Sequence[int], rng: np.random.Generator) -> tuple[int, ...]:
+    """A uniformly random corner so that ``patch`` fits in ``shape`` (same length)."""
+    return tuple(int(rng.integers(0, s - p + 1)) for s, p in zip(shape, patch, strict=True))
+
+
+def crop(arrays: Sequence[np.ndarray], corner: Sequence[int], patch: Sequence[int]) -> list[np.ndarray]:
+    """The same box of several aligned arrays (an image and its labels), last axes ``(z, y, x)``."""
+    box = tuple(slice(c, c + p) for c, p in zip(corner, patch, strict=True))
+    return [np.ascontiguousarray(a[(..., *box)]) for a in arrays]
+
+
+def check_patch(volumes: Sequence[Volume], patch: Sequence[int]) -> None:
+    """Raise ``ValueError`` naming the first scan smaller than ``patch`` along some axis."""
+    for vol in volumes:
+        if any(s < p for s, p in zip(vol.spatial_shape, patch, strict=True)):
+            raise ValueError(
+                f"patch size {tuple(patch)} is larger than scan {vol.name or vol.path or '?'} of shape "
+                f"{vol.spatial_shape} (z, y, x); use a smaller --patch-size or a finer --spacing"
+            )
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """How :class:`PretextDataset` turns a volume into one sample.
+
+    ``pretexts`` maps pretext names to pretext objects (from :mod:`napari_ssl.pretext`); ``patch`` is the
+    3D patch (z, y, x) for Rubik and context restoration.
+    """
+
+    patch: tuple[int, int, int]
+    pretexts: Mapping[str, Any] = field(default_factory=dict)
+
+
+class PretextDataset:
+    """Map-style dataset: item ``i`` is one training sample, a dict of arrays keyed ``"<pretext>.<name>"``.
+
+    Everything random about item ``i`` (which volume, where, every pretext choice) comes from
+    ``numpy.random.default_rng([seed, i])``, so items are reproducible in any worker or process.
+    ``length`` is virtual: indices may be any non-negative int below it.
+    """
+
+    def __init__(self, volumes: Sequence[Volume], spec: SampleSpec, seed: int, length: int) -> None:
+        self.volumes = list(volumes)
+        self.spec = spec
+        self.seed = int(seed)
+        self.length = int(length)
+        self._adapters = {name: adapter(name, task) for name, task in spec.pretexts.items()}
+        self._volumes_3d = [v for v in self.volumes if min(v.spatial_shape) >= 2]
+        if not self._volumes_3d:
+            raise ValueError("no 3D scans in the data (only 2D images); the pretexts sample from volumes")
+        if any(a.uses_patch for a in self._adapters.values()):
+            check_patch(self._volumes_3d, spec.patch)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = np.random.default_rng([self.seed, int(index)])
+        pool = self._volumes_3d
+        volume = pool[int(rng.integers(0, len(pool)))]
+        patch = np.empty((1, 0, 0, 0), np.float32)
+        if any(a.uses_patch for a in self._adapters.values()):
+            corner = random_corner(volume.spatial_shape, self.spec.patch, rng)
+            patch = crop([volume.array], corner, self.spec.patch)[0][None]  # (1, z, y, x)
+        sample: dict[str, Any] = {}
+        for build in self._adapters.values():
+            sample.update(build(volume, patch, rng))
+        return sample
+
+
+# ---------------------------------------------------------------- pretext adapters
+class RubikAdapter:
+    """Rubik's cube sample: the permuted, rotated cubes of the patch and their targets."""
+
+    uses_patch = True
+
+    def __init__(self, task: Any) -> None:
+        self.task = task
+
+    def __call__(self, volume: Volume, patch: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
+        params = self.task.sample(patch.shape[-3:], rng)
+        targets = self.task.targets(params)
+        return {
+            "rubik.cubes": np.ascontiguousarray(self.task.cubes(patch, params), dtype=np.float32),
+            "rubik.perm": np.int64(targets["permutation"]),
+            "rubik.rot": np.asarray(targets["rotations"], dtype=np.float32),
+        }
+
+
+class ContextAdapter:
+    """Context restoration sample: the patch with swapped sub-patches, and the clean patch."""
+
+    uses_patch = True
+
+    def __init__(self, task: Any) -> None:
+        self.task = task
+
+    def __call__(self, volume: Volume, patch: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
+        params = self.task.sample(patch.shape[-3:], rng, spacing=volume.spacing)
+        return {
+            "context.input": np.ascontiguousarray(self.task.apply(patch, params), dtype=np.float32),
+            "context.target": patch,
+        }
+
+
+class PlanesAdapter:
+    """Imaging-planes sample: planes resampled from the whole volume (not the patch), their line heatmaps
+    (N, N, h, w), relative slice positions and masks."""
+
+    uses_patch = False
+
+    def __init__(self, task: Any) -> None:
+        self.task = task
+
+    def __call__(self, volume: Volume, patch: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
+        params = self.task.sample(volume.spatial_shape, rng, spacing=volume.spacing)
+        images = self.task.apply(np.asarray(volume.array, dtype=np.float32), params)
+        targets = self.task.targets(params)
+        return {
+            "planes.images": np.ascontiguousarray(images[:, None], dtype=np.float32),
+            "planes.heatmaps": np.asarray(targets["heatmaps"], dtype=np.float32),
+            "planes.has_line": np.asarray(targets["has_line"], dtype=bool),
+            "planes.position": np.asarray(targets["slice_position"], dtype=np.float32),
+            "planes.position_mask": np.asarray(targets["in_stack"], dtype=np.float32),
+        }
+
+
+ADAPTERS: dict[str, type] = {"rubik": RubikAdapter, "context": ContextAdapter, "planes": PlanesAdapter}
+
+
+def adapter(name: str, task: Any) -> Any:
+    """The sample builder for pretext ``name`` (``rubik``, ``context``, ``planes``)."""
+    if name not in ADAPTERS:
+        raise ValueError(f"unknown pretext {name!r}; choose from {tuple(ADAPTERS)}")
+    return ADAPTERS[name](task)

@@ -1,0 +1,11 @@
+"""Backbone sizes (pure Python, importable without torch: configs and GUIs validate against it)."""
+
+from __future__ import annotations
+
+#: BasicUNet features per size: five encoder levels plus the last decoder level. "large" is MONAI's default.
+SIZES: dict[str, tuple[int, int, int, int, int, int]] = {
+    "tiny": (4, 4, 8, 16, 32, 4),
+    "small": (8, 8, 16, 32, 64, 8),
+    "medium": (16, 16, 32, 64, 128, 16),
+    "large": (32, 32, 64, 128, 256, 32),
+}

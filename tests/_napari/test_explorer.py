@@ -1,0 +1,275 @@
+"""Pretext explorer dock: previews for Rubik and context restoration on real (cropped) scans."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from napari_ssl import io
+from napari_ssl._napari.layers import volume_to_layer_data
+
+pytestmark = pytest.mark.gui
+
+WAIT_MS = 20_000
+
+
+def digest(array: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def brain(shared_data):
+    """Anisotropic brain MR (0.78 x 0.78 x 6.5 mm), downsampled in-plane by 4: (25, 64, 64)."""
+    vol = io.read(shared_data / "brain_tumor" / "image.nrrd")
+    sz, sy, sx = vol.spacing
+    return vol.with_array(
+        np.ascontiguousarray(vol.array[:, ::4, ::4]), spacing=(sz, sy * 4, sx * 4), name="brain"
+    )
+
+
+@pytest.fixture(scope="module")
+def ct(shared_data):
+    """Abdominal CT crop (30, 101, 122), 3 mm."""
+    return io.read(shared_data / "ct_organs" / "ct.nii.gz").with_array(
+        io.read(shared_data / "ct_organs" / "ct.nii.gz").array, name="ct"
+    )
+
+
+def add_volume(viewer, volume):
+    data, kwargs, layer_type = volume_to_layer_data(volume, "image")
+    return viewer._add_layer_from_data(data, kwargs, layer_type)[0]
+
+
+@pytest.fixture
+def dock(make_napari_viewer, qtbot):
+    from napari_ssl._napari.explorer import PretextExplorer
+
+    viewer = make_napari_viewer()
+    widget = PretextExplorer(viewer)
+    widget.auto.setChecked(False)  # tests drive previews explicitly
+    viewer.window.add_dock_widget(widget, name="Pretext explorer")
+    return widget
+
+
+def run_preview(dock, qtbot):
+    worker = dock.preview()
+    assert worker is not None, dock.status.text()
+    with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
+        pass
+    return dock.last_preview
+
+
+def layer_names(viewer):
+    return [layer.name for layer in viewer.layers]
+
+
+def test_rubik_preview_layers_geometry_and_source(dock, qtbot, brain):
+    viewer = dock.viewer
+    src = add_volume(viewer, brain)
+    before = digest(src.data)
+    dock.set_source("brain")
+    dock.set_pretext("rubik")
+    dock.params["rubik"].set_values({"gap": 2})
+    preview = run_preview(dock, qtbot)
+    assert preview is not None and preview.request.pretext == "rubik"
+    base = "brain · rubik"
+    for suffix in ("", " boxes", " cells", " text"):
+        assert base + suffix in viewer.layers
+    image = viewer.layers[base]
+    np.testing.assert_allclose(image.extent.world, src.extent.world)
+    np.testing.assert_allclose(image.scale, src.scale)
+    np.testing.assert_allclose(image.translate, src.translate)
+    # the shuffled volume is exactly the pretext applied with the same seed
+    task = preview.task
+    params = task.sample(brain.spatial_shape, np.random.default_rng(dock.seed.value()), brain.spacing)
+    assert params == preview.params
+    np.testing.assert_array_equal(image.data, task.apply(brain.array, params))
+    # overlay geometry: each path's bounding box is the cube of overlay()["boxes"] (voxel borders)
+    overlay = task.overlay(params)
+    shapes = viewer.layers[base + " boxes"]
+    got = np.array([[d.min(axis=0) + 0.5, d.max(axis=0) + 0.5] for d in shapes.data])
+    np.testing.assert_allclose(got, overlay["boxes"])
+    np.testing.assert_allclose(shapes.extent.world[:, 0], src.extent.world[:, 0], atol=src.scale[0])
+    cells = viewer.layers[base + " cells"]
+    for i, (lo, hi) in enumerate(overlay["boxes"]):
+        assert (cells.data[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] == i + 1).all()
+    text = viewer.layers[base + " text"]
+    assert set(text.features["label"]) >= {f"{overlay['source'][0]}→0"} or any(
+        str(lbl).startswith(f"{overlay['source'][0]}→0") for lbl in text.features["label"]
+    )
+    assert digest(src.data) == before
+    assert viewer.layers.selection.active is src
+
+
+def test_rubik_parameter_change_updates_in_place_and_restore(dock, qtbot, brain):
+    viewer = dock.viewer
+    add_volume(viewer, brain)
+    dock.set_source("brain")
+    dock.set_pretext("rubik")
+    dock.params["rubik"].set_values({"gap": 2})
+    run_preview(dock, qtbot)
+    before = {layer.name: id(layer) for layer in viewer.layers}
+    dock.params["rubik"].set_values({"grid": 3})
+    preview = run_preview(dock, qtbot)
+    after = {layer.name: id(layer) for layer in viewer.layers}
+    assert after == before  # same layers, updated in place, nothing piled up
+    assert len(viewer.layers["brain · rubik boxes"].data) == 27
+    assert int(viewer.layers["brain · rubik cells"].data.max()) == 27
+    np.testing.assert_array_equal(
+        viewer.layers["brain · rubik"].data, preview.task.apply(brain.array, preview.params)
+    )
+    dock.restore.setChecked(True)
+    run_preview(dock, qtbot)
+    np.testing.assert_array_equal(viewer.layers["brain · rubik"].data, brain.array)  # exact inverse
+    # a new sample changes the draw, deterministically from the seed
+    old = dock.last_preview.params
+    dock.new_sample.click()
+    assert dock.seed.value() == 1
+    assert run_preview(dock, qtbot).params != old
+
+
+def test_context_pairs_colours_and_steps(dock, qtbot, ct):
+    viewer = dock.viewer
+    src = add_volume(viewer, ct)
+    before = digest(src.data)
+    dock.set_source("ct")
+    dock.set_pretext("context")
+    dock.params["context"].set_values({"n_swaps": 5, "patch_size": 8.0})
+    assert dock.step.maximum() == 5 and dock.step.value() == 5
+    preview = run_preview(dock, qtbot)
+    base = "ct · context"
+    image = viewer.layers[base]
+    np.testing.assert_allclose(image.extent.world, src.extent.world)
+    overlay = preview.task.overlay(preview.params)
+    np.testing.assert_array_equal(image.data, preview.task.apply(ct.array, preview.params))
+    shapes = viewer.layers[base + " boxes"]
+    assert len(shapes.data) == 10
+    got = np.array([[d.min(axis=0) + 0.5, d.max(axis=0) + 0.5] for d in shapes.data])
+    np.testing.assert_allclose(got, np.asarray(overlay["boxes"]).reshape(-1, 2, 3))
+    colours = np.asarray(shapes.edge_color)
+    for t in range(5):  # the two patches of a swap share a colour; consecutive swaps differ
+        np.testing.assert_allclose(colours[2 * t], colours[2 * t + 1])
+        if t:
+            assert not np.allclose(colours[2 * t], colours[2 * t - 2])
+    text = list(viewer.layers[base + " text"].features["label"])
+    assert {"1a", "1b", "5a", "5b"} <= set(text)
+    # step through the swaps: after 2 swaps only the first two pairs are drawn and applied
+    dock.step.setValue(2)
+    preview2 = run_preview(dock, qtbot)
+    import dataclasses
+
+    partial = dataclasses.replace(preview2.params, pairs=preview2.params.pairs[:2])
+    np.testing.assert_array_equal(image.data, preview2.task.apply(ct.array, partial))
+    assert len(shapes.data) == 4 and int(viewer.layers[base + " cells"].data.max()) == 2
+    assert viewer.layers[base] is image
+    assert digest(src.data) == before
+
+
+def test_view_switch_and_one_click_removal(dock, qtbot, brain):
+    viewer = dock.viewer
+    src = add_volume(viewer, brain)
+    dock.set_source("brain")
+    dock.set_pretext("rubik")
+    dock.params["rubik"].set_values({"gap": 2})
+    run_preview(dock, qtbot)
+    text = viewer.layers["brain · rubik text"]
+    assert len(text.data) > 8  # 2D: one text point per slice each cube crosses
+    viewer.dims.ndisplay = 3
+    assert viewer.layers["brain · rubik boxes"].visible and not viewer.layers["brain · rubik cells"].visible
+    assert len(text.data) == 8  # 3D: one per cube centre
+    viewer.dims.ndisplay = 2
+    assert viewer.layers["brain · rubik cells"].visible
+    dock.set_pretext("context")
+    dock.params["context"].set_values({"n_swaps": 3, "patch_size": 6.0})
+    run_preview(dock, qtbot)
+    assert "brain · context" in viewer.layers and "brain · rubik" not in viewer.layers  # one preview per scan
+    dock.remove_button.click()
+    assert [layer.name for layer in viewer.layers] == ["brain"]
+    assert viewer.layers[0] is src
+
+
+@pytest.fixture
+def warnings_seen(monkeypatch):
+    seen: list[str] = []
+    monkeypatch.setattr("napari_ssl._napari.explorer.show_warning", seen.append)
+    return seen
+
+
+def test_bad_selections_notify_and_keep_the_dock_usable(dock, qtbot, brain, warnings_seen):
+    viewer = dock.viewer
+    assert dock.preview() is None and "no scan" in warnings_seen[-1]
+    viewer.add_image(np.zeros((32, 32), np.float32), name="flat")
+    viewer.add_image(np.zeros((1, 32, 32), np.float32), name="slice")
+    viewer.add_labels(np.zeros((8, 32, 32), np.uint8), name="mask")
+    viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="photo", rgb=True)
+    viewer.add_image(np.zeros((4, 6, 6), np.float32), name="tiny")
+    dock.set_pretext("rubik")
+    for name, words in [
+        ("flat", "2D image"),
+        ("slice", "2D image"),
+        ("mask", "Labels layer"),
+        ("photo", "RGB"),
+    ]:
+        dock.set_source(name)
+        assert dock.preview() is None
+        assert words in warnings_seen[-1] and name in warnings_seen[-1]
+    dock.set_source("tiny")
+    dock.set_pretext("context")  # patch 16 voxels > a (4, 6, 6) volume: the pretext's ValueError, in words
+    worker = dock.preview()
+    with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
+        pass
+    assert "patch_size" in warnings_seen[-1]
+    assert not any(META_TAG in layer.metadata for layer in viewer.layers)
+    add_volume(viewer, brain)
+    dock.set_source("brain")
+    dock.params["context"].set_values({"n_swaps": 2, "patch_size": 4.0})
+    assert run_preview(dock, qtbot) is not None and "brain · context" in viewer.layers
+
+
+META_TAG = "napari_ssl_explorer"
+
+
+def test_param_widget_is_built_from_the_spec():
+    from napari_ssl._napari.params import pretext_param_widget
+    from napari_ssl.pretext import PRETEXTS
+
+    for name, cls in PRETEXTS.items():
+        widget = pretext_param_widget(name)
+        values = widget.values()
+        assert list(values) == [spec.name for spec in cls.PARAMETERS]
+        for spec in cls.PARAMETERS:
+            default = spec.default[0] if isinstance(spec.default, tuple) else spec.default
+            assert values[spec.name] == default
+        seen: list[int] = []
+        widget.changed.connect(lambda *_, seen=seen: seen.append(1))
+        first = cls.PARAMETERS[0]
+        widget[first.name].value = int(first.default) + 1 if first.type is int else first.default
+        assert seen
+        assert type(widget.make_pretext()) is cls
+
+
+def test_dock_opens_from_the_plugin_menu(make_napari_viewer):
+    from napari_ssl._napari.explorer import PretextExplorer
+
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-ssl", "Pretext explorer")
+    assert isinstance(widget, PretextExplorer) and widget.viewer is viewer
+
+
+def test_parameter_changes_are_debounced_into_one_update(dock, qtbot, brain, monkeypatch):
+    viewer = dock.viewer
+    add_volume(viewer, brain)
+    dock.set_source("brain")
+    dock.set_pretext("context")
+    started = []
+    original = dock._start
+    monkeypatch.setattr(dock, "_start", lambda request: started.append(request) or original(request))
+    dock.auto.setChecked(True)
+    with qtbot.waitSignal(dock.preview_ready, timeout=WAIT_MS) as blocker:
+        for n in (3, 4, 5):  # three quick edits, one preview
+            dock.params["context"].set_values({"n_swaps": n, "patch_size": 4.0})
+    assert len(started) == 1 and started[0].values["n_swaps"] == 5
+    assert len(blocker.args[0].params.pairs) == 5
+    assert len(viewer.layers["brain · context boxes"].data) == 10

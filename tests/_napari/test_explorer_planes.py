@@ -1,0 +1,160 @@
+"""Pretext explorer, imaging planes: planes resampled from real volumes and the native cardiac views."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from napari_ssl import io
+from napari_ssl._napari.layers import volume_to_layer_data
+
+pytestmark = pytest.mark.gui
+
+WAIT_MS = 30_000
+
+
+def digest(array):
+    return hashlib.sha1(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+@pytest.fixture
+def dock(make_napari_viewer):
+    from napari_ssl._napari.explorer import PretextExplorer
+
+    viewer = make_napari_viewer()
+    widget = PretextExplorer(viewer)
+    widget.auto.setChecked(False)
+    viewer.window.add_dock_widget(widget, name="Pretext explorer")
+    return widget
+
+
+def run_preview(dock, qtbot):
+    worker = dock.preview()
+    assert worker is not None, dock.status.text()
+    with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
+        pass
+    return dock.last_preview
+
+
+def on_plane(point, layer):
+    """Distance (mm) from a world point to the plane of a (1, H, W) plane layer."""
+    affine = layer.affine.affine_matrix
+    normal = affine[:3, 0] / np.linalg.norm(affine[:3, 0])
+    return abs((np.asarray(point) - affine[:3, 3]) @ normal)
+
+
+@pytest.mark.parametrize("scan", ["brain"])  # the CT runs in the screenshot test
+def test_planes_from_volume_at_true_positions(dock, qtbot, shared_data, scan):
+    if scan == "brain":  # anisotropic: 0.78 x 0.78 x 6.5 mm, downsampled in-plane
+        vol = io.read(shared_data / "brain_tumor" / "image.nrrd")
+        vol = vol.with_array(
+            np.ascontiguousarray(vol.array[:, ::4, ::4]),
+            spacing=(vol.spacing[0], vol.spacing[1] * 4, vol.spacing[2] * 4),
+        )
+    else:
+        vol = io.read(shared_data / "ct_organs" / "ct.nii.gz")
+    vol = vol.with_array(vol.array, name=scan)
+    viewer = dock.viewer
+    data, kwargs, _ = volume_to_layer_data(vol, "image")
+    src = viewer.add_image(data, **kwargs)
+    before = digest(src.data)
+    dock.set_source(scan)
+    dock.set_pretext("planes")
+    dock.params["planes"].set_values({"n_stack": 3, "n_oblique": 2, "size": 32})
+    preview = run_preview(dock, qtbot)
+    task, params = preview.task, preview.params
+    assert params == task.sample(vol, np.random.default_rng(0))
+    overlay = task.overlay(params)
+    images = task.apply(vol.array.astype(np.float32), params)
+    base = f"{scan} · planes"
+    for k, plane in enumerate(overlay["planes"]):
+        layer = viewer.layers[f"{base} {plane['name']}"]
+        np.testing.assert_allclose(layer.data[0], images[k], rtol=1e-5)
+        h, w = plane["size"]
+        # the plane layer puts its pixels at the plane's world corners
+        got = np.array(
+            [layer.data_to_world((0, r, c)) for r, c in [(0, 0), (0, w - 1), (h - 1, w - 1), (h - 1, 0)]]
+        )
+        np.testing.assert_allclose(got, plane["corners_world"], atol=1e-6)
+        # ... which lie inside the source's world box around the region of interest
+        centre = np.asarray(plane["corners_world"]).mean(axis=0)
+        lo, hi = src.extent.world
+        assert np.all(centre >= lo - 1e-6) and np.all(centre <= hi + 1e-6)
+    outlines = viewer.layers[f"{base} outlines"]
+    assert len(outlines.data) == 5
+    for k, plane in enumerate(overlay["planes"]):
+        np.testing.assert_allclose(outlines.data[k][:4], plane["corners_world"])
+    lines = viewer.layers[f"{base} lines"]
+    expected = [ln["segment_world"] for ln in overlay["lines"] if ln["segment_world"] is not None]
+    assert len(lines.data) == len(expected) > 0
+    for got, want, (i, j) in zip(lines.data, expected, preview.segment_pairs, strict=False):
+        np.testing.assert_allclose(got, want)
+        # intersection lines lie on both planes: anisotropic spacing included, they line up
+        for k in (i, j):
+            layer = viewer.layers[f"{base} {params.names[k]}"]
+            assert max(on_plane(p, layer) for p in got) < 1e-4  # mm
+    # each plane in the gallery, with its lines and stack slice positions
+    assert len(dock.gallery.tiles) == 5
+    positions = [p.slice_position for p in preview.planes if p.slice_position is not None]
+    assert positions == sorted(positions) and positions[0] == 0 and positions[-1] == 1
+    assert all(p.heatmaps is not None and p.heatmaps.max() > 0.5 for p in preview.planes)
+    # parameter change: same layers updated, stale planes removed
+    dock.params["planes"].set_values({"n_stack": 2})
+    run_preview(dock, qtbot)
+    assert f"{base} stack[2]" not in viewer.layers and f"{base} stack[1]" in viewer.layers
+    assert len(viewer.layers[f"{base} outlines"].data) == 4
+    assert digest(src.data) == before
+    viewer.dims.ndisplay = 3
+    assert viewer.layers[f"{base} oblique 0"].visible
+
+
+def test_native_cardiac_views(dock, qtbot, shared_data):
+    from napari_ssl._napari.explorer import ALL_VIEWS
+    from napari_ssl._napari.explorer_sources import view_volumes
+    from napari_ssl._napari.reader import read_layers
+    from napari_ssl.pretext import ImagingPlanes
+
+    viewer = dock.viewer
+    for data, kwargs, layer_type in read_layers(shared_data / "cardiac_views" / "056B"):
+        viewer._add_layer_from_data(data, kwargs, layer_type)
+    hashes = {layer.name: digest(layer.data) for layer in viewer.layers}
+    dock.set_pretext("planes")
+    assert dock.source.itemText(0) == ALL_VIEWS
+    dock.set_source(ALL_VIEWS)
+    preview = run_preview(dock, qtbot)
+    names = list(preview.params.names)
+    assert "trufi_2-chamber" in names and "trufi_4-chamber" in names
+    assert sum(n.startswith("trufi_short-axis[") for n in names) == 8
+    # the outlines are the views' own corners (their DICOM geometry)
+    outlines = viewer.layers["views · planes outlines"]
+    for k in range(len(names)):
+        np.testing.assert_allclose(outlines.data[k][:4], preview.params.corners(k))
+    two = viewer.layers["trufi_2-chamber"]
+    h, w = two.data.shape[-2:]
+    np.testing.assert_allclose(
+        preview.params.corners(names.index("trufi_2-chamber"))[2],
+        two.data_to_world((0, h - 1, w - 1)),
+        atol=1e-4,
+    )
+    # the 2- and 4-chamber views cut every short-axis slice, inside both images
+    for view in ("trufi_2-chamber", "trufi_4-chamber"):
+        k = names.index(view)
+        cut_by = {preview.planes[j].name for j, *_ in preview.planes[k].lines}
+        assert {f"trufi_short-axis[{z}]" for z in range(8)} <= cut_by
+    lines = viewer.layers["views · planes lines"]
+    assert len(lines.data) == len(preview.segments) > 10
+    # short-axis slice positions 0..1 in order
+    sax = [p.slice_position for p in preview.planes if p.name.startswith("trufi_short-axis[")]
+    np.testing.assert_allclose(sax, np.linspace(0, 1, 8), atol=1e-6)
+    assert len(dock.gallery.tiles) == len(names)
+    # nothing added on top of the acquired views but the overlays; they are untouched
+    assert {layer.name for layer in viewer.layers} - set(hashes) == {
+        "views · planes outlines",
+        "views · planes lines",
+        "views · planes text",
+    }
+    assert all(digest(viewer.layers[n].data) == h for n, h in hashes.items())
+    same = ImagingPlanes.from_images(view_volumes(viewer))
+    assert same == preview.params

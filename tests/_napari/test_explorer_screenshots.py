@@ -1,0 +1,151 @@
+"""Screenshots of the Pretext explorer under Xvfb: every pretext in 2D and 3D on the anisotropic brain MR and
+the CT, and the native cardiac views in 3D. Each screenshot must be non-blank and show overlay colours.
+
+Set ``NAPARI_SSL_DOCS_SCREENSHOTS=1`` to also save full-window PNGs as ``docs/explorer_*.png`` (for the README).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_ssl import io
+from napari_ssl._napari.explorer_compute import PALETTE
+from napari_ssl._napari.layers import volume_to_layer_data
+
+pytestmark = [pytest.mark.gui, pytest.mark.slow]
+
+WAIT_MS = 30_000
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+SAVE_DOCS = os.environ.get("NAPARI_SSL_DOCS_SCREENSHOTS") == "1"
+WINDOW = (1400, 900) if SAVE_DOCS else (1150, 700)  # software OpenGL under Xvfb: small canvases are fast
+
+
+def overlay_pixels(rgba: np.ndarray, extra: tuple = ((1.0, 1.0, 0.0),)) -> int:
+    """Pixels whose colour is one of the explorer's overlay colours (the scans themselves are grey)."""
+    rgb = np.asarray(rgba)[..., :3].astype(float) / 255.0
+    colours = np.vstack([PALETTE[:, :3], np.asarray(extra, dtype=float)])
+    saturated = (rgb.max(axis=-1) - rgb.min(axis=-1)) > 0.3
+    near = np.zeros(rgb.shape[:2], dtype=bool)
+    for c in colours:
+        near |= np.abs(rgb - c).max(axis=-1) < 0.2
+    return int((near & saturated).sum())
+
+
+def check(image: np.ndarray, what: str, minimum: int = 100) -> None:
+    assert image.ndim == 3 and image.shape[0] > 100, what
+    assert float(image[..., :3].std()) > 5.0, f"{what}: blank screenshot"
+    assert overlay_pixels(image) >= minimum, f"{what}: no overlay colours"
+
+
+def shoot(viewer, dock, path: Path, what: str, minimum: int = 100) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    for _ in range(3):
+        QApplication.processEvents()
+    canvas = viewer.screenshot(str(path), canvas_only=True, flash=False)
+    check(canvas, what, minimum)
+    if SAVE_DOCS:
+        DOCS.mkdir(exist_ok=True)
+        viewer.screenshot(str(DOCS / f"explorer_{path.stem}.png"), canvas_only=False, flash=False)
+
+
+def load(shared_data: Path, scan: str):
+    if scan == "brain":  # 0.78 x 0.78 x 6.5 mm brain MR, in-plane downsampled by 2 for speed
+        vol = io.read(shared_data / "brain_tumor" / "image.nrrd")
+        vol = vol.with_array(
+            np.ascontiguousarray(vol.array[:, ::2, ::2]),
+            spacing=(vol.spacing[0], vol.spacing[1] * 2, vol.spacing[2] * 2),
+        )
+        return vol.with_array(vol.array, name="brain MR")
+    vol = io.read(shared_data / "ct_organs" / "ct.nii.gz")
+    return vol.with_array(vol.array, name="CT")
+
+
+SETTINGS = {
+    "rubik": {"gap": 2},
+    "context": {"n_swaps": 8, "patch_size": 24.0, "unit": "mm"},
+    "planes": {"n_stack": 3, "n_oblique": 2, "size": 64},
+}
+
+
+def test_screenshots_every_pretext_2d_and_3d_and_cardiac_views(
+    make_napari_viewer, qtbot, shared_data, tmp_path
+):
+    """One viewer (creating one costs seconds under Xvfb): brain MR, then CT, then the cardiac exam."""
+    from napari_ssl._napari.explorer import ALL_VIEWS, PretextExplorer
+    from napari_ssl._napari.reader import read_layers
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(*WINDOW)
+    dock = PretextExplorer(viewer)
+    dock.auto.setChecked(False)
+    viewer.window.add_dock_widget(dock, name="Pretext explorer")
+    for scan in ("brain", "ct"):
+        viewer.layers.clear()
+        viewer.dims.ndisplay = 2
+        vol = load(shared_data, scan)
+        data, kwargs, _ = volume_to_layer_data(vol, "image")
+        src = viewer.add_image(data, **kwargs)
+        dock.set_source(src.name)
+        # every pretext on the anisotropic brain MR; on the CT, all of them only when refreshing the docs
+        pretexts = SETTINGS if scan == "brain" or SAVE_DOCS else {"rubik": SETTINGS["rubik"]}
+        for pretext, values in pretexts.items():
+            shoot_pretext(viewer, dock, qtbot, src, scan, pretext, values, tmp_path)
+
+    viewer.layers.clear()
+    viewer.dims.ndisplay = 2
+    for data, kwargs, layer_type in read_layers(shared_data / "cardiac_views" / "056B"):
+        viewer._add_layer_from_data(data, kwargs, layer_type)
+    dock.set_pretext("planes")
+    dock.set_source(ALL_VIEWS)
+    worker = dock.preview()
+    with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
+        pass
+    save_gallery(dock, tmp_path, "cardiac_views")
+    viewer.dims.ndisplay = 3
+    viewer.reset_view()
+    viewer.camera.angles = (-15.0, 35.0, 140.0)
+    viewer.camera.zoom *= 0.8
+    shoot(viewer, dock, tmp_path / "cardiac_views_3d.png", "cardiac views 3D")
+
+
+def save_gallery(dock, tmp_path: Path, stem: str) -> None:
+    gallery = dock.gallery.to_image()
+    ptr = gallery.constBits()
+    ptr.setsize(gallery.sizeInBytes())
+    arr = np.frombuffer(ptr, np.uint8).reshape(gallery.height(), gallery.bytesPerLine() // 4, 4)
+    check(arr[..., [2, 1, 0, 3]], f"{stem} planes gallery", 100)  # Format_RGB32 is B, G, R, A
+    gallery.save(str(tmp_path / f"{stem}_gallery.png"))
+    if SAVE_DOCS:
+        gallery.save(str(DOCS / f"explorer_{stem}_gallery.png"))
+
+
+def shoot_pretext(viewer, dock, qtbot, src, scan, pretext, values, tmp_path) -> None:
+    dock.set_pretext(pretext)
+    dock.params[pretext].set_values(values)
+    worker = dock.preview()
+    with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
+        pass
+    preview = dock.last_preview
+    assert preview is not None and preview.request.pretext == pretext
+    viewer.dims.ndisplay = 2
+    if len(preview.boxes):  # a slice through the middle of the first box
+        lo, hi = preview.boxes[0]
+        viewer.dims.set_point(0, src.data_to_world(((lo[0] + hi[0] - 1) / 2, 0, 0))[0])
+    viewer.reset_view()
+    if pretext == "planes":  # 2D: the planes as the network sees them, in the dock's gallery
+        save_gallery(dock, tmp_path, f"{scan}_planes")
+        shoot(viewer, dock, tmp_path / f"{scan}_{pretext}_2d.png", f"{scan} {pretext} 2D", 0)
+    else:
+        shoot(viewer, dock, tmp_path / f"{scan}_{pretext}_2d.png", f"{scan} {pretext} 2D")
+    viewer.dims.ndisplay = 3
+    viewer.reset_view()
+    viewer.camera.angles = (-15.0, 35.0, 140.0)
+    viewer.camera.zoom *= 0.8
+    shoot(viewer, dock, tmp_path / f"{scan}_{pretext}_3d.png", f"{scan} {pretext} 3D")
+    viewer.dims.ndisplay = 2
+    assert [layer for layer in viewer.layers if layer.name == src.name] == [src]

@@ -1,0 +1,233 @@
+"""The Pretrain dock on a real scan: a run in a child process, live progress and losses, cancel and resume,
+crash, error, closing the viewer mid-run, and the event loop's stalls while training."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from napari_ssl import checkpoint, io
+from napari_ssl._napari.layers import volume_to_layer_data
+from napari_ssl.events import Finished, Progress, Started, Stopped
+
+pytestmark = [pytest.mark.gui, pytest.mark.slow]
+
+WAIT_MS = 120_000  # spawn + torch/MONAI import in the child take ~10 s on a busy 2-core CPU
+
+
+def child_gone(pid: int | None) -> bool:
+    if pid is None:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def scan(shared_data):
+    """Thorax-abdomen CT (112, 101, 122), 3 mm: large enough for 32^3 patches."""
+    return io.read(shared_data / "ct_unlabeled" / "ct_thorax_abdomen.nii.gz")
+
+
+@pytest.fixture
+def dock_viewer(make_napari_viewer, scan, tmp_path, request):
+    from napari_ssl._napari.pretrain import PretrainDock
+
+    viewer = make_napari_viewer(show=bool(getattr(request, "param", False)))
+    data, kwargs, layer_type = volume_to_layer_data(scan, "image", name="ct")
+    layer = viewer._add_layer_from_data(data, kwargs, layer_type)[0]
+    viewer.layers.selection.active = layer
+    dock = PretrainDock(viewer)
+    viewer.window.add_dock_widget(dock, name="Pretrain")
+    tiny(dock, tmp_path / "ckpt")
+    return dock, viewer
+
+
+def tiny(dock, out: Path, steps: int = 10, pretexts=("rubik", "context")) -> None:
+    """A budget that trains in seconds: tiny backbone, 32^3 patches (the engine's minimum), CPU."""
+    form = dock.form
+    form.set_pretexts(pretexts)
+    form.backbone.setCurrentIndex(form.backbone.findData("tiny"))
+    form.steps.setValue(steps)
+    form.batch.setValue(2)
+    form.patch.setValue(32)
+    form.device.setCurrentIndex(form.device.findData("cpu"))
+    form.save_every.setValue(0)
+    form.out.path = out
+
+
+def notifications():
+    from napari.utils.notifications import notification_manager
+
+    return [str(n.message) for n in notification_manager.records]
+
+
+def wait_for_step(qtbot, relay, step: int):
+    return qtbot.waitSignal(
+        relay.worker.yielded,
+        timeout=WAIT_MS,
+        check_params_cb=lambda e: isinstance(e, Progress) and e.step >= step,
+    )
+
+
+@pytest.mark.parametrize("dock_viewer", [True], indirect=True, ids=["shown"])
+def test_start_trains_shows_progress_and_losses_and_stays_responsive(dock_viewer, qtbot, tmp_path) -> None:
+    from napari_ssl._napari.pretrain import checkpoint_hub
+    from napari_ssl._napari.pretrain_probe import StallProbe
+
+    dock, _ = dock_viewer
+    published: list[str] = []
+    checkpoint_hub().published.connect(published.append)
+    probe = StallProbe(interval_ms=10)
+    marks: list[tuple[float, str]] = []
+    relay = dock.start()
+    relay.worker.yielded.connect(lambda e: marks.append((time.perf_counter(), type(e).__name__)))
+    assert relay is not None
+    assert not dock.start_button.isEnabled() and dock.cancel_button.isEnabled()
+    assert dock.start() is None  # starting twice is impossible while running
+    probe.start()
+    with qtbot.waitSignal(relay.worker.finished, timeout=WAIT_MS):
+        pass
+    probe.stop()
+    kinds = [type(e) for e in dock.events]
+    assert kinds[0] is Started and kinds[-1] is Finished
+    assert kinds.count(Progress) == 10
+    assert dock.outcome == "finished" and dock.relay is None
+    assert dock.progress.value() == 10 and "samples/s" in dock.progress.format()
+    assert dock.start_button.isEnabled() and not dock.cancel_button.isEnabled()
+    assert dock.plot.names == ["rubik", "context"]
+    assert dock.plot.series("context")[0] == [float(s) for s in range(1, 11)]
+    assert (
+        dock.plot.full_draws >= 1
+        and dock.plot.blits >= 1
+        and dock.metrics_label.text().startswith("metrics:")
+    )
+    out = str(tmp_path / "ckpt")
+    state, meta = checkpoint.load(out)
+    assert state and meta["step"] == 10 and meta["pretexts"] == ["rubik", "context"]
+    assert dock.last_checkpoint == out and published[-1] == out
+    assert any("Pretraining finished at step 10" in m for m in notifications())
+    assert child_gone(relay.pid)
+    stats = probe.stats()
+    print(f"event-loop stalls during a run: {stats}")
+    for at, ms in probe.worst(5):  # what the event loop was doing around the worst stalls
+        near = [f"{name}@{t - at:+.2f}s" for t, name in marks if abs(t - at) < 1.0]
+        print(f"  stall {ms:.0f} ms at {at - probe.at[0]:.2f} s; events near: {near}")
+    assert stats["n"] > 100 and stats["max"] < 250.0
+
+
+def test_cancel_saves_within_two_seconds_resume_continues_and_closing_the_viewer_stops_it(
+    dock_viewer, qtbot, tmp_path
+) -> None:
+    dock, viewer = dock_viewer
+    dock.form.steps.setValue(100_000)
+    relay = dock.start()
+    stopped_at: list[float] = []
+    relay.worker.yielded.connect(lambda e: isinstance(e, Stopped) and stopped_at.append(time.monotonic()))
+    with wait_for_step(qtbot, relay, 3):
+        pass
+    with qtbot.waitSignal(relay.worker.finished, timeout=WAIT_MS):
+        clicked = time.monotonic()
+        dock.cancel_button.click()
+        assert not dock.cancel_button.isEnabled()
+    print(
+        f"cancel -> Stopped (checkpoint saved): {stopped_at[0] - clicked:.2f} s; "
+        f"-> child ended: {time.monotonic() - clicked:.2f} s"
+    )
+    assert stopped_at and stopped_at[0] - clicked < 2.0
+    assert child_gone(relay.pid) and dock.outcome == "cancelled"
+    out = str(tmp_path / "ckpt")
+    _, meta = checkpoint.load(out)
+    step = meta["step"]
+    assert step >= 3 and dock.last_checkpoint == out
+    assert dock.resume_button.isEnabled() and "cancelled at step" in dock.status.text()
+
+    # Resume continues the checkpoint (same folder), its loss history back on the plot
+    relay = dock.resume()
+    assert relay is not None and not dock.resume_button.isEnabled()
+    assert len(dock.plot.series("rubik")[0]) == step
+    with wait_for_step(qtbot, relay, step + 2):
+        pass
+    started = next(e for e in dock.events if isinstance(e, Started))
+    assert started.start_step == step
+
+    # closing the viewer mid-run: the child saves and ends, nothing hangs
+    t0 = time.monotonic()
+    viewer.close()  # blocks (bounded) until the child has saved and ended
+    print(f"viewer.close() during training: {time.monotonic() - t0:.2f} s")
+    assert time.monotonic() - t0 < 15.0
+    assert relay.done and child_gone(relay.pid)
+    _, meta = checkpoint.load(out)
+    assert meta["step"] >= step + 2 and len(meta["history"]["rubik"]) == meta["step"]
+
+
+def test_child_killed_from_outside_is_reported(dock_viewer, qtbot) -> None:
+    dock, _ = dock_viewer
+    dock.form.steps.setValue(100_000)
+    relay = dock.start()
+    qtbot.waitUntil(lambda: relay.pid is not None, timeout=WAIT_MS)  # spawned, still importing torch
+    with qtbot.waitSignal(relay.worker.finished, timeout=WAIT_MS):
+        os.kill(relay.pid, signal.SIGKILL)
+    assert dock.outcome == "failed" and dock.start_button.isEnabled() and dock.relay is None
+    assert "ended unexpectedly (killed by signal 9)" in dock.status.text()
+    assert any("Pretraining failed" in m and "killed by signal 9" in m for m in notifications())
+    assert child_gone(relay.pid)
+
+
+def test_unreadable_scan_becomes_a_notification_and_the_dock_is_ready(dock_viewer, qtbot, tmp_path) -> None:
+    from napari_ssl._napari.pretrain_form import FOLDER
+
+    dock, _ = dock_viewer
+    bad = tmp_path / "scans"
+    bad.mkdir()
+    (bad / "broken.nii.gz").write_bytes(b"not a scan at all")
+    dock.form.source.setCurrentText(FOLDER)
+    dock.form.folder.path = bad
+    relay = dock.start()
+    with qtbot.waitSignal(relay.worker.finished, timeout=WAIT_MS):
+        pass
+    assert dock.outcome == "failed" and dock.start_button.isEnabled()
+    assert "broken.nii.gz" in dock.status.text()
+    assert any("Pretraining failed" in m and "broken.nii.gz" in m for m in notifications())
+    assert child_gone(relay.pid)
+
+
+def test_bad_inputs_are_refused_before_any_process(dock_viewer) -> None:
+    from napari_ssl._napari.pretrain_form import FOLDER
+
+    dock, viewer = dock_viewer
+    viewer.layers.selection.clear()
+    assert dock.start() is None
+    assert "select one or more 3D Image layers" in notifications()[-1]
+    dock.form.source.setCurrentText(FOLDER)
+    assert dock.start() is None and "choose a folder" in notifications()[-1]
+    dock.form.set_pretexts(())
+    dock.form.folder.path = "/tmp"
+    assert dock.start() is None and "at least one pretext" in notifications()[-1]
+    assert dock.start_button.isEnabled() and dock.relay is None
+
+
+def test_cancel_before_the_first_step_ends_the_child_at_once(dock_viewer, qtbot) -> None:
+    dock, _ = dock_viewer
+    relay = dock.start()
+    qtbot.waitUntil(lambda: relay.pid is not None, timeout=WAIT_MS)  # spawned, still importing torch
+    with qtbot.waitSignal(relay.worker.finished, timeout=10_000):
+        clicked = time.monotonic()
+        dock.cancel_button.click()
+    assert time.monotonic() - clicked < 5.0
+    assert isinstance(dock.events[-1], Stopped) and dock.outcome == "cancelled"
+    assert dock.start_button.isEnabled() and not dock.resume_button.isEnabled()
+    assert child_gone(relay.pid)
+
+
+def test_backbone_choices_match_the_engine() -> None:
+    from napari_ssl._napari.pretrain_form import BACKBONES
+    from napari_ssl.models.sizes import SIZES
+
+    assert tuple(SIZES) == BACKBONES

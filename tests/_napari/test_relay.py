@@ -1,0 +1,136 @@
+"""The relay: a napari thread worker reading the engine's child-process runner (fast stand-in jobs, no viewer)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from qtpy.QtCore import QThread
+from qtpy.QtWidgets import QApplication
+from test_relay_jobs import Job
+
+from napari_ssl._napari.relay import Relay, RunFailed
+from napari_ssl.events import Finished, Progress, Started, Stopped
+
+pytestmark = pytest.mark.gui
+
+JOB = "test_relay_jobs:counting"  # importable in the child: pytest puts tests/_napari on sys.path
+WAIT_MS = 30_000
+
+
+def child_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+class Recorder:
+    """Collects what the worker relays, and on which thread the slot ran."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.events: list = []
+        self.errors: list = []
+        self.times: list[float] = []
+        self.threads: set = set()
+        relay.worker.yielded.connect(self.on_event)
+        relay.worker.errored.connect(self.errors.append)
+
+    def on_event(self, event) -> None:
+        self.threads.add(QThread.currentThread())
+        self.events.append(event)
+        self.times.append(time.monotonic())
+
+
+def test_events_reach_the_gui_thread_in_order(qtbot) -> None:
+    relay = Relay(JOB, Job(steps=4), label="Job")
+    rec = Recorder(relay)
+    with qtbot.waitSignal(relay.worker.finished, timeout=WAIT_MS):
+        relay.start()
+    assert [type(e) for e in rec.events] == [Started, Progress, Progress, Progress, Progress, Finished]
+    assert [e.step for e in rec.events[1:]] == [1, 2, 3, 4, 4]
+    assert rec.threads == {QApplication.instance().thread()}
+    assert not rec.errors
+    pid = int(rec.events[0].device)
+    assert pid == relay.pid and child_gone(pid) and relay.done
+
+
+def test_stop_saves_and_ends_within_two_seconds(qtbot, tmp_path: Path) -> None:
+    marker = tmp_path / "saved.txt"
+    relay = Relay(JOB, Job(steps=100_000, delay=0.05, out=str(marker)), label="Job")
+    rec = Recorder(relay)
+    asked: list[float] = []
+
+    def stop_after_two(event) -> None:
+        if isinstance(event, Progress) and event.step == 2:
+            asked.append(time.monotonic())
+            relay.stop()
+
+    relay.worker.yielded.connect(stop_after_two)
+    with qtbot.waitSignal(relay.worker.finished, timeout=WAIT_MS):
+        relay.start()
+    assert isinstance(rec.events[-1], Stopped)
+    assert rec.times[-1] - asked[0] < 2.0
+    assert marker.read_text().startswith("saved at")
+    assert child_gone(relay.pid) and not rec.errors
+
+
+def test_napari_quit_means_stop_and_save(qtbot, tmp_path: Path) -> None:
+    """napari cancels tasks with worker.quit() when its window closes: the child must still save."""
+    marker = tmp_path / "saved.txt"
+    relay = Relay(JOB, Job(steps=100_000, delay=0.05, out=str(marker)), label="Job")
+    rec = Recorder(relay)
+    relay.worker.yielded.connect(lambda e: isinstance(e, Progress) and e.step == 1 and relay.worker.quit())
+    with qtbot.waitSignal(relay.worker.finished, timeout=WAIT_MS):
+        relay.start()
+    assert isinstance(rec.events[-1], Stopped)
+    assert marker.exists() and child_gone(relay.pid)
+
+
+def test_child_error_becomes_run_failed_and_finishes(qtbot) -> None:
+    relay = Relay(JOB, Job(steps=5, fail_at=2), label="Job")
+    rec = Recorder(relay)
+    with qtbot.waitSignal(relay.worker.finished, timeout=WAIT_MS):
+        relay.start()
+    (error,) = rec.errors
+    assert isinstance(error, RunFailed) and not isinstance(error, RuntimeError)
+    assert str(error).startswith("Job failed: FileNotFoundError: /no/such/folder")
+    assert error.error_type == "FileNotFoundError" and "counting" in error.child_traceback
+    assert child_gone(relay.pid)
+
+
+def test_child_killed_from_outside_is_reported_not_hung(qtbot) -> None:
+    relay = Relay(JOB, Job(steps=100_000, delay=0.05), label="Job", poll_interval=0.05)
+    rec = Recorder(relay)
+    relay.worker.yielded.connect(lambda e: isinstance(e, Started) and os.kill(relay.pid, signal.SIGKILL))
+    with qtbot.waitSignal(relay.worker.finished, timeout=WAIT_MS):
+        relay.start()
+    (error,) = rec.errors
+    assert error.crashed and "killed by signal 9" in str(error)
+    assert child_gone(relay.pid)
+
+
+def test_shutdown_stops_saves_and_leaves_no_child(qtbot, tmp_path: Path) -> None:
+    marker = tmp_path / "saved.txt"
+    relay = Relay(JOB, Job(steps=100_000, delay=0.05, out=str(marker)), label="Job")
+    with qtbot.waitSignal(
+        relay.worker.yielded, timeout=WAIT_MS, check_params_cb=lambda e: isinstance(e, Progress)
+    ):
+        relay.start()
+    with qtbot.waitSignal(relay.worker.finished, timeout=WAIT_MS):
+        relay.shutdown()  # blocks until the child is gone
+        assert relay.done and child_gone(relay.pid)
+    assert marker.exists()
+
+
+def test_stop_before_start_never_spawns(qtbot) -> None:
+    relay = Relay(JOB, Job(steps=3), label="Job")
+    rec = Recorder(relay)
+    relay.stop()
+    with qtbot.waitSignal(relay.worker.finished, timeout=WAIT_MS):
+        relay.start()
+    assert relay.pid is None and not rec.events and not rec.errors

@@ -1,0 +1,149 @@
+"""The Segment dock (one click -> Labels layer with geometry, class names, colours; save; cancel; bad inputs)
+and the Fine-tune dock (a tiny run in a child process)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from test_segment_shared import phantom, random_checkpoint
+
+from napari_ssl import checkpoint, io
+from napari_ssl._napari.layers import volume_to_layer_data
+
+pytestmark = [pytest.mark.gui]
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Messages the docks send to napari's error notifications."""
+    seen: list[str] = []
+    import napari_ssl._napari.finetune as ft
+    import napari_ssl._napari.segment as seg
+
+    for module in (seg, ft):
+        monkeypatch.setattr(module, "show_error", seen.append)
+    return seen
+
+
+@pytest.fixture
+def viewer_dock(make_napari_viewer, tmp_path, monkeypatch):
+    from qtpy.QtCore import QSettings
+
+    from napari_ssl._napari.segment import SegmentDock
+
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
+    viewer = make_napari_viewer()
+    image, _ = phantom(shape=(40, 40, 36))
+    data, kwargs, kind = volume_to_layer_data(image, "image", name="scan")
+    kwargs["metadata"]["napari_ssl"]["path"] = str(tmp_path / "scan.nii.gz")
+    layer = viewer._add_layer_from_data(data, kwargs, kind)[0]
+    dock = SegmentDock(viewer)
+    viewer.window.add_dock_widget(dock, name="Segment")
+    return viewer, dock, layer, image
+
+
+def test_one_click_masks_with_geometry_names_and_save(viewer_dock, tmp_path, qtbot, errors) -> None:
+    viewer, dock, layer, image = viewer_dock
+    before = np.array(layer.data, copy=True)
+    model = random_checkpoint(tmp_path / "model", spacing=(2.0, 1.5, 1.5))
+    dock.model_box.setCurrentText(str(model))
+    worker = dock.run()
+    assert worker is not None
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    assert not errors
+    masks = viewer.layers["scan masks"]
+    assert masks.__class__.__name__ == "Labels"
+    np.testing.assert_allclose(masks.scale, layer.scale)
+    np.testing.assert_allclose(masks.translate, layer.translate)
+    np.testing.assert_allclose(masks.affine.affine_matrix, layer.affine.affine_matrix)
+    assert masks.data.shape == layer.data.shape and masks.data.max() >= 1
+    assert list(masks.features["class"]) == ["background", "lesion"]
+    np.testing.assert_allclose(masks.colormap.map(1)[:3], [0xE6 / 255, 0x19 / 255, 0x4B / 255], atol=0.01)
+    np.testing.assert_array_equal(layer.data, before)  # the user's layer is only read
+    assert dock.progress.value() == 100 and "lesion" in dock.status.text()
+    viewer.layers.selection.active = masks
+    out = dock.save_masks(tmp_path / "masks.nrrd")
+    back = io.read(out)
+    assert back.same_geometry(image) and np.array_equal(back.array, masks.data)
+    assert str(model) in dock.model_box.itemText(0)
+    from napari_ssl._napari.segment import recent_models
+
+    assert recent_models()[0] == str(model)
+
+
+def test_cancel_adds_nothing(viewer_dock, tmp_path, qtbot, errors) -> None:
+    viewer, dock, _, _ = viewer_dock
+    dock.overlap.setValue(0.875)  # many windows: time to cancel
+    dock.model_box.setCurrentText(str(random_checkpoint(tmp_path / "model", spacing=(1.0, 1.0, 1.0))))
+    worker = dock.run()
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        dock.cancel()
+    assert "scan masks" not in viewer.layers and dock.status.text() == "cancelled"
+    assert dock.run_button.isEnabled() and not errors
+
+
+def test_bad_inputs_notify_and_keep_layers(viewer_dock, tmp_path, qtbot, errors) -> None:
+    viewer, dock, _, image = viewer_dock
+    names = [lay.name for lay in viewer.layers]
+    pre = checkpoint.save(tmp_path / "pre", {}, {"kind": "pretrain", "pretexts": ["rubik"]})
+    dock.model_box.setCurrentText(str(pre))
+    assert dock.run() is None and "no segmentation head" in errors[-1]
+    bad = random_checkpoint(tmp_path / "bad")
+    (bad / "model.safetensors").write_bytes(b"\0" * 64)
+    dock.model_box.setCurrentText(str(bad))
+    assert dock.run() is None and "truncated or altered" in errors[-1]
+    dock.model_box.setCurrentText(str(random_checkpoint(tmp_path / "two", in_channels=2)))
+    assert dock.run() is None and "for every input" in errors[-1]
+    assert len(dock.channel_boxes) == 2
+    dock.model_box.setCurrentText(str(random_checkpoint(tmp_path / "one")))
+    viewer.add_image(image.array[:1], name="flat")
+    dock.load_model(dock.model_box.currentText())
+    dock.channel_boxes[0].setCurrentText("flat")
+    assert dock.run() is None and "2D image" in errors[-1]
+    assert dock.save_masks(tmp_path / "x.nii.gz") is None  # nothing to save yet
+    assert [lay.name for lay in viewer.layers] == [*names, "flat"]
+    dock.channel_boxes[0].setCurrentText("scan")
+    worker = dock.run()  # still usable
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    assert "scan masks" in viewer.layers
+
+
+@pytest.mark.slow
+def test_finetune_dock_trains_in_a_child(make_napari_viewer, tmp_path, qtbot, errors) -> None:
+    from napari_ssl._napari.finetune import FinetuneDock
+    from napari_ssl.segment import load_model
+
+    viewer = make_napari_viewer()
+    image, labels = phantom(shape=(34, 36, 36))
+    for vol, kind, name in ((image, "image", "scan"), (labels, "labels", "truth")):
+        data, kwargs, kind = volume_to_layer_data(vol, kind, name=name)
+        viewer._add_layer_from_data(data, kwargs, kind)
+    dock = FinetuneDock(viewer)
+    dock.pretrained.setText("")
+    assert dock.start() is None and "no training data" in errors[-1]
+    errors.clear()
+    dock.image_box.setCurrentText("scan")
+    dock.label_box.setCurrentText("truth")
+    dock.add_pair()
+    dock.classes.setText("lesion=1")
+    dock.backbone.setCurrentIndex(dock.backbone.findData("tiny"))
+    dock.steps.setValue(3)
+    dock.patch.setValue(32)
+    dock.device.setCurrentText("cpu")
+    dock.out.setText(str(tmp_path / "seg"))
+    relay = dock.start()
+    assert relay is not None
+    with qtbot.waitSignal(relay.worker.finished, timeout=180_000):
+        pass
+    assert not errors, errors
+    assert dock.last_path == str(tmp_path / "seg") and dock.progress.value() == 3
+    assert len(dock.loss_plot) == 3 and dock.dice_plot.names == ["lesion"]
+    assert load_model(tmp_path / "seg").names()[1] == "lesion"

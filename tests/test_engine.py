@@ -1,0 +1,327 @@
+"""The pretraining engine on real scans: each pretext learns, resume is exact, cancel saves, bad input fails early."""
+
+from __future__ import annotations
+
+import os
+import sys
+import types
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_ssl import checkpoint, events
+from napari_ssl.engine import PretrainConfig, finetune, pretrain
+
+
+def _config(shared_data: Path, out: Path, **changes) -> PretrainConfig:
+    values = {
+        "pretexts": ("context",),
+        "data": (str(shared_data / "ct_unlabeled"),),
+        "out": str(out),
+        "steps": 6,
+        "batch_size": 2,
+        "patch_size": 32,
+        "backbone": "tiny",
+        "seed": 0,
+        "num_threads": 1,
+        "num_workers": 0,
+        "save_every": 0,
+        "val_samples": 2,
+    }
+    values.update(changes)
+    return PretrainConfig(**values)
+
+
+def _losses(config: PretrainConfig, key: str = "loss") -> tuple[np.ndarray, list]:
+    seen = list(pretrain(config))
+    progress = [e for e in seen if isinstance(e, events.Progress)]
+    values = [e.loss if key == "loss" else e.losses[key] for e in progress]
+    return np.asarray(values), seen
+
+
+def _assert_learns(values: np.ndarray, factor: float) -> None:
+    first, last = values[:10].mean(), values[-10:].mean()
+    assert np.isfinite(values).all()
+    assert last < factor * first, f"loss did not go down: first 10 steps {first:.4f}, last 10 {last:.4f}"
+
+
+@pytest.mark.slow
+def test_context_restoration_learns(shared_data: Path, tmp_path: Path) -> None:
+    values, seen = _losses(_config(shared_data, tmp_path / "ck", steps=40, lr=3e-3))
+    _assert_learns(values, 0.85)
+    finished = seen[-1]
+    assert isinstance(finished, events.Finished)
+    assert {"context/psnr", "context/psnr_input", "context/psnr_gain"} <= set(finished.metrics)
+
+
+@pytest.mark.slow
+def test_rubik_learns(shared_data: Path, tmp_path: Path) -> None:
+    # at 9 mm a 32^3 patch spans most of the body, so cube position and orientation are visible to a tiny net
+    config = _config(
+        shared_data,
+        tmp_path / "ck",
+        pretexts=("rubik",),
+        spacing=(9.0, 9.0, 9.0),
+        steps=80,
+        batch_size=4,
+        pretext_options={"rubik": {"n_permutations": 10, "gap": 2}},
+    )
+    values, seen = _losses(config, "rubik/perm")
+    _assert_learns(values, 0.8)
+    assert {"rubik/perm_top1", "rubik/rot_acc"} <= set(seen[-1].metrics)
+
+
+@pytest.mark.slow
+def test_planes_learns(shared_data: Path, tmp_path: Path) -> None:
+    config = _config(
+        shared_data,
+        tmp_path / "ck",
+        pretexts=("planes",),
+        steps=30,
+        lr=3e-3,
+        pretext_options={"planes": {"n_stack": 4, "n_oblique": 2}},
+    )
+    values, seen = _losses(config)
+    _assert_learns(values, 0.8)
+    metrics = seen[-1].metrics
+    assert 0 <= metrics["planes/angle_error_deg"] <= 90
+    assert 0 <= metrics["planes/position_mae"] <= 1
+
+
+def test_combined_run_events_and_checkpoint(shared_data: Path, tmp_path: Path) -> None:
+    config = _config(
+        shared_data,
+        tmp_path / "ck",
+        pretexts=("rubik", "context", "planes"),
+        steps=2,
+        batch_size=1,
+        save_every=1,
+        weights={"rubik": 0.5, "planes": 2.0},
+        pretext_options={"planes": {"n_stack": 2, "n_oblique": 1}},
+    )
+    seen = list(pretrain(config))
+    kinds = [type(e).__name__ for e in seen]
+    assert kinds == ["Started", "Progress", "Saved", "Progress", "Saved", "Finished"]
+    progress = seen[1]
+    expected = 0.5 * progress.losses["rubik"] + progress.losses["context"] + 2.0 * progress.losses["planes"]
+    assert progress.loss == pytest.approx(expected, rel=1e-5)
+    assert progress.samples_per_s > 0 and progress.lr == pytest.approx(1e-3)
+    state, meta = checkpoint.load(tmp_path / "ck")
+    assert (
+        meta["kind"] == "pretrain"
+        and meta["step"] == 2
+        and meta["pretexts"] == ["rubik", "context", "planes"]
+    )
+    assert meta["normalization"]["mode"] == "zscore"
+    assert meta["patch_size"] == [32, 32, 32]
+    assert meta["backbones"]["3d"]["size"] == "tiny" and meta["backbones"]["2d"]["spatial_dims"] == 2
+    assert len(meta["history"]["loss"]) == 2
+    assert "torch" in meta["versions"]
+    assert any(k.startswith("backbone3d.net.conv_0") for k in state)
+    assert any(k.startswith("backbone2d.net.final_conv") for k in state)
+    assert PretrainConfig.from_dict(meta["config"]) == config
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return checkpoint.load(path)[0]
+
+
+@pytest.mark.slow
+def test_resume_equals_uninterrupted(shared_data: Path, tmp_path: Path) -> None:
+    n = 3
+    base = {"pretexts": ("rubik", "context"), "steps": 2 * n, "pretext_options": {"rubik": {"gap": 2}}}
+    list(pretrain(_config(shared_data, tmp_path / "full", **base)))
+
+    # the same 2N-step run, stopped (generator closed) after N steps, then resumed to 2N
+    gen = pretrain(_config(shared_data, tmp_path / "part", **base))
+    for event in gen:
+        if isinstance(event, events.Progress) and event.step == n:
+            break
+    gen.close()
+    assert checkpoint.read_meta(tmp_path / "part")["step"] == n
+    # backbone and patch size left open: the checkpoint's are used
+    resumed = list(
+        pretrain(
+            _config(
+                shared_data,
+                tmp_path / "part",
+                resume=str(tmp_path / "part"),
+                backbone=None,
+                patch_size=None,
+                **base,
+            )
+        )
+    )
+    assert resumed[0].start_step == n
+    assert [e.step for e in resumed if isinstance(e, events.Progress)] == list(range(n + 1, 2 * n + 1))
+
+    full, part = _weights(tmp_path / "full"), _weights(tmp_path / "part")
+    assert full.keys() == part.keys()
+    for key in full:
+        torch.testing.assert_close(part[key], full[key], rtol=1e-5, atol=1e-6, msg=key)
+    meta_full, meta_part = checkpoint.read_meta(tmp_path / "full"), checkpoint.read_meta(tmp_path / "part")
+    np.testing.assert_allclose(meta_part["history"]["loss"], meta_full["history"]["loss"], rtol=1e-4)
+
+
+def test_cancel_mid_run_saves_a_checkpoint_that_loads(shared_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ck"
+    gen = pretrain(_config(shared_data, out, steps=1000, batch_size=1))
+    for event in gen:
+        if isinstance(event, events.Progress) and event.step == 2:
+            break
+    assert not out.exists()  # nothing saved yet (save_every=0)
+    gen.close()
+    state, meta = checkpoint.load(out)
+    assert meta["step"] == 2 and meta["total"] == 1000
+    assert checkpoint.load_optimizer(out) is not None
+    from napari_ssl.models import ModelSpec, PretrainModel
+
+    model = PretrainModel(ModelSpec.from_dict(meta["model"]))
+    model.load_state_dict(state)  # strict: the checkpoint rebuilds the network exactly
+
+
+def test_in_memory_volumes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    arrays = (
+        rng.normal(size=(36, 40, 40)).astype(np.float32),
+        rng.normal(size=(34, 34, 50)).astype(np.float32),
+    )
+    config = PretrainConfig(
+        pretexts=("context",),
+        volumes=arrays,
+        out=str(tmp_path / "ck"),
+        steps=1,
+        batch_size=1,
+        patch_size=32,
+        backbone="tiny",
+        num_threads=1,
+        num_workers=0,
+        val_samples=1,
+    )
+    seen = list(pretrain(config))
+    assert seen[0].n_train == 1 and seen[0].n_val == 1
+    assert "volumes" not in checkpoint.read_meta(tmp_path / "ck")["config"]
+
+
+def test_dataloader_workers(shared_data: Path, tmp_path: Path) -> None:
+    seen = list(pretrain(_config(shared_data, tmp_path / "ck", steps=2, batch_size=1, num_workers=1)))
+    assert isinstance(seen[-1], events.Finished)
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "match"),
+    [
+        ({"pretexts": ("jigsaw",)}, ValueError, "pretext must be"),
+        ({"steps": 0}, ValueError, "steps must be >= 1"),
+        ({"patch_size": 16}, ValueError, "patch_size must be >= 32"),
+        ({"backbone": "huge"}, ValueError, "backbone must be one of"),
+        ({"weights": {"rubik": 1.0}}, ValueError, "weights given for pretexts not in the run"),
+        ({"data": ()}, ValueError, "no data"),
+    ],
+)
+def test_bad_config(shared_data: Path, tmp_path: Path, changes, error, match) -> None:
+    with pytest.raises(error, match=match):
+        _config(shared_data, tmp_path / "ck", **changes)
+
+
+def test_bad_data_fails_before_training(shared_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        next(pretrain(_config(shared_data, tmp_path / "ck", data=(str(tmp_path / "missing"),))))
+    with pytest.raises(ValueError, match=r"patch size \(64, 64, 64\) is larger than scan"):
+        next(
+            pretrain(
+                _config(
+                    shared_data,
+                    tmp_path / "ck",
+                    data=(str(shared_data / "ct_organs" / "ct.nii.gz"),),
+                    patch_size=64,
+                )
+            )
+        )
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(b"not a scan at all")
+    with pytest.raises(OSError, match="broken.nii.gz"):
+        next(pretrain(_config(shared_data, tmp_path / "ck", data=(str(bad),))))
+    with pytest.raises(ValueError, match="bad options for pretext 'context'"):
+        next(pretrain(_config(shared_data, tmp_path / "ck", pretext_options={"context": {"nope": 1}})))
+    assert not (tmp_path / "ck").exists()
+
+
+def test_resume_checks(shared_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ck"
+    list(pretrain(_config(shared_data, out, steps=1, batch_size=1)))
+    with pytest.raises(ValueError, match="already at step 1"):
+        next(pretrain(_config(shared_data, out, steps=1, resume=str(out))))
+    with pytest.raises(ValueError, match="different network"):
+        next(pretrain(_config(shared_data, out, steps=3, resume=str(out), pretexts=("context", "rubik"))))
+
+
+def test_finetune_is_a_lazy_wrapper(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = types.ModuleType("napari_ssl.finetune")
+    fake.finetune = lambda config: iter([events.Finished(step=config, metrics={"dice": 0.5})])
+    monkeypatch.setitem(sys.modules, "napari_ssl.finetune", fake)
+    assert list(finetune(3)) == [events.Finished(step=3, metrics={"dice": 0.5})]
+
+
+def test_config_round_trip(tmp_path: Path) -> None:
+    config = PretrainConfig(pretexts="rubik,context", data=("a", "b"), spacing=(1, 2, 3), steps=5)
+    assert config.pretexts == ("rubik", "context")
+    again = PretrainConfig.from_dict(config.to_dict())
+    assert again == config
+    assert replace(config, steps=7).steps == 7
+    with pytest.raises(ValueError, match="unknown config keys: colour"):
+        PretrainConfig.from_dict({**config.to_dict(), "colour": 1})
+
+
+def test_device_discovery() -> None:
+    from napari_ssl import device
+
+    names = device.available_devices()
+    assert names[0] == "auto" and names[-1] == "cpu"
+    auto = device.resolve_device("auto")
+    expected = "cuda" if torch.cuda.is_available() else ("mps" if "mps" in names else "cpu")
+    assert auto.type == expected
+    assert device.resolve_device("CPU").type == "cpu"
+    with pytest.raises(ValueError, match="not available"):
+        device.resolve_device("cuda:99")
+    with pytest.raises(ValueError, match="unknown device|unsupported device"):
+        device.resolve_device("abacus")
+    assert device.default_backbone("cpu") == "small" and device.default_patch_size("cpu") == 48
+    assert device.default_backbone("cuda") == "large"
+    assert 1 <= device.default_num_threads() <= (os.cpu_count() or 1)
+    assert device.describe_device("cpu").startswith("cpu (")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_mixed_precision_and_channels_last(shared_data: Path, tmp_path: Path) -> None:
+    config = _config(shared_data, tmp_path / "ck", device="cuda", steps=3, channels_last=True, batch_size=2)
+    seen = list(pretrain(config))
+    assert seen[0].device.startswith("cuda:0")
+    assert all(np.isfinite(e.loss) for e in seen if isinstance(e, events.Progress))
+    state, meta = checkpoint.load(tmp_path / "ck")
+    assert meta["device"].startswith("cuda") and all(
+        v.dtype == torch.float32 for v in state.values() if v.is_floating_point()
+    )
+
+
+def test_config_and_events_import_neither_torch_nor_monai() -> None:
+    """The GUI builds configs and reads events in the viewer's process: that must stay light."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "from napari_ssl.engine import PretrainConfig\n"
+        "from napari_ssl import events, runner, device, checkpoint, data\n"
+        "import napari_ssl.commands.pretrain\n"
+        "from napari_ssl.models.sizes import SIZES\n"
+        "PretrainConfig(pretexts='rubik,planes', data=('x',), backbone='tiny')\n"
+        "heavy = [m for m in ('torch', 'monai') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, timeout=120)
+    assert proc.returncode == 0, proc.stderr

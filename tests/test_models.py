@@ -1,0 +1,183 @@
+"""Backbones (MONAI BasicUNet in four sizes), encoder lift-out and transfer, pretext heads, losses and metrics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from monai.networks.nets import BasicUNet
+
+from napari_ssl.models import (
+    SIZES,
+    BackboneSpec,
+    ModelSpec,
+    PretrainModel,
+    UNet,
+    build_unet,
+    load_parts,
+    sub_state,
+)
+from napari_ssl.models.heads import heatmap_angles, planes_metrics, psnr, rubik_metrics
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_sizes_grow(size: str) -> None:
+    spec = BackboneSpec(size=size)
+    assert spec.features == SIZES[size]
+    assert BackboneSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_spec_validation() -> None:
+    with pytest.raises(ValueError, match="backbone size must be one of"):
+        BackboneSpec(size="huge")
+    with pytest.raises(ValueError, match="spatial_dims must be 2 or 3"):
+        BackboneSpec(size="tiny", spatial_dims=1)
+    with pytest.raises(ValueError, match="6 positive ints"):
+        BackboneSpec(features=(1, 2, 3))
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_unet_matches_monai_basicunet(dims: int) -> None:
+    torch.manual_seed(0)
+    ours = build_unet(BackboneSpec(size="tiny", spatial_dims=dims), out_channels=2)
+    ref = BasicUNet(spatial_dims=dims, in_channels=1, out_channels=2, features=SIZES["tiny"])
+    ref.load_state_dict({k.removeprefix("net."): v for k, v in ours.state_dict().items()})
+    x = torch.randn(1, 1, *([32] * dims))
+    torch.testing.assert_close(ours(x), ref(x))
+    feats = ours.encode(x)
+    assert [f.shape[-1] for f in feats] == [32, 16, 8, 4, 2]
+    assert [f.shape[1] for f in feats] == list(SIZES["tiny"][:5])
+
+
+def test_encoder_lift_out_shares_weights() -> None:
+    unet = UNet(BackboneSpec(size="tiny"), out_channels=1)
+    encoder = unet.encoder()
+    assert {k.split(".")[0] for k in encoder.state_dict()} == {
+        "conv_0",
+        "down_1",
+        "down_2",
+        "down_3",
+        "down_4",
+    }
+    x = torch.randn(1, 1, 32, 32, 32)
+    for a, b in zip(encoder(x), unet.encode(x), strict=True):
+        torch.testing.assert_close(a, b)
+    with torch.no_grad():
+        unet.net.conv_0.conv_0.conv.weight.add_(1.0)
+    assert encoder.conv_0.conv_0.conv.weight is unet.net.conv_0.conv_0.conv.weight
+
+
+def test_transfer_encoder_and_decoder_into_a_segmenter() -> None:
+    model = PretrainModel(ModelSpec(pretexts=("context",), backbone="tiny"))
+    state = model.state_dict()
+    seg = build_unet(BackboneSpec(size="tiny"), out_channels=5)  # 5 classes: only final_conv differs
+    loaded = load_parts(seg, state, prefix="backbone3d.", parts=("encoder", "decoder"))
+    assert loaded and not any("final_conv" in k for k in loaded)
+    for key in loaded:
+        torch.testing.assert_close(seg.state_dict()[key], state["backbone3d." + key])
+    assert seg(torch.randn(1, 1, 32, 32, 32)).shape == (1, 5, 32, 32, 32)
+    enc = sub_state(state, "backbone3d.", ("encoder",))
+    assert enc and all(k.split(".")[1] in {"conv_0", "down_1", "down_2", "down_3", "down_4"} for k in enc)
+    bigger = build_unet(BackboneSpec(size="small"), out_channels=2)
+    with pytest.raises(ValueError, match="different backbone size"):
+        load_parts(bigger, state, prefix="backbone3d.")
+    with pytest.raises(ValueError, match="no encoder weights"):
+        load_parts(seg, state, prefix="nothing.")
+
+
+def _batch(b: int = 2, v: int = 3, cube: int = 12, patch: int = 32) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {
+        "rubik.cubes": torch.randn(b, 8, 1, cube, cube, cube, generator=g),
+        "rubik.perm": torch.tensor([1, 4][:b]),
+        "rubik.rot": torch.randint(0, 2, (b, 8, 2), generator=g).float(),
+        "context.input": torch.randn(b, 1, patch, patch, patch, generator=g),
+        "context.target": torch.randn(b, 1, patch, patch, patch, generator=g),
+        "planes.images": torch.randn(b, v, 1, patch, patch, generator=g),
+        "planes.heatmaps": torch.rand(b, v, v, patch, patch, generator=g),
+        "planes.has_line": torch.ones(b, v, v, dtype=torch.bool),
+        "planes.position": torch.rand(b, v, generator=g),
+        "planes.position_mask": torch.tensor([[1.0, 1.0, 0.0]] * b),
+    }
+
+
+def test_pretrain_model_outputs_losses_and_gradients() -> None:
+    spec = ModelSpec(
+        pretexts=("rubik", "context", "planes"),
+        backbone="tiny",
+        cube_shape=(12, 12, 12),
+        n_permutations=10,
+        n_views=3,
+    )
+    assert ModelSpec.from_dict(spec.to_dict()) == spec
+    assert spec.rubik_levels == 2  # 12 -> 6 -> 3: the deepest level with >= 2 voxels
+    model = PretrainModel(spec)
+    batch = _batch()
+    out = model(batch)
+    assert out["rubik.perm"].shape == (2, 10) and out["rubik.rot"].shape == (2, 8, 2)
+    assert out["context.restored"].shape == (2, 1, 32, 32, 32)
+    assert out["planes.heatmaps"].shape == (2, 3, 3, 32, 32) and out["planes.position"].shape == (2, 3)
+    losses = model.losses(out, batch, {"rubik": 2.0})
+    total = 2.0 * losses["rubik"] + losses["context"] + losses["planes"]
+    torch.testing.assert_close(losses["loss"], total)
+    torch.testing.assert_close(losses["rubik"], 0.5 * losses["rubik/perm"] + 0.5 * losses["rubik/rot"])
+    losses["loss"].backward()
+    shared = model.backbone3d.net.conv_0.conv_0.conv.weight.grad
+    assert shared is not None and shared.abs().sum() > 0
+    metrics = model.metrics(out, batch)
+    assert set(metrics) >= {
+        "rubik/perm_top1",
+        "rubik/rot_acc",
+        "context/psnr_gain",
+        "planes/angle_error_deg",
+        "planes/position_mae",
+    }
+    assert not model.unused_parameters_possible()
+    assert PretrainModel(
+        ModelSpec(pretexts=("rubik",), backbone="tiny", cube_shape=(12,) * 3)
+    ).unused_parameters_possible()
+
+
+def test_model_spec_validation() -> None:
+    with pytest.raises(ValueError, match="pretexts must be distinct names"):
+        ModelSpec(pretexts=("rubik", "rubik"), cube_shape=(8, 8, 8))
+    with pytest.raises(ValueError, match="rubik needs cube_shape"):
+        ModelSpec(pretexts=("rubik",))
+
+
+def test_rubik_metrics_perfect_and_wrong() -> None:
+    perm = torch.tensor([2, 0])
+    rot = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])
+    logits = torch.nn.functional.one_hot(perm, 3).float() * 10
+    m = rubik_metrics(logits, rot * 20 - 10, perm, rot)
+    assert m == {"rubik/perm_top1": 1.0, "rubik/rot_acc": 1.0}
+    m = rubik_metrics(-logits, 10 - rot * 20, perm, rot)
+    assert m == {"rubik/perm_top1": 0.0, "rubik/rot_acc": 0.0}
+
+
+def test_psnr() -> None:
+    ref = torch.zeros(1, 1, 4, 4)
+    ref[..., 0, 0] = 1.0
+    x = ref + 0.1
+    assert float(psnr(x, ref)) == pytest.approx(20.0, abs=1e-4)  # range 1, mse 0.01
+
+
+def _line_heatmap(angle_deg: float, size: int = 48, sigma: float = 2.0) -> torch.Tensor:
+    yy, xx = np.mgrid[0:size, 0:size].astype(float) - (size - 1) / 2
+    a = math.radians(angle_deg)
+    d = np.abs(-math.sin(a) * xx + math.cos(a) * yy)  # distance to the line through the centre
+    return torch.from_numpy(np.exp(-(d**2) / (2 * sigma**2))).float()
+
+
+@pytest.mark.parametrize("angle", [0.0, 30.0, 90.0, 135.0])
+def test_heatmap_angle_and_error(angle: float) -> None:
+    est, _ = heatmap_angles(_line_heatmap(angle))
+    diff = (math.degrees(float(est)) - angle) % 180
+    assert min(diff, 180 - diff) < 1.0  # a line clipped by a square biases the moments slightly
+    target = torch.stack([_line_heatmap(angle)])[None, None]  # (1, 1, 1, h, w)
+    pred = torch.stack([_line_heatmap(angle + 20)])[None, None]
+    m = planes_metrics(pred, torch.tensor([[0.3]]), target, torch.tensor([[0.5]]), torch.tensor([[1.0]]))
+    assert m["planes/angle_error_deg"] == pytest.approx(20.0, abs=1.5)
+    assert m["planes/position_mae"] == pytest.approx(0.2)

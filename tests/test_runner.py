@@ -1,0 +1,180 @@
+"""The child-process runner: events relayed, stop-and-save, errors, crashes, termination (no Qt)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from napari_ssl.events import Finished, Progress, Saved, Started, Stopped
+from napari_ssl.runner import ChildCrashed, Runner, RunnerError, resolve_target
+
+HERE = "test_runner"  # this module, importable in the spawned child (pytest puts tests/ on sys.path)
+
+
+@dataclass(frozen=True)
+class Job:
+    steps: int = 3
+    out: str = ""
+    delay: float = 0.0
+    fail_at: int = -1
+
+
+def counting(job: Job):
+    """A stand-in training generator: Progress per step, saves in ``finally`` when closed early."""
+    step = 0
+    try:
+        for step in range(1, job.steps + 1):
+            if step == job.fail_at:
+                raise ValueError(f"bad value at step {step}")
+            time.sleep(job.delay)
+            yield Progress(step=step, total=job.steps, loss=1.0 / step)
+        yield Finished(step=step, metrics={"acc": 1.0})
+    finally:
+        if job.out and step < job.steps:
+            Path(job.out).write_text(f"saved at {step}")
+
+
+def stubborn(job: Job):
+    """Ignores close(): sleeps in its finally block far beyond any stop timeout."""
+    try:
+        while True:
+            yield Progress(step=1, total=1, loss=0.0)
+            time.sleep(0.05)
+    finally:
+        time.sleep(60)
+
+
+def pid_then_wait(job: Job):
+    yield Started(total=1, device=str(os.getpid()))
+    time.sleep(60)
+    yield Finished(step=1)
+
+
+def test_resolve_target() -> None:
+    assert resolve_target("napari_ssl.engine:pretrain").__name__ == "pretrain"
+    with pytest.raises(ValueError, match="module:function"):
+        resolve_target("napari_ssl.engine")
+
+
+def test_events_are_relayed_in_order() -> None:
+    events = list(Runner(f"{HERE}:counting", Job(steps=3)).start())
+    assert [type(e).__name__ for e in events] == ["Progress", "Progress", "Progress", "Finished"]
+    assert [e.step for e in events] == [1, 2, 3, 3]
+
+
+def test_child_exception_is_raised_with_type_and_traceback() -> None:
+    runner = Runner(f"{HERE}:counting", Job(steps=5, fail_at=2)).start()
+    seen = []
+
+    def consume() -> None:
+        seen.extend(runner)
+
+    with pytest.raises(RunnerError, match="ValueError: bad value at step 2") as info:
+        consume()
+    assert info.value.error_type == "ValueError"
+    assert "counting" in info.value.child_traceback
+    assert len(seen) == 1
+    assert not runner.is_alive()
+
+
+def test_stop_closes_the_generator_which_saves(tmp_path: Path) -> None:
+    marker = tmp_path / "saved.txt"
+    runner = Runner(f"{HERE}:counting", Job(steps=1000, delay=0.05, out=str(marker))).start()
+    events = []
+    for event in runner:
+        events.append(event)
+        if len(events) == 2:
+            runner.stop()
+    assert isinstance(events[-1], Stopped)
+    assert events[-1].path == str(marker)
+    assert marker.read_text().startswith("saved at")
+    assert runner.exitcode == 0
+
+
+def test_stop_terminates_after_timeout() -> None:
+    runner = Runner(f"{HERE}:stubborn", Job(), stop_timeout=1.0, poll_interval=0.05).start()
+    start = None
+    events = []
+    for event in runner:
+        events.append(event)
+        if start is None:
+            start = time.monotonic()
+            runner.stop()
+    assert time.monotonic() - start < 20
+    assert isinstance(events[-1], Stopped)
+    assert not runner.is_alive()
+
+
+def test_child_killed_from_outside_raises_instead_of_hanging() -> None:
+    runner = Runner(f"{HERE}:pid_then_wait", Job(), poll_interval=0.05).start()
+    events = iter(runner)
+    first = next(events)
+    assert int(first.device) == runner.pid
+    os.kill(runner.pid, signal.SIGKILL)
+    with pytest.raises(ChildCrashed, match="killed by signal 9"):
+        next(events)
+
+
+@pytest.mark.slow
+def test_pretrain_in_child_stop_and_save(tmp_path: Path, shared_data: Path) -> None:
+    """The real engine in a spawned child: stop after two steps leaves a checkpoint that loads."""
+    from napari_ssl import checkpoint
+    from napari_ssl.engine import PretrainConfig
+
+    out = tmp_path / "ck"
+    config = PretrainConfig(
+        pretexts=("context",),
+        data=(str(shared_data / "ct_unlabeled"),),
+        out=str(out),
+        steps=10_000,
+        batch_size=1,
+        patch_size=32,
+        backbone="tiny",
+        num_threads=1,
+        save_every=0,
+        val_samples=1,
+    )
+    runner = Runner("napari_ssl.engine:pretrain", config).start()
+    kinds = []
+    for event in runner:
+        kinds.append(type(event))
+        if kinds.count(Progress) == 2:
+            runner.stop()
+    assert kinds[0] is Started
+    assert kinds[-1] is Stopped
+    assert Saved not in kinds
+    state, meta = checkpoint.load(out)
+    assert meta["step"] >= 2
+    assert state
+
+
+def test_join_with_timeout_returns_while_the_child_runs() -> None:
+    runner = Runner(f"{HERE}:pid_then_wait", Job(), poll_interval=0.05).start()
+    next(iter(runner))  # the child is up and waiting
+    start = time.monotonic()
+    assert runner.join(timeout=1.0) is None
+    assert time.monotonic() - start < 10
+    assert runner.is_alive()
+    runner.terminate()
+    assert not runner.is_alive() and runner.exitcode is not None
+
+
+def from_kwargs(kwargs):
+    """A target taking a plain dict, as the napari dock's child entry point does."""
+    yield from counting(Job(**kwargs))
+
+
+def test_stop_with_a_dict_config_reports_its_out(tmp_path: Path) -> None:
+    marker = tmp_path / "saved.txt"
+    runner = Runner(f"{HERE}:from_kwargs", {"steps": 1000, "delay": 0.05, "out": str(marker)}).start()
+    events = []
+    for event in runner:
+        events.append(event)
+        runner.stop()
+    assert events[-1] == Stopped(path=str(marker))
+    assert marker.exists()

@@ -1,0 +1,79 @@
+"""Helpers shared by the fine-tuning / segmentation tests (no tests here).
+
+- :func:`random_checkpoint` writes a valid segmentation checkpoint with seeded random weights in a second
+  (for dock and bad-input tests, where the mask's content does not matter).
+- :func:`liver_model` fine-tunes the liver once per session on ``ct_organs`` (the issue's required test) and
+  caches the folder, for the Dice test and the geometry test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from napari_ssl.volume import Volume
+
+_LIVER: dict[str, object] = {}
+
+#: the liver run: tiny U-Net, 3 x 6 x 6 mm voxels (30 x 50 x 61), 30 steps of 2 patches of 32^3; the last
+#: quarter of the slices (the cranial end) is held out.
+LIVER_STEPS = 30
+
+
+def random_checkpoint(path: Path, *, in_channels: int = 1, classes=(("lesion", (1,)),), spacing=(2.0, 2.0, 2.0),
+                      patch=(32, 32, 32), seed: int = 0) -> Path:
+    import torch
+
+    from napari_ssl import checkpoint
+    from napari_ssl.data import Normalization
+    from napari_ssl.finetune import PALETTE
+    from napari_ssl.models import BackboneSpec, build_unet
+
+    spec = BackboneSpec(size="tiny", in_channels=in_channels)
+    torch.manual_seed(seed)
+    net = build_unet(spec, out_channels=len(classes) + 1)
+    meta = {
+        "kind": "segment",
+        "classes": [{"index": i + 1, "name": n, "ids": list(ids), "color": PALETTE[i]} for i, (n, ids) in enumerate(classes)],
+        "backbone": spec.to_dict(),
+        "in_channels": in_channels,
+        "out_channels": len(classes) + 1,
+        "channels": [f"ch{i}" for i in range(in_channels)],
+        "patch_size": list(patch),
+        "spacing": list(spacing),
+        "orientation": "LPS",
+        "normalization": Normalization().to_dict(),
+        "step": 0,
+    }
+    return checkpoint.save(path, net.state_dict(), meta)
+
+
+def phantom(shape=(24, 40, 36), spacing=(2.0, 1.5, 1.5), seed: int = 0) -> tuple[Volume, Volume]:
+    """A noisy scan with a bright ellipsoid, and its label volume (1 inside)."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
+    inside = (z / 0.6) ** 2 + ((y - 0.1) / 0.5) ** 2 + ((x + 0.2) / 0.4) ** 2 < 1
+    image = (100 * inside + rng.normal(0, 10, shape)).astype(np.int16)
+    direction = np.diag([1.0, -1.0, 1.0])
+    img = Volume(image, spacing=spacing, origin=(10.0, 50.0, -20.0), direction=direction, name="phantom")
+    return img, img.with_array(inside.astype(np.uint8), name="phantom labels")
+
+
+def liver_model(shared_data: Path, root: Path) -> tuple[Path, list]:
+    """Fine-tune liver once per session; returns the checkpoint folder and the events."""
+    if "path" not in _LIVER:
+        from napari_ssl.data import Normalization
+        from napari_ssl.finetune import FinetuneConfig, finetune
+
+        data = shared_data / "ct_organs"
+        config = FinetuneConfig(
+            images=(str(data / "ct.nii.gz"),), labels=(str(data / "labels.nii.gz"),), classes="liver",
+            classes_file=str(data / "classes.json"), pretrained=None, out=str(root / "liver"), steps=LIVER_STEPS,
+            backbone="tiny", patch_size=32, spacing=(3.0, 6.0, 6.0), device="cpu", seed=0, lr=1e-2,
+            val_fraction=0.25, val_every=LIVER_STEPS // 2, normalization=Normalization(mode="ct", window=(-200, 300)),
+            num_threads=2,
+        )
+        _LIVER["events"] = list(finetune(config))
+        _LIVER["path"] = root / "liver"
+    return _LIVER["path"], _LIVER["events"]  # type: ignore[return-value]
