@@ -42,6 +42,16 @@ ALL_VIEWS = "All views (native multi-view)"
 DEBOUNCE_MS = 250
 
 
+def _is_scan(layer: Any) -> bool:
+    """A grey-level 3D (or 3D + time) Image layer: a sensible default source."""
+    return (
+        type(layer).__name__ == "Image"
+        and not getattr(layer, "rgb", False)
+        and layer.ndim >= 3
+        and layer.data.shape[-3] > 1
+    )
+
+
 class PretextExplorer(QWidget):
     """Dock widget: controls, debounced thread-worker previews, preview layers, plane gallery.
 
@@ -137,12 +147,18 @@ class PretextExplorer(QWidget):
         self.source.currentIndexChanged.connect(self._schedule)
         self.preview_button.clicked.connect(self.preview)
         self.remove_button.clicked.connect(self.remove_previews)
-        viewer.layers.events.inserted.connect(self._refresh_sources)
-        viewer.layers.events.removed.connect(self._refresh_sources)
-        viewer.dims.events.ndisplay.connect(self._on_view_change)
-        viewer.dims.events.order.connect(self._on_view_change)
+        links = [
+            (viewer.layers.events.inserted, self._refresh_sources),
+            (viewer.layers.events.removed, self._refresh_sources),
+            (viewer.dims.events.ndisplay, self._on_view_change),
+            (viewer.dims.events.order, self._on_view_change),
+        ]
+        for emitter, callback in links:
+            emitter.connect(callback)
+        # a closed dock must not keep answering viewer events
+        self.destroyed.connect(lambda *_: [emitter.disconnect(cb) for emitter, cb in links])
         self._refresh_sources()
-        self._on_pretext()
+        self._on_pretext(schedule=False)  # opening the dock previews nothing until the user acts
 
     # ------------------------------------------------------------------------------------ controls
     @property
@@ -163,7 +179,7 @@ class PretextExplorer(QWidget):
             raise ValueError(f"no layer called {name!r} in the source list")
         self.source.setCurrentIndex(index)
 
-    def _on_pretext(self, *_: Any) -> None:
+    def _on_pretext(self, *_: Any, schedule: bool = True) -> None:
         name = self.pretext_name
         for key, w in self.params.items():
             w.visible = key == name
@@ -172,7 +188,8 @@ class PretextExplorer(QWidget):
         self.gallery.setVisible(name == "planes")
         self._sync_step_range()
         self._refresh_sources()
-        self._schedule()
+        if schedule:
+            self._schedule()
 
     def _sync_step_range(self) -> None:
         n = int(self.params["context"].values().get("n_swaps", 0)) if "context" in self.params else 0
@@ -205,10 +222,13 @@ class PretextExplorer(QWidget):
         self.source.addItems(names)
         if current in names:
             self.source.setCurrentIndex(names.index(current))
-        else:
+        else:  # the active layer when it is a 3D scan, else the first 3D scan, else the first entry
             active = self.viewer.layers.selection.active
-            if active is not None and active.name in names:
+            scans = [lay.name for lay in self.viewer.layers if lay.name in names and _is_scan(lay)]
+            if active is not None and active.name in scans:
                 self.source.setCurrentIndex(names.index(active.name))
+            elif scans:
+                self.source.setCurrentIndex(names.index(scans[0]))
         self.source.blockSignals(False)
 
     def _schedule(self, *_: Any) -> None:

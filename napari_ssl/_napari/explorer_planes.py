@@ -167,7 +167,7 @@ def plane_layer_specs(preview: Preview, base: str, source_layer: Any, ndisplay: 
                 "face_color": "transparent",
                 "border_color": "transparent",
             },
-            "text",
+            "plane text",
         )
     )
     return specs

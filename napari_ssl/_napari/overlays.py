@@ -127,9 +127,17 @@ def _update(layer: Any, layer_type: str, data: Any, kwargs: dict[str, Any]) -> N
         "rotate": layer.rotate,
         "affine": layer.affine.affine_matrix,
     }
+    nd = layer.ndim
+    identity = {
+        "scale": np.ones(nd),
+        "translate": np.zeros(nd),
+        "rotate": np.eye(nd),
+        "affine": np.eye(nd + 1),
+    }
     for key in ("scale", "translate", "rotate", "affine"):
-        if key in kwargs and not _same(current[key], kwargs[key]):
-            setattr(layer, key, kwargs[key])
+        wanted = kwargs.get(key, identity[key])  # a recycled layer may carry another preview's placement
+        if not _same(current[key], wanted):
+            setattr(layer, key, wanted)
     if layer.metadata.get(META) != kwargs["metadata"][META]:
         layer.metadata = kwargs["metadata"]
     if layer_type == "shapes":

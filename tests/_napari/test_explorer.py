@@ -226,6 +226,15 @@ def test_bad_selections_notify_and_keep_the_dock_usable(dock, qtbot, brain, warn
     dock.set_source("brain")
     dock.params["context"].set_values({"n_swaps": 2, "patch_size": 4.0})
     assert run_preview(dock, qtbot) is not None and "brain · context" in viewer.layers
+    # a time series previews its current frame, placed by the layer's spatial axes
+    series = np.stack([np.full((8, 16, 16), t, np.float32) for t in range(3)])
+    viewer.add_image(series, name="cine", scale=(1, 2, 1, 1))
+    viewer.dims.set_point(0, 2)
+    dock.set_source("cine")
+    preview = run_preview(dock, qtbot)
+    assert preview.request.volume.array.shape == (8, 16, 16) and (preview.request.volume.array == 2).all()
+    assert viewer.layers["cine · context"].ndim == 3
+    np.testing.assert_allclose(viewer.layers["cine · context"].scale, (2, 1, 1))
 
 
 META_TAG = "napari_ssl_explorer"
@@ -273,3 +282,26 @@ def test_parameter_changes_are_debounced_into_one_update(dock, qtbot, brain, mon
     assert len(started) == 1 and started[0].values["n_swaps"] == 5
     assert len(blocker.args[0].params.pairs) == 5
     assert len(viewer.layers["brain · context boxes"].data) == 10
+
+
+def test_opening_the_dock_picks_the_scan_and_previews_nothing(make_napari_viewer, brain, warnings_seen):
+    from napari_ssl._napari.explorer import PretextExplorer
+
+    viewer = make_napari_viewer()
+    add_volume(viewer, brain)
+    viewer.add_labels(np.zeros(brain.spatial_shape, np.uint8), name="mask")  # the active layer
+    dock = PretextExplorer(viewer)
+    assert dock.source.currentText() == "brain"
+    assert not dock._timer.isActive() and dock.worker is None and not warnings_seen
+
+
+def test_closed_dock_leaves_the_viewer_alone(make_napari_viewer, qtbot, brain):
+    from napari_ssl._napari.explorer import PretextExplorer
+
+    viewer = make_napari_viewer()
+    dock = PretextExplorer(viewer)
+    with qtbot.waitSignal(dock.destroyed, timeout=5000):
+        dock.deleteLater()
+    add_volume(viewer, brain)  # would reach a deleted widget if the dock were still connected
+    viewer.dims.ndisplay = 3
+    assert "brain" in viewer.layers

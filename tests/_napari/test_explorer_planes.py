@@ -61,6 +61,9 @@ def test_planes_from_volume_at_true_positions(dock, qtbot, shared_data, scan):
     src = viewer.add_image(data, **kwargs)
     before = digest(src.data)
     dock.set_source(scan)
+    dock.set_pretext("rubik")  # a first preview whose layers the planes preview recycles or removes
+    dock.params["rubik"].set_values({"gap": 2})
+    run_preview(dock, qtbot)
     dock.set_pretext("planes")
     dock.params["planes"].set_values({"n_stack": 3, "n_oblique": 2, "size": 32})
     preview = run_preview(dock, qtbot)
@@ -95,6 +98,10 @@ def test_planes_from_volume_at_true_positions(dock, qtbot, shared_data, scan):
         for k in (i, j):
             layer = viewer.layers[f"{base} {params.names[k]}"]
             assert max(on_plane(p, layer) for p in got) < 1e-4  # mm
+    text = viewer.layers[f"{base} text"]  # names and slice positions at the plane centres, in world mm
+    centres = [np.asarray(p["corners_world"]).mean(axis=0) for p in overlay["planes"]]
+    np.testing.assert_allclose([text.data_to_world(p) for p in text.data], centres, atol=1e-6)
+    assert not any(name.startswith(f"{scan} · rubik") for name in (layer.name for layer in viewer.layers))
     # each plane in the gallery, with its lines and stack slice positions
     assert len(dock.gallery.tiles) == 5
     positions = [p.slice_position for p in preview.planes if p.slice_position is not None]
