@@ -470,13 +470,9 @@ class _Trainer:
         self.scaler.scale(losses["loss"]).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        if self.world > 1:  # report the mean over processes (one small all-reduce per step)
-            import torch.distributed as dist
-
-            keys = sorted(losses)
-            values = torch.stack([losses[k].detach().float() for k in keys])
-            dist.all_reduce(values)
-            return {k: float(v) / self.world for k, v in zip(keys, values, strict=True)}
+        # Losses are this process's (rank 0's in the events). No all-reduce of Python tensors here: with gloo, a
+        # work item releasing such a tensor on its own thread while the process group is torn down deadlocks on
+        # the GIL (seen at exit under load: ~ProcessGroupGloo joins a runloop thread waiting for the GIL).
         return {k: float(v.detach()) for k, v in losses.items()}
 
     def run(self) -> Iterator[events.Event]:

@@ -271,10 +271,11 @@ def predict_labels(
                 sw_device=sw_device,
                 device=device,
             )
-            labels = torch.argmax(logits[0], dim=0)
-            del logits
-            out[keep0:keep1] = labels[keep0 - start : keep1 - start].to("cpu", torch.uint8).numpy()
-            del labels, x
+            step = max(1, (16 * 2**20) // max(1, int(np.prod(rest))))  # argmax (int64) a few slices at a time
+            for k in range(keep0, keep1, step):
+                stop_k = min(keep1, k + step)
+                out[k:stop_k] = torch.argmax(logits[0, :, k - start : stop_k - start], dim=0).to("cpu", torch.uint8).numpy()
+            del logits, x
     return out
 
 

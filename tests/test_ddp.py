@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -52,13 +53,24 @@ def test_torchrun_two_processes_write_one_checkpoint(shared_data: Path, tmp_path
         "--quiet",
     ]
     env["NAPARI_SSL_DIST_TIMEOUT"] = "120"  # a stuck collective fails with a traceback instead of hanging
+    # own session: on a timeout the whole group (torchrun and both workers) is killed, no orphans
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        start_new_session=True,
+    )
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400, cwd=tmp_path)
-    except subprocess.TimeoutExpired as exc:
-        tail = (exc.stderr or b"")[-3000:]
-        pytest.fail(f"torchrun did not finish in {exc.timeout} s; stderr tail:\n{tail!r}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("finished step 3") == 1  # rank 0 only
+        stdout, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"torchrun did not finish in 300 s; stderr tail:\n{stderr[-3000:]}")
+    assert proc.returncode == 0, stderr[-3000:]
+    assert stdout.count("finished step 3") == 1  # rank 0 only
     assert sorted(p.name for p in out.parent.iterdir()) == ["ddp"]  # one checkpoint, no temp folders
     state, meta = checkpoint.load(out)
     assert meta["world_size"] == 2 and meta["step"] == 3

@@ -27,8 +27,15 @@ def make_demo_viewer(*, show: bool = True, ndisplay: int = 2, docks: bool = True
     layers = viewer.open_sample(PLUGIN, "phantom")
     _go_to_lesion(viewer, layers[-1])
     if docks:
-        for name in plugin_widget_names():
-            viewer.window.add_plugin_dock_widget(PLUGIN, name)
+        added = [viewer.window.add_plugin_dock_widget(PLUGIN, name)[0] for name in plugin_widget_names()]
+        # one tab per dock keeps the window at screen size; the first (the explorer) is in front
+        qt_window = viewer.window._qt_window
+        for dock in added[1:]:
+            qt_window.tabifyDockWidget(added[0], dock)
+        if added:
+            added[0].show()
+            added[0].raise_()
+    viewer.layers.selection.active = viewer.layers[0]
     if ndisplay == 3:
         viewer.camera.angles = (-15.0, 35.0, 140.0)
     return viewer

@@ -53,6 +53,10 @@ class CurvePlot(QWidget):
         Fixed y range (e.g. ``(0, 1)`` for Dice); otherwise it grows to fit the data.
     max_fps : float
         Upper bound on redraws per second.
+    auto : bool
+        Redraw on a timer after new points; ``False``: the owner calls :meth:`redraw` (e.g. in the same
+        timer tick as its labels, so Qt repaints the window once: with napari's OpenGL canvas in the window,
+        every separate repaint of a dock widget recomposites the whole window, ~20 ms in software GL).
     colors : mapping, optional
         Overrides of :data:`DARK` (``background``, ``axes``, ``text``, ``grid``), e.g. from the napari theme.
     parent : QWidget, optional
@@ -71,7 +75,8 @@ class CurvePlot(QWidget):
         title: str = "",
         logy: bool = False,
         ylim: tuple[float, float] | None = None,
-        max_fps: float = 5.0,
+        max_fps: float = 4.0,
+        auto: bool = True,
         colors: Mapping[str, str] | None = None,
         parent: QWidget | None = None,
     ) -> None:
@@ -80,6 +85,7 @@ class CurvePlot(QWidget):
         self.title = title
         self.logy = bool(logy)
         self.fixed_ylim = ylim
+        self.auto = bool(auto)
         self.full_draws = 0
         self.blits = 0
         self._data: dict[str, tuple[list[float], list[float]]] = {}
@@ -208,7 +214,7 @@ class CurvePlot(QWidget):
         self._dirty = True
         if full:
             self._background = None
-        if not self._timer.isActive():
+        if self.auto and not self._timer.isActive():
             self._timer.start()
 
     def _wanted_limits(self) -> tuple[tuple[float, float], tuple[float, float]] | None:
@@ -280,7 +286,9 @@ class CurvePlot(QWidget):
     def _blit(self) -> None:
         self.canvas.restore_region(self._background)
         self._draw_lines()
-        self.canvas.blit(self.figure.bbox)
+        # update(), not matplotlib's blit() (a synchronous repaint): Qt then paints this together with the
+        # other widgets changed in the same event-loop pass, one window composite instead of several
+        self.canvas.update()
         self.blits += 1
 
     def flush(self) -> None:

@@ -1,9 +1,10 @@
 """The Pretrain dock: pretraining from napari in a child process, with progress, live losses, cancel and resume.
 
-The dock never trains in the viewer's process. Start builds a :class:`~napari_ssl.engine.PretrainConfig` from
-the form (:mod:`~napari_ssl._napari.pretrain_form`) and hands it to a :class:`~napari_ssl._napari.relay.Relay`:
-the engine's runner spawns a child (the CLI's code path) and a napari thread worker relays its events to slots
-on the GUI thread, which update the progress bar (step, samples/s, ETA), the live loss plot
+The dock never trains in the viewer's process. Start collects the form's values
+(:mod:`~napari_ssl._napari.pretrain_form`) and hands them to a :class:`~napari_ssl._napari.relay.Relay`: the
+engine's runner spawns a child (the CLI's code path: :func:`napari_ssl.engine.pretrain`, see
+:mod:`~napari_ssl._napari.pretrain_child`) and a napari thread worker relays its events to slots on the GUI
+thread, which update the progress bar (step, samples/s, ETA), the live loss plot
 (:class:`~napari_ssl._napari.plot.CurvePlot`, one curve per pretext), the metrics and the last checkpoint.
 
 - Cancel asks the child to stop at its next step; it saves a checkpoint and ends (terminated if it has not
@@ -23,51 +24,33 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QEvent, QObject, QTimer, Signal
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QScrollArea, QVBoxLayout, QWidget
 
 from napari_ssl._napari.plot import CurvePlot
 from napari_ssl._napari.pretrain_child import TARGET, PretrainRequest
 from napari_ssl._napari.pretrain_form import PretrainForm
+from napari_ssl._napari.pretrain_hub import CheckpointHub, checkpoint_hub
 from napari_ssl._napari.relay import Relay, RunFailed
 from napari_ssl.events import Finished, Progress, Saved, Started, Stopped
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["STOP_TIMEOUT", "CheckpointHub", "PretrainDock", "checkpoint_hub", "make_pretrain_dock"]
+__all__ = [
+    "STOP_TIMEOUT",
+    "UPDATE_MS",
+    "CheckpointHub",
+    "PretrainDock",
+    "checkpoint_hub",
+    "make_pretrain_dock",
+]
 
+#: the bar, texts and plot are refreshed together at most this often (ms): every repaint of a dock widget
+#: recomposites napari's window (OpenGL canvas included), so fewer, grouped repaints keep the viewer fluid
+UPDATE_MS = 500
 #: seconds a cancelled child may take to save and end before it is terminated
 STOP_TIMEOUT = 10.0
-
-
-class CheckpointHub(QObject):
-    """Where pretrained checkpoints are offered to other docks: connect ``published(str path)``."""
-
-    published = Signal(str)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.paths: list[str] = []
-
-    @property
-    def latest(self) -> str | None:
-        return self.paths[-1] if self.paths else None
-
-    def publish(self, path: str) -> None:
-        self.paths.append(str(path))
-        self.published.emit(str(path))
-
-
-_HUB: CheckpointHub | None = None
-
-
-def checkpoint_hub() -> CheckpointHub:
-    """The application-wide :class:`CheckpointHub` (the fine-tuning dock listens to it)."""
-    global _HUB
-    if _HUB is None:
-        _HUB = CheckpointHub()
-    return _HUB
 
 
 def _clock(seconds: float) -> str:
@@ -112,6 +95,8 @@ class PretrainDock(QWidget):
         The last checkpoint saved by a run of this dock.
     outcome : str
         ``"ready"``, ``"running"``, ``"finished"``, ``"cancelled"`` or ``"failed"``.
+    events : list
+        The events of the current (or last) run, in order.
     run_started, run_ended : Signal
         ``run_started(Relay)`` after Start; ``run_ended(str outcome)`` once the child has ended.
     """
@@ -135,7 +120,7 @@ class PretrainDock(QWidget):
         self._latest: Progress | None = None
         self._text_timer = QTimer(self)
         self._text_timer.setSingleShot(True)
-        self._text_timer.setInterval(250)
+        self._text_timer.setInterval(UPDATE_MS)
         self._text_timer.timeout.connect(self._show_progress)
 
         self.form = PretrainForm(viewer)
@@ -165,10 +150,8 @@ class PretrainDock(QWidget):
         self.metrics_label.setWordWrap(True)
         self.checkpoint_label = QLabel("checkpoint: none yet")
         self.checkpoint_label.setWordWrap(True)
-        self.checkpoint_label.setTextInteractionFlags(
-            self.checkpoint_label.textInteractionFlags() | _selectable()
-        )
-        self.plot = CurvePlot(ylabel="loss", title="training loss per pretext")
+        self.checkpoint_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.plot = CurvePlot(ylabel="loss", title="training loss per pretext", auto=False)
 
         inner = QWidget()
         inner_layout = QVBoxLayout(inner)
@@ -199,7 +182,8 @@ class PretrainDock(QWidget):
         self.start_button.setEnabled(not running)
         self.resume_button.setEnabled(not running and self.last_checkpoint is not None)
         self.cancel_button.setEnabled(running)
-        self.form.setEnabled(not running)
+        # the form stays editable (its values are read at Start only): disabling it re-polishes every child
+        # widget under napari's style sheet, a ~0.3 s stall on a busy 2-core CPU
 
     # ------------------------------------------------------------ control
     def start(self, *, resume: str | None = None) -> Relay | None:
@@ -215,10 +199,12 @@ class PretrainDock(QWidget):
         self._watch_window()
         self.events = []
         self._batch, self._world, self._trained = kwargs["batch_size"], 1, False
+        self._latest = None
         self.plot.clear()
         if kwargs["resume"]:
             self._load_history(kwargs["resume"])
         self.plot.set_xrange(0, kwargs["steps"])
+        self.plot.redraw()
         self.metrics_label.setText("")
         self.losses_label.setText("")
         # the config is built in the child: validating it imports MONAI, which would stall this process
@@ -232,8 +218,10 @@ class PretrainDock(QWidget):
         self.relay = relay
         self.outcome = "running"
         self._set_running(True)
-        self.progress.setRange(0, 0)  # busy until the child reports its budget
-        self.progress.setFormat("starting…")
+        # not Qt's animated busy bar: each of its ~20 frames a second recomposites the whole window
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("starting the training process…")
         self.status.setText(f"starting the training process ({', '.join(kwargs['pretexts'])}) …")
         self._t0 = time.monotonic()
         relay.start()
@@ -266,6 +254,7 @@ class PretrainDock(QWidget):
         if self._closed:
             return
         self._closed = True
+        self._text_timer.stop()
         relay, self.relay = self.relay, None
         if relay is None:
             return
@@ -294,9 +283,9 @@ class PretrainDock(QWidget):
         elif isinstance(event, Started):
             self._world = max(1, event.world_size)
             self.progress.setRange(event.start_step, event.total)
-            self.plot.set_xrange(0, event.total)
             self.progress.setValue(event.start_step)
             self.progress.setFormat(f"step {event.start_step}/{event.total}")
+            self.plot.set_xrange(0, event.total)
             startup = time.monotonic() - self._t0
             self.status.setText(
                 f"training on {event.device}: {event.n_train} scan(s), {event.n_val} held out, "
@@ -305,6 +294,7 @@ class PretrainDock(QWidget):
         elif isinstance(event, Saved):
             self._set_checkpoint(event.path, f"step {event.step}")
         elif isinstance(event, Finished):
+            self._show_progress()
             self.outcome = "finished"
             if event.metrics:
                 self.metrics_label.setText(
@@ -326,15 +316,16 @@ class PretrainDock(QWidget):
     def _on_progress(self, event: Progress) -> None:
         self._trained = True
         curves = {k: v for k, v in event.losses.items() if "/" not in k} or {"loss": event.loss}
-        self.plot.add_many(event.step, curves)  # the plot coalesces its own redraws
+        self.plot.add_many(event.step, curves)
         self._latest = event
-        if not self._text_timer.isActive():  # texts and bar: at most 4 updates a second (relayouts cost)
+        if not self._text_timer.isActive():  # bar, texts and plot: one grouped repaint per UPDATE_MS
             self._text_timer.start()
 
     def _show_progress(self) -> None:
         event, self._latest = self._latest, None
         if event is None or self._closed:
             return
+        self.plot.redraw()
         self.progress.setMaximum(event.total)
         self.progress.setValue(event.step)
         rate = event.samples_per_s
@@ -362,6 +353,7 @@ class PretrainDock(QWidget):
             return
         self._text_timer.stop()
         self._show_progress()
+        self.plot.redraw()
         relay, self.relay = self.relay, None
         if self.outcome == "running":  # ended without Finished / Stopped / error
             self.outcome = "cancelled"
@@ -391,12 +383,6 @@ class PretrainDock(QWidget):
     def closeEvent(self, event: Any) -> None:
         self.shutdown()
         super().closeEvent(event)
-
-
-def _selectable() -> Any:
-    from qtpy.QtCore import Qt
-
-    return Qt.TextInteractionFlag.TextSelectableByMouse
 
 
 def make_pretrain_dock(viewer: napari.viewer.Viewer) -> PretrainDock:

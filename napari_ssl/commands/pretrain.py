@@ -108,7 +108,10 @@ def _read_config_file(path: str) -> dict[str, Any]:
     text = file.read_text(encoding="utf-8")
     try:
         if file.suffix.lower() == ".toml":
-            import tomllib
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                raise ValueError("TOML needs Python 3.11 or newer; use JSON") from None
 
             data = tomllib.loads(text)
         else:

@@ -88,6 +88,8 @@ def test_start_trains_shows_progress_and_losses_and_stays_responsive(dock_viewer
     marks: list[tuple[float, str]] = []
     relay = dock.start()
     relay.worker.yielded.connect(lambda e: marks.append((time.perf_counter(), type(e).__name__)))
+    # the probe covers the run, Start to Finished; napari's own "finished" notification toast comes after
+    relay.worker.yielded.connect(lambda e: isinstance(e, Finished) and probe.stop())
     assert relay is not None
     assert not dock.start_button.isEnabled() and dock.cancel_button.isEnabled()
     assert dock.start() is None  # starting twice is impossible while running

@@ -10,9 +10,9 @@
 
 Usage::
 
-    python benchmarks/bench_engine.py                       # CPU: small backbone, 2 x 48^3
-    python benchmarks/bench_engine.py --sizes tiny small medium --patch 48
-    python benchmarks/bench_engine.py --device cuda --backbone large --patch 96 --batch 4
+    python benchmarks/bench_train.py                       # CPU: small backbone, 2 x 48^3
+    python benchmarks/bench_train.py --sizes tiny small medium --patch 48
+    python benchmarks/bench_train.py --device cuda --backbone large --patch 96 --batch 4
 """
 
 from __future__ import annotations
@@ -55,16 +55,29 @@ def make_trainer(args: argparse.Namespace, backbone: str, device: str, amp: bool
     from napari_ssl.engine import PretrainConfig, _Trainer
 
     config = PretrainConfig(
-        pretexts=("context",), data=(str(DATA / "ct_unlabeled"),), out="/tmp/napari-ssl-bench", steps=10**6,
-        batch_size=args.batch, patch_size=args.patch, backbone=backbone, device=device, num_threads=args.threads,
-        amp=amp, channels_last=channels_last, save_every=0, val_samples=0, num_workers=args.workers,
+        pretexts=("context",),
+        data=(str(DATA / "ct_unlabeled"),),
+        out="/tmp/napari-ssl-bench",
+        steps=10**6,
+        batch_size=args.batch,
+        patch_size=args.patch,
+        backbone=backbone,
+        device=device,
+        num_threads=args.threads,
+        amp=amp,
+        channels_last=channels_last,
+        save_every=0,
+        val_samples=0,
+        num_workers=args.workers,
     )
     trainer = _Trainer(config)
     trainer._setup()
     return trainer
 
 
-def bench_step(args: argparse.Namespace, backbone: str, device_name: str, amp: bool = False, channels_last: bool = False):
+def bench_step(
+    args: argparse.Namespace, backbone: str, device_name: str, amp: bool = False, channels_last: bool = False
+):
     """(ours s/step, bare s/step, trainer) for the same network, batch and patch."""
     from monai.networks.nets import BasicUNet
 
@@ -83,8 +96,12 @@ def bench_step(args: argparse.Namespace, backbone: str, device_name: str, amp: b
     torch.manual_seed(0)
     spec = trainer.spec.spec3d
     net = BasicUNet(
-        spatial_dims=3, in_channels=1, out_channels=1, features=spec.features,
-        norm=("instance", {"affine": True}), upsample=spec.upsample,
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=1,
+        features=spec.features,
+        norm=("instance", {"affine": True}),
+        upsample=spec.upsample,
     ).to(device)
     if trainer.use_channels_last:
         net = net.to(memory_format=torch.channels_last_3d)
@@ -108,7 +125,9 @@ def bench_step(args: argparse.Namespace, backbone: str, device_name: str, amp: b
 
 def bench_loader(trainer, n_batches: int) -> float:
     """Samples/s the engine's DataLoader delivers (after its first batch)."""
-    loader = trainer._loader(trainer.train_ds, 0, (n_batches + 1) * trainer.config.batch_size, workers=trainer.num_workers)
+    loader = trainer._loader(
+        trainer.train_ds, 0, (n_batches + 1) * trainer.config.batch_size, workers=trainer.num_workers
+    )
     it = iter(loader)
     next(it)
     t = time.perf_counter()
@@ -139,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: engine default)")
     parser.add_argument("--workers", type=int, default=-1, help="DataLoader workers (-1: engine default)")
     parser.add_argument("--loader-batches", type=int, default=10)
-    parser.add_argument("--peak-tflops", type=float, default=989.0, help="GPU dense bf16 peak (H100 SXM: 989)")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=989.0, help="GPU dense bf16 peak (H100 SXM: 989)"
+    )
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
 
@@ -149,21 +170,32 @@ def main(argv: list[str] | None = None) -> int:
         samples_per_s = args.batch / ours
         loader = bench_loader(trainer, args.loader_batches)
         row = {
-            "device": str(trainer.device), "backbone": size, "patch": args.patch, "batch": args.batch,
-            "threads": torch.get_num_threads(), "workers": trainer.num_workers,
-            "ours_s_per_step": round(ours, 4), "bare_s_per_step": round(bare, 4), "ratio": round(ours / bare, 3),
-            "samples_per_s": round(samples_per_s, 2), "loader_samples_per_s": round(loader, 2),
+            "device": str(trainer.device),
+            "backbone": size,
+            "patch": args.patch,
+            "batch": args.batch,
+            "threads": torch.get_num_threads(),
+            "workers": trainer.num_workers,
+            "ours_s_per_step": round(ours, 4),
+            "bare_s_per_step": round(bare, 4),
+            "ratio": round(ours / bare, 3),
+            "samples_per_s": round(samples_per_s, 2),
+            "loader_samples_per_s": round(loader, 2),
             "loader_over_step": round(loader / samples_per_s, 2),
         }
         if trainer.device.type == "cuda":
-            ours_amp, bare_amp, amp_trainer = bench_step(args, size, args.device, amp=True, channels_last=True)
+            ours_amp, bare_amp, amp_trainer = bench_step(
+                args, size, args.device, amp=True, channels_last=True
+            )
             g = torch.Generator().manual_seed(0)
             p = args.patch
             x = torch.randn(args.batch, 1, p, p, p, generator=g).to(amp_trainer.device)
             flops = flops_per_step(amp_trainer, {"context.input": x, "context.target": x})
             row.update(
-                amp_bf16_channels_last_s_per_step=round(ours_amp, 4), amp_ratio_vs_bare=round(ours_amp / bare_amp, 3),
-                amp_samples_per_s=round(args.batch / ours_amp, 2), tflop_per_step=round(flops / 1e12, 3),
+                amp_bf16_channels_last_s_per_step=round(ours_amp, 4),
+                amp_ratio_vs_bare=round(ours_amp / bare_amp, 3),
+                amp_samples_per_s=round(args.batch / ours_amp, 2),
+                tflop_per_step=round(flops / 1e12, 3),
                 mfu=round(flops / ours_amp / (args.peak_tflops * 1e12), 4),
             )
         trainer.close()
@@ -171,10 +203,14 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row), flush=True)
 
     print()
-    print(f"{'backbone':8} {'ours s/step':>11} {'bare s/step':>11} {'ratio':>6} {'samples/s':>9} {'loader/step':>11}")
+    print(
+        f"{'backbone':8} {'ours s/step':>11} {'bare s/step':>11} {'ratio':>6} {'samples/s':>9} {'loader/step':>11}"
+    )
     for r in results:
-        print(f"{r['backbone']:8} {r['ours_s_per_step']:11.4f} {r['bare_s_per_step']:11.4f} {r['ratio']:6.3f} "
-              f"{r['samples_per_s']:9.2f} {r['loader_over_step']:11.2f}")
+        print(
+            f"{r['backbone']:8} {r['ours_s_per_step']:11.4f} {r['bare_s_per_step']:11.4f} {r['ratio']:6.3f} "
+            f"{r['samples_per_s']:9.2f} {r['loader_over_step']:11.2f}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     _ = np  # numpy is imported for the data pipeline's sake
