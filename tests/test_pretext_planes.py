@@ -283,3 +283,15 @@ def test_bad_input():
         ImagingPlanes.from_images([oblique_volume(shape=(1, 4, 4))] * 2, names=["a"])
     with pytest.raises(ValueError, match="must be a napari_ssl Volume"):
         ImagingPlanes.from_images([np.zeros((1, 4, 4)), np.zeros((1, 4, 4))])
+
+
+def test_outside_the_volume_is_its_minimum_not_zero():
+    """On CT a 0 outside the volume would read as water; planes are padded with the volume's minimum."""
+
+    x = np.random.default_rng(1).uniform(-1000.0, -200.0, (16, 20, 24)).astype(np.float32)
+    task = ImagingPlanes()
+    params = task.sample(x.shape, np.random.default_rng(2), spacing=(2.0, 1.0, 1.0))
+    y = task.apply(x, params)
+    assert y.max() <= -200.0
+    assert y.min() >= x.min() - 1e-3
+    assert np.isclose(y, x.min()).any()  # the planes reach past the volume somewhere

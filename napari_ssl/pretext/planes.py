@@ -266,7 +266,8 @@ class ImagingPlanes:
         """Resample the planes from ``x`` (numpy or torch, ``(..., Z, Y, X)``): returns ``(..., N, H, W)``.
 
         Trilinear interpolation with ``torch.nn.functional.grid_sample`` in one batched call over all
-        planes and all leading axes, on ``x``'s device; pixels outside the volume are 0. Same type, dtype
+        planes and all leading axes, on ``x``'s device; pixels outside the volume take the volume's minimum
+        (air on CT, background on MR: a 0 would read as water in HU). Same type, dtype
         and device as ``x`` (integer inputs are rounded back); ``x`` is not modified.
         """
         import torch
@@ -281,13 +282,11 @@ class ImagingPlanes:
         lead = tuple(tensor.shape[:-3])
         work = tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.to(torch.float32)
         grid = self._grid(params, work.dtype, work.device)
-        out = F.grid_sample(
-            work.reshape(1, -1, *params.volume_shape),
-            grid,
-            mode="bilinear",
-            padding_mode="zeros",
-            align_corners=True,
-        )
+        flat = work.reshape(1, -1, *params.volume_shape)
+        out = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        outside = (grid.abs() > 1.0).any(dim=-1)  # (1, N, H, W): no voxel of the volume there
+        low = flat.reshape(flat.shape[1], -1).amin(dim=1)
+        out = torch.where(outside[:, None], low.reshape(1, -1, 1, 1, 1), out)
         n = params.n_planes
         h, w = params.sizes[0]
         out = out.reshape(*lead, n, h, w)
