@@ -287,7 +287,6 @@ def test_bad_input():
 
 def test_outside_the_volume_is_its_minimum_not_zero():
     """On CT a 0 outside the volume would read as water; planes are padded with the volume's minimum."""
-
     x = np.random.default_rng(1).uniform(-1000.0, -200.0, (16, 20, 24)).astype(np.float32)
     task = ImagingPlanes()
     params = task.sample(x.shape, np.random.default_rng(2), spacing=(2.0, 1.0, 1.0))
