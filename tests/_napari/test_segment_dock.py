@@ -147,3 +147,10 @@ def test_finetune_dock_trains_in_a_child(make_napari_viewer, tmp_path, qtbot, er
     assert dock.last_path == str(tmp_path / "seg") and dock.progress.value() == 3
     assert len(dock.loss_plot) == 3 and dock.dice_plot.names == ["lesion"]
     assert load_model(tmp_path / "seg").names()[1] == "lesion"
+
+
+def test_docks_open_from_the_manifest(make_napari_viewer) -> None:
+    viewer = make_napari_viewer()
+    for name, cls in (("Segment", "SegmentDock"), ("Fine-tune", "FinetuneDock")):
+        _, widget = viewer.window.add_plugin_dock_widget("napari-ssl", name)
+        assert type(widget).__name__ == cls
