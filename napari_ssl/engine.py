@@ -228,16 +228,7 @@ def pretrain(config: PretrainConfig) -> Iterator[events.Event]:
     Bad input (missing path, unreadable scan, patch larger than a scan, unknown option) raises
     ``ValueError`` / ``OSError`` at the first ``next()``, before any training.
     """
-    trainer = _Trainer(config)
-    try:
-        yield from trainer.run()
-    except (GeneratorExit, KeyboardInterrupt):
-        # cancelled (generator closed) or Ctrl-C: keep what was learned
-        if trainer.model is not None and trainer.saved_step != trainer.step:
-            trainer.save()
-        raise
-    finally:
-        trainer.close()
+    yield from events.run_trainer(_Trainer(config))
 
 
 __all__ = ["PretrainConfig", "default_pretext_options", "finetune", "make_pretext", "pretrain"]
@@ -575,6 +566,10 @@ class _Trainer:
             "n_train": self.n_train,
             "n_val": self.n_val,
         }
+
+    @property
+    def has_model(self) -> bool:
+        return self.model is not None
 
     def save(self) -> str | None:
         """Write the checkpoint (rank 0 only); returns its path, or None on other ranks."""

@@ -12,6 +12,7 @@ generator's ``finally`` block); ``Failed`` is how the runner reports an exceptio
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,3 +144,20 @@ def describe(event: Any) -> str:
     if isinstance(event, Failed):
         return f"failed: {event.error_type}: {event.message}"
     return repr(event)
+
+
+def run_trainer(trainer: Any) -> Iterator[Any]:
+    """Drive a trainer's ``run()`` generator; a cancel (the generator closed) or Ctrl-C saves first.
+
+    Shared by ``engine.pretrain`` and ``finetune.finetune``. ``trainer`` provides ``run()``, ``save()``,
+    ``close()``, ``step``, ``saved_step`` and ``has_model`` (False until the network is built, so a cancel
+    during start-up saves nothing).
+    """
+    try:
+        yield from trainer.run()
+    except (GeneratorExit, KeyboardInterrupt):
+        if trainer.has_model and trainer.saved_step != trainer.step:
+            trainer.save()
+        raise
+    finally:
+        trainer.close()

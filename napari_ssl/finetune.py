@@ -351,15 +351,7 @@ def finetune(config: FinetuneConfig) -> Iterator[Any]:
     Bad input (missing file, label volume without any of the classes, 2D image, pretrained checkpoint of
     another kind) raises ``ValueError`` / ``OSError`` at the first ``next()``, before any training.
     """
-    trainer = _Trainer(config)
-    try:
-        yield from trainer.run()
-    except (GeneratorExit, KeyboardInterrupt):
-        if trainer.net is not None and trainer.saved_step != trainer.step:
-            trainer.save()
-        raise
-    finally:
-        trainer.close()
+    yield from events.run_trainer(_Trainer(config))
 
 
 __all__ = [
@@ -742,6 +734,10 @@ class _Trainer:
             "train_cases": [c.name for c in self.cases],
             "device": str(self.device),
         }
+
+    @property
+    def has_model(self) -> bool:
+        return self.net is not None
 
     def save(self) -> str:
         from napari_ssl import checkpoint
