@@ -152,7 +152,7 @@ def run_dock(args: argparse.Namespace) -> dict:
     from napari_ssl._napari.layers import volume_to_layer_data
     from napari_ssl._napari.pretrain import PretrainDock
     from napari_ssl._napari.pretrain_form import FOLDER
-    from napari_ssl._napari.pretrain_probe import StallProbe
+    from napari_ssl._napari.pretrain_probe import StallProbe, stall_stats
     from napari_ssl.events import Finished, Progress, Started
 
     viewer = napari.Viewer(show=True)
@@ -262,8 +262,8 @@ def run_dock(args: argparse.Namespace) -> dict:
     tmp.cleanup()
     return {
         "idle": idle,
-        "run": _stats(all_gaps),
-        "steps": _stats(train_gaps),
+        "run": stall_stats(all_gaps),
+        "steps": stall_stats(train_gaps),
         "rate": steady_rate(times, steps, args.warmup, 2),
         "wall": t_done - t_click,
         "startup": (state["started"] or t_done) - t_click,
@@ -278,20 +278,6 @@ def _cpu_rate(steps: list[int], cpu: list[float], warmup: int) -> float:
         return float("nan")
     k = steps.index(warmup)
     return (steps[-1] - steps[k]) * 2 / max(cpu[-1] - cpu[k], 1e-9)
-
-
-def _stats(gaps: list[float]) -> dict:
-    import numpy as np
-
-    s = np.asarray(gaps, float)
-    if not s.size:
-        return {"n": 0, "p50": 0.0, "p99": 0.0, "max": 0.0}
-    return {
-        "n": int(s.size),
-        "p50": float(np.percentile(s, 50)),
-        "p99": float(np.percentile(s, 99)),
-        "max": float(s.max()),
-    }
 
 
 def main() -> None:

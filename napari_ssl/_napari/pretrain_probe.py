@@ -8,6 +8,7 @@ interval is how long the event loop was busy elsewhere (a *stall*). Used by the 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QObject, Qt, QTimer
@@ -65,12 +66,17 @@ class StallProbe(QObject):
 
     def stats(self) -> dict[str, float]:
         """``{"n", "p50", "p99", "max"}`` of the stalls in ms (zeros when nothing was measured)."""
-        s = self.stalls_ms
-        if s.size == 0:
-            return {"n": 0, "p50": 0.0, "p99": 0.0, "max": 0.0}
-        return {
-            "n": int(s.size),
-            "p50": float(np.percentile(s, 50)),
-            "p99": float(np.percentile(s, 99)),
-            "max": float(s.max()),
-        }
+        return stall_stats(self.gaps_ms)
+
+
+def stall_stats(gaps_ms: Any) -> dict[str, float]:
+    """``{"n", "p50", "p99", "max"}`` of stalls in ms (zeros when there are none)."""
+    s = np.asarray(gaps_ms, dtype=float)
+    if s.size == 0:
+        return {"n": 0, "p50": 0.0, "p99": 0.0, "max": 0.0}
+    return {
+        "n": int(s.size),
+        "p50": float(np.percentile(s, 50)),
+        "p99": float(np.percentile(s, 99)),
+        "max": float(s.max()),
+    }
