@@ -21,103 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_ssl.preprocess import Normalization, resample
 from napari_ssl.volume import Volume
-
-NORMALIZATION_MODES = ("zscore", "ct", "minmax", "none")
-
-
-@dataclass(frozen=True)
-class Normalization:
-    """Intensity normalisation, applied per volume, stored in the checkpoint.
-
-    Parameters
-    ----------
-    mode : {"zscore", "ct", "minmax", "none"}
-        ``zscore``: clip to the ``percentiles`` of the volume, then subtract the mean and divide by the
-        standard deviation (MR and CT alike). ``ct``: clip Hounsfield units to ``window`` and map it
-        linearly to [-1, 1]. ``minmax``: percentiles mapped to [-1, 1]. ``none``: cast to float32.
-    window : (float, float)
-        CT window (low, high) in HU for ``ct``.
-    percentiles : (float, float)
-        Lower and upper percentiles (0-100) for ``zscore`` and ``minmax``.
-    """
-
-    mode: str = "zscore"
-    window: tuple[float, float] = (-1000.0, 1000.0)
-    percentiles: tuple[float, float] = (0.5, 99.5)
-
-    def __post_init__(self) -> None:
-        if self.mode not in NORMALIZATION_MODES:
-            raise ValueError(f"normalization mode must be one of {NORMALIZATION_MODES}, got {self.mode!r}")
-        window = tuple(float(v) for v in self.window)
-        pct = tuple(float(v) for v in self.percentiles)
-        if len(window) != 2 or not window[0] < window[1]:
-            raise ValueError(f"window must be (low, high) with low < high, got {self.window!r}")
-        if len(pct) != 2 or not 0.0 <= pct[0] < pct[1] <= 100.0:
-            raise ValueError(
-                f"percentiles must be (low, high) with 0 <= low < high <= 100, got {self.percentiles!r}"
-            )
-        object.__setattr__(self, "window", window)
-        object.__setattr__(self, "percentiles", pct)
-
-    def __call__(self, array: np.ndarray) -> np.ndarray:
-        """The normalised array as float32 (a new array)."""
-        x = np.asarray(array, dtype=np.float32)
-        if self.mode == "none":
-            return x.copy()
-        if self.mode == "ct":
-            lo, hi = self.window
-            return (np.clip(x, lo, hi) - lo) * np.float32(2.0 / (hi - lo)) - np.float32(1.0)
-        sub = x.ravel()[:: max(1, x.size // 2_000_000)]  # percentiles on <= ~2M voxels: fast and stable
-        lo, hi = np.percentile(sub, self.percentiles)
-        x = np.clip(x, lo, hi)
-        if self.mode == "minmax":
-            return ((x - lo) * np.float32(2.0 / max(hi - lo, 1e-6)) - 1.0).astype(np.float32)
-        mean, std = float(x.mean(dtype=np.float64)), float(x.std(dtype=np.float64))
-        return ((x - mean) / max(std, 1e-6)).astype(np.float32)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "window": list(self.window), "percentiles": list(self.percentiles)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Normalization:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
-
-
-# ---------------------------------------------------------------- resampling
-def resample(volume: Volume, spacing: Sequence[float] | float, *, interpolation: str = "linear") -> Volume:
-    """``volume`` on a grid of ``spacing`` mm (z, y, x) covering the same extent (SimpleITK).
-
-    ``interpolation`` is ``"linear"`` for images, ``"nearest"`` for label volumes. A 4D (t, z, y, x)
-    volume is resampled frame by frame.
-    """
-    import SimpleITK as sitk
-
-    target = np.broadcast_to(np.asarray(spacing, dtype=float), (3,))
-    if not np.all(np.isfinite(target)) or np.any(target <= 0):
-        raise ValueError(f"target spacing must be positive mm values, got {spacing!r}")
-    if np.allclose(target, volume.spacing):
-        return volume
-    if interpolation not in ("linear", "nearest"):
-        raise ValueError(f"interpolation must be 'linear' or 'nearest', got {interpolation!r}")
-    size = np.maximum(
-        1, np.round(np.asarray(volume.spatial_shape) * np.asarray(volume.spacing) / target)
-    ).astype(int)
-    interp = sitk.sitkLinear if interpolation == "linear" else sitk.sitkNearestNeighbor
-    frames = volume.array[None] if volume.array.ndim == 3 else volume.array
-    out = []
-    for frame in frames:
-        image = volume.to_sitk(frame if interpolation == "nearest" else frame.astype(np.float32))
-        ref = sitk.Image([int(s) for s in size[::-1]], image.GetPixelID())
-        ref.SetSpacing([float(s) for s in target[::-1]])
-        ref.SetOrigin(image.GetOrigin())
-        ref.SetDirection(image.GetDirection())
-        res = sitk.Resample(image, ref, sitk.Transform(), interp, 0.0, image.GetPixelID())
-        out.append(sitk.GetArrayFromImage(res))
-    array = out[0] if volume.array.ndim == 3 else np.stack(out)
-    return volume.with_array(array, spacing=tuple(float(s) for s in target))
-
 
 # ---------------------------------------------------------------- loading and caching
 _CACHE: OrderedDict[tuple[Any, ...], list[Volume]] = OrderedDict()
@@ -235,6 +140,22 @@ def load_volumes(
     return volumes
 
 
+def read_sources(sources: Sequence[Any]) -> list[Any]:
+    """Every scan of ``sources`` as read (paths through :func:`napari_ssl.io.read_all`; Volumes and arrays as given)."""
+    from napari_ssl import io
+
+    out: list[Any] = []
+    for source in sources:
+        if isinstance(source, (str, os.PathLike)):
+            path = Path(source).expanduser()
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: no such file or directory")
+            out += list(io.read_all(path))
+        else:
+            out.append(source)
+    return out
+
+
 def split_volumes(
     volumes: Sequence[Volume], val_fraction: float, seed: int
 ) -> tuple[list[Volume], list[Volume]]:
@@ -278,6 +199,14 @@ def check_patch(volumes: Sequence[Volume], patch: Sequence[int]) -> None:
             )
 
 
+def _pad_volume(volume: Volume, patch: Sequence[int]) -> Volume:
+    from napari_ssl.preprocess import pad_to
+
+    if all(s >= p for s, p in zip(volume.spatial_shape, patch, strict=True)):
+        return volume
+    return volume.with_array(pad_to(volume.array, patch, float(volume.array.min())))
+
+
 @dataclass(frozen=True)
 class SampleSpec:
     """How :class:`PretextDataset` turns a volume into one sample.
@@ -307,8 +236,8 @@ class PretextDataset:
         self._volumes_3d = [v for v in self.volumes if min(v.spatial_shape) >= 2]
         if not self._volumes_3d:
             raise ValueError("no 3D scans in the data (only 2D images); the pretexts sample from volumes")
-        if any(a.uses_patch for a in self._adapters.values()):
-            check_patch(self._volumes_3d, spec.patch)
+        if any(a.uses_patch for a in self._adapters.values()):  # scans smaller than the patch: padded, not refused
+            self._volumes_3d = [_pad_volume(v, spec.patch) for v in self._volumes_3d]
 
     def __len__(self) -> int:
         return self.length

@@ -35,6 +35,8 @@ class Started:
         Trainable parameters of the model.
     world_size : int
         Processes of a distributed (``torchrun``) run; 1 otherwise.
+    plan, plan_text : optional
+        The run's plan from the data (:class:`napari_ssl.plan.Plan` as a dict, and as lines to print).
     """
 
     total: int
@@ -44,6 +46,8 @@ class Started:
     n_val: int = 0
     n_parameters: int = 0
     world_size: int = 1
+    plan: dict[str, Any] | None = None
+    plan_text: str = ""
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,24 @@ class Progress:
     @property
     def fraction(self) -> float:
         return self.step / self.total if self.total else 1.0
+
+
+@dataclass(frozen=True)
+class Validated:
+    """Held-out metrics at ``step`` (fine-tuning: ``dice/<class>``, ``dice/mean`` and ``score``)."""
+
+    step: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def dice(self) -> dict[str, float]:
+        """Held-out Dice per class, by class name."""
+        return {k[5:]: v for k, v in self.metrics.items() if k.startswith("dice/") and k != "dice/mean"}
+
+    @property
+    def mean(self) -> float:
+        dice = self.dice
+        return float(sum(dice.values()) / len(dice)) if dice else 0.0
 
 
 @dataclass(frozen=True)
@@ -116,9 +138,9 @@ class Failed:
         return families.get(self.error_type, RuntimeError)(text)
 
 
-Event = Started | Progress | Saved | Finished | Stopped | Failed
+Event = Started | Progress | Validated | Saved | Finished | Stopped | Failed
 
-__all__ = ["Event", "Failed", "Finished", "Progress", "Saved", "Started", "Stopped"]
+__all__ = ["Event", "Failed", "Finished", "Progress", "Saved", "Started", "Stopped", "Validated"]
 
 
 def describe(event: Any) -> str:
@@ -129,6 +151,8 @@ def describe(event: Any) -> str:
             f"step {event.step}/{event.total} loss {event.loss:.4g} ({parts}) lr {event.lr:.3g} "
             f"{event.samples_per_s:.1f} samples/s"
         )
+    if isinstance(event, Validated):
+        return f"step {event.step}: held-out " + ", ".join(f"{k} {v:.3f}" for k, v in event.metrics.items())
     if isinstance(event, Saved):
         return f"saved step {event.step} to {event.path}"
     if isinstance(event, Finished):

@@ -28,69 +28,26 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_ssl.preprocess import (
+    ORIENTATION,
+    back_to_grid,
+    backgrounds,
+    canonical,
+    check_scan,
+    prepare_channels,
+    to_model_grid,
+)
 from napari_ssl.volume import Volume
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-#: orientation of the arrays the network sees (SimpleITK / DICOM code: +x to Left, +y to Posterior, +z to Superior)
-ORIENTATION = "LPS"
 #: default bound on the stitched logits of one pass of sliding-window inference (MiB)
 MAX_MEMORY_MB = 1024
 
 
 class SegmentationCancelled(Exception):
     """Raised inside :func:`segment` when ``should_stop()`` turned true; nothing is returned."""
-
-
-# ---------------------------------------------------------------- geometry helpers
-def canonical(volume: Volume, orientation: str = ORIENTATION) -> Volume:
-    """``volume`` with its axes permuted / flipped to ``orientation`` (no interpolation; same world voxels)."""
-    import SimpleITK as sitk
-
-    target = np.asarray(sitk.DICOMOrientImageFilter_GetDirectionCosinesFromOrientation(orientation)).reshape(3, 3)
-    direction_xyz = volume.direction[::-1, ::-1]
-    if np.allclose(direction_xyz, target, atol=1e-6):
-        return volume
-    image = sitk.DICOMOrient(volume.to_sitk(), orientation)
-    out = Volume.from_sitk(image, path=volume.path, name=volume.name)
-    return Volume(out.array, out.spacing, out.origin, out.direction, volume.path, volume.name, dict(volume.metadata))
-
-
-def to_model_grid(volume: Volume, spacing: Sequence[float] | None, *, labels: bool = False,
-                  orientation: str = ORIENTATION) -> Volume:
-    """Reorient to ``orientation`` and resample to ``spacing`` (mm, z y x; ``None`` keeps the spacing)."""
-    from napari_ssl.data import resample
-
-    if volume.array.ndim != 3:
-        raise ValueError(f"{volume.name or 'scan'}: expected a 3D (z, y, x) volume, got shape {volume.array.shape}")
-    out = canonical(volume, orientation)
-    if spacing is not None:
-        out = resample(out, tuple(float(s) for s in spacing), interpolation="nearest" if labels else "linear")
-    return out
-
-
-def back_to_grid(labels: Volume, reference: Volume) -> Volume:
-    """Nearest-neighbour resampling of ``labels`` (any grid) onto ``reference``'s grid, by world position."""
-    import SimpleITK as sitk
-
-    if labels.same_geometry(reference):
-        return reference.with_array(labels.array)
-    ref = reference.to_sitk(np.zeros(reference.spatial_shape, np.uint8))
-    out = sitk.Resample(labels.to_sitk(), ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-    return reference.with_array(sitk.GetArrayFromImage(out))
-
-
-def check_scan(volume: Volume, what: str = "scan") -> None:
-    """Refuse 2D images and single slices with a message naming the shape."""
-    shape = volume.array.shape
-    if volume.array.ndim != 3:
-        raise ValueError(f"{volume.name or what}: segmentation needs a 3D (z, y, x) scan, got shape {shape}")
-    if min(volume.spatial_shape) < 2:
-        raise ValueError(
-            f"{volume.name or what}: segmentation needs a 3D scan, got a 2D image of shape {shape} "
-            "(one slice); open the whole series"
-        )
 
 
 # ---------------------------------------------------------------- the model
@@ -131,7 +88,7 @@ class SegmentationModel:
         return str(self.meta.get("orientation", ORIENTATION))
 
     def normalization(self) -> Any:
-        from napari_ssl.data import Normalization
+        from napari_ssl.preprocess import Normalization
 
         return Normalization.from_dict(self.meta.get("normalization") or {})
 
@@ -215,11 +172,14 @@ def predict_labels(
     max_memory_mb: float = MAX_MEMORY_MB,
     progress: Callable[[float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    pad_value: Sequence[float] | None = None,
 ) -> np.ndarray:
     """Argmax labels (uint8, ``image.shape[1:]``) of ``net`` on ``image`` (C, z, y, x), normalised float32.
 
     ``n_classes`` counts the output channels (background included). Stitched logits are kept on ``device``
-    (default: ``sw_device``); when they would exceed ``max_memory_mb`` the scan is processed in slabs.
+    (default: ``sw_device``); when they would exceed ``max_memory_mb`` the scan is processed in slabs. A scan
+    smaller than ``roi`` is padded with ``pad_value`` (one per channel; default each channel's minimum), as
+    training pads it.
     """
     import torch
     from monai.inferers import sliding_window_inference
@@ -228,10 +188,12 @@ def predict_labels(
     device = torch.device(device) if device is not None else sw_device
     roi = tuple(int(r) for r in roi)
     small = [max(0, r - s) for r, s in zip(roi, image.shape[1:], strict=False)]
-    if any(small):  # pad as training does (each channel's minimum), not with MONAI's constant 0
+    if any(small):  # pad as training does (the background of each channel), not with MONAI's constant 0
+        from napari_ssl.preprocess import pad_to
+
         shape = image.shape[1:]
-        low = image.reshape(image.shape[0], -1).min(axis=1)
-        padded = np.stack([np.pad(ch, [(0, p) for p in small], constant_values=float(v)) for ch, v in zip(image, low, strict=False)])
+        low = image.reshape(image.shape[0], -1).min(axis=1) if pad_value is None else pad_value
+        padded = pad_to(image, roi, list(low))
         out = predict_labels(net, padded, roi=roi, n_classes=n_classes, overlap=overlap, sw_batch_size=sw_batch_size,
                              sw_device=sw_device, device=device, amp=amp, max_memory_mb=max_memory_mb,
                              progress=progress, should_stop=should_stop)
@@ -310,27 +272,6 @@ def _channels(image: Volume | Sequence[Volume]) -> list[Volume]:
     return chans
 
 
-def prepare_channels(channels: Sequence[Volume], *, spacing: Sequence[float] | None, normalization: Any,
-                     orientation: str = ORIENTATION) -> tuple[np.ndarray, Volume]:
-    """Stack of normalised channels (C, z, y, x) on the model grid, and that grid (first channel's)."""
-    first = channels[0]
-    arrays = []
-    grid: Volume | None = None
-    for i, chan in enumerate(channels):
-        check_scan(chan)
-        if chan.spatial_shape != first.spatial_shape or not chan.same_geometry(first, atol=1e-3):
-            raise ValueError(
-                f"channel {i} ({chan.name or '?'}) is not on the grid of channel 0 ({first.name or '?'}): "
-                f"shape {chan.spatial_shape} vs {first.spatial_shape}"
-            )
-        moved = to_model_grid(chan, spacing, orientation=orientation)
-        grid = grid or moved
-        arrays.append(normalization(moved.array))
-        del moved
-    assert grid is not None
-    return np.stack(arrays) if len(arrays) > 1 else arrays[0][None], grid
-
-
 def segment(
     image: Volume | Sequence[Volume],
     model: SegmentationModel | str | os.PathLike[str],
@@ -382,8 +323,9 @@ def segment(
         )
     reference = channels[0]
     check_scan(reference)
-    array, grid = prepare_channels(channels, spacing=model.spacing, normalization=model.normalization(),
-                                   orientation=model.orientation)
+    norm = model.normalization()
+    array, grid = prepare_channels(channels, spacing=model.spacing, normalization=norm, orientation=model.orientation)
+    pad = backgrounds(array, norm)
     swd = torch.device(sw_device) if sw_device else next(model.net.parameters()).device
     if str(swd) != str(next(model.net.parameters()).device):
         model.net.to(swd)
@@ -393,7 +335,7 @@ def segment(
     labels = predict_labels(
         model.net, array, roi=model.patch_size, n_classes=len(model.classes) + 1, overlap=float(overlap),
         sw_batch_size=sw_batch_size, sw_device=swd, device=device, max_memory_mb=max_memory_mb,
-        progress=progress, should_stop=should_stop,
+        progress=progress, should_stop=should_stop, pad_value=pad,
     )
     del array
     if largest_component:

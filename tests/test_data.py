@@ -116,13 +116,15 @@ def test_samples_are_reproducible_per_index() -> None:
     assert not np.array_equal(_dataset([vol], seed=1)[5]["context.target"], a["context.target"])
 
 
-def test_patch_larger_than_scan_is_refused() -> None:
-    small = Volume(np.zeros((30, 40, 40), np.float32), name="small.nii.gz")
-    with pytest.raises(
-        ValueError,
-        match=r"patch size \(32, 32, 32\) is larger than scan small.nii.gz of shape \(30, 40, 40\)",
-    ):
-        _dataset([small])
+def test_scan_smaller_than_the_patch_is_padded_not_refused() -> None:
+    small = Volume(np.arange(30 * 40 * 40, dtype=np.float32).reshape(30, 40, 40) + 5, name="small.nii.gz")
+    ds = _dataset([small])
+    padded = ds._volumes_3d[0]
+    assert padded.spatial_shape == (32, 40, 40)
+    np.testing.assert_array_equal(padded.array[:30], small.array)
+    assert np.all(padded.array[30:] == small.array.min())  # the scan's background, not 0
+    sample = ds[0]
+    assert sample["context.input"].shape[-3:] == (32, 32, 32)
     with pytest.raises(ValueError, match="only 2D images"):
         _dataset([Volume(np.zeros((1, 40, 40), np.float32))])
 

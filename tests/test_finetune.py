@@ -101,8 +101,10 @@ def test_bad_inputs_are_reported_before_training(tmp_path) -> None:
     base = {"classes": "1", "out": str(tmp_path / "m"), "steps": 1, "backbone": "tiny", "device": "cpu"}
     with pytest.raises(ValueError, match=r"empty \(all 0\)"):
         next(finetune(FinetuneConfig(pairs=((image, empty),), **base)))
-    with pytest.raises(ValueError, match="none of the classes"):
+    with pytest.raises(ValueError, match=r"no label file holds class class_1 \(ids 1\); the labels hold ids 3"):
         next(finetune(FinetuneConfig(pairs=((image, labels.with_array(labels.array * 3)),), **base)))
+    with pytest.raises(ValueError, match=r"no label file holds class class_9 \(ids 9\)"):  # one class of two absent
+        next(finetune(FinetuneConfig(pairs=((image, labels),), **{**base, "classes": "1,9"})))
     flat = image.with_array(image.array[:1])
     with pytest.raises(ValueError, match="2D image"):
         next(finetune(FinetuneConfig(pairs=((flat, labels.with_array(labels.array[:1])),), **base)))
@@ -148,7 +150,10 @@ def test_transfer_from_pretraining_checkpoint(tmp_path) -> None:
     model = load_model(done.path)
     info = model.meta["pretrained"]
     assert info["parts"] == ["encoder", "decoder"] and model.meta["backbone"]["size"] == "tiny"
-    assert model.patch_size == (32, 32, 32)
+    pre_meta = checkpoint.read_meta(tmp_path / "ssl")  # the plan follows the pretraining's grid and intensities
+    assert model.meta["spacing"] == pre_meta["spacing"] and model.meta["plan"]["sources"]["spacing"] == "checkpoint"
+    assert model.meta["normalization"] == pre_meta["normalization"]
+    assert model.patch_size == tuple(model.meta["plan"]["patch_size"])
     own = model.net.state_dict()
     key = "net.down_2.convs.conv_0.conv.weight"
     assert torch.allclose(own[key], state["backbone3d." + key], atol=1e-6)

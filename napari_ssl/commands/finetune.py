@@ -18,7 +18,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-BACKBONES = ("tiny", "small", "medium", "large")
+from napari_ssl.models.sizes import SIZES
+from napari_ssl.preprocess import NORMALIZATION_MODES as NORMALIZATIONS
+
+BACKBONES = tuple(SIZES)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,32 +34,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated ids, names (with --classes-file) or groups NAME=ID+ID")
     parser.add_argument("--classes-file", metavar="F", help="JSON naming the label ids, e.g. {\"5\": \"liver\"}")
     parser.add_argument("--out", required=True, metavar="DIR", help="checkpoint folder of the segmenter")
-    parser.add_argument("--steps", type=int, default=500, metavar="N", help="optimisation steps (default 500)")
-    parser.add_argument("--backbone", choices=BACKBONES, help="network size from scratch (default small)")
-    parser.add_argument("--patch-size", type=int, nargs="+", metavar="P", help="patch edge, or 3 edges z y x (multiples of 16)")
-    parser.add_argument("--batch-size", type=int, default=2, metavar="B", help="patches per step (default 2)")
-    parser.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), help="train at this voxel size (mm)")
-    parser.add_argument("--normalization", choices=("zscore", "ct", "minmax", "none"), help="intensity normalisation")
-    parser.add_argument("--window", type=float, nargs=2, metavar=("LOW", "HIGH"), help="CT window in HU (with ct)")
+    plan = parser.add_argument_group("plan overrides (default: derived from the data, printed at the start)")
+    plan.add_argument("--steps", type=int, metavar="N", help="optimisation steps (default: the plan's)")
+    plan.add_argument("--minutes", type=float, metavar="M",
+                      help="stop after M minutes of training, saving as at the end (--steps still applies)")
+    plan.add_argument("--backbone", choices=BACKBONES, help="network size from scratch (default: the device's)")
+    plan.add_argument("--patch-size", type=int, nargs="+", metavar="P",
+                      help="patch edge, or 3 edges z y x (multiples of 16)")
+    plan.add_argument("--batch-size", type=int, metavar="B", help="patches per step (default 2)")
+    plan.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), help="train at this voxel size (mm)")
+    plan.add_argument("--normalization", choices=[m for m in NORMALIZATIONS if m != "ct_zscore"],
+                      help="intensity normalisation (default: ct_zscore on CT, zscore_nonzero on MR)")
+    plan.add_argument("--window", type=float, nargs=2, metavar=("LOW", "HIGH"), help="CT window in HU (with ct)")
     parser.add_argument("--label-fraction", type=float, default=1.0, metavar="F", help="fraction of labelled cases used")
     parser.add_argument("--n-labelled", type=int, metavar="N", help="number of labelled cases used")
     parser.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
                         help="cases held out for validation Dice (one case: its last slices)")
-    parser.add_argument("--val-every", type=int, default=0, metavar="N", help="validate every N steps (default: at the end)")
+    parser.add_argument("--val-images", nargs="+", default=(), metavar="P", help="explicit held-out scans")
+    parser.add_argument("--val-labels", nargs="+", default=(), metavar="P", help="their label volumes")
+    parser.add_argument("--val-every", type=int, default=0, metavar="N",
+                        help="validate every N steps (default: eight times over the budget)")
     parser.add_argument("--lr", type=float, default=3e-3, metavar="LR", help="AdamW learning rate (default 3e-3)")
+    parser.add_argument("--no-augment", action="store_true", help="no spatial / intensity augmentation")
+    parser.add_argument("--mirror", choices=("auto", "on", "off"), default="auto",
+                        help="random flips (auto: off when a class name says left/right)")
     parser.add_argument("--transfer", choices=("auto", "encoder", "encoder+decoder"), default="auto",
                         help="pretrained parts to load (auto: decoder too when context restoration trained one)")
+    parser.add_argument("--pretrained-lr-scale", type=float, default=1.0, metavar="F",
+                        help="learning-rate factor of the pretrained layers (default 1)")
     parser.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda, cuda:1, mps")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
-    parser.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads (default: all cores but one)")
+    parser.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads (default: every core)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, only the final line")
 
 
 def build_config(args: argparse.Namespace) -> Any:
-    from napari_ssl.data import Normalization
     from napari_ssl.finetune import FinetuneConfig
+    from napari_ssl.preprocess import Normalization
 
-    for path in [p for item in args.images for p in item.split(",") if p] + list(args.labels):
+    for path in [p for item in [*args.images, *args.val_images] for p in item.split(",") if p] + [
+            *args.labels, *args.val_labels]:
         if not Path(path).expanduser().exists():
             raise FileNotFoundError(f"{path}: no such file or directory")
     norm = None
@@ -64,11 +81,13 @@ def build_config(args: argparse.Namespace) -> Any:
         norm = Normalization(mode=args.normalization or "ct", **({"window": tuple(args.window)} if args.window else {}))
     return FinetuneConfig(
         images=tuple(args.images), labels=tuple(args.labels), classes=args.classes, classes_file=args.classes_file,
-        pretrained=args.pretrained, out=args.out, steps=args.steps, batch_size=args.batch_size,
+        pretrained=args.pretrained, out=args.out, steps=args.steps, minutes=args.minutes, batch_size=args.batch_size,
         patch_size=args.patch_size, backbone=args.backbone, device=args.device, seed=args.seed, lr=args.lr,
         spacing=tuple(args.spacing) if args.spacing else None, normalization=norm,
         label_fraction=args.label_fraction, n_labelled=args.n_labelled, val_fraction=args.val_fraction,
-        val_every=args.val_every, transfer=args.transfer, num_threads=args.threads,
+        val_images=tuple(args.val_images), val_labels=tuple(args.val_labels), val_every=args.val_every,
+        transfer=args.transfer, num_threads=args.threads, augment=not args.no_augment,
+        mirror={"auto": None, "on": True, "off": False}[args.mirror], pretrained_lr_scale=args.pretrained_lr_scale,
     )
 
 
@@ -89,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
             elif args.quiet:
                 continue
             elif isinstance(event, events.Started):
+                if event.plan_text:
+                    bar.message(event.plan_text)
                 bar.message(f"napari-ssl finetune: {events.describe(event)}")
             elif isinstance(event, events.Progress):
                 bar.update(event)

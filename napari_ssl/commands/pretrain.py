@@ -20,13 +20,17 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-BACKBONES = ("tiny", "small", "medium", "large")
+from napari_ssl.models.sizes import SIZES
+from napari_ssl.preprocess import NORMALIZATION_MODES as NORMALIZATIONS
+
+BACKBONES = tuple(SIZES)
 # option dest -> PretrainConfig field
 _FIELDS = {
     "pretext": "pretexts",
     "data": "data",
     "out": "out",
     "steps": "steps",
+    "minutes": "minutes",
     "batch_size": "batch_size",
     "patch_size": "patch_size",
     "backbone": "backbone",
@@ -55,6 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="checkpoint folder (default: the --resume folder, else ./napari-ssl-pretrain)",
     )
     parser.add_argument("--steps", type=int, metavar="N", help="final step count (default 1000)")
+    parser.add_argument("--minutes", type=float, metavar="M",
+                        help="stop after M minutes of training, saving as at the end (--steps still applies)")
     parser.add_argument(
         "--batch-size", type=int, metavar="B", help="samples per step and process (default 2)"
     )
@@ -76,10 +82,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         nargs=3,
         metavar=("Z", "Y", "X"),
-        help="resample scans to this voxel size (mm)",
+        help="resample scans to this voxel size (mm; default: the plan's, from the data)",
     )
     parser.add_argument(
-        "--normalization", choices=("zscore", "ct", "minmax", "none"), help="intensity normalisation"
+        "--normalization", choices=NORMALIZATIONS,
+        help="intensity normalisation (default: the plan's: ct_zscore on CT, zscore_nonzero on MR)"
     )
     parser.add_argument(
         "--window",
@@ -94,7 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, metavar="N", help="data-loader worker processes (default: automatic)"
     )
-    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: all cores but one)")
+    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: every core)")
     parser.add_argument(
         "--val-samples", type=int, metavar="N", help="held-out samples for the final metrics (default 8)"
     )
@@ -146,6 +153,8 @@ def build_config(args: argparse.Namespace) -> Any:
         base = base.to_dict() if isinstance(base, Normalization) else dict(base)
         if args.normalization:
             base["mode"] = args.normalization
+            if args.normalization == "ct_zscore":
+                raise ValueError("--normalization ct_zscore takes its statistics from the data: leave it out")
         if args.window:
             base["window"] = list(args.window)
         values["normalization"] = base
@@ -169,6 +178,7 @@ class ProgressBar:
         self.start = time.monotonic()
         self.last_line = -1
         self.first_step = 0  # a resumed run starts above 0 (for the ETA)
+        self.total = 0
 
     def update(self, event: Any) -> None:
         frac = event.step / max(event.total, 1)
@@ -223,11 +233,14 @@ def run(args: argparse.Namespace) -> int:
                 pass
             elif isinstance(event, events.Started):
                 bar.first_step = event.start_step
+                if event.plan_text:
+                    bar.message(event.plan_text)
                 bar.message(f"napari-ssl pretrain: {events.describe(event)}")
             elif isinstance(event, events.Progress):
                 last_step = event.step
+                bar.total = event.total
                 bar.update(event)
-            elif isinstance(event, events.Saved) and event.step < config.steps:
+            elif isinstance(event, events.Saved) and event.step < (bar.total or config.steps):
                 bar.message(f"saved step {event.step} to {event.path}")
             if isinstance(event, events.Finished) and rank == 0:
                 if not args.quiet:

@@ -9,3 +9,8 @@ SIZES: dict[str, tuple[int, int, int, int, int, int]] = {
     "medium": (16, 16, 32, 64, 128, 16),
     "large": (32, 32, 64, 128, 256, 32),
 }
+
+
+def default_size(device_type: str) -> str:
+    """Backbone size that keeps a step around a second: ``small`` on CPU, ``medium`` on MPS, ``large`` on CUDA."""
+    return {"cuda": "large", "mps": "medium"}.get(str(device_type).split(":")[0], "small")

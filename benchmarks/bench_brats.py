@@ -1,0 +1,133 @@
+"""Does the default recipe learn? BraTS whole tumour (FLAIR), trained from scratch with the defaults, on unseen cases.
+
+The shared BraTS cases are sorted by name; the last three are the test cases and are never seen in training. The
+first ``--cases`` (10, 3 or 1) are the labelled training cases (the run itself holds some of them out for its
+validation, as the defaults do). Training runs in this process exactly as ``napari-ssl finetune --pretrained none
+--images ... --labels ... --classes whole_tumor=1+2+4 --minutes M`` would (all cores). Then every test case is
+segmented through the CLI's code path (:func:`napari_ssl.segment.segment`, timed) and scored with MONAI's Dice,
+beside the trivial masks (all foreground, all background) on the same case.
+
+    python benchmarks/bench_brats.py --cases 10 --minutes 15 --out runs/brats10
+    python benchmarks/bench_brats.py --plot runs/brats10 runs/brats3 runs/brats1   # docs/brats_dice_vs_time.png
+
+Writes ``<out>/result.json``: the plan, steps done, held-out validation Dice over time, test Dice per case and
+mean, the trivial masks' Dice, segmentation seconds per scan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "brats"
+CLASSES = "whole_tumor=1+2+4"
+
+
+def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    inter = np.logical_and(pred, truth).sum()
+    total = pred.sum() + truth.sum()
+    return float(2 * inter / total) if total else 1.0
+
+
+def run(n_cases: int, minutes: float, out: Path, seed: int, modality: str) -> dict:
+    from napari_ssl import events, io
+    from napari_ssl.finetune import FinetuneConfig, finetune
+    from napari_ssl.segment import load_model, segment
+
+    cases = sorted(p for p in DATA.iterdir() if p.is_dir())
+    test, train = cases[-3:], cases[: min(n_cases, len(cases) - 3)]
+    config = FinetuneConfig(
+        images=[str(c / f"{modality}.nii.gz") for c in train], labels=[str(c / "seg.nii.gz") for c in train],
+        classes=CLASSES, out=str(out / "model"), minutes=minutes, seed=seed,
+    )
+    t0 = time.perf_counter()
+    finished = None
+    for event in finetune(config):
+        if isinstance(event, events.Started):
+            print(event.plan_text, flush=True)
+            print(events.describe(event), flush=True)
+        elif isinstance(event, events.Validated):
+            print(f"  [{time.perf_counter() - t0:6.0f} s] {events.describe(event)}", flush=True)
+        elif isinstance(event, events.Finished):
+            finished = event
+    train_s = time.perf_counter() - t0
+    model = load_model(out / "model", device="cpu")
+    rows = []
+    for case in test:
+        scan = io.read(case / f"{modality}.nii.gz")
+        truth = np.isin(io.read(case / "seg.nii.gz").array, (1, 2, 4))
+        t = time.perf_counter()
+        mask = segment(scan, model).array > 0
+        seconds = time.perf_counter() - t
+        rows.append({"case": case.name, "dice": _dice(mask, truth), "all_foreground": _dice(np.ones_like(truth), truth),
+                     "all_background": _dice(np.zeros_like(truth), truth), "predicted_fraction": float(mask.mean()),
+                     "true_fraction": float(truth.mean()), "segment_s": round(seconds, 2)})
+        print(f"  {case.name}: Dice {rows[-1]['dice']:.3f} (all-foreground {rows[-1]['all_foreground']:.3f}), "
+              f"{seconds:.1f} s", flush=True)
+    meta = model.meta
+    result = {
+        "cases": n_cases, "minutes": minutes, "seed": seed, "modality": modality, "train_s": round(train_s, 1),
+        "steps": finished.step if finished else None, "plan": meta.get("plan"),
+        "val_time": meta["history"].get("val_time", []), "val_dice": meta["history"].get("val/score", []),
+        "best_step": meta.get("training", {}).get("best_step"),
+        "test": rows, "test_dice_mean": float(np.mean([r["dice"] for r in rows])),
+        "all_foreground_mean": float(np.mean([r["all_foreground"] for r in rows])),
+        "segment_s_mean": float(np.mean([r["segment_s"] for r in rows])),
+    }
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("test", "plan")}), flush=True)
+    return result
+
+
+def plot(runs: list[Path], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for run_dir in runs:
+        res = json.loads((run_dir / "result.json").read_text())
+        line = ax.plot(np.asarray(res["val_time"]) / 60, res["val_dice"], marker="o", ms=3,
+                       label=f"{res['cases']} labelled case(s): validation")[0]
+        ax.scatter([res["train_s"] / 60], [res["test_dice_mean"]], marker="*", s=140, color=line.get_color(),
+                   zorder=3, label=f"{res['cases']}: unseen test cases {res['test_dice_mean']:.2f}")
+    ax.axhline(np.mean([json.loads((r / "result.json").read_text())["all_foreground_mean"] for r in runs]),
+               color="grey", ls=":", label="all-foreground mask")
+    ax.set_xlabel("training time on a 2-core CPU (minutes)")
+    ax.set_ylabel("whole-tumour Dice (FLAIR)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("BraTS from scratch with the default plan")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=10)
+    parser.add_argument("--minutes", type=float, default=15.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--modality", default="flair")
+    parser.add_argument("--out", type=Path, default=Path("runs/brats"))
+    parser.add_argument("--plot", type=Path, nargs="+", help="result folders to plot instead of training")
+    parser.add_argument("--figure", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "brats_dice_vs_time.png")
+    args = parser.parse_args()
+    if args.plot:
+        plot(args.plot, args.figure)
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
+    run(args.cases, args.minutes, args.out, args.seed, args.modality)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""Segmentation classes: label ids, names from a classes file, merged groups, label remapping and region Dice.
+
+Classes (:func:`parse_classes`) are label ids (``5``), names looked up in a classes file (``liver``, with
+``classes.json`` mapping ids to names) or merged groups ``NAME=ID+ID`` (``whole_tumor=1+2+4``); every other
+label is background. Groups may overlap (BraTS regions are nested): a voxel goes to the *last* listed class
+that contains its id, and the Dice of a class is computed on its whole region (all classes whose ids it
+contains), so ``whole_tumor,tumor_core,enhancing`` reports the three BraTS region Dice scores.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: label colours (hex) given to classes in order; background is transparent in napari
+PALETTE = (
+    "#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6",
+    "#bcf60c", "#fabebe", "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000", "#aaffc3",
+)
+
+
+# ---------------------------------------------------------------- classes
+@dataclass(frozen=True)
+class SegClass:
+    """One output class: label value ``index`` in the masks, from the source label ``ids``."""
+
+    index: int
+    name: str
+    ids: tuple[int, ...]
+    color: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "name": self.name, "ids": list(self.ids), "color": self.color}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SegClass:
+        return cls(int(data["index"]), str(data["name"]), tuple(int(i) for i in data["ids"]), str(data["color"]))
+
+
+def read_class_names(path: str | os.PathLike[str]) -> dict[int, str]:
+    """Label id -> name from a JSON file: ``{"5": "liver"}``, ``{"liver": 5}`` or ``[{"id": 5, "name": ...}]``."""
+    p = Path(path).expanduser()
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"classes file {p} does not exist") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"classes file {p}: not valid JSON ({exc})") from exc
+    out: dict[int, str] = {}
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            if str(key).strip().lstrip("-").isdigit():
+                out[int(key)] = str(value)
+            elif isinstance(value, int):
+                out[int(value)] = str(key)
+            else:
+                raise ValueError(f"classes file {p}: entry {key!r}: {value!r} is neither 'id': 'name' nor 'name': id")
+    elif isinstance(data, list):
+        for item in data:
+            if not isinstance(item, Mapping) or "id" not in item or "name" not in item:
+                raise ValueError(f"classes file {p}: list entries must be {{'id': ..., 'name': ...}}, got {item!r}")
+            out[int(item["id"])] = str(item["name"])
+    else:
+        raise ValueError(f"classes file {p}: expected an object or a list")
+    return out
+
+
+def parse_classes(spec: str | Sequence[str], class_names: Mapping[int, str] | None = None) -> tuple[SegClass, ...]:
+    """Parse ``"liver,spleen"``, ``"5,1"`` or ``"whole_tumor=1+2+4,tumor_core=1+4,enhancing=4"``.
+
+    Parameters
+    ----------
+    spec : str or sequence of str
+        Comma-separated items: a label id, a class name (looked up in ``class_names``), or ``NAME=A+B``
+        where each of A, B is an id or a name.
+    class_names : mapping of int to str, optional
+        From :func:`read_class_names` (e.g. ``ct_organs/classes.json``).
+    """
+    items = [spec] if isinstance(spec, str) else list(spec)
+    parts = [p.strip() for item in items for p in str(item).split(",") if p.strip()]
+    if not parts:
+        raise ValueError("no classes given: name label ids, names from a classes file, or NAME=ID+ID groups")
+    by_name = {v.lower(): k for k, v in (class_names or {}).items()}
+    known = sorted(by_name)
+
+    def resolve(token: str) -> int:
+        token = token.strip()
+        if token.lstrip("-").isdigit():
+            value = int(token)
+            if not 0 < value < 2**16:
+                raise ValueError(f"class id {value} must be a positive label value (background 0 is implicit)")
+            return value
+        if not class_names:
+            raise ValueError(f"class {token!r} is not a label id; give a classes file (--classes-file) to use names")
+        if token.lower() not in by_name:
+            near = difflib.get_close_matches(token.lower(), known, n=3, cutoff=0.6)
+            near += [n for n in known if token.lower() in n and n not in near][: 5 - len(near)]
+            hint = f"; did you mean {', '.join(near)}?" if near else f" ({len(known)} names in the classes file)"
+            raise ValueError(f"class {token!r} is not in the classes file{hint}")
+        return by_name[token.lower()]
+
+    out: list[SegClass] = []
+    for part in parts:
+        if "=" in part:
+            name, _, members = part.partition("=")
+            name = name.strip()
+            if not name:
+                raise ValueError(f"class group {part!r} needs a name before '='")
+            ids = tuple(dict.fromkeys(resolve(t) for t in members.split("+") if t.strip()))
+            if not ids:
+                raise ValueError(f"class group {part!r} lists no ids after '='")
+        else:
+            ids = (resolve(part),)
+            name = (class_names or {}).get(ids[0], part if not part.isdigit() else f"class_{ids[0]}")
+        out.append(SegClass(len(out) + 1, name, ids, PALETTE[len(out) % len(PALETTE)]))
+    names = [c.name for c in out]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"class names must be distinct, got {', '.join(dupes)} twice")
+    if len(out) > 254:
+        raise ValueError(f"at most 254 classes, got {len(out)}")
+    return tuple(out)
+
+
+def remap_labels(labels: np.ndarray, classes: Sequence[SegClass]) -> np.ndarray:
+    """Source label ids -> class indices (uint8); later classes win where groups overlap; the rest -> 0."""
+    out = np.zeros(labels.shape, dtype=np.uint8)
+    for cls in classes:
+        out[np.isin(labels, cls.ids)] = cls.index
+    return out
+
+
+def region_members(classes: Sequence[SegClass]) -> list[list[int]]:
+    """For each class, the class indices whose voxels make up its region (see the module docstring)."""
+    effective = []
+    for i, cls in enumerate(classes):
+        later = set().union(*[set(c.ids) for c in classes[i + 1 :]]) if i + 1 < len(classes) else set()
+        effective.append(set(cls.ids) - later)
+    return [[c.index for c, eff in zip(classes, effective, strict=False) if eff and eff <= set(k.ids)] for k in classes]
+
+
+def dice_per_class(pred: np.ndarray, target: np.ndarray, classes: Sequence[SegClass]) -> dict[str, float]:
+    """MONAI ``DiceMetric`` of each class region (class-index volumes ``pred`` and ``target``, same shape).
+
+    A class absent from both gives 1.0 (nothing to find, nothing found); absent from the target only, 0.0.
+    """
+    import torch
+    from monai.metrics import DiceMetric
+
+    members = region_members(classes)
+    p = np.stack([np.isin(pred, m) for m in members])[None]
+    t = np.stack([np.isin(target, m) for m in members])[None]
+    metric = DiceMetric(include_background=True, reduction="none", ignore_empty=False)
+    scores = metric(y_pred=torch.from_numpy(p.astype(np.float32)), y=torch.from_numpy(t.astype(np.float32)))
+    vals = scores[0].tolist()
+    return {c.name: (1.0 if not p[0, i].any() and not t[0, i].any() else float(vals[i])) for i, c in enumerate(classes)}
+
+
+#: words that make a class lateralised (mirroring would swap it with its other side)
+_SIDES = ("left", "right", "_l", "_r", "lateral")
+
+
+def lateralised(classes: Sequence[SegClass]) -> bool:
+    """True when a class name names a side (``kidney_left``): left/right mirroring must stay off."""
+    names = [c.name.lower() for c in classes]
+    return any(("left" in n or "right" in n or n.endswith(("_l", "_r", " l", " r"))) for n in names)
+
+
+__all__ = ["PALETTE", "SegClass", "dice_per_class", "lateralised", "parse_classes", "read_class_names",
+           "region_members", "remap_labels"]

@@ -1,0 +1,348 @@
+"""A training plan derived from the data (nnU-Net's ``ExperimentPlanner``, sized for a CPU as much as a GPU).
+
+:func:`fingerprint` reads what matters of the training scans (voxel spacings, shapes, the bounding box of the
+body / nonzero region, CT or MR, the foreground intensities) and :func:`make_plan` turns it into the settings
+of a run:
+
+- **spacing**: the median spacing; for anisotropic data (coarsest axis > 3x the finest) the coarse axis takes the
+  10th percentile of its spacings (nnU-Net's rule). When the median body at that spacing holds more than
+  ``4x`` the device's patch budget of voxels (a 1 mm brain on a CPU), the finest axes are coarsened until it does
+  not, so a patch sees a large part of the anatomy and inference takes seconds;
+- **patch**: the median body box at the plan's spacing, in multiples of 16 (four 2x poolings), shrunk along the
+  axis it over-covers most until it fits the device's budget (64^3 voxels on a CPU, 128^3 on CUDA); a scan
+  smaller than the patch is padded, never refused;
+- **normalisation**: CT: clip to the foreground's 0.5-99.5 percentiles, then the dataset's z-score; MR: per-scan
+  z-score inside the nonzero mask (:class:`~napari_ssl.preprocess.Normalization`);
+- **batch**, **steps** and **backbone** per device.
+
+Every value can be overridden; :attr:`Plan.sources` says where each came from (``data``, ``user``, or the
+pretrained ``checkpoint`` whose spacing and normalisation fine-tuning follows). The plan is printed by the CLI,
+shown in the docks and stored in the checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from napari_ssl.preprocess import Normalization, canonical_spacing
+from napari_ssl.volume import Volume
+
+#: voxels of one patch a step can afford, per device type (the default backbone, batch 2)
+PATCH_BUDGET = {"cpu": 64**3, "mps": 96**3, "cuda": 128**3}
+#: default optimisation steps per device type (``--minutes`` can stop a run earlier)
+STEPS = {"cpu": 1000, "mps": 2000, "cuda": 4000}
+#: a median body holding more than this many patches is coarsened (the CPU's "low-resolution" plan)
+MAX_PATCHES_PER_SCAN = 4.0
+DIVISOR = 16  # four 2x poolings
+ANISOTROPY = 3.0
+
+
+@dataclass(frozen=True)
+class CaseFingerprint:
+    """One scan as seen in its canonical orientation: shape, spacing (z, y, x), body box shape, modality."""
+
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    box: tuple[int, int, int]
+    modality: str
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What a plan is derived from: every case, the modality, and the foreground intensity statistics."""
+
+    cases: tuple[CaseFingerprint, ...]
+    modality: str
+    intensity: Mapping[str, float] = field(default_factory=dict)
+    n_channels: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n_cases": len(self.cases),
+            "modality": self.modality,
+            "n_channels": self.n_channels,
+            "median_spacing": list(np.median([c.spacing for c in self.cases], axis=0).round(4)),
+            "median_shape": [int(v) for v in np.median([c.shape for c in self.cases], axis=0)],
+            "intensity": dict(self.intensity),
+        }
+
+
+def body_mask(array: np.ndarray, modality: str) -> np.ndarray:
+    """Voxels inside the body: HU > -500 on CT, nonzero on skull-stripped MR (else above the 10th percentile)."""
+    if modality == "CT":
+        return array > -500
+    nonzero = array != 0
+    if nonzero.mean() < 0.98:
+        return nonzero
+    return array > np.percentile(array[:: max(1, array.size // 200_000)], 10)
+
+
+def guess_modality(volume: Volume) -> str:
+    """``CT`` or ``MR``: the DICOM modality when known, else Hounsfield units (air near -1000) mean CT."""
+    tag = str(volume.metadata.get("modality", "")).upper()
+    if tag in ("CT", "MR"):
+        return tag
+    sub = np.asarray(volume.array).reshape(-1)[:: max(1, volume.array.size // 500_000)]
+    return "CT" if sub.size and float(sub.min()) < -500 and float(np.mean(sub < -300)) > 0.005 else "MR"
+
+
+def _box(mask: np.ndarray) -> tuple[int, int, int]:
+    if not mask.any():
+        return tuple(int(s) for s in mask.shape)  # type: ignore[return-value]
+    out = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=other))
+        out.append(int(hits[-1] - hits[0] + 1))
+    return (out[0], out[1], out[2])
+
+
+def _canonical_shape(volume: Volume) -> tuple[np.ndarray, tuple[float, float, float]]:
+    from napari_ssl.preprocess import canonical
+
+    moved = canonical(volume)
+    return np.asarray(moved.array), canonical_spacing(volume)
+
+
+def fingerprint(cases: Sequence[Sequence[Volume]], labels: Sequence[Volume | None] | None = None,
+                *, max_samples: int = 100_000) -> Fingerprint:
+    """The fingerprint of ``cases`` (each a list of channel volumes; the first channel is measured).
+
+    ``labels`` (optional, one per case) give the CT foreground intensities (nnU-Net); without labels (pretraining)
+    every voxel counts, so air, lungs and body keep their contrast.
+    """
+    if not cases:
+        raise ValueError("no scans to plan from")
+    rng = np.random.default_rng(0)
+    found: list[CaseFingerprint] = []
+    values: list[np.ndarray] = []
+    modalities = [guess_modality(case[0]) for case in cases]
+    modality = max(set(modalities), key=modalities.count)
+    for i, case in enumerate(cases):
+        array, spacing = _canonical_shape(case[0])
+        if array.ndim != 3:
+            raise ValueError(f"{case[0].name or 'scan'}: expected a 3D scan, got shape {array.shape}")
+        mask = body_mask(array, modality)
+        found.append(CaseFingerprint(tuple(int(s) for s in array.shape), spacing, _box(mask), modalities[i]))  # type: ignore[arg-type]
+        if modality == "CT":
+            lab = labels[i] if labels is not None and i < len(labels) else None
+            fg = np.ones_like(mask)
+            if lab is not None and lab.spatial_shape == case[0].spatial_shape:
+                lab_mask = np.asarray(_canonical_shape(lab)[0]) > 0
+                if lab_mask.shape == array.shape and lab_mask.any():
+                    fg = lab_mask
+            picked = array[fg]
+            if picked.size > max_samples:
+                picked = rng.choice(picked, max_samples, replace=False)
+            values.append(picked.astype(np.float64))
+    intensity: dict[str, float] = {}
+    if values:
+        pooled = np.concatenate(values)
+        if pooled.size:
+            lo, hi = np.percentile(pooled, (0.5, 99.5))
+            clipped = np.clip(pooled, lo, hi)
+            intensity = {"p00_5": float(lo), "p99_5": float(hi), "mean": float(clipped.mean()),
+                         "std": float(max(clipped.std(), 1e-3))}
+    return Fingerprint(tuple(found), modality, intensity, n_channels=len(cases[0]))
+
+
+# ---------------------------------------------------------------- the plan
+@dataclass(frozen=True)
+class Plan:
+    """Settings of a run derived from a :class:`Fingerprint` (see the module docstring)."""
+
+    spacing: tuple[float, float, float]
+    patch_size: tuple[int, int, int]
+    batch_size: int
+    normalization: Normalization
+    steps: int
+    backbone: str
+    modality: str = "MR"
+    median_shape: tuple[int, int, int] = (0, 0, 0)
+    coverage: float = 1.0
+    sources: Mapping[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """Several lines for the CLI and the docks."""
+        sz, sy, sx = self.spacing
+        pz, py, px = self.patch_size
+        src = {k: f" ({v})" if v != "data" else "" for k, v in self.sources.items()}
+        lines = [
+            f"plan ({self.modality}, median scan {' x '.join(str(s) for s in self.median_shape)} voxels at the plan's spacing):",
+            f"  spacing    {sz:.3g} x {sy:.3g} x {sx:.3g} mm{src.get('spacing', '')}",
+            f"  patch      {pz} x {py} x {px} voxels ({pz * sz:.0f} x {py * sy:.0f} x {px * sx:.0f} mm, "
+            f"{100 * self.coverage:.0f}% of the median body){src.get('patch_size', '')}",
+            f"  batch      {self.batch_size}{src.get('batch_size', '')}",
+            f"  normalise  {self.normalization.describe()}{src.get('normalization', '')}",
+            f"  steps      {self.steps}{src.get('steps', '')}",
+            f"  backbone   {self.backbone}{src.get('backbone', '')}",
+        ]
+        return "\n".join(lines + [f"  note: {n}" for n in self.notes])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "spacing": list(self.spacing), "patch_size": list(self.patch_size), "batch_size": self.batch_size,
+            "normalization": self.normalization.to_dict(), "steps": self.steps, "backbone": self.backbone,
+            "modality": self.modality, "median_shape": list(self.median_shape), "coverage": self.coverage,
+            "sources": dict(self.sources), "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Plan:
+        return cls(
+            spacing=tuple(float(v) for v in data["spacing"]),  # type: ignore[arg-type]
+            patch_size=tuple(int(v) for v in data["patch_size"]),  # type: ignore[arg-type]
+            batch_size=int(data["batch_size"]),
+            normalization=Normalization.from_dict(data["normalization"]),
+            steps=int(data["steps"]), backbone=str(data["backbone"]), modality=str(data.get("modality", "MR")),
+            median_shape=tuple(int(v) for v in data.get("median_shape", (0, 0, 0))),  # type: ignore[arg-type]
+            coverage=float(data.get("coverage", 1.0)), sources=dict(data.get("sources", {})),
+            notes=tuple(data.get("notes", ())),
+        )
+
+
+def check_patch_size(patch: Any) -> tuple[int, int, int]:
+    """Three patch edges (z, y, x) from one or three ints; each a multiple of 16 (four 2x poolings)."""
+    vals = [patch] * 3 if isinstance(patch, (int, np.integer)) else list(patch)
+    if len(vals) == 1:
+        vals = vals * 3
+    if len(vals) != 3:
+        raise ValueError(f"patch size must be one edge or 3 edges (z, y, x), got {patch!r}")
+    out = (int(vals[0]), int(vals[1]), int(vals[2]))
+    if any(p < DIVISOR or p % DIVISOR for p in out):
+        raise ValueError(f"patch size edges must be multiples of {DIVISOR} (four 2x poolings), got {out}")
+    return out
+
+
+def target_spacing(fp: Fingerprint) -> tuple[np.ndarray, list[str]]:
+    """Median spacing with nnU-Net's anisotropy rule."""
+    spacings = np.array([c.spacing for c in fp.cases], dtype=float)
+    target = np.median(spacings, axis=0)
+    notes: list[str] = []
+    worst = int(np.argmax(target))
+    others = [a for a in range(3) if a != worst]
+    if target[worst] > ANISOTROPY * max(target[others]):
+        target[worst] = max(np.percentile(spacings[:, worst], 10), max(target[others]))
+        notes.append(f"anisotropic data: axis {'zyx'[worst]} at the 10th percentile of its spacings")
+    return target, notes
+
+
+def _fit_spacing(target: np.ndarray, box_mm: np.ndarray, budget: int) -> tuple[np.ndarray, float]:
+    """Coarsen the finest axes (then all) until the median body holds <= MAX_PATCHES_PER_SCAN patches."""
+    limit = MAX_PATCHES_PER_SCAN * budget
+    factor = 1.0
+    spacing = target.copy()
+    while np.prod(box_mm / spacing) > limit and factor < 64:
+        factor *= 1.02
+        spacing = np.maximum(target, factor * target.min())
+    return spacing, factor
+
+
+def _fit_patch(box: np.ndarray, budget: int) -> np.ndarray:
+    patch = np.maximum(DIVISOR, DIVISOR * np.ceil(box / DIVISOR)).astype(int)
+    while np.prod(patch) > budget and np.any(patch > DIVISOR):
+        ratio = np.where(patch > DIVISOR, patch / np.maximum(box, 1), -np.inf)
+        patch[int(np.argmax(ratio))] -= DIVISOR
+    return patch
+
+
+def make_plan(
+    fp: Fingerprint,
+    device: str = "cpu",
+    *,
+    spacing: Sequence[float] | None = None,
+    patch_size: Any = None,
+    batch_size: int | None = None,
+    normalization: Normalization | None = None,
+    steps: int | None = None,
+    backbone: str | None = None,
+    inherit: Mapping[str, Any] | None = None,
+) -> Plan:
+    """The plan of ``fp`` on ``device`` (``cpu``, ``cuda``, ``mps``); keyword values override the derived ones.
+
+    ``inherit`` holds what a pretrained checkpoint fixes (``spacing``, ``normalization``, ``backbone``): its
+    values come after the user's and before the data's.
+    """
+    from napari_ssl.models.sizes import default_size
+
+    kind = device.split(":")[0] if device in ("cpu", "mps") or device.startswith(("cuda", "mps")) else "cpu"
+    budget = PATCH_BUDGET.get(kind, PATCH_BUDGET["cpu"])
+    inherit = dict(inherit or {})
+    sources: dict[str, str] = {}
+    notes: list[str] = []
+
+    boxes_mm = np.array([np.asarray(c.box) * np.asarray(c.spacing) for c in fp.cases], dtype=float)
+    box_mm = np.median(boxes_mm, axis=0)
+    shape_mm = np.median([np.asarray(c.shape) * np.asarray(c.spacing) for c in fp.cases], axis=0)
+    if spacing is not None:
+        sp = np.broadcast_to(np.asarray(spacing, dtype=float), (3,)).copy()
+        if not np.all(np.isfinite(sp)) or np.any(sp <= 0):
+            raise ValueError(f"spacing must be 3 positive mm values (z, y, x), got {spacing!r}")
+        sources["spacing"] = "user"
+    elif inherit.get("spacing") is not None:
+        sp = np.asarray(inherit["spacing"], dtype=float)
+        sources["spacing"] = "checkpoint"
+    else:
+        median, notes_sp = target_spacing(fp)
+        notes += notes_sp
+        sp, factor = _fit_spacing(median, box_mm, budget)
+        sources["spacing"] = "data"
+        if factor > 1.0:
+            notes.append(f"spacing coarsened from the median {' x '.join(f'{v:.3g}' for v in median)} mm so a patch "
+                         f"covers a large part of the body within the {kind.upper()} budget")
+    box = box_mm / sp
+    if patch_size is not None:
+        patch = np.asarray(check_patch_size(patch_size))
+        sources["patch_size"] = "user"
+    else:
+        patch = _fit_patch(box, budget)
+        sources["patch_size"] = "data"
+    if normalization is not None:
+        norm = normalization
+        sources["normalization"] = "user"
+    elif inherit.get("normalization") is not None:
+        norm = inherit["normalization"]
+        norm = norm if isinstance(norm, Normalization) else Normalization.from_dict(norm)
+        sources["normalization"] = "checkpoint"
+    else:
+        sources["normalization"] = "data"
+        if fp.modality == "CT" and fp.intensity:
+            norm = Normalization(mode="ct_zscore", clip=(fp.intensity["p00_5"], fp.intensity["p99_5"]),
+                                 mean=fp.intensity["mean"], std=fp.intensity["std"])
+        else:
+            norm = Normalization(mode="zscore_nonzero")
+    if backbone is not None:
+        sources["backbone"] = "user"
+    elif inherit.get("backbone") is not None:
+        backbone = str(inherit["backbone"])
+        sources["backbone"] = "checkpoint"
+    else:
+        backbone = default_size(kind)
+        sources["backbone"] = "data"
+    sources["batch_size"] = "user" if batch_size is not None else "data"
+    sources["steps"] = "user" if steps is not None else "data"
+    batch = int(batch_size) if batch_size is not None else 2
+    n_steps = int(steps) if steps is not None else STEPS.get(kind, STEPS["cpu"])
+    if batch < 1 or n_steps < 1:
+        raise ValueError(f"batch size and steps must be >= 1, got {batch} and {n_steps}")
+    coverage = float(np.prod(np.minimum(patch, np.maximum(box, 1)) / np.maximum(box, 1)))
+    median_shape = np.maximum(1, np.round(shape_mm / sp)).astype(int)
+    small = [a for a in range(3) if any(round(c.shape[a] * c.spacing[a] / sp[a]) < patch[a] for c in fp.cases)]
+    if small:
+        notes.append(f"scans smaller than the patch along {', '.join('zyx'[a] for a in small)} are padded")
+    return Plan(
+        spacing=(float(sp[0]), float(sp[1]), float(sp[2])),
+        patch_size=(int(patch[0]), int(patch[1]), int(patch[2])),
+        batch_size=batch, normalization=norm, steps=n_steps, backbone=str(backbone), modality=fp.modality,
+        median_shape=(int(median_shape[0]), int(median_shape[1]), int(median_shape[2])),
+        coverage=round(coverage, 4), sources=sources, notes=tuple(notes),
+    )
+
+
+__all__ = ["CaseFingerprint", "Fingerprint", "Plan", "body_mask", "check_patch_size", "fingerprint",
+           "guess_modality", "make_plan"]

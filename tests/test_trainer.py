@@ -1,0 +1,123 @@
+"""The one training loop: a stub task with a known loss drives it; ``minutes`` stops and saves; the best held-out
+weights are kept; sampled patches are forced onto the foreground a third of the time."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from napari_ssl import checkpoint, events
+from napari_ssl.trainer import LoopSettings, train
+
+
+class StubTask:
+    """Fit ``w * x`` to ``2 * x``: loss ``(w - 2)^2 x^2`` goes down; validation scores ``-|w - 2|``."""
+
+    kind = "segment"
+
+    def __init__(self, pause: float = 0.0) -> None:
+        self.pause = pause
+        self.validations: list[int] = []
+
+    def setup(self, trainer):
+        self.trainer = trainer
+        net = torch.nn.Linear(1, 1, bias=False)
+        torch.nn.init.zeros_(net.weight)
+        return net
+
+    def param_groups(self, model):
+        return [{"params": list(model.parameters())}]
+
+    def batches(self, start_step):
+        for _ in range(start_step, self.trainer.settings.steps):
+            yield {"x": np.ones((4, 1), np.float32)}
+
+    def losses(self, model, batch):
+        time.sleep(self.pause)
+        return {"loss": ((model(batch["x"]) - 2 * batch["x"]) ** 2).mean()}
+
+    def validate(self, model):
+        self.validations.append(self.trainer.step)
+        return {"score": -abs(float(model.weight) - 2.0)}
+
+    def meta(self):
+        return {"task": "stub"}
+
+
+def test_a_stub_task_drives_the_loop_to_its_steps_and_checkpoints(tmp_path) -> None:
+    task = StubTask()
+    settings = LoopSettings(steps=40, out=str(tmp_path / "ck"), lr=0.2, schedule="poly", warmup=5, save_every=10,
+                            val_every=20, device="cpu", num_threads=1, keep_best=True)
+    seen = list(train(task, settings))
+    progress = [e for e in seen if isinstance(e, events.Progress)]
+    assert [e.step for e in progress] == list(range(1, 41))
+    assert [e.step for e in seen if isinstance(e, events.Saved)] == [10, 20, 30, 40]
+    assert [e.step for e in seen if isinstance(e, events.Validated)] == [20, 40] == task.validations
+    assert progress[0].lr < progress[6].lr  # warm-up, then poly decay
+    assert progress[-1].lr < 0.1 * settings.lr
+    assert progress[-1].loss < 0.02 * progress[0].loss
+    state, meta = checkpoint.load(tmp_path / "ck")
+    assert meta["step"] == 40 and meta["task"] == "stub" and meta["kind"] == "segment"
+    assert len(meta["history"]["loss"]) == 40 and meta["history"]["val_step"] == [20, 40]
+    assert float(state["weight"]) == pytest.approx(2.0, abs=0.3)
+    assert isinstance(seen[-1], events.Finished) and seen[-1].metrics["score"] > -0.3
+
+
+def test_minutes_stops_the_run_and_saves_as_at_the_end(tmp_path) -> None:
+    settings = LoopSettings(steps=100_000, out=str(tmp_path / "ck"), lr=0.01, schedule="poly", minutes=0.02,
+                            device="cpu", num_threads=1)
+    t0 = time.perf_counter()
+    seen = list(train(StubTask(pause=0.02), settings))
+    elapsed = time.perf_counter() - t0
+    finished = seen[-1]
+    assert isinstance(finished, events.Finished) and 5 < finished.step < 100_000
+    assert elapsed < 30
+    meta = checkpoint.read_meta(tmp_path / "ck")
+    assert meta["step"] == finished.step and meta["training"]["stopped_by_time"] is True
+    lrs = [e.lr for e in seen if isinstance(e, events.Progress)]
+    assert lrs[-1] < 0.2 * settings.lr  # the schedule follows the time budget: annealed at the end
+
+
+def test_the_best_held_out_weights_are_kept(tmp_path) -> None:
+    class Overshoot(StubTask):
+        def losses(self, model, batch):  # after step 10 the target moves away from the validation's optimum
+            target = 2.0 if self.trainer.step < 10 else 5.0
+            return {"loss": ((model(batch["x"]) - target * batch["x"]) ** 2).mean()}
+
+    settings = LoopSettings(steps=30, out=str(tmp_path / "ck"), lr=0.2, val_every=10, device="cpu", num_threads=1,
+                            keep_best=True)
+    seen = list(train(Overshoot(), settings))
+    state, meta = checkpoint.load(tmp_path / "ck")
+    assert meta["training"]["best_step"] == 10
+    assert float(state["weight"]) == pytest.approx(2.0, abs=0.3)
+    assert seen[-1].metrics["score"] == pytest.approx(max(meta["history"]["val/score"]), abs=1e-5)
+
+
+def test_foreground_oversampling_is_a_third() -> None:
+    """With a tiny foreground, patches centred on it come (almost) only from the forced third."""
+    from napari_ssl.augment import Case, PatchSampler
+
+    labels = np.zeros((40, 48, 48), np.uint8)
+    labels[30:32, 40:42, 5:7] = 1  # 8 voxels in a corner: a random 16^3 patch rarely contains them
+    image = np.random.default_rng(0).normal(size=(1, 40, 48, 48)).astype(np.float32)
+    sampler = PatchSampler([Case("c", image, labels)], (16, 16, 16), n_classes=1, seed=0)
+    rng = np.random.default_rng(1)
+    draws = [sampler.sample(rng) for _ in range(300)]
+    forced = np.mean([f for _, _, f in draws])
+    with_fg = np.mean([y.any() for _, y, _ in draws])
+    assert forced == pytest.approx(1 / 3, abs=0.1)
+    assert with_fg == pytest.approx(1 / 3, abs=0.1)
+    x, y, _ = draws[0]
+    assert x.shape == (1, 16, 16, 16) and x.dtype == np.float32 and y.shape == (1, 16, 16, 16) and y.dtype == np.int64
+    again = PatchSampler([Case("c", image, labels)], (16, 16, 16), n_classes=1, seed=0)
+    np.testing.assert_array_equal(again.batch(3, 2)["image"], sampler.batch(3, 2)["image"])  # reproducible
+
+
+def test_mirroring_is_off_for_lateralised_classes() -> None:
+    from napari_ssl.classes import lateralised, parse_classes
+
+    assert lateralised(parse_classes("kidney_left=3,kidney_right=2"))
+    assert not lateralised(parse_classes("whole_tumor=1+2+4,liver=5"))
