@@ -51,7 +51,7 @@ def test_plan_on_anisotropic_mr_and_padding_of_a_thin_scan(shared_data) -> None:
     assert plan.spacing[0] == pytest.approx(6.5, abs=0.01)  # the coarse axis keeps its spacing
     assert plan.spacing[1] < 1.5 and plan.spacing[1] == pytest.approx(plan.spacing[2])
     assert plan.patch_size[0] < plan.patch_size[1]  # the patch follows the anisotropy
-    array, grid = prepare_channels([scan], spacing=plan.spacing, normalization=plan.normalization)
+    array, _ = prepare_channels([scan], spacing=plan.spacing, normalization=plan.normalization)
     padded = pad_to(array, plan.patch_size, [0.0])
     assert all(s >= p for s, p in zip(padded.shape[1:], plan.patch_size, strict=True))  # padded, never refused
     # a 23-slice scan with a 32-slice patch: padded to the patch, with the background, not refused
