@@ -10,8 +10,8 @@ Everything is in **array order** ``(z, y, x)``, the order of the numpy axes and 
 - ``direction`` is a 3x3 matrix whose column ``j`` is the world direction of array axis ``j``.
 
 World coordinates are the scanner's patient coordinates (DICOM LPS, as SimpleITK and ITK use them)
-written in reverse, ``(Z, Y, X)``, so that a napari layer built from :func:`Volume.layer_kwargs`
-places every voxel at its patient position: ``world = origin + direction @ (spacing * index)``.
+written in reverse, ``(Z, Y, X)``, so that a viewer layer built from this geometry (napari-ssl's
+``_napari.layers``) places every voxel at its patient position: ``world = origin + direction @ (spacing * index)``.
 """
 
 from __future__ import annotations
@@ -147,85 +147,6 @@ class Volume:
         values.update(changes)
         return Volume(array=array, **values)
 
-    # ------------------------------------------------------------------ napari
-    def layer_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``viewer.add_image`` / ``add_labels`` that place voxels in world mm.
-
-        ``scale`` is the spacing and ``translate`` the origin; an oblique or flipped ``direction`` goes in
-        ``affine`` as a rotation about the origin, so ``layer.scale`` still reads as the voxel size.
-        A leading time axis gets scale 1.
-        """
-        lead = self.array.ndim - 3
-        rot = np.eye(4)
-        if not np.allclose(self.direction, np.eye(3)):
-            rot[:3, :3] = self.direction
-            rot[:3, 3] = np.asarray(self.origin) - self.direction @ np.asarray(self.origin)
-        affine = np.eye(4 + lead)
-        affine[lead:, lead:] = rot
-        kwargs: dict[str, Any] = {
-            "scale": (1.0,) * lead + self.spacing,
-            "translate": (0.0,) * lead + self.origin,
-            "affine": affine,
-            "metadata": {
-                "napari_ssl": {
-                    "spacing": list(self.spacing),
-                    "origin": list(self.origin),
-                    "direction": self.direction.tolist(),
-                    "path": self.path,
-                    **{k: v for k, v in self.metadata.items() if _jsonable(v)},
-                }
-            },
-        }
-        if self.name:
-            kwargs["name"] = self.name
-        return kwargs
-
-    @classmethod
-    def from_layer_data(
-        cls,
-        data: Any,
-        *,
-        scale: Any = None,
-        translate: Any = None,
-        affine: Any = None,
-        name: str | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> Volume:
-        """Rebuild a :class:`Volume` from a layer's data and transform (the inverse of :meth:`layer_kwargs`).
-
-        Uses the last three axes of ``scale``, ``translate`` and ``affine`` (a 4x4 or larger matrix).
-        A shear or a non-orthonormal affine raises ``ValueError``.
-        """
-        array = np.asarray(data)
-        lead = array.ndim - 3
-        spacing = np.ones(3) if scale is None else np.asarray(scale, dtype=float)[-3:]
-        origin = np.zeros(3) if translate is None else np.asarray(translate, dtype=float)[-3:]
-        full = np.eye(4)
-        if affine is not None:
-            mat = np.asarray(affine, dtype=float)
-            full = mat[lead:, lead:] if mat.shape[0] == 4 + lead else mat[-4:, -4:]
-        # world = A (origin + S idx) with A = [R | t]  =>  origin' = R origin + t, direction = R.
-        rotation = full[:3, :3]
-        # fold any scaling in the affine into the spacing
-        norms = np.linalg.norm(rotation, axis=0)
-        if np.any(norms <= 0):
-            raise ValueError("layer affine is singular")
-        direction = rotation / norms[None, :]
-        spacing = spacing * norms
-        new_origin = rotation @ origin + full[:3, 3]
-        meta = dict(metadata or {})
-        extra = meta.pop("napari_ssl", {}) if isinstance(meta.get("napari_ssl"), dict) else {}
-        path = extra.get("path")
-        return cls(
-            array=array,
-            spacing=tuple(spacing),
-            origin=tuple(new_origin),
-            direction=direction,
-            path=path,
-            name=name,
-            metadata={k: v for k, v in extra.items() if k not in {"spacing", "origin", "direction", "path"}},
-        )
-
     # ------------------------------------------------------------------ SimpleITK
     @classmethod
     def from_sitk(
@@ -288,6 +209,3 @@ class Volume:
             f"origin={tuple(round(o, 3) for o in self.origin)}, path={self.path!r})"
         )
 
-
-def _jsonable(value: Any) -> bool:
-    return isinstance(value, (str, int, float, bool, type(None), list, tuple))
