@@ -14,6 +14,7 @@ from typing import Any
 
 from napari_ssl import io
 from napari_ssl._napari.layers import arrange_case_layers, volume_to_layer_data
+from napari_ssl._napari.view_hook import is_oblique
 from napari_ssl.volume import Volume
 
 LayerData = tuple[Any, dict[str, Any], str]
@@ -66,7 +67,7 @@ def read_layers(path: PathLike | list[PathLike]) -> list[LayerData]:
             if layer_type == "image" and len(volumes) > 1:
                 kwargs.setdefault("blending", "translucent")
             layers.append((data, kwargs, layer_type))
-    _hook_viewers()
+    _hook_viewers(any(v.is_plane and is_oblique(v.direction) for v in all_volumes))
     return arrange_case_layers(layers, all_volumes)
 
 
@@ -81,8 +82,11 @@ def _relay(caught: list[warnings.WarningMessage]) -> None:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
-def _hook_viewers() -> None:
-    """Make sure open viewers carry the oblique-plane hook (it acts on insertion, not here)."""
-    from napari_ssl._napari.view_hook import install_current
+def _hook_viewers(oblique: bool) -> None:
+    """Make sure open viewers carry the oblique-plane hook, and tell it when oblique planes are coming (the
+    hook, not the reader, switches a viewer to 3D as they are inserted)."""
+    from napari_ssl._napari.view_hook import expect_oblique_planes, install_current
 
     install_current()
+    if oblique:
+        expect_oblique_planes()

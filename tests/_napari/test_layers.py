@@ -77,13 +77,33 @@ def test_arrange_puts_labels_on_top_and_one_image_per_grid():
     ]
 
 
-def test_reader_leaves_the_viewer_alone(make_napari_viewer, shared_data):
+@pytest.fixture
+def no_expectation():
+    from napari_ssl._napari import view_hook
+
+    yield
+    view_hook._EXPECTED["until"] = 0.0  # a read whose layers were never added must not leak into other tests
+
+
+def test_reader_leaves_the_viewer_alone(make_napari_viewer, shared_data, no_expectation):
     viewer = make_napari_viewer()
     read_layers(shared_data / "cardiac_views/056B/Series0004_trufi_4-chamber")
     assert viewer.dims.ndisplay == 2 and len(viewer.layers) == 0
 
 
-def test_hook_shows_oblique_plane_in_3d(make_napari_viewer, shared_data):
+def test_edge_on_plane_opens_in_an_empty_2d_viewer(make_napari_viewer, shared_data):
+    """The 2-chamber view's columns run head-foot: napari cannot draw it in 2D at all (singular transform)."""
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(shared_data / "cardiac_views/056B/Series0003_trufi_2-chamber", plugin="napari-ssl")
+    assert viewer.dims.ndisplay == 3
+    assert layer.data.shape[0] == 1
+    viewer.layers.clear()
+    viewer.dims.ndisplay = 2
+    viewer.add_image(np.zeros((4, 8, 8)))  # an ordinary volume afterwards: no stale switch to 3D
+    assert viewer.dims.ndisplay == 2
+
+
+def test_hook_shows_oblique_plane_in_3d(make_napari_viewer, shared_data, no_expectation):
     from napari_ssl._napari.view_hook import install, is_oblique_plane
 
     viewer = make_napari_viewer()
