@@ -297,3 +297,13 @@ def test_dicomdir(tmp_path, ct):
     assert vol.same_geometry(ct, atol=1e-3)
     (again,) = io.read_all(dicomdir)
     assert again.same_geometry(vol)
+
+
+def test_folder_pretraining_finds_uid_named_series(tmp_path, ct):
+    """The issue's report: folder pretraining said "folder holds no readable scans" for a PACS export."""
+    from napari_ssl.data import load_volumes
+
+    write_series(tmp_path / "export" / "1.2.840.113619.2.55.3", ct, names=lambda k: f"1.2.840.113619.2.55.3.{k + 1}")
+    (vol,) = load_volumes([tmp_path / "export"], cache=False)
+    assert vol.spatial_shape == ct.spatial_shape
+    assert vol.same_geometry(ct, atol=1e-3)
