@@ -307,3 +307,21 @@ def test_folder_pretraining_finds_uid_named_series(tmp_path, ct):
     (vol,) = load_volumes([tmp_path / "export"], cache=False)
     assert vol.spatial_shape == ct.spatial_shape
     assert vol.same_geometry(ct, atol=1e-3)
+
+
+def test_non_image_dicom_beside_a_series_is_skipped_with_a_notice(tmp_path, ct):
+    from pydicom.dataset import Dataset, FileMetaDataset
+
+    folder = tmp_path / "series"
+    write_series(folder, ct)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.22"  # an enhanced structured report: no pixels
+    meta.MediaStorageSOPInstanceUID = ROOT_UID + "8.1"
+    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta, ds.preamble = meta, b"\0" * 128
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, ROOT_UID + "8.1", "SR"
+    ds.save_as(folder / f"SR.{ROOT_UID}8.1", enforce_file_format=True)
+    with pytest.warns(io.ScanWarning, match=r"skipped 1 DICOM file\(s\) that hold no readable image \(e\.g\. SR\."):
+        vol = io.read(folder)
+    assert vol.same_geometry(ct, atol=1e-3)
