@@ -135,7 +135,10 @@ def _header(path: Path) -> _Slice | None:
         key = _TAGS[name]
         return reader.GetMetaData(key).strip() if reader.HasMetaDataKey(key) else ""
 
-    first = lambda name: (v[0] if (v := _floats(tag(name))) is not None else 0.0)  # noqa: E731
+    def first(name: str) -> float:
+        values = _floats(tag(name))
+        return float(values[0]) if values is not None else 0.0
+
     position, orientation = _floats(tag("position")), _floats(tag("orientation"))
     return _Slice(
         file=str(path),
