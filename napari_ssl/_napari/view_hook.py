@@ -84,16 +84,31 @@ def install(viewer: napari.Viewer) -> None:
         planes = [layer for layer in target.layers if is_oblique_plane(layer)]
         if planes and target.dims.ndisplay != 3:
             _to_3d(target, planes[-1].name)
-        if pending and (planes or event is None or getattr(event, "type", "") == "inserted"):
-            pending.clear()
-            _canvas_updates(target, True)
+            face.append(planes[-1])
+        if getattr(event, "type", "") == "inserted":  # napari is done with the layer (and its reset_view)
+            if face:
+                _face_on(target, face[-1])
+                face.clear()
+            if pending:
+                pending.clear()
+                _canvas_updates(target, True)
 
     pending: list[bool] = []
+    face: list[Any] = []
     viewer.layers.events.inserting.connect(before_insert)
     # napari updates the dims range while it inserts a layer, before it builds the layer's canvas visual
     # (which fails in 2D for a plane seen edge-on); plugin callbacks on ``inserted`` only run after that
     viewer.dims.events.range.connect(check)
     viewer.layers.events.inserted.connect(check)
+
+
+def _face_on(viewer: Any, layer: Any) -> None:
+    """Turn the 3D camera to look at ``layer``'s plane face-on, as a 2D viewer shows the image (row 0 at the top,
+    column 0 on the left): looking against the plane's normal, up along its rows' reverse direction."""
+    rotation = np.asarray(layer.affine.affine_matrix, dtype=float)[-4:-1, -4:-1]
+    rotation = rotation / np.linalg.norm(rotation, axis=0)
+    view, up = -rotation[:, 0], -rotation[:, 1]
+    viewer.camera.set_view_direction(tuple(float(v) for v in view), tuple(float(u) for u in up))
 
 
 def _canvas_updates(viewer: Any, enabled: bool) -> None:

@@ -97,6 +97,8 @@ def test_edge_on_plane_opens_in_an_empty_2d_viewer(make_napari_viewer, shared_da
     (layer,) = viewer.open(shared_data / "cardiac_views/056B/Series0003_trufi_2-chamber", plugin="napari-ssl")
     assert viewer.dims.ndisplay == 3
     assert layer.data.shape[0] == 1
+    normal = np.asarray(layer.affine.affine_matrix)[:3, 0]  # the plane's normal in world (z, y, x)
+    np.testing.assert_allclose(viewer.camera.view_direction, -normal, atol=1e-3)  # seen face-on, not edge-on
     viewer.layers.clear()
     viewer.dims.ndisplay = 2
     viewer.add_image(np.zeros((4, 8, 8)))  # an ordinary volume afterwards: no stale switch to 3D
