@@ -288,6 +288,16 @@ def read_series(folder: Path, infos: list[_Slice]) -> Volume:
         if note:
             warnings.warn(f"{folder}: {note}", ScanWarning, stacklevel=3)
             metadata["slice_gaps"] = note
+        shear = _in_plane_shift(positions, normal)
+        if shear > 0.1 * min(spacing[1:]):
+            warnings.warn(
+                f"{folder}: slices shift {shear:.2f} mm sideways across the series (gantry tilt or a sheared "
+                "stack); shown on an orthogonal grid from the first slice, so positions far from it are off "
+                f"by up to {shear:.2f} mm",
+                ScanWarning,
+                stacklevel=3,
+            )
+            metadata["sheared_mm"] = round(shear, 3)
     if n_frames > 1:
         metadata["axes"] = "tzyx"
     return Volume(
@@ -299,6 +309,16 @@ def read_series(folder: Path, infos: list[_Slice]) -> Volume:
         name=name,
         metadata=metadata,
     )
+
+
+def _in_plane_shift(positions: list[list[_Slice]], normal: np.ndarray) -> float:
+    """Largest sideways (in-plane) offset, mm, of a slice's position from the first slice's normal line."""
+    points = [p[0].position for p in positions if p[0].position is not None]
+    if len(points) < 2:
+        return 0.0
+    offsets = np.asarray(points) - points[0]
+    sideways = offsets - np.outer(offsets @ normal, normal)
+    return float(np.linalg.norm(sideways, axis=1).max())
 
 
 def _read_slice(path: str) -> Any:

@@ -325,3 +325,16 @@ def test_non_image_dicom_beside_a_series_is_skipped_with_a_notice(tmp_path, ct):
     with pytest.warns(io.ScanWarning, match=r"skipped 1 DICOM file\(s\) that hold no readable image \(e\.g\. SR\."):
         vol = io.read(folder)
     assert vol.same_geometry(ct, atol=1e-3)
+
+
+def test_gantry_tilt_is_named_not_hidden(tmp_path, ct):
+    folder = tmp_path / "tilt"
+    files = write_series(folder, ct)
+    iop = np.asarray(pydicom.dcmread(files[0]).ImageOrientationPatient, float)
+    for z, f in enumerate(files):  # each slice 0.5 mm further along its rows: a sheared stack
+        ds = pydicom.dcmread(f)
+        ds.ImagePositionPatient = list(np.asarray(ds.ImagePositionPatient, float) + 0.5 * z * iop[:3])
+        ds.save_as(f)
+    with pytest.warns(io.ScanWarning, match=r"slices shift 4\.50 mm sideways across the series \(gantry tilt"):
+        vol = io.read(folder)
+    assert vol.metadata["sheared_mm"] == pytest.approx(4.5, abs=1e-3)
