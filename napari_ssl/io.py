@@ -113,15 +113,29 @@ def _is_dicomdir(path: Path) -> bool:
     return dicom.is_dicomdir(path)
 
 
-def _walk(root: Path) -> Iterator[Path]:
-    """Scans under ``root`` in walk order: known scan files, and each folder holding DICOM images."""
+_ZARR_MARKERS = (".zgroup", ".zarray", "zarr.json")
+
+
+def _walk(root: Path, max_files: int | None = None) -> Iterator[Path]:
+    """Scans under ``root`` in walk order: known scan files, and each folder holding DICOM images.
+
+    Zarr stores (millions of suffix-less chunk files) are not entered. ``max_files`` bounds how many files
+    are looked at (a quick "is there anything here?" must not read a whole disk).
+    """
+    seen = 0
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if any(marker in filenames for marker in _ZARR_MARKERS) or dirpath.endswith(".zarr"):
+            dirnames[:] = []
+            continue
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not d.endswith(".zarr"))
         folder = Path(dirpath)
         files = sorted(folder / f for f in filenames if not f.startswith("."))
+        seen += len(files)
         if any(not _known_suffix(f) and is_dicom_file(f) and not _is_dicomdir(f) for f in files):
             yield folder
         yield from (f for f in files if _known_suffix(f))
+        if max_files is not None and seen >= max_files:
+            return
 
 
 def find_scans(root: str | os.PathLike[str]) -> list[Path]:
@@ -142,12 +156,13 @@ def find_scans(root: str | os.PathLike[str]) -> list[Path]:
 
 
 def holds_scans(root: str | os.PathLike[str]) -> bool:
-    """True when ``root`` is a scan or a folder with at least one scan below it (stops at the first)."""
+    """True when ``root`` is a scan or a folder with a scan below it (stops at the first; looks at no more than
+    20,000 files, and not inside Zarr stores, so asking about a large non-scan folder stays quick)."""
     root = Path(root)
     try:
         if root.is_file():
             return is_scan_file(root)
-        return root.is_dir() and next(_walk(root), None) is not None
+        return root.is_dir() and next(_walk(root, max_files=20_000), None) is not None
     except OSError:
         return False
 

@@ -338,3 +338,12 @@ def test_gantry_tilt_is_named_not_hidden(tmp_path, ct):
     with pytest.warns(io.ScanWarning, match=r"slices shift 4\.50 mm sideways across the series \(gantry tilt"):
         vol = io.read(folder)
     assert vol.metadata["sheared_mm"] == pytest.approx(4.5, abs=1e-3)
+
+
+def test_zarr_stores_are_not_searched(tmp_path):
+    store = tmp_path / "image.zarr"
+    (store / "0").mkdir(parents=True)
+    (store / ".zgroup").write_text("{}")
+    (store / "0" / "0.0.0").write_bytes(b"DICM" * 40)  # a chunk: never opened as a scan
+    assert io.find_scans(tmp_path) == []
+    assert not io.holds_scans(tmp_path) and not io.holds_scans(store)
