@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_ssl.volume import Volume
+from napari_ssl.volume import Volume, array_from_sitk
 
 __all__ = [
     "READ_SUFFIXES",
@@ -184,7 +184,6 @@ def _name_of(path: Path) -> str:
 
 # --------------------------------------------------------------------------- reading
 def _from_sitk_image(image: Any, path: Path) -> Volume:
-    import SimpleITK as sitk
 
     components = image.GetNumberOfComponentsPerPixel()
     if components != 1:
@@ -195,7 +194,7 @@ def _from_sitk_image(image: Any, path: Path) -> Volume:
         )
     dim = image.GetDimension()
     if dim == 4:  # (t, z, y, x): time points or channels; geometry from the spatial 3x3 block
-        array = sitk.GetArrayFromImage(image)
+        array = array_from_sitk(image)
         spacing = image.GetSpacing()[:3]
         origin = image.GetOrigin()[:3]
         direction = np.asarray(image.GetDirection(), dtype=float).reshape(4, 4)[:3, :3]

@@ -24,7 +24,7 @@ import numpy as np
 if TYPE_CHECKING:
     import SimpleITK as sitk
 
-__all__ = ["Volume"]
+__all__ = ["Volume", "array_from_sitk"]
 
 Vec3 = tuple[float, float, float]
 
@@ -153,7 +153,6 @@ class Volume:
         cls, image: sitk.Image, *, path: str | None = None, name: str | None = None
     ) -> Volume:
         """Convert a 3D SimpleITK image (or a 2D one, as a one-slice plane) to a :class:`Volume`."""
-        import SimpleITK as sitk
 
         if image.GetNumberOfComponentsPerPixel() != 1:
             raise ValueError(
@@ -161,7 +160,7 @@ class Volume:
                 "(RGB or vector image); napari-ssl reads scalar scans only"
             )
         dim = image.GetDimension()
-        array = sitk.GetArrayFromImage(image)
+        array = array_from_sitk(image)
         if dim == 2:
             sx, sy = image.GetSpacing()
             ox, oy = image.GetOrigin()
@@ -209,3 +208,26 @@ class Volume:
             f"origin={tuple(round(o, 3) for o in self.origin)}, path={self.path!r})"
         )
 
+
+
+class _SitkBuffer:
+    """Keeps a SimpleITK image alive for as long as a numpy array uses its pixel buffer."""
+
+    def __init__(self, image: sitk.Image) -> None:
+        import SimpleITK as sitk
+
+        self.image = image
+        view = sitk.GetArrayViewFromImage(image)
+        interface = dict(view.__array_interface__)
+        interface["data"] = (interface["data"][0], False)  # ours alone from now on: writable
+        self.__array_interface__ = interface
+        self._view = view
+
+
+def array_from_sitk(image: sitk.Image) -> np.ndarray:
+    """The voxels of ``image`` as a writable numpy array ``(z, y, x)`` over its own buffer, without a copy.
+
+    ``sitk.GetArrayFromImage`` copies, so a large scan briefly needs twice its size; here the array keeps the
+    image alive instead (it is its ``base``), and the image must not be used for anything else afterwards.
+    """
+    return np.asarray(_SitkBuffer(image))

@@ -54,3 +54,22 @@ def test_sitk_round_trip_keeps_geometry():
 def test_invalid_volume(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Volume(**kwargs)
+
+
+def test_array_from_sitk_shares_and_keeps_the_buffer():
+    import gc
+
+    import SimpleITK as sitk
+
+    from napari_ssl.volume import array_from_sitk
+
+    values = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    image = sitk.GetImageFromArray(values)
+    array = array_from_sitk(image)
+    np.testing.assert_array_equal(array, values)
+    array[0, 0, 0] = 99  # the buffer itself: no copy was made
+    assert image.GetPixel(0, 0, 0) == 99
+    del image
+    gc.collect()
+    np.testing.assert_array_equal(array[1:], values[1:])  # still valid: the array keeps the image alive
+    assert array.flags.writeable and array.flags.c_contiguous
