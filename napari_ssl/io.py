@@ -89,13 +89,15 @@ def is_dicom_file(path: str | os.PathLike[str]) -> bool:
 
 
 def is_dicom_dir(path: str | os.PathLike[str]) -> bool:
-    """True for a folder that directly holds at least one DICOM file (by content, whatever the names)."""
+    """True for a folder that directly holds at least one DICOM image file (by content, whatever the names;
+    a DICOMDIR alone does not count: its images lie in subfolders)."""
     p = Path(path)
     if not p.is_dir():
         return False
     try:
         return any(
-            child.is_file() and not _known_suffix(child) and is_dicom_file(child) for child in sorted(p.iterdir())
+            child.is_file() and not _known_suffix(child) and is_dicom_file(child) and not _is_dicomdir(child)
+            for child in sorted(p.iterdir())
         )
     except OSError:
         return False

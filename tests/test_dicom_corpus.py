@@ -297,6 +297,7 @@ def test_dicomdir(tmp_path, ct):
     assert vol.same_geometry(ct, atol=1e-3)
     (again,) = io.read_all(dicomdir)
     assert again.same_geometry(vol)
+    assert read_quietly(cd).same_geometry(vol)  # the CD's root folder: its one series
 
 
 def test_folder_pretraining_finds_uid_named_series(tmp_path, ct):
