@@ -11,22 +11,25 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from napari_ssl.volume import Volume
+from napari_ssl.volume import Volume, array_from_sitk
 
 __all__ = [
     "READ_SUFFIXES",
     "WRITE_SUFFIXES",
     "ScanReadError",
+    "ScanWarning",
     "ScanWriteError",
     "find_scans",
+    "holds_scans",
     "is_dicom_dir",
     "is_dicom_file",
+    "is_scan_file",
     "read",
     "read_all",
     "scan_suffix",
@@ -35,14 +38,6 @@ __all__ = [
 
 READ_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 WRITE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")
-
-_TAG_POSITION = "0020|0032"
-_TAG_ORIENTATION = "0020|0037"
-_TAG_INSTANCE = "0020|0013"
-_TAG_TRIGGER = "0018|1060"
-_TAG_SERIES_DESCRIPTION = "0008|103e"
-_TAG_MODALITY = "0008|0060"
-_TAG_SERIES_UID = "0020|000e"
 
 
 class ScanReadError(OSError, ValueError):
@@ -60,73 +55,118 @@ class ScanReadError(OSError, ValueError):
         return (type(self), (self.path, self.reason))
 
 
+class ScanWarning(UserWarning):
+    """A scan was read, with something the user should know: a skipped localizer, a filled slice gap."""
+
+
 class ScanWriteError(ScanReadError):
     """A scan could not be written (bad suffix, unwritable folder, unsupported array)."""
 
 
 # --------------------------------------------------------------------------- helpers
 def scan_suffix(path: str | os.PathLike[str]) -> str:
-    """The scan suffix of ``path`` in lower case (``.nii.gz`` counts as one), or ``''``."""
+    """The suffix of ``path`` in lower case (``.nii.gz`` counts as one), or ``''``.
+
+    Any suffix is returned (``.png`` too), so callers can name what they refuse; whether a file is a scan is
+    :func:`is_scan_file`'s question (a DICOM file named by its UID has a "suffix" that is only a UID part).
+    """
     name = Path(path).name.lower()
     if name.endswith(".nii.gz"):
         return ".nii.gz"
     return Path(name).suffix
 
 
+def _known_suffix(path: Path) -> str:
+    suffix = scan_suffix(path)
+    return suffix if suffix in READ_SUFFIXES and suffix != ".dcm" else ""
+
+
 def is_dicom_file(path: str | os.PathLike[str]) -> bool:
-    """True for a file carrying the DICOM preamble (``DICM`` at byte 128) or a ``.dcm`` suffix."""
-    p = Path(path)
-    if not p.is_file():
-        return False
-    if p.suffix.lower() == ".dcm":
-        return True
-    try:
-        with open(p, "rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
+    """True for a file whose content is DICOM (preamble + ``DICM``, or a bare data set), whatever its name."""
+    from napari_ssl import dicom
+
+    return dicom.is_dicom_file(path)
 
 
 def is_dicom_dir(path: str | os.PathLike[str]) -> bool:
-    """True for a folder that directly holds at least one DICOM file."""
+    """True for a folder that directly holds at least one DICOM image file (by content, whatever the names;
+    a DICOMDIR alone does not count: its images lie in subfolders)."""
     p = Path(path)
     if not p.is_dir():
         return False
     try:
-        return any(is_dicom_file(child) for child in sorted(p.iterdir()) if child.is_file())
+        return any(
+            child.is_file() and not _known_suffix(child) and is_dicom_file(child) and not _is_dicomdir(child)
+            for child in sorted(p.iterdir())
+        )
     except OSError:
         return False
 
 
-def _is_scan_file(path: Path) -> bool:
-    suffix = scan_suffix(path)
-    if suffix in READ_SUFFIXES:
-        return suffix != ".raw"
-    return suffix == "" and is_dicom_file(path)
+def is_scan_file(path: str | os.PathLike[str]) -> bool:
+    """True for a file napari-ssl reads: a known scan suffix, a DICOMDIR, or DICOM content whatever the name."""
+    p = Path(path)
+    return p.is_file() and (bool(_known_suffix(p)) or is_dicom_file(p))
+
+
+def _is_dicomdir(path: Path) -> bool:
+    from napari_ssl import dicom
+
+    return dicom.is_dicomdir(path)
+
+
+_ZARR_MARKERS = (".zgroup", ".zarray", "zarr.json")
+
+
+def _walk(root: Path, max_files: int | None = None) -> Iterator[Path]:
+    """Scans under ``root`` in walk order: known scan files, and each folder holding DICOM images.
+
+    Zarr stores (millions of suffix-less chunk files) are not entered. ``max_files`` bounds how many files
+    are looked at (a quick "is there anything here?" must not read a whole disk).
+    """
+    seen = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        if any(marker in filenames for marker in _ZARR_MARKERS) or dirpath.endswith(".zarr"):
+            dirnames[:] = []
+            continue
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not d.endswith(".zarr"))
+        folder = Path(dirpath)
+        files = sorted(folder / f for f in filenames if not f.startswith("."))
+        seen += len(files)
+        if any(not _known_suffix(f) and is_dicom_file(f) and not _is_dicomdir(f) for f in files):
+            yield folder
+        yield from (f for f in files if _known_suffix(f))
+        if max_files is not None and seen >= max_files:
+            return
 
 
 def find_scans(root: str | os.PathLike[str]) -> list[Path]:
     """Every scan under ``root``, recursively, sorted: scan files and DICOM series folders.
 
-    A folder of DICOM files counts once (as the folder); the files inside it are not listed on their own.
-    ``root`` itself may be a scan file or a DICOM folder.
+    DICOM files are recognised by content, whatever their names (UIDs with dots, ``.IMA``, no suffix). A folder
+    of DICOM files counts once (as the folder); the files inside it are not listed on their own. ``root`` itself
+    may be a scan file (a DICOMDIR stands for its folder) or a DICOM folder.
     """
     root = Path(root)
     if not root.exists():
         raise ScanReadError(root, "no such file or directory")
     if root.is_file():
-        return [root] if _is_scan_file(root) or scan_suffix(root) in READ_SUFFIXES else []
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        folder = Path(dirpath)
-        files = sorted(folder / f for f in filenames if not f.startswith("."))
-        dicom = [f for f in files if scan_suffix(f) in ("", ".dcm") and is_dicom_file(f)]
-        if dicom:
-            found.append(folder)
-        found.extend(f for f in files if scan_suffix(f) in READ_SUFFIXES and scan_suffix(f) != ".dcm")
-    return sorted(found)
+        if _is_dicomdir(root):
+            return find_scans(root.parent)
+        return [root] if is_scan_file(root) else []
+    return sorted(_walk(root))
+
+
+def holds_scans(root: str | os.PathLike[str]) -> bool:
+    """True when ``root`` is a scan or a folder with a scan below it (stops at the first; looks at no more than
+    20,000 files, and not inside Zarr stores, so asking about a large non-scan folder stays quick)."""
+    root = Path(root)
+    try:
+        if root.is_file():
+            return is_scan_file(root)
+        return root.is_dir() and next(_walk(root, max_files=20_000), None) is not None
+    except OSError:
+        return False
 
 
 def _check_readable(path: Path) -> None:
@@ -140,23 +180,23 @@ def _check_readable(path: Path) -> None:
 
 def _name_of(path: Path) -> str:
     name = path.name
-    suffix = scan_suffix(path)
+    suffix = _known_suffix(path) or (".dcm" if scan_suffix(path) == ".dcm" else "")
     return name[: -len(suffix)] if suffix and name.lower().endswith(suffix) else name
 
 
 # --------------------------------------------------------------------------- reading
 def _from_sitk_image(image: Any, path: Path) -> Volume:
-    import SimpleITK as sitk
 
-    if image.GetNumberOfComponentsPerPixel() != 1:
+    components = image.GetNumberOfComponentsPerPixel()
+    if components != 1:
         raise ScanReadError(
             path,
-            f"has {image.GetNumberOfComponentsPerPixel()} components per pixel (RGB or vector image); "
-            "napari-ssl reads scalar (grey-level) scans only",
+            f"has {components} components per pixel (an RGB or vector image, or channels stored as vector "
+            "components); napari-ssl reads scalar (grey-level) scans only: save each channel as its own scan",
         )
     dim = image.GetDimension()
-    if dim == 4:  # (t, z, y, x) time series: geometry from the spatial 3x3 block
-        array = sitk.GetArrayFromImage(image)
+    if dim == 4:  # (t, z, y, x): time points or channels; geometry from the spatial 3x3 block
+        array = array_from_sitk(image)
         spacing = image.GetSpacing()[:3]
         origin = image.GetOrigin()[:3]
         direction = np.asarray(image.GetDirection(), dtype=float).reshape(4, 4)[:3, :3]
@@ -167,9 +207,10 @@ def _from_sitk_image(image: Any, path: Path) -> Volume:
             direction=direction[::-1, ::-1].copy(),
             path=str(path),
             name=_name_of(path),
+            metadata={"axes": "tzyx"},
         )
     if dim not in (2, 3):
-        raise ScanReadError(path, f"{dim}D images are not supported (2D, 3D or 3D+time)")
+        raise ScanReadError(path, f"{dim}D images are not supported (2D, 3D, or 3D with a time/channel axis)")
     try:
         return Volume.from_sitk(image, path=str(path), name=_name_of(path))
     except ValueError as exc:
@@ -193,166 +234,72 @@ def _read_file(path: Path) -> Volume:
     return volume
 
 
-def _dicom_series(folder: Path) -> list[tuple[str, list[str]]]:
-    import SimpleITK as sitk
+def _read_dicom_folder(folder: Path, recursive: bool = False) -> list[Volume]:
+    from napari_ssl import dicom
 
-    try:
-        ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    except RuntimeError:
-        ids = ()
-    return [(sid, list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid))) for sid in ids]
+    return dicom.read_folder(folder, recursive=recursive)
 
 
-def _tag(reader: Any, key: str) -> str | None:
-    return reader.GetMetaData(key).strip() if reader.HasMetaDataKey(key) else None
+def _one(path: Path, volumes: list[Volume]) -> Volume:
+    if len(volumes) != 1:
+        raise ScanReadError(path, f"holds {len(volumes)} DICOM series; open them with read_all()")
+    return volumes[0]
 
 
-def _floats(text: str | None) -> np.ndarray | None:
-    if not text:
-        return None
-    try:
-        return np.array([float(v) for v in text.replace(" ", "").split("\\") if v], dtype=float)
-    except ValueError:
-        return None
+def _frame(path: Path, volume: Volume, frame: int | None) -> Volume:
+    if frame is None:
+        return volume
+    count = volume.array.shape[0] if volume.array.ndim == 4 else 1
+    if not 0 <= frame < count:
+        raise ScanReadError(path, f"frame {frame} out of range: the scan holds {count} volume(s) (0-{count - 1})")
+    if volume.array.ndim == 3:
+        return volume
+    meta = {k: v for k, v in volume.metadata.items() if k != "axes"}
+    return volume.with_array(volume.array[frame].copy(), metadata={**meta, "frame": frame})
 
 
-def _read_dicom_series(folder: Path, files: list[str]) -> Volume:
-    """Read one DICOM series: slices ordered along their normal; repeated positions (cine) become time."""
-    import SimpleITK as sitk
-
-    infos = []
-    for f in files:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(f)
-        try:
-            reader.ReadImageInformation()
-        except RuntimeError:
-            raise ScanReadError(f, "not a readable DICOM file") from None
-        infos.append(
-            {
-                "file": f,
-                "position": _floats(_tag(reader, _TAG_POSITION)),
-                "orientation": _floats(_tag(reader, _TAG_ORIENTATION)),
-                "instance": _floats(_tag(reader, _TAG_INSTANCE)),
-                "trigger": _floats(_tag(reader, _TAG_TRIGGER)),
-                "description": _tag(reader, _TAG_SERIES_DESCRIPTION),
-                "modality": _tag(reader, _TAG_MODALITY),
-                "components": reader.GetNumberOfComponents(),
-            }
-        )
-    if infos[0]["components"] != 1:
-        raise ScanReadError(folder, "DICOM series is RGB; napari-ssl reads scalar (grey-level) scans only")
-    orient = infos[0]["orientation"]
-    if orient is not None and orient.size == 6:
-        normal = np.cross(orient[:3], orient[3:])
-    else:
-        normal = np.array([0.0, 0.0, 1.0])
-    for info in infos:
-        pos = info["position"]
-        info["depth"] = float(pos @ normal) if pos is not None and pos.size == 3 else 0.0
-        info["order"] = (
-            info["trigger"][0] if info["trigger"] is not None and info["trigger"].size else 0.0,
-            info["instance"][0] if info["instance"] is not None and info["instance"].size else 0.0,
-        )
-    # group slices by position along the normal (0.01 mm tolerance)
-    groups: dict[float, list[dict[str, Any]]] = {}
-    for info in infos:
-        key = round(info["depth"], 2)
-        groups.setdefault(key, []).append(info)
-    depths = sorted(groups)
-    frames = {len(g) for g in groups.values()}
-    if len(frames) != 1:
-        raise ScanReadError(
-            folder, f"DICOM series has an uneven number of frames per slice position ({sorted(frames)})"
-        )
-    n_frames = frames.pop()
-    for g in groups.values():
-        g.sort(key=lambda i: i["order"])
-
-    first = sitk.ReadImage(groups[depths[0]][0]["file"])
-    volume0 = _from_sitk_image(first, Path(groups[depths[0]][0]["file"]))
-    slices = np.empty((n_frames, len(depths), *volume0.spatial_shape[1:]), dtype=volume0.array.dtype)
-    for z, depth in enumerate(depths):
-        for t, info in enumerate(groups[depth]):
-            image = first if (z, t) == (0, 0) else sitk.ReadImage(info["file"])
-            array = sitk.GetArrayFromImage(image)
-            if array.shape[-2:] != slices.shape[-2:]:
-                raise ScanReadError(info["file"], f"slice size {array.shape[-2:]} differs from the series")
-            slices[t, z] = array.reshape(slices.shape[-2:])
-    spacing = list(volume0.spacing)
-    direction = volume0.direction.copy()
-    if len(depths) > 1:
-        steps = np.diff(depths)
-        spacing[0] = float(np.mean(steps))
-        # slice axis points along +normal (depths sorted ascending); world order is (Z, Y, X)
-        direction[:, 0] = normal[::-1]
-    array = slices if n_frames > 1 else slices[0]
-    metadata: dict[str, Any] = {}
-    if infos[0]["description"]:
-        metadata["series_description"] = infos[0]["description"]
-    if infos[0]["modality"]:
-        metadata["modality"] = infos[0]["modality"]
-    if n_frames > 1:
-        metadata["axes"] = "tzyx"
-    name = infos[0]["description"] or folder.name
-    return Volume(
-        array=array,
-        spacing=tuple(spacing),
-        origin=volume0.origin,
-        direction=direction,
-        path=str(folder),
-        name=name.replace(" ", "_") if name else folder.name,
-        metadata=metadata,
-    )
-
-
-def _read_dicom_folder(folder: Path) -> list[Volume]:
-    series = _dicom_series(folder)
-    if not series:
-        raise ScanReadError(folder, "folder holds no readable DICOM series")
-    return [_read_dicom_series(folder, files) for _, files in series]
-
-
-def read(path: str | os.PathLike[str]) -> Volume:
-    """Read one scan: a NIfTI/NRRD/MetaImage/DICOM file, or a folder holding one DICOM series.
+def read(path: str | os.PathLike[str], *, frame: int | None = None) -> Volume:
+    """Read one scan: a NIfTI/NRRD/MetaImage/DICOM file, a DICOMDIR, or a folder holding one DICOM series.
 
     Parameters
     ----------
     path : str or Path
-        The file, or the DICOM series folder.
+        The file, the DICOMDIR, or the DICOM series folder. DICOM files are recognised by content.
+    frame : int, optional
+        For a scan with a time or channel axis (4D NIfTI, cine DICOM): read only this 3D volume.
+        Without it such a scan comes back as ``(t, z, y, x)``.
 
     Returns
     -------
     Volume
-        The voxels in (z, y, x) order (a cine series as (t, z, y, x)) with spacing, origin and direction.
+        The voxels in (z, y, x) order (``(t, z, y, x)`` with a time/channel axis) with spacing, origin and
+        direction. Integer, float and scaled (``scl_slope``, rescale slope) values are kept as stored.
 
     Raises
     ------
     ScanReadError
-        Missing or unreadable path, empty or corrupt file, RGB image, or a folder with no (or several) series.
+        Missing or unreadable path, empty or corrupt file, RGB or vector image, a folder with no (or several)
+        series, or a frame out of range.
     """
     p = Path(path).expanduser()
     _check_readable(p)
     if p.is_dir():
         if is_dicom_dir(p):
-            volumes = _read_dicom_folder(p)
-        else:
-            inner = [s for s in find_scans(p) if s.is_dir()]
-            if len(inner) != 1:
-                raise ScanReadError(
-                    p,
-                    "folder holds no DICOM series" if not inner
-                    else f"folder holds {len(inner)} scans; open them with read_all()",
-                )
-            volumes = _read_dicom_folder(inner[0])
-        if len(volumes) != 1:
-            raise ScanReadError(p, f"folder holds {len(volumes)} DICOM series; open them with read_all()")
-        return volumes[0]
-    if scan_suffix(p) == ".mhd" or scan_suffix(p) in READ_SUFFIXES or is_dicom_file(p):
-        return _read_file(p)
-    # unknown suffix: let SimpleITK try, but report it as unsupported when it cannot
-    try:
-        return _read_file(p)
+            return _frame(p, _one(p, _read_dicom_folder(p)), frame)
+        inner = [s for s in find_scans(p) if s.is_dir()]
+        if len(inner) != 1:
+            raise ScanReadError(
+                p,
+                "folder holds no DICOM series" if not inner
+                else f"folder holds {len(inner)} scans; open them with read_all()",
+            )
+        return _frame(p, _one(p, _read_dicom_folder(inner[0])), frame)
+    if _is_dicomdir(p):
+        return _frame(p, _one(p, _read_dicom_folder(p.parent, recursive=True)), frame)
+    if _known_suffix(p) or scan_suffix(p) == ".dcm" or is_dicom_file(p):
+        return _frame(p, _read_file(p), frame)
+    try:  # unknown suffix: let SimpleITK try, but report it as unsupported when it cannot
+        return _frame(p, _read_file(p), frame)
     except ScanReadError:
         raise ScanReadError(p, f"unsupported file type {p.suffix or '(no suffix)'!r}") from None
 
@@ -361,11 +308,15 @@ def read_all(path: str | os.PathLike[str]) -> list[Volume]:
     """Read every scan at ``path``: one file, or all scans and DICOM series in a folder, recursively.
 
     A multi-modal case folder (BraTS: t1, t1ce, t2, flair, seg) gives one aligned volume per file; an exam
-    folder of DICOM series (several views, cine series) gives one volume per series.
+    folder of DICOM series (several views, cine series) gives one volume per series, named by its series
+    description; a DICOMDIR gives every series of its file set. Skipped localizers, derived images and filled
+    slice gaps are reported as :class:`ScanWarning`.
     """
     p = Path(path).expanduser()
     _check_readable(p)
     if p.is_file():
+        if _is_dicomdir(p):
+            return read_all(p.parent)
         return [read(p)]
     volumes: list[Volume] = []
     for scan in find_scans(p):

@@ -10,8 +10,8 @@ Everything is in **array order** ``(z, y, x)``, the order of the numpy axes and 
 - ``direction`` is a 3x3 matrix whose column ``j`` is the world direction of array axis ``j``.
 
 World coordinates are the scanner's patient coordinates (DICOM LPS, as SimpleITK and ITK use them)
-written in reverse, ``(Z, Y, X)``, so that a napari layer built from :func:`Volume.layer_kwargs`
-places every voxel at its patient position: ``world = origin + direction @ (spacing * index)``.
+written in reverse, ``(Z, Y, X)``, so that a viewer layer built from this geometry (napari-ssl's
+``_napari.layers``) places every voxel at its patient position: ``world = origin + direction @ (spacing * index)``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 if TYPE_CHECKING:
     import SimpleITK as sitk
 
-__all__ = ["Volume"]
+__all__ = ["Volume", "array_from_sitk"]
 
 Vec3 = tuple[float, float, float]
 
@@ -147,92 +147,12 @@ class Volume:
         values.update(changes)
         return Volume(array=array, **values)
 
-    # ------------------------------------------------------------------ napari
-    def layer_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``viewer.add_image`` / ``add_labels`` that place voxels in world mm.
-
-        ``scale`` is the spacing and ``translate`` the origin; an oblique or flipped ``direction`` goes in
-        ``affine`` as a rotation about the origin, so ``layer.scale`` still reads as the voxel size.
-        A leading time axis gets scale 1.
-        """
-        lead = self.array.ndim - 3
-        rot = np.eye(4)
-        if not np.allclose(self.direction, np.eye(3)):
-            rot[:3, :3] = self.direction
-            rot[:3, 3] = np.asarray(self.origin) - self.direction @ np.asarray(self.origin)
-        affine = np.eye(4 + lead)
-        affine[lead:, lead:] = rot
-        kwargs: dict[str, Any] = {
-            "scale": (1.0,) * lead + self.spacing,
-            "translate": (0.0,) * lead + self.origin,
-            "affine": affine,
-            "metadata": {
-                "napari_ssl": {
-                    "spacing": list(self.spacing),
-                    "origin": list(self.origin),
-                    "direction": self.direction.tolist(),
-                    "path": self.path,
-                    **{k: v for k, v in self.metadata.items() if _jsonable(v)},
-                }
-            },
-        }
-        if self.name:
-            kwargs["name"] = self.name
-        return kwargs
-
-    @classmethod
-    def from_layer_data(
-        cls,
-        data: Any,
-        *,
-        scale: Any = None,
-        translate: Any = None,
-        affine: Any = None,
-        name: str | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> Volume:
-        """Rebuild a :class:`Volume` from a layer's data and transform (the inverse of :meth:`layer_kwargs`).
-
-        Uses the last three axes of ``scale``, ``translate`` and ``affine`` (a 4x4 or larger matrix).
-        A shear or a non-orthonormal affine raises ``ValueError``.
-        """
-        array = np.asarray(data)
-        lead = array.ndim - 3
-        spacing = np.ones(3) if scale is None else np.asarray(scale, dtype=float)[-3:]
-        origin = np.zeros(3) if translate is None else np.asarray(translate, dtype=float)[-3:]
-        full = np.eye(4)
-        if affine is not None:
-            mat = np.asarray(affine, dtype=float)
-            full = mat[lead:, lead:] if mat.shape[0] == 4 + lead else mat[-4:, -4:]
-        # world = A (origin + S idx) with A = [R | t]  =>  origin' = R origin + t, direction = R.
-        rotation = full[:3, :3]
-        # fold any scaling in the affine into the spacing
-        norms = np.linalg.norm(rotation, axis=0)
-        if np.any(norms <= 0):
-            raise ValueError("layer affine is singular")
-        direction = rotation / norms[None, :]
-        spacing = spacing * norms
-        new_origin = rotation @ origin + full[:3, 3]
-        meta = dict(metadata or {})
-        extra = meta.pop("napari_ssl", {}) if isinstance(meta.get("napari_ssl"), dict) else {}
-        path = extra.get("path")
-        return cls(
-            array=array,
-            spacing=tuple(spacing),
-            origin=tuple(new_origin),
-            direction=direction,
-            path=path,
-            name=name,
-            metadata={k: v for k, v in extra.items() if k not in {"spacing", "origin", "direction", "path"}},
-        )
-
     # ------------------------------------------------------------------ SimpleITK
     @classmethod
     def from_sitk(
         cls, image: sitk.Image, *, path: str | None = None, name: str | None = None
     ) -> Volume:
         """Convert a 3D SimpleITK image (or a 2D one, as a one-slice plane) to a :class:`Volume`."""
-        import SimpleITK as sitk
 
         if image.GetNumberOfComponentsPerPixel() != 1:
             raise ValueError(
@@ -240,7 +160,7 @@ class Volume:
                 "(RGB or vector image); napari-ssl reads scalar scans only"
             )
         dim = image.GetDimension()
-        array = sitk.GetArrayFromImage(image)
+        array = array_from_sitk(image)
         if dim == 2:
             sx, sy = image.GetSpacing()
             ox, oy = image.GetOrigin()
@@ -289,5 +209,25 @@ class Volume:
         )
 
 
-def _jsonable(value: Any) -> bool:
-    return isinstance(value, (str, int, float, bool, type(None), list, tuple))
+
+class _SitkBuffer:
+    """Keeps a SimpleITK image alive for as long as a numpy array uses its pixel buffer."""
+
+    def __init__(self, image: sitk.Image) -> None:
+        import SimpleITK as sitk
+
+        self.image = image
+        view = sitk.GetArrayViewFromImage(image)
+        interface = dict(view.__array_interface__)
+        interface["data"] = (interface["data"][0], False)  # ours alone from now on: writable
+        self.__array_interface__ = interface
+        self._view = view
+
+
+def array_from_sitk(image: sitk.Image) -> np.ndarray:
+    """The voxels of ``image`` as a writable numpy array ``(z, y, x)`` over its own buffer, without a copy.
+
+    ``sitk.GetArrayFromImage`` copies, so a large scan briefly needs twice its size; here the array keeps the
+    image alive instead (it is its ``base``), and the image must not be used for anything else afterwards.
+    """
+    return np.asarray(_SitkBuffer(image))

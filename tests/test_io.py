@@ -10,6 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from napari_ssl import io
+from napari_ssl._napari.layers import layer_kwargs, volume_from_layer_data  # no napari import: plain geometry
 from napari_ssl.volume import Volume
 
 REAL_SCANS = [
@@ -33,8 +34,8 @@ def test_real_scan_geometry_round_trip(shared_data, tmp_path, rel, suffix):
     ref = sitk.ReadImage(str(shared_data / rel))  # independent reference: SimpleITK's own geometry
     np.testing.assert_allclose(original.spacing, ref.GetSpacing()[::-1])
     np.testing.assert_allclose(original.origin, ref.GetOrigin()[::-1])
-    kwargs = original.layer_kwargs()
-    rebuilt = Volume.from_layer_data(
+    kwargs = layer_kwargs(original)
+    rebuilt = volume_from_layer_data(
         original.array, scale=kwargs["scale"], translate=kwargs["translate"], affine=kwargs["affine"]
     )
     out = io.write(rebuilt, tmp_path / f"copy{suffix}")

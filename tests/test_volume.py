@@ -1,4 +1,4 @@
-"""Volume geometry: index <-> world, layer kwargs round trip, validation."""
+"""Volume geometry: index <-> world, SimpleITK round trip, validation (layer kwargs: tests/_napari/test_layers.py)."""
 
 from __future__ import annotations
 
@@ -34,32 +34,6 @@ def test_index_world_round_trip_and_affine():
     np.testing.assert_allclose(vol.affine @ np.append(idx[2], 1), np.append(world[2], 1))
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_layer_kwargs_round_trip(seed):
-    vol = _oblique(seed)
-    kwargs = vol.layer_kwargs()
-    assert kwargs["scale"] == vol.spacing
-    assert kwargs["translate"] == vol.origin
-    back = Volume.from_layer_data(
-        vol.array, scale=kwargs["scale"], translate=kwargs["translate"], affine=kwargs["affine"]
-    )
-    assert back.same_geometry(vol, atol=1e-9)
-    # the composed napari transform (affine after translate + scale) maps indices to the same world points
-    idx = np.array([3.0, 1.0, 2.0])
-    napari_world = kwargs["affine"] @ np.append(np.asarray(kwargs["translate"]) + np.asarray(kwargs["scale"]) * idx, 1)
-    np.testing.assert_allclose(napari_world[:3], vol.index_to_world(idx))
-
-
-def test_time_axis_gets_unit_scale():
-    vol = Volume(array=np.zeros((4, 1, 8, 9)), spacing=(1, 2, 3), direction=_rotation(5))
-    kwargs = vol.layer_kwargs()
-    assert kwargs["scale"] == (1.0, 1.0, 2.0, 3.0)
-    assert kwargs["affine"].shape == (5, 5)
-    assert vol.is_plane
-    back = Volume.from_layer_data(vol.array, **{k: kwargs[k] for k in ("scale", "translate", "affine")})
-    assert back.same_geometry(vol)
-
-
 def test_sitk_round_trip_keeps_geometry():
     vol = _oblique(7)
     back = Volume.from_sitk(vol.to_sitk())
@@ -80,3 +54,22 @@ def test_sitk_round_trip_keeps_geometry():
 def test_invalid_volume(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Volume(**kwargs)
+
+
+def test_array_from_sitk_shares_and_keeps_the_buffer():
+    import gc
+
+    import SimpleITK as sitk
+
+    from napari_ssl.volume import array_from_sitk
+
+    values = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    image = sitk.GetImageFromArray(values)
+    array = array_from_sitk(image)
+    np.testing.assert_array_equal(array, values)
+    array[0, 0, 0] = 99  # the buffer itself: no copy was made
+    assert image.GetPixel(0, 0, 0) == 99
+    del image
+    gc.collect()
+    np.testing.assert_array_equal(array[1:], values[1:])  # still valid: the array keeps the image alive
+    assert array.flags.writeable and array.flags.c_contiguous

@@ -15,7 +15,15 @@ from napari_ssl.volume import Volume
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["LABEL_HINTS", "guess_layer_type", "layer_to_volume", "volume_to_layer_data"]
+__all__ = [
+    "LABEL_HINTS",
+    "arrange_case_layers",
+    "guess_layer_type",
+    "layer_kwargs",
+    "layer_to_volume",
+    "volume_from_layer_data",
+    "volume_to_layer_data",
+]
 
 #: file-name fragments that mark a label volume (segmentation masks)
 LABEL_HINTS = ("seg", "label", "mask", "gm.", "wm.")
@@ -44,7 +52,7 @@ def volume_to_layer_data(
         More layer keyword arguments (colormap, opacity, ...).
     """
     layer_type = layer_type or guess_layer_type(volume)
-    kwargs = volume.layer_kwargs()
+    kwargs = layer_kwargs(volume)
     data = volume.array
     if layer_type == "labels":
         if data.dtype.kind == "f" or data.dtype == np.bool_:
@@ -71,7 +79,7 @@ def _contrast(data: np.ndarray) -> tuple[float, float]:
 
 def layer_to_volume(layer: napari.layers.Layer) -> Volume:
     """The :class:`Volume` a layer shows: its data with the world geometry of its transform."""
-    return Volume.from_layer_data(
+    return volume_from_layer_data(
         np.asarray(layer.data),
         scale=layer.scale,
         translate=layer.translate,
@@ -79,3 +87,102 @@ def layer_to_volume(layer: napari.layers.Layer) -> Volume:
         name=layer.name,
         metadata=dict(layer.metadata),
     )
+
+
+def layer_kwargs(volume: Volume) -> dict[str, Any]:
+    """Keyword arguments for ``viewer.add_image`` / ``add_labels`` that place ``volume``'s voxels in world mm.
+
+    ``scale`` is the spacing and ``translate`` the origin; an oblique or flipped ``direction`` goes in
+    ``affine`` as a rotation about the origin, so ``layer.scale`` still reads as the voxel size.
+    A leading time/channel axis gets scale 1.
+    """
+    lead = volume.array.ndim - 3
+    rot = np.eye(4)
+    if not np.allclose(volume.direction, np.eye(3)):
+        rot[:3, :3] = volume.direction
+        rot[:3, 3] = np.asarray(volume.origin) - volume.direction @ np.asarray(volume.origin)
+    affine = np.eye(4 + lead)
+    affine[lead:, lead:] = rot
+    kwargs: dict[str, Any] = {
+        "scale": (1.0,) * lead + volume.spacing,
+        "translate": (0.0,) * lead + volume.origin,
+        "affine": affine,
+        "metadata": {
+            "napari_ssl": {
+                "spacing": list(volume.spacing),
+                "origin": list(volume.origin),
+                "direction": volume.direction.tolist(),
+                "path": volume.path,
+                **{k: v for k, v in volume.metadata.items() if _jsonable(v)},
+            }
+        },
+    }
+    if volume.name:
+        kwargs["name"] = volume.name
+    return kwargs
+
+
+def volume_from_layer_data(
+    data: Any,
+    *,
+    scale: Any = None,
+    translate: Any = None,
+    affine: Any = None,
+    name: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Volume:
+    """Rebuild a :class:`Volume` from a layer's data and transform (the inverse of :func:`layer_kwargs`).
+
+    Uses the last three axes of ``scale``, ``translate`` and ``affine`` (a 4x4 or larger matrix).
+    A shear or a non-orthonormal affine raises ``ValueError``.
+    """
+    array = np.asarray(data)
+    lead = array.ndim - 3
+    spacing = np.ones(3) if scale is None else np.asarray(scale, dtype=float)[-3:]
+    origin = np.zeros(3) if translate is None else np.asarray(translate, dtype=float)[-3:]
+    full = np.eye(4)
+    if affine is not None:
+        mat = np.asarray(affine, dtype=float)
+        full = mat[lead:, lead:] if mat.shape[0] == 4 + lead else mat[-4:, -4:]
+    # world = A (origin + S idx) with A = [R | t]  =>  origin' = R origin + t, direction = R.
+    rotation = full[:3, :3]
+    norms = np.linalg.norm(rotation, axis=0)  # fold any scaling in the affine into the spacing
+    if np.any(norms <= 0):
+        raise ValueError("layer affine is singular")
+    meta = dict(metadata or {})
+    extra = meta.pop("napari_ssl", {}) if isinstance(meta.get("napari_ssl"), dict) else {}
+    return Volume(
+        array=array,
+        spacing=tuple(spacing * norms),
+        origin=tuple(rotation @ origin + full[:3, 3]),
+        direction=rotation / norms[None, :],
+        path=extra.get("path"),
+        name=name,
+        metadata={k: v for k, v in extra.items() if k not in {"spacing", "origin", "direction", "path"}},
+    )
+
+
+def arrange_case_layers(
+    layers: list[tuple[np.ndarray, dict[str, Any], str]], volumes: list[Volume]
+) -> list[tuple[np.ndarray, dict[str, Any], str]]:
+    """Order a case's layers so the user sees something useful when they open together.
+
+    Image layers come first (drawn below) and Labels layers last (drawn on top). Of several images on one
+    grid (BraTS t1, t1ce, t2, flair) only the first is visible, so it is not hidden under an opaque twin; images
+    elsewhere in space (cardiac views, each in its own plane) all stay visible.
+    """
+    pairs = sorted(zip(layers, volumes, strict=True), key=lambda p: p[0][2] == "labels")
+    shown: list[Volume] = []
+    out = []
+    for (data, kwargs, layer_type), volume in pairs:
+        if layer_type == "image":
+            if any(volume.same_geometry(other) for other in shown):
+                kwargs = {**kwargs, "visible": False}
+            else:
+                shown.append(volume)
+        out.append((data, kwargs, layer_type))
+    return out
+
+
+def _jsonable(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool, type(None), list, tuple))

@@ -1,16 +1,20 @@
-"""npe2 reader: NIfTI, NRRD, MHA/MHD, DICOM files and folders (one layer per series or file)."""
+"""npe2 reader: NIfTI, NRRD, MHA/MHD, DICOM files, DICOMDIRs and folders (one layer per series or file).
+
+The reader only turns paths into layer data: it never changes the viewer. Showing oblique planes in 3D is
+:mod:`napari_ssl._napari.view_hook`'s job.
+"""
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from napari_ssl import io
-from napari_ssl._napari.layers import volume_to_layer_data
+from napari_ssl._napari.layers import arrange_case_layers, volume_to_layer_data
+from napari_ssl._napari.view_hook import is_oblique
 from napari_ssl.volume import Volume
 
 LayerData = tuple[Any, dict[str, Any], str]
@@ -19,18 +23,15 @@ PathLike = str | os.PathLike[str]
 
 def _claims(path: Path) -> bool:
     if path.is_dir():
-        return io.is_dicom_dir(path) or any(
-            io.scan_suffix(child) in io.READ_SUFFIXES or io.is_dicom_dir(child)
-            for child in path.iterdir()
-        )
-    suffix = io.scan_suffix(path)
-    if suffix in io.READ_SUFFIXES:
-        return True
-    return suffix == "" and io.is_dicom_file(path)
+        return io.holds_scans(path)
+    return io.is_scan_file(path)
 
 
 def napari_get_reader(path: PathLike | list[PathLike]) -> Callable[[Any], list[LayerData]] | None:
-    """Return :func:`read_layers` when napari-ssl can open ``path``, else ``None`` (never raises)."""
+    """Return :func:`read_layers` when napari-ssl can open ``path``, else ``None`` (never raises).
+
+    DICOM files are recognised by content, whatever their names (UIDs with dots, ``.IMA``, no suffix).
+    """
     paths = path if isinstance(path, list) else [path]
     try:
         if not paths or not all(_claims(Path(p)) for p in paths):
@@ -43,15 +44,20 @@ def napari_get_reader(path: PathLike | list[PathLike]) -> Callable[[Any], list[L
 def read_layers(path: PathLike | list[PathLike]) -> list[LayerData]:
     """Open each path as layers placed at their world position (mm).
 
-    A folder gives one layer per scan or DICOM series inside it (BraTS modalities, cardiac views);
-    mask files (``seg``, ``label``, ``mask`` in the name, integer voxels) open as Labels layers.
-    A corrupt file raises :class:`napari_ssl.io.ScanReadError` naming the path and the reason.
+    A folder gives one layer per scan or DICOM series inside it (BraTS modalities, cardiac views, the series
+    of a DICOMDIR); mask files (``seg``, ``label``, ``mask`` in the name, integer voxels) open as Labels
+    layers, on top of the images; of several images on one grid only the first is visible. Skipped localizers
+    and filled slice gaps become warning notifications. A corrupt file raises
+    :class:`napari_ssl.io.ScanReadError` naming the path and the reason.
     """
     paths = path if isinstance(path, list) else [path]
     layers: list[LayerData] = []
     all_volumes: list[Volume] = []
-    for p in paths:
-        volumes = io.read_all(p)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", io.ScanWarning)
+        per_path = [io.read_all(p) for p in paths]
+    _relay(caught)
+    for volumes in per_path:
         all_volumes.extend(volumes)
         names = [v.name for v in volumes]
         for volume in volumes:
@@ -61,24 +67,26 @@ def read_layers(path: PathLike | list[PathLike]) -> list[LayerData]:
             if layer_type == "image" and len(volumes) > 1:
                 kwargs.setdefault("blending", "translucent")
             layers.append((data, kwargs, layer_type))
-    if any(_oblique_plane(v) for v in all_volumes):
-        _show_in_3d()
-    return layers
+    _hook_viewers(any(v.is_plane and is_oblique(v.direction) for v in all_volumes))
+    return arrange_case_layers(layers, all_volumes)
 
 
-def _oblique_plane(volume: Volume) -> bool:
-    """A single-slice view whose plane is not one of the viewer's axis planes (a cardiac view, say)."""
-    d = np.abs(volume.direction)
-    return volume.is_plane and not np.allclose(np.sort(d, axis=0)[-1], 1.0, atol=1e-3)
+def _relay(caught: list[warnings.WarningMessage]) -> None:
+    """Scan notices become napari warnings (a notification); any other warning goes on as it came."""
+    for w in caught:
+        if issubclass(w.category, io.ScanWarning):
+            from napari.utils.notifications import show_warning
+
+            show_warning(f"napari-ssl: {w.message}")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
-def _show_in_3d() -> None:
-    """Oblique planes only have their true pose in 3D (napari's 2D view drops out-of-plane rotation, and
-    views perpendicular to the screen cannot be drawn at all), so switch the current viewer to 3D."""
-    import napari
-    from napari.utils.notifications import show_info
+def _hook_viewers(oblique: bool) -> None:
+    """Make sure open viewers carry the oblique-plane hook, and tell it when oblique planes are coming (the
+    hook, not the reader, switches a viewer to 3D as they are inserted)."""
+    from napari_ssl._napari.view_hook import expect_oblique_planes, install_current
 
-    viewer = napari.current_viewer()
-    if viewer is not None and viewer.dims.ndisplay != 3:
-        viewer.dims.ndisplay = 3
-        show_info("napari-ssl: switched to the 3D view to show oblique imaging planes at their true positions")
+    install_current()
+    if oblique:
+        expect_oblique_planes()

@@ -7,11 +7,12 @@ from typing import Any
 import numpy as np
 
 from napari_ssl import io
+from napari_ssl._napari.layers import volume_from_layer_data
 from napari_ssl.volume import Volume
 
 
 def _volume(data: Any, meta: dict[str, Any]) -> Volume:
-    return Volume.from_layer_data(
+    return volume_from_layer_data(
         np.asarray(data),
         scale=meta.get("scale"),
         translate=meta.get("translate"),

@@ -66,6 +66,58 @@ def test_brats_case_opens_as_aligned_layers(make_napari_viewer, shared_data):
     for layer in layers[1:]:
         np.testing.assert_allclose(layer.affine.affine_matrix, layers[0].affine.affine_matrix)
         np.testing.assert_allclose(layer.scale, layers[0].scale)
+    # what the user sees: the labels on top of the images, and one image (not four stacked opaque ones)
+    assert viewer.layers[-1].name == "seg" and viewer.layers[-1].visible
+    assert [layer.name for layer in viewer.layers if layer._type_string == "image" and layer.visible] == ["flair"]
+
+
+def test_uid_named_dicom_and_dicomdir_are_claimed(make_napari_viewer, shared_data, tmp_path):
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.fileset import FileSet
+
+    src = shared_data / "cardiac_views/056B/Series0005_trufi_short-axis"
+    uid_folder = tmp_path / "export"
+    uid_folder.mkdir()
+    fs = FileSet()
+    for i, f in enumerate(sorted(src.iterdir())):
+        ds = pydicom.dcmread(f)
+        ds.save_as(uid_folder / f"MR.1.3.12.2.1107.5.2.{i + 1}")
+        for key, value in (("PatientID", "P1"), ("StudyDate", "20260101"), ("StudyTime", "1200"), ("StudyID", "1"),
+                           ("StudyInstanceUID", "1.2.826.0.1.3680043.8.498.9"), ("SeriesNumber", "5"),
+                           ("InstanceNumber", str(i + 1)),
+                           ("SeriesInstanceUID", "1.2.826.0.1.3680043.8.498.10"),
+                           ("SOPClassUID", ds.file_meta.MediaStorageSOPClassUID),
+                           ("SOPInstanceUID", ds.file_meta.MediaStorageSOPInstanceUID)):
+            if not ds.get(key):
+                setattr(ds, key, value)
+        fs.add(ds)
+    fs.write(tmp_path / "cd")
+    viewer = make_napari_viewer()
+    for path in (uid_folder, next(uid_folder.iterdir()), tmp_path / "cd", tmp_path / "cd" / "DICOMDIR"):
+        assert napari_get_reader(str(path)) is not None, path
+    (layer,) = viewer.open(uid_folder, plugin="napari-ssl")
+    (again,) = viewer.open(tmp_path / "cd" / "DICOMDIR", plugin="napari-ssl")
+    expected = io.read(src)
+    for lay in (layer, again):
+        assert lay.data.shape == expected.array.shape
+        np.testing.assert_allclose(lay.data_to_world((0, 0, 0)), expected.origin, atol=1e-3)
+        np.testing.assert_allclose(lay.scale, expected.spacing, rtol=1e-4)
+
+
+def test_slice_gap_becomes_a_notification(make_napari_viewer, shared_data, tmp_path, monkeypatch):
+    import napari_ssl._napari.reader as reader
+
+    src = shared_data / "cardiac_views/056B/Series0005_trufi_short-axis"
+    gap = tmp_path / "gap"
+    gap.mkdir()
+    for i, f in enumerate(sorted(src.iterdir(), key=lambda p: io.read(p).origin)):
+        if i != 3:
+            (gap / f.name).write_bytes(f.read_bytes())
+    shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_warning", shown.append)
+    (data, _, _), = reader.read_layers(gap)
+    assert len(shown) == 1 and "missing slice" in shown[0] and "gap" in shown[0]
+    assert data.shape[0] == 8  # the missing slice's place is kept
 
 
 def test_cardiac_views_world_equals_patient_coordinates(make_napari_viewer, shared_data):
@@ -112,3 +164,17 @@ def test_writers_keep_geometry(make_napari_viewer, shared_data, tmp_path, suffix
         np.testing.assert_array_equal(back.array, data)
     np.testing.assert_array_equal(image.data, before)  # the user's layer is untouched
     assert layer_to_volume(labels).same_geometry(src)
+
+
+def test_4d_nifti_opens_with_a_time_axis_and_rgb_gets_a_sentence(make_napari_viewer, tmp_path):
+    from napari_ssl._napari.reader import read_layers
+
+    frames = [sitk.GetImageFromArray(np.full((4, 5, 6), t, dtype=np.int16)) for t in range(3)]
+    sitk.WriteImage(sitk.JoinSeries(frames), str(tmp_path / "fmri.nii.gz"))
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(tmp_path / "fmri.nii.gz", plugin="napari-ssl")
+    assert layer.data.shape == (3, 4, 5, 6) and viewer.dims.ndim == 4
+    assert layer.axis_labels[0] == "t"
+    sitk.WriteImage(sitk.Image([8, 8, 4], sitk.sitkVectorUInt8, 3), str(tmp_path / "photo.nii.gz"))
+    with pytest.raises(io.ScanReadError, match="RGB or vector image"):
+        read_layers(tmp_path / "photo.nii.gz")
