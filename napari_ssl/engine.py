@@ -293,18 +293,19 @@ class PretrainTask:
         backbone, patch = cfg.backbone, cfg.patch_size
         spacing, norm = cfg.spacing, cfg.normalization
         if cfg.resume:
-            self.resume_meta = checkpoint.read_meta(cfg.resume)
-            if self.resume_meta.get("kind") != "pretrain":
-                raise ValueError(
-                    f"{cfg.resume} is not a pretraining checkpoint (kind {self.resume_meta.get('kind')!r})"
-                )
-            backbone = backbone or self.resume_meta["model"]["backbone"]
-            saved_patch = self.resume_meta["patch_size"]
-            patch = patch or int(saved_patch[0] if isinstance(saved_patch, list) else saved_patch)
-            if spacing is None and self.resume_meta.get("spacing"):
-                spacing = tuple(float(v) for v in self.resume_meta["spacing"])
-            if norm is None and self.resume_meta.get("normalization"):
-                norm = Normalization.from_dict(self.resume_meta["normalization"])
+            from napari_ssl.meta import CheckpointMeta
+
+            raw_meta = checkpoint.read_meta(cfg.resume)
+            if raw_meta.get("kind") != "pretrain":
+                raise ValueError(f"{cfg.resume} is not a pretraining checkpoint (kind {raw_meta.get('kind')!r})")
+            info = CheckpointMeta.from_dict(raw_meta, source=str(cfg.resume))
+            self.resume_meta = info.to_dict()
+            backbone = backbone or (info.model or {})["backbone"]
+            patch = patch or int(info.patch_size[0])
+            if spacing is None and info.spacing:
+                spacing = info.spacing
+            if norm is None and raw_meta.get("normalization"):
+                norm = info.normalization
         self.backbone = backbone or default_backbone(device)
         self.patch = int(patch or default_patch_size(device))
 

@@ -317,25 +317,25 @@ class FinetuneTask:
 
     def _pretrained(self) -> tuple[dict[str, Any] | None, Any]:
         from napari_ssl import checkpoint
+        from napari_ssl.meta import CheckpointMeta
         from napari_ssl.models import BackboneSpec
 
         cfg = self.config
         if cfg.pretrained is None:
             return None, None
-        meta = checkpoint.read_meta(cfg.pretrained)
-        kind = meta.get("kind")
-        if kind == "pretrain":
-            spec = (meta.get("backbones") or {}).get("3d")
-            if not spec:
-                raise ValueError(
-                    f"{cfg.pretrained} holds no 3D encoder (pretexts {meta.get('pretexts')}); pretrain with rubik or "
-                    "context to fine-tune a 3D segmenter"
-                )
-        elif kind == "segment":
-            spec = meta["backbone"]
-        else:
-            raise ValueError(f"{cfg.pretrained} is a {kind!r} checkpoint, not a pretraining or segmentation one")
-        return meta, BackboneSpec.from_dict(spec)
+        raw = checkpoint.read_meta(cfg.pretrained)
+        if raw.get("kind") not in ("pretrain", "segment"):
+            raise ValueError(f"{cfg.pretrained} is a {raw.get('kind')!r} checkpoint, not a pretraining or segmentation one")
+        if raw.get("kind") == "pretrain" and not (raw.get("backbones") or {}).get("3d"):
+            raise ValueError(
+                f"{cfg.pretrained} holds no 3D encoder (pretexts {raw.get('pretexts')}); pretrain with rubik or "
+                "context to fine-tune a 3D segmenter"
+            )
+        info = CheckpointMeta.from_dict(raw, source=str(cfg.pretrained))
+        spec = (info.backbones or {}).get("3d") if info.kind == "pretrain" else info.backbone
+        meta = {"kind": info.kind, "pretexts": list(info.pretexts), "prefixes": dict(info.prefixes),
+                "step": info.step, "spacing": info.spacing, "normalization": info.normalization.to_dict()}
+        return meta, BackboneSpec.from_dict(dict(spec or {}))
 
     def setup(self, trainer: Any) -> Any:
         import torch

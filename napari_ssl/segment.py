@@ -116,6 +116,7 @@ def load_model(path: str | os.PathLike[str], device: str | Any = "cpu") -> Segme
 
     from napari_ssl import checkpoint
     from napari_ssl.device import resolve_device
+    from napari_ssl.meta import CheckpointMeta
     from napari_ssl.models import BackboneSpec, build_unet
 
     meta = checkpoint.read_meta(path)
@@ -126,8 +127,9 @@ def load_model(path: str | os.PathLike[str], device: str | Any = "cpu") -> Segme
             f"(napari-ssl finetune --pretrained {path} ...) and segment with the fine-tuned model"
         )
     dev = device if isinstance(device, torch.device) else resolve_device(str(device))
+    info = CheckpointMeta.from_dict(meta, source=str(path))  # an old or incomplete meta.json: a sentence
     state, meta = checkpoint.load(path, device="cpu")
-    spec = BackboneSpec.from_dict(meta["backbone"])
+    spec = BackboneSpec.from_dict(dict(info.backbone or {}))
     net = build_unet(spec, out_channels=int(meta["out_channels"]))
     try:
         net.load_state_dict(state, strict=True)

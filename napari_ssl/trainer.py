@@ -321,16 +321,18 @@ class Trainer:
 
     # ------------------------------------------------------------ checkpoints
     def meta(self) -> dict[str, Any]:
+        """The checkpoint's ``meta.json``: the task's fields and the loop's, through the typed :mod:`napari_ssl.meta`."""
+        from napari_ssl.meta import CheckpointMeta
+
         s = self.settings
-        out = self.task.meta()
-        out.update(
+        return CheckpointMeta(
             kind=self.task.kind, step=self.step, total=s.steps, history=self.history, metrics=self.metrics,
             device=str(self.device), world_size=self.world,
             training={"minutes": s.minutes, "elapsed_s": round(self.elapsed, 1), "stopped_by_time": self.stopped_by_time,
                       "schedule": s.schedule, "warmup": s.warmup, "lr": s.lr,
                       "best_step": None if self.best is None else self.best["step"]},
-        )
-        return out
+            **self.task.meta(),
+        ).to_dict()
 
     @property
     def has_model(self) -> bool:

@@ -44,7 +44,7 @@ class StubTask:
         return {"score": -abs(float(model.weight) - 2.0)}
 
     def meta(self):
-        return {"task": "stub"}
+        return {"config": {"task": "stub"}}
 
 
 def test_a_stub_task_drives_the_loop_to_its_steps_and_checkpoints(tmp_path) -> None:
@@ -60,7 +60,7 @@ def test_a_stub_task_drives_the_loop_to_its_steps_and_checkpoints(tmp_path) -> N
     assert progress[-1].lr < 0.1 * settings.lr
     assert progress[-1].loss < 0.02 * progress[0].loss
     state, meta = checkpoint.load(tmp_path / "ck")
-    assert meta["step"] == 40 and meta["task"] == "stub" and meta["kind"] == "segment"
+    assert meta["step"] == 40 and meta["config"]["task"] == "stub" and meta["kind"] == "segment"
     assert len(meta["history"]["loss"]) == 40 and meta["history"]["val_step"] == [20, 40]
     assert float(state["weight"]) == pytest.approx(2.0, abs=0.3)
     assert isinstance(seen[-1], events.Finished) and seen[-1].metrics["score"] > -0.3
