@@ -12,7 +12,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ParamSpec", "as_rng", "check_array", "is_torch", "shape_and_spacing"]
+__all__ = [
+    "ParamSpec",
+    "as_rng",
+    "check_array",
+    "check_foreground",
+    "inside_fraction",
+    "is_torch",
+    "shape_and_spacing",
+]
 
 
 @dataclass(frozen=True)
@@ -200,3 +208,33 @@ def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
     """Raise ``ValueError`` when ``value`` is not one of ``choices``."""
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def check_foreground(foreground: Any, shape: tuple[int, int, int]) -> np.ndarray | None:
+    """A foreground mask as a ``bool`` array of ``shape``, or ``None`` when absent or empty.
+
+    ``None`` and an all-``False`` mask both mean "anywhere" (a patch of air has no body to aim at); a mask of
+    another shape raises ``ValueError`` naming both shapes.
+    """
+    if foreground is None:
+        return None
+    if is_torch(foreground):
+        foreground = foreground.detach().cpu().numpy()
+    mask = np.asarray(foreground)
+    if mask.shape[-3:] != tuple(shape) or mask.ndim < 3:
+        raise ValueError(
+            f"foreground mask has shape {tuple(mask.shape)} but the volume's spatial shape is {tuple(shape)}"
+        )
+    if mask.ndim > 3:  # channels: foreground in any of them
+        mask = mask.reshape(-1, *shape).any(axis=0)
+    mask = mask.astype(bool, copy=False)
+    return mask if mask.any() else None
+
+
+def inside_fraction(mask: np.ndarray, corners: np.ndarray, patch: tuple[int, int, int]) -> np.ndarray:
+    """Fraction of each patch ``[corner, corner + patch)`` (corners ``(n, 3)``) that lies in ``mask``."""
+    out = np.empty(len(corners))
+    volume = float(np.prod(patch))
+    for k, (z, y, x) in enumerate(np.asarray(corners, dtype=np.int64).tolist()):
+        out[k] = np.count_nonzero(mask[z : z + patch[0], y : y + patch[1], x : x + patch[2]]) / volume
+    return out
