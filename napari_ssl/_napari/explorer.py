@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QScrollArea,
     QSlider,
     QSpinBox,
     QVBoxLayout,
@@ -29,8 +30,19 @@ from qtpy.QtWidgets import (
 )
 
 from napari_ssl._napari.explorer_compute import Preview, PreviewRequest, compute_preview
-from napari_ssl._napari.explorer_sources import SourceError, is_view_layer, source_volume, view_volumes
-from napari_ssl._napari.overlays import META, SEP, box_layer_specs, explorer_layers, remove_previews, upsert
+from napari_ssl._napari.explorer_sources import SourceError, source_names, source_volume, view_volumes
+from napari_ssl._napari.overlays import (
+    META,
+    SEP,
+    box_layer_specs,
+    displayed_extent,
+    explorer_layers,
+    go_to,
+    recycle,
+    remove_previews,
+    sliced_axis,
+    upsert,
+)
 from napari_ssl._napari.params import pretext_param_widget
 
 __all__ = ["ALL_VIEWS", "PRETEXTS", "PretextExplorer", "SourceError", "make_explorer"]
@@ -40,16 +52,6 @@ PRETEXTS = {"rubik": "Rubik's cube", "context": "Context restoration", "planes":
 #: the source entry that stands for every acquired view (planes and stacks) in the viewer
 ALL_VIEWS = "All views (native multi-view)"
 DEBOUNCE_MS = 250
-
-
-def _is_scan(layer: Any) -> bool:
-    """A grey-level 3D (or 3D + time) Image layer: a sensible default source."""
-    return (
-        type(layer).__name__ == "Image"
-        and not getattr(layer, "rgb", False)
-        and layer.ndim >= 3
-        and layer.data.shape[-3] > 1
-    )
 
 
 class PretextExplorer(QWidget):
@@ -91,18 +93,22 @@ class PretextExplorer(QWidget):
         self.seed.setRange(0, 2**31 - 1)
         self.new_sample = QPushButton("New sample")
         self.restore = QCheckBox("restore (show the inverse)")
+        self.foreground = QCheckBox("on the body (foreground mask)")
+        self.foreground.setChecked(True)
+        self.foreground.setToolTip(
+            "Place swapped patches and Rubik cubes on the body (Otsu / nonzero / HU threshold), not in the air"
+        )
         self.step = QSlider(Qt.Orientation.Horizontal)
-        self.step.setRange(0, 0)  # follows n_swaps; at its maximum it shows all swaps
+        self.step.setRange(0, 0)  # context: the current swap (all swaps at the maximum); planes: the plane
+        self.step_name = QLabel("swap")
         self.step_label = QLabel("")
+        self.step_label.setMinimumWidth(48)
         self.auto = QCheckBox("update on every change")
         self.auto.setChecked(True)
         self.preview_button = QPushButton("Preview")
         self.remove_button = QPushButton("Remove previews")
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        from napari_ssl._napari.explorer_gallery import PlaneGallery
-
-        self.gallery = PlaneGallery()
 
         form = QFormLayout()
         form.addRow("scan", self.source)
@@ -111,13 +117,19 @@ class PretextExplorer(QWidget):
         seed_row.addWidget(self.seed)
         seed_row.addWidget(self.new_sample)
         form.addRow("seed", seed_row)
-        layout = QVBoxLayout(self)
+        inner = QWidget()
+        layout = QVBoxLayout(inner)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.setSpacing(4)
         layout.addLayout(form)
         for w in self.params.values():
+            w.native.layout().setContentsMargins(0, 0, 0, 0)
             layout.addWidget(w.native)
+        layout.addWidget(self.foreground)
         layout.addWidget(self.restore)
         step_row = QHBoxLayout()
-        step_row.addWidget(QLabel("swap"))
+        step_row.setContentsMargins(0, 0, 0, 0)
+        step_row.addWidget(self.step_name)
         step_row.addWidget(self.step)
         step_row.addWidget(self.step_label)
         self.step_box = QWidget()
@@ -129,8 +141,17 @@ class PretextExplorer(QWidget):
         layout.addWidget(self.auto)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
-        layout.addWidget(self.gallery)
         layout.addStretch(1)
+        # a laptop screen (1366x768) shows the dock beside other docks: scroll rather than grow the window
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(inner)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+        self.setMinimumHeight(160)
+        self._goto = True  # move the view to the current swap on the next context preview
 
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -143,6 +164,7 @@ class PretextExplorer(QWidget):
         self.seed.valueChanged.connect(self._schedule)
         self.new_sample.clicked.connect(lambda: self.seed.setValue((self.seed.value() + 1) % (2**31 - 1)))
         self.restore.toggled.connect(self._schedule)
+        self.foreground.toggled.connect(self._schedule)
         self.step.valueChanged.connect(self._on_step)
         self.source.currentIndexChanged.connect(self._schedule)
         self.preview_button.clicked.connect(self.preview)
@@ -184,14 +206,24 @@ class PretextExplorer(QWidget):
         for key, w in self.params.items():
             w.visible = key == name
         self.restore.setVisible(name == "rubik")
-        self.step_box.setVisible(name == "context")
-        self.gallery.setVisible(name == "planes")
+        self.foreground.setVisible(name != "planes" or self.source.currentText() != ALL_VIEWS)
+        self.step_box.setVisible(name in ("context", "planes"))
+        self.step_name.setText("plane" if name == "planes" else "swap")
+        self._goto = True
         self._sync_step_range()
         self._refresh_sources()
         if schedule:
             self._schedule()
 
     def _sync_step_range(self) -> None:
+        """Context: 0 .. n_swaps (the maximum shows all swaps); planes: one position per plane."""
+        if self.pretext_name == "planes":
+            n = len(self.last_preview.planes) if self._planes_shown() else 0
+            self.step.blockSignals(True)
+            self.step.setRange(0, max(0, n - 1))
+            self.step.blockSignals(False)
+            self._step_text()
+            return
         n = int(self.params["context"].values().get("n_swaps", 0)) if "context" in self.params else 0
         at_end = self.step.value() >= self.step.maximum()
         self.step.blockSignals(True)
@@ -199,7 +231,19 @@ class PretextExplorer(QWidget):
         if at_end:
             self.step.setValue(n)
         self.step.blockSignals(False)
-        self.step_label.setText(f"{self.step.value()} / {n}")
+        self._step_text()
+
+    def _planes_shown(self) -> bool:
+        preview = self.last_preview
+        return preview is not None and preview.request.pretext == "planes"
+
+    def _step_text(self) -> None:
+        value = self.step.value()
+        if self.pretext_name == "planes":
+            shown = self._planes_shown() and value < len(self.last_preview.planes)
+            self.step_label.setText(self.last_preview.planes[value].name if shown else "")
+        else:
+            self.step_label.setText(f"{value} / {self.step.maximum()}")
 
     def _on_param(self, *_: Any) -> None:
         if self.pretext_name == "context":
@@ -207,28 +251,25 @@ class PretextExplorer(QWidget):
         self._schedule()
 
     def _on_step(self, value: int) -> None:
-        self.step_label.setText(f"{value} / {self.step.maximum()}")
+        self._step_text()
+        if self.pretext_name == "planes":  # a new selected plane: redraw, nothing to compute
+            if self._planes_shown():
+                self._draw(self.last_preview)
+            return
+        self._goto = True
         self._schedule()
 
     def _refresh_sources(self, *_: Any) -> None:
-        current = self.source.currentText()
-        names = [layer.name for layer in self.viewer.layers if META not in layer.metadata]
-        if self.pretext_name == "planes" and sum(is_view_layer(lay) for lay in self.viewer.layers) >= 2:
-            names = [ALL_VIEWS, *names]
+        names, default = source_names(self.viewer, self.pretext_name == "planes", ALL_VIEWS)
         if names == [self.source.itemText(i) for i in range(self.source.count())]:
             return
+        current = self.source.currentText()
         self.source.blockSignals(True)
         self.source.clear()
         self.source.addItems(names)
-        if current in names:
-            self.source.setCurrentIndex(names.index(current))
-        else:  # the active layer when it is a 3D scan, else the first 3D scan, else the first entry
-            active = self.viewer.layers.selection.active
-            scans = [lay.name for lay in self.viewer.layers if lay.name in names and _is_scan(lay)]
-            if active is not None and active.name in scans:
-                self.source.setCurrentIndex(names.index(active.name))
-            elif scans:
-                self.source.setCurrentIndex(names.index(scans[0]))
+        pick = current if current in names else default
+        if pick in names:
+            self.source.setCurrentIndex(names.index(pick))
         self.source.blockSignals(False)
 
     def _schedule(self, *_: Any) -> None:
@@ -245,6 +286,7 @@ class PretextExplorer(QWidget):
             "seed": int(self.seed.value()),
             "restore": self.restore.isChecked(),
             "step": int(self.step.value()) if self.step.value() < self.step.maximum() else None,
+            "foreground": self.foreground.isChecked(),
         }
         if name == ALL_VIEWS:
             if self.pretext_name != "planes":
@@ -256,7 +298,9 @@ class PretextExplorer(QWidget):
                 )
             return PreviewRequest(views=tuple(views), source="views", **common)
         volume = source_volume(self.viewer, name, planes_hint=self.pretext_name == "planes")
-        return PreviewRequest(volume=volume, source=name, **common)
+        limits = getattr(self.viewer.layers[name], "contrast_limits", None)
+        contrast = (float(limits[0]), float(limits[1])) if limits is not None else None
+        return PreviewRequest(volume=volume, source=name, contrast=contrast, **common)
 
     def preview(self) -> Any:
         """Compute and draw the preview (in a thread worker); returns the worker, or None on a bad selection.
@@ -309,12 +353,6 @@ class PretextExplorer(QWidget):
     def _base_name(request: PreviewRequest) -> tuple[str, str]:
         return request.source, f"{request.source}{SEP}{request.pretext}"
 
-    def _sliced_axis(self) -> int:
-        dims = self.viewer.dims
-        first = dims.ndim - 3
-        hidden = [a - first for a in dims.order[first:] if a not in dims.displayed]
-        return hidden[0] if hidden else 0
-
     def _on_returned(self, preview: Preview) -> None:
         if preview.request is not self._latest or self._pending is not None:
             return  # stale: a newer request is on its way
@@ -322,7 +360,12 @@ class PretextExplorer(QWidget):
             self._notify(f"'{preview.request.source}' was removed before its preview was ready")
             return
         self.last_preview = preview
+        if preview.request.pretext == "planes":
+            self._sync_step_range()
         self._draw(preview)
+        if preview.focus is not None and self._goto:
+            self._goto = False
+            go_to(self.viewer, self.viewer.layers[preview.request.source], preview.focus)
         self.status.setText(preview.summary)
         self.preview_ready.emit(preview)
 
@@ -334,14 +377,21 @@ class PretextExplorer(QWidget):
             from napari_ssl._napari.explorer_planes import plane_layer_specs
 
             source_layer = None if preview.world else self.viewer.layers[source]
-            specs = plane_layer_specs(preview, base, source_layer, self.viewer.dims.ndisplay)
-            self.gallery.show_planes(preview)
+            focus = min(self.step.value(), len(preview.planes) - 1)
+            specs = plane_layer_specs(
+                preview,
+                base,
+                source_layer,
+                self.viewer.dims.ndisplay,
+                focus,
+                displayed_extent(self.viewer, source_layer),
+            )
         else:
             source_layer = self.viewer.layers[source]
             specs = box_layer_specs(
-                preview, base, source_layer, self.viewer.dims.ndisplay, self._sliced_axis()
+                preview, base, source_layer, self.viewer.dims.ndisplay, sliced_axis(self.viewer)
             )
-        self._recycle(source, specs)
+        recycle(self.viewer, source, specs)
         names = set()
         for name, layer_type, data, kwargs, role in specs:
             upsert(self.viewer, name, layer_type, data, kwargs, {**tag, "role": role})
@@ -357,46 +407,35 @@ class PretextExplorer(QWidget):
         if keep is not None:
             self.viewer.layers.selection.active = keep
 
-    def _recycle(self, source: str, specs: list[tuple]) -> None:
-        """Rename this scan's spare preview layers to the names ``specs`` needs (same role and type), so a
-        new pretext or plane count updates layers in place: creating a layer (and its GL visual) costs far
-        more than updating one."""
-        wanted = {spec[0] for spec in specs}
-        spare = [layer for layer in explorer_layers(self.viewer, source) if layer.name not in wanted]
-        for name, layer_type, *_, role in specs:
-            if name in self.viewer.layers:
-                continue
-            for layer in spare:
-                if layer.metadata[META].get("role") == role and type(layer).__name__.lower() == layer_type:
-                    layer.name = name
-                    spare.remove(layer)
-                    break
-
     def _on_view_change(self, *_: Any) -> None:
-        """2D <-> 3D: boxes as wireframes in 3D, as contours with per-slice text in 2D."""
+        """2D <-> 3D: boxes as wireframes in 3D, as contours with per-slice text in 2D; planes as layers in
+        3D, as a grid of tiles in 2D (redrawn from the last preview, nothing recomputed)."""
         preview = self.last_preview
-        from napari_ssl._napari.overlays import text_features, text_points
+        from napari_ssl._napari.overlays import contour_width, set_text, text_points
 
+        if preview is None:
+            return
+        if preview.request.pretext == "planes":
+            if preview.world or preview.request.source in self.viewer.layers:
+                self._draw(preview)
+            return
         ndisplay = self.viewer.dims.ndisplay
         for layer in explorer_layers(self.viewer):
             role = layer.metadata[META].get("role")
-            if role == "plane":
-                layer.visible = ndisplay == 3
-            elif preview is None or preview.request.pretext == "planes":
-                continue
-            elif role == "boxes":
+            if role == "boxes":
                 layer.visible = ndisplay == 3
             elif role == "cells":
                 layer.visible = ndisplay == 2
+                if ndisplay == 2:
+                    layer.contour = contour_width(layer.data.shape)
             elif role == "text" and layer.metadata[META].get("source") == preview.request.source:
-                pts, labels, rgba = text_points(preview, ndisplay, self._sliced_axis())
-                layer.data = pts
-                layer.features = text_features(labels, rgba)
+                set_text(
+                    layer, *text_points(preview, ndisplay, sliced_axis(self.viewer)), plate=ndisplay == 2
+                )
 
     def remove_previews(self) -> int:
         """Remove every layer the explorer added (one click); returns how many."""
         self.last_preview = None
-        self.gallery.clear()
         count = remove_previews(self.viewer)
         self.status.setText(f"removed {count} preview layers")
         return count

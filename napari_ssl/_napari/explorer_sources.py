@@ -10,7 +10,7 @@ from napari_ssl._napari.layers import layer_to_volume
 from napari_ssl._napari.overlays import META
 from napari_ssl.volume import Volume
 
-__all__ = ["SourceError", "current_frame", "is_view_layer", "source_volume", "view_volumes"]
+__all__ = ["SourceError", "current_frame", "is_view_layer", "source_names", "source_volume", "view_volumes"]
 
 
 class SourceError(ValueError):
@@ -64,3 +64,26 @@ def source_volume(viewer: Any, name: str, planes_hint: bool = False) -> Volume:
 def view_volumes(viewer: Any) -> list[Volume]:
     """Every visible acquired view (plane, stack or cine frame) in the viewer, in layer order."""
     return [current_frame(viewer, layer) for layer in viewer.layers if is_view_layer(layer) and layer.visible]
+
+
+def is_scan(layer: Any) -> bool:
+    """A grey-level 3D (or 3D + time) Image layer: a sensible default source."""
+    return (
+        type(layer).__name__ == "Image"
+        and not getattr(layer, "rgb", False)
+        and layer.ndim >= 3
+        and layer.data.shape[-3] > 1
+    )
+
+
+def source_names(viewer: Any, planes: bool, all_views: str) -> tuple[list[str], str | None]:
+    """The source list (every layer not ours; ``all_views`` first for planes with >= 2 acquired views) and
+    the default pick: the active layer when it is a 3D scan, else the first 3D scan."""
+    names = [layer.name for layer in viewer.layers if META not in layer.metadata]
+    if planes and sum(is_view_layer(lay) for lay in viewer.layers) >= 2:
+        names = [all_views, *names]
+    active = viewer.layers.selection.active
+    scans = [lay.name for lay in viewer.layers if lay.name in names and is_scan(lay)]
+    if active is not None and active.name in scans:
+        return names, active.name
+    return names, scans[0] if scans else None

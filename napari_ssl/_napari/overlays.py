@@ -150,6 +150,10 @@ def _update(layer: Any, layer_type: str, data: Any, kwargs: dict[str, Any]) -> N
             layer.features = kwargs["features"]
         if "text" in kwargs:
             layer.text = kwargs["text"]
+        if len(layer.data):  # new points take the layer's defaults: set the plate on all of them
+            for key in ("size", "face_color", "symbol", "border_width"):
+                if key in kwargs:
+                    setattr(layer, key, kwargs[key])
         return
     if layer_type == "labels" and "colormap" in kwargs:
         new = kwargs["colormap"]
@@ -175,7 +179,6 @@ def box_layer_specs(
     from napari.utils.colormaps import DirectLabelColormap
 
     place = placement(source_layer)
-    pretext = preview.request.pretext
     image_kw: dict[str, Any] = {**place, "colormap": "gray", "blending": "translucent"}
     limits = getattr(source_layer, "contrast_limits", None)
     if limits is not None:
@@ -184,7 +187,9 @@ def box_layer_specs(
 
     boxes = preview.boxes
     values = preview.box_values
-    edge_colors = np.array([colour(v - 1) for v in values]) if len(values) else np.zeros((0, 4))
+    alpha = preview.box_alpha if len(preview.box_alpha) == len(values) else np.ones(len(values))
+    edge_colors = np.array([colour(v - 1) for v in values]).reshape(-1, 4)
+    edge_colors[:, 3] = alpha
     paths = [box_path(lo, hi) for lo, hi in boxes]
     specs.append(
         (
@@ -204,7 +209,8 @@ def box_layer_specs(
         )
     )
     cmap = {None: TRANSPARENT, 0: TRANSPARENT}
-    cmap.update({int(v): colour(int(v) - 1) for v in np.unique(values)})
+    for v, a in zip(values, alpha, strict=True):
+        cmap[int(v)] = np.append(colour(int(v) - 1)[:3], a)
     specs.append(
         (
             f"{base} cells",
@@ -215,36 +221,53 @@ def box_layer_specs(
                 "colormap": DirectLabelColormap(color_dict=cmap),
                 "opacity": 1.0,
                 "visible": ndisplay == 2,
-                "contour": max(1, round(min(preview.labels.shape[1:]) / 128)),
+                **({"contour": contour_width(preview.labels.shape)} if ndisplay == 2 else {}),
             },
             "cells",
         )
     )
-    points, labels, rgba = text_points(preview, ndisplay, sliced_axis)
-    # big Rubik cubes: text in the cube's colour; small context patches: white, as the border has the colour
-    text_colour: Any = {"feature": "colour"} if pretext == "rubik" else "white"
-    specs.append(
-        (
-            f"{base} text",
-            "points",
-            points,
-            {
-                **place,
-                "features": text_features(labels, rgba),
-                "text": {"string": "{label}", "color": text_colour, "size": 10, "anchor": "center"},
-                "size": 0.1,
-                "face_color": "transparent",
-                "border_color": "transparent",
-            },
-            "text",
-        )
-    )
+    points, labels, rgba, sizes = text_points(preview, ndisplay, sliced_axis)
+    # text in the box's colour on a dark plate: readable on bright tissue and on dark air alike
+    kwargs = text_kwargs(labels, rgba, sizes, plate=ndisplay == 2)
+    specs.append((f"{base} text", "points", points, {**place, **kwargs}, "text"))
     return specs
+
+
+#: text size (screen pixels) of box and plane labels, and the dark plate behind each label
+TEXT_SIZE = 11
+PLATE = "#000000a8"  # black, 66% opaque
+
+
+def text_kwargs(labels: list[str], rgba: np.ndarray, sizes: Any = 1.0, plate: bool = True) -> dict[str, Any]:
+    """Points kwargs drawing ``labels`` centred on their points, each on a dark plate.
+
+    The plate is napari's ``hbar`` marker (three times wider than tall); ``sizes`` are its widths in data
+    units (see :func:`plate_width`), so that it scales with its box like the box itself. No plate in 3D
+    (``plate=False``): there the volume's depth test hides text behind its own plate.
+    """
+    return {
+        "features": text_features(labels, rgba),
+        "text": {"string": "{label}", "color": {"feature": "colour"}, "size": TEXT_SIZE, "anchor": "center"},
+        "symbol": "hbar",
+        "size": np.broadcast_to(np.asarray(sizes, dtype=float), (len(labels),)).copy() if labels else 1.0,
+        "face_color": PLATE if plate else "transparent",
+        "border_width": 0,
+        "border_color": "transparent",
+    }
+
+
+def plate_width(extent: float) -> float:
+    """Plate width (data units) for a box whose smallest displayed side is ``extent``: wider than a small
+    patch (its 3-character label must fit), a fraction of a big cube (its content must stay visible)."""
+    return float(extent) * (1.3 if extent < 32 else 0.6)
 
 
 def text_features(labels: list[str], rgba: np.ndarray) -> dict[str, list[str]]:
     """Points features for box text: the label and its colour as hex (the colour of its box)."""
-    hexes = ["#{:02x}{:02x}{:02x}".format(*(np.round(np.asarray(c)[:3] * 255).astype(int))) for c in rgba]
+    hexes = [
+        "#{:02x}{:02x}{:02x}{:02x}".format(*(np.round(np.asarray(c)[:4] * 255).astype(int)))
+        for c in np.asarray(rgba).reshape(-1, 4)
+    ]
     return {"label": list(labels), "colour": hexes}
 
 
@@ -255,12 +278,21 @@ def line_width(shape: tuple[int, ...]) -> float:
 
 def text_points(
     preview: Preview, ndisplay: int, sliced_axis: int
-) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """Text anchor points of the boxes: centres in 3D; in 2D one per slice along ``sliced_axis``."""
+) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+    """Text anchor points of the boxes (centres in 3D; in 2D one per slice along ``sliced_axis``), their
+    labels, colours and plate widths."""
     pts: list[np.ndarray] = []
     labels: list[str] = []
     rgba: list[np.ndarray] = []
-    for (lo, hi), text, v in zip(preview.boxes, preview.box_text, preview.box_values, strict=False):
+    sizes: list[float] = []
+    alphas = (
+        preview.box_alpha if len(preview.box_alpha) == len(preview.boxes) else np.ones(len(preview.boxes))
+    )
+    for (lo, hi), text, v, a in zip(
+        preview.boxes, preview.box_text, preview.box_values, alphas, strict=False
+    ):
+        if ndisplay == 3 and a < 1:  # 3D: the labels of the current pair only; all of them overlap
+            continue
         centre = (np.asarray(lo) + np.asarray(hi) - 1) / 2.0
         if ndisplay == 3:
             steps = [centre]
@@ -272,6 +304,80 @@ def text_points(
                 steps.append(p)
         pts.extend(steps)
         labels.extend([text] * len(steps))
-        rgba.extend([colour(v - 1)] * len(steps))
+        rgba.extend([_text_colour(colour(v - 1), a)] * len(steps))
+        shown = [hi[k] - lo[k] for k in range(3) if ndisplay == 3 or k != sliced_axis]
+        sizes.extend([plate_width(min(shown))] * len(steps))
     data = np.array(pts, dtype=float).reshape(-1, 3)
-    return data, labels, np.array(rgba).reshape(-1, 4)
+    return data, labels, np.array(rgba).reshape(-1, 4), np.asarray(sizes, dtype=float)
+
+
+def _text_colour(rgba: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """A box colour lifted towards white so that it reads on the dark plate (dark blues and purples do not);
+    the text of a dimmed box is dimmed less than the box, so it stays legible."""
+    c = np.asarray(rgba, dtype=float).copy()
+    c[:3] = 0.45 + 0.55 * c[:3]
+    c[3] = max(0.7, float(alpha))
+    return c
+
+
+def set_text(
+    layer: Any, points: np.ndarray, labels: list[str], rgba: np.ndarray, sizes: Any, plate: bool = True
+) -> None:
+    """Replace the points and labels of a text layer made with :func:`text_kwargs`, plates included."""
+    kwargs = text_kwargs(labels, rgba, sizes, plate)
+    layer.data = points
+    layer.features = kwargs["features"]
+    if len(points):
+        for key in ("size", "face_color", "symbol", "border_width"):
+            setattr(layer, key, kwargs[key])
+
+
+def contour_width(shape: tuple[int, ...]) -> int:
+    """Contour thickness (pixels of the label volume) of the 2D box outlines."""
+    return max(1, round(min(shape[1:]) / 128))
+
+
+# ---------------------------------------------------------------------------------------------- the view
+def sliced_axis(viewer: Any) -> int:
+    """The spatial axis (0..2 of the last three) the 2D view slices along."""
+    dims = viewer.dims
+    first = dims.ndim - 3
+    hidden = [a - first for a in dims.order[first:] if a not in dims.displayed]
+    return hidden[0] if hidden else 0
+
+
+def go_to(viewer: Any, layer: Any, voxel: Any) -> None:
+    """Move the view to ``voxel`` ``(z, y, x)`` of ``layer``: the slice through it, the camera centred on it."""
+    lead = layer.ndim - 3
+    world = np.asarray(layer.data_to_world(np.concatenate([np.zeros(lead), np.asarray(voxel, float)])))
+    dims = viewer.dims
+    offset = dims.ndim - layer.ndim
+    for axis in range(dims.ndim - 3, dims.ndim):
+        if axis not in dims.displayed:
+            dims.set_point(axis, world[axis - offset])
+    viewer.camera.center = tuple(world[a - offset] for a in dims.displayed)
+
+
+def displayed_extent(viewer: Any, source_layer: Any) -> np.ndarray | None:
+    """World ``(lo, hi)`` of the last two axes of the source (or of every layer not ours)."""
+    layers = [source_layer] if source_layer is not None else list(viewer.layers)
+    boxes = [lay.extent.world for lay in layers if META not in lay.metadata and lay.ndim >= 2]
+    if not boxes:
+        return None
+    return np.stack([np.min([b[0][-2:] for b in boxes], axis=0), np.max([b[1][-2:] for b in boxes], axis=0)])
+
+
+def recycle(viewer: Any, source: str, specs: list[tuple]) -> None:
+    """Rename this scan's spare preview layers to the names ``specs`` needs (same role and type), so a new
+    pretext or plane count updates layers in place: creating a layer (and its GL visual) costs far more than
+    updating one."""
+    wanted = {spec[0] for spec in specs}
+    spare = [layer for layer in explorer_layers(viewer, source) if layer.name not in wanted]
+    for name, layer_type, *_, role in specs:
+        if name in viewer.layers:
+            continue
+        for layer in spare:
+            if layer.metadata[META].get("role") == role and type(layer).__name__.lower() == layer_type:
+                layer.name = name
+                spare.remove(layer)
+                break

@@ -105,7 +105,7 @@ def test_screenshots_every_pretext_2d_and_3d_and_cardiac_views(
     worker = dock.preview()
     with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
         pass
-    save_gallery(dock, tmp_path, "cardiac_views")
+    check_grid(viewer, "views · planes grid", "cardiac views grid")
     viewer.dims.ndisplay = 3
     viewer.reset_view()
     viewer.camera.angles = (-15.0, 35.0, 140.0)
@@ -113,15 +113,11 @@ def test_screenshots_every_pretext_2d_and_3d_and_cardiac_views(
     shoot(viewer, dock, tmp_path / "cardiac_views_3d.png", "cardiac views 3D")
 
 
-def save_gallery(dock, tmp_path: Path, stem: str) -> None:
-    gallery = dock.gallery.to_image()
-    ptr = gallery.constBits()
-    ptr.setsize(gallery.sizeInBytes())
-    arr = np.frombuffer(ptr, np.uint8).reshape(gallery.height(), gallery.bytesPerLine() // 4, 4)
-    check(arr[..., [2, 1, 0, 3]], f"{stem} planes gallery", 100)  # Format_RGB32 is B, G, R, A
-    gallery.save(str(tmp_path / f"{stem}_gallery.png"))
-    if SAVE_DOCS:
-        gallery.save(str(DOCS / f"explorer_{stem}_gallery.png"))
+def check_grid(viewer, name: str, what: str) -> None:
+    """2D planes: the grid of tiles in the canvas, in the plane colours."""
+    grid = viewer.layers[name]
+    assert grid.rgb
+    check(np.asarray(grid.data), what, 100)
 
 
 def shoot_pretext(viewer, dock, qtbot, src, scan, pretext, values, tmp_path) -> None:
@@ -137,9 +133,9 @@ def shoot_pretext(viewer, dock, qtbot, src, scan, pretext, values, tmp_path) -> 
         lo, hi = preview.boxes[0]
         viewer.dims.set_point(0, src.data_to_world(((lo[0] + hi[0] - 1) / 2, 0, 0))[0])
     viewer.reset_view()
-    if pretext == "planes":  # 2D: the planes as the network sees them, in the dock's gallery
-        save_gallery(dock, tmp_path, f"{scan}_planes")
-        shoot(viewer, dock, tmp_path / f"{scan}_{pretext}_2d.png", f"{scan} {pretext} 2D", 0)
+    if pretext == "planes":  # 2D: the planes as the network sees them, a grid beside the scan
+        check_grid(viewer, f"{src.name} · planes grid", f"{scan} planes grid")
+        shoot(viewer, dock, tmp_path / f"{scan}_{pretext}_2d.png", f"{scan} {pretext} 2D")
     else:
         shoot(viewer, dock, tmp_path / f"{scan}_{pretext}_2d.png", f"{scan} {pretext} 2D")
     viewer.dims.ndisplay = 3
