@@ -14,22 +14,11 @@ from typing import Any
 import napari
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_warning
-from qtpy.QtCore import Qt, QTimer, Signal
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QPushButton,
-    QScrollArea,
-    QSlider,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtCore import QTimer, Signal
+from qtpy.QtWidgets import QWidget
 
 from napari_ssl._napari.explorer_compute import Preview, PreviewRequest, compute_preview
+from napari_ssl._napari.explorer_controls import PRETEXTS, ExplorerControls
 from napari_ssl._napari.explorer_sources import SourceError, source_names, source_volume, view_volumes
 from napari_ssl._napari.overlays import (
     META,
@@ -43,18 +32,15 @@ from napari_ssl._napari.overlays import (
     sliced_axis,
     upsert,
 )
-from napari_ssl._napari.params import pretext_param_widget
 
 __all__ = ["ALL_VIEWS", "PRETEXTS", "PretextExplorer", "SourceError", "make_explorer"]
 
-#: pretext key -> label in the dock
-PRETEXTS = {"rubik": "Rubik's cube", "context": "Context restoration", "planes": "Imaging planes"}
 #: the source entry that stands for every acquired view (planes and stacks) in the viewer
 ALL_VIEWS = "All views (native multi-view)"
 DEBOUNCE_MS = 250
 
 
-class PretextExplorer(QWidget):
+class PretextExplorer(ExplorerControls):
     """Dock widget: controls, debounced thread-worker previews, preview layers, plane gallery.
 
     Attributes
@@ -79,78 +65,7 @@ class PretextExplorer(QWidget):
         self._latest: PreviewRequest | None = None
         self._running = False
 
-        self.source = QComboBox()
-        self.source.setToolTip("The scan to preview on; 'All views' uses every acquired plane layer")
-        self.pretext = QComboBox()
-        self.params = {}
-        for key, label in PRETEXTS.items():
-            try:
-                self.params[key] = pretext_param_widget(key)
-            except (ImportError, KeyError, ValueError):  # a pretext this install does not provide
-                continue
-            self.pretext.addItem(label, key)
-        self.seed = QSpinBox()
-        self.seed.setRange(0, 2**31 - 1)
-        self.new_sample = QPushButton("New sample")
-        self.restore = QCheckBox("restore (show the inverse)")
-        self.foreground = QCheckBox("on the body (foreground mask)")
-        self.foreground.setChecked(True)
-        self.foreground.setToolTip(
-            "Place swapped patches and Rubik cubes on the body (Otsu / nonzero / HU threshold), not in the air"
-        )
-        self.step = QSlider(Qt.Orientation.Horizontal)
-        self.step.setRange(0, 0)  # context: the current swap (all swaps at the maximum); planes: the plane
-        self.step_name = QLabel("swap")
-        self.step_label = QLabel("")
-        self.step_label.setMinimumWidth(48)
-        self.auto = QCheckBox("update on every change")
-        self.auto.setChecked(True)
-        self.preview_button = QPushButton("Preview")
-        self.remove_button = QPushButton("Remove previews")
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-
-        form = QFormLayout()
-        form.addRow("scan", self.source)
-        form.addRow("pretext", self.pretext)
-        seed_row = QHBoxLayout()
-        seed_row.addWidget(self.seed)
-        seed_row.addWidget(self.new_sample)
-        form.addRow("seed", seed_row)
-        inner = QWidget()
-        layout = QVBoxLayout(inner)
-        layout.setContentsMargins(4, 4, 4, 4)
-        layout.setSpacing(4)
-        layout.addLayout(form)
-        for w in self.params.values():
-            w.native.layout().setContentsMargins(0, 0, 0, 0)
-            layout.addWidget(w.native)
-        layout.addWidget(self.foreground)
-        layout.addWidget(self.restore)
-        step_row = QHBoxLayout()
-        step_row.setContentsMargins(0, 0, 0, 0)
-        step_row.addWidget(self.step_name)
-        step_row.addWidget(self.step)
-        step_row.addWidget(self.step_label)
-        self.step_box = QWidget()
-        self.step_box.setLayout(step_row)
-        layout.addWidget(self.step_box)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.preview_button)
-        buttons.addWidget(self.remove_button)
-        layout.addWidget(self.auto)
-        layout.addLayout(buttons)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
-        # a laptop screen (1366x768) shows the dock beside other docks: scroll rather than grow the window
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setWidget(inner)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
-        self.setMinimumHeight(160)
+        self._build_controls()
         self._goto = True  # move the view to the current swap on the next context preview
 
         self._timer = QTimer(self)
@@ -166,7 +81,7 @@ class PretextExplorer(QWidget):
         self.restore.toggled.connect(self._schedule)
         self.foreground.toggled.connect(self._schedule)
         self.step.valueChanged.connect(self._on_step)
-        self.source.currentIndexChanged.connect(self._schedule)
+        self.source.currentIndexChanged.connect(self._on_source)
         self.preview_button.clicked.connect(self.preview)
         self.remove_button.clicked.connect(self.remove_previews)
         links = [
@@ -206,7 +121,7 @@ class PretextExplorer(QWidget):
         for key, w in self.params.items():
             w.visible = key == name
         self.restore.setVisible(name == "rubik")
-        self.foreground.setVisible(name != "planes" or self.source.currentText() != ALL_VIEWS)
+        self.foreground.setVisible(self.source.currentText() != ALL_VIEWS)
         self.step_box.setVisible(name in ("context", "planes"))
         self.step_name.setText("plane" if name == "planes" else "swap")
         self._goto = True
@@ -244,6 +159,11 @@ class PretextExplorer(QWidget):
             self.step_label.setText(self.last_preview.planes[value].name if shown else "")
         else:
             self.step_label.setText(f"{value} / {self.step.maximum()}")
+
+    def _on_source(self, *_: Any) -> None:
+        self.foreground.setVisible(self.source.currentText() != ALL_VIEWS)  # acquired views are not placed
+        self._goto = True
+        self._schedule()
 
     def _on_param(self, *_: Any) -> None:
         if self.pretext_name == "context":
@@ -429,9 +349,7 @@ class PretextExplorer(QWidget):
                 if ndisplay == 2:
                     layer.contour = contour_width(layer.data.shape)
             elif role == "text" and layer.metadata[META].get("source") == preview.request.source:
-                set_text(
-                    layer, *text_points(preview, ndisplay, sliced_axis(self.viewer)), plate=ndisplay == 2
-                )
+                set_text(layer, *text_points(preview, ndisplay, sliced_axis(self.viewer)))
 
     def remove_previews(self) -> int:
         """Remove every layer the explorer added (one click); returns how many."""

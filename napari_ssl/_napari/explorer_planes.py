@@ -177,7 +177,7 @@ def plane_layer_specs(
     labels = [_label(preview.planes[k]) for k in shown]
     rgba = np.array([0.45 + 0.55 * colour(k) for k in shown]).reshape(-1, 4)
     sizes = [0.3 * float(np.ptp(preview.planes[k].corners, axis=0).max()) for k in shown]
-    specs.append((f"{base} text", "points", centres, text_kwargs(labels, rgba, sizes, False), "plane text"))
+    specs.append((f"{base} text", "points", centres, text_kwargs(labels, rgba, sizes), "plane text"))
     return specs
 
 

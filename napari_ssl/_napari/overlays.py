@@ -228,7 +228,7 @@ def box_layer_specs(
     )
     points, labels, rgba, sizes = text_points(preview, ndisplay, sliced_axis)
     # text in the box's colour on a dark plate: readable on bright tissue and on dark air alike
-    kwargs = text_kwargs(labels, rgba, sizes, plate=ndisplay == 2)
+    kwargs = text_kwargs(labels, rgba, sizes)
     specs.append((f"{base} text", "points", points, {**place, **kwargs}, "text"))
     return specs
 
@@ -242,24 +242,33 @@ def text_kwargs(labels: list[str], rgba: np.ndarray, sizes: Any = 1.0, plate: bo
     """Points kwargs drawing ``labels`` centred on their points, each on a dark plate.
 
     The plate is napari's ``hbar`` marker (three times wider than tall); ``sizes`` are its widths in data
-    units (see :func:`plate_width`), so that it scales with its box like the box itself. No plate in 3D
-    (``plate=False``): there the volume's depth test hides text behind its own plate.
+    units (see :func:`plate_width`), so that it scales with its box like the box itself. Drawn without depth
+    test, so that in 3D the volume does not hide them.
     """
     return {
         "features": text_features(labels, rgba),
-        "text": {"string": "{label}", "color": {"feature": "colour"}, "size": TEXT_SIZE, "anchor": "center"},
+        "text": {
+            "string": "{label}",
+            "color": {"feature": "colour"},
+            "size": TEXT_SIZE,
+            "anchor": "center",
+            "blending": "translucent_no_depth",
+        },
         "symbol": "hbar",
         "size": np.broadcast_to(np.asarray(sizes, dtype=float), (len(labels),)).copy() if labels else 1.0,
         "face_color": PLATE if plate else "transparent",
         "border_width": 0,
         "border_color": "transparent",
+        # no depth test: in 3D a label stays on top of the rendered volume (and of its own plate)
+        "blending": "translucent_no_depth",
     }
 
 
-def plate_width(extent: float) -> float:
-    """Plate width (data units) for a box whose smallest displayed side is ``extent``: wider than a small
-    patch (its 3-character label must fit), a fraction of a big cube (its content must stay visible)."""
-    return float(extent) * (1.3 if extent < 32 else 0.6)
+def plate_width(extent: float, chars: int = 6) -> float:
+    """Plate width (data units) for a label of ``chars`` characters on a box whose smallest displayed side is
+    ``extent``: wider than a small patch (its 3-character label must fit), a fraction of a big cube (its
+    content must stay visible), longer for a longer label."""
+    return float(extent) * (1.3 if extent < 32 else 0.6) * max(1.0, chars / 7)
 
 
 def text_features(labels: list[str], rgba: np.ndarray) -> dict[str, list[str]]:
@@ -306,7 +315,7 @@ def text_points(
         labels.extend([text] * len(steps))
         rgba.extend([_text_colour(colour(v - 1), a)] * len(steps))
         shown = [hi[k] - lo[k] for k in range(3) if ndisplay == 3 or k != sliced_axis]
-        sizes.extend([plate_width(min(shown))] * len(steps))
+        sizes.extend([plate_width(min(shown), len(text))] * len(steps))
     data = np.array(pts, dtype=float).reshape(-1, 3)
     return data, labels, np.array(rgba).reshape(-1, 4), np.asarray(sizes, dtype=float)
 
