@@ -125,6 +125,9 @@ class PretextExplorer(ExplorerControls):
         self.step_box.setVisible(name in ("context", "planes"))
         self.step_name.setText("plane" if name == "planes" else "swap")
         self._goto = True
+        self.step.blockSignals(True)  # a new pretext starts at all swaps (context) or the first plane
+        self.step.setValue(self.step.maximum() if name == "context" else 0)
+        self.step.blockSignals(False)
         self._sync_step_range()
         self._refresh_sources()
         if schedule:

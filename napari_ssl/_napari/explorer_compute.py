@@ -248,6 +248,7 @@ def _rubik(req: PreviewRequest, task: Any, rng: np.random.Generator) -> Preview:
         box_alpha=np.ones(n),
         labels=labels,
         image=dim_outside(image, labels, req.contrast),
+        focus=(boxes[0, 0] + boxes[0, 1] - 1) / 2.0,  # a slice through the cubes, not through a gap
         foreground=where,
         summary=(
             f"permutation {overlay['permutation_index']} of {task.n_permutations}; "

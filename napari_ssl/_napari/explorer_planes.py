@@ -172,8 +172,8 @@ def plane_layer_specs(
     )
     # one label, the selected plane's: eleven names at once overlap into an unreadable heap
     shown = [k for k in range(len(preview.planes)) if k == focus]
-    # at the plane's first corner, outside the volume: a label at the centre sinks into the rendered volume
-    centres = np.array([preview.planes[k].corners[0] for k in shown]).reshape(-1, 3)
+    # towards the plane's first corner, off the dense middle of the scene, but inside the plane (in view)
+    centres = np.array([_near_corner(preview.planes[k].corners) for k in shown]).reshape(-1, 3)
     labels = [_label(preview.planes[k]) for k in shown]
     rgba = np.array([0.45 + 0.55 * colour(k) for k in shown]).reshape(-1, 4)
     sizes = [0.3 * float(np.ptp(preview.planes[k].corners, axis=0).max()) for k in shown]
@@ -221,3 +221,9 @@ def _rows(preview: Preview) -> int:
     from napari_ssl._napari.explorer_gallery import grid_shape
 
     return grid_shape(len(preview.planes))[0]
+
+
+def _near_corner(corners: np.ndarray, fraction: float = 0.7) -> np.ndarray:
+    """The point ``fraction`` of the way from a plane's centre to its first corner."""
+    centre = corners.mean(axis=0)
+    return centre + fraction * (corners[0] - centre)

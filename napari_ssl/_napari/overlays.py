@@ -190,7 +190,9 @@ def box_layer_specs(
     alpha = preview.box_alpha if len(preview.box_alpha) == len(values) else np.ones(len(values))
     edge_colors = np.array([colour(v - 1) for v in values]).reshape(-1, 4)
     edge_colors[:, 3] = alpha
-    paths = [box_path(lo, hi) for lo, hi in boxes]
+    # on voxel borders, but not beyond the volume's outer voxel centres: that would stretch the slice slider
+    top = np.asarray(preview.labels.shape, dtype=float) - 1
+    paths = [np.clip(box_path(lo, hi), 0.0, top) for lo, hi in boxes]
     specs.append(
         (
             f"{base} boxes",
@@ -303,9 +305,14 @@ def text_points(
         if ndisplay == 3 and a < 1:  # 3D: the labels of the current pair only; all of them overlap
             continue
         centre = (np.asarray(lo) + np.asarray(hi) - 1) / 2.0
+        shown = [hi[k] - lo[k] for k in range(3) if ndisplay == 3 or k != sliced_axis]
+        width = plate_width(min(shown), len(text))
         if ndisplay == 3:
             steps = [centre]
         else:
+            row = min(k for k in range(3) if k != sliced_axis)  # the axis drawn top to bottom
+            if width > min(shown):  # a small patch: its label just above it, not over its content
+                centre[row] = lo[row] - 0.5 - width / 6
             steps = []
             for k in range(int(lo[sliced_axis]), int(hi[sliced_axis])):
                 p = centre.copy()
@@ -314,8 +321,7 @@ def text_points(
         pts.extend(steps)
         labels.extend([text] * len(steps))
         rgba.extend([_text_colour(colour(v - 1), a)] * len(steps))
-        shown = [hi[k] - lo[k] for k in range(3) if ndisplay == 3 or k != sliced_axis]
-        sizes.extend([plate_width(min(shown), len(text))] * len(steps))
+        sizes.extend([width] * len(steps))
     data = np.array(pts, dtype=float).reshape(-1, 3)
     return data, labels, np.array(rgba).reshape(-1, 4), np.asarray(sizes, dtype=float)
 

@@ -1,12 +1,11 @@
 """Screenshots of the Pretext explorer under Xvfb: every pretext in 2D and 3D on the anisotropic brain MR and
 the CT, and the native cardiac views in 3D. Each screenshot must be non-blank and show overlay colours.
 
-Set ``NAPARI_SSL_DOCS_SCREENSHOTS=1`` to also save full-window PNGs as ``docs/explorer_*.png`` (for the README).
+The README's pictures come from ``benchmarks/bench_explorer.py --screenshots docs`` (BraTS flair, CT, cardiac).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +18,7 @@ from napari_ssl._napari.layers import volume_to_layer_data
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
 WAIT_MS = 30_000
-DOCS = Path(__file__).resolve().parents[2] / "docs"
-SAVE_DOCS = os.environ.get("NAPARI_SSL_DOCS_SCREENSHOTS") == "1"
-WINDOW = (1400, 900) if SAVE_DOCS else (1150, 700)  # software OpenGL under Xvfb: small canvases are fast
+WINDOW = (1150, 700)  # software OpenGL under Xvfb: small canvases are fast
 
 
 def overlay_pixels(rgba: np.ndarray, extra: tuple = ((1.0, 1.0, 0.0),)) -> int:
@@ -48,9 +45,6 @@ def shoot(viewer, dock, path: Path, what: str, minimum: int = 100) -> None:
         QApplication.processEvents()
     canvas = viewer.screenshot(str(path), canvas_only=True, flash=False)
     check(canvas, what, minimum)
-    if SAVE_DOCS:
-        DOCS.mkdir(exist_ok=True)
-        viewer.screenshot(str(DOCS / f"explorer_{path.stem}.png"), canvas_only=False, flash=False)
 
 
 def load(shared_data: Path, scan: str):
@@ -91,8 +85,8 @@ def test_screenshots_every_pretext_2d_and_3d_and_cardiac_views(
         data, kwargs, _ = volume_to_layer_data(vol, "image")
         src = viewer.add_image(data, **kwargs)
         dock.set_source(src.name)
-        # every pretext on the anisotropic brain MR; on the CT, all of them only when refreshing the docs
-        pretexts = SETTINGS if scan == "brain" or SAVE_DOCS else {"rubik": SETTINGS["rubik"]}
+        # every pretext on the anisotropic brain MR; Rubik on the CT
+        pretexts = SETTINGS if scan == "brain" else {"rubik": SETTINGS["rubik"]}
         for pretext, values in pretexts.items():
             shoot_pretext(viewer, dock, qtbot, src, scan, pretext, values, tmp_path)
 
