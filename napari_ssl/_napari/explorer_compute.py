@@ -247,7 +247,7 @@ def _rubik(req: PreviewRequest, task: Any, rng: np.random.Generator) -> Preview:
         box_width=np.full(n, 1.0),
         box_alpha=np.ones(n),
         labels=labels,
-        image=dim_outside(image, labels, req.contrast),
+        image=dim_outside(image, boxes, req.contrast),
         focus=(boxes[0, 0] + boxes[0, 1] - 1) / 2.0,  # a slice through the cubes, not through a gap
         foreground=where,
         summary=(
@@ -325,20 +325,23 @@ def _foreground(req: PreviewRequest) -> tuple[np.ndarray | None, str]:
     return mask, f"{method} mask, {100 * fraction:.0f}% of the scan"
 
 
-def dim_outside(image: np.ndarray, labels: np.ndarray, limits: tuple[float, float] | None) -> np.ndarray:
-    """``image`` with the voxels outside every box (``labels == 0``) pulled towards the dark end of the
-    display range, keeping the dtype; the boxes' voxels are unchanged."""
+def dim_outside(image: np.ndarray, boxes: np.ndarray, limits: tuple[float, float] | None) -> np.ndarray:
+    """``image`` with the voxels outside every box ``[start, stop)`` pulled towards the dark end of the
+    display range (keeping ``UNTOUCHED_GAIN`` of their contrast), dtype kept; the boxes' voxels unchanged.
+
+    One vectorised pass over the volume, then the boxes copied back (no boolean gather / scatter)."""
     arr = np.asarray(image)
     lo = float(limits[0]) if limits is not None else float(arr.min(initial=0))
-    outside = labels == 0
-    if not outside.any():
-        return arr
-    out = np.array(arr, copy=True)
-    dimmed = lo + (arr[outside].astype(np.float32) - lo) * UNTOUCHED_GAIN
-    if np.issubdtype(arr.dtype, np.integer):
+    if np.issubdtype(arr.dtype, np.floating):
+        out = arr * np.asarray(UNTOUCHED_GAIN, arr.dtype)
+        out += np.asarray(lo * (1 - UNTOUCHED_GAIN), arr.dtype)
+    else:
+        dimmed = arr * np.float32(UNTOUCHED_GAIN) + np.float32(lo * (1 - UNTOUCHED_GAIN))
         info = np.iinfo(arr.dtype)
-        dimmed = np.clip(np.round(dimmed), info.min, info.max)
-    out[outside] = dimmed.astype(arr.dtype)
+        out = np.clip(np.rint(dimmed), info.min, info.max).astype(arr.dtype)
+    for start, stop in np.asarray(boxes, dtype=int):
+        box = (..., *(slice(a, b) for a, b in zip(start, stop, strict=True)))
+        out[box] = arr[box]
     return out
 
 
