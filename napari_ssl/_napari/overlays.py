@@ -7,8 +7,13 @@ Boxes (Rubik cubes, context patches) appear three ways, each right where napari 
 - ``... boxes`` (Shapes): one 16-vertex path per box tracing its 12 edges, for the 3D view;
 - ``... cells`` (Labels): the boxes filled with their number, drawn as contours, for 2D slices in any
   orientation (hover shows the number in the status bar);
-- ``... text`` (Points): invisible points carrying the text of each box, at the box centre in 3D and on
-  every slice the box crosses in 2D.
+- ``... text`` (Points): the label of each box on a dark plate (an ``hbar`` marker), drawn without depth
+  test so the rendered volume never hides it; at the box centre in 3D (the current context pair only) and on
+  every slice the box crosses in 2D (above a small patch, on a big cube).
+
+Every box / pair has its own colour (:data:`~napari_ssl._napari.explorer_compute.PALETTE`); the pairs before
+the current context swap are drawn faint. The view helpers at the end move the view to a voxel
+(:func:`go_to`) and give the slice axis and the displayed extent.
 """
 
 from __future__ import annotations
