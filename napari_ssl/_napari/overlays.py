@@ -9,11 +9,7 @@ Boxes (Rubik cubes, context patches) appear three ways, each right where napari 
   orientation (hover shows the number in the status bar);
 - ``... text`` (Points): the label of each box on a dark plate (an ``hbar`` marker), drawn without depth
   test so the rendered volume never hides it; at the box centre in 3D (the current context pair only) and on
-  every slice the box crosses in 2D (above a small patch, on a big cube).
-
-Every box / pair has its own colour (:data:`~napari_ssl._napari.explorer_compute.PALETTE`); the pairs before
-the current context swap are drawn faint. The view helpers at the end move the view to a voxel
-(:func:`go_to`) and give the slice axis and the displayed extent.
+  every slice the box crosses in 2D (above a small patch, on a big cube). Each pair has its own colour.
 """
 
 from __future__ import annotations

@@ -238,3 +238,32 @@ def inside_fraction(mask: np.ndarray, corners: np.ndarray, patch: tuple[int, int
     for k, (z, y, x) in enumerate(np.asarray(corners, dtype=np.int64).tolist()):
         out[k] = np.count_nonzero(mask[z : z + patch[0], y : y + patch[1], x : x + patch[2]]) / volume
     return out
+
+
+def masked_pair_draw(
+    high: Any, patch: tuple[int, int, int], mask: np.ndarray, rng: Any, mode: str = "3d"
+) -> Any:
+    """A drawer of candidate patch-corner pairs ``(m, 2, 3)`` among the corners (``0 .. high - 1`` per axis)
+    whose patch centre is in ``mask``; in ``"2d"`` mode both patches of a pair in one slice. ``None`` when
+    no corner qualifies."""
+    high = np.asarray(high)
+    half = [p // 2 for p in patch]
+    allowed = mask[tuple(slice(h, h + int(n)) for h, n in zip(half, high, strict=True))]
+    index = np.flatnonzero(allowed)
+    if index.size == 0:
+        return None
+    per_slice = int(high[1] * high[2])
+
+    def draw(m: int) -> np.ndarray:
+        first = index[rng.integers(0, index.size, size=m)]
+        if mode == "2d":  # the second patch in the same slice as the first
+            z = first // per_slice
+            lo = np.searchsorted(index, z * per_slice)
+            hi = np.searchsorted(index, (z + 1) * per_slice)
+            second = index[lo + (rng.random(m) * (hi - lo)).astype(np.int64)]
+        else:
+            second = index[rng.integers(0, index.size, size=m)]
+        flat = np.stack([first, second], axis=1)
+        return np.stack(np.unravel_index(flat, tuple(int(h) for h in high)), axis=-1).astype(np.int32)
+
+    return draw

@@ -22,6 +22,7 @@ from ._base import (
     copy_array,
     float_triple,
     inside_fraction,
+    masked_pair_draw,
     shape_and_spacing,
 )
 
@@ -249,7 +250,11 @@ class ContextRestoration:
         if 2 * n * math.prod(patch) > _MAX_RANDOM_FILL * room:
             return None  # crowded: rejection would mostly fail
         high = np.asarray(size) - np.asarray(patch) + 1
-        draw = self._uniform_draw(high, rng) if mask is None else self._masked_draw(high, patch, mask, rng)
+        draw = (
+            self._uniform_draw(high, rng)
+            if mask is None
+            else masked_pair_draw(high, patch, mask, rng, self.mode)
+        )
         if draw is None:
             return None
         kept = np.empty((0, 2, 3), dtype=np.int32)
@@ -292,31 +297,6 @@ class ContextRestoration:
             if self.mode == "2d":
                 cand[:, 1, 0] = cand[:, 0, 0]  # both patches of a 2D pair in the same slice
             return cand
-
-        return draw
-
-    def _masked_draw(
-        self, high: np.ndarray, patch: tuple[int, int, int], mask: np.ndarray, rng: np.random.Generator
-    ) -> Any:
-        """A candidate drawer over the corners whose patch centre is in ``mask``; ``None`` when there is none."""
-        half = [p // 2 for p in patch]
-        allowed = mask[tuple(slice(h, h + int(n)) for h, n in zip(half, high, strict=True))]
-        index = np.flatnonzero(allowed)
-        if index.size == 0:
-            return None
-        per_slice = int(high[1] * high[2])
-
-        def draw(m: int) -> np.ndarray:
-            first = index[rng.integers(0, index.size, size=m)]
-            if self.mode == "2d":  # the second patch in the same slice as the first
-                z = first // per_slice
-                lo = np.searchsorted(index, z * per_slice)
-                hi = np.searchsorted(index, (z + 1) * per_slice)
-                second = index[lo + (rng.random(m) * (hi - lo)).astype(np.int64)]
-            else:
-                second = index[rng.integers(0, index.size, size=m)]
-            flat = np.stack([first, second], axis=1)
-            return np.stack(np.unravel_index(flat, tuple(int(h) for h in high)), axis=-1).astype(np.int32)
 
         return draw
 

@@ -16,16 +16,8 @@ import numpy as np
 
 from napari_ssl.foreground import foreground_bbox
 
-from ._base import (
-    ParamSpec,
-    as_rng,
-    check_array,
-    check_choice,
-    check_foreground,
-    check_range,
-    is_torch,
-    shape_and_spacing,
-)
+from ._base import ParamSpec, as_rng, check_array, check_choice, check_range, is_torch, shape_and_spacing
+from ._base import check_foreground as _foreground
 from ._plane_geometry import PlanesParams, intersection, plane_heatmaps, planes_from_images, slice_positions
 
 __all__ = ["ImagingPlanes", "PlanesParams"]
@@ -201,7 +193,7 @@ class ImagingPlanes:
         extent = (np.asarray(size) - 1) * np.asarray(sp)  # mm, in the grid frame (index * spacing)
         centre = extent / 2
         half = self.roi * extent / 2
-        mask = check_foreground(foreground, size)
+        mask = _foreground(foreground, size)
         box = None if mask is None else foreground_bbox(mask)
         if box is not None:
             lo = np.asarray(box[0], dtype=float) * np.asarray(sp)
