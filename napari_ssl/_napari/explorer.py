@@ -19,17 +19,22 @@ from qtpy.QtWidgets import QWidget
 
 from napari_ssl._napari.explorer_compute import Preview, PreviewRequest, compute_preview
 from napari_ssl._napari.explorer_controls import PRETEXTS, ExplorerControls
-from napari_ssl._napari.explorer_sources import SourceError, source_names, source_volume, view_volumes
+from napari_ssl._napari.explorer_sources import (
+    SourceError,
+    displayed_extent,
+    go_to,
+    sliced_axis,
+    source_names,
+    source_volume,
+    view_volumes,
+)
 from napari_ssl._napari.overlays import (
     META,
     SEP,
     box_layer_specs,
-    displayed_extent,
     explorer_layers,
-    go_to,
     recycle,
     remove_previews,
-    sliced_axis,
     upsert,
 )
 

@@ -146,15 +146,7 @@ def _update(layer: Any, layer_type: str, data: Any, kwargs: dict[str, Any]) -> N
         _set_shapes(layer, data, shape_kw)
         return
     if layer_type == "points":
-        layer.data = data
-        if "features" in kwargs:
-            layer.features = kwargs["features"]
-        if "text" in kwargs:
-            layer.text = kwargs["text"]
-        if len(layer.data):  # new points take the layer's defaults: set the plate on all of them
-            for key in ("size", "face_color", "symbol", "border_width"):
-                if key in kwargs:
-                    setattr(layer, key, kwargs[key])
+        set_points(layer, data, kwargs)
         return
     if layer_type == "labels" and "colormap" in kwargs:
         new = kwargs["colormap"]
@@ -340,47 +332,40 @@ def set_text(
     layer: Any, points: np.ndarray, labels: list[str], rgba: np.ndarray, sizes: Any, plate: bool = True
 ) -> None:
     """Replace the points and labels of a text layer made with :func:`text_kwargs`, plates included."""
-    kwargs = text_kwargs(labels, rgba, sizes, plate)
-    layer.data = points
-    layer.features = kwargs["features"]
-    if len(points):
-        for key in ("size", "face_color", "symbol", "border_width"):
-            setattr(layer, key, kwargs[key])
+    set_points(layer, points, text_kwargs(labels, rgba, sizes, plate))
+
+
+def set_points(layer: Any, data: np.ndarray, kwargs: dict[str, Any]) -> None:
+    """New points, features, text and plates for a Points layer, touching only what changed (every napari
+    setter refreshes the whole layer)."""
+    for key in ("face_color", "symbol", "border_width"):  # what the points added below get
+        if key in kwargs:
+            setattr(layer, f"current_{key}", kwargs[key])
+    layer.data = data
+    if "features" in kwargs:
+        layer.features = kwargs["features"]
+    text = kwargs.get("text")
+    if text is not None and getattr(layer.text.string, "format", None) != text["string"]:
+        layer.text = text
+    if not len(layer.data):
+        return
+    size = np.broadcast_to(np.asarray(kwargs.get("size", 1.0), dtype=float), (len(layer.data),))
+    if not np.array_equal(np.asarray(layer.size, dtype=float), size):
+        layer.size = size
+    if "face_color" in kwargs and not np.allclose(layer.face_color, transform_colour(kwargs["face_color"])):
+        layer.face_color = kwargs["face_color"]
+
+
+def transform_colour(colour: Any) -> np.ndarray:
+    """One colour (name, hex or RGBA) as RGBA floats."""
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    return np.asarray(transform_color(colour)[0])
 
 
 def contour_width(shape: tuple[int, ...]) -> int:
     """Contour thickness (pixels of the label volume) of the 2D box outlines."""
     return max(1, round(min(shape[1:]) / 128))
-
-
-# ---------------------------------------------------------------------------------------------- the view
-def sliced_axis(viewer: Any) -> int:
-    """The spatial axis (0..2 of the last three) the 2D view slices along."""
-    dims = viewer.dims
-    first = dims.ndim - 3
-    hidden = [a - first for a in dims.order[first:] if a not in dims.displayed]
-    return hidden[0] if hidden else 0
-
-
-def go_to(viewer: Any, layer: Any, voxel: Any) -> None:
-    """Move the view to ``voxel`` ``(z, y, x)`` of ``layer``: the slice through it, the camera centred on it."""
-    lead = layer.ndim - 3
-    world = np.asarray(layer.data_to_world(np.concatenate([np.zeros(lead), np.asarray(voxel, float)])))
-    dims = viewer.dims
-    offset = dims.ndim - layer.ndim
-    for axis in range(dims.ndim - 3, dims.ndim):
-        if axis not in dims.displayed:
-            dims.set_point(axis, world[axis - offset])
-    viewer.camera.center = tuple(world[a - offset] for a in dims.displayed)
-
-
-def displayed_extent(viewer: Any, source_layer: Any) -> np.ndarray | None:
-    """World ``(lo, hi)`` of the last two axes of the source (or of every layer not ours)."""
-    layers = [source_layer] if source_layer is not None else list(viewer.layers)
-    boxes = [lay.extent.world for lay in layers if META not in lay.metadata and lay.ndim >= 2]
-    if not boxes:
-        return None
-    return np.stack([np.min([b[0][-2:] for b in boxes], axis=0), np.max([b[1][-2:] for b in boxes], axis=0)])
 
 
 def recycle(viewer: Any, source: str, specs: list[tuple]) -> None:
