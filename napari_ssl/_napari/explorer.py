@@ -46,7 +46,7 @@ DEBOUNCE_MS = 250
 
 
 class PretextExplorer(ExplorerControls):
-    """Dock widget: controls, debounced thread-worker previews, preview layers, plane gallery.
+    """Dock widget: controls, debounced thread-worker previews, preview layers (planes: a grid in 2D).
 
     Attributes
     ----------
