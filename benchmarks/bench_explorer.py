@@ -11,7 +11,12 @@ Both are also given as ratios to one ``np.copy`` of the same volume, measured in
 The volume is the MNI152 T1 template from ``../shared/data`` zero-padded to 256^3 (float32, 64 MiB).
 
 Run under a display (``xvfb-run -a python benchmarks/bench_explorer.py``); ``--show`` opens a real window
-so that GPU uploads are included (software OpenGL under Xvfb).
+so that GPU uploads are included (software OpenGL under Xvfb). The foreground mask (on by default in the dock)
+is part of ``compute``; its own time is printed too.
+
+``--screenshots DIR`` instead drives the dock as a user would, in a 1366x768 window, on a BraTS flair, the
+thorax-abdomen CT and the cardiac exam, and saves ``explorer_<scan>_<pretext>_<2d|3d>.png`` (the README's
+pictures: ``xvfb-run -a -s "-screen 0 1400x900x24" python benchmarks/bench_explorer.py --screenshots docs``).
 """
 
 from __future__ import annotations
@@ -56,7 +61,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--show", action="store_true", help="open the window (include texture uploads)")
+    parser.add_argument("--screenshots", type=Path, help="save the README's screenshots in this folder")
     args = parser.parse_args()
+    if args.screenshots is not None:
+        screenshots(args.screenshots)
+        return
 
     import napari
     from qtpy.QtWidgets import QApplication
@@ -64,10 +73,14 @@ def main() -> None:
     from napari_ssl._napari.explorer import PretextExplorer
     from napari_ssl._napari.explorer_compute import PreviewRequest, compute_preview
     from napari_ssl._napari.layers import volume_to_layer_data
+    from napari_ssl.foreground import foreground_mask
 
     vol = volume_256()
     copy_s = time_copy(vol.array)
     print(f"volume {vol.array.shape} {vol.array.dtype}; one np.copy: {copy_s * 1e3:.1f} ms")
+    t = time.perf_counter()
+    foreground_mask(vol.array)
+    print(f"foreground mask (part of every compute below): {(time.perf_counter() - t) * 1e3:.1f} ms")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"load average at start: {load:.1f} on {os.cpu_count()} CPUs")
 
@@ -119,6 +132,100 @@ def main() -> None:
             f"{pretext:<9}{ndisplay:>4}D{compute_s * 1e3:>12.0f}{compute_s / copy_s:>8.1f}"
             f"{update_s * 1e3:>11.0f}{update_s / copy_s:>8.1f}"
         )
+    viewer.close()
+
+
+# ------------------------------------------------------------------------------------------ screenshots
+SHOTS = {  # scan -> pretext -> parameters
+    "brats": {
+        "rubik": {"gap": 10},
+        "context": {"n_swaps": 20, "patch_size": 16.0},
+        "planes": {"n_stack": 8, "n_oblique": 3, "size": 128},
+    },
+    "ct": {
+        "rubik": {"gap": 4},
+        "context": {"n_swaps": 20, "patch_size": 24.0, "unit": "mm"},
+        "planes": {"n_stack": 8, "n_oblique": 3, "size": 128},
+    },
+}
+
+
+def screenshots(out: Path) -> None:
+    """Every pretext in 2D and 3D on a BraTS flair and the CT, and the native cardiac views, as PNGs."""
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from napari_ssl import io
+    from napari_ssl._napari.explorer import ALL_VIEWS, PretextExplorer
+    from napari_ssl._napari.layers import volume_to_layer_data
+    from napari_ssl._napari.reader import read_layers
+
+    out.mkdir(parents=True, exist_ok=True)
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1366, 768)
+    dock = PretextExplorer(viewer)
+    dock.auto.setChecked(False)
+    viewer.window.add_dock_widget(dock, name="Pretext explorer")
+
+    def pump(n: int = 5) -> None:
+        for _ in range(n):
+            QApplication.processEvents()
+            time.sleep(0.02)
+
+    def run() -> None:
+        done: list[object] = []
+        dock.preview_ready.connect(done.append)
+        if dock.preview() is None:
+            raise RuntimeError(dock.status.text())
+        while not done:
+            pump(1)
+        dock.preview_ready.disconnect()
+        pump()
+
+    def shot(name: str, angles: bool = False) -> None:
+        if angles:
+            viewer.reset_view()
+            viewer.camera.angles = (-15.0, 35.0, 140.0)
+            viewer.camera.zoom *= 0.85
+        pump()
+        viewer.screenshot(str(out / f"explorer_{name}.png"), canvas_only=False, flash=False)
+        print("wrote", out / f"explorer_{name}.png")
+
+    scans = {
+        "brats": DATA / "brats" / "Brats18_TCIA02_370_1" / "flair.nii.gz",
+        "ct": DATA / "ct_unlabeled" / "ct_thorax_abdomen.nii.gz",
+    }
+    for scan, path in scans.items():
+        viewer.layers.clear()
+        viewer.dims.ndisplay = 2
+        vol = io.read(path)
+        data, kwargs, _ = volume_to_layer_data(vol.with_array(vol.array, name=scan), "image")
+        viewer.add_image(data, **kwargs)
+        dock.set_source(scan)
+        for pretext, values in SHOTS[scan].items():
+            viewer.dims.ndisplay = 2
+            dock.set_pretext(pretext)
+            dock.params[pretext].set_values(values)
+            run()
+            if pretext == "planes":  # select the third plane: framed in the grid, named in 3D
+                dock.step.setValue(2)
+            viewer.reset_view()
+            if pretext == "context":  # close on the current swap, which the preview went to
+                viewer.camera.zoom *= 1.6
+                go = dock.last_preview.focus
+                if go is not None:
+                    viewer.camera.center = tuple(viewer.layers[scan].data_to_world(go)[1:])
+            shot(f"{scan}_{pretext}_2d")
+            viewer.dims.ndisplay = 3
+            shot(f"{scan}_{pretext}_3d", angles=True)
+    viewer.layers.clear()
+    viewer.dims.ndisplay = 3
+    for data, kwargs, layer_type in read_layers(DATA / "cardiac_views" / "056B"):
+        viewer._add_layer_from_data(data, kwargs, layer_type)
+    dock.set_pretext("planes")
+    dock.set_source(ALL_VIEWS)
+    run()
+    shot("cardiac_views_3d", angles=True)
     viewer.close()
 
 

@@ -14,46 +14,39 @@ from typing import Any
 import napari
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_warning
-from qtpy.QtCore import Qt, QTimer, Signal
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QPushButton,
-    QSlider,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtCore import QTimer, Signal
+from qtpy.QtWidgets import QWidget
 
 from napari_ssl._napari.explorer_compute import Preview, PreviewRequest, compute_preview
-from napari_ssl._napari.explorer_sources import SourceError, is_view_layer, source_volume, view_volumes
-from napari_ssl._napari.overlays import META, SEP, box_layer_specs, explorer_layers, remove_previews, upsert
-from napari_ssl._napari.params import pretext_param_widget
+from napari_ssl._napari.explorer_controls import PRETEXTS, ExplorerControls
+from napari_ssl._napari.explorer_sources import (
+    SourceError,
+    displayed_extent,
+    go_to,
+    sliced_axis,
+    source_names,
+    source_volume,
+    view_volumes,
+)
+from napari_ssl._napari.overlays import (
+    META,
+    SEP,
+    box_layer_specs,
+    explorer_layers,
+    recycle,
+    remove_previews,
+    upsert,
+)
 
 __all__ = ["ALL_VIEWS", "PRETEXTS", "PretextExplorer", "SourceError", "make_explorer"]
 
-#: pretext key -> label in the dock
-PRETEXTS = {"rubik": "Rubik's cube", "context": "Context restoration", "planes": "Imaging planes"}
 #: the source entry that stands for every acquired view (planes and stacks) in the viewer
 ALL_VIEWS = "All views (native multi-view)"
 DEBOUNCE_MS = 250
 
 
-def _is_scan(layer: Any) -> bool:
-    """A grey-level 3D (or 3D + time) Image layer: a sensible default source."""
-    return (
-        type(layer).__name__ == "Image"
-        and not getattr(layer, "rgb", False)
-        and layer.ndim >= 3
-        and layer.data.shape[-3] > 1
-    )
-
-
-class PretextExplorer(QWidget):
-    """Dock widget: controls, debounced thread-worker previews, preview layers, plane gallery.
+class PretextExplorer(ExplorerControls):
+    """Dock widget: controls, debounced thread-worker previews, preview layers (planes: a grid in 2D).
 
     Attributes
     ----------
@@ -77,60 +70,8 @@ class PretextExplorer(QWidget):
         self._latest: PreviewRequest | None = None
         self._running = False
 
-        self.source = QComboBox()
-        self.source.setToolTip("The scan to preview on; 'All views' uses every acquired plane layer")
-        self.pretext = QComboBox()
-        self.params = {}
-        for key, label in PRETEXTS.items():
-            try:
-                self.params[key] = pretext_param_widget(key)
-            except (ImportError, KeyError, ValueError):  # a pretext this install does not provide
-                continue
-            self.pretext.addItem(label, key)
-        self.seed = QSpinBox()
-        self.seed.setRange(0, 2**31 - 1)
-        self.new_sample = QPushButton("New sample")
-        self.restore = QCheckBox("restore (show the inverse)")
-        self.step = QSlider(Qt.Orientation.Horizontal)
-        self.step.setRange(0, 0)  # follows n_swaps; at its maximum it shows all swaps
-        self.step_label = QLabel("")
-        self.auto = QCheckBox("update on every change")
-        self.auto.setChecked(True)
-        self.preview_button = QPushButton("Preview")
-        self.remove_button = QPushButton("Remove previews")
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        from napari_ssl._napari.explorer_gallery import PlaneGallery
-
-        self.gallery = PlaneGallery()
-
-        form = QFormLayout()
-        form.addRow("scan", self.source)
-        form.addRow("pretext", self.pretext)
-        seed_row = QHBoxLayout()
-        seed_row.addWidget(self.seed)
-        seed_row.addWidget(self.new_sample)
-        form.addRow("seed", seed_row)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        for w in self.params.values():
-            layout.addWidget(w.native)
-        layout.addWidget(self.restore)
-        step_row = QHBoxLayout()
-        step_row.addWidget(QLabel("swap"))
-        step_row.addWidget(self.step)
-        step_row.addWidget(self.step_label)
-        self.step_box = QWidget()
-        self.step_box.setLayout(step_row)
-        layout.addWidget(self.step_box)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.preview_button)
-        buttons.addWidget(self.remove_button)
-        layout.addWidget(self.auto)
-        layout.addLayout(buttons)
-        layout.addWidget(self.status)
-        layout.addWidget(self.gallery)
-        layout.addStretch(1)
+        self._build_controls()
+        self._goto = True  # move the view to the current swap on the next context preview
 
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -143,8 +84,9 @@ class PretextExplorer(QWidget):
         self.seed.valueChanged.connect(self._schedule)
         self.new_sample.clicked.connect(lambda: self.seed.setValue((self.seed.value() + 1) % (2**31 - 1)))
         self.restore.toggled.connect(self._schedule)
+        self.foreground.toggled.connect(self._schedule)
         self.step.valueChanged.connect(self._on_step)
-        self.source.currentIndexChanged.connect(self._schedule)
+        self.source.currentIndexChanged.connect(self._on_source)
         self.preview_button.clicked.connect(self.preview)
         self.remove_button.clicked.connect(self.remove_previews)
         links = [
@@ -184,14 +126,27 @@ class PretextExplorer(QWidget):
         for key, w in self.params.items():
             w.visible = key == name
         self.restore.setVisible(name == "rubik")
-        self.step_box.setVisible(name == "context")
-        self.gallery.setVisible(name == "planes")
+        self.foreground.setVisible(self.source.currentText() != ALL_VIEWS)
+        self.step_box.setVisible(name in ("context", "planes"))
+        self.step_name.setText("plane" if name == "planes" else "swap")
+        self._goto = True
+        self.step.blockSignals(True)  # a new pretext starts at all swaps (context) or the first plane
+        self.step.setValue(self.step.maximum() if name == "context" else 0)
+        self.step.blockSignals(False)
         self._sync_step_range()
         self._refresh_sources()
         if schedule:
             self._schedule()
 
     def _sync_step_range(self) -> None:
+        """Context: 0 .. n_swaps (the maximum shows all swaps); planes: one position per plane."""
+        if self.pretext_name == "planes":
+            n = len(self.last_preview.planes) if self._planes_shown() else 0
+            self.step.blockSignals(True)
+            self.step.setRange(0, max(0, n - 1))
+            self.step.blockSignals(False)
+            self._step_text()
+            return
         n = int(self.params["context"].values().get("n_swaps", 0)) if "context" in self.params else 0
         at_end = self.step.value() >= self.step.maximum()
         self.step.blockSignals(True)
@@ -199,7 +154,24 @@ class PretextExplorer(QWidget):
         if at_end:
             self.step.setValue(n)
         self.step.blockSignals(False)
-        self.step_label.setText(f"{self.step.value()} / {n}")
+        self._step_text()
+
+    def _planes_shown(self) -> bool:
+        preview = self.last_preview
+        return preview is not None and preview.request.pretext == "planes"
+
+    def _step_text(self) -> None:
+        value = self.step.value()
+        if self.pretext_name == "planes":
+            shown = self._planes_shown() and value < len(self.last_preview.planes)
+            self.step_label.setText(self.last_preview.planes[value].name if shown else "")
+        else:
+            self.step_label.setText(f"{value} / {self.step.maximum()}")
+
+    def _on_source(self, *_: Any) -> None:
+        self.foreground.setVisible(self.source.currentText() != ALL_VIEWS)  # acquired views are not placed
+        self._goto = True
+        self._schedule()
 
     def _on_param(self, *_: Any) -> None:
         if self.pretext_name == "context":
@@ -207,28 +179,25 @@ class PretextExplorer(QWidget):
         self._schedule()
 
     def _on_step(self, value: int) -> None:
-        self.step_label.setText(f"{value} / {self.step.maximum()}")
+        self._step_text()
+        if self.pretext_name == "planes":  # a new selected plane: redraw, nothing to compute
+            if self._planes_shown():
+                self._draw(self.last_preview)
+            return
+        self._goto = True
         self._schedule()
 
     def _refresh_sources(self, *_: Any) -> None:
-        current = self.source.currentText()
-        names = [layer.name for layer in self.viewer.layers if META not in layer.metadata]
-        if self.pretext_name == "planes" and sum(is_view_layer(lay) for lay in self.viewer.layers) >= 2:
-            names = [ALL_VIEWS, *names]
+        names, default = source_names(self.viewer, self.pretext_name == "planes", ALL_VIEWS)
         if names == [self.source.itemText(i) for i in range(self.source.count())]:
             return
+        current = self.source.currentText()
         self.source.blockSignals(True)
         self.source.clear()
         self.source.addItems(names)
-        if current in names:
-            self.source.setCurrentIndex(names.index(current))
-        else:  # the active layer when it is a 3D scan, else the first 3D scan, else the first entry
-            active = self.viewer.layers.selection.active
-            scans = [lay.name for lay in self.viewer.layers if lay.name in names and _is_scan(lay)]
-            if active is not None and active.name in scans:
-                self.source.setCurrentIndex(names.index(active.name))
-            elif scans:
-                self.source.setCurrentIndex(names.index(scans[0]))
+        pick = current if current in names else default
+        if pick in names:
+            self.source.setCurrentIndex(names.index(pick))
         self.source.blockSignals(False)
 
     def _schedule(self, *_: Any) -> None:
@@ -245,6 +214,7 @@ class PretextExplorer(QWidget):
             "seed": int(self.seed.value()),
             "restore": self.restore.isChecked(),
             "step": int(self.step.value()) if self.step.value() < self.step.maximum() else None,
+            "foreground": self.foreground.isChecked(),
         }
         if name == ALL_VIEWS:
             if self.pretext_name != "planes":
@@ -256,7 +226,9 @@ class PretextExplorer(QWidget):
                 )
             return PreviewRequest(views=tuple(views), source="views", **common)
         volume = source_volume(self.viewer, name, planes_hint=self.pretext_name == "planes")
-        return PreviewRequest(volume=volume, source=name, **common)
+        limits = getattr(self.viewer.layers[name], "contrast_limits", None)
+        contrast = (float(limits[0]), float(limits[1])) if limits is not None else None
+        return PreviewRequest(volume=volume, source=name, contrast=contrast, **common)
 
     def preview(self) -> Any:
         """Compute and draw the preview (in a thread worker); returns the worker, or None on a bad selection.
@@ -309,12 +281,6 @@ class PretextExplorer(QWidget):
     def _base_name(request: PreviewRequest) -> tuple[str, str]:
         return request.source, f"{request.source}{SEP}{request.pretext}"
 
-    def _sliced_axis(self) -> int:
-        dims = self.viewer.dims
-        first = dims.ndim - 3
-        hidden = [a - first for a in dims.order[first:] if a not in dims.displayed]
-        return hidden[0] if hidden else 0
-
     def _on_returned(self, preview: Preview) -> None:
         if preview.request is not self._latest or self._pending is not None:
             return  # stale: a newer request is on its way
@@ -322,7 +288,12 @@ class PretextExplorer(QWidget):
             self._notify(f"'{preview.request.source}' was removed before its preview was ready")
             return
         self.last_preview = preview
+        if preview.request.pretext == "planes":
+            self._sync_step_range()
         self._draw(preview)
+        if preview.focus is not None and self._goto:
+            self._goto = False
+            go_to(self.viewer, self.viewer.layers[preview.request.source], preview.focus)
         self.status.setText(preview.summary)
         self.preview_ready.emit(preview)
 
@@ -334,14 +305,21 @@ class PretextExplorer(QWidget):
             from napari_ssl._napari.explorer_planes import plane_layer_specs
 
             source_layer = None if preview.world else self.viewer.layers[source]
-            specs = plane_layer_specs(preview, base, source_layer, self.viewer.dims.ndisplay)
-            self.gallery.show_planes(preview)
+            focus = min(self.step.value(), len(preview.planes) - 1)
+            specs = plane_layer_specs(
+                preview,
+                base,
+                source_layer,
+                self.viewer.dims.ndisplay,
+                focus,
+                displayed_extent(self.viewer, source_layer),
+            )
         else:
             source_layer = self.viewer.layers[source]
             specs = box_layer_specs(
-                preview, base, source_layer, self.viewer.dims.ndisplay, self._sliced_axis()
+                preview, base, source_layer, self.viewer.dims.ndisplay, sliced_axis(self.viewer)
             )
-        self._recycle(source, specs)
+        recycle(self.viewer, source, specs)
         names = set()
         for name, layer_type, data, kwargs, role in specs:
             upsert(self.viewer, name, layer_type, data, kwargs, {**tag, "role": role})
@@ -357,46 +335,33 @@ class PretextExplorer(QWidget):
         if keep is not None:
             self.viewer.layers.selection.active = keep
 
-    def _recycle(self, source: str, specs: list[tuple]) -> None:
-        """Rename this scan's spare preview layers to the names ``specs`` needs (same role and type), so a
-        new pretext or plane count updates layers in place: creating a layer (and its GL visual) costs far
-        more than updating one."""
-        wanted = {spec[0] for spec in specs}
-        spare = [layer for layer in explorer_layers(self.viewer, source) if layer.name not in wanted]
-        for name, layer_type, *_, role in specs:
-            if name in self.viewer.layers:
-                continue
-            for layer in spare:
-                if layer.metadata[META].get("role") == role and type(layer).__name__.lower() == layer_type:
-                    layer.name = name
-                    spare.remove(layer)
-                    break
-
     def _on_view_change(self, *_: Any) -> None:
-        """2D <-> 3D: boxes as wireframes in 3D, as contours with per-slice text in 2D."""
+        """2D <-> 3D: boxes as wireframes in 3D, as contours with per-slice text in 2D; planes as layers in
+        3D, as a grid of tiles in 2D (redrawn from the last preview, nothing recomputed)."""
         preview = self.last_preview
-        from napari_ssl._napari.overlays import text_features, text_points
+        from napari_ssl._napari.overlays import contour_width, set_text, text_points
 
+        if preview is None:
+            return
+        if preview.request.pretext == "planes":
+            if preview.world or preview.request.source in self.viewer.layers:
+                self._draw(preview)
+            return
         ndisplay = self.viewer.dims.ndisplay
         for layer in explorer_layers(self.viewer):
             role = layer.metadata[META].get("role")
-            if role == "plane":
-                layer.visible = ndisplay == 3
-            elif preview is None or preview.request.pretext == "planes":
-                continue
-            elif role == "boxes":
+            if role == "boxes":
                 layer.visible = ndisplay == 3
             elif role == "cells":
                 layer.visible = ndisplay == 2
+                if ndisplay == 2:
+                    layer.contour = contour_width(layer.data.shape)
             elif role == "text" and layer.metadata[META].get("source") == preview.request.source:
-                pts, labels, rgba = text_points(preview, ndisplay, self._sliced_axis())
-                layer.data = pts
-                layer.features = text_features(labels, rgba)
+                set_text(layer, *text_points(preview, ndisplay, sliced_axis(self.viewer)))
 
     def remove_previews(self) -> int:
         """Remove every layer the explorer added (one click); returns how many."""
         self.last_preview = None
-        self.gallery.clear()
         count = remove_previews(self.viewer)
         self.status.setText(f"removed {count} preview layers")
         return count

@@ -16,21 +16,26 @@ from napari_ssl.volume import Volume
 
 __all__ = ["PALETTE", "Preview", "PreviewRequest", "box_path", "compute_preview", "paint_boxes"]
 
-#: one colour per cube / pair / plane (RGBA, 0..1); cycled when there are more
-PALETTE = np.array(
-    [
-        [0.12, 0.47, 0.71, 1.0],
-        [1.00, 0.50, 0.05, 1.0],
-        [0.17, 0.63, 0.17, 1.0],
-        [0.84, 0.15, 0.16, 1.0],
-        [0.58, 0.40, 0.74, 1.0],
-        [0.55, 0.34, 0.29, 1.0],
-        [0.89, 0.47, 0.76, 1.0],
-        [0.74, 0.74, 0.13, 1.0],
-        [0.09, 0.75, 0.81, 1.0],
-        [1.00, 0.85, 0.20, 1.0],
-    ]
-)
+
+def _palette(n: int) -> np.ndarray:
+    """``n`` saturated RGBA colours, consecutive ones far apart in hue (golden-angle steps), bright enough to
+    read on a grey scan; saturation and value cycle every three so that close hues still differ."""
+    import colorsys
+
+    out = []
+    for k in range(n):
+        hue = (0.58 + k * 0.381966) % 1.0  # golden angle; starts at blue
+        sat, val = ((0.95, 1.0), (0.6, 1.0), (1.0, 0.78))[(k // 8) % 3]
+        out.append([*colorsys.hsv_to_rgb(hue, sat, val), 1.0])
+    return np.asarray(out)
+
+
+#: one colour per cube / pair / plane (RGBA, 0..1): 24 distinct colours, cycled beyond
+PALETTE = _palette(24)
+#: opacity of the pairs other than the current one (context), so that the current pair stands out
+DIMMED_ALPHA = 0.45
+#: brightness kept by the voxels a Rubik shuffle leaves untouched (gaps and borders): the network never sees them
+UNTOUCHED_GAIN = 0.3
 
 
 def colour(i: int) -> np.ndarray:
@@ -59,7 +64,13 @@ class PreviewRequest:
     restore : bool
         Rubik: show the inverse (restored) volume instead of the shuffled one.
     step : int or None
-        Context: show the volume after the first ``step`` swaps (``None``: all of them).
+        Context: show the volume after the first ``step`` swaps (``None``: all of them); swap ``step`` is the
+        current one, highlighted.
+    contrast : (float, float) or None
+        The source layer's contrast limits (Rubik dims the voxels outside the cubes towards the low one).
+    foreground : bool
+        Place patches and cubes on the body (:func:`napari_ssl.foreground.foreground_mask`) rather than
+        anywhere in the volume.
     """
 
     pretext: str
@@ -70,6 +81,8 @@ class PreviewRequest:
     views: tuple[Volume, ...] = ()
     restore: bool = False
     step: int | None = None
+    foreground: bool = True
+    contrast: tuple[float, float] | None = None
 
 
 @dataclass(eq=False)
@@ -115,6 +128,12 @@ class Preview:
         One label per box.
     box_width : numpy.ndarray
         ``(n,)`` edge width (the current context swap is drawn thicker).
+    box_alpha : numpy.ndarray
+        ``(n,)`` opacity of each box (pairs other than the current swap are dimmed).
+    focus : numpy.ndarray or None
+        Voxel ``(z, y, x)`` the view should move to (the current swap), ``None`` for no move.
+    foreground : str
+        How the corruption was placed: ``""`` (anywhere) or the mask's method and coverage.
     labels : numpy.ndarray or None
         ``uint16`` volume with every box filled with its value (shown as contours in 2D).
     planes : list of PlaneView
@@ -138,6 +157,9 @@ class Preview:
     box_values: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
     box_text: list[str] = field(default_factory=list)
     box_width: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    box_alpha: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    focus: np.ndarray | None = None
+    foreground: str = ""
     labels: np.ndarray | None = None
     planes: list[PlaneView] = field(default_factory=list)
     segments: np.ndarray = field(default_factory=lambda: np.zeros((0, 2, 3)))
@@ -196,7 +218,8 @@ def paint_boxes(shape: tuple[int, ...], boxes: np.ndarray, values: np.ndarray) -
 def _rubik(req: PreviewRequest, task: Any, rng: np.random.Generator) -> Preview:
     vol = req.volume
     assert vol is not None
-    params = task.sample(vol.spatial_shape, rng, vol.spacing)
+    mask, where = _foreground(req)
+    params = task.sample(vol.spatial_shape, rng, vol.spacing, foreground=mask)
     overlay = task.overlay(params)
     shuffled = task.apply(vol.array, params)
     image = task.invert(shuffled, params) if req.restore else shuffled
@@ -212,22 +235,28 @@ def _rubik(req: PreviewRequest, task: Any, rng: np.random.Generator) -> Preview:
         boxes = np.asarray(overlay["source_boxes"], dtype=int)
         text = [f"{source[i]}" for i in range(n)]
     values = (source if req.restore else np.arange(n)) + 1
+    labels = paint_boxes(vol.spatial_shape, boxes, values)
     return Preview(
         request=req,
         task=task,
         params=params,
         overlay=overlay,
-        image=image,
         boxes=boxes,
         box_values=values,
         box_text=text,
         box_width=np.full(n, 1.0),
-        labels=paint_boxes(vol.spatial_shape, boxes, values),
+        box_alpha=np.ones(n),
+        labels=labels,
+        image=dim_outside(image, boxes, req.contrast),
+        focus=(boxes[0, 0] + boxes[0, 1] - 1) / 2.0,  # a slice through the cubes, not through a gap
+        foreground=where,
         summary=(
             f"permutation {overlay['permutation_index']} of {task.n_permutations}; "
             f"{int(rotations.any(axis=1).sum())} of {n} cubes rotated"
             + (" (restored view)" if req.restore else "")
-            + ". Label 'a→b ↻x': the cube of cell a now sits in cell b, turned 180° about x"
+            + ". Label 'a→b ↻x': the cube of cell a now sits in cell b, turned 180° about x. "
+            "Voxels outside the cubes are dimmed: the network never sees them"
+            + (f". Grid on the body ({where})" if where else "")
         ),
     )
 
@@ -237,7 +266,8 @@ def _context(req: PreviewRequest, task: Any, rng: np.random.Generator) -> Previe
 
     vol = req.volume
     assert vol is not None
-    params = task.sample(vol.spatial_shape, rng, vol.spacing)
+    mask, where = _foreground(req)
+    params = task.sample(vol.spatial_shape, rng, vol.spacing, foreground=mask)
     overlay = task.overlay(params)
     n_pairs = len(params.pairs)
     step = n_pairs if req.step is None else int(np.clip(req.step, 0, n_pairs))
@@ -247,7 +277,17 @@ def _context(req: PreviewRequest, task: Any, rng: np.random.Generator) -> Previe
     boxes = pair_boxes.reshape(-1, 2, 3)
     values = np.repeat(np.arange(step) + 1, 2)
     text = [f"{t + 1}{ab}" for t in range(step) for ab in ("a", "b")]
-    width = np.where(values == step, 2.5, 0.7) if step < n_pairs else np.full(len(values), 1.0)
+    current = values == step
+    focus, where_now = None, ""
+    if step:
+        lo, hi = pair_boxes[step - 1, 0]
+        focus = (lo + hi - 1) / 2.0
+        za, zb = (int(b[0, 0] + b[1, 0] - 1) // 2 for b in pair_boxes[step - 1])
+        where_now = f" ({step}a around slice {za}, {step}b around slice {zb})"
+    on_body = ""
+    if mask is not None and step:
+        inside = [mask[tuple(slice(a, b) for a, b in zip(*box, strict=True))].mean() >= 0.5 for box in boxes]
+        on_body = f"; {int(np.sum(inside))} of {len(boxes)} patches on the body ({where})"
     return Preview(
         request=req,
         task=task,
@@ -257,13 +297,52 @@ def _context(req: PreviewRequest, task: Any, rng: np.random.Generator) -> Previe
         boxes=boxes,
         box_values=values,
         box_text=text,
-        box_width=width,
+        box_width=np.where(current, 2.5, 1.0),
+        box_alpha=np.where(current, 1.0, DIMMED_ALPHA),
         labels=paint_boxes(vol.spatial_shape, boxes, values),
+        focus=focus,
+        foreground=where,
         summary=(
-            f"swap {step} of {n_pairs}; patches of {tuple(params.patch)} voxels. "
-            "Boxes 'ta' and 'tb' (same colour) traded places at swap t"
+            f"swap {step} of {n_pairs}{where_now}, bright; earlier swaps faint. "
+            f"Patches of {tuple(params.patch)} voxels"
+            f"{on_body}. Boxes 'ta' and 'tb' (same colour) traded places at swap t"
         ),
     )
+
+
+def _foreground(req: PreviewRequest) -> tuple[np.ndarray | None, str]:
+    """The foreground mask of the request's volume (``None`` when off or empty) and a few words on it."""
+    if not req.foreground or req.volume is None:
+        return None, ""
+    from napari_ssl.foreground import foreground_mask, resolve_method
+
+    array = np.asarray(req.volume.array)
+    method = resolve_method(array)
+    mask = foreground_mask(array, method)
+    fraction = float(mask.mean()) if mask.size else 0.0
+    if fraction == 0.0:
+        return None, ""
+    return mask, f"{method} mask, {100 * fraction:.0f}% of the scan"
+
+
+def dim_outside(image: np.ndarray, boxes: np.ndarray, limits: tuple[float, float] | None) -> np.ndarray:
+    """``image`` with the voxels outside every box ``[start, stop)`` pulled towards the dark end of the
+    display range (keeping ``UNTOUCHED_GAIN`` of their contrast), dtype kept; the boxes' voxels unchanged.
+
+    One vectorised pass over the volume, then the boxes copied back (no boolean gather / scatter)."""
+    arr = np.asarray(image)
+    lo = float(limits[0]) if limits is not None else float(arr.min(initial=0))
+    if np.issubdtype(arr.dtype, np.floating):
+        out = arr * np.asarray(UNTOUCHED_GAIN, arr.dtype)
+        out += np.asarray(lo * (1 - UNTOUCHED_GAIN), arr.dtype)
+    else:
+        dimmed = arr * np.float32(UNTOUCHED_GAIN) + np.float32(lo * (1 - UNTOUCHED_GAIN))
+        info = np.iinfo(arr.dtype)
+        out = np.clip(np.rint(dimmed), info.min, info.max).astype(arr.dtype)
+    for start, stop in np.asarray(boxes, dtype=int):
+        box = (..., *(slice(a, b) for a, b in zip(start, stop, strict=True)))
+        out[box] = arr[box]
+    return out
 
 
 def compute_preview(req: PreviewRequest) -> Preview:

@@ -1,27 +1,29 @@
-"""Plane gallery: each imaging plane as a 2D image with its target heatmaps, intersection lines and slice position.
+"""Plane grid: every imaging plane as a 2D tile with its target heatmaps, intersection lines and slice position.
 
 What the imaging-planes network sees (the plane) and must predict (one heatmap per other plane, and the
-relative position of a stack slice), drawn with QPainter into thumbnails inside the dock: plane ``k``'s
-frame has plane ``k``'s colour, and the line / heatmap where plane ``j`` cuts it has plane ``j``'s colour,
-the same colours as the outlines in the 3D view.
+relative position of a stack slice), painted with QPainter into one RGB mosaic that the explorer shows in the
+canvas in 2D (an RGB Image layer beside the scan). Plane ``k``'s frame has plane ``k``'s colour and the line /
+heatmap where plane ``j`` cuts it has plane ``j``'s colour, the same colours as the outlines in the 3D view;
+the selected plane's tile is framed in white. Names sit on a dark plate, readable on any tissue.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QPointF, Qt
-from qtpy.QtGui import QColor, QImage, QPainter, QPen, QPixmap
-from qtpy.QtWidgets import QGridLayout, QLabel, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtCore import QPointF, QRectF, Qt
+from qtpy.QtGui import QColor, QFont, QImage, QPainter, QPen, QPixmap
 
 from napari_ssl._napari.explorer_compute import PlaneView, colour
 
-__all__ = ["PlaneGallery", "render_plane"]
+__all__ = ["TILE", "grid_shape", "mosaic", "plane_rgb", "render_plane"]
 
-TILE = 120  # thumbnail size (pixels)
-COLUMNS = 2
+TILE = 256  # tile size (pixels) in the canvas grid
+GAP = 8
 HEAT_ALPHA = 0.65
+BACKGROUND = (38, 41, 48)
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
@@ -42,8 +44,8 @@ def plane_rgb(plane: PlaneView) -> np.ndarray:
     return (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
 
 
-def render_plane(plane: PlaneView, index: int, size: int = TILE) -> QPixmap:
-    """A thumbnail of one plane: heatmaps, intersection lines, name and slice position."""
+def render_plane(plane: PlaneView, index: int, size: int = TILE, selected: bool = False) -> QPixmap:
+    """One tile: the plane with heatmaps and intersection lines, its name and slice position on a plate."""
     rgb = np.ascontiguousarray(plane_rgb(plane))
     h, w = rgb.shape[:2]
     qimage = QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
@@ -58,73 +60,55 @@ def render_plane(plane: PlaneView, index: int, size: int = TILE) -> QPixmap:
     painter.setRenderHint(QPainter.RenderHint.Antialiasing)
     for j, p0, p1 in plane.lines:
         pen = QPen(QColor.fromRgbF(*colour(j)))
-        pen.setWidthF(1.5)
+        pen.setWidthF(max(1.5, size / 120))
         painter.setPen(pen)
         # pixel (row, col) -> widget (x, y); pixel centres at +0.5
         a = QPointF((p0[1] + 0.5) * scale, (p0[0] + 0.5) * scale)
         b = QPointF((p1[1] + 0.5) * scale, (p1[0] + 0.5) * scale)
         painter.drawLine(a, b)
-    frame = QPen(QColor.fromRgbF(*colour(index)))
-    frame.setWidth(3)
+    frame = QPen(QColor("white") if selected else QColor.fromRgbF(*colour(index)))
+    border = max(3, size // 40) * (2 if selected else 1)
+    frame.setWidth(border)
     painter.setPen(frame)
-    painter.drawRect(1, 1, pix.width() - 3, pix.height() - 3)
-    painter.setPen(QColor("white"))
-    text = plane.name + (f"  pos {plane.slice_position:.2f}" if plane.slice_position is not None else "")
-    painter.drawText(6, 14, text)
+    painter.drawRect(QRectF(border / 2, border / 2, pix.width() - border, pix.height() - border))
+    text = plane.name + (f" · {plane.slice_position:.2f}" if plane.slice_position is not None else "")
+    font = QFont()
+    font.setPixelSize(max(10, size // 11))
+    painter.setFont(font)
+    metrics = painter.fontMetrics()
+    box = QRectF(border + 2, border + 2, metrics.horizontalAdvance(text) + 10, metrics.height() + 4)
+    painter.fillRect(box, QColor(0, 0, 0, 170))
+    painter.setPen(QColor.fromRgbF(*(0.45 + 0.55 * colour(index)[:3])))
+    painter.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
     painter.end()
     return pix
 
 
-class PlaneGallery(QWidget):
-    """Scrollable grid of plane thumbnails (one :class:`QLabel` each, in ``tiles``)."""
+def grid_shape(n: int) -> tuple[int, int]:
+    """Rows and columns of the plane grid: about square, wider than tall."""
+    cols = max(1, math.ceil(math.sqrt(n)))
+    return max(1, math.ceil(n / cols)), cols
 
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self._inner = QWidget()
-        self._grid = QGridLayout(self._inner)
-        self._grid.setSpacing(4)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(self._inner)
-        scroll.setMinimumHeight(2 * TILE + 24)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(scroll)
-        self.tiles: list[QLabel] = []
 
-    def clear(self) -> None:
-        """Remove every thumbnail."""
-        for tile in self.tiles:
-            self._grid.removeWidget(tile)
-            tile.deleteLater()
-        self.tiles = []
+def mosaic(planes: list[PlaneView], focus: int | None = None, tile: int = TILE) -> np.ndarray:
+    """All planes as one ``(H, W, 3)`` uint8 image, row by row; ``focus`` is the selected plane's index."""
+    rows, cols = grid_shape(len(planes))
+    cell = tile + GAP
+    image = QImage(cols * cell + GAP, rows * cell + GAP, QImage.Format.Format_RGB888)
+    image.fill(QColor(*BACKGROUND))
+    painter = QPainter(image)
+    for k, plane in enumerate(planes):
+        pix = render_plane(plane, k, tile, selected=k == focus)
+        x = GAP + (k % cols) * cell + (tile - pix.width()) // 2
+        y = GAP + (k // cols) * cell + (tile - pix.height()) // 2
+        painter.drawPixmap(x, y, pix)
+    painter.end()
+    return qimage_rgb(image)
 
-    def to_image(self) -> QImage:
-        """All thumbnails in one image (the grid as laid out), e.g. for a screenshot of the targets."""
-        if not self.tiles:
-            return QImage(1, 1, QImage.Format.Format_RGB32)
-        pixmaps = [tile.pixmap() for tile in self.tiles]
-        cell_w = max(p.width() for p in pixmaps) + 4
-        cell_h = max(p.height() for p in pixmaps) + 4
-        rows = (len(pixmaps) + COLUMNS - 1) // COLUMNS
-        image = QImage(cell_w * min(COLUMNS, len(pixmaps)), cell_h * rows, QImage.Format.Format_RGB32)
-        image.fill(QColor(38, 41, 48))
-        painter = QPainter(image)
-        for k, pix in enumerate(pixmaps):
-            painter.drawPixmap((k % COLUMNS) * cell_w + 2, (k // COLUMNS) * cell_h + 2, pix)
-        painter.end()
-        return image
 
-    def show_planes(self, preview: Any) -> None:
-        """Replace the thumbnails by the planes of ``preview``."""
-        self.clear()
-        for k, plane in enumerate(preview.planes):
-            tile = QLabel()
-            tile.setPixmap(render_plane(plane, k))
-            tile.setToolTip(
-                f"{plane.name}: {plane.image.shape[0]}x{plane.image.shape[1]} px; lines with "
-                + (", ".join(preview.planes[j].name for j, *_ in plane.lines) or "no other plane")
-            )
-            self._grid.addWidget(tile, k // COLUMNS, k % COLUMNS)
-            self.tiles.append(tile)
+def qimage_rgb(image: Any) -> np.ndarray:
+    """A copy of a ``Format_RGB888`` QImage as an ``(H, W, 3)`` uint8 array."""
+    ptr = image.constBits()
+    ptr.setsize(image.sizeInBytes())
+    rows = np.frombuffer(ptr, np.uint8).reshape(image.height(), image.bytesPerLine())
+    return rows[:, : 3 * image.width()].reshape(image.height(), image.width(), 3).copy()

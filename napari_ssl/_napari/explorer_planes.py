@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from napari_ssl._napari.explorer_compute import PlaneView, Preview, PreviewRequest, colour
+from napari_ssl._napari.overlays import text_kwargs
 
 __all__ = ["plane_affine", "plane_layer_specs", "planes_preview"]
 
@@ -47,7 +48,10 @@ def _native_images(views: tuple[Any, ...]) -> list[np.ndarray]:
 def planes_preview(req: PreviewRequest, task: Any, rng: np.random.Generator) -> Preview:
     """Sample (or read) the planes, resample them, and compute heatmaps, lines and slice positions."""
     if req.volume is not None:
-        params = task.sample(req.volume, rng)
+        from napari_ssl._napari.explorer_compute import _foreground
+
+        mask, _ = _foreground(req)
+        params = task.sample(req.volume, rng, foreground=mask)
         images = list(task.apply(np.asarray(req.volume.array, dtype=np.float32), params))
         world = False
     else:
@@ -102,8 +106,25 @@ def planes_preview(req: PreviewRequest, task: Any, rng: np.random.Generator) -> 
     )
 
 
-def plane_layer_specs(preview: Preview, base: str, source_layer: Any, ndisplay: int) -> list[tuple]:
-    """``(name, layer_type, data, kwargs, role)`` of every layer a planes preview draws (world mm)."""
+def plane_layer_specs(
+    preview: Preview,
+    base: str,
+    source_layer: Any,
+    ndisplay: int,
+    focus: int | None = None,
+    beside: np.ndarray | None = None,
+) -> list[tuple]:
+    """``(name, layer_type, data, kwargs, role)`` of every layer a planes preview draws.
+
+    In 3D: each plane an Image layer at its world position (mm), the outlines (the ``focus`` plane's wider),
+    the intersection lines, and the ``focus`` plane's name and slice position. In 2D an oblique plane has no
+    sensible slice, so instead one RGB layer ``<base> grid`` shows every plane as a tile with its heatmaps and
+    lines (:func:`~napari_ssl._napari.explorer_gallery.mosaic`), placed to the right of ``beside`` (the world
+    ``(lo, hi)`` of the displayed axes) and as tall as it: the 3D layers are left out, so that they neither
+    clutter the slice nor stretch the slice slider.
+    """
+    if ndisplay == 2:
+        return [_grid_spec(preview, base, focus, beside)]
     params = preview.params
     specs: list[tuple] = []
     if not preview.world:
@@ -114,13 +135,13 @@ def plane_layer_specs(preview: Preview, base: str, source_layer: Any, ndisplay: 
                 "colormap": "gray",
                 "blending": "translucent",
                 "rendering": "mip",
-                "visible": ndisplay == 3,  # an oblique plane has no sensible 2D slice: the gallery shows it
             }
             if limits is not None:
                 kwargs["contrast_limits"] = limits
             specs.append((f"{base} {plane.name}", "image", plane.image[None], kwargs, "plane"))
     outlines = [np.vstack([p.corners, p.corners[:1]]) for p in preview.planes]
     scale_mm = _scene_size(preview)
+    width = max(0.5, 0.004 * scale_mm)
     specs.append(
         (
             f"{base} outlines",
@@ -128,19 +149,18 @@ def plane_layer_specs(preview: Preview, base: str, source_layer: Any, ndisplay: 
             outlines,
             {
                 "shape_type": "path",
-                "edge_color": np.array([colour(k) for k in range(len(outlines))]),
-                "edge_width": max(0.5, 0.004 * scale_mm),
+                "edge_color": np.array([colour(k) for k in range(len(outlines))]).reshape(-1, 4),
+                "edge_width": np.array([width * (3 if k == focus else 1) for k in range(len(outlines))]),
                 "face_color": "transparent",
             },
             "outlines",
         )
     )
-    lines = list(preview.segments)
     specs.append(
         (
             f"{base} lines",
             "shapes",
-            lines,
+            list(preview.segments),
             {
                 "shape_type": "line",
                 "edge_color": "yellow",
@@ -150,27 +170,36 @@ def plane_layer_specs(preview: Preview, base: str, source_layer: Any, ndisplay: 
             "lines",
         )
     )
-    centres = np.array([p.corners.mean(axis=0) for p in preview.planes]).reshape(-1, 3)
-    labels = [
-        p.name + (f"  pos {p.slice_position:.2f}" if p.slice_position is not None else "")
-        for p in preview.planes
-    ]
-    specs.append(
-        (
-            f"{base} text",
-            "points",
-            centres,
-            {
-                "features": {"label": labels},
-                "text": {"string": "{label}", "color": "white", "size": 10, "anchor": "center"},
-                "size": 0.1,
-                "face_color": "transparent",
-                "border_color": "transparent",
-            },
-            "plane text",
-        )
-    )
+    # one label, the selected plane's: eleven names at once overlap into an unreadable heap
+    shown = [k for k in range(len(preview.planes)) if k == focus]
+    # towards the plane's first corner, off the dense middle of the scene, but inside the plane (in view)
+    centres = np.array([_near_corner(preview.planes[k].corners) for k in shown]).reshape(-1, 3)
+    labels = [_label(preview.planes[k]) for k in shown]
+    rgba = np.array([0.45 + 0.55 * colour(k) for k in shown]).reshape(-1, 4)
+    sizes = [0.3 * float(np.ptp(preview.planes[k].corners, axis=0).max()) for k in shown]
+    specs.append((f"{base} text", "points", centres, text_kwargs(labels, rgba, sizes), "plane text"))
     return specs
+
+
+def _label(plane: PlaneView) -> str:
+    return plane.name + (f"  pos {plane.slice_position:.2f}" if plane.slice_position is not None else "")
+
+
+def _grid_spec(preview: Preview, base: str, focus: int | None, beside: np.ndarray | None) -> tuple:
+    from napari_ssl._napari.explorer_gallery import mosaic
+
+    rgb = mosaic(preview.planes, focus)
+    lo, hi = (np.zeros(2), np.asarray(rgb.shape[:2], float)) if beside is None else np.asarray(beside)
+    # about half the scan's height a row of tiles, so that the names stay legible when both fit the canvas
+    height = (float(hi[0] - lo[0]) or float(rgb.shape[0])) * max(1.0, 0.5 * _rows(preview))
+    scale = height / rgb.shape[0]
+    kwargs = {
+        "rgb": True,
+        "scale": (scale, scale),
+        "translate": (float(lo[0]), float(hi[1]) + 0.05 * height),
+        "blending": "translucent",
+    }
+    return (f"{base} grid", "image", rgb, kwargs, "grid")
 
 
 def _thickness(preview: Preview, k: int) -> float:
@@ -186,3 +215,15 @@ def _thickness(preview: Preview, k: int) -> float:
 def _scene_size(preview: Preview) -> float:
     pts = np.concatenate([p.corners for p in preview.planes]) if preview.planes else np.zeros((1, 3))
     return float(np.ptp(pts, axis=0).max()) if len(pts) else 1.0
+
+
+def _rows(preview: Preview) -> int:
+    from napari_ssl._napari.explorer_gallery import grid_shape
+
+    return grid_shape(len(preview.planes))[0]
+
+
+def _near_corner(corners: np.ndarray, fraction: float = 0.7) -> np.ndarray:
+    """The point ``fraction`` of the way from a plane's centre to its first corner."""
+    centre = corners.mean(axis=0)
+    return centre + fraction * (corners[0] - centre)

@@ -10,7 +10,17 @@ from napari_ssl._napari.layers import layer_to_volume
 from napari_ssl._napari.overlays import META
 from napari_ssl.volume import Volume
 
-__all__ = ["SourceError", "current_frame", "is_view_layer", "source_volume", "view_volumes"]
+__all__ = [
+    "SourceError",
+    "current_frame",
+    "displayed_extent",
+    "go_to",
+    "is_view_layer",
+    "sliced_axis",
+    "source_names",
+    "source_volume",
+    "view_volumes",
+]
 
 
 class SourceError(ValueError):
@@ -64,3 +74,56 @@ def source_volume(viewer: Any, name: str, planes_hint: bool = False) -> Volume:
 def view_volumes(viewer: Any) -> list[Volume]:
     """Every visible acquired view (plane, stack or cine frame) in the viewer, in layer order."""
     return [current_frame(viewer, layer) for layer in viewer.layers if is_view_layer(layer) and layer.visible]
+
+
+def is_scan(layer: Any) -> bool:
+    """A grey-level 3D (or 3D + time) Image layer: a sensible default source."""
+    return (
+        type(layer).__name__ == "Image"
+        and not getattr(layer, "rgb", False)
+        and layer.ndim >= 3
+        and layer.data.shape[-3] > 1
+    )
+
+
+def source_names(viewer: Any, planes: bool, all_views: str) -> tuple[list[str], str | None]:
+    """The source list (every layer not ours; ``all_views`` first for planes with >= 2 acquired views) and
+    the default pick: the active layer when it is a 3D scan, else the first 3D scan."""
+    names = [layer.name for layer in viewer.layers if META not in layer.metadata]
+    if planes and sum(is_view_layer(lay) for lay in viewer.layers) >= 2:
+        names = [all_views, *names]
+    active = viewer.layers.selection.active
+    scans = [lay.name for lay in viewer.layers if lay.name in names and is_scan(lay)]
+    if active is not None and active.name in scans:
+        return names, active.name
+    return names, scans[0] if scans else None
+
+
+# ------------------------------------------------------------------------------- where the view looks
+def sliced_axis(viewer: Any) -> int:
+    """The spatial axis (0..2 of the last three) the 2D view slices along."""
+    dims = viewer.dims
+    first = dims.ndim - 3
+    hidden = [a - first for a in dims.order[first:] if a not in dims.displayed]
+    return hidden[0] if hidden else 0
+
+
+def go_to(viewer: Any, layer: Any, voxel: Any) -> None:
+    """Move the view to ``voxel`` ``(z, y, x)`` of ``layer``: the slice through it, the camera centred on it."""
+    lead = layer.ndim - 3
+    world = np.asarray(layer.data_to_world(np.concatenate([np.zeros(lead), np.asarray(voxel, float)])))
+    dims = viewer.dims
+    offset = dims.ndim - layer.ndim
+    for axis in range(dims.ndim - 3, dims.ndim):
+        if axis not in dims.displayed:
+            dims.set_point(axis, world[axis - offset])
+    viewer.camera.center = tuple(world[a - offset] for a in dims.displayed)
+
+
+def displayed_extent(viewer: Any, source_layer: Any) -> np.ndarray | None:
+    """World ``(lo, hi)`` of the last two axes of the source (or of every layer not ours)."""
+    layers = [source_layer] if source_layer is not None else list(viewer.layers)
+    boxes = [lay.extent.world for lay in layers if META not in lay.metadata and lay.ndim >= 2]
+    if not boxes:
+        return None
+    return np.stack([np.min([b[0][-2:] for b in boxes], axis=0), np.max([b[1][-2:] for b in boxes], axis=0)])

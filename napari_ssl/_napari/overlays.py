@@ -7,8 +7,9 @@ Boxes (Rubik cubes, context patches) appear three ways, each right where napari 
 - ``... boxes`` (Shapes): one 16-vertex path per box tracing its 12 edges, for the 3D view;
 - ``... cells`` (Labels): the boxes filled with their number, drawn as contours, for 2D slices in any
   orientation (hover shows the number in the status bar);
-- ``... text`` (Points): invisible points carrying the text of each box, at the box centre in 3D and on
-  every slice the box crosses in 2D.
+- ``... text`` (Points): the label of each box on a dark plate (an ``hbar`` marker), drawn without depth
+  test so the rendered volume never hides it; at the box centre in 3D (the current context pair only) and on
+  every slice the box crosses in 2D (above a small patch, on a big cube). Each pair has its own colour.
 """
 
 from __future__ import annotations
@@ -145,11 +146,7 @@ def _update(layer: Any, layer_type: str, data: Any, kwargs: dict[str, Any]) -> N
         _set_shapes(layer, data, shape_kw)
         return
     if layer_type == "points":
-        layer.data = data
-        if "features" in kwargs:
-            layer.features = kwargs["features"]
-        if "text" in kwargs:
-            layer.text = kwargs["text"]
+        set_points(layer, data, kwargs)
         return
     if layer_type == "labels" and "colormap" in kwargs:
         new = kwargs["colormap"]
@@ -175,7 +172,6 @@ def box_layer_specs(
     from napari.utils.colormaps import DirectLabelColormap
 
     place = placement(source_layer)
-    pretext = preview.request.pretext
     image_kw: dict[str, Any] = {**place, "colormap": "gray", "blending": "translucent"}
     limits = getattr(source_layer, "contrast_limits", None)
     if limits is not None:
@@ -184,8 +180,12 @@ def box_layer_specs(
 
     boxes = preview.boxes
     values = preview.box_values
-    edge_colors = np.array([colour(v - 1) for v in values]) if len(values) else np.zeros((0, 4))
-    paths = [box_path(lo, hi) for lo, hi in boxes]
+    alpha = preview.box_alpha if len(preview.box_alpha) == len(values) else np.ones(len(values))
+    edge_colors = np.array([colour(v - 1) for v in values]).reshape(-1, 4)
+    edge_colors[:, 3] = alpha
+    # on voxel borders, but not beyond the volume's outer voxel centres: that would stretch the slice slider
+    top = np.asarray(preview.labels.shape, dtype=float) - 1
+    paths = [np.clip(box_path(lo, hi), 0.0, top) for lo, hi in boxes]
     specs.append(
         (
             f"{base} boxes",
@@ -204,7 +204,8 @@ def box_layer_specs(
         )
     )
     cmap = {None: TRANSPARENT, 0: TRANSPARENT}
-    cmap.update({int(v): colour(int(v) - 1) for v in np.unique(values)})
+    for v, a in zip(values, alpha, strict=True):
+        cmap[int(v)] = np.append(colour(int(v) - 1)[:3], a)
     specs.append(
         (
             f"{base} cells",
@@ -215,36 +216,62 @@ def box_layer_specs(
                 "colormap": DirectLabelColormap(color_dict=cmap),
                 "opacity": 1.0,
                 "visible": ndisplay == 2,
-                "contour": max(1, round(min(preview.labels.shape[1:]) / 128)),
+                **({"contour": contour_width(preview.labels.shape)} if ndisplay == 2 else {}),
             },
             "cells",
         )
     )
-    points, labels, rgba = text_points(preview, ndisplay, sliced_axis)
-    # big Rubik cubes: text in the cube's colour; small context patches: white, as the border has the colour
-    text_colour: Any = {"feature": "colour"} if pretext == "rubik" else "white"
-    specs.append(
-        (
-            f"{base} text",
-            "points",
-            points,
-            {
-                **place,
-                "features": text_features(labels, rgba),
-                "text": {"string": "{label}", "color": text_colour, "size": 10, "anchor": "center"},
-                "size": 0.1,
-                "face_color": "transparent",
-                "border_color": "transparent",
-            },
-            "text",
-        )
-    )
+    points, labels, rgba, sizes = text_points(preview, ndisplay, sliced_axis)
+    # text in the box's colour on a dark plate: readable on bright tissue and on dark air alike
+    kwargs = text_kwargs(labels, rgba, sizes)
+    specs.append((f"{base} text", "points", points, {**place, **kwargs}, "text"))
     return specs
+
+
+#: text size (screen pixels) of box and plane labels, and the dark plate behind each label
+TEXT_SIZE = 11
+PLATE = "#000000a8"  # black, 66% opaque
+
+
+def text_kwargs(labels: list[str], rgba: np.ndarray, sizes: Any = 1.0, plate: bool = True) -> dict[str, Any]:
+    """Points kwargs drawing ``labels`` centred on their points, each on a dark plate.
+
+    The plate is napari's ``hbar`` marker (three times wider than tall); ``sizes`` are its widths in data
+    units (see :func:`plate_width`), so that it scales with its box like the box itself. Drawn without depth
+    test, so that in 3D the volume does not hide them.
+    """
+    return {
+        "features": text_features(labels, rgba),
+        "text": {
+            "string": "{label}",
+            "color": {"feature": "colour"},
+            "size": TEXT_SIZE,
+            "anchor": "center",
+            "blending": "translucent_no_depth",
+        },
+        "symbol": "hbar",
+        "size": np.broadcast_to(np.asarray(sizes, dtype=float), (len(labels),)).copy() if labels else 1.0,
+        "face_color": PLATE if plate else "transparent",
+        "border_width": 0,
+        "border_color": "transparent",
+        # no depth test: in 3D a label stays on top of the rendered volume (and of its own plate)
+        "blending": "translucent_no_depth",
+    }
+
+
+def plate_width(extent: float, chars: int = 6) -> float:
+    """Plate width (data units) for a label of ``chars`` characters on a box whose smallest displayed side is
+    ``extent``: wider than a small patch (its 3-character label must fit), a fraction of a big cube (its
+    content must stay visible), longer for a longer label."""
+    return float(extent) * (1.3 if extent < 32 else 0.6) * max(1.0, chars / 7)
 
 
 def text_features(labels: list[str], rgba: np.ndarray) -> dict[str, list[str]]:
     """Points features for box text: the label and its colour as hex (the colour of its box)."""
-    hexes = ["#{:02x}{:02x}{:02x}".format(*(np.round(np.asarray(c)[:3] * 255).astype(int))) for c in rgba]
+    hexes = [
+        "#{:02x}{:02x}{:02x}{:02x}".format(*(np.round(np.asarray(c)[:4] * 255).astype(int)))
+        for c in np.asarray(rgba).reshape(-1, 4)
+    ]
     return {"label": list(labels), "colour": hexes}
 
 
@@ -255,16 +282,30 @@ def line_width(shape: tuple[int, ...]) -> float:
 
 def text_points(
     preview: Preview, ndisplay: int, sliced_axis: int
-) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """Text anchor points of the boxes: centres in 3D; in 2D one per slice along ``sliced_axis``."""
+) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+    """Text anchor points of the boxes (centres in 3D; in 2D one per slice along ``sliced_axis``), their
+    labels, colours and plate widths."""
     pts: list[np.ndarray] = []
     labels: list[str] = []
     rgba: list[np.ndarray] = []
-    for (lo, hi), text, v in zip(preview.boxes, preview.box_text, preview.box_values, strict=False):
+    sizes: list[float] = []
+    alphas = (
+        preview.box_alpha if len(preview.box_alpha) == len(preview.boxes) else np.ones(len(preview.boxes))
+    )
+    for (lo, hi), text, v, a in zip(
+        preview.boxes, preview.box_text, preview.box_values, alphas, strict=False
+    ):
+        if ndisplay == 3 and a < 1:  # 3D: the labels of the current pair only; all of them overlap
+            continue
         centre = (np.asarray(lo) + np.asarray(hi) - 1) / 2.0
+        shown = [hi[k] - lo[k] for k in range(3) if ndisplay == 3 or k != sliced_axis]
+        width = plate_width(min(shown), len(text))
         if ndisplay == 3:
             steps = [centre]
         else:
+            row = min(k for k in range(3) if k != sliced_axis)  # the axis drawn top to bottom
+            if width > min(shown):  # a small patch: its label just above it, not over its content
+                centre[row] = lo[row] - 0.5 - width / 6
             steps = []
             for k in range(int(lo[sliced_axis]), int(hi[sliced_axis])):
                 p = centre.copy()
@@ -272,6 +313,72 @@ def text_points(
                 steps.append(p)
         pts.extend(steps)
         labels.extend([text] * len(steps))
-        rgba.extend([colour(v - 1)] * len(steps))
+        rgba.extend([_text_colour(colour(v - 1), a)] * len(steps))
+        sizes.extend([width] * len(steps))
     data = np.array(pts, dtype=float).reshape(-1, 3)
-    return data, labels, np.array(rgba).reshape(-1, 4)
+    return data, labels, np.array(rgba).reshape(-1, 4), np.asarray(sizes, dtype=float)
+
+
+def _text_colour(rgba: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """A box colour lifted towards white so that it reads on the dark plate (dark blues and purples do not);
+    the text of a dimmed box is dimmed less than the box, so it stays legible."""
+    c = np.asarray(rgba, dtype=float).copy()
+    c[:3] = 0.45 + 0.55 * c[:3]
+    c[3] = max(0.7, float(alpha))
+    return c
+
+
+def set_text(
+    layer: Any, points: np.ndarray, labels: list[str], rgba: np.ndarray, sizes: Any, plate: bool = True
+) -> None:
+    """Replace the points and labels of a text layer made with :func:`text_kwargs`, plates included."""
+    set_points(layer, points, text_kwargs(labels, rgba, sizes, plate))
+
+
+def set_points(layer: Any, data: np.ndarray, kwargs: dict[str, Any]) -> None:
+    """New points, features, text and plates for a Points layer, touching only what changed (every napari
+    setter refreshes the whole layer)."""
+    for key in ("face_color", "symbol", "border_width"):  # what the points added below get
+        if key in kwargs:
+            setattr(layer, f"current_{key}", kwargs[key])
+    layer.data = data
+    if "features" in kwargs:
+        layer.features = kwargs["features"]
+    text = kwargs.get("text")
+    if text is not None and getattr(layer.text.string, "format", None) != text["string"]:
+        layer.text = text
+    if not len(layer.data):
+        return
+    size = np.broadcast_to(np.asarray(kwargs.get("size", 1.0), dtype=float), (len(layer.data),))
+    if not np.array_equal(np.asarray(layer.size, dtype=float), size):
+        layer.size = size
+    if "face_color" in kwargs and not np.allclose(layer.face_color, transform_colour(kwargs["face_color"])):
+        layer.face_color = kwargs["face_color"]
+
+
+def transform_colour(colour: Any) -> np.ndarray:
+    """One colour (name, hex or RGBA) as RGBA floats."""
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    return np.asarray(transform_color(colour)[0])
+
+
+def contour_width(shape: tuple[int, ...]) -> int:
+    """Contour thickness (pixels of the label volume) of the 2D box outlines."""
+    return max(1, round(min(shape[1:]) / 128))
+
+
+def recycle(viewer: Any, source: str, specs: list[tuple]) -> None:
+    """Rename this scan's spare preview layers to the names ``specs`` needs (same role and type), so a new
+    pretext or plane count updates layers in place: creating a layer (and its GL visual) costs far more than
+    updating one."""
+    wanted = {spec[0] for spec in specs}
+    spare = [layer for layer in explorer_layers(viewer, source) if layer.name not in wanted]
+    for name, layer_type, *_, role in specs:
+        if name in viewer.layers:
+            continue
+        for layer in spare:
+            if layer.metadata[META].get("role") == role and type(layer).__name__.lower() == layer_type:
+                layer.name = name
+                spare.remove(layer)
+                break

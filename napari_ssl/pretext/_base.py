@@ -12,7 +12,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ParamSpec", "as_rng", "check_array", "is_torch", "shape_and_spacing"]
+__all__ = [
+    "ParamSpec",
+    "as_rng",
+    "check_array",
+    "check_foreground",
+    "inside_fraction",
+    "is_torch",
+    "shape_and_spacing",
+]
 
 
 @dataclass(frozen=True)
@@ -200,3 +208,62 @@ def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
     """Raise ``ValueError`` when ``value`` is not one of ``choices``."""
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def check_foreground(foreground: Any, shape: tuple[int, int, int]) -> np.ndarray | None:
+    """A foreground mask as a ``bool`` array of ``shape``, or ``None`` when absent or empty.
+
+    ``None`` and an all-``False`` mask both mean "anywhere" (a patch of air has no body to aim at); a mask of
+    another shape raises ``ValueError`` naming both shapes.
+    """
+    if foreground is None:
+        return None
+    if is_torch(foreground):
+        foreground = foreground.detach().cpu().numpy()
+    mask = np.asarray(foreground)
+    if mask.shape[-3:] != tuple(shape) or mask.ndim < 3:
+        raise ValueError(
+            f"foreground mask has shape {tuple(mask.shape)} but the volume's spatial shape is {tuple(shape)}"
+        )
+    if mask.ndim > 3:  # channels: foreground in any of them
+        mask = mask.reshape(-1, *shape).any(axis=0)
+    mask = mask.astype(bool, copy=False)
+    return mask if mask.any() else None
+
+
+def inside_fraction(mask: np.ndarray, corners: np.ndarray, patch: tuple[int, int, int]) -> np.ndarray:
+    """Fraction of each patch ``[corner, corner + patch)`` (corners ``(n, 3)``) that lies in ``mask``."""
+    out = np.empty(len(corners))
+    volume = float(np.prod(patch))
+    for k, (z, y, x) in enumerate(np.asarray(corners, dtype=np.int64).tolist()):
+        out[k] = np.count_nonzero(mask[z : z + patch[0], y : y + patch[1], x : x + patch[2]]) / volume
+    return out
+
+
+def masked_pair_draw(
+    high: Any, patch: tuple[int, int, int], mask: np.ndarray, rng: Any, mode: str = "3d"
+) -> Any:
+    """A drawer of candidate patch-corner pairs ``(m, 2, 3)`` among the corners (``0 .. high - 1`` per axis)
+    whose patch centre is in ``mask``; in ``"2d"`` mode both patches of a pair in one slice. ``None`` when
+    no corner qualifies."""
+    high = np.asarray(high)
+    half = [p // 2 for p in patch]
+    allowed = mask[tuple(slice(h, h + int(n)) for h, n in zip(half, high, strict=True))]
+    index = np.flatnonzero(allowed)
+    if index.size == 0:
+        return None
+    per_slice = int(high[1] * high[2])
+
+    def draw(m: int) -> np.ndarray:
+        first = index[rng.integers(0, index.size, size=m)]
+        if mode == "2d":  # the second patch in the same slice as the first
+            z = first // per_slice
+            lo = np.searchsorted(index, z * per_slice)
+            hi = np.searchsorted(index, (z + 1) * per_slice)
+            second = index[lo + (rng.random(m) * (hi - lo)).astype(np.int64)]
+        else:
+            second = index[rng.integers(0, index.size, size=m)]
+        flat = np.stack([first, second], axis=1)
+        return np.stack(np.unravel_index(flat, tuple(int(h) for h in high)), axis=-1).astype(np.int32)
+
+    return draw

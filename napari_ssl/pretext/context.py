@@ -17,9 +17,12 @@ from ._base import (
     as_rng,
     check_array,
     check_choice,
+    check_foreground,
     check_range,
     copy_array,
     float_triple,
+    inside_fraction,
+    masked_pair_draw,
     shape_and_spacing,
 )
 
@@ -28,6 +31,9 @@ __all__ = ["ContextParams", "ContextRestoration"]
 _ROUNDS = 12  # rounds of random candidates before falling back to the grid
 _MAX_BATCH = 256  # candidate pairs per round
 _MAX_RANDOM_FILL = 0.25  # above this fraction of the volume in patches, go straight to the grid
+#: with a foreground mask, a patch counts as "on the body" when its centre voxel and at least this fraction of
+#: its voxels are in the mask
+MIN_INSIDE = 0.5
 
 
 def _overlap(a: tuple[int, ...], b: tuple[int, ...], patch: tuple[int, ...]) -> bool:
@@ -186,11 +192,19 @@ class ContextRestoration:
         return (vox[0], vox[1], vox[2])
 
     # ------------------------------------------------------------------ sample
-    def sample(self, shape: Any, rng: Any = None, spacing: Any = None) -> ContextParams:
+    def sample(
+        self, shape: Any, rng: Any = None, spacing: Any = None, foreground: Any = None
+    ) -> ContextParams:
         """Draw ``n_swaps`` pairs of disjoint patches for a volume of spatial shape ``shape``.
 
         ``shape`` may be a :class:`~napari_ssl.volume.Volume` (its spacing is then used); ``spacing``
         (mm, ``(z, y, x)``) matters only for ``unit="mm"``.
+
+        ``foreground`` (optional) is a boolean mask of the spatial shape (e.g. from
+        :func:`napari_ssl.foreground.foreground_mask`): patches are then drawn among those whose centre voxel
+        and at least :data:`MIN_INSIDE` of their voxels lie in the mask, so the swaps happen on the body, not
+        in the air. When the mask cannot hold them all, the grid fallback takes the slots most inside the mask
+        first. ``None`` or an empty mask: anywhere (the draws are then those of a call without ``foreground``).
         """
         size, sp = shape_and_spacing(shape, spacing)
         rng = as_rng(rng)
@@ -210,35 +224,54 @@ class ContextRestoration:
                 f"n_swaps={self.n_swaps} needs {2 * self.n_swaps} non-overlapping patches of {patch} voxels "
                 f"but a volume of shape {size} has room for {capacity} pairs; n_swaps must be <= {capacity}"
             )
-        corners = self._draw_random(size, patch, rng)
+        mask = check_foreground(foreground, size)
+        corners = self._draw_random(size, patch, rng, mask)
         if corners is None:
-            corners = self._draw_grid(size, patch, slots, rng)
+            corners = self._draw_grid(size, patch, slots, rng, mask)
         pairs = tuple((tuple(a), tuple(b)) for a, b in corners.reshape(-1, 2, 3).tolist())
         return ContextParams(shape=size, patch=patch, pairs=pairs)  # type: ignore[arg-type]
 
     def _draw_random(
-        self, size: tuple[int, int, int], patch: tuple[int, int, int], rng: np.random.Generator
+        self,
+        size: tuple[int, int, int],
+        patch: tuple[int, int, int],
+        rng: np.random.Generator,
+        mask: np.ndarray | None = None,
     ) -> np.ndarray | None:
         """Uniform positions with rejection, in vectorised rounds; ``None`` when the volume is too crowded.
 
         Each round draws candidate pairs and keeps, in draw order, every pair whose two patches are
-        disjoint and overlap no patch kept before; the rest are redrawn.
+        disjoint and overlap no patch kept before; the rest are redrawn. With a ``mask``, candidates are
+        drawn among the corners whose patch centre is in the mask and kept only when at least
+        :data:`MIN_INSIDE` of the patch is.
         """
         n = self.n_swaps
-        if 2 * n * math.prod(patch) > _MAX_RANDOM_FILL * math.prod(size):
+        room = math.prod(size) if mask is None else int(np.count_nonzero(mask))
+        if 2 * n * math.prod(patch) > _MAX_RANDOM_FILL * room:
             return None  # crowded: rejection would mostly fail
         high = np.asarray(size) - np.asarray(patch) + 1
+        draw = (
+            self._uniform_draw(high, rng)
+            if mask is None
+            else masked_pair_draw(high, patch, mask, rng, self.mode)
+        )
+        if draw is None:
+            return None
         kept = np.empty((0, 2, 3), dtype=np.int32)
         for _ in range(_ROUNDS):
             missing = n - len(kept)
             if missing == 0:
                 break
             m = min(_MAX_BATCH, 2 * missing + 8)
-            cand = rng.integers(0, high, size=(m, 2, 3)).astype(np.int32)
-            if self.mode == "2d":
-                cand[:, 1, 0] = cand[:, 0, 0]  # both patches of a 2D pair in the same slice
+            cand = draw(m)
             flat = cand.reshape(-1, 3).T
             ok = ~_clash(cand[:, 0].T, cand[:, 1].T, patch, pairwise=False)
+            if mask is not None:
+                ok &= (
+                    (inside_fraction(mask, cand.reshape(-1, 3), patch) >= MIN_INSIDE)
+                    .reshape(m, 2)
+                    .all(axis=1)
+                )
             if len(kept):
                 ok &= ~_clash(flat, kept.reshape(-1, 3).T, patch).reshape(m, -1).any(axis=1)
             clash = _clash(flat, flat, patch).reshape(m, 2, m, 2).any(axis=(1, 3))
@@ -258,12 +291,22 @@ class ContextRestoration:
             return None
         return kept.reshape(-1, 3).astype(np.int64)
 
+    def _uniform_draw(self, high: np.ndarray, rng: np.random.Generator) -> Any:
+        def draw(m: int) -> np.ndarray:
+            cand = rng.integers(0, high, size=(m, 2, 3)).astype(np.int32)
+            if self.mode == "2d":
+                cand[:, 1, 0] = cand[:, 0, 0]  # both patches of a 2D pair in the same slice
+            return cand
+
+        return draw
+
     def _draw_grid(
         self,
         size: tuple[int, int, int],
         patch: tuple[int, int, int],
         slots: list[int],
         rng: np.random.Generator,
+        mask: np.ndarray | None = None,
     ) -> np.ndarray:
         p = np.asarray(patch)
         shift = rng.integers(0, np.asarray(size) - np.asarray(slots) * p + 1)
@@ -276,6 +319,11 @@ class ContextRestoration:
             paired = np.take_along_axis(per_slice, order[..., None], axis=1)[:, : 2 * n_pairs]
             paired = paired.reshape(-1, 2, 3)
             picked = paired[rng.choice(len(paired), size=self.n_swaps, replace=False)].reshape(-1, 3)
+        elif mask is not None:  # slots on the body first, in random order
+            flat = grid.reshape(-1, 3)
+            order = rng.permutation(len(flat))
+            off = inside_fraction(mask, shift + flat[order] * p, patch) < MIN_INSIDE
+            picked = flat[order[np.argsort(off, kind="stable")][: 2 * self.n_swaps]]
         else:
             flat = grid.reshape(-1, 3)
             picked = flat[rng.choice(len(flat), size=2 * self.n_swaps, replace=False)]

@@ -14,7 +14,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from napari_ssl.foreground import foreground_bbox
+
 from ._base import ParamSpec, as_rng, check_array, check_choice, check_range, is_torch, shape_and_spacing
+from ._base import check_foreground as _foreground
 from ._plane_geometry import PlanesParams, intersection, plane_heatmaps, planes_from_images, slice_positions
 
 __all__ = ["ImagingPlanes", "PlanesParams"]
@@ -157,7 +160,9 @@ class ImagingPlanes:
         )
 
     # ------------------------------------------------------------------ sample
-    def sample(self, shape: Any, rng: Any = None, spacing: Any = None) -> PlanesParams:
+    def sample(
+        self, shape: Any, rng: Any = None, spacing: Any = None, foreground: Any = None
+    ) -> PlanesParams:
         """Pick the stack and the oblique planes for a volume.
 
         Parameters
@@ -168,6 +173,10 @@ class ImagingPlanes:
         rng : numpy.random.Generator or int, optional
         spacing : tuple of float, optional
             Voxel size in mm ``(z, y, x)`` for a plain shape (default 1 mm); world is then ``index * spacing``.
+        foreground : numpy.ndarray of bool, optional
+            Mask of the body (e.g. :func:`napari_ssl.foreground.foreground_mask`): the region of interest is
+            then ``roi`` of the mask's bounding box, centred on it, instead of ``roi`` of the whole volume.
+            The random draws are the same with and without it.
         """
         size, sp = shape_and_spacing(shape, spacing)
         rng = as_rng(rng)
@@ -184,6 +193,13 @@ class ImagingPlanes:
         extent = (np.asarray(size) - 1) * np.asarray(sp)  # mm, in the grid frame (index * spacing)
         centre = extent / 2
         half = self.roi * extent / 2
+        mask = _foreground(foreground, size)
+        box = None if mask is None else foreground_bbox(mask)
+        if box is not None:
+            lo = np.asarray(box[0], dtype=float) * np.asarray(sp)
+            hi = (np.asarray(box[1], dtype=float) - 1) * np.asarray(sp)
+            centre = (lo + hi) / 2
+            half = self.roi * (hi - lo) / 2
         ps = self.pixel_spacing or float(extent.max()) / (max(self.size) - 1)
         h, w = self.size
 

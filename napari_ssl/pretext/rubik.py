@@ -18,6 +18,7 @@ from ._base import (
     ParamSpec,
     as_rng,
     check_array,
+    check_foreground,
     check_range,
     copy_array,
     flip,
@@ -241,11 +242,18 @@ class RubikCube:
         return permutation_set(self.grid**3, self.n_permutations)
 
     # ------------------------------------------------------------------ sample / apply
-    def sample(self, shape: Any, rng: Any = None, spacing: Any = None) -> RubikParams:
+    def sample(self, shape: Any, rng: Any = None, spacing: Any = None, foreground: Any = None) -> RubikParams:
         """Draw the permutation, rotations and jitter for a volume of spatial shape ``shape``.
 
         ``shape`` may also be a :class:`~napari_ssl.volume.Volume`; ``spacing`` is accepted for a
         uniform signature across pretexts and unused (the grid is in voxels).
+
+        ``foreground`` (optional) is a boolean mask of the spatial shape (e.g. from
+        :func:`napari_ssl.foreground.foreground_mask`): the grid then covers the bulk of the mask
+        (:func:`~napari_ssl.foreground.foreground_bbox`, grown where needed to fit ``grid`` cubes of at least
+        one voxel), so the cubes sit on the body rather than in the air around it. ``None`` or an empty
+        mask: the grid covers the whole volume. The random draws are the same either way, so a seed gives
+        the same permutation, rotations and jitter with and without a mask.
         """
         (sz, sy, sx), _ = shape_and_spacing(shape, spacing)
         rng = as_rng(rng)
@@ -261,8 +269,11 @@ class RubikCube:
                     f"gap={g} along {axis} leaves no cube: shape {size} with grid={n} gives cells of {c} "
                     f"voxels, so gap must be < {c}"
                 )
-        cube = tuple(c - g for c, g in zip(cell, self.gap, strict=True))
         start = tuple((s - n * c) // 2 for s, c in zip(size, cell, strict=True))
+        mask = check_foreground(foreground, size)
+        if mask is not None:
+            start, cell = self._region(mask, size)
+        cube = tuple(c - g for c, g in zip(cell, self.gap, strict=True))
         n_cells = n**3
         index = int(rng.integers(0, self.n_permutations))
         perm = tuple(self.permutations[index].tolist())
@@ -279,6 +290,25 @@ class RubikCube:
             cube=cube,  # type: ignore[arg-type]
             offsets=tuple((a, b, c) for a, b, c in jitter.tolist()),
         )
+
+    def _region(
+        self, mask: np.ndarray, size: tuple[int, int, int]
+    ) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        """Grid start and cell size covering the bulk of ``mask``, each cell larger than the gap."""
+        from napari_ssl.foreground import foreground_bbox
+
+        box = foreground_bbox(mask)
+        assert box is not None  # check_foreground returns None for an empty mask
+        n = self.grid
+        start, cell = [], []
+        for lo, hi, s, g in zip(*box, size, self.gap, strict=True):
+            need = n * (g + 1)  # every cell must hold a cube of at least one voxel
+            extent = max(hi - lo, need)
+            lo = min(max(0, (lo + hi - extent) // 2), s - extent)
+            c = extent // n
+            start.append(lo + (extent - n * c) // 2)
+            cell.append(c)
+        return (start[0], start[1], start[2]), (cell[0], cell[1], cell[2])
 
     def apply(self, x: Any, params: RubikParams) -> Any:
         """Rearrange and rotate the cubes of ``x`` (numpy array or torch tensor, last axes ``(z, y, x)``).

@@ -9,6 +9,7 @@ import pytest
 
 from napari_ssl import io
 from napari_ssl._napari.layers import volume_to_layer_data
+from napari_ssl.foreground import foreground_mask
 
 pytestmark = pytest.mark.gui
 
@@ -81,16 +82,26 @@ def test_rubik_preview_layers_geometry_and_source(dock, qtbot, brain):
     np.testing.assert_allclose(image.extent.world, src.extent.world)
     np.testing.assert_allclose(image.scale, src.scale)
     np.testing.assert_allclose(image.translate, src.translate)
-    # the shuffled volume is exactly the pretext applied with the same seed
+    # the shuffled volume is exactly the pretext applied with the same seed, the grid on the body (the
+    # default foreground mask), and the voxels the shuffle leaves untouched dimmed
     task = preview.task
-    params = task.sample(brain.spatial_shape, np.random.default_rng(dock.seed.value()), brain.spacing)
+    mask = foreground_mask(brain.array)
+    params = task.sample(brain.spatial_shape, np.random.default_rng(dock.seed.value()), brain.spacing, mask)
     assert params == preview.params
-    np.testing.assert_array_equal(image.data, task.apply(brain.array, params))
+    shuffled = task.apply(brain.array, params)
+    cubes = preview.labels > 0
+    np.testing.assert_array_equal(image.data[cubes], shuffled[cubes])
+    lo = src.contrast_limits[0]
+    outside = ~cubes & (shuffled > lo + 10)
+    assert outside.any() and (image.data[outside] < shuffled[outside]).all()
     # overlay geometry: each path's bounding box is the cube of overlay()["boxes"] (voxel borders)
     overlay = task.overlay(params)
     shapes = viewer.layers[base + " boxes"]
     got = np.array([[d.min(axis=0) + 0.5, d.max(axis=0) + 0.5] for d in shapes.data])
-    np.testing.assert_allclose(got, overlay["boxes"])
+    inner = np.asarray(brain.spatial_shape) - 0.5  # clipped at the outer voxel centres
+    np.testing.assert_allclose(got, np.clip(overlay["boxes"], 0.5, inner))
+    z_ends = sorted(src.data_to_world(v)[0] for v in ((0, 0, 0), (brain.spatial_shape[0] - 1, 0, 0)))
+    np.testing.assert_allclose(tuple(viewer.dims.range[0])[:2], z_ends)  # the slider is the scan's
     np.testing.assert_allclose(shapes.extent.world[:, 0], src.extent.world[:, 0], atol=src.scale[0])
     cells = viewer.layers[base + " cells"]
     for i, (lo, hi) in enumerate(overlay["boxes"]):
@@ -117,12 +128,14 @@ def test_rubik_parameter_change_updates_in_place_and_restore(dock, qtbot, brain)
     assert after == before  # same layers, updated in place, nothing piled up
     assert len(viewer.layers["brain · rubik boxes"].data) == 27
     assert int(viewer.layers["brain · rubik cells"].data.max()) == 27
+    cubes = preview.labels > 0
     np.testing.assert_array_equal(
-        viewer.layers["brain · rubik"].data, preview.task.apply(brain.array, preview.params)
+        viewer.layers["brain · rubik"].data[cubes], preview.task.apply(brain.array, preview.params)[cubes]
     )
     dock.restore.setChecked(True)
-    run_preview(dock, qtbot)
-    np.testing.assert_array_equal(viewer.layers["brain · rubik"].data, brain.array)  # exact inverse
+    restored = run_preview(dock, qtbot)
+    cubes = restored.labels > 0
+    np.testing.assert_array_equal(viewer.layers["brain · rubik"].data[cubes], brain.array[cubes])  # inverse
     # a new sample changes the draw, deterministically from the seed
     old = dock.last_preview.params
     dock.new_sample.click()
@@ -147,12 +160,23 @@ def test_context_pairs_colours_and_steps(dock, qtbot, ct):
     shapes = viewer.layers[base + " boxes"]
     assert len(shapes.data) == 10
     got = np.array([[d.min(axis=0) + 0.5, d.max(axis=0) + 0.5] for d in shapes.data])
-    np.testing.assert_allclose(got, np.asarray(overlay["boxes"]).reshape(-1, 2, 3))
+    inner = np.asarray(ct.spatial_shape) - 0.5
+    np.testing.assert_allclose(got, np.clip(np.asarray(overlay["boxes"]).reshape(-1, 2, 3), 0.5, inner))
     colours = np.asarray(shapes.edge_color)
-    for t in range(5):  # the two patches of a swap share a colour; consecutive swaps differ
-        np.testing.assert_allclose(colours[2 * t], colours[2 * t + 1])
-        if t:
-            assert not np.allclose(colours[2 * t], colours[2 * t - 2])
+    for t in range(5):  # the two patches of a swap share a colour; every swap has its own
+        np.testing.assert_allclose(colours[2 * t, :3], colours[2 * t + 1, :3])
+    rgb = np.round(colours[::2, :3], 3)
+    assert len({tuple(c) for c in rgb}) == 5
+    assert np.abs(rgb[:, None] - rgb[None]).max(axis=2)[~np.eye(5, dtype=bool)].min() > 0.15
+    # the current swap (the last, at the slider's end) is opaque and wider; the earlier ones faint
+    np.testing.assert_allclose(colours[8:, 3], 1.0)
+    assert (colours[:8, 3] < 0.6).all()
+    widths = np.asarray(shapes.edge_width)
+    assert widths[8] > widths[0]
+    # patches on the body (CT: HU threshold): every patch mostly inside the mask
+    mask = foreground_mask(ct.array)
+    for lo, hi in preview.boxes:
+        assert mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].mean() >= 0.5
     text = list(viewer.layers[base + " text"].features["label"])
     assert {"1a", "1b", "5a", "5b"} <= set(text)
     # step through the swaps: after 2 swaps only the first two pairs are drawn and applied
@@ -164,6 +188,14 @@ def test_context_pairs_colours_and_steps(dock, qtbot, ct):
     np.testing.assert_array_equal(image.data, preview2.task.apply(ct.array, partial))
     assert len(shapes.data) == 4 and int(viewer.layers[base + " cells"].data.max()) == 2
     assert viewer.layers[base] is image
+    # the slider moved the view to swap 2: the slice through patch 2a, the camera on it
+    lo, hi = preview2.boxes[2]
+    centre = src.data_to_world((lo + hi - 1) / 2.0)
+    assert abs(viewer.dims.point[0] - centre[0]) <= src.scale[0]
+    np.testing.assert_allclose(viewer.camera.center[-2:], centre[1:], atol=1e-6)
+    assert "2a around slice" in dock.status.text()
+    # the colour of a swap does not depend on the slider
+    np.testing.assert_allclose(np.asarray(shapes.edge_color)[:4, :3], colours[:4, :3])
     assert digest(src.data) == before
 
 
@@ -305,3 +337,32 @@ def test_closed_dock_leaves_the_viewer_alone(make_napari_viewer, qtbot, brain):
     add_volume(viewer, brain)  # would reach a deleted widget if the dock were still connected
     viewer.dims.ndisplay = 3
     assert "brain" in viewer.layers
+
+
+def test_foreground_checkbox_and_readable_labels(dock, qtbot, ct):
+    """Patches on the body by default; unchecking the box gives the unguided draw of the same seed."""
+    viewer = dock.viewer
+    add_volume(viewer, ct)
+    dock.set_source("ct")
+    dock.set_pretext("context")
+    dock.params["context"].set_values({"n_swaps": 6, "patch_size": 6.0})
+    assert dock.foreground.isChecked()
+    guided = run_preview(dock, qtbot)
+    assert "on the body" in dock.status.text()
+    dock.foreground.setChecked(False)
+    free = run_preview(dock, qtbot)
+    task = free.task
+    assert free.params == task.sample(ct.spatial_shape, np.random.default_rng(0), ct.spacing)
+    assert guided.params != free.params
+    # labels sit on a dark plate (2D), in a colour lifted towards white
+    text = viewer.layers["ct · context text"]
+    assert len(text.data) and (np.asarray(text.face_color)[:, :3] == 0).all()
+    assert (np.asarray(text.face_color)[:, 3] > 0.5).all()
+
+
+def test_dock_scrolls_at_laptop_size(dock):
+    from qtpy.QtWidgets import QScrollArea
+
+    scroll = dock.findChild(QScrollArea)
+    assert scroll is not None and scroll.widget().isAncestorOf(dock.params["planes"].native)
+    assert dock.minimumSizeHint().height() < 400  # the form scrolls instead of growing a 768-px window

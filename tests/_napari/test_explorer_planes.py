@@ -9,6 +9,7 @@ import pytest
 
 from napari_ssl import io
 from napari_ssl._napari.layers import volume_to_layer_data
+from napari_ssl.foreground import foreground_mask
 
 pytestmark = pytest.mark.gui
 
@@ -59,16 +60,18 @@ def test_planes_from_volume_at_true_positions(dock, qtbot, shared_data, scan):
     viewer = dock.viewer
     data, kwargs, _ = volume_to_layer_data(vol, "image")
     src = viewer.add_image(data, **kwargs)
+    z_range = tuple(viewer.dims.range[0])  # the slice slider of the scan alone
     before = digest(src.data)
     dock.set_source(scan)
     dock.set_pretext("rubik")  # a first preview whose layers the planes preview recycles or removes
     dock.params["rubik"].set_values({"gap": 2})
     run_preview(dock, qtbot)
+    viewer.dims.ndisplay = 3  # the planes at their world positions are a 3D view
     dock.set_pretext("planes")
     dock.params["planes"].set_values({"n_stack": 3, "n_oblique": 2, "size": 32})
     preview = run_preview(dock, qtbot)
     task, params = preview.task, preview.params
-    assert params == task.sample(vol, np.random.default_rng(0))
+    assert params == task.sample(vol, np.random.default_rng(0), foreground=foreground_mask(vol.array))
     overlay = task.overlay(params)
     images = task.apply(vol.array.astype(np.float32), params)
     base = f"{scan} · planes"
@@ -98,12 +101,28 @@ def test_planes_from_volume_at_true_positions(dock, qtbot, shared_data, scan):
         for k in (i, j):
             layer = viewer.layers[f"{base} {params.names[k]}"]
             assert max(on_plane(p, layer) for p in got) < 1e-4  # mm
-    text = viewer.layers[f"{base} text"]  # names and slice positions at the plane centres, in world mm
-    centres = [np.asarray(p["corners_world"]).mean(axis=0) for p in overlay["planes"]]
-    np.testing.assert_allclose([text.data_to_world(p) for p in text.data], centres, atol=1e-6)
+    # 3D text: only the selected plane's name and slice position, towards its first corner (world mm)
+    text = viewer.layers[f"{base} text"]
+    assert list(text.features["label"]) == ["stack[0]  pos 0.00"]
+    corners = np.asarray(overlay["planes"][0]["corners_world"])
+    anchor = corners.mean(axis=0) + 0.7 * (corners[0] - corners.mean(axis=0))
+    np.testing.assert_allclose(text.data_to_world(text.data[0]), anchor, atol=1e-6)
+    dock.step.setValue(3)  # select another plane: redrawn, nothing recomputed
+    assert dock.last_preview is preview and dock.step_label.text() == "oblique 0"
+    assert list(text.features["label"]) == ["oblique 0"]
+    widths = np.asarray(outlines.edge_width)
+    assert widths[3] > widths[0]
     assert not any(name.startswith(f"{scan} · rubik") for name in (layer.name for layer in viewer.layers))
-    # each plane in the gallery, with its lines and stack slice positions
-    assert len(dock.gallery.tiles) == 5
+    # 2D: one grid of every plane in the canvas beside the scan; the 3D layers go, the slider keeps its range
+    viewer.dims.ndisplay = 2
+    grid = viewer.layers[f"{base} grid"]
+    assert grid.rgb and grid.ndim == 2
+    assert f"{base} stack[0]" not in viewer.layers and f"{base} outlines" not in viewer.layers
+    assert tuple(viewer.dims.range[0]) == z_range
+    assert grid.extent.world[0, -1] > src.extent.world[1, -1]  # right of the scan
+    rows, cols = 2, 3  # 5 tiles
+    assert grid.data.shape[0] > rows * 200 and grid.data.shape[1] > cols * 200
+    viewer.dims.ndisplay = 3
     positions = [p.slice_position for p in preview.planes if p.slice_position is not None]
     assert positions == sorted(positions) and positions[0] == 0 and positions[-1] == 1
     assert all(p.heatmaps is not None and p.heatmaps.max() > 0.5 for p in preview.planes)
@@ -127,6 +146,7 @@ def test_native_cardiac_views(dock, qtbot, shared_data):
     for data, kwargs, layer_type in read_layers(shared_data / "cardiac_views" / "056B"):
         viewer._add_layer_from_data(data, kwargs, layer_type)
     hashes = {layer.name: digest(layer.data) for layer in viewer.layers}
+    viewer.dims.ndisplay = 3
     dock.set_pretext("planes")
     assert dock.source.itemText(0) == ALL_VIEWS
     dock.set_source(ALL_VIEWS)
@@ -155,13 +175,17 @@ def test_native_cardiac_views(dock, qtbot, shared_data):
     # short-axis slice positions 0..1 in order
     sax = [p.slice_position for p in preview.planes if p.name.startswith("trufi_short-axis[")]
     np.testing.assert_allclose(sax, np.linspace(0, 1, 8), atol=1e-6)
-    assert len(dock.gallery.tiles) == len(names)
     # nothing added on top of the acquired views but the overlays; they are untouched
     assert {layer.name for layer in viewer.layers} - set(hashes) == {
         "views · planes outlines",
         "views · planes lines",
         "views · planes text",
     }
+    # 2D (napari cannot slice these oblique views in 2D itself): one grid of every view instead
+    from napari_ssl._napari.explorer_planes import plane_layer_specs
+
+    (spec,) = plane_layer_specs(preview, "views · planes", None, 2, 0, None)
+    assert spec[0] == "views · planes grid" and spec[2].ndim == 3 and spec[2].shape[-1] == 3
     assert all(digest(viewer.layers[n].data) == h for n, h in hashes.items())
     same = ImagingPlanes.from_images(view_volumes(viewer))
     assert same == preview.params

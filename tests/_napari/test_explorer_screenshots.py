@@ -1,12 +1,11 @@
 """Screenshots of the Pretext explorer under Xvfb: every pretext in 2D and 3D on the anisotropic brain MR and
 the CT, and the native cardiac views in 3D. Each screenshot must be non-blank and show overlay colours.
 
-Set ``NAPARI_SSL_DOCS_SCREENSHOTS=1`` to also save full-window PNGs as ``docs/explorer_*.png`` (for the README).
+The README's pictures come from ``benchmarks/bench_explorer.py --screenshots docs`` (BraTS flair, CT, cardiac).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +18,7 @@ from napari_ssl._napari.layers import volume_to_layer_data
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
 WAIT_MS = 30_000
-DOCS = Path(__file__).resolve().parents[2] / "docs"
-SAVE_DOCS = os.environ.get("NAPARI_SSL_DOCS_SCREENSHOTS") == "1"
-WINDOW = (1400, 900) if SAVE_DOCS else (1150, 700)  # software OpenGL under Xvfb: small canvases are fast
+WINDOW = (1150, 700)  # software OpenGL under Xvfb: small canvases are fast
 
 
 def overlay_pixels(rgba: np.ndarray, extra: tuple = ((1.0, 1.0, 0.0),)) -> int:
@@ -48,9 +45,6 @@ def shoot(viewer, dock, path: Path, what: str, minimum: int = 100) -> None:
         QApplication.processEvents()
     canvas = viewer.screenshot(str(path), canvas_only=True, flash=False)
     check(canvas, what, minimum)
-    if SAVE_DOCS:
-        DOCS.mkdir(exist_ok=True)
-        viewer.screenshot(str(DOCS / f"explorer_{path.stem}.png"), canvas_only=False, flash=False)
 
 
 def load(shared_data: Path, scan: str):
@@ -91,8 +85,8 @@ def test_screenshots_every_pretext_2d_and_3d_and_cardiac_views(
         data, kwargs, _ = volume_to_layer_data(vol, "image")
         src = viewer.add_image(data, **kwargs)
         dock.set_source(src.name)
-        # every pretext on the anisotropic brain MR; on the CT, all of them only when refreshing the docs
-        pretexts = SETTINGS if scan == "brain" or SAVE_DOCS else {"rubik": SETTINGS["rubik"]}
+        # every pretext on the anisotropic brain MR; Rubik on the CT
+        pretexts = SETTINGS if scan == "brain" else {"rubik": SETTINGS["rubik"]}
         for pretext, values in pretexts.items():
             shoot_pretext(viewer, dock, qtbot, src, scan, pretext, values, tmp_path)
 
@@ -105,7 +99,11 @@ def test_screenshots_every_pretext_2d_and_3d_and_cardiac_views(
     worker = dock.preview()
     with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
         pass
-    save_gallery(dock, tmp_path, "cardiac_views")
+    # oblique acquired views cannot be sliced in 2D (the viewer is in 3D): the grid they would get there
+    from napari_ssl._napari.explorer_planes import plane_layer_specs
+
+    (spec,) = plane_layer_specs(dock.last_preview, "views · planes", None, 2, 0, None)
+    check(spec[2], "cardiac views grid", 100)
     viewer.dims.ndisplay = 3
     viewer.reset_view()
     viewer.camera.angles = (-15.0, 35.0, 140.0)
@@ -113,15 +111,11 @@ def test_screenshots_every_pretext_2d_and_3d_and_cardiac_views(
     shoot(viewer, dock, tmp_path / "cardiac_views_3d.png", "cardiac views 3D")
 
 
-def save_gallery(dock, tmp_path: Path, stem: str) -> None:
-    gallery = dock.gallery.to_image()
-    ptr = gallery.constBits()
-    ptr.setsize(gallery.sizeInBytes())
-    arr = np.frombuffer(ptr, np.uint8).reshape(gallery.height(), gallery.bytesPerLine() // 4, 4)
-    check(arr[..., [2, 1, 0, 3]], f"{stem} planes gallery", 100)  # Format_RGB32 is B, G, R, A
-    gallery.save(str(tmp_path / f"{stem}_gallery.png"))
-    if SAVE_DOCS:
-        gallery.save(str(DOCS / f"explorer_{stem}_gallery.png"))
+def check_grid(viewer, name: str, what: str) -> None:
+    """2D planes: the grid of tiles in the canvas, in the plane colours."""
+    grid = viewer.layers[name]
+    assert grid.rgb
+    check(np.asarray(grid.data), what, 100)
 
 
 def shoot_pretext(viewer, dock, qtbot, src, scan, pretext, values, tmp_path) -> None:
@@ -137,9 +131,9 @@ def shoot_pretext(viewer, dock, qtbot, src, scan, pretext, values, tmp_path) -> 
         lo, hi = preview.boxes[0]
         viewer.dims.set_point(0, src.data_to_world(((lo[0] + hi[0] - 1) / 2, 0, 0))[0])
     viewer.reset_view()
-    if pretext == "planes":  # 2D: the planes as the network sees them, in the dock's gallery
-        save_gallery(dock, tmp_path, f"{scan}_planes")
-        shoot(viewer, dock, tmp_path / f"{scan}_{pretext}_2d.png", f"{scan} {pretext} 2D", 0)
+    if pretext == "planes":  # 2D: the planes as the network sees them, a grid beside the scan
+        check_grid(viewer, f"{src.name} · planes grid", f"{scan} planes grid")
+        shoot(viewer, dock, tmp_path / f"{scan}_{pretext}_2d.png", f"{scan} {pretext} 2D")
     else:
         shoot(viewer, dock, tmp_path / f"{scan}_{pretext}_2d.png", f"{scan} {pretext} 2D")
     viewer.dims.ndisplay = 3
