@@ -13,8 +13,10 @@ thread, which update the progress bar (step, samples/s, ETA), the live loss plot
 - Closing the viewer stops the run the same way and waits (bounded) for the child to save and end.
 - Errors in the child (bad folder, unreadable scan, out of memory, a crash) become a napari notification with
   the reason; the dock returns to ready. No child process is left behind in any case.
-- A finished run shows a notification and is published on :func:`checkpoint_hub` for the Segment /
-  fine-tuning dock.
+- A finished run shows a notification and is published on the checkpoint hub
+  (:mod:`~napari_ssl._napari.hub`), where the Fine-tune dock picks it up as its starting point.
+- Each pretext keeps one colour in the loss plot (after Resume too); held-out metrics are shown in words;
+  the run also appears in napari's activity dock.
 """
 
 from __future__ import annotations
@@ -25,26 +27,21 @@ from typing import TYPE_CHECKING, Any
 
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QEvent, QObject, Qt, QTimer, Signal
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
+from napari_ssl._napari.activity import Activity
+from napari_ssl._napari.hub import checkpoint_hub
 from napari_ssl._napari.plot import CurvePlot
 from napari_ssl._napari.pretrain_child import TARGET, PretrainRequest
 from napari_ssl._napari.pretrain_form import PretrainForm
-from napari_ssl._napari.pretrain_hub import CheckpointHub, checkpoint_hub
 from napari_ssl._napari.relay import Relay, RunFailed
+from napari_ssl._napari.widgets import PRETEXT_COLORS, metric_words, scrolled
 from napari_ssl.events import Finished, Progress, Saved, Started, Stopped
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = [
-    "STOP_TIMEOUT",
-    "UPDATE_MS",
-    "CheckpointHub",
-    "PretrainDock",
-    "checkpoint_hub",
-    "make_pretrain_dock",
-]
+__all__ = ["STOP_TIMEOUT", "UPDATE_MS", "PretrainDock", "make_pretrain_dock"]
 
 #: the bar, texts and plot are refreshed together at most this often (ms): every repaint of a dock widget
 #: recomposites napari's window (OpenGL canvas included), so fewer, grouped repaints keep the viewer fluid
@@ -151,19 +148,13 @@ class PretrainDock(QWidget):
         self.checkpoint_label = QLabel("checkpoint: none yet")
         self.checkpoint_label.setWordWrap(True)
         self.checkpoint_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.plot = CurvePlot(ylabel="loss", title="training loss per pretext", auto=False)
-
-        inner = QWidget()
-        inner_layout = QVBoxLayout(inner)
-        inner_layout.setContentsMargins(0, 0, 0, 0)
-        inner_layout.addWidget(self.form)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(inner)
-        scroll.setMinimumHeight(160)
+        self.plot = CurvePlot(
+            ylabel="loss", title="training loss per pretext", auto=False, series_colors=PRETEXT_COLORS, height=120
+        )
+        self._activity: Activity | None = None
 
         layout = QVBoxLayout(self)
-        layout.addWidget(scroll, 3)
+        layout.addWidget(scrolled(self.form, 150), 3)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
@@ -224,6 +215,7 @@ class PretrainDock(QWidget):
         self.progress.setFormat("starting the training process…")
         self.status.setText(f"starting the training process ({', '.join(kwargs['pretexts'])}) …")
         self._t0 = time.monotonic()
+        self._activity = Activity("Pretraining", total=kwargs["steps"])
         relay.start()
         self.run_started.emit(relay)
         return relay
@@ -255,6 +247,9 @@ class PretrainDock(QWidget):
             return
         self._closed = True
         self._text_timer.stop()
+        if self._activity is not None:
+            self._activity.close()
+            self._activity = None
         relay, self.relay = self.relay, None
         if relay is None:
             return
@@ -298,11 +293,11 @@ class PretrainDock(QWidget):
             self.outcome = "finished"
             if event.metrics:
                 self.metrics_label.setText(
-                    "metrics: " + " · ".join(f"{k} {v:.3g}" for k, v in event.metrics.items())
+                    "held out: " + "; ".join(metric_words(k, v) for k, v in event.metrics.items())
                 )
             if event.path:
                 self._set_checkpoint(event.path, f"step {event.step}, finished")
-                checkpoint_hub().publish(event.path)
+                checkpoint_hub().publish(event.path, "pretrain")
             show_info(f"Pretraining finished at step {event.step}; checkpoint: {event.path}")
         elif isinstance(event, Stopped):
             self._show_progress()
@@ -332,6 +327,8 @@ class PretrainDock(QWidget):
         steps_per_s = rate / (self._batch * self._world) if rate > 0 else 0.0
         eta = _clock((event.total - event.step) / steps_per_s) if steps_per_s > 0 else "?"
         self.progress.setFormat(f"step {event.step}/{event.total} · {rate:.1f} samples/s · ETA {eta}")
+        if self._activity is not None:
+            self._activity.set(event.step, event.total)
         parts = " · ".join(f"{k} {v:.3g}" for k, v in event.losses.items())
         self.losses_label.setText(
             f"loss {event.loss:.4g}" + (f" ({parts})" if parts else "") + f" · lr {event.lr:.2g}"
@@ -354,6 +351,9 @@ class PretrainDock(QWidget):
         self._text_timer.stop()
         self._show_progress()
         self.plot.redraw()
+        if self._activity is not None:
+            self._activity.close()
+            self._activity = None
         relay, self.relay = self.relay, None
         if self.outcome == "running":  # ended without Finished / Stopped / error
             self.outcome = "cancelled"

@@ -1,0 +1,147 @@
+"""Small pieces the docks share: pretext labels and colours, backbone sizes, device choices, a folder edit,
+a scroll area. Each defined once here (the docks never import one another)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QLineEdit,
+    QScrollArea,
+    QSizePolicy,
+    QSpinBox,
+    QToolButton,
+    QWidget,
+)
+
+from napari_ssl.models.sizes import SIZES  # pure Python: no torch
+
+__all__ = [
+    "BACKBONES",
+    "PRETEXTS",
+    "PRETEXT_COLORS",
+    "PathEdit",
+    "device_choices",
+    "metric_words",
+    "scrolled",
+    "spin",
+    "training_threads",
+]
+
+#: pretext key -> label shown in the docks
+PRETEXTS = {"rubik": "Rubik's cube", "context": "Context restoration", "planes": "Imaging planes"}
+#: one fixed curve colour per pretext (the same in every run, after Resume too)
+PRETEXT_COLORS = {"rubik": "#4c9be8", "context": "#f28e2b", "planes": "#59a14f", "loss": "#e15759"}
+#: backbone sizes, smallest first (the model registry's own list)
+BACKBONES = tuple(SIZES)
+
+
+def training_threads() -> int:
+    """CPU threads a run started from the GUI uses (one core is left to the viewer)."""
+    from napari_ssl.device import default_num_threads
+
+    return default_num_threads(leave_free=1)
+
+
+def device_choices(threads: int | None = None) -> list[tuple[str, str]]:
+    """``(label, name)`` of every available device, ``auto`` first (with what it picks); the CPU label says
+    how many threads the run will use (``threads``, default :func:`training_threads`). Querying names
+    allocates no GPU memory in this process."""
+    from napari_ssl.device import available_devices, describe_device, resolve_device
+
+    threads = training_threads() if threads is None else threads
+
+    def label(name: str) -> str:
+        device = resolve_device(name)
+        if device.type == "cpu":
+            return f"cpu ({threads} thread{'s' if threads != 1 else ''})"
+        return describe_device(device)
+
+    return [(f"auto: {label('auto')}" if n == "auto" else label(n), n) for n in available_devices()]
+
+
+def metric_words(name: str, value: float) -> str:
+    """A held-out metric as a sentence fragment (``"restores 3.1 dB better than the corrupted input"``)."""
+    pretext, _, metric = name.rpartition("/")
+    who = PRETEXTS.get(pretext, pretext or "model")
+    if metric == "psnr_gain":
+        better = "better" if value >= 0 else "worse"
+        return f"{who}: restores {abs(value):.1f} dB {better} than the corrupted input"
+    if metric == "psnr":
+        return f"{who}: restored image at {value:.1f} dB PSNR"
+    if metric in {"acc", "accuracy", "perm_acc"}:
+        return f"{who}: {100 * value:.0f}% of cube orders recognised"
+    if metric.endswith("acc"):
+        return f"{who}: {100 * value:.0f}% correct ({metric})"
+    if metric.startswith("dice") or pretext == "dice":
+        return f"Dice {metric if pretext == 'dice' else ''} {value:.2f}".replace("  ", " ")
+    if metric == "loss":
+        return f"{who}: held-out loss {value:.3g}"
+    return f"{who}: {metric.replace('_', ' ')} {value:.3g}"
+
+
+class PathEdit(QWidget):
+    """A folder path: a line edit and a browse button. ``path`` is ``None`` when empty."""
+
+    def __init__(self, placeholder: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.line = QLineEdit()
+        self.line.setPlaceholderText(placeholder)
+        self.line.setClearButtonEnabled(True)
+        self.line.setMinimumWidth(60)
+        browse = QToolButton()
+        browse.setText("…")
+        browse.setToolTip("Choose a folder")
+        browse.clicked.connect(self._browse)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.line, 1)
+        layout.addWidget(browse)
+
+    def _browse(self) -> None:  # pragma: no cover - modal dialog
+        folder = QFileDialog.getExistingDirectory(self, "Choose a folder", self.line.text() or str(Path.home()))
+        if folder:
+            self.line.setText(folder)
+
+    def text(self) -> str:
+        return self.line.text()
+
+    def setText(self, value: str) -> None:
+        self.line.setText(value)
+
+    @property
+    def path(self) -> str | None:
+        text = self.line.text().strip()
+        return str(Path(text).expanduser()) if text else None
+
+    @path.setter
+    def path(self, value: str | Path | None) -> None:
+        self.line.setText("" if value is None else str(value))
+
+
+def spin(lo: int, hi: int, value: int, step: int = 1, special: str = "", tip: str = "") -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(lo, hi)
+    box.setSingleStep(step)
+    box.setValue(value)
+    if special:
+        box.setSpecialValueText(special)
+    box.setToolTip(tip)
+    return box
+
+
+def scrolled(inner: QWidget, min_height: int = 120) -> QScrollArea:
+    """``inner`` in a vertical scroll area that never scrolls sideways (the dock's width is the window's)."""
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    area.setMinimumHeight(min_height)
+    area.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
+    area.setWidget(inner)
+    return area
+
