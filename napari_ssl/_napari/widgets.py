@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QSize, Qt
 from qtpy.QtWidgets import (
+    QComboBox,
     QFileDialog,
     QFrame,
     QHBoxLayout,
@@ -134,9 +135,25 @@ def spin(lo: int, hi: int, value: int, step: int = 1, special: str = "", tip: st
     return box
 
 
+class _FormScroll(QScrollArea):
+    """A vertical scroll area whose minimum width follows its form's (so the dock never cuts a field)."""
+
+    def minimumSizeHint(self) -> QSize:
+        hint = super().minimumSizeHint()
+        inner = self.widget()
+        if inner is None:
+            return hint
+        width = inner.minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width() + 2
+        return QSize(max(hint.width(), width), hint.height())
+
+
 def scrolled(inner: QWidget, min_height: int = 120) -> QScrollArea:
-    """``inner`` in a vertical scroll area that never scrolls sideways (the dock's width is the window's)."""
-    area = QScrollArea()
+    """``inner`` in a vertical scroll area that never scrolls sideways: combo boxes are made compact (their
+    long items elide) and the area is never narrower than the form, so no field is cut at the side."""
+    for box in inner.findChildren(QComboBox):
+        box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        box.setMinimumContentsLength(min(box.minimumContentsLength() or 10, 10))
+    area = _FormScroll()
     area.setWidgetResizable(True)
     area.setFrameShape(QFrame.Shape.NoFrame)
     area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -144,4 +161,3 @@ def scrolled(inner: QWidget, min_height: int = 120) -> QScrollArea:
     area.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
     area.setWidget(inner)
     return area
-
