@@ -191,6 +191,7 @@ class FinetuneDock(QWidget):
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self._refresh_layers)
         self._refresh_layers()
+        self._pretrained_changed()
 
     # ------------------------------------------------------------ inputs
     def _on_published(self, path: str, kind: str) -> None:
