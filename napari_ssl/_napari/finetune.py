@@ -42,7 +42,7 @@ from napari_ssl._napari.widgets import BACKBONES, PathEdit, device_choices, scro
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["FinetuneDock", "label_values", "make_finetune_dock"]
+__all__ = ["FinetuneDock", "label_values"]
 
 
 def label_values(layer: Any) -> dict[int, str]:
@@ -409,8 +409,3 @@ class FinetuneDock(QWidget):
         if self.relay is not None:
             self.relay.shutdown()
         super().closeEvent(event)
-
-
-def make_finetune_dock(viewer: napari.viewer.Viewer) -> FinetuneDock:
-    """npe2 widget command: the Fine-tune dock for ``viewer``."""
-    return FinetuneDock(viewer)

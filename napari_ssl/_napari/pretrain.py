@@ -41,7 +41,7 @@ from napari_ssl.events import Finished, Progress, Saved, Started, Stopped
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["STOP_TIMEOUT", "UPDATE_MS", "PretrainDock", "make_pretrain_dock"]
+__all__ = ["STOP_TIMEOUT", "UPDATE_MS", "PretrainDock"]
 
 #: the bar, texts and plot are refreshed together at most this often (ms): every repaint of a dock widget
 #: recomposites napari's window (OpenGL canvas included), so fewer, grouped repaints keep the viewer fluid
@@ -383,8 +383,3 @@ class PretrainDock(QWidget):
     def closeEvent(self, event: Any) -> None:
         self.shutdown()
         super().closeEvent(event)
-
-
-def make_pretrain_dock(viewer: napari.viewer.Viewer) -> PretrainDock:
-    """npe2 widget command: the Pretrain dock for ``viewer``."""
-    return PretrainDock(viewer)

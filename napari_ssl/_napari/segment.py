@@ -54,7 +54,7 @@ from napari_ssl._napari.widgets import device_choices, scrolled, training_thread
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["UPDATE_MS", "SegmentDock", "make_segment_dock", "masks_layer_kwargs"]
+__all__ = ["UPDATE_MS", "SegmentDock", "masks_layer_kwargs"]
 
 #: progress repaints at most this often (ms)
 UPDATE_MS = 100
@@ -400,8 +400,3 @@ class SegmentDock(QWidget):
         if self.relay is not None:
             self.relay.shutdown()
         super().closeEvent(event)
-
-
-def make_segment_dock(viewer: napari.viewer.Viewer) -> SegmentDock:
-    """npe2 widget command: the Segment dock for ``viewer``."""
-    return SegmentDock(viewer)
