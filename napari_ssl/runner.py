@@ -45,8 +45,21 @@ from typing import Any
 from napari_ssl.events import Stopped
 from napari_ssl.runner_server import InputCancelled, resolve_target, write_input
 
-#: what the warm server imports before its first run
-PRELOAD = ("torch", "monai", "napari_ssl.engine", "napari_ssl.finetune", "napari_ssl.segment")
+#: what the warm server imports before its first run: torch._dynamo is what torch's optimisers import on
+#: their first construction (~5 s on a busy 2-core CPU); the rest is what the engine imports inside functions
+PRELOAD = (
+    "torch",
+    "torch._dynamo",
+    "monai",
+    "monai.networks.nets",
+    "safetensors.torch",
+    "napari_ssl.checkpoint",
+    "napari_ssl.models",
+    "napari_ssl.pretext",
+    "napari_ssl.engine",
+    "napari_ssl.finetune",
+    "napari_ssl.segment",
+)
 #: seconds to wait for a server to be ready (imports on a busy machine)
 READY_TIMEOUT = 300.0
 

@@ -201,6 +201,7 @@ def test_warm_runs_reuse_the_server_and_each_run_has_its_own_process() -> None:
     list(second)
     assert runner_module._SERVER is server and server.alive()
     assert second.pid != pid and second.exitcode == 0
+    assert second.timings["ready"] < 3.0  # no interpreter start, no imports: a fork
 
 
 def test_input_file_round_trip_and_cancel(tmp_path: Path) -> None:
