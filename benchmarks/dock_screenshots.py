@@ -42,6 +42,8 @@ docks = {name: viewer.window.add_plugin_dock_widget("napari-ssl", name) for name
 first = next(iter(docks.values()))[0]
 for dock_widget, _ in list(docks.values())[1:]:
     window.tabifyDockWidget(first, dock_widget)
+for _ in range(10):  # the docks join as tabs on their first show
+    QApplication.processEvents()
 if args.model:
     docks["Segment"][1].load_model(args.model, quiet=True)
 docks["Fine-tune"][1].label_box.setCurrentText("seg")

@@ -37,7 +37,15 @@ from napari_ssl._napari.hub import checkpoint_hub
 from napari_ssl._napari.jobs import FINETUNE, FinetuneRequest
 from napari_ssl._napari.plot import CurvePlot
 from napari_ssl._napari.relay import Relay, RunFailed
-from napari_ssl._napari.widgets import BACKBONES, PathEdit, device_choices, scrolled, spin, training_threads
+from napari_ssl._napari.widgets import (
+    BACKBONES,
+    PathEdit,
+    device_choices,
+    scrolled,
+    spin,
+    tab_with_siblings_later,
+    training_threads,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -178,8 +186,9 @@ class FinetuneDock(QWidget):
         inner_layout.addWidget(self.loss_plot)
         inner_layout.addWidget(self.dice_plot)
         inner_layout.addStretch(1)
+        self.scroll = scrolled(inner)
         layout = QVBoxLayout(self)
-        layout.addWidget(scrolled(inner), 1)
+        layout.addWidget(self.scroll, 1)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
@@ -355,6 +364,7 @@ class FinetuneDock(QWidget):
         self.start_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self._activity = Activity("Fine-tuning", total=steps)
+        self.scroll.ensureWidgetVisible(self.loss_plot)
         relay.start()
         return relay
 
@@ -404,6 +414,12 @@ class FinetuneDock(QWidget):
         self.relay = None
         self.start_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
+
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        if not getattr(self, "_tabbed", False):  # once: join the other napari-ssl docks as a tab
+            self._tabbed = True
+            tab_with_siblings_later(self)
 
     def closeEvent(self, event: Any) -> None:
         if self.relay is not None:

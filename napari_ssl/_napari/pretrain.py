@@ -35,7 +35,7 @@ from napari_ssl._napari.plot import CurvePlot
 from napari_ssl._napari.pretrain_child import TARGET, PretrainRequest
 from napari_ssl._napari.pretrain_form import PretrainForm
 from napari_ssl._napari.relay import Relay, RunFailed
-from napari_ssl._napari.widgets import PRETEXT_COLORS, metric_words, scrolled
+from napari_ssl._napari.widgets import PRETEXT_COLORS, metric_words, scrolled, tab_with_siblings_later
 from napari_ssl.events import Finished, Progress, Saved, Started, Stopped
 
 if TYPE_CHECKING:
@@ -153,15 +153,20 @@ class PretrainDock(QWidget):
         )
         self._activity: Activity | None = None
 
+        # one scroll area: the run's outputs under the form (Start scrolls to them), so the dock stays short
+        # enough to share a laptop screen's height with another dock until it joins them as a tab
+        inner = QWidget()
+        inner_layout = QVBoxLayout(inner)
+        inner_layout.setContentsMargins(0, 0, 0, 0)
+        inner_layout.addWidget(self.form)
+        for widget in (self.losses_label, self.plot, self.metrics_label, self.checkpoint_label):
+            inner_layout.addWidget(widget)
+        self.scroll = scrolled(inner, 150)
         layout = QVBoxLayout(self)
-        layout.addWidget(scrolled(self.form, 150), 3)
+        layout.addWidget(self.scroll, 1)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
-        layout.addWidget(self.losses_label)
-        layout.addWidget(self.plot, 2)
-        layout.addWidget(self.metrics_label)
-        layout.addWidget(self.checkpoint_label)
         self._set_running(False)
 
     # ------------------------------------------------------------ state
@@ -215,6 +220,7 @@ class PretrainDock(QWidget):
         self.progress.setFormat("starting the training process…")
         self.status.setText(f"starting the training process ({', '.join(kwargs['pretexts'])}) …")
         self._t0 = time.monotonic()
+        self.scroll.ensureWidgetVisible(self.plot)
         self._activity = Activity("Pretraining", total=kwargs["steps"])
         relay.start()
         self.run_started.emit(relay)
@@ -379,6 +385,12 @@ class PretrainDock(QWidget):
         for name, values in history.items():
             if "/" not in name and name != "loss":
                 self.plot.set_series(name, list(range(1, len(values) + 1)), list(values))
+
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        if not getattr(self, "_tabbed", False):  # once: join the other napari-ssl docks as a tab
+            self._tabbed = True
+            tab_with_siblings_later(self)
 
     def closeEvent(self, event: Any) -> None:
         self.shutdown()

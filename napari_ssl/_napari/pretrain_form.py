@@ -109,7 +109,8 @@ class PretrainForm(QWidget):
 
         # training
         self.backbone = QComboBox()
-        self.backbone.addItem("auto (small on CPU, large on GPU)", None)
+        self.backbone.addItem("auto", None)
+        self.backbone.setToolTip("auto: small on a CPU, medium on MPS, large on CUDA")
         for size in BACKBONES:
             self.backbone.addItem(size, size)
         self.steps = spin(

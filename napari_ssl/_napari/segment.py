@@ -49,7 +49,7 @@ from napari_ssl._napari.segment_info import (
     recent_models,
     remember_model,
 )
-from napari_ssl._napari.widgets import device_choices, scrolled, training_threads
+from napari_ssl._napari.widgets import device_choices, scrolled, tab_with_siblings_later, training_threads
 
 if TYPE_CHECKING:
     import napari
@@ -395,6 +395,12 @@ class SegmentDock(QWidget):
         show_info(f"Segment: saved {out}")
         self.status.setText(f"saved {out}")
         return out
+
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        if not getattr(self, "_tabbed", False):  # once: join the other napari-ssl docks as a tab
+            self._tabbed = True
+            tab_with_siblings_later(self)
 
     def closeEvent(self, event: Any) -> None:
         if self.relay is not None:

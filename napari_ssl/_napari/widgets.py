@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qtpy.QtCore import QSize, Qt
+from qtpy.QtCore import QSize, Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -30,6 +30,8 @@ __all__ = [
     "metric_words",
     "scrolled",
     "spin",
+    "tab_with_siblings",
+    "tab_with_siblings_later",
     "training_threads",
 ]
 
@@ -161,3 +163,49 @@ def scrolled(inner: QWidget, min_height: int = 120) -> QScrollArea:
     area.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
     area.setWidget(inner)
     return area
+
+
+def tab_with_siblings(widget: QWidget) -> bool:
+    """Tab ``widget``'s dock with the other napari-ssl docks already in the window (True when it did).
+
+    napari stacks docks added from the Plugins menu one below the other, which grows the window past a
+    laptop screen; tabbed, each dock gets the full height. Called once, when the dock is first shown.
+    """
+    from qtpy.QtWidgets import QDockWidget, QMainWindow
+
+    dock = widget.parentWidget()
+    while dock is not None and not isinstance(dock, QDockWidget):
+        dock = dock.parentWidget()
+    window = dock.parentWidget() if dock is not None else None
+    while window is not None and not isinstance(window, QMainWindow):
+        window = window.parentWidget()
+    if dock is None or window is None or dock.isFloating():
+        return False
+    area = window.dockWidgetArea(dock)
+    for other in window.findChildren(QDockWidget):
+        inner = other.widget()
+        if (
+            other is dock
+            or other.isFloating()
+            or not other.isVisible()
+            or window.dockWidgetArea(other) != area
+            or inner is None
+            or not type(inner).__module__.startswith("napari_ssl._napari")
+        ):
+            continue
+        if dock not in window.tabifiedDockWidgets(other):
+            window.tabifyDockWidget(other, dock)
+        dock.show()
+        dock.raise_()
+        return True
+    return False
+
+
+def tab_with_siblings_later(widget: QWidget) -> None:
+    """:func:`tab_with_siblings` at the next event-loop pass (a timer owned by ``widget``: never fires after
+    the widget is gone)."""
+    timer = QTimer(widget)
+    timer.setSingleShot(True)
+    timer.timeout.connect(lambda: tab_with_siblings(widget))
+    timer.timeout.connect(timer.deleteLater)
+    timer.start(0)

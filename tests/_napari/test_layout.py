@@ -60,3 +60,18 @@ def test_docks_fit_a_laptop_window(make_napari_viewer) -> None:
             QApplication.processEvents()
         assert window.height() <= SIZE[1] and window.width() <= SIZE[0], (widget, window.size())
         assert not clipped(widget), (type(widget).__name__, clipped(widget))
+
+
+def test_docks_opened_from_the_plugins_menu_are_tabbed(make_napari_viewer, qtbot) -> None:
+    """napari stacks docks one below the other (the window grew to 1,432-1,980 px): ours join as tabs."""
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    window.resize(*SIZE)
+    added = []
+    for name in DOCKS:
+        added.append(viewer.window.add_plugin_dock_widget("napari-ssl", name)[0])
+        qtbot.waitUntil(lambda: len(window.tabifiedDockWidgets(added[0])) == len(added) - 1, timeout=5000)
+    for _ in range(3):
+        QApplication.processEvents()
+    assert set(window.tabifiedDockWidgets(added[0])) == set(added[1:])
+    assert window.height() <= SIZE[1]
