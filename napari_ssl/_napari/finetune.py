@@ -40,7 +40,7 @@ from napari_ssl._napari.relay import Relay, RunFailed
 from napari_ssl._napari.widgets import (
     BACKBONES,
     PathEdit,
-    device_choices,
+    fill_devices,
     scrolled,
     spin,
     tab_with_siblings_later,
@@ -138,8 +138,7 @@ class FinetuneDock(QWidget):
         self.fraction.setValue(1.0)
         self.threads = training_threads()
         self.device = QComboBox()
-        for label, name in device_choices(self.threads):
-            self.device.addItem(label, name)
+        fill_devices(self.device, self.threads)
         self.out = PathEdit("output folder")
         self.out.path = str(Path.home() / "napari-ssl-segmenter")
 

@@ -13,16 +13,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "DEVICES",
     "FINETUNE",
     "PROGRESS_INTERVAL",
     "SEGMENT",
+    "Devices",
     "FinetuneRequest",
     "ModelLoaded",
     "SegmentRequest",
+    "device_labels",
+    "devices_job",
     "finetune_job",
     "segment_job",
 ]
 
+DEVICES = "napari_ssl._napari.jobs:devices_job"
 FINETUNE = "napari_ssl._napari.jobs:finetune_job"
 SEGMENT = "napari_ssl._napari.jobs:segment_job"
 #: at most one progress event per this many seconds (each one repaints the dock)
@@ -86,3 +91,29 @@ def segment_job(request: SegmentRequest) -> Iterator[Any]:
                 continue
             last = now
         yield event
+
+
+@dataclass(frozen=True)
+class Devices:
+    """``(label, name)`` of every device a run can use, ``auto`` first (see :func:`device_labels`)."""
+
+    choices: tuple[tuple[str, str], ...]
+
+
+def device_labels(threads: int) -> tuple[tuple[str, str], ...]:
+    """``(label, name)`` of every available device, ``auto`` first with what it picks; the CPU label says how
+    many threads a run uses. Imports torch: call it in the worker process, never in the viewer's."""
+    from napari_ssl.device import available_devices, describe_device, resolve_device
+
+    def label(name: str) -> str:
+        device = resolve_device(name)
+        if device.type == "cpu":
+            return f"cpu ({threads} thread{'s' if threads != 1 else ''})"
+        return describe_device(device)
+
+    return tuple((f"auto: {label('auto')}" if n == "auto" else label(n), n) for n in available_devices())
+
+
+def devices_job(threads: int) -> Iterator[Any]:
+    """The device list, found in the worker process (querying names allocates no GPU memory)."""
+    yield Devices(device_labels(int(threads)))

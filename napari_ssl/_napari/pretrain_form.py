@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
 
 from napari_ssl._napari.checks import scan_problem
 from napari_ssl._napari.params import pretext_param_widget
-from napari_ssl._napari.widgets import BACKBONES, PRETEXTS, PathEdit, device_choices, spin, training_threads
+from napari_ssl._napari.widgets import BACKBONES, PRETEXTS, PathEdit, fill_devices, spin, training_threads
 
 if TYPE_CHECKING:
     import napari
@@ -122,8 +122,7 @@ class PretrainForm(QWidget):
         )
         self.threads = training_threads()
         self.device = QComboBox()
-        for label, name in device_choices(self.threads):
-            self.device.addItem(label, name)
+        fill_devices(self.device, self.threads)
         self.seed = spin(0, 2**31 - 1, 0, tip="seed of the initial weights and of every sample")
         self.save_every = spin(
             0, 10_000_000, 500, 100, special="end only", tip="save a checkpoint every N steps"

@@ -49,7 +49,7 @@ from napari_ssl._napari.segment_info import (
     recent_models,
     remember_model,
 )
-from napari_ssl._napari.widgets import device_choices, scrolled, tab_with_siblings_later, training_threads
+from napari_ssl._napari.widgets import fill_devices, scrolled, tab_with_siblings_later, training_threads
 
 if TYPE_CHECKING:
     import napari
@@ -109,8 +109,7 @@ class SegmentDock(QWidget):
         self.largest = QCheckBox("keep largest component per class")
         self.threads = training_threads()
         self.device = QComboBox()
-        for label, name in device_choices(self.threads):
-            self.device.addItem(label, name)
+        fill_devices(self.device, self.threads)
         self.device.setToolTip("where the model runs (in a separate process, freed after each run)")
         options = QFormLayout()
         options.addRow("overlap", self.overlap)

@@ -4,8 +4,9 @@ a scroll area. Each defined once here (the docks never import one another)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from qtpy.QtCore import QSize, Qt, QTimer
+from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -27,6 +28,7 @@ __all__ = [
     "PRETEXT_COLORS",
     "PathEdit",
     "device_choices",
+    "fill_devices",
     "metric_words",
     "scrolled",
     "spin",
@@ -51,20 +53,72 @@ def training_threads() -> int:
 
 
 def device_choices(threads: int | None = None) -> list[tuple[str, str]]:
-    """``(label, name)`` of every available device, ``auto`` first (with what it picks); the CPU label says
-    how many threads the run will use (``threads``, default :func:`training_threads`). Querying names
-    allocates no GPU memory in this process."""
-    from napari_ssl.device import available_devices, describe_device, resolve_device
-
+    """The device list known now: ``auto`` and the CPU at once, every GPU once the worker process has looked
+    (:func:`fill_devices` updates the boxes then). The viewer's process never imports torch for it."""
     threads = training_threads() if threads is None else threads
+    if _DEVICES.choices is not None:
+        return [(label, name) for label, name in _DEVICES.choices]
+    cpu = f"cpu ({threads} thread{'s' if threads != 1 else ''})"
+    return [("auto (looking for GPUs…)", "auto"), (cpu, "cpu")]
 
-    def label(name: str) -> str:
-        device = resolve_device(name)
-        if device.type == "cpu":
-            return f"cpu ({threads} thread{'s' if threads != 1 else ''})"
-        return describe_device(device)
 
-    return [(f"auto: {label('auto')}" if n == "auto" else label(n), n) for n in available_devices()]
+class _DeviceLookup(QObject):
+    """Asks the worker process once for the devices (:func:`~napari_ssl._napari.jobs.devices_job`) and fills
+    every registered combo box when the answer comes. Starting it also warms the worker up for the first run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.choices: tuple[tuple[str, str], ...] | None = None
+        self.boxes: list[QComboBox] = []
+        self.relay: Any = None
+
+    def register(self, box: QComboBox, threads: int) -> None:
+        if self.choices is not None:
+            return
+        self.boxes.append(box)
+        if self.relay is None:
+            from napari_ssl._napari.jobs import DEVICES
+            from napari_ssl._napari.relay import Relay
+
+            self.relay = Relay(DEVICES, int(threads), label="Device lookup", stop_timeout=5.0)
+            self.relay.worker.yielded.connect(self._found)
+            self.relay.worker.finished.connect(self._done)
+            self.relay.start()
+
+    def _found(self, event: Any) -> None:
+        if not hasattr(event, "choices"):  # Stopped: the viewer closed before the answer came
+            return
+        self.choices = tuple(event.choices)
+        for box in self.boxes:
+            try:
+                current = box.currentData()
+                box.blockSignals(True)
+                box.clear()
+                for label, name in self.choices:
+                    box.addItem(label, name)
+                index = box.findData(current)
+                box.setCurrentIndex(max(index, 0))
+                box.blockSignals(False)
+            except RuntimeError:  # the dock was closed meanwhile
+                continue
+        self.boxes.clear()
+
+    def _done(self) -> None:
+        self.relay = None
+        self.boxes.clear()
+
+
+_DEVICES = _DeviceLookup()
+
+
+def fill_devices(box: QComboBox, threads: int | None = None) -> None:
+    """Fill ``box`` with :func:`device_choices` (item data: the device name) and complete it when the worker
+    process has listed the GPUs."""
+    threads = training_threads() if threads is None else threads
+    for label, name in device_choices(threads):
+        box.addItem(label, name)
+    box.setToolTip("where the run goes (a separate process, its memory freed after each run)")
+    _DEVICES.register(box, threads)
 
 
 def metric_words(name: str, value: float) -> str:
@@ -139,6 +193,15 @@ def spin(lo: int, hi: int, value: int, step: int = 1, special: str = "", tip: st
 
 class _FormScroll(QScrollArea):
     """A vertical scroll area whose minimum width follows its form's (so the dock never cuts a field)."""
+
+    def setWidget(self, widget: QWidget) -> None:
+        super().setWidget(widget)
+        widget.installEventFilter(self)
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
+        if obj is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()  # the form's minimum width may have changed: tell the dock's layout
+        return False
 
     def minimumSizeHint(self) -> QSize:
         hint = super().minimumSizeHint()

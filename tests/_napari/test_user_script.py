@@ -68,3 +68,24 @@ def test_script_without_main_guard_runs_pretraining(tmp_path: Path, shared_data:
     assert f"OUTCOME finished {out}" in done.stdout, (done.stdout, done.stderr[-3000:])
     assert marker.read_text() == "ran\n"  # the script's top level ran once: in the user's process only
     assert (out / "meta.json").is_file()
+
+
+def test_opening_the_docks_imports_no_torch_in_the_viewer(tmp_path: Path) -> None:
+    """The device list comes from the worker process: opening a dock never freezes the viewer on torch."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import napari
+        from napari_ssl._napari.finetune import FinetuneDock
+        from napari_ssl._napari.pretrain import PretrainDock
+        from napari_ssl._napari.segment import SegmentDock
+
+        viewer = napari.Viewer(show=False)
+        docks = [cls(viewer) for cls in (PretrainDock, FinetuneDock, SegmentDock)]
+        print("TORCH", "torch" in sys.modules, [d.device.currentData() for d in docks])
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
+                          timeout=300, encoding="utf-8", errors="replace")
+    assert "TORCH False ['auto', 'auto', 'auto']" in done.stdout, (done.stdout, done.stderr[-2000:])
