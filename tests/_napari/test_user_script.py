@@ -82,7 +82,8 @@ def test_opening_the_docks_imports_no_torch_in_the_viewer(tmp_path: Path) -> Non
 
         viewer = napari.Viewer(show=False)
         docks = [cls(viewer) for cls in (PretrainDock, FinetuneDock, SegmentDock)]
-        print("TORCH", "torch" in sys.modules, [d.device.currentData() for d in docks])
+        boxes = [docks[0].form.device, docks[1].device, docks[2].device]
+        print("TORCH", "torch" in sys.modules, [b.currentData() for b in boxes])
         """
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
