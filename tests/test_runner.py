@@ -189,17 +189,17 @@ def test_cold_runner_without_the_warm_server() -> None:
 
 
 def test_warm_runs_reuse_the_server_and_each_run_has_its_own_process() -> None:
-    from napari_ssl import runner as runner_module
+    from napari_ssl import runner_pool
 
-    if not runner_module._warm_allowed():
+    if not runner_pool.warm_allowed():
         pytest.skip("no fork on this system: every run starts its own process")
     first = Runner(f"{HERE}:pid_then_wait", Job(), poll_interval=0.05).start()
-    server = runner_module._SERVER
+    server = runner_pool._SERVER
     pid = int(next(iter(first)).device)
     first.terminate()
     second = Runner(f"{HERE}:counting", Job(steps=1)).start()
     list(second)
-    assert runner_module._SERVER is server and server.alive()
+    assert runner_pool._SERVER is server and server.alive()
     assert second.pid != pid and second.exitcode == 0
     assert second.timings["ready"] < 3.0  # no interpreter start, no imports: a fork
 

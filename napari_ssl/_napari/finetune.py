@@ -14,7 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
@@ -33,6 +32,7 @@ from qtpy.QtWidgets import (
 
 from napari_ssl._napari.activity import Activity
 from napari_ssl._napari.checks import scan_problem
+from napari_ssl._napari.finetune_inputs import folder_pairs, label_values
 from napari_ssl._napari.hub import checkpoint_hub
 from napari_ssl._napari.jobs import FINETUNE, FinetuneRequest
 from napari_ssl._napari.plot import CurvePlot
@@ -50,41 +50,7 @@ from napari_ssl._napari.widgets import (
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["FinetuneDock", "label_values"]
-
-
-def label_values(layer: Any) -> dict[int, str]:
-    """Label values present in ``layer`` (background 0 left out) -> name (from its features or metadata)."""
-    data = np.asarray(layer.data)
-    if data.dtype.kind not in "biu":
-        return {}
-    flat = data.ravel()
-    if flat.size and flat.min() >= 0 and flat.max() < 65536:
-        present = np.nonzero(np.bincount(flat.astype(np.int64, copy=False)))[0]
-    else:
-        present = np.unique(flat)
-    names: dict[int, str] = {}
-    features = getattr(layer, "features", None)
-    if features is not None and {"index", "class"} <= set(features.columns):
-        names = {int(i): str(c) for i, c in zip(features["index"], features["class"], strict=True)}
-    for key, value in ((layer.metadata.get("napari_ssl") or {}).get("classes") or {}).items():
-        names.setdefault(int(key), str(value))
-    return {int(v): names.get(int(v), f"label {int(v)}") for v in present if v != 0}
-
-
-def _folder_pairs(images: str, labels: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Scans in ``images`` paired with the label file of the same name in ``labels``."""
-    from napari_ssl.io import find_scans
-
-    found = {p.name: p for p in find_scans(labels)}
-    imgs, labs = [], []
-    for scan in find_scans(images):
-        if scan.name in found:
-            imgs.append(str(scan))
-            labs.append(str(found[scan.name]))
-    if not imgs:
-        raise ValueError(f"no scan in {images} has a label file of the same name in {labels}")
-    return tuple(imgs), tuple(labs)
+__all__ = ["FinetuneDock"]
 
 
 class FinetuneDock(QWidget):
@@ -315,7 +281,7 @@ class FinetuneDock(QWidget):
         images: tuple[str, ...] = ()
         labels_: tuple[str, ...] = ()
         if self.image_dir.path or self.label_dir.path:
-            images, labels_ = _folder_pairs(self.image_dir.path or "", self.label_dir.path or "")
+            images, labels_ = folder_pairs(self.image_dir.path or "", self.label_dir.path or "")
         if not pairs and not images:
             raise ValueError("no training data: add an image + labels pair, or choose two folders")
         classes = self.chosen_classes()

@@ -141,11 +141,11 @@ def test_cancel_during_a_large_input_returns_at_once_and_the_gui_stays_responsiv
     the GUI thread nor lets the run start, and the worker is done within 2 s."""
     import numpy as np
 
-    from napari_ssl import runner as runner_module
+    from napari_ssl import runner_pool
     from napari_ssl._napari.pretrain_probe import StallProbe
 
-    if runner_module._warm_allowed():  # the hand-over, not the server's start, is what is cancelled here
-        assert runner_module._warm_server().wait_ready(lambda: False)
+    if runner_pool.warm_allowed():  # the hand-over, not the server's start, is what is cancelled here
+        assert runner_pool.warm_server().wait_ready(lambda: False)
     array = np.ones((512, 512, 512), dtype=np.float32)
     relay = Relay("test_relay_jobs:big", BigJob(array=array), label="Job")
     rec = Recorder(relay)
