@@ -122,23 +122,22 @@ def fill_devices(box: QComboBox, threads: int | None = None) -> None:
 
 
 def metric_words(name: str, value: float) -> str:
-    """A held-out metric as a sentence fragment (``"restores 3.1 dB better than the corrupted input"``)."""
+    """A held-out metric in words, e.g. ``"Context restoration: restores 3.1 dB better than the corrupted
+    input"`` for ``context/psnr_gain``; an unknown metric keeps its name."""
     pretext, _, metric = name.rpartition("/")
     who = PRETEXTS.get(pretext, pretext or "model")
-    if metric == "psnr_gain":
-        better = "better" if value >= 0 else "worse"
-        return f"{who}: restores {abs(value):.1f} dB {better} than the corrupted input"
-    if metric == "psnr":
-        return f"{who}: restored image at {value:.1f} dB PSNR"
-    if metric in {"acc", "accuracy", "perm_acc"}:
-        return f"{who}: {100 * value:.0f}% of cube orders recognised"
-    if metric.endswith("acc"):
-        return f"{who}: {100 * value:.0f}% correct ({metric})"
-    if metric.startswith("dice") or pretext == "dice":
-        return f"Dice {metric if pretext == 'dice' else ''} {value:.2f}".replace("  ", " ")
-    if metric == "loss":
-        return f"{who}: held-out loss {value:.3g}"
-    return f"{who}: {metric.replace('_', ' ')} {value:.3g}"
+    words = {
+        "psnr_gain": lambda v: f"restores {abs(v):.1f} dB {'better' if v >= 0 else 'worse'} than the corrupted input",
+        "psnr": lambda v: f"restored images at {v:.1f} dB PSNR",
+        "psnr_input": lambda v: f"corrupted inputs at {v:.1f} dB PSNR",
+        "perm_top1": lambda v: f"finds the cube order {100 * v:.0f}% of the time",
+        "rot_acc": lambda v: f"tells rotated cubes {100 * v:.0f}% of the time",
+        "angle_error_deg": lambda v: f"intersection lines off by {v:.1f} degrees on average",
+        "position_mae": lambda v: f"slice positions off by {v:.2f} on average",
+        "loss": lambda v: f"held-out loss {v:.3g}",
+    }
+    text = words[metric](value) if metric in words else f"{metric.replace('_', ' ')} {value:.3g}"
+    return f"{who}: {text}"
 
 
 class PathEdit(QWidget):
