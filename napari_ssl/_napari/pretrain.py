@@ -1,10 +1,10 @@
 """The Pretrain dock: pretraining from napari in a child process, with progress, live losses, cancel and resume.
 
 The dock never trains in the viewer's process. Start collects the form's values
-(:mod:`~napari_ssl._napari.pretrain_form`) and hands them to a :class:`~napari_ssl._napari.relay.Relay`: the
-engine's runner spawns a child (the CLI's code path: :func:`napari_ssl.engine.pretrain`, see
-:mod:`~napari_ssl._napari.pretrain_child`) and a napari thread worker relays its events to slots on the GUI
-thread, which update the progress bar (step, samples/s, ETA), the live loss plot
+(:mod:`~napari_ssl._napari.pretrain_form`) and hands them to a :class:`~napari_ssl._napari.relay.Relay`:
+:mod:`napari_ssl.runner` starts a child from a clean entry point, forked from a warm worker where possible
+(the CLI's code path: :func:`napari_ssl.engine.pretrain`, see :mod:`~napari_ssl._napari.pretrain_child`) and
+a napari thread worker relays its events to slots on the GUI thread, which update the progress bar (step, samples/s, ETA), the live loss plot
 (:class:`~napari_ssl._napari.plot.CurvePlot`, one curve per pretext), the metrics and the last checkpoint.
 
 - Cancel asks the child to stop at its next step; it saves a checkpoint and ends (terminated if it has not
@@ -16,7 +16,7 @@ thread, which update the progress bar (step, samples/s, ETA), the live loss plot
 - A finished run shows a notification and is published on the checkpoint hub
   (:mod:`~napari_ssl._napari.hub`), where the Fine-tune dock picks it up as its starting point.
 - Each pretext keeps one colour in the loss plot (after Resume too); held-out metrics are shown in words;
-  the run also appears in napari's activity dock.
+  with ``NAPARI_SSL_ACTIVITY=1`` the run also appears in napari's activity dock.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Relay a child-process run to the GUI: a napari ``thread_worker`` that reads :class:`~napari_ssl.runner.Runner`.
 
-The docks never train in the viewer's process (GPU memory would stay held, the GUI would stutter). They start
-``"module:function"(config)`` in a spawned child through the engine's :class:`~napari_ssl.runner.Runner` (the
-same code path as the CLI) and a thin generator worker relays each event to the GUI thread::
+The docks never train or segment in the viewer's process (GPU memory would stay held, the GUI would stutter).
+They run ``"module:function"(config)`` in a child process through :class:`~napari_ssl.runner.Runner` (the
+same code path as the CLI; a clean entry point, forked from a warm worker where possible) and a thin
+generator worker relays each event to the GUI thread::
 
     relay = Relay("napari_ssl.engine:pretrain", config, label="Pretraining")
     relay.worker.yielded.connect(on_event)       # Started / Progress / Saved / Finished / Stopped
