@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -103,6 +104,10 @@ class Server:
             stdout=subprocess.PIPE,
             env=_child_env(),
         )
+        self.token = secrets.token_hex(32).encode()
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(self.token + b"\n")  # a few bytes into an empty pipe: never blocks
+        self.proc.stdin.flush()
         threading.Thread(target=self._await_ready, name="napari-ssl-server-ready", daemon=True).start()
 
     def _await_ready(self) -> None:
@@ -142,7 +147,9 @@ class Server:
         else:  # pragma: no cover - Windows
             host, port = self.address.rsplit(":", 1)
             sock = socket.create_connection((host, int(port)))
-        return Connection(sock.detach())
+        conn = Connection(sock.detach())
+        conn.send_bytes(self.token)
+        return conn
 
     def exit_code(self, pid: int) -> int | None:
         """The exit code of a forked run (written by the server when it reaped it), or of a ``once`` server."""

@@ -10,8 +10,8 @@ viewer in the child and hang). It imports the ``MODULE`` s once (torch, MONAI, t
   ``FOLDER/<pid>.exit``. It exits when its stdin closes (the viewer's process ended).
 - ``once`` (other systems): runs the one connection in-process, then exits.
 
-The protocol of one run (pickled tuples, trusted: both ends are this package):
-child ``("hello", pid)``; parent ``("run", target, input_file, sys_path)``; child ``("event", event)`` ...,
+The protocol of one run (pickled tuples, trusted: both ends are this package, and the parent first sends the
+secret token it gave the server on stdin): child ``("hello", pid)``; parent ``("run", target, input_file, sys_path)``; child ``("event", event)`` ...,
 ``("error", type, message, traceback)``, ``("done",)``. The parent sends ``("stop",)`` to cancel, or just closes
 the connection; either way the child closes the generator (which saves) and ends.
 """
@@ -19,6 +19,7 @@ the connection; either way the child closes the generator (which saves) and ends
 from __future__ import annotations
 
 import contextlib
+import hmac
 import importlib
 import os
 import pickle
@@ -110,8 +111,17 @@ def read_input(path: str | Path, *, remove: bool = True) -> Any:
 
 
 # ---------------------------------------------------------------- one run
-def run_job(conn: Connection) -> int:
-    """Serve one run on ``conn`` (see the module docstring); returns the exit code for the process."""
+def run_job(conn: Connection, token: bytes = b"") -> int:
+    """Serve one run on ``conn`` (see the module docstring); returns the exit code for the process.
+
+    The first message must be the server's ``token`` (given by the parent on stdin): only the process that
+    started the server can hand it work.
+    """
+    try:
+        if not conn.poll(10) or not hmac.compare_digest(conn.recv_bytes(256), token):
+            return 0
+    except (EOFError, OSError):
+        return 0
     conn.send(("hello", os.getpid()))
     try:
         message = conn.recv()
@@ -169,7 +179,7 @@ def _listen(folder: Path) -> tuple[socket.socket, str]:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         address = str(folder / "sock")
         sock.bind(address)
-    else:  # pragma: no cover - no AF_UNIX (Windows): loopback TCP, untested
+    else:  # pragma: no cover - no AF_UNIX (Windows): loopback TCP (the token keeps other processes out), untested
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{sock.getsockname()[1]}"
@@ -200,6 +210,7 @@ def _warm(modules: Sequence[str]) -> None:
 def serve(folder: str | Path, modules: Sequence[str] = (), *, fork: bool = True) -> int:
     """The server's main loop (see the module docstring)."""
     folder = Path(folder)
+    token = sys.stdin.buffer.readline().strip()  # the parent's secret, first line of stdin
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the terminal: the viewer's process decides
     _warm(modules)
     sock, address = _listen(folder)
@@ -224,7 +235,7 @@ def serve(folder: str | Path, modules: Sequence[str] = (), *, fork: bool = True)
             continue
         client, _ = sock.accept()
         if not fork:
-            return run_job(Connection(client.detach()))
+            return run_job(Connection(client.detach()), token)
         pid = os.fork()
         if pid == 0:  # the run's own process
             code = 1
@@ -234,7 +245,7 @@ def serve(folder: str | Path, modules: Sequence[str] = (), *, fork: bool = True)
                 for fd in (wake_r, wake_w, stdin):
                     os.close(fd)
                 sock.close()
-                code = run_job(Connection(client.detach()))
+                code = run_job(Connection(client.detach()), token)
             finally:
                 with contextlib.suppress(Exception):
                     sys.stdout.flush()

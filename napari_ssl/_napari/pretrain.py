@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QEvent, QObject, Qt, QTimer, Signal
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
 from napari_ssl._napari.activity import Activity
 from napari_ssl._napari.hub import checkpoint_hub
@@ -141,8 +141,11 @@ class PretrainDock(QWidget):
         self.progress.setTextVisible(True)
         self.status = QLabel("ready")
         self.status.setWordWrap(True)
+        # one line, fixed height: its text changes twice a second, and a label that changes size makes Qt
+        # lay out the whole dock (and the window's dock area) again
         self.losses_label = QLabel("")
-        self.losses_label.setWordWrap(True)
+        self.losses_label.setFixedHeight(self.losses_label.fontMetrics().height() + 4)
+        self.losses_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.metrics_label = QLabel("")
         self.metrics_label.setWordWrap(True)
         self.checkpoint_label = QLabel("checkpoint: none yet")
@@ -159,13 +162,14 @@ class PretrainDock(QWidget):
         inner_layout = QVBoxLayout(inner)
         inner_layout.setContentsMargins(0, 0, 0, 0)
         inner_layout.addWidget(self.form)
-        for widget in (self.losses_label, self.plot, self.metrics_label, self.checkpoint_label):
+        for widget in (self.plot, self.metrics_label, self.checkpoint_label):
             inner_layout.addWidget(widget)
         self.scroll = scrolled(inner, 150)
         layout = QVBoxLayout(self)
         layout.addWidget(self.scroll, 1)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
+        layout.addWidget(self.losses_label)
         layout.addWidget(self.status)
         self._set_running(False)
 
