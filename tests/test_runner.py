@@ -218,3 +218,25 @@ def test_input_file_round_trip_and_cancel(tmp_path: Path) -> None:
     with pytest.raises(InputCancelled):
         write_input({"a": array}, tmp_path / "in2.pkl", lambda: calls.append(1) or len(calls) > 1)
     assert not (tmp_path / "in2.pkl").exists()
+
+
+def test_the_server_refuses_a_connection_without_its_token() -> None:
+    from multiprocessing.connection import Connection
+
+    from napari_ssl import runner_pool
+
+    server = runner_pool.Server(False, ())
+    try:
+        assert server.wait_ready(lambda: False)
+        import socket
+
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(server.address)
+        conn = Connection(sock.detach())
+        conn.send_bytes(b"not the token")
+        with pytest.raises((EOFError, OSError)):
+            conn.recv()  # no hello: the server closed the connection
+        server.proc.wait(10)
+        assert server.proc.returncode == 0
+    finally:
+        server.close()
