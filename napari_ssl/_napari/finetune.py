@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -63,6 +63,11 @@ class FinetuneDock(QWidget):
         self.last_path: str | None = None
         self.pairs: list[tuple[str, str]] = []
         self._activity: Activity | None = None
+        self._step: int | None = None
+        self._timer = QTimer(self)  # the bar is repainted at most 4 times a second, however fast the steps
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(250)
+        self._timer.timeout.connect(self._show_step)
 
         self.image_box, self.label_box = QComboBox(), QComboBox()
         for box in (self.image_box, self.label_box):
@@ -325,6 +330,7 @@ class FinetuneDock(QWidget):
         self.dice_plot.set_xrange(0, steps)
         self.progress.setRange(0, steps)
         self.progress.setValue(0)
+        self._step = None
         self.status.setText("starting the training process…")
         self.start_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
@@ -346,10 +352,10 @@ class FinetuneDock(QWidget):
         if isinstance(event, Started):
             self.status.setText(f"training on {event.device}: {event.n_train} case(s), {event.n_val} held out")
         elif isinstance(event, Progress):
-            self.progress.setValue(event.step)
+            self._step = event.step
             self.loss_plot.add("loss", event.step, event.loss)
-            if self._activity is not None:
-                self._activity.set(event.step)
+            if not self._timer.isActive():
+                self._timer.start()
         elif isinstance(event, Validated):
             self.dice_plot.add_many(event.step, event.dice)
             self.status.setText(
@@ -364,6 +370,13 @@ class FinetuneDock(QWidget):
             self.status.setText(f"cancelled; checkpoint in {event.path}")
             self._offer(event.path)
 
+    def _show_step(self) -> None:
+        if self._step is None:
+            return
+        self.progress.setValue(self._step)
+        if self._activity is not None:
+            self._activity.set(self._step)
+
     def _offer(self, path: str | None) -> None:
         if path and (Path(path) / "meta.json").is_file():
             checkpoint_hub().publish(path, "segment")
@@ -373,6 +386,8 @@ class FinetuneDock(QWidget):
         show_error(str(exc) if isinstance(exc, RunFailed) else f"Fine-tune failed: {exc}")
 
     def _on_finished(self) -> None:
+        self._timer.stop()
+        self._show_step()
         if self._activity is not None:
             self._activity.close()
             self._activity = None
