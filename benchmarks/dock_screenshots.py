@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from pathlib import Path
 
 import napari
@@ -44,6 +45,10 @@ for dock_widget, _ in list(docks.values())[1:]:
     window.tabifyDockWidget(first, dock_widget)
 for _ in range(10):  # the docks join as tabs on their first show
     QApplication.processEvents()
+deadline = time.monotonic() + 60  # the worker process lists the devices (it starts in the background)
+while docks["Segment"][1].device.itemText(0).startswith("auto (looking") and time.monotonic() < deadline:
+    QApplication.processEvents()
+    time.sleep(0.05)
 if args.model:
     docks["Segment"][1].load_model(args.model, quiet=True)
 docks["Fine-tune"][1].label_box.setCurrentText("seg")
