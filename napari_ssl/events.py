@@ -7,7 +7,8 @@ A training generator yields, in order::
     Started -> Progress ... (Saved ...) ... -> Saved -> Finished
 
 ``Stopped`` is added by the runner when a run was asked to stop (its checkpoint was saved by the
-generator's ``finally`` block); ``Failed`` is how the runner reports an exception in the child.
+generator's ``finally`` block). An exception in the child reaches the parent as
+:class:`napari_ssl.runner.RunnerError`, not as an event.
 """
 
 from __future__ import annotations
@@ -112,35 +113,9 @@ class Stopped:
     path: str | None = None
 
 
-@dataclass(frozen=True)
-class Failed:
-    """The child process raised ``error_type: message``; ``traceback`` is the child's formatted traceback."""
+Event = Started | Progress | Validated | Saved | Finished | Stopped
 
-    error_type: str
-    message: str
-    traceback: str = ""
-
-    def exception(self) -> Exception:
-        """The error as an exception of a matching family (ValueError / OSError / RuntimeError)."""
-        text = (
-            f"{self.message}"
-            if self.error_type in {"ValueError", "OSError"}
-            else (f"{self.error_type}: {self.message}")
-        )
-        families: dict[str, type[Exception]] = {
-            "ValueError": ValueError,
-            "ScanReadError": ValueError,
-            "CheckpointError": ValueError,
-            "FileNotFoundError": FileNotFoundError,
-            "OSError": OSError,
-            "PermissionError": PermissionError,
-        }
-        return families.get(self.error_type, RuntimeError)(text)
-
-
-Event = Started | Progress | Validated | Saved | Finished | Stopped | Failed
-
-__all__ = ["Event", "Failed", "Finished", "Progress", "Saved", "Started", "Stopped", "Validated"]
+__all__ = ["Event", "Finished", "Progress", "Saved", "Started", "Stopped", "Validated"]
 
 
 def describe(event: Any) -> str:
@@ -165,8 +140,6 @@ def describe(event: Any) -> str:
         )
     if isinstance(event, Stopped):
         return f"stopped; checkpoint in {event.path}"
-    if isinstance(event, Failed):
-        return f"failed: {event.error_type}: {event.message}"
     return repr(event)
 
 

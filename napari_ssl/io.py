@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -365,8 +365,3 @@ def write(volume: Volume, path: str | os.PathLike[str], *, compress: bool = True
         if os.path.exists(tmp):
             os.unlink(tmp)
     return p
-
-
-def write_many(items: Iterable[tuple[Volume, str | os.PathLike[str]]]) -> list[Path]:
-    """Write several volumes; each write is atomic on its own."""
-    return [write(v, p) for v, p in items]

@@ -178,3 +178,65 @@ def test_stop_with_a_dict_config_reports_its_out(tmp_path: Path) -> None:
         runner.stop()
     assert events[-1] == Stopped(path=str(marker))
     assert marker.exists()
+
+
+def test_cold_runner_without_the_warm_server() -> None:
+    """One process per run (the path of systems without fork): same events, same clean exit."""
+    runner = Runner(f"{HERE}:counting", Job(steps=2), warm=False).start()
+    events = list(runner)
+    assert [type(e).__name__ for e in events] == ["Progress", "Progress", "Finished"]
+    assert runner.exitcode == 0 and not runner.is_alive()
+
+
+def test_warm_runs_reuse_the_server_and_each_run_has_its_own_process() -> None:
+    from napari_ssl import runner_pool
+
+    if not runner_pool.warm_allowed():
+        pytest.skip("no fork on this system: every run starts its own process")
+    first = Runner(f"{HERE}:pid_then_wait", Job(), poll_interval=0.05).start()
+    server = runner_pool._SERVER
+    pid = int(next(iter(first)).device)
+    first.terminate()
+    second = Runner(f"{HERE}:counting", Job(steps=1)).start()
+    list(second)
+    assert runner_pool._SERVER is server and server.alive()
+    assert second.pid != pid and second.exitcode == 0
+    assert second.timings["ready"] < 3.0  # no interpreter start, no imports: a fork
+
+
+def test_input_file_round_trip_and_cancel(tmp_path: Path) -> None:
+    import numpy as np
+
+    from napari_ssl.runner_server import CHUNK, InputCancelled, read_input, write_input
+
+    array = np.arange(3 * CHUNK // 8, dtype=np.float64).reshape(3, -1)
+    path = write_input({"a": array, "b": "x"}, tmp_path / "in.pkl")
+    back = read_input(path)
+    assert back["b"] == "x" and np.array_equal(back["a"], array) and back["a"].flags.writeable
+    assert not path.exists()
+    calls = []
+    with pytest.raises(InputCancelled):
+        write_input({"a": array}, tmp_path / "in2.pkl", lambda: calls.append(1) or len(calls) > 1)
+    assert not (tmp_path / "in2.pkl").exists()
+
+
+def test_the_server_refuses_a_connection_without_its_token() -> None:
+    from multiprocessing.connection import Connection
+
+    from napari_ssl import runner_pool
+
+    server = runner_pool.Server(False, ())
+    try:
+        assert server.wait_ready(lambda: False)
+        import socket
+
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(server.address)
+        conn = Connection(sock.detach())
+        conn.send_bytes(b"not the token")
+        with pytest.raises((EOFError, OSError)):
+            conn.recv()  # no hello: the server closed the connection
+        server.proc.wait(10)
+        assert server.proc.returncode == 0
+    finally:
+        server.close()

@@ -1,9 +1,12 @@
 """The Fine-tune dock: train a segmenter from image / label layer pairs (or folder pairs) in a child process.
 
-Like the Pretrain dock, the run (:func:`napari_ssl.engine.finetune`) happens in a spawned child through the
-engine's :class:`~napari_ssl._napari.relay.Relay`; the dock shows progress, the loss and the held-out Dice per
-class live (:class:`~napari_ssl._napari.plot.CurvePlot`), and Cancel saves a valid checkpoint. A finished model
-is offered to the Segment dock (its recent models) and can be loaded there at once.
+Like the Pretrain dock, the run (:func:`napari_ssl.finetune.finetune`, its config built in the child by
+:mod:`~napari_ssl._napari.jobs`) happens in a child process through :class:`~napari_ssl._napari.relay.Relay`;
+the dock shows progress, the loss and the held-out Dice per class live (:class:`~napari_ssl._napari.plot.CurvePlot`),
+and Cancel saves a valid checkpoint. The classes to learn are offered from the values present in the chosen
+Labels layer (named when the layer knows their names). The pretrained starting point is the last checkpoint the
+Pretrain dock published on the hub; a finished model is published there for the Segment dock.
+Inputs are checked before any process starts (layers, the pretrained folder), each refusal a sentence.
 """
 
 from __future__ import annotations
@@ -12,46 +15,42 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QListWidget,
+    QListWidgetItem,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
+from napari_ssl._napari.activity import Activity
+from napari_ssl._napari.checks import scan_problem
+from napari_ssl._napari.finetune_inputs import folder_pairs, label_values
+from napari_ssl._napari.hub import checkpoint_hub
+from napari_ssl._napari.jobs import FINETUNE, FinetuneRequest
 from napari_ssl._napari.plot import CurvePlot
 from napari_ssl._napari.relay import Relay, RunFailed
+from napari_ssl._napari.widgets import (
+    BACKBONES,
+    PathEdit,
+    fill_devices,
+    scrolled,
+    spin,
+    tab_with_siblings_later,
+    training_threads,
+)
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["FinetuneDock", "make_finetune_dock"]
-
-TARGET = "napari_ssl.engine:finetune"
-
-
-def _folder_pairs(images: str, labels: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Scans in ``images`` paired with the label file of the same name in ``labels``."""
-    from napari_ssl.io import find_scans
-
-    found = {p.name: p for p in find_scans(labels)}
-    imgs, labs = [], []
-    for scan in find_scans(images):
-        if scan.name in found:
-            imgs.append(str(scan))
-            labs.append(str(found[scan.name]))
-    if not imgs:
-        raise ValueError(f"no scan in {images} has a label file of the same name in {labels}")
-    return tuple(imgs), tuple(labs)
+__all__ = ["FinetuneDock"]
 
 
 class FinetuneDock(QWidget):
@@ -63,57 +62,63 @@ class FinetuneDock(QWidget):
         self.relay: Relay | None = None
         self.last_path: str | None = None
         self.pairs: list[tuple[str, str]] = []
+        self._activity: Activity | None = None
+        self._step: int | None = None
+        self._timer = QTimer(self)  # the bar is repainted at most 4 times a second, however fast the steps
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(250)
+        self._timer.timeout.connect(self._show_step)
 
         self.image_box, self.label_box = QComboBox(), QComboBox()
+        for box in (self.image_box, self.label_box):
+            box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            box.setMinimumContentsLength(6)
+        self.label_box.currentTextChanged.connect(self._refresh_classes)
         add = QPushButton("Add pair")
         add.clicked.connect(self.add_pair)
-        self.pair_list = QListWidget()
-        self.pair_list.setMaximumHeight(70)
         remove = QPushButton("Remove")
         remove.clicked.connect(self._remove_pair)
-        self.image_dir, self.label_dir = QLineEdit(), QLineEdit()
-        self.image_dir.setPlaceholderText("or a folder of scans")
-        self.label_dir.setPlaceholderText("and a folder of label files (same names)")
-        pair_row = QHBoxLayout()
-        pair_row.addWidget(self.image_box)
-        pair_row.addWidget(self.label_box)
-        pair_row.addWidget(add)
+        self.pair_list = QListWidget()
+        self.pair_list.setMaximumHeight(52)
+        self.image_dir = PathEdit("or a folder of scans")
+        self.label_dir = PathEdit("and a folder of label files (same names)")
+        pair_row = QFormLayout()
+        pair_row.addRow("image", self.image_box)
+        labels_row = QHBoxLayout()
+        labels_row.addWidget(self.label_box, 1)
+        labels_row.addWidget(add)
+        pair_row.addRow("labels", labels_row)
 
-        self.pretrained = QLineEdit()
-        self.pretrained.setPlaceholderText("pretrained checkpoint folder, or empty for scratch")
-        browse = QPushButton("Browse...")
-        browse.clicked.connect(self._browse_pretrained)
-        pre_row = QHBoxLayout()
-        pre_row.addWidget(self.pretrained, 1)
-        pre_row.addWidget(browse)
-        self.classes = QLineEdit()
-        self.classes.setPlaceholderText("e.g. 1   or   liver,spleen   or   whole_tumor=1+2+4")
-        self.classes_file = QLineEdit()
-        self.classes_file.setPlaceholderText("classes.json (for names)")
+        self.pretrained = PathEdit("pretrained checkpoint folder, or empty for scratch")
+        self.pretrained.line.textChanged.connect(self._pretrained_changed)
+        self.class_list = QListWidget()
+        self.class_list.setMaximumHeight(70)
+        for widget in (self.class_list, self.pair_list):
+            widget.setMinimumWidth(80)
+        self.class_list.setToolTip("the label values present in the Labels layer: tick the classes to learn")
         self.backbone = QComboBox()
-        for size in ("tiny", "small", "medium", "large"):
+        for size in BACKBONES:
             self.backbone.addItem(size, size)
-        self.backbone.setCurrentIndex(1)
-        self.steps = QSpinBox()
-        self.steps.setRange(1, 1_000_000)
-        self.steps.setValue(500)
-        self.patch = QSpinBox()
-        self.patch.setRange(32, 256)
-        self.patch.setSingleStep(16)
-        self.patch.setValue(48)
+        self.backbone.setCurrentIndex(BACKBONES.index("small"))
+        self.backbone_note = QLabel("")
+        self.steps = spin(1, 1_000_000, 500, 50)
+        self.patch = spin(32, 256, 48, 16)
         self.fraction = QDoubleSpinBox()
         self.fraction.setRange(0.05, 1.0)
         self.fraction.setSingleStep(0.05)
         self.fraction.setValue(1.0)
+        self.threads = training_threads()
         self.device = QComboBox()
-        self.device.addItems(["auto", "cpu"])
-        self.out = QLineEdit(str(Path.home() / "napari-ssl-segmenter"))
+        fill_devices(self.device, self.threads)
+        self.out = PathEdit("output folder")
+        self.out.path = str(Path.home() / "napari-ssl-segmenter")
 
         form = QFormLayout()
-        form.addRow("pretrained", pre_row)
-        form.addRow("classes", self.classes)
-        form.addRow("classes file", self.classes_file)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.addRow("pretrained", self.pretrained)
+        form.addRow("classes", self.class_list)
         form.addRow("backbone", self.backbone)
+        form.addRow("", self.backbone_note)
         form.addRow("steps", self.steps)
         form.addRow("patch", self.patch)
         form.addRow("label fraction", self.fraction)
@@ -121,7 +126,7 @@ class FinetuneDock(QWidget):
         form.addRow("output", self.out)
 
         self.start_button = QPushButton("Start")
-        self.start_button.clicked.connect(self.start)
+        self.start_button.clicked.connect(lambda: self.start())
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
@@ -131,52 +136,122 @@ class FinetuneDock(QWidget):
         self.progress = QProgressBar()
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        self.loss_plot = CurvePlot(ylabel="loss", title="DiceCE loss")
-        self.dice_plot = CurvePlot(ylabel="Dice", ylim=(0.0, 1.0), title="held-out Dice")
+        self.loss_plot = CurvePlot(ylabel="loss", title="Dice + CE loss", height=110)
+        self.dice_plot = CurvePlot(ylabel="Dice", ylim=(0.0, 1.0), title="held-out Dice", height=110)
 
+        inner = QWidget()
+        inner_layout = QVBoxLayout(inner)
+        inner_layout.setContentsMargins(0, 0, 0, 0)
+        title = QLabel("<b>Training pairs</b>: an Image and its Labels layer")
+        title.setWordWrap(True)
+        inner_layout.addWidget(title)
+        inner_layout.addLayout(pair_row)
+        pairs_row = QHBoxLayout()
+        pairs_row.addWidget(self.pair_list, 1)
+        pairs_row.addWidget(remove, 0, Qt.AlignmentFlag.AlignTop)
+        inner_layout.addLayout(pairs_row)
+        inner_layout.addWidget(self.image_dir)
+        inner_layout.addWidget(self.label_dir)
+        inner_layout.addLayout(form)
+        inner_layout.addWidget(self.loss_plot)
+        inner_layout.addWidget(self.dice_plot)
+        inner_layout.addStretch(1)
+        self.scroll = scrolled(inner)
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("<b>Training pairs</b> (image layer, labels layer)"))
-        layout.addLayout(pair_row)
-        layout.addWidget(self.pair_list)
-        layout.addWidget(remove)
-        layout.addWidget(self.image_dir)
-        layout.addWidget(self.label_dir)
-        layout.addLayout(form)
+        layout.addWidget(self.scroll, 1)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
-        layout.addWidget(self.loss_plot)
-        layout.addWidget(self.dice_plot)
-        layout.addStretch(1)
 
-        try:  # a checkpoint the Pretrain dock just wrote is the natural starting point
-            from napari_ssl._napari.pretrain import checkpoint_hub
-
-            hub = checkpoint_hub()
-            hub.published.connect(self.pretrained.setText)
-            if hub.latest:
-                self.pretrained.setText(hub.latest)
-        except ImportError:  # pragma: no cover
-            pass
+        hub = checkpoint_hub()
+        hub.published.connect(self._on_published)
+        if hub.latest("pretrain"):  # the checkpoint the Pretrain dock just wrote is the natural start
+            self.pretrained.path = hub.latest("pretrain")
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self._refresh_layers)
         self._refresh_layers()
+        self._pretrained_changed()
 
     # ------------------------------------------------------------ inputs
-    def _refresh_layers(self, *_: Any) -> None:
-        from napari.layers import Image, Labels
+    def _on_published(self, path: str, kind: str) -> None:
+        if kind == "pretrain" and self.relay is None:
+            self.pretrained.path = path
 
-        for box, kind in ((self.image_box, Image), (self.label_box, Labels)):
+    def _pretrained_changed(self, *_: Any) -> None:
+        """A pretrained checkpoint fixes the backbone: show the one that will run."""
+        from napari_ssl import checkpoint
+
+        path = self.pretrained.path
+        size = None
+        if path and Path(path).is_dir():
+            try:
+                meta = checkpoint.read_meta(path)
+                size = (meta.get("model") or {}).get("backbone") or (meta.get("backbone") or {}).get("size")
+            except (ValueError, OSError):
+                size = None
+        self.backbone.setEnabled(not path)
+        if size in BACKBONES:
+            self.backbone.setCurrentIndex(BACKBONES.index(size))
+        self.backbone_note.setText(f"fixed by the pretrained checkpoint ({size})" if path and size else "")
+        self.backbone_note.setVisible(bool(path and size))
+
+    def _refresh_layers(self, *_: Any) -> None:
+        for box, kind in ((self.image_box, "Image"), (self.label_box, "Labels")):
             current = box.currentText()
+            box.blockSignals(True)
             box.clear()
-            box.addItems([layer.name for layer in self.viewer.layers if isinstance(layer, kind)])
+            box.addItems([layer.name for layer in self.viewer.layers if layer.__class__.__name__ == kind])
             if current:
                 box.setCurrentText(current)
+            box.blockSignals(False)
+        self._refresh_classes()
+
+    def _refresh_classes(self, *_: Any) -> None:
+        """Offer the label values present in the chosen Labels layer (all ticked)."""
+        name = self.label_box.currentText()
+        if name not in self.viewer.layers:
+            return
+        ticked = {self.class_list.item(i).data(Qt.ItemDataRole.UserRole): self.class_list.item(i).checkState()
+                  for i in range(self.class_list.count())}
+        self.class_list.clear()
+        for value, label in label_values(self.viewer.layers[name]).items():
+            item = QListWidgetItem(f"{label} ({value})" if not label.startswith("label ") else label)
+            item.setData(Qt.ItemDataRole.UserRole, value)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(ticked.get(value, Qt.CheckState.Checked))
+            self.class_list.addItem(item)
+
+    def chosen_classes(self) -> tuple[str, ...]:
+        """``NAME=ID`` of every ticked class (``ID`` alone when it has no name)."""
+        out = []
+        for i in range(self.class_list.count()):
+            item = self.class_list.item(i)
+            if item.checkState() == Qt.CheckState.Checked:
+                value = int(item.data(Qt.ItemDataRole.UserRole))
+                text = item.text()
+                name = text.rsplit(" (", 1)[0] if text.endswith(f"({value})") else ""
+                safe = "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in name)
+                out.append(f"{safe}={value}" if safe else str(value))
+        return tuple(out)
 
     def add_pair(self) -> None:
         image, labels = self.image_box.currentText(), self.label_box.currentText()
         if not image or not labels:
-            show_warning("Fine-tune: pick an Image layer and a Labels layer")
+            active = self.viewer.layers.selection.active
+            want = "image" if not image else "labels"
+            problem = scan_problem(active, want=want, what="fine-tuning") if active is not None else None
+            show_error(f"Fine-tune: {problem or 'pick an Image layer and a Labels layer'}")
+            return
+        for name, want in ((image, "image"), (labels, "labels")):
+            problem = scan_problem(self.viewer.layers[name], want=want, what="fine-tuning")
+            if problem:
+                show_error(f"Fine-tune: {problem}")
+                return
+        if self.viewer.layers[image].data.shape != self.viewer.layers[labels].data.shape:
+            show_error(
+                f"Fine-tune: {labels!r} {tuple(self.viewer.layers[labels].data.shape)} does not match "
+                f"{image!r} {tuple(self.viewer.layers[image].data.shape)}; choose the labels of that scan"
+            )
             return
         self.pairs.append((image, labels))
         self.pair_list.addItem(f"{image}  +  {labels}")
@@ -187,34 +262,50 @@ class FinetuneDock(QWidget):
             self.pair_list.takeItem(row)
             del self.pairs[row]
 
-    def _browse_pretrained(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Pretrained checkpoint", self.pretrained.text())
-        if folder:
-            self.pretrained.setText(folder)
+    def collect(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`~napari_ssl.finetune.FinetuneConfig`, checked (GUI thread, no torch).
 
-    def make_config(self) -> Any:
-        """The :class:`~napari_ssl.finetune.FinetuneConfig` of the form (layers are copied, never modified)."""
+        Raises
+        ------
+        ValueError, FileNotFoundError
+            No training data, a layer gone or unusable, no class ticked, a missing pretrained folder.
+        """
+        from napari_ssl import checkpoint
         from napari_ssl._napari.layers import layer_to_volume
-        from napari_ssl.finetune import FinetuneConfig
 
         pairs = []
         for image, labels in self.pairs:
-            if image not in self.viewer.layers or labels not in self.viewer.layers:
-                raise ValueError(f"layer {image if image not in self.viewer.layers else labels!r} is gone")
-            img, lab = layer_to_volume(self.viewer.layers[image]), layer_to_volume(self.viewer.layers[labels])
-            pairs.append((img.with_array(img.array.copy()), lab.with_array(lab.array.copy())))
+            for name, want in ((image, "image"), (labels, "labels")):
+                if name not in self.viewer.layers:
+                    raise ValueError(f"layer {name!r} is gone; remove its pair")
+                problem = scan_problem(self.viewer.layers[name], want=want, what="fine-tuning")
+                if problem:
+                    raise ValueError(problem)
+            # no copy here: the relay writes the arrays to the child's input file off the GUI thread
+            pairs.append((layer_to_volume(self.viewer.layers[image]), layer_to_volume(self.viewer.layers[labels])))
         images: tuple[str, ...] = ()
         labels_: tuple[str, ...] = ()
-        if self.image_dir.text().strip() or self.label_dir.text().strip():
-            images, labels_ = _folder_pairs(self.image_dir.text().strip(), self.label_dir.text().strip())
-        return FinetuneConfig(
-            images=images, labels=labels_, pairs=tuple(pairs), classes=self.classes.text(),
-            classes_file=self.classes_file.text().strip() or None, pretrained=self.pretrained.text().strip() or None,
-            out=self.out.text().strip(), steps=self.steps.value(),
-            backbone=None if self.pretrained.text().strip() else self.backbone.currentData(),
-            patch_size=self.patch.value(), label_fraction=self.fraction.value(), device=self.device.currentText(),
-            val_every=max(1, self.steps.value() // 10),
-        )
+        if self.image_dir.path or self.label_dir.path:
+            images, labels_ = folder_pairs(self.image_dir.path or "", self.label_dir.path or "")
+        if not pairs and not images:
+            raise ValueError("no training data: add an image + labels pair, or choose two folders")
+        classes = self.chosen_classes()
+        if pairs and not classes:
+            raise ValueError("tick at least one class to learn")
+        pretrained = self.pretrained.path
+        if pretrained:
+            if not Path(pretrained).is_dir():
+                raise FileNotFoundError(f"pretrained folder {pretrained} does not exist")
+            checkpoint.read_meta(pretrained)  # a foreign folder is refused now, not by the child
+        if not self.out.path:
+            raise ValueError("choose an output folder")
+        return {
+            "images": images, "labels": labels_, "pairs": tuple(pairs), "classes": classes,
+            "pretrained": pretrained, "out": self.out.path, "steps": self.steps.value(),
+            "backbone": None if pretrained else self.backbone.currentData(), "patch_size": self.patch.value(),
+            "label_fraction": self.fraction.value(), "device": self.device.currentData() or "auto",
+            "num_threads": self.threads, "val_every": max(1, self.steps.value() // 10),
+        }
 
     # ------------------------------------------------------------ run
     def start(self) -> Relay | None:
@@ -223,32 +314,36 @@ class FinetuneDock(QWidget):
             show_warning("Fine-tune: a run is already going")
             return None
         try:
-            config = self.make_config()
+            kwargs = self.collect()
         except (ValueError, OSError) as exc:
             show_error(f"Fine-tune: {exc}")
             return None
-        relay = Relay(TARGET, config, label="Fine-tuning")
+        relay = Relay(FINETUNE, FinetuneRequest(kwargs), label="Fine-tuning", stop_timeout=30.0)
         relay.worker.yielded.connect(self._on_event)
         relay.worker.errored.connect(self._on_error)
         relay.worker.finished.connect(self._on_finished)
         self.relay = relay
+        steps = kwargs["steps"]
         self.loss_plot.clear()
         self.dice_plot.clear()
-        self.loss_plot.set_xrange(0, config.steps)
-        self.dice_plot.set_xrange(0, config.steps)
-        self.progress.setRange(0, config.steps)
+        self.loss_plot.set_xrange(0, steps)
+        self.dice_plot.set_xrange(0, steps)
+        self.progress.setRange(0, steps)
         self.progress.setValue(0)
-        self.status.setText("starting...")
+        self._step = None
+        self.status.setText("starting the training process…")
         self.start_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
+        self._activity = Activity("Fine-tuning", total=steps)
+        self.scroll.ensureWidgetVisible(self.loss_plot)
         relay.start()
         return relay
 
     def cancel(self) -> None:
-        """Stop the run; the child saves a checkpoint of the steps done."""
+        """Stop the run; the child saves a checkpoint of the steps done. Returns at once."""
         if self.relay is not None:
             self.relay.stop()
-            self.status.setText("stopping (saving)...")
+            self.status.setText("stopping (saving)…")
 
     def _on_event(self, event: Any) -> None:
         from napari_ssl.events import Finished, Progress, Started, Stopped
@@ -257,11 +352,15 @@ class FinetuneDock(QWidget):
         if isinstance(event, Started):
             self.status.setText(f"training on {event.device}: {event.n_train} case(s), {event.n_val} held out")
         elif isinstance(event, Progress):
-            self.progress.setValue(event.step)
+            self._step = event.step
             self.loss_plot.add("loss", event.step, event.loss)
+            if not self._timer.isActive():
+                self._timer.start()
         elif isinstance(event, Validated):
             self.dice_plot.add_many(event.step, event.dice)
-            self.status.setText(f"step {event.step}: Dice " + ", ".join(f"{k} {v:.3f}" for k, v in event.dice.items()))
+            self.status.setText(
+                f"step {event.step}: held-out Dice " + ", ".join(f"{k} {v:.2f}" for k, v in event.dice.items())
+            )
         elif isinstance(event, Finished):
             self.last_path = event.path
             self._offer(event.path)
@@ -271,28 +370,38 @@ class FinetuneDock(QWidget):
             self.status.setText(f"cancelled; checkpoint in {event.path}")
             self._offer(event.path)
 
-    def _offer(self, path: str | None) -> None:
-        if not path or not Path(path).is_dir():
+    def _show_step(self) -> None:
+        if self._step is None:
             return
-        from napari_ssl._napari.segment import remember_model
+        self.progress.setValue(self._step)
+        if self._activity is not None:
+            self._activity.set(self._step)
 
-        remember_model(path)
+    def _offer(self, path: str | None) -> None:
+        if path and (Path(path) / "meta.json").is_file():
+            checkpoint_hub().publish(path, "segment")
 
     def _on_error(self, exc: Exception) -> None:
         self.status.setText("failed")
         show_error(str(exc) if isinstance(exc, RunFailed) else f"Fine-tune failed: {exc}")
 
     def _on_finished(self) -> None:
+        self._timer.stop()
+        self._show_step()
+        if self._activity is not None:
+            self._activity.close()
+            self._activity = None
         self.relay = None
         self.start_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
+
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        if not getattr(self, "_tabbed", False):  # once: join the other napari-ssl docks as a tab
+            self._tabbed = True
+            tab_with_siblings_later(self)
 
     def closeEvent(self, event: Any) -> None:
         if self.relay is not None:
             self.relay.shutdown()
         super().closeEvent(event)
-
-
-def make_finetune_dock(viewer: napari.viewer.Viewer) -> FinetuneDock:
-    """npe2 widget command: the Fine-tune dock for ``viewer``."""
-    return FinetuneDock(viewer)

@@ -6,8 +6,8 @@ a second) and cheap: the axes, ticks and labels are drawn once into a cached bac
 blits the lines. A full redraw happens only when a point leaves the current limits (the y range then grows
 with a margin; the x range is set from the run's budget with :meth:`CurvePlot.set_xrange`, or doubles).
 On a busy 2-core CPU a full matplotlib draw costs 100-300 ms, a blit a few ms: that is the difference
-between a stuttering and a fluid viewer. Reused by the Pretrain dock (losses) and the fine-tuning section of
-the Segment dock (Dice)::
+between a stuttering and a fluid viewer. Used by the Pretrain dock (losses) and the Fine-tune dock (loss and
+held-out Dice)::
 
     plot = CurvePlot(ylabel="loss")
     plot.set_xrange(0, 1000)
@@ -28,7 +28,7 @@ from matplotlib.ticker import MaxNLocator
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
-__all__ = ["DARK", "CurvePlot", "LossPlot"]
+__all__ = ["DARK", "CurvePlot"]
 
 #: dark defaults matching napari's default theme
 DARK = {"background": "#262930", "axes": "#262930", "text": "#f0f1f2", "grid": "#414851"}
@@ -59,6 +59,10 @@ class CurvePlot(QWidget):
         every separate repaint of a dock widget recomposites the whole window, ~20 ms in software GL).
     colors : mapping, optional
         Overrides of :data:`DARK` (``background``, ``axes``, ``text``, ``grid``), e.g. from the napari theme.
+    series_colors : mapping, optional
+        A fixed colour per series name (the Pretrain dock: one per pretext, the same after Resume).
+    height : int
+        Height of the canvas in pixels (fixed: a resize would force a full redraw).
     parent : QWidget, optional
 
     Attributes
@@ -78,10 +82,13 @@ class CurvePlot(QWidget):
         max_fps: float = 4.0,
         auto: bool = True,
         colors: Mapping[str, str] | None = None,
+        series_colors: Mapping[str, str] | None = None,
+        height: int = 150,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
         self.colors = {**DARK, **dict(colors or {})}
+        self.series_colors = dict(series_colors or {})
         self.title = title
         self.logy = bool(logy)
         self.fixed_ylim = ylim
@@ -98,7 +105,7 @@ class CurvePlot(QWidget):
         self.figure.subplots_adjust(left=0.15, right=0.97, bottom=0.2, top=0.95)
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.canvas.setFixedHeight(180)  # a canvas resize forces a full redraw: keep it stable while running
+        self.canvas.setFixedHeight(int(height))  # a canvas resize forces a full redraw: keep it stable while running
         self.axes = self.figure.add_subplot(111)
         self._style_axes(xlabel, ylabel)
         self.canvas.mpl_connect("draw_event", self._on_full_draw)
@@ -202,7 +209,12 @@ class CurvePlot(QWidget):
         self._schedule(full=True)
 
     def color(self, name: str) -> str:
-        return PALETTE[self.names.index(name) % len(PALETTE)]
+        """The series' colour: fixed by ``series_colors`` (e.g. one per pretext), else by order of appearance."""
+        if name in self.series_colors:
+            return self.series_colors[name]
+        free = [c for c in PALETTE if c not in self.series_colors.values()] or list(PALETTE)
+        others = [n for n in self.names if n not in self.series_colors]
+        return free[others.index(name) % len(free)] if name in others else free[0]
 
     def _update_legend(self) -> None:
         items = [f'<span style="color:{self.color(n)}">&#9473;&#9473; {n}</span>' for n in self.names]
@@ -297,7 +309,3 @@ class CurvePlot(QWidget):
         self._background = None
         self.redraw()
         self.canvas.draw()
-
-
-#: the Pretrain dock's name for it
-LossPlot = CurvePlot

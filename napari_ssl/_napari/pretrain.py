@@ -1,10 +1,10 @@
 """The Pretrain dock: pretraining from napari in a child process, with progress, live losses, cancel and resume.
 
 The dock never trains in the viewer's process. Start collects the form's values
-(:mod:`~napari_ssl._napari.pretrain_form`) and hands them to a :class:`~napari_ssl._napari.relay.Relay`: the
-engine's runner spawns a child (the CLI's code path: :func:`napari_ssl.engine.pretrain`, see
-:mod:`~napari_ssl._napari.pretrain_child`) and a napari thread worker relays its events to slots on the GUI
-thread, which update the progress bar (step, samples/s, ETA), the live loss plot
+(:mod:`~napari_ssl._napari.pretrain_form`) and hands them to a :class:`~napari_ssl._napari.relay.Relay`:
+:mod:`napari_ssl.runner` starts a child from a clean entry point, forked from a warm worker where possible
+(the CLI's code path: :func:`napari_ssl.engine.pretrain`, see :mod:`~napari_ssl._napari.pretrain_child`) and
+a napari thread worker relays its events to slots on the GUI thread, which update the progress bar (step, samples/s, ETA), the live loss plot
 (:class:`~napari_ssl._napari.plot.CurvePlot`, one curve per pretext), the metrics and the last checkpoint.
 
 - Cancel asks the child to stop at its next step; it saves a checkpoint and ends (terminated if it has not
@@ -13,8 +13,10 @@ thread, which update the progress bar (step, samples/s, ETA), the live loss plot
 - Closing the viewer stops the run the same way and waits (bounded) for the child to save and end.
 - Errors in the child (bad folder, unreadable scan, out of memory, a crash) become a napari notification with
   the reason; the dock returns to ready. No child process is left behind in any case.
-- A finished run shows a notification and is published on :func:`checkpoint_hub` for the Segment /
-  fine-tuning dock.
+- A finished run shows a notification and is published on the checkpoint hub
+  (:mod:`~napari_ssl._napari.hub`), where the Fine-tune dock picks it up as its starting point.
+- Each pretext keeps one colour in the loss plot (after Resume too); held-out metrics are shown in words;
+  with ``NAPARI_SSL_ACTIVITY=1`` the run also appears in napari's activity dock.
 """
 
 from __future__ import annotations
@@ -25,26 +27,21 @@ from typing import TYPE_CHECKING, Any
 
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QEvent, QObject, Qt, QTimer, Signal
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
+from napari_ssl._napari.activity import Activity
+from napari_ssl._napari.hub import checkpoint_hub
 from napari_ssl._napari.plot import CurvePlot
 from napari_ssl._napari.pretrain_child import TARGET, PretrainRequest
 from napari_ssl._napari.pretrain_form import PretrainForm
-from napari_ssl._napari.pretrain_hub import CheckpointHub, checkpoint_hub
 from napari_ssl._napari.relay import Relay, RunFailed
+from napari_ssl._napari.widgets import PRETEXT_COLORS, metric_words, scrolled, tab_with_siblings_later
 from napari_ssl.events import Finished, Progress, Saved, Started, Stopped
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = [
-    "STOP_TIMEOUT",
-    "UPDATE_MS",
-    "CheckpointHub",
-    "PretrainDock",
-    "checkpoint_hub",
-    "make_pretrain_dock",
-]
+__all__ = ["STOP_TIMEOUT", "UPDATE_MS", "PretrainDock"]
 
 #: the bar, texts and plot are refreshed together at most this often (ms): every repaint of a dock widget
 #: recomposites napari's window (OpenGL canvas included), so fewer, grouped repaints keep the viewer fluid
@@ -144,33 +141,36 @@ class PretrainDock(QWidget):
         self.progress.setTextVisible(True)
         self.status = QLabel("ready")
         self.status.setWordWrap(True)
+        # one line, fixed height: its text changes twice a second, and a label that changes size makes Qt
+        # lay out the whole dock (and the window's dock area) again
         self.losses_label = QLabel("")
-        self.losses_label.setWordWrap(True)
+        self.losses_label.setFixedHeight(self.losses_label.fontMetrics().height() + 4)
+        self.losses_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.metrics_label = QLabel("")
         self.metrics_label.setWordWrap(True)
         self.checkpoint_label = QLabel("checkpoint: none yet")
         self.checkpoint_label.setWordWrap(True)
         self.checkpoint_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.plot = CurvePlot(ylabel="loss", title="training loss per pretext", auto=False)
+        self.plot = CurvePlot(
+            ylabel="loss", title="training loss per pretext", auto=False, series_colors=PRETEXT_COLORS, height=120
+        )
+        self._activity: Activity | None = None
 
+        # one scroll area: the run's outputs under the form (Start scrolls to them), so the dock stays short
+        # enough to share a laptop screen's height with another dock until it joins them as a tab
         inner = QWidget()
         inner_layout = QVBoxLayout(inner)
         inner_layout.setContentsMargins(0, 0, 0, 0)
         inner_layout.addWidget(self.form)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(inner)
-        scroll.setMinimumHeight(160)
-
+        for widget in (self.plot, self.metrics_label, self.checkpoint_label):
+            inner_layout.addWidget(widget)
+        self.scroll = scrolled(inner, 150)
         layout = QVBoxLayout(self)
-        layout.addWidget(scroll, 3)
+        layout.addWidget(self.scroll, 1)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
-        layout.addWidget(self.status)
         layout.addWidget(self.losses_label)
-        layout.addWidget(self.plot, 2)
-        layout.addWidget(self.metrics_label)
-        layout.addWidget(self.checkpoint_label)
+        layout.addWidget(self.status)
         self._set_running(False)
 
     # ------------------------------------------------------------ state
@@ -224,6 +224,8 @@ class PretrainDock(QWidget):
         self.progress.setFormat("starting the training process…")
         self.status.setText(f"starting the training process ({', '.join(kwargs['pretexts'])}) …")
         self._t0 = time.monotonic()
+        self.scroll.ensureWidgetVisible(self.plot)
+        self._activity = Activity("Pretraining", total=kwargs["steps"])
         relay.start()
         self.run_started.emit(relay)
         return relay
@@ -255,6 +257,9 @@ class PretrainDock(QWidget):
             return
         self._closed = True
         self._text_timer.stop()
+        if self._activity is not None:
+            self._activity.close()
+            self._activity = None
         relay, self.relay = self.relay, None
         if relay is None:
             return
@@ -298,11 +303,11 @@ class PretrainDock(QWidget):
             self.outcome = "finished"
             if event.metrics:
                 self.metrics_label.setText(
-                    "metrics: " + " · ".join(f"{k} {v:.3g}" for k, v in event.metrics.items())
+                    "held out: " + "; ".join(metric_words(k, v) for k, v in event.metrics.items())
                 )
             if event.path:
                 self._set_checkpoint(event.path, f"step {event.step}, finished")
-                checkpoint_hub().publish(event.path)
+                checkpoint_hub().publish(event.path, "pretrain")
             show_info(f"Pretraining finished at step {event.step}; checkpoint: {event.path}")
         elif isinstance(event, Stopped):
             self._show_progress()
@@ -332,6 +337,8 @@ class PretrainDock(QWidget):
         steps_per_s = rate / (self._batch * self._world) if rate > 0 else 0.0
         eta = _clock((event.total - event.step) / steps_per_s) if steps_per_s > 0 else "?"
         self.progress.setFormat(f"step {event.step}/{event.total} · {rate:.1f} samples/s · ETA {eta}")
+        if self._activity is not None:
+            self._activity.set(event.step, event.total)
         parts = " · ".join(f"{k} {v:.3g}" for k, v in event.losses.items())
         self.losses_label.setText(
             f"loss {event.loss:.4g}" + (f" ({parts})" if parts else "") + f" · lr {event.lr:.2g}"
@@ -354,6 +361,9 @@ class PretrainDock(QWidget):
         self._text_timer.stop()
         self._show_progress()
         self.plot.redraw()
+        if self._activity is not None:
+            self._activity.close()
+            self._activity = None
         relay, self.relay = self.relay, None
         if self.outcome == "running":  # ended without Finished / Stopped / error
             self.outcome = "cancelled"
@@ -380,11 +390,12 @@ class PretrainDock(QWidget):
             if "/" not in name and name != "loss":
                 self.plot.set_series(name, list(range(1, len(values) + 1)), list(values))
 
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        if not getattr(self, "_tabbed", False):  # once: join the other napari-ssl docks as a tab
+            self._tabbed = True
+            tab_with_siblings_later(self)
+
     def closeEvent(self, event: Any) -> None:
         self.shutdown()
         super().closeEvent(event)
-
-
-def make_pretrain_dock(viewer: napari.viewer.Viewer) -> PretrainDock:
-    """npe2 widget command: the Pretrain dock for ``viewer``."""
-    return PretrainDock(viewer)

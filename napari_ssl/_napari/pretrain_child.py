@@ -1,6 +1,6 @@
 """What the Pretrain dock's child process runs: build the engine's config there, then ``engine.pretrain``.
 
-Qt-free on purpose (the spawned child imports this module, not napari). Building
+Qt-free on purpose (the child process imports this module, not napari). Building
 :class:`~napari_ssl.engine.PretrainConfig` validates the backbone against the model registry, which imports
 MONAI: done in the child, the viewer's process never imports MONAI and its event loop never waits for it.
 """

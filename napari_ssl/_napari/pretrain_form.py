@@ -1,7 +1,8 @@
 """The inputs of the Pretrain dock: data, pretexts with their parameters, budget, device, folders.
 
-:class:`PretrainForm` only collects values and builds a :class:`~napari_ssl.engine.PretrainConfig`
-(:meth:`PretrainForm.build_config`); the run itself lives in :mod:`napari_ssl._napari.pretrain`.
+:class:`PretrainForm` only collects and checks values (:meth:`PretrainForm.collect`: the keyword arguments of
+:class:`~napari_ssl.engine.PretrainConfig`, which the child process builds); the run itself lives in
+:mod:`napari_ssl._napari.pretrain`.
 Pretext parameters come from :func:`~napari_ssl._napari.params.pretext_param_widget` (the explorer's widgets:
 one definition, two uses). Only values the user changed are passed to the engine, so the others keep the
 engine's defaults scaled to the patch size.
@@ -17,92 +18,25 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
-    QSpinBox,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
+from napari_ssl._napari.checks import scan_problem
 from napari_ssl._napari.params import pretext_param_widget
+from napari_ssl._napari.widgets import BACKBONES, PRETEXTS, PathEdit, fill_devices, spin, training_threads
 
 if TYPE_CHECKING:
     import napari
 
-    from napari_ssl.engine import PretrainConfig
+__all__ = ["FOLDER", "LAYERS", "PretrainForm"]
 
-__all__ = ["BACKBONES", "FOLDER", "LAYERS", "PRETEXTS", "PathEdit", "PretrainForm", "device_choices"]
-
-#: pretext key -> label
-PRETEXTS = {"rubik": "Rubik's cube", "context": "Context restoration", "planes": "Imaging planes"}
-#: backbone sizes of :data:`napari_ssl.models.backbone.SIZES` (listed here so opening the dock imports no MONAI)
-BACKBONES = ("tiny", "small", "medium", "large")
 LAYERS = "Selected image layers"
 FOLDER = "Folder of scans"
-
-
-def device_choices() -> list[tuple[str, str]]:
-    """``(label, name)`` of every device really available: ``auto`` first (with what it picks), then CUDA
-    devices by name, MPS, CPU. Querying names does not allocate GPU memory in this process."""
-    from napari_ssl.device import available_devices, describe_device, resolve_device
-
-    out = []
-    for name in available_devices():
-        label = (
-            f"auto: {describe_device(resolve_device('auto'))}" if name == "auto" else describe_device(name)
-        )
-        out.append((label, name))
-    return out
-
-
-class PathEdit(QWidget):
-    """A folder path: a line edit and a browse button. ``path`` is ``None`` when empty."""
-
-    def __init__(self, placeholder: str = "", parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.line = QLineEdit()
-        self.line.setPlaceholderText(placeholder)
-        self.line.setClearButtonEnabled(True)
-        browse = QToolButton()
-        browse.setText("…")
-        browse.setToolTip("Choose a folder")
-        browse.clicked.connect(self._browse)
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.line)
-        layout.addWidget(browse)
-
-    def _browse(self) -> None:  # pragma: no cover - modal dialog
-        folder = QFileDialog.getExistingDirectory(
-            self, "Choose a folder", self.line.text() or str(Path.home())
-        )
-        if folder:
-            self.line.setText(folder)
-
-    @property
-    def path(self) -> str | None:
-        text = self.line.text().strip()
-        return str(Path(text).expanduser()) if text else None
-
-    @path.setter
-    def path(self, value: str | Path | None) -> None:
-        self.line.setText("" if value is None else str(value))
-
-
-def _spin(lo: int, hi: int, value: int, step: int = 1, special: str = "", tip: str = "") -> QSpinBox:
-    box = QSpinBox()
-    box.setRange(lo, hi)
-    box.setSingleStep(step)
-    box.setValue(value)
-    if special:
-        box.setSpecialValueText(special)
-    box.setToolTip(tip)
-    return box
 
 
 class _PretextRow(QWidget):
@@ -143,7 +77,7 @@ class _PretextRow(QWidget):
 
 
 class PretrainForm(QWidget):
-    """Every input of a pretraining run, as widgets; :meth:`build_config` turns them into a config."""
+    """Every input of a pretraining run, as widgets; :meth:`collect` checks and returns them."""
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -175,21 +109,22 @@ class PretrainForm(QWidget):
 
         # training
         self.backbone = QComboBox()
-        self.backbone.addItem("auto (follows the device)", None)
+        self.backbone.addItem("auto", None)
+        self.backbone.setToolTip("auto: small on a CPU, medium on MPS, large on CUDA")
         for size in BACKBONES:
             self.backbone.addItem(size, size)
-        self.steps = _spin(
+        self.steps = spin(
             1, 10_000_000, 1000, 100, tip="the run ends at this step (a resumed run continues to it)"
         )
-        self.batch = _spin(1, 512, 2, tip="samples per step")
-        self.patch = _spin(
+        self.batch = spin(1, 512, 2, tip="samples per step")
+        self.patch = spin(
             16, 512, 16, 16, special="auto", tip="3D patch edge in voxels (>= 32); auto follows the device"
         )
+        self.threads = training_threads()
         self.device = QComboBox()
-        for label, name in device_choices():
-            self.device.addItem(label, name)
-        self.seed = _spin(0, 2**31 - 1, 0, tip="seed of the initial weights and of every sample")
-        self.save_every = _spin(
+        fill_devices(self.device, self.threads)
+        self.seed = spin(0, 2**31 - 1, 0, tip="seed of the initial weights and of every sample")
+        self.save_every = spin(
             0, 10_000_000, 500, 100, special="end only", tip="save a checkpoint every N steps"
         )
         self.out = PathEdit("default: ~/napari-ssl/pretrain-<date-time>")
@@ -219,12 +154,12 @@ class PretrainForm(QWidget):
         self._update_layers_label()
 
     def image_layers(self) -> list[Any]:
-        """The selected Image layers that hold a 3D (or 3D + time) scan."""
-        return [
-            layer
-            for layer in self.viewer.layers.selection
-            if layer.__class__.__name__ == "Image" and not getattr(layer, "rgb", False) and layer.ndim >= 3
-        ]
+        """The selected layers that are usable 3D Image layers."""
+        return [layer for layer in self.viewer.layers.selection if scan_problem(layer) is None]
+
+    def layer_problems(self) -> list[str]:
+        """Why each selected layer that cannot be used is refused (one sentence each)."""
+        return [p for layer in self.viewer.layers.selection if (p := scan_problem(layer, what="pretraining"))]
 
     def _update_layers_label(self, *_: Any) -> None:
         layers = self.image_layers()
@@ -237,19 +172,6 @@ class PretrainForm(QWidget):
             row.check.setChecked(name in names)
 
     # ------------------------------------------------------------ config
-    def build_config(self, *, resume: str | None = None) -> PretrainConfig:
-        """The :class:`~napari_ssl.engine.PretrainConfig` of the current inputs (validating it imports MONAI:
-        the dock calls :meth:`collect` on the GUI thread and builds the config in its worker).
-
-        Raises
-        ------
-        ValueError
-            No data, no pretext, or a value the engine refuses; the message names it.
-        """
-        from napari_ssl.engine import PretrainConfig
-
-        return PretrainConfig(**self.collect(resume=resume))
-
     def collect(self, *, resume: str | None = None) -> dict[str, Any]:
         """Keyword arguments of :class:`~napari_ssl.engine.PretrainConfig` from the widgets (GUI thread only:
         selected layers are read here). ``resume`` continues that checkpoint, writing back into it.
@@ -266,8 +188,13 @@ class PretrainForm(QWidget):
         if self.source.currentText() == FOLDER:
             if not self.folder.path:
                 raise ValueError("choose a folder of scans, or train on the selected image layers")
+            if not Path(self.folder.path).is_dir():
+                raise FileNotFoundError(f"folder {self.folder.path} does not exist")
             data = (self.folder.path,)
         else:
+            problems = self.layer_problems()
+            if problems:
+                raise ValueError(problems[0])
             layers = self.image_layers()
             if not layers:
                 raise ValueError(
@@ -279,6 +206,9 @@ class PretrainForm(QWidget):
             raise ValueError("choose at least one pretext")
         options = {name: self.pretexts[name].changed_options() for name in chosen}
         weights = {name: self.pretexts[name].weight.value() for name in chosen if len(chosen) > 1}
+        resume = resume if resume is not None else self.resume.path
+        if resume and not (Path(resume) / "meta.json").is_file():
+            raise FileNotFoundError(f"cannot resume: {resume} is not a checkpoint folder (no meta.json)")
         out = resume or self.out.path
         if not out:
             out = str(Path.home() / "napari-ssl" / time.strftime("pretrain-%Y%m%d-%H%M%S"))
@@ -295,7 +225,8 @@ class PretrainForm(QWidget):
             "backbone": self.backbone.currentData(),
             "device": self.device.currentData() or "auto",
             "seed": self.seed.value(),
-            "resume": resume if resume is not None else self.resume.path,
+            "resume": resume,
+            "num_threads": self.threads,
             "save_every": self.save_every.value(),
             "weights": weights,
             "pretext_options": {k: v for k, v in options.items() if v},

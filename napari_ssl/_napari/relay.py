@@ -1,8 +1,9 @@
 """Relay a child-process run to the GUI: a napari ``thread_worker`` that reads :class:`~napari_ssl.runner.Runner`.
 
-The docks never train in the viewer's process (GPU memory would stay held, the GUI would stutter). They start
-``"module:function"(config)`` in a spawned child through the engine's :class:`~napari_ssl.runner.Runner` (the
-same code path as the CLI) and a thin generator worker relays each event to the GUI thread::
+The docks never train or segment in the viewer's process (GPU memory would stay held, the GUI would stutter).
+They run ``"module:function"(config)`` in a child process through :class:`~napari_ssl.runner.Runner` (the
+same code path as the CLI; a clean entry point, forked from a warm worker where possible) and a thin
+generator worker relays each event to the GUI thread::
 
     relay = Relay("napari_ssl.engine:pretrain", config, label="Pretraining")
     relay.worker.yielded.connect(on_event)       # Started / Progress / Saved / Finished / Stopped
@@ -13,8 +14,9 @@ same code path as the CLI) and a thin generator worker relays each event to the 
     relay.stop()       # cancel: the child closes its generator (which saves), else terminated after stop_timeout
     relay.shutdown()   # viewer closing: stop, wait a bounded time, terminate; returns when the child is gone
 
-Generic: the fine-tuning section reuses it with ``"napari_ssl.engine:finetune"``. Nothing here touches a
-widget; the worker thread only blocks on the child's queue (releasing the GIL) and unpickles small events.
+Generic: the Fine-tune and Segment docks use it too. Nothing here touches a widget; the worker thread only
+waits on the child's socket (releasing the GIL) and unpickles small events. Nothing on the GUI thread waits:
+:meth:`Relay.stop` and :meth:`Relay.terminate` only set flags that the worker thread acts on.
 """
 
 from __future__ import annotations
@@ -88,15 +90,17 @@ def _relay_events(relay: Relay) -> Iterator[Any]:
     runner: Runner | None = None
     try:
         config = relay.make_config() if relay.make_config is not None else relay.config
-        with relay._lock:
-            if relay._cancel_before_start:
-                return
-            runner = relay.runner = Runner(
-                relay.target, config, stop_timeout=relay.stop_timeout, poll_interval=relay.poll_interval
-            )
-            runner.start()
-        relay.config = config
+        if relay._cancel_before_start:
+            return
+        runner = Runner(relay.target, config, stop_timeout=relay.stop_timeout, poll_interval=relay.poll_interval)
+        relay.runner = runner
+        if relay._terminated:  # a cancel raced with the line above: the flags are read again by the runner
+            runner.request_kill()
+        elif relay._cancel_before_start:
+            runner.stop()
         relay.started_at = time.monotonic()
+        runner.start()  # hands the config over by file; a cancel meanwhile ends it early
+        relay.config = config
         yield from runner.events()
     except RunnerError as exc:
         if relay._terminated:  # killed on purpose (cancel before anything was trained, or shutdown)
@@ -180,7 +184,6 @@ class Relay:
         self.error: RunFailed | None = None
         self.started_at: float | None = None
         self._done = threading.Event()
-        self._lock = threading.Lock()
         self._cancel_before_start = False
         self._terminated = False
         self._started = False
@@ -217,23 +220,23 @@ class Relay:
     def stop(self) -> None:
         """Cancel: ask the child to close its generator (it saves a checkpoint); returns at once.
 
-        The child is terminated if it has not ended ``stop_timeout`` seconds later. Before the child
-        exists this only prevents it from starting.
+        Only sets flags (no lock, no pipe write), so a GUI slot may call it. The worker thread sends the
+        request; the child is terminated if it has not ended ``stop_timeout`` seconds later. Before the
+        child runs (a server starting, a large input being handed over) the run simply does not start.
         """
-        with self._lock:
-            self._cancel_before_start = True
-            if self.runner is not None:
-                self.runner.stop()
-
-    def terminate(self) -> None:
-        """Kill the child now (nothing is saved); the worker then reports :class:`Stopped` and finishes."""
-        with self._lock:
-            self._cancel_before_start = True
-            self._terminated = True
-            runner = self.runner
+        self._cancel_before_start = True
+        runner = self.runner
         if runner is not None:
             runner.stop()
-            runner.terminate()
+
+    def terminate(self) -> None:
+        """Kill the child (nothing is saved); returns at once: the worker kills it, reports
+        :class:`Stopped` and finishes."""
+        self._terminated = True
+        self._cancel_before_start = True
+        runner = self.runner
+        if runner is not None:
+            runner.request_kill()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the worker is done with the child (True) or ``timeout`` seconds pass (False)."""

@@ -1,10 +1,14 @@
 """The Segment dock: pick a fine-tuned model and an Image layer, one click gives a Labels layer ``<scan> masks``.
 
-- The model is a checkpoint folder (``Browse...``); the last models used are remembered (``QSettings``).
-  A model with several input channels (e.g. FLAIR + T1ce) shows one layer picker per channel.
-- Inference (:func:`napari_ssl.segment.segment_iter`) runs in a napari ``thread_worker``: the progress bar follows
-  the sliding windows, Cancel stops before the next window. Bad input (a pretraining checkpoint, a corrupt file,
-  a 2D image, a model for another number of channels) becomes a notification; the dock stays usable.
+- Models: the last ones used (``QSettings``) and every model the Fine-tune dock finishes (the checkpoint hub:
+  listed and selected at once). The dock shows what the model is (:mod:`~napari_ssl._napari.segment_info`:
+  classes, inputs, plan, steps, held-out Dice, a warning when that Dice is low), read from ``meta.json`` only.
+- The scan defaults to the selected Image layer. A model with several inputs (e.g. FLAIR + T1ce) shows one
+  layer picker per input. A layer the model cannot use (2D, 4D, RGB, multiscale, too small) is refused with a
+  sentence naming it before anything starts; the dock stays usable.
+- Loading the model and segmenting run in a child process (:mod:`~napari_ssl._napari.jobs`, the same relay
+  as training: warm start, GPU memory freed after the run); progress reaches the GUI at most 10 times a second
+  and repaints the bar and napari's activity dock together. Cancel stops before the next window.
 - The Labels layer has the scan's geometry (scale, translate, affine), the checkpoint's colours, and a
   ``class`` feature, so napari's status bar names the class under the cursor. The user's layers are only read.
 - ``Save masks`` writes the selected masks layer (NIfTI / NRRD / MHA) with its geometry, next to the scan.
@@ -12,14 +16,13 @@
 
 from __future__ import annotations
 
-import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QSettings
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -34,85 +37,80 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_ssl._napari.activity import Activity
+from napari_ssl._napari.checks import scan_problem
+from napari_ssl._napari.hub import checkpoint_hub
+from napari_ssl._napari.jobs import SEGMENT, ModelLoaded, SegmentRequest
+from napari_ssl._napari.relay import Relay, RunFailed
+from napari_ssl._napari.segment_info import (
+    ModelInfo,
+    masks_layer_kwargs,
+    read_model_info,
+    recent_models,
+    remember_model,
+)
+from napari_ssl._napari.widgets import fill_devices, scrolled, tab_with_siblings_later, training_threads
+
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["SegmentDock", "make_segment_dock", "masks_layer_kwargs"]
+__all__ = ["UPDATE_MS", "SegmentDock", "masks_layer_kwargs"]
 
-RECENT_KEY = "segment/recent_models"
-MAX_RECENT = 8
-
-
-def _settings() -> QSettings:
-    return QSettings("napari-ssl", "napari-ssl")
-
-
-def recent_models() -> list[str]:
-    """Model folders used last (most recent first) that still exist."""
-    value = _settings().value(RECENT_KEY, [])
-    items = [value] if isinstance(value, str) else list(value or [])
-    return [p for p in items if Path(p).is_dir()]
-
-
-def remember_model(path: str) -> None:
-    items = [str(path)] + [p for p in recent_models() if p != str(path)]
-    _settings().setValue(RECENT_KEY, items[:MAX_RECENT])
-
-
-def masks_layer_kwargs(names: dict[int, str], colors: dict[int, str]) -> dict[str, Any]:
-    """Labels-layer keyword arguments: colours from the checkpoint and a ``class`` feature per label value."""
-    import pandas as pd
-    from napari.utils.colormaps import DirectLabelColormap
-
-    color_dict: dict[Any, Any] = {0: "transparent", None: "transparent"}
-    color_dict.update({int(k): v for k, v in colors.items()})
-    values = sorted(names)
-    return {
-        "colormap": DirectLabelColormap(color_dict=color_dict),
-        "features": pd.DataFrame({"index": values, "class": [names[v] for v in values]}),
-        "opacity": 0.6,
-    }
+#: progress repaints at most this often (ms)
+UPDATE_MS = 100
 
 
 class SegmentDock(QWidget):
-    """The Segment dock (see the module docstring). ``model`` is the loaded model, ``worker`` the running job."""
+    """The Segment dock (see the module docstring). ``info`` describes the chosen model, ``relay`` the job."""
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = viewer
-        self.model: Any = None
-        self.worker: Any = None
-        self._cancel: threading.Event | None = None
+        self.info: ModelInfo | None = None
+        self.relay: Relay | None = None
         self.last_masks: Any = None
+        self.timings: dict[str, float] = {}
+        self._source: Any = None
+        self._fraction: float | None = None
+        self._activity: Activity | None = None
+        self._t0 = 0.0
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(UPDATE_MS)
+        self._timer.timeout.connect(self._show_progress)
 
         self.model_box = QComboBox()
         self.model_box.setEditable(True)
+        self.model_box.setMinimumContentsLength(12)
+        self.model_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.model_box.setToolTip("fine-tuned checkpoint folder (model.safetensors + meta.json)")
-        self.model_box.addItems(recent_models())
+        hub = checkpoint_hub()
+        for path in [*reversed(hub.paths("segment")), *recent_models()]:
+            if self.model_box.findText(path) < 0:
+                self.model_box.addItem(path)
         self.model_box.setCurrentIndex(-1)
-        self.browse = QPushButton("Browse...")
+        self.model_box.activated.connect(lambda _=0: self.load_model(self.model_box.currentText()))
+        self.browse = QPushButton("Browse…")
         self.browse.clicked.connect(self._browse)
-        self.load_button = QPushButton("Load")
-        self.load_button.clicked.connect(lambda: self.load_model(self.model_box.currentText()))
         row = QHBoxLayout()
         row.addWidget(self.model_box, 1)
         row.addWidget(self.browse)
-        row.addWidget(self.load_button)
-        self.info = QLabel("no model loaded")
-        self.info.setWordWrap(True)
+        self.info_label = QLabel("no model chosen")
+        self.info_label.setWordWrap(True)
 
         self.channel_form = QFormLayout()
         self.channel_boxes: list[QComboBox] = []
-        self._set_channels(["image"])
+        self._set_channels(["scan"])
         self.overlap = QDoubleSpinBox()
         self.overlap.setRange(0.0, 0.9)
         self.overlap.setSingleStep(0.125)
         self.overlap.setValue(0.5)
         self.overlap.setToolTip("overlap of neighbouring windows (Gaussian blending)")
         self.largest = QCheckBox("keep largest component per class")
+        self.threads = training_threads()
         self.device = QComboBox()
-        self.device.addItems(["auto", "cpu"])
-        self.device.setToolTip("where the windows run; a large scan's stitched output stays on the CPU")
+        fill_devices(self.device, self.threads)
+        self.device.setToolTip("where the model runs (in a separate process, freed after each run)")
         options = QFormLayout()
         options.addRow("overlap", self.overlap)
         options.addRow("device", self.device)
@@ -130,33 +128,39 @@ class SegmentDock(QWidget):
         self.progress.setRange(0, 100)
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        self.save_button = QPushButton("Save masks...")
+        self.save_button = QPushButton("Save masks…")
         self.save_button.clicked.connect(lambda: self.save_masks())
 
+        form = QWidget()
+        inner = QVBoxLayout(form)
+        inner.setContentsMargins(0, 0, 0, 0)
+        inner.addWidget(QLabel("<b>Model</b>"))
+        inner.addLayout(row)
+        inner.addWidget(self.info_label)
+        inner.addWidget(QLabel("<b>Scan</b>"))
+        inner.addLayout(self.channel_form)
+        inner.addLayout(options)
+        inner.addStretch(1)
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("<b>Model</b>"))
-        layout.addLayout(row)
-        layout.addWidget(self.info)
-        layout.addWidget(QLabel("<b>Scan</b>"))
-        layout.addLayout(self.channel_form)
-        layout.addLayout(options)
+        layout.addWidget(scrolled(form), 1)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addWidget(self.save_button)
-        layout.addStretch(1)
 
-        for event in (viewer.layers.events.inserted, viewer.layers.events.removed, viewer.layers.events.reordered):
+        hub.published.connect(self._on_published)
+        layers = viewer.layers
+        for event in (layers.events.inserted, layers.events.removed, layers.events.reordered):
             event.connect(self._refresh_layers)
+        layers.selection.events.active.connect(self._follow_selection)
         self._refresh_layers()
+        self._follow_selection()
 
     # ------------------------------------------------------------ layers
     def _image_layers(self) -> list[Any]:
-        from napari.layers import Image
+        return [layer for layer in self.viewer.layers if layer.__class__.__name__ == "Image"]
 
-        return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
-
-    def _set_channels(self, names: list[str]) -> None:
+    def _set_channels(self, names: list[str] | tuple[str, ...]) -> None:
         while self.channel_form.rowCount():
             self.channel_form.removeRow(0)
         self.channel_boxes = []
@@ -166,6 +170,7 @@ class SegmentDock(QWidget):
             self.channel_boxes.append(box)
             self.channel_form.addRow(name, box)
         self._refresh_layers()
+        self._follow_selection()
 
     def _refresh_layers(self, *_: Any) -> None:
         names = [layer.name for layer in self._image_layers()]
@@ -180,99 +185,144 @@ class SegmentDock(QWidget):
                 box.setCurrentIndex(i if len(names) > i else -1)
             box.blockSignals(False)
 
+    def _follow_selection(self, *_: Any) -> None:
+        """The first input follows the selected Image layer (the scan the user is looking at)."""
+        active = self.viewer.layers.selection.active
+        if active is not None and active.__class__.__name__ == "Image" and self.channel_boxes:
+            self.channel_boxes[0].setCurrentText(active.name)
+
     # ------------------------------------------------------------ model
-    def _browse(self) -> None:
+    def _on_published(self, path: str, kind: str) -> None:
+        if kind != "segment":
+            return
+        if self.model_box.findText(path) < 0:
+            self.model_box.insertItem(0, path)
+        if self.relay is None:
+            self.load_model(path, quiet=True)
+
+    def _browse(self) -> None:  # pragma: no cover - modal dialog
         folder = QFileDialog.getExistingDirectory(self, "Fine-tuned model folder", self.model_box.currentText())
         if folder:
             self.load_model(folder)
 
-    def load_model(self, path: str | Path) -> bool:
-        """Load the checkpoint at ``path``; a bad one gives a notification and leaves the previous model."""
-        from napari_ssl.segment import load_model
+    def load_model(self, path: str | Path, *, quiet: bool = False) -> bool:
+        """Choose the model at ``path`` (its ``meta.json`` is read; the weights load in the child at Segment).
 
+        A bad folder gives a notification and keeps the previous model.
+        """
         path = str(path).strip()
         if not path:
             show_warning("Segment: choose a fine-tuned model folder first")
             return False
-        device = self.device.currentText()
         try:
-            model = load_model(path, device="cpu" if device == "auto" else device)
+            info = read_model_info(path)
         except (ValueError, OSError) as exc:
             show_error(f"Segment: cannot use model: {exc}")
             return False
-        if device == "auto":
-            from napari_ssl.device import resolve_device
-
-            model.net.to(resolve_device("auto"))
-            model.device = next(model.net.parameters()).device
-        self.model = model
-        remember_model(path)
+        self.info = info
+        remember_model(info.path)
         if self.model_box.findText(path) < 0:
             self.model_box.insertItem(0, path)
         self.model_box.setCurrentText(path)
-        classes = ", ".join(c["name"] for c in model.classes)
-        spacing = " x ".join(f"{s:g}" for s in model.spacing) if model.spacing else "native"
-        self.info.setText(f"{classes}<br>{model.in_channels} channel(s), {spacing} mm, patch {model.patch_size}")
-        self._set_channels(model.channel_names)
+        self.info_label.setText(info.summary())
+        if info.low_dice and not quiet:
+            show_warning(
+                f"Segment: this model's held-out Dice is {info.mean_dice:.2f}; expect wrong masks "
+                "(train longer or on more cases)"
+            )
+        if len(info.channels) != len(self.channel_boxes):
+            self._set_channels(info.channels)
+        else:
+            for i, name in enumerate(info.channels):
+                label = self.channel_form.labelForField(self.channel_boxes[i])
+                if label is not None:
+                    label.setText(name)
         return True
 
     # ------------------------------------------------------------ run
     def run(self) -> Any:
-        """Segment the chosen layer(s); returns the worker (or None when the input is refused)."""
+        """Segment the chosen layer(s); returns the relay's worker (or None when the input is refused)."""
         from napari_ssl._napari.layers import layer_to_volume
-        from napari_ssl.segment import check_scan, segment_iter
 
-        if self.worker is not None:
+        if self.relay is not None:
             show_warning("Segment: a segmentation is already running")
             return None
-        stale = self.model is None or self.model.path != self.model_box.currentText().strip()
-        if stale and not self.load_model(self.model_box.currentText()):
+        path = self.model_box.currentText().strip()
+        if (self.info is None or self.info.path != path) and not self.load_model(path):
             return None
-        layers = {layer.name: layer for layer in self._image_layers()}
+        info = self.info
+        assert info is not None
+        layers = {layer.name: layer for layer in self.viewer.layers}
         chosen = [box.currentText() for box in self.channel_boxes]
         if not chosen or any(name not in layers for name in chosen) or len(set(chosen)) != len(chosen):
-            inputs = ", ".join(self.model.channel_names)
-            show_error(f"Segment: the model takes {len(chosen)} input(s) ({inputs}); pick a different Image layer "
-                       "for every input")
+            active = self.viewer.layers.selection.active
+            hint = f" ({scan_problem(active, what='segmentation')})" if active is not None and not chosen[0] else ""
+            show_error(
+                f"Segment: the model takes {len(info.channels)} input(s) ({', '.join(info.channels)}); "
+                f"pick a different Image layer for every input{hint}"
+            )
             return None
-        try:
-            volumes = [layer_to_volume(layers[name]) for name in chosen]
-            for volume in volumes:
-                check_scan(volume)
-        except ValueError as exc:
-            show_error(f"Segment: {exc}")
-            return None
+        for name in chosen:
+            problem = scan_problem(layers[name], what="segmentation")
+            if problem:
+                show_error(f"Segment: {problem}")
+                return None
+        volumes = tuple(layer_to_volume(layers[name]) for name in chosen)  # no copy: written to file off-thread
         self._source = layers[chosen[0]]
-        self._cancel = threading.Event()
-        options = {"overlap": float(self.overlap.value()), "largest_component": self.largest.isChecked(),
-                   "cancel": self._cancel}
-        worker = create_worker(_cancellable, segment_iter(volumes, self.model, **options), _start_thread=False,
-                               _ignore_errors=True)
-        worker.yielded.connect(self._on_yield)
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
+        request = SegmentRequest(
+            model=info.path,
+            volumes=volumes,
+            device=self.device.currentData() or "auto",
+            options={"overlap": float(self.overlap.value()), "largest_component": self.largest.isChecked()},
+            threads=self.threads,
+        )
+        relay = Relay(SEGMENT, request, label="Segmentation", stop_timeout=10.0)
+        relay.worker.yielded.connect(self._on_event)
+        relay.worker.errored.connect(self._on_error)
+        relay.worker.finished.connect(self._on_finished)
+        self.relay = relay
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
-        self.status.setText(f"segmenting {chosen[0]}...")
-        worker.start()
-        return worker
+        self._fraction = None
+        self.status.setText(f"segmenting {chosen[0]}: starting…")
+        self._activity = Activity(f"Segmenting {chosen[0]}", total=100)
+        self._t0 = time.monotonic()
+        self.timings = {}
+        relay.start()
+        return relay.worker
 
     def cancel(self) -> None:
-        """Stop the running segmentation before its next window (no layer is added)."""
-        if self._cancel is not None:
-            self._cancel.set()
-        if self.worker is not None:
-            self.worker.quit()
+        """Stop the running segmentation before its next window (no layer is added); returns at once."""
+        if self.relay is not None:
+            self.status.setText("cancelling…")
+            self.relay.stop()
 
-    def _on_yield(self, event: Any) -> None:
-        from napari_ssl.segment import SegmentProgress
+    def _on_event(self, event: Any) -> None:
+        from napari_ssl.events import Stopped
+        from napari_ssl.segment import SegmentProgress, SegmentResult
 
         if isinstance(event, SegmentProgress):
-            self.progress.setValue(round(100 * event.fraction))
+            self._fraction = event.fraction
+            if not self._timer.isActive():
+                self._timer.start()
+        elif isinstance(event, ModelLoaded):
+            self.timings["model"] = time.monotonic() - self._t0
+            self.status.setText(f"segmenting {self._source.name} on {event.device}…")
+        elif isinstance(event, SegmentResult):
+            self.timings["result"] = time.monotonic() - self._t0
+            self._add_masks(event)
+        elif isinstance(event, Stopped):
+            self.status.setText("cancelled")
+            show_info("Segment: cancelled")
+
+    def _show_progress(self) -> None:
+        if self._fraction is None:
             return
-        self._add_masks(event)
+        value = round(100 * self._fraction)
+        self.progress.setValue(value)
+        if self._activity is not None:
+            self._activity.set(value)
 
     def _add_masks(self, result: Any) -> None:
         from napari_ssl._napari.layers import volume_to_layer_data
@@ -285,30 +335,29 @@ class SegmentDock(QWidget):
         meta = kwargs.setdefault("metadata", {}).setdefault("napari_ssl", {})
         meta["path"] = (source.metadata.get("napari_ssl") or {}).get("path")
         meta["classes"] = {str(k): v for k, v in result.names.items()}
-        meta["model"] = self.model.path
+        meta["model"] = self.info.path if self.info else None
         if name in self.viewer.layers and self.viewer.layers[name].metadata.get("napari_ssl", {}).get("model"):
-            self.viewer.layers.remove(name)  # our own earlier result is replaced; a user's layer is kept (napari renames)
+            self.viewer.layers.remove(name)  # our own earlier result is replaced; a user's layer is kept
         self.last_masks = self.viewer.add_labels(data, **kwargs)
         counts = {n: int(np.count_nonzero(data == v)) for v, n in result.names.items() if v}
         self.status.setText("found " + ", ".join(f"{n}: {c} voxels" for n, c in counts.items()))
         self.progress.setValue(100)
 
     def _on_error(self, exc: Exception) -> None:
-        from napari_ssl.segment import SegmentationCancelled
-
-        if isinstance(exc, SegmentationCancelled):
-            self.status.setText("cancelled")
-            show_info("Segment: cancelled")
-            return
         self.status.setText("failed")
-        show_error(f"Segment: {exc}")
+        text = str(exc) if isinstance(exc, RunFailed) else f"Segmentation failed: {exc}"
+        show_error(f"Segment: {text}")
 
     def _on_finished(self) -> None:
-        if self._cancel is not None and self._cancel.is_set() and self.status.text().startswith("segmenting"):
+        self._timer.stop()
+        if self._activity is not None:
+            self._activity.close()
+            self._activity = None
+        self.timings["done"] = time.monotonic() - self._t0
+        if self.status.text() == "cancelling…":  # cancelled before the child ran: nothing was relayed
             self.status.setText("cancelled")
             show_info("Segment: cancelled")
-        self.worker = None
-        self._cancel = None
+        self.relay = None
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
 
@@ -328,15 +377,17 @@ class SegmentDock(QWidget):
             show_warning("Segment: no masks to save; run Segment first or select a Labels layer")
             return None
         volume = layer_to_volume(layer)
-        if path is None:
+        if path is None:  # pragma: no cover - modal dialog
             default = default_output_path(volume.path, layer.name.removesuffix(" masks"))
-            chosen, _ = QFileDialog.getSaveFileName(self, "Save masks", str(default),
-                                                    "Scans (*.nii.gz *.nii *.nrrd *.mha)")
+            chosen, _ = QFileDialog.getSaveFileName(
+                self, "Save masks", str(default), "Scans (*.nii.gz *.nii *.nrrd *.mha)"
+            )
             if not chosen:
                 return None
             path = chosen
+        array = np.asarray(volume.array)
         try:
-            out = io.write(volume.with_array(np.asarray(volume.array).astype(np.uint8 if volume.array.max() < 256 else np.uint16)), path)
+            out = io.write(volume.with_array(array.astype(np.uint8 if array.max() < 256 else np.uint16)), path)
         except (ValueError, OSError) as exc:
             show_error(f"Segment: cannot save masks: {exc}")
             return None
@@ -344,21 +395,13 @@ class SegmentDock(QWidget):
         self.status.setText(f"saved {out}")
         return out
 
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        if not getattr(self, "_tabbed", False):  # once: join the other napari-ssl docks as a tab
+            self._tabbed = True
+            tab_with_siblings_later(self)
+
     def closeEvent(self, event: Any) -> None:
-        self.cancel()
+        if self.relay is not None:
+            self.relay.shutdown()
         super().closeEvent(event)
-
-
-def _cancellable(gen: Any) -> Any:
-    """Relay ``gen``; a cancelled segmentation just ends (the dock reports it), other errors propagate."""
-    from napari_ssl.segment import SegmentationCancelled
-
-    try:
-        yield from gen
-    except SegmentationCancelled:
-        return
-
-
-def make_segment_dock(viewer: napari.viewer.Viewer) -> SegmentDock:
-    """npe2 widget command: the Segment dock for ``viewer``."""
-    return SegmentDock(viewer)

@@ -78,12 +78,13 @@ def wait_for_step(qtbot, relay, step: int):
 
 @pytest.mark.parametrize("dock_viewer", [True], indirect=True, ids=["shown"])
 def test_start_trains_shows_progress_and_losses_and_stays_responsive(dock_viewer, qtbot, tmp_path) -> None:
-    from napari_ssl._napari.pretrain import checkpoint_hub
+    from napari_ssl._napari.hub import checkpoint_hub
     from napari_ssl._napari.pretrain_probe import StallProbe
+    from napari_ssl._napari.widgets import PRETEXT_COLORS
 
     dock, _ = dock_viewer
     published: list[str] = []
-    checkpoint_hub().published.connect(published.append)
+    checkpoint_hub().published.connect(lambda path, kind: kind == "pretrain" and published.append(path))
     probe = StallProbe(interval_ms=10)
     marks: list[tuple[float, str]] = []
     relay = dock.start()
@@ -108,8 +109,10 @@ def test_start_trains_shows_progress_and_losses_and_stays_responsive(dock_viewer
     assert (
         dock.plot.full_draws >= 1
         and dock.plot.blits >= 1
-        and dock.metrics_label.text().startswith("metrics:")
+        and dock.metrics_label.text().startswith("held out: Rubik's cube")
     )
+    assert "dB" in dock.metrics_label.text()  # context restoration's metric in words
+    assert dock.plot.color("context") == PRETEXT_COLORS["context"]
     out = str(tmp_path / "ckpt")
     state, meta = checkpoint.load(out)
     assert state and meta["step"] == 10 and meta["pretexts"] == ["rubik", "context"]
@@ -158,6 +161,10 @@ def test_cancel_saves_within_two_seconds_resume_continues_and_closing_the_viewer
         pass
     started = next(e for e in dock.events if isinstance(e, Started))
     assert started.start_step == step
+    from napari_ssl._napari.widgets import PRETEXT_COLORS
+
+    # the history is drawn first on Resume: each pretext keeps its own colour anyway
+    assert [dock.plot.color(n) for n in ("rubik", "context")] == [PRETEXT_COLORS["rubik"], PRETEXT_COLORS["context"]]
 
     # closing the viewer mid-run: the child saves and ends, nothing hangs
     t0 = time.monotonic()
@@ -229,7 +236,7 @@ def test_cancel_before_the_first_step_ends_the_child_at_once(dock_viewer, qtbot)
 
 
 def test_backbone_choices_match_the_engine() -> None:
-    from napari_ssl._napari.pretrain_form import BACKBONES
+    from napari_ssl._napari.widgets import BACKBONES
     from napari_ssl.models.sizes import SIZES
 
     assert tuple(SIZES) == BACKBONES

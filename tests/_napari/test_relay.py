@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-from qtpy.QtCore import QThread
+from qtpy.QtCore import QThread, QTimer
 from qtpy.QtWidgets import QApplication
-from test_relay_jobs import Job
+from test_relay_jobs import BigJob, Job
 
 from napari_ssl._napari.relay import Relay, RunFailed
 from napari_ssl.events import Finished, Progress, Started, Stopped
@@ -134,3 +134,39 @@ def test_stop_before_start_never_spawns(qtbot) -> None:
     with qtbot.waitSignal(relay.worker.finished, timeout=WAIT_MS):
         relay.start()
     assert relay.pid is None and not rec.events and not rec.errors
+
+
+def test_cancel_during_a_large_input_returns_at_once_and_the_gui_stays_responsive(qtbot) -> None:
+    """A 512 MB in-memory scan is handed to the child by file, in chunks: Cancel neither waits for it on
+    the GUI thread nor lets the run start, and the worker is done within 2 s."""
+    import numpy as np
+
+    from napari_ssl import runner_pool
+    from napari_ssl._napari.pretrain_probe import StallProbe
+
+    if runner_pool.warm_allowed():  # the hand-over, not the server's start, is what is cancelled here
+        assert runner_pool.warm_server().wait_ready(lambda: False)
+    array = np.ones((512, 512, 512), dtype=np.float32)
+    relay = Relay("test_relay_jobs:big", BigJob(array=array), label="Job")
+    rec = Recorder(relay)
+    probe = StallProbe(10).start()
+    calls: list[float] = []
+    asked: list[float] = []
+
+    def cancel() -> None:
+        asked.append(time.monotonic())
+        relay.stop()
+        calls.append(time.monotonic() - asked[0])
+
+    relay.worker.started.connect(lambda: QTimer.singleShot(30, cancel))
+    with qtbot.waitSignal(relay.worker.finished, timeout=WAIT_MS):
+        relay.start()
+    ended = time.monotonic()
+    probe.stop()
+    assert calls and calls[0] < 0.01  # the click's slot returned at once
+    assert ended - asked[0] < 2.0
+    assert [type(e) for e in rec.events] == [Stopped] and not rec.errors  # the job never ran
+    assert relay.runner is not None and "ready" not in relay.runner.timings
+    stats = probe.stats()
+    assert stats["n"] >= 3 and stats["max"] < 200, stats
+    assert relay.pid is None or child_gone(relay.pid)

@@ -9,6 +9,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from napari_ssl.events import Finished, Progress, Started
 
@@ -35,3 +36,18 @@ def counting(job: Job):
     finally:
         if job.out and step < job.steps:
             Path(job.out).write_text(f"saved at {step}")
+
+
+@dataclass(frozen=True)
+class BigJob:
+    """A job carrying a large in-memory array (like a selected CT layer)."""
+
+    array: Any = None
+    steps: int = 3
+
+
+def big(job: BigJob):
+    yield Started(total=job.steps, device=str(os.getpid()))
+    for step in range(1, job.steps + 1):
+        yield Progress(step=step, total=job.steps, loss=float(job.array.ravel()[0]))
+    yield Finished(step=job.steps)

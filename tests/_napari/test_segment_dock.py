@@ -73,7 +73,7 @@ def test_one_click_masks_with_geometry_names_and_save(viewer_dock, tmp_path, qtb
     back = io.read(out)
     assert back.same_geometry(image) and np.array_equal(back.array, masks.data)
     assert str(model) in dock.model_box.itemText(0)
-    from napari_ssl._napari.segment import recent_models
+    from napari_ssl._napari.segment_info import recent_models
 
     assert recent_models()[0] == str(model)
 
@@ -125,6 +125,8 @@ def test_finetune_dock_trains_in_a_child(make_napari_viewer, tmp_path, qtbot, er
     image, labels = phantom(shape=(34, 36, 36))
     for vol, kind, name in ((image, "image", "scan"), (labels, "labels", "truth")):
         data, kwargs, kind = volume_to_layer_data(vol, kind, name=name)
+        if kind == "labels":  # a labels layer that knows its class names (e.g. from a Segment run)
+            kwargs["features"] = {"index": [0, 1], "class": ["background", "lesion"]}
         viewer._add_layer_from_data(data, kwargs, kind)
     dock = FinetuneDock(viewer)
     dock.pretrained.setText("")
@@ -133,12 +135,15 @@ def test_finetune_dock_trains_in_a_child(make_napari_viewer, tmp_path, qtbot, er
     dock.image_box.setCurrentText("scan")
     dock.label_box.setCurrentText("truth")
     dock.add_pair()
-    dock.classes.setText("lesion=1")
+    assert [dock.class_list.item(i).text() for i in range(dock.class_list.count())] == ["lesion (1)"]
     dock.backbone.setCurrentIndex(dock.backbone.findData("tiny"))
     dock.steps.setValue(3)
     dock.patch.setValue(32)
-    dock.device.setCurrentText("cpu")
-    dock.out.setText(str(tmp_path / "seg"))
+    dock.device.setCurrentIndex(dock.device.findData("cpu"))
+    dock.out.path = tmp_path / "seg"
+    from napari_ssl._napari.segment import SegmentDock
+
+    segment_dock = SegmentDock(viewer)  # open before the run: it must list the new model at once
     relay = dock.start()
     assert relay is not None
     with qtbot.waitSignal(relay.worker.finished, timeout=180_000):
@@ -147,6 +152,9 @@ def test_finetune_dock_trains_in_a_child(make_napari_viewer, tmp_path, qtbot, er
     assert dock.last_path == str(tmp_path / "seg") and dock.progress.value() == 3
     assert len(dock.loss_plot) == 3 and dock.dice_plot.names == ["lesion"]
     assert load_model(tmp_path / "seg").names()[1] == "lesion"
+    assert segment_dock.model_box.currentText() == str(tmp_path / "seg")
+    assert segment_dock.info is not None and segment_dock.info.step == 3
+    assert "held-out Dice" in segment_dock.info_label.text()
 
 
 def test_docks_open_from_the_manifest(make_napari_viewer) -> None:

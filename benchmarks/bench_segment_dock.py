@@ -1,0 +1,116 @@
+"""Segment dock vs ``napari-ssl segment`` CLI on the same scan and model, measured in one run.
+
+Run under a display (Xvfb is fine)::
+
+    xvfb-run -a python benchmarks/bench_segment_dock.py [--model DIR] [--case Brats18_2013_23_1]
+
+Without ``--model`` a small model is fine-tuned first (``napari-ssl finetune ... --steps 5 --spacing 3 3 3``,
+tiny backbone: quality is not the point, the time of segmentation is). Then, one after the other: the CLI
+(a fresh process: start, imports, load, segment, write), the dock twice in one viewer (click -> masks layer
+added; the first run starts the warm worker, the second reuses it), the CLI again. The event loop's stalls
+during the dock runs are measured with a 10 ms probe. Target: dock <= 1.2x the CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("NAPARI_SSL_DATA", REPO.parent / "shared" / "data"))
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+
+
+def train(out: Path, case: Path) -> None:
+    cmd = [sys.executable, "-m", "napari_ssl.cli", "finetune", "--pretrained", "none",
+           "--images", str(case / "flair.nii.gz"), "--labels", str(case / "seg.nii.gz"),
+           "--classes", "whole_tumor=1+2+4", "--out", str(out), "--steps", "5", "--spacing", "3", "3", "3",
+           "--backbone", "tiny", "--patch-size", "32", "--quiet"]
+    subprocess.run(cmd, check=True, env=env(), capture_output=True)
+
+
+def run_cli(model: Path, scan: Path, tmp: Path) -> float:
+    cmd = [sys.executable, "-m", "napari_ssl.cli", "segment", "--model", str(model), "--input", str(scan),
+           "--output", str(tmp / "cli_masks.nii.gz"), "--quiet"]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env(), capture_output=True)
+    return time.perf_counter() - t0
+
+
+def run_dock(model: Path, scan: Path, runs: int = 2) -> list[dict]:
+    import napari
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    from napari_ssl import io
+    from napari_ssl._napari.layers import volume_to_layer_data
+    from napari_ssl._napari.pretrain_probe import StallProbe
+    from napari_ssl._napari.segment import SegmentDock
+
+    viewer = napari.Viewer(show=True)
+    data, kwargs, kind = volume_to_layer_data(io.read(scan), "image", name="flair")
+    viewer._add_layer_from_data(data, kwargs, kind)
+    dock = SegmentDock(viewer)
+    viewer.window.add_dock_widget(dock, name="Segment")
+    dock.load_model(model)
+    dock.device.setCurrentIndex(dock.device.findData("cpu"))
+    loop = QEventLoop()
+    QTimer.singleShot(1000, loop.quit)
+    loop.exec()
+    out = []
+    for _ in range(runs):
+        probe = StallProbe(10)
+        loop = QEventLoop()
+        t0 = time.perf_counter()
+        worker = dock.run()
+        worker.finished.connect(loop.quit)
+        probe.start()
+        loop.exec()
+        probe.stop()
+        out.append({"wall": time.perf_counter() - t0, "stalls": probe.stats(), "timings": dict(dock.timings)})
+        assert "flair masks" in viewer.layers, dock.status.text()
+    viewer.close()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--train-case", default="Brats18_2013_11_1")
+    parser.add_argument("--case", default="Brats18_2013_23_1")
+    args = parser.parse_args()
+    scan = DATA / "brats" / args.case / "flair.nii.gz"
+    if not scan.exists():
+        sys.exit(f"bench_segment_dock: {scan} not found (set NAPARI_SSL_DATA)")
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        model = args.model
+        if model is None:
+            model = tmp / "model"
+            t0 = time.perf_counter()
+            train(model, DATA / "brats" / args.train_case)
+            print(f"fine-tuned a tiny model at 3 mm in {time.perf_counter() - t0:.1f} s")
+        print(f"load average before: {os.getloadavg()}")
+        cli = [run_cli(model, scan, tmp)]
+        dock = run_dock(model, scan)
+        cli.append(run_cli(model, scan, tmp))
+    cli_mean = sum(cli) / len(cli)
+    print(f"scan {scan.parent.name}/flair.nii.gz, model {model}")
+    print("CLI segment wall: " + ", ".join(f"{t:.1f} s" for t in cli) + f" (mean {cli_mean:.1f} s)")
+    for i, run in enumerate(dock):
+        s = run["stalls"]
+        print(f"dock run {i + 1} ({'starts the warm worker' if i == 0 else 'warm'}): click -> masks "
+              f"{run['wall']:.1f} s (model loaded after {run['timings'].get('model', float('nan')):.1f} s) "
+              f"-> ratio {run['wall'] / cli_mean:.2f}x the CLI; stalls p99 {s['p99']:.1f} ms max {s['max']:.1f} ms")
+    print(f"load average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""What the Fine-tune and Segment docks run in their child process (Qt-free: the child imports no napari).
+
+Every heavy step of every dock runs the same way: a :class:`~napari_ssl._napari.relay.Relay` hands a small
+request to :mod:`napari_ssl.runner` (warm child, input by file) and relays the events back. Building the
+engine's config happens here, in the child, because validating it imports torch and MONAI.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "DEVICES",
+    "FINETUNE",
+    "PROGRESS_INTERVAL",
+    "SEGMENT",
+    "Devices",
+    "FinetuneRequest",
+    "ModelLoaded",
+    "SegmentRequest",
+    "device_labels",
+    "devices_job",
+    "finetune_job",
+    "segment_job",
+]
+
+DEVICES = "napari_ssl._napari.jobs:devices_job"
+FINETUNE = "napari_ssl._napari.jobs:finetune_job"
+SEGMENT = "napari_ssl._napari.jobs:segment_job"
+#: at most one progress event per this many seconds (each one repaints the dock)
+PROGRESS_INTERVAL = 0.1
+
+
+@dataclass(frozen=True)
+class FinetuneRequest:
+    """Keyword arguments of ``FinetuneConfig`` (``pairs`` hold the layers' volumes)."""
+
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def out(self) -> str | None:
+        return self.kwargs.get("out")
+
+
+def finetune_job(request: FinetuneRequest) -> Iterator[Any]:
+    """``finetune(FinetuneConfig(**kwargs))``; a refused config raises before any training."""
+    from napari_ssl.finetune import FinetuneConfig, finetune
+
+    yield from finetune(FinetuneConfig(**dict(request.kwargs)))
+
+
+@dataclass(frozen=True)
+class SegmentRequest:
+    """One segmentation: the model folder, the channels' volumes, where to run, ``segment`` options."""
+
+    model: str
+    volumes: tuple[Any, ...]
+    device: str = "auto"
+    options: Mapping[str, Any] = field(default_factory=dict)
+    threads: int = 0
+    out: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelLoaded:
+    """The model is loaded on ``device`` (``seconds`` it took)."""
+
+    device: str
+    seconds: float
+
+
+def segment_job(request: SegmentRequest) -> Iterator[Any]:
+    """Load the model, segment, yield :class:`ModelLoaded`, throttled ``SegmentProgress``, ``SegmentResult``."""
+    from napari_ssl.segment import SegmentProgress, load_model, segment_iter
+
+    if request.threads:
+        import torch
+
+        torch.set_num_threads(request.threads)
+    t0 = time.monotonic()
+    model = load_model(request.model, device=request.device)
+    yield ModelLoaded(str(model.device), time.monotonic() - t0)
+    last = 0.0
+    for event in segment_iter(list(request.volumes), model, **dict(request.options)):
+        if isinstance(event, SegmentProgress):
+            now = time.monotonic()
+            if now - last < PROGRESS_INTERVAL and event.fraction < 1.0:
+                continue
+            last = now
+        yield event
+
+
+@dataclass(frozen=True)
+class Devices:
+    """``(label, name)`` of every device a run can use, ``auto`` first (see :func:`device_labels`)."""
+
+    choices: tuple[tuple[str, str], ...]
+
+
+def device_labels(threads: int) -> tuple[tuple[str, str], ...]:
+    """``(label, name)`` of every available device, ``auto`` first with what it picks; the CPU label says how
+    many threads a run uses. Imports torch: call it in the worker process, never in the viewer's."""
+    from napari_ssl.device import available_devices, describe_device, resolve_device
+
+    def label(name: str) -> str:
+        device = resolve_device(name)
+        if device.type == "cpu":
+            return f"cpu ({threads} thread{'s' if threads != 1 else ''})"
+        return describe_device(device)
+
+    return tuple((f"auto: {label('auto')}" if n == "auto" else label(n), n) for n in available_devices())
+
+
+def devices_job(threads: int) -> Iterator[Any]:
+    """The device list, found in the worker process (querying names allocates no GPU memory)."""
+    yield Devices(device_labels(int(threads)))

@@ -1,0 +1,100 @@
+"""Every dock refuses a layer it cannot use with a sentence naming the layer and the reason, before any process
+starts, and stays usable (2D, 4D, RGB, Labels where an Image is needed, multiscale, too small)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from test_segment_shared import random_checkpoint
+
+pytestmark = [pytest.mark.gui]
+
+rng = np.random.default_rng(0)
+BAD = {  # name -> (layer kind, data, extra kwargs, words the sentence must hold)
+    "flat": ("image", rng.random((40, 40)), {}, "2D image"),
+    "movie": ("image", rng.random((3, 16, 16, 16)), {}, "4 dimensions"),
+    "photo": ("image", rng.random((10, 16, 16, 3)), {"rgb": True}, "RGB"),
+    "seg": ("labels", np.ones((16, 16, 16), np.uint8), {}, "Labels layer"),
+    "pyramid": ("image", [rng.random((32, 32, 32)), rng.random((16, 16, 16))], {"multiscale": True}, "multiscale"),
+    "sliver": ("image", rng.random((4, 16, 16)), {}, "too small"),
+}
+
+
+def messages():
+    from napari.utils.notifications import notification_manager
+
+    return [str(n.message) for n in notification_manager.records]
+
+
+def add(viewer, name):
+    kind, data, extra, _ = BAD[name]
+    layer = getattr(viewer, f"add_{kind}")(data, name=name, **extra)
+    viewer.layers.selection.active = layer
+    return layer
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_pretrain_dock_refuses(make_napari_viewer, name) -> None:
+    from napari_ssl._napari.pretrain import PretrainDock
+
+    viewer = make_napari_viewer()
+    dock = PretrainDock(viewer)
+    add(viewer, name)
+    assert dock.start() is None
+    assert f"'{name}'" in messages()[-1] and BAD[name][3] in messages()[-1]
+    assert dock.relay is None and dock.start_button.isEnabled()
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_finetune_dock_refuses(make_napari_viewer, name) -> None:
+    from napari_ssl._napari.finetune import FinetuneDock
+
+    viewer = make_napari_viewer()
+    viewer.add_labels(np.ones((16, 16, 16), np.uint8), name="truth")
+    dock = FinetuneDock(viewer)
+    add(viewer, name)
+    if name != "seg":
+        dock.image_box.setCurrentText(name)
+    dock.label_box.setCurrentText("truth")
+    dock.add_pair()
+    assert f"'{name}'" in messages()[-1] and BAD[name][3] in messages()[-1]
+    assert not dock.pairs and dock.relay is None and dock.start_button.isEnabled()
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_segment_dock_refuses(make_napari_viewer, tmp_path, name) -> None:
+    from napari_ssl._napari.segment import SegmentDock
+
+    viewer = make_napari_viewer()
+    dock = SegmentDock(viewer)
+    add(viewer, name)
+    dock.model_box.setCurrentText(str(random_checkpoint(tmp_path / "model")))
+    if name != "seg":
+        dock.channel_boxes[0].setCurrentText(name)
+    assert dock.run() is None
+    assert f"'{name}'" in messages()[-1] and BAD[name][3] in messages()[-1]
+    assert dock.relay is None and dock.run_button.isEnabled()
+
+
+def test_missing_folders_are_reported_at_once(make_napari_viewer, tmp_path) -> None:
+    from napari_ssl._napari.finetune import FinetuneDock
+    from napari_ssl._napari.pretrain import PretrainDock
+
+    viewer = make_napari_viewer()
+    viewer.add_image(rng.random((16, 16, 16)), name="scan")
+    viewer.add_labels(np.ones((16, 16, 16), np.uint8), name="truth")
+    dock = FinetuneDock(viewer)
+    dock.image_box.setCurrentText("scan")
+    dock.label_box.setCurrentText("truth")
+    dock.add_pair()
+    dock.pretrained.path = tmp_path / "nowhere"
+    assert dock.start() is None and "nowhere does not exist" in messages()[-1]
+    pretrain = PretrainDock(viewer)
+    viewer.layers.selection.active = viewer.layers["scan"]
+    pretrain.form.resume.path = tmp_path / "gone"
+    assert pretrain.start() is None and "gone is not a checkpoint folder" in messages()[-1]
