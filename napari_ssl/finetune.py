@@ -483,7 +483,10 @@ class FinetuneTask:
                 totals.setdefault(name, []).append(value)
         dice = {name: float(np.mean(v)) for name, v in totals.items()}
         mean = float(np.mean(list(dice.values())))
-        return {**{f"dice/{k}": v for k, v in dice.items()}, "dice/mean": mean, "score": mean}
+        out = {**{f"dice/{k}": v for k, v in dice.items()}, "dice/mean": mean}
+        if any(np.any(c.labels) for c in self.val_cases):  # a held-out set without any class selects nothing
+            out["score"] = mean
+        return out
 
     def meta(self) -> dict[str, Any]:
         from napari_ssl.preprocess import ORIENTATION

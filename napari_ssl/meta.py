@@ -91,6 +91,8 @@ class CheckpointMeta:
             value = getattr(self, f.name)
             if f.name == "version":
                 out["meta_version"] = value
+            elif f.name == "versions" and not value:
+                continue  # checkpoint.save records the package versions
             elif f.name == "normalization":
                 out[f.name] = value.to_dict()
             elif isinstance(value, tuple):

@@ -47,6 +47,12 @@ PRELOAD = (
     "napari_ssl.engine",
     "napari_ssl.finetune",
     "napari_ssl.segment",
+    "napari_ssl.trainer",
+    "napari_ssl.plan",
+    "napari_ssl.augment",
+    "monai.transforms",
+    "monai.losses",
+    "monai.inferers",
 )
 #: seconds to wait for a server to be ready (imports on a busy machine)
 READY_TIMEOUT = 300.0

@@ -258,7 +258,7 @@ class Trainer:
             self.history.setdefault(f"val/{key}", []).append(round(float(value), 6))
         self.metrics.update(metrics)
         score = metrics.get("score")
-        if self.settings.keep_best and score is not None and (self.best is None or score > self.best["score"]):
+        if self.settings.keep_best and score is not None and (self.best is None or score >= self.best["score"]):
             state = {k: v.detach().to("cpu", copy=True) for k, v in self.core.state_dict().items()}
             self.best = {"score": float(score), "step": self.step, "state": state, "metrics": dict(metrics)}
         if getattr(self.task, "periodic_validation", True):  # end-only metrics travel in Finished
@@ -311,7 +311,7 @@ class Trainer:
         if validated_at != self.step and self.rank == 0:
             yield from self._validate()
         self.metrics["loss"] = float(sum(self.history["loss"][-10:]) / max(1, len(self.history["loss"][-10:])))
-        if self.best is not None and self.best["score"] > self.metrics.get("score", -math.inf):
+        if self.best is not None and self.best["score"] > self.metrics.get("score", -math.inf) + 1e-9:
             self.core.load_state_dict(self.best["state"])  # keep the best held-out weights, as nnU-Net's best
             self.metrics.update(self.best["metrics"])
         path = self.save()

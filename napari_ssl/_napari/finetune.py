@@ -64,6 +64,7 @@ class FinetuneDock(QWidget):
         self.pairs: list[tuple[str, str]] = []
         self._activity: Activity | None = None
         self._step: int | None = None
+        self._step: int | None = None
         self._timer = QTimer(self)  # the bar is repainted at most 4 times a second, however fast the steps
         self._timer.setSingleShot(True)
         self._timer.setInterval(250)
@@ -97,12 +98,23 @@ class FinetuneDock(QWidget):
             widget.setMinimumWidth(80)
         self.class_list.setToolTip("the label values present in the Labels layer: tick the classes to learn")
         self.backbone = QComboBox()
+        self.backbone.addItem("from the plan (device)", None)  # the CLI's default: the plan picks per device
         for size in BACKBONES:
             self.backbone.addItem(size, size)
-        self.backbone.setCurrentIndex(BACKBONES.index("small"))
+        self.backbone.setCurrentIndex(0)
         self.backbone_note = QLabel("")
-        self.steps = spin(1, 1_000_000, 500, 50)
-        self.patch = spin(32, 256, 48, 16)
+        # the CLI's defaults: steps, patch, spacing and normalisation from the plan (shown when the run starts)
+        self.steps = spin(0, 1_000_000, 0, 50, special="from the plan",
+                          tip="optimisation steps; 'from the plan': 1000 on a CPU, 4000 on CUDA")
+        self.minutes = QDoubleSpinBox()
+        self.minutes.setRange(0.0, 24 * 60.0)
+        self.minutes.setSingleStep(5.0)
+        self.minutes.setDecimals(1)
+        self.minutes.setValue(0.0)
+        self.minutes.setSpecialValueText("no limit")
+        self.minutes.setToolTip("stop after this many minutes of training, saving as at the end")
+        self.patch = spin(0, 256, 0, 16, special="from the plan",
+                          tip="patch edge in voxels (multiple of 16); 'from the plan': sized from the data and device")
         self.fraction = QDoubleSpinBox()
         self.fraction.setRange(0.05, 1.0)
         self.fraction.setSingleStep(0.05)
@@ -120,6 +132,7 @@ class FinetuneDock(QWidget):
         form.addRow("backbone", self.backbone)
         form.addRow("", self.backbone_note)
         form.addRow("steps", self.steps)
+        form.addRow("minutes", self.minutes)
         form.addRow("patch", self.patch)
         form.addRow("label fraction", self.fraction)
         form.addRow("device", self.device)
@@ -136,6 +149,9 @@ class FinetuneDock(QWidget):
         self.progress = QProgressBar()
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.plan_label = QLabel("")  # the run's plan from the data (spacing, patch, normalisation, steps)
+        self.plan_label.setStyleSheet("font-family: monospace; font-size: 10px")
+        self.plan_label.setVisible(False)
         self.loss_plot = CurvePlot(ylabel="loss", title="Dice + CE loss", height=110)
         self.dice_plot = CurvePlot(ylabel="Dice", ylim=(0.0, 1.0), title="held-out Dice", height=110)
 
@@ -153,6 +169,7 @@ class FinetuneDock(QWidget):
         inner_layout.addWidget(self.image_dir)
         inner_layout.addWidget(self.label_dir)
         inner_layout.addLayout(form)
+        inner_layout.addWidget(self.plan_label)
         inner_layout.addWidget(self.loss_plot)
         inner_layout.addWidget(self.dice_plot)
         inner_layout.addStretch(1)
@@ -191,7 +208,7 @@ class FinetuneDock(QWidget):
                 size = None
         self.backbone.setEnabled(not path)
         if size in BACKBONES:
-            self.backbone.setCurrentIndex(BACKBONES.index(size))
+            self.backbone.setCurrentIndex(self.backbone.findData(size))
         self.backbone_note.setText(f"fixed by the pretrained checkpoint ({size})" if path and size else "")
         self.backbone_note.setVisible(bool(path and size))
 
@@ -301,10 +318,11 @@ class FinetuneDock(QWidget):
             raise ValueError("choose an output folder")
         return {
             "images": images, "labels": labels_, "pairs": tuple(pairs), "classes": classes,
-            "pretrained": pretrained, "out": self.out.path, "steps": self.steps.value(),
-            "backbone": None if pretrained else self.backbone.currentData(), "patch_size": self.patch.value(),
+            "pretrained": pretrained, "out": self.out.path, "steps": self.steps.value() or None,
+            "minutes": self.minutes.value() or None,
+            "backbone": None if pretrained else self.backbone.currentData(), "patch_size": self.patch.value() or None,
             "label_fraction": self.fraction.value(), "device": self.device.currentData() or "auto",
-            "num_threads": self.threads, "val_every": max(1, self.steps.value() // 10),
+            "num_threads": self.threads,
         }
 
     # ------------------------------------------------------------ run
@@ -323,12 +341,10 @@ class FinetuneDock(QWidget):
         relay.worker.errored.connect(self._on_error)
         relay.worker.finished.connect(self._on_finished)
         self.relay = relay
-        steps = kwargs["steps"]
+        steps = kwargs["steps"] or 1  # the plan's budget arrives with Started
         self.loss_plot.clear()
         self.dice_plot.clear()
-        self.loss_plot.set_xrange(0, steps)
-        self.dice_plot.set_xrange(0, steps)
-        self.progress.setRange(0, steps)
+        self._set_total(steps)
         self.progress.setValue(0)
         self._step = None
         self.status.setText("starting the training process…")
@@ -338,6 +354,13 @@ class FinetuneDock(QWidget):
         self.scroll.ensureWidgetVisible(self.loss_plot)
         relay.start()
         return relay
+
+    def _set_total(self, steps: int) -> None:
+        self.loss_plot.set_xrange(0, steps)
+        self.dice_plot.set_xrange(0, steps)
+        self.progress.setRange(0, steps)
+        if getattr(self, "_activity", None) is not None:
+            self._activity.set(self._step or 0, total=steps)
 
     def cancel(self) -> None:
         """Stop the run; the child saves a checkpoint of the steps done. Returns at once."""
@@ -350,6 +373,9 @@ class FinetuneDock(QWidget):
         from napari_ssl.finetune import Validated
 
         if isinstance(event, Started):
+            self._set_total(event.total)
+            self.plan_label.setText(event.plan_text)
+            self.plan_label.setVisible(bool(event.plan_text))
             self.status.setText(f"training on {event.device}: {event.n_train} case(s), {event.n_val} held out")
         elif isinstance(event, Progress):
             self._step = event.step
