@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("napari_ssl.commands.finetune", "fine-tune a segmenter from a pretrained encoder"),
     "segment": ("napari_ssl.commands.segment", "segment a scan with a fine-tuned model"),
     "evaluate": ("napari_ssl.commands.evaluate", "compare pretrained vs scratch at several label fractions"),
+    "score": ("napari_ssl.commands.score", "what a pretraining checkpoint learned, on held-out scans (JSON)"),
 }
 
 

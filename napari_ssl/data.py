@@ -212,11 +212,14 @@ class SampleSpec:
     """How :class:`PretextDataset` turns a volume into one sample.
 
     ``pretexts`` maps pretext names to pretext objects (from :mod:`napari_ssl.pretext`); ``patch`` is the
-    3D patch (z, y, x) for Rubik and context restoration.
+    3D patch (z, y, x) for Rubik and context restoration. With ``foreground``, each volume's body mask
+    (:func:`napari_ssl.foreground.foreground_mask`) centres patches on the body and guides where the pretexts
+    put their cubes, swaps and planes.
     """
 
     patch: tuple[int, int, int]
     pretexts: Mapping[str, Any] = field(default_factory=dict)
+    foreground: bool = False
 
 
 class PretextDataset:
@@ -238,6 +241,19 @@ class PretextDataset:
             raise ValueError("no 3D scans in the data (only 2D images); the pretexts sample from volumes")
         if any(a.uses_patch for a in self._adapters.values()):  # scans smaller than the patch: padded, not refused
             self._volumes_3d = [_pad_volume(v, spec.patch) for v in self._volumes_3d]
+        self._masks: list[np.ndarray | None] = [None] * len(self._volumes_3d)
+        self._centres: list[np.ndarray | None] = [None] * len(self._volumes_3d)
+        if spec.foreground:
+            from napari_ssl.foreground import foreground_mask
+
+            rng = np.random.default_rng([self.seed, 5])
+            for i, vol in enumerate(self._volumes_3d):
+                mask = foreground_mask(vol.array)
+                if mask.any():
+                    coords = np.argwhere(mask[::2, ::2, ::2]) * 2  # candidate patch centres on the body
+                    if len(coords) > 20000:
+                        coords = coords[rng.choice(len(coords), 20000, replace=False)]
+                    self._masks[i], self._centres[i] = mask, coords
 
     def __len__(self) -> int:
         return self.length
@@ -245,14 +261,23 @@ class PretextDataset:
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = np.random.default_rng([self.seed, int(index)])
         pool = self._volumes_3d
-        volume = pool[int(rng.integers(0, len(pool)))]
+        which = int(rng.integers(0, len(pool)))
+        volume, mask, centres = pool[which], self._masks[which], self._centres[which]
         patch = np.empty((1, 0, 0, 0), np.float32)
+        patch_mask = None
         if any(a.uses_patch for a in self._adapters.values()):
-            corner = random_corner(volume.spatial_shape, self.spec.patch, rng)
+            if centres is not None:  # a patch centred on the body
+                centre = centres[int(rng.integers(len(centres)))]
+                size = np.asarray(self.spec.patch)
+                corner = tuple(int(c) for c in np.clip(centre - size // 2, 0, np.asarray(volume.spatial_shape) - size))
+            else:
+                corner = random_corner(volume.spatial_shape, self.spec.patch, rng)
             patch = crop([volume.array], corner, self.spec.patch)[0][None]  # (1, z, y, x)
+            if mask is not None:
+                patch_mask = crop([mask], corner, self.spec.patch)[0]
         sample: dict[str, Any] = {}
         for build in self._adapters.values():
-            sample.update(build(volume, patch, rng))
+            sample.update(build(volume, patch, rng, patch_mask if build.uses_patch else mask))
         return sample
 
 
@@ -265,7 +290,10 @@ class RubikAdapter:
     def __init__(self, task: Any) -> None:
         self.task = task
 
-    def __call__(self, volume: Volume, patch: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
+    def __call__(self, volume: Volume, patch: np.ndarray, rng: np.random.Generator,
+                 mask: np.ndarray | None = None) -> dict[str, Any]:
+        # the patch is already centred on the body; a mask would fit the cube grid to the body's box and change
+        # the cubes' shape from sample to sample (the network and the batch need one shape)
         params = self.task.sample(patch.shape[-3:], rng)
         targets = self.task.targets(params)
         return {
@@ -283,8 +311,9 @@ class ContextAdapter:
     def __init__(self, task: Any) -> None:
         self.task = task
 
-    def __call__(self, volume: Volume, patch: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
-        params = self.task.sample(patch.shape[-3:], rng, spacing=volume.spacing)
+    def __call__(self, volume: Volume, patch: np.ndarray, rng: np.random.Generator,
+                 mask: np.ndarray | None = None) -> dict[str, Any]:
+        params = self.task.sample(patch.shape[-3:], rng, spacing=volume.spacing, foreground=mask)
         return {
             "context.input": np.ascontiguousarray(self.task.apply(patch, params), dtype=np.float32),
             "context.target": patch,
@@ -300,8 +329,9 @@ class PlanesAdapter:
     def __init__(self, task: Any) -> None:
         self.task = task
 
-    def __call__(self, volume: Volume, patch: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
-        params = self.task.sample(volume.spatial_shape, rng, spacing=volume.spacing)
+    def __call__(self, volume: Volume, patch: np.ndarray, rng: np.random.Generator,
+                 mask: np.ndarray | None = None) -> dict[str, Any]:
+        params = self.task.sample(volume.spatial_shape, rng, spacing=volume.spacing, foreground=mask)
         images = self.task.apply(np.asarray(volume.array, dtype=np.float32), params)
         targets = self.task.targets(params)
         return {

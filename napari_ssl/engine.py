@@ -13,186 +13,20 @@ uninterrupted run would (same weights on CPU).
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from napari_ssl import events
+from napari_ssl.config import PretrainConfig
 from napari_ssl.preprocess import Normalization
 from napari_ssl.volume import Volume
 
-PRETEXT_NAMES = ("rubik", "context", "planes")
 _PRETEXT_CLASSES = {
     "rubik": ("napari_ssl.pretext.rubik", "RubikCube"),
     "context": ("napari_ssl.pretext.context", "ContextRestoration"),
     "planes": ("napari_ssl.pretext.planes", "ImagingPlanes"),
 }
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    """Settings of a pretraining run (stored in the checkpoint's ``meta.json`` as ``config``).
-
-    Parameters
-    ----------
-    pretexts : tuple of str
-        One or more of ``rubik``, ``context``, ``planes``; combined runs share the 3D encoder.
-    data : tuple of str
-        Scan files or folders (searched recursively; DICOM series folders count as one scan).
-    out : str
-        Checkpoint folder (rewritten atomically at every save).
-    steps : int
-        Final step count (a resumed run continues up to it).
-    batch_size, patch_size : int
-        Samples per step and process; 3D patch edge in voxels (``None``: device default, 48 on CPU).
-    backbone : str or None
-        ``tiny``, ``small``, ``medium``, ``large``; ``None`` follows the device (small on CPU).
-    device : str
-        ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda:1``, ``mps``.
-    seed : int
-        Seed of the initial weights and of every sample.
-    resume : str or None
-        Checkpoint folder to continue from (its weights, optimizer state and step).
-    lr, weight_decay : float
-        AdamW settings; ``schedule`` is ``constant`` (default, so budgets can be extended on resume),
-        ``cosine`` or ``poly`` (decay to 0 at the end of the budget).
-    minutes : float, optional
-        Stop after this many minutes of training (saving as at the end); ``steps`` still applies.
-    weights : mapping of str to float
-        Loss weight of each pretext in a combined run (default 1).
-    pretext_options : mapping of str to mapping
-        Constructor arguments of each pretext (e.g. ``{"rubik": {"gap": 4}}``); unset ones get defaults
-        scaled to the patch size.
-    spacing : tuple of float or None
-        Resample every scan to this voxel size (mm, z y x) first; ``None``: the plan's (from the data,
-        :mod:`napari_ssl.plan`), or the resumed checkpoint's.
-    normalization : Normalization or None
-        Intensity normalisation (stored in the checkpoint); ``None``: the plan's (CT: foreground-clipped dataset
-        z-score; MR: per-scan z-score inside the nonzero mask).
-    val_fraction, val_samples : float, int
-        Scans held out for the final metrics, and how many samples the metrics use.
-    save_every : int
-        Save every this many steps (0: only at the end and on cancel).
-    num_workers : int
-        DataLoader worker processes (-1: automatic, leaving cores for training and the GUI).
-    num_threads : int
-        CPU threads for torch (0: every core; the GUI's child asks for one less).
-    amp : bool
-        Mixed precision (bfloat16, or float16 with loss scaling) on CUDA; ignored elsewhere.
-    channels_last : bool
-        ``channels_last_3d`` memory format on CUDA.
-    volumes : tuple
-        In-memory scans (:class:`~napari_ssl.volume.Volume` or arrays, e.g. napari layers), used with ``data``;
-        not written to ``meta.json``.
-    """
-
-    pretexts: tuple[str, ...] = ("rubik",)
-    data: tuple[str, ...] = ()
-    out: str = "napari-ssl-pretrain"
-    steps: int = 1000
-    batch_size: int = 2
-    patch_size: int | None = None
-    backbone: str | None = None
-    device: str = "auto"
-    seed: int = 0
-    resume: str | None = None
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    schedule: str = "constant"
-    minutes: float | None = None
-    weights: Mapping[str, float] = field(default_factory=dict)
-    pretext_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    spacing: tuple[float, float, float] | None = None
-    normalization: Normalization | None = None
-    val_fraction: float = 0.2
-    val_samples: int = 8
-    save_every: int = 500
-    num_workers: int = -1
-    num_threads: int = 0
-    amp: bool = True
-    channels_last: bool = False
-    volumes: tuple[Any, ...] = field(default=(), repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        pretexts = (self.pretexts,) if isinstance(self.pretexts, str) else tuple(self.pretexts)
-        pretexts = tuple(p.strip().lower() for name in pretexts for p in name.split(",") if p.strip())
-        bad = [p for p in pretexts if p not in PRETEXT_NAMES]
-        if not pretexts or bad or len(set(pretexts)) != len(pretexts):
-            raise ValueError(
-                f"pretext must be distinct names among {PRETEXT_NAMES}, got {','.join(pretexts) or 'none'}"
-            )
-        object.__setattr__(self, "pretexts", pretexts)
-        object.__setattr__(
-            self,
-            "data",
-            tuple(str(d) for d in ((self.data,) if isinstance(self.data, (str, Path)) else self.data)),
-        )
-        object.__setattr__(self, "volumes", tuple(self.volumes))
-        if not self.data and not self.volumes:
-            raise ValueError("no data: give scan files or folders (--data) or in-memory volumes")
-        for name, low in (("steps", 1), ("batch_size", 1), ("val_samples", 0), ("save_every", 0)):
-            if int(getattr(self, name)) < low:
-                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
-        if self.patch_size is not None and (self.patch_size < 16 or self.patch_size % 16):
-            raise ValueError(
-                f"patch_size must be a multiple of 16 voxels (four 2x poolings of the U-Net), got {self.patch_size}"
-            )
-        if self.backbone is not None:
-            from napari_ssl.models.sizes import SIZES
-
-            if self.backbone not in SIZES:
-                raise ValueError(f"backbone must be one of {tuple(SIZES)}, got {self.backbone!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
-        if self.schedule not in ("constant", "cosine", "poly"):
-            raise ValueError(f"schedule must be 'constant', 'cosine' or 'poly', got {self.schedule!r}")
-        if self.minutes is not None and not (float(self.minutes) > 0 and math.isfinite(float(self.minutes))):
-            raise ValueError(f"minutes must be a positive number, got {self.minutes}")
-        unknown = set(self.weights) - set(pretexts)
-        if unknown:
-            raise ValueError(f"weights given for pretexts not in the run: {sorted(unknown)}")
-        if any(float(w) < 0 for w in self.weights.values()):
-            raise ValueError(f"loss weights must be >= 0, got {dict(self.weights)}")
-        if isinstance(self.normalization, Mapping):
-            object.__setattr__(self, "normalization", Normalization.from_dict(self.normalization))
-        if self.spacing is not None:
-            sp = tuple(
-                float(s)
-                for s in (self.spacing if isinstance(self.spacing, (list, tuple)) else [self.spacing] * 3)
-            )
-            if len(sp) != 3 or min(sp) <= 0:
-                raise ValueError(f"spacing must be 3 positive mm values (z, y, x), got {self.spacing!r}")
-            object.__setattr__(self, "spacing", sp)
-        if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict (without in-memory ``volumes``)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "volumes"}
-        out["normalization"] = None if self.normalization is None else self.normalization.to_dict()
-        out["weights"] = dict(self.weights)
-        out["pretext_options"] = {k: dict(v) for k, v in self.pretext_options.items()}
-        return json.loads(json.dumps(out))
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], **changes: Any) -> PretrainConfig:
-        """Build from a dict (``meta.json``'s ``config`` or a ``--config`` file); unknown keys are refused."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown config keys: {', '.join(unknown)} (known: {', '.join(sorted(names))})")
-        values = dict(data)
-        values.update(changes)
-        for key in ("pretexts", "data"):
-            if key in values and isinstance(values[key], list):
-                values[key] = tuple(values[key])
-        if isinstance(values.get("spacing"), list):
-            values["spacing"] = tuple(values["spacing"])
-        return cls(**values)
 
 
 def make_pretext(name: str, options: Mapping[str, Any] | None = None) -> Any:
@@ -340,7 +174,7 @@ class PretrainTask:
         if unknown:
             raise ValueError(f"pretext_options given for pretexts not in the run: {sorted(unknown)}")
         pretexts = {name: make_pretext(name, opts) for name, opts in self.pretext_options.items()}
-        sample_spec = SampleSpec(patch=(self.patch,) * 3, pretexts=pretexts)
+        sample_spec = SampleSpec(patch=(self.patch,) * 3, pretexts=pretexts, foreground=cfg.foreground)
         per_step = cfg.batch_size * trainer.world
         self.train_ds = PretextDataset(train, sample_spec, cfg.seed, cfg.steps * per_step)
         self.val_ds = PretextDataset(val, sample_spec, cfg.seed + 1_000_003, max(1, cfg.val_samples))

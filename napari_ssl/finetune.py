@@ -12,15 +12,12 @@ what inference needs: classes, backbone, channels, the plan, orientation.
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from pathlib import Path
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
+from napari_ssl.cases import case_name, check_pair, prepare_case, read_pairs
 from napari_ssl.classes import (
     PALETTE,
     SegClass,
@@ -31,167 +28,8 @@ from napari_ssl.classes import (
     region_members,
     remap_labels,
 )
+from napari_ssl.config import FinetuneConfig
 from napari_ssl.events import Validated
-from napari_ssl.preprocess import Normalization
-from napari_ssl.volume import Volume
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """Settings of a fine-tuning run (stored in the checkpoint's ``meta.json`` as ``config``).
-
-    ``None`` means "from the plan" (:func:`napari_ssl.plan.make_plan`): the data's fingerprint decides, or the
-    pretrained checkpoint for ``spacing``, ``normalization`` and the backbone.
-
-    Parameters
-    ----------
-    images, labels : tuple of str
-        Paired scan files (or DICOM folders) and their label volumes. An image item may list several
-        files joined by commas (``flair.nii.gz,t1ce.nii.gz``): the channels of one case.
-    classes : str or tuple of str
-        Ids, names or ``NAME=ID+ID`` groups (see :func:`~napari_ssl.classes.parse_classes`).
-    classes_file : str, optional
-        JSON file naming the label ids (needed for names).
-    pretrained : str or None
-        Pretraining (or segmentation) checkpoint whose encoder (and decoder, when context restoration
-        trained one) initialises the network; ``None`` trains from scratch.
-    out : str
-        Checkpoint folder.
-    steps, minutes : optional
-        Budget: ``steps`` optimisation steps (default the plan's), stopping earlier after ``minutes`` of training.
-    batch_size, patch_size, spacing, normalization, backbone : optional
-        Overrides of the plan (patch edges are multiples of 16).
-    device, seed, lr, weight_decay, amp, num_threads
-        As in pretraining (``num_threads`` 0: every core).
-    warmup : int
-        Steps of linear learning-rate warm-up before the poly decay.
-    label_fraction, n_labelled
-        Fraction / number of the training cases whose labels are used (at least one case).
-    val_fraction : float
-        Cases held out for the validation Dice; with a single case, the last ``val_fraction`` of its
-        slices (first axis after reorientation) are held out instead.
-    val_images, val_labels : tuple of str
-        An explicit held-out set (then nothing is split off the training cases).
-    foreground_ratio : float
-        Fraction of the patches forced onto the foreground (nnU-Net: a third).
-    augment : bool
-        Spatial and intensity augmentation (MONAI transforms).
-    mirror : bool, optional
-        Random flips; default on unless a class is lateralised (a ``left`` / ``right`` name).
-    val_every : int
-        Validate every this many steps (0: eight times over the budget).
-    transfer : {"auto", "encoder", "encoder+decoder"}
-        Which pretrained parts to load; ``auto`` adds the decoder when context restoration trained it.
-    pretrained_lr_scale : float
-        Learning-rate factor of the pretrained layers (below 1 keeps them closer to what pretraining learned).
-    overlap : float
-        Sliding-window overlap of the validation inference.
-    pairs, val_pairs : tuple
-        In-memory cases ``(image, labels)`` with ``image`` a Volume (or a tuple of Volumes, one per channel)
-        and ``labels`` a Volume: napari layers. Not written to ``meta.json``.
-    """
-
-    images: tuple[str, ...] = ()
-    labels: tuple[str, ...] = ()
-    classes: tuple[str, ...] = ()
-    classes_file: str | None = None
-    pretrained: str | None = None
-    out: str = "napari-ssl-segmenter"
-    steps: int | None = None
-    minutes: float | None = None
-    batch_size: int | None = None
-    patch_size: Any = None
-    backbone: str | None = None
-    device: str = "auto"
-    seed: int = 0
-    lr: float = 3e-3
-    weight_decay: float = 3e-5
-    warmup: int = 20
-    spacing: tuple[float, float, float] | None = None
-    normalization: Normalization | None = None
-    label_fraction: float = 1.0
-    n_labelled: int | None = None
-    val_fraction: float = 0.2
-    val_images: tuple[str, ...] = ()
-    val_labels: tuple[str, ...] = ()
-    foreground_ratio: float = 1 / 3
-    augment: bool = True
-    mirror: bool | None = None
-    val_every: int = 0
-    save_every: int = 0
-    transfer: str = "auto"
-    pretrained_lr_scale: float = 1.0
-    overlap: float = 0.25
-    num_threads: int = 0
-    amp: bool = True
-    pairs: tuple[Any, ...] = field(default=(), repr=False, compare=False)
-    val_pairs: tuple[Any, ...] = field(default=(), repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        from napari_ssl.plan import check_patch_size
-
-        for name in ("images", "labels", "val_images", "val_labels"):
-            value = getattr(self, name)
-            value = (value,) if isinstance(value, (str, Path)) else tuple(value)
-            object.__setattr__(self, name, tuple(str(v) for v in value))
-        classes = (self.classes,) if isinstance(self.classes, str) else tuple(self.classes)
-        object.__setattr__(self, "classes", tuple(str(c) for c in classes))
-        object.__setattr__(self, "pairs", tuple(self.pairs))
-        object.__setattr__(self, "val_pairs", tuple(self.val_pairs))
-        if self.pretrained is not None and str(self.pretrained).strip().lower() in ("", "none", "scratch"):
-            object.__setattr__(self, "pretrained", None)
-        if len(self.images) != len(self.labels):
-            raise ValueError(f"give one label volume per image: {len(self.images)} images, {len(self.labels)} labels")
-        if len(self.val_images) != len(self.val_labels):
-            raise ValueError(
-                f"give one label volume per validation image: {len(self.val_images)} images, {len(self.val_labels)} labels"
-            )
-        if not self.images and not self.pairs:
-            raise ValueError("no training data: give images and labels (--images, --labels) or layer pairs")
-        if not self.classes:
-            raise ValueError("no classes given (--classes): label ids, names from --classes-file, or NAME=ID+ID")
-        for name, low in (("steps", 1), ("batch_size", 1), ("val_every", 0), ("save_every", 0), ("warmup", 0)):
-            value = getattr(self, name)
-            if value is not None and int(value) < low:
-                raise ValueError(f"{name} must be >= {low}, got {value}")
-        if self.minutes is not None and not (float(self.minutes) > 0 and math.isfinite(float(self.minutes))):
-            raise ValueError(f"minutes must be a positive number of minutes, got {self.minutes}")
-        if self.patch_size is not None:
-            object.__setattr__(self, "patch_size", check_patch_size(self.patch_size))
-        if self.backbone is not None:
-            from napari_ssl.models.sizes import SIZES
-
-            if self.backbone not in SIZES:
-                raise ValueError(f"backbone must be one of {tuple(SIZES)}, got {self.backbone!r}")
-        for name in ("lr", "pretrained_lr_scale"):
-            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
-                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)}")
-        if not 0 < self.label_fraction <= 1:
-            raise ValueError(f"label_fraction must be in (0, 1], got {self.label_fraction}")
-        if self.n_labelled is not None and self.n_labelled < 1:
-            raise ValueError(f"n_labelled must be >= 1, got {self.n_labelled}")
-        if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if not 0 <= self.foreground_ratio <= 1:
-            raise ValueError(f"foreground_ratio must be in [0, 1], got {self.foreground_ratio}")
-        if not 0 <= self.overlap < 1:
-            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
-        if self.transfer not in ("auto", "encoder", "encoder+decoder"):
-            raise ValueError(f"transfer must be 'auto', 'encoder' or 'encoder+decoder', got {self.transfer!r}")
-        if isinstance(self.normalization, Mapping):
-            object.__setattr__(self, "normalization", Normalization.from_dict(self.normalization))
-        if self.spacing is not None:
-            sp = self.spacing if isinstance(self.spacing, (list, tuple)) else [self.spacing] * 3
-            sp = tuple(float(s) for s in sp)
-            if len(sp) != 3 or min(sp) <= 0:
-                raise ValueError(f"spacing must be 3 positive mm values (z, y, x), got {self.spacing!r}")
-            object.__setattr__(self, "spacing", sp)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict (without in-memory pairs)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("pairs", "val_pairs")}
-        out["normalization"] = None if self.normalization is None else self.normalization.to_dict()
-        return json.loads(json.dumps(out))
 
 
 def finetune(config: FinetuneConfig) -> Iterator[Any]:
@@ -222,82 +60,11 @@ __all__ = [
     "dice_per_class",
     "finetune",
     "parse_classes",
+    "prepare_case",
     "read_class_names",
     "region_members",
     "remap_labels",
 ]
-
-
-# ---------------------------------------------------------------- cases
-def _stem(volume: Volume, fallback: str) -> str:
-    from napari_ssl.io import scan_suffix
-
-    if volume.name:
-        return str(volume.name)
-    if volume.path:
-        p = Path(volume.path)
-        return p.name[: -len(scan_suffix(p))] if scan_suffix(p) else p.name
-    return fallback
-
-
-def _raw_cases(images: Sequence[str], labels: Sequence[str], pairs: Sequence[Any]) -> list[tuple[list[Volume], Volume, bool]]:
-    """``(channels, labels, from_layers)`` for every file pair and in-memory pair."""
-    from napari_ssl import io
-
-    out: list[tuple[list[Volume], Volume, bool]] = []
-    for image, label in zip(images, labels, strict=False):
-        out.append(([io.read(p.strip()) for p in str(image).split(",") if p.strip()], io.read(label), False))
-    for i, pair in enumerate(pairs):
-        try:
-            image, label = pair
-        except (TypeError, ValueError):
-            raise ValueError(f"pair {i} must be (image, labels), got {type(pair).__name__}") from None
-        chans = [image] if isinstance(image, Volume) else list(image)
-        chans = [c if isinstance(c, Volume) else Volume(np.asarray(c)) for c in chans]
-        lab = label if isinstance(label, Volume) else Volume(np.asarray(label))
-        out.append((chans, lab, True))
-    return out
-
-
-def _check_pair(channels: list[Volume], label: Volume, lenient: bool) -> Volume:
-    """The label volume checked against the image grid (integer ids, same shape and geometry, not empty)."""
-    from napari_ssl.preprocess import check_scan
-
-    name = _stem(channels[0], "scan")
-    for chan in channels:
-        check_scan(chan)
-    if label.array.ndim != 3:
-        raise ValueError(f"labels of {name}: expected a 3D label volume, got shape {label.array.shape}")
-    if label.array.dtype.kind == "f":
-        if not np.all(np.mod(label.array[:: max(1, label.array.shape[0] // 8)], 1) == 0):
-            raise ValueError(f"labels of {name}: label volumes must hold integer ids, got fractional values")
-        label = label.with_array(label.array.astype(np.int32))
-    if label.spatial_shape != channels[0].spatial_shape:
-        raise ValueError(
-            f"labels {label.name or label.path or '?'} of shape {label.spatial_shape} do not match image {name} "
-            f"of shape {channels[0].spatial_shape}"
-        )
-    if not label.same_geometry(channels[0], atol=1e-2):
-        if not lenient:
-            raise ValueError(
-                f"labels {label.path or label.name} are not on the grid of image {channels[0].path or name} "
-                "(spacing, origin or direction differ)"
-            )
-        label = channels[0].with_array(label.array)  # a layer painted over the image: same voxels
-    if not np.any(label.array):
-        raise ValueError(f"labels {label.name or label.path or 'of ' + name} are empty (all 0): nothing to learn from")
-    return label
-
-
-def prepare_case(channels: Sequence[Volume], label: Volume, classes: Sequence[SegClass], spacing: Sequence[float],
-                 norm: Normalization) -> Any:
-    """One labelled case on the model grid (:func:`napari_ssl.preprocess.prepare_channels`, as inference does)."""
-    from napari_ssl.augment import Case
-    from napari_ssl.preprocess import back_to_grid, backgrounds, prepare_channels
-
-    array, grid = prepare_channels(list(channels), spacing=spacing, normalization=norm)
-    mapped = remap_labels(back_to_grid(label, grid).array, classes)
-    return Case(_stem(channels[0], "scan"), array, mapped, backgrounds(array, norm))
 
 
 # ---------------------------------------------------------------- the task
@@ -355,14 +122,14 @@ class FinetuneTask:
                 f"--backbone {cfg.backbone} differs from the pretrained checkpoint's backbone {pspec.size}; "
                 "leave it out (it comes from the checkpoint)"
             )
-        raw = _raw_cases(cfg.images, cfg.labels, cfg.pairs)
-        raw_val = _raw_cases(cfg.val_images, cfg.val_labels, cfg.val_pairs)
+        raw = read_pairs(cfg.images, cfg.labels, cfg.pairs)
+        raw_val = read_pairs(cfg.val_images, cfg.val_labels, cfg.val_pairs)
         n_chan = len(raw[0][0])
         for chans, _, _ in raw + raw_val:
             if len(chans) != n_chan:
                 raise ValueError(f"every case needs the same number of channels: {n_chan} and {len(chans)} given")
-        raw = [(c, _check_pair(c, lab, lenient), lenient) for c, lab, lenient in raw]
-        raw_val = [(c, _check_pair(c, lab, lenient), lenient) for c, lab, lenient in raw_val]
+        raw = [(c, check_pair(c, lab, lenient), lenient) for c, lab, lenient in raw]
+        raw_val = [(c, check_pair(c, lab, lenient), lenient) for c, lab, lenient in raw_val]
         present = set().union(*[set(np.unique(lab.array).tolist()) for _, lab, _ in raw])
         missing = [c for c in self.classes if not present.intersection(c.ids)]
         if missing:
@@ -371,7 +138,7 @@ class FinetuneTask:
                 + ", ".join(f"class {c.name} (ids {', '.join(map(str, c.ids))})" for c in missing)
                 + f"; the labels hold ids {', '.join(str(int(v)) for v in sorted(present) if v)}"
             )
-        self.channel_names = [_stem(c, f"channel {i}") for i, c in enumerate(raw[0][0])]
+        self.channel_names = [case_name(c, f"channel {i}") for i, c in enumerate(raw[0][0])]
         inherit = {}
         if pmeta is not None:
             inherit = {"spacing": pmeta.get("spacing"), "normalization": pmeta.get("normalization"),
@@ -409,7 +176,8 @@ class FinetuneTask:
         self.n_train, self.n_val = len(cases), len(val)
         self.mirror = cfg.mirror if cfg.mirror is not None else not lateralised(self.classes)
         self.sampler = PatchSampler(cases, plan.patch_size, len(self.classes), fg_ratio=cfg.foreground_ratio,
-                                    augment=cfg.augment, mirror=self.mirror, seed=cfg.seed)
+                                    augment=cfg.augment, mirror=self.mirror,
+                                    seed=cfg.seed + 7919 * trainer.rank)  # each torchrun process its own patches
 
         size = plan.backbone
         self.spec = BackboneSpec(size=size, spatial_dims=3, in_channels=n_chan,

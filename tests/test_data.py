@@ -136,3 +136,22 @@ def test_crop_keeps_image_and_labels_aligned() -> None:
     a, b = data.crop([image, labels], corner, (4, 5, 6))
     assert a.shape == (4, 5, 6)
     np.testing.assert_array_equal(b, a * 2)
+
+
+def test_foreground_guides_patches_and_swaps_onto_the_body() -> None:
+    """A body in one corner of a large empty volume: with ``foreground`` every patch is centred on it and the
+    context swaps sit inside it; without, most patches are air."""
+    array = np.zeros((64, 96, 96), np.float32)
+    rng = np.random.default_rng(0)
+    array[4:40, 6:46, 50:90] = rng.normal(5.0, 1.0, (36, 40, 40))  # the body: nonzero
+    vol = Volume(array, name="corner")
+    tasks = {"context": ContextRestoration(patch_size=4, n_swaps=3)}
+    guided = PretextDataset([vol], SampleSpec(patch=(32, 32, 32), pretexts=tasks, foreground=True), seed=0, length=50)
+    plain = PretextDataset([vol], SampleSpec(patch=(32, 32, 32), pretexts=tasks), seed=0, length=50)
+    body = [float((guided[i]["context.target"] != 0).mean()) for i in range(20)]
+    air = [float((plain[i]["context.target"] != 0).mean()) for i in range(20)]
+    assert min(body) > 0.2 and np.mean(body) > 0.5
+    assert np.mean(air) < np.mean(body) - 0.2
+    sample = guided[3]
+    changed = sample["context.input"] != sample["context.target"]
+    assert changed.any() and (sample["context.target"][changed] != 0).mean() > 0.5  # the swaps happen on the body

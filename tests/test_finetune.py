@@ -183,3 +183,26 @@ def test_liver_dice_on_held_out_slices(shared_data, tmp_path_factory) -> None:
     assert meta["patch_size"] == [32, 32, 32] and meta["validation"].startswith("slices")
     losses = meta["history"]["loss"]
     assert np.mean(losses[-10:]) < np.mean(losses[:10])
+
+
+def test_cli_bad_budget_and_grid_give_one_line_and_write_nothing(tmp_path, capsys) -> None:
+    from napari_ssl import io
+    from napari_ssl.cli import main
+
+    image, labels = phantom()
+    img = io.write(image, tmp_path / "img.nii.gz")
+    lab = io.write(labels, tmp_path / "lab.nii.gz")
+    off = io.write(labels.with_array(labels.array[:, :-3]), tmp_path / "off.nii.gz")  # not the image's grid
+    base = ["finetune", "--pretrained", "none", "--images", str(img), "--classes", "1", "--out", str(tmp_path / "m")]
+    for extra, message in (
+        (["--labels", str(lab), "--minutes", "0"], "minutes must be a positive number"),
+        (["--labels", str(off), "--steps", "1"], "do not match image"),
+        (["--labels", str(lab), "--classes", "1,7", "--steps", "1"], r"no label file holds class class_7 \(ids 7\)"),
+    ):
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("napari-ssl finetune: error: "), err
+        import re
+
+        assert re.search(message, err[0]), err
+    assert not (tmp_path / "m").exists()

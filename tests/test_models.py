@@ -181,3 +181,22 @@ def test_heatmap_angle_and_error(angle: float) -> None:
     m = planes_metrics(pred, torch.tensor([[0.3]]), target, torch.tensor([[0.5]]), torch.tensor([[1.0]]))
     assert m["planes/angle_error_deg"] == pytest.approx(20.0, abs=1.5)
     assert m["planes/position_mae"] == pytest.approx(0.2)
+
+
+def test_context_restoration_starts_as_the_identity() -> None:
+    """A fresh context network returns its input: PSNR gain 0 at step 0, not the loss of a random decoder."""
+    import torch
+
+    from napari_ssl.models import ModelSpec, PretrainModel
+
+    torch.manual_seed(0)
+    model = PretrainModel(ModelSpec(pretexts=("context",), backbone="tiny"))
+    target = torch.randn(2, 1, 32, 32, 32)
+    corrupted = target.clone()
+    corrupted[:, :, :8, :8, :8], corrupted[:, :, 16:24, 16:24, 16:24] = target[:, :, 16:24, 16:24, 16:24], target[:, :, :8, :8, :8]
+    batch = {"context.input": corrupted, "context.target": target}
+    metrics = model.metrics(model(batch), batch)
+    assert abs(metrics["context/psnr_gain"]) < 1e-4
+    assert metrics["context/psnr"] == pytest.approx(metrics["context/psnr_input"], abs=1e-4)
+    old = ModelSpec.from_dict({"pretexts": ["context"], "backbone": "tiny"})  # a checkpoint from before: not residual
+    assert old.context_residual is False

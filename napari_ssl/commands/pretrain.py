@@ -43,6 +43,7 @@ _FIELDS = {
     "workers": "num_workers",
     "threads": "num_threads",
     "val_samples": "val_samples",
+    "foreground": "foreground",
 }
 
 
@@ -105,6 +106,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--val-samples", type=int, metavar="N", help="held-out samples for the final metrics (default 8)"
     )
+    parser.add_argument("--no-foreground", dest="foreground", action="store_false", default=None,
+                        help="sample patches anywhere, air included (default: on the body)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, only the final line")
 
 

@@ -60,6 +60,9 @@ class ModelSpec:
         with view ``j``; zero for itself and for parallel views).
     alpha : float
         Rubik: weight of the permutation loss (``1 - alpha`` for rotation).
+    context_residual : bool
+        Context restoration predicts the correction added to its input, from a zero output layer: the network
+        starts as the identity (PSNR gain 0, not the -50 dB of a random decoder) and learns only the repair.
     """
 
     pretexts: tuple[str, ...]
@@ -71,6 +74,7 @@ class ModelSpec:
     n_axes: int = 2
     n_views: int = 3
     alpha: float = 0.5
+    context_residual: bool = True
 
     def __post_init__(self) -> None:
         pretexts = tuple(self.pretexts)
@@ -115,6 +119,7 @@ class ModelSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known.setdefault("context_residual", False)  # checkpoints from before the residual head
         known["pretexts"] = tuple(known["pretexts"])
         known["cube_shape"] = tuple(known.get("cube_shape", ()))
         return cls(**known)
@@ -128,6 +133,12 @@ class PretrainModel(nn.Module):
         self.spec = spec
         if spec.spec3d is not None:
             self.backbone3d = UNet(spec.spec3d, out_channels=spec.in_channels)
+            if "context" in spec.pretexts and spec.context_residual:  # start as the identity
+                head = self.backbone3d.net.final_conv
+                head = head.conv if hasattr(head, "conv") else head
+                nn.init.zeros_(head.weight)
+                if head.bias is not None:
+                    nn.init.zeros_(head.bias)
         if "rubik" in spec.pretexts:
             channels = self.backbone3d.channels(spec.rubik_levels) * POOL_GRID**3
             self.rubik_head = RubikHead(channels, spec.n_cubes, spec.n_permutations, spec.n_axes)
@@ -144,7 +155,9 @@ class PretrainModel(nn.Module):
             pooled = pool_features(feats).view(b, n, -1)
             out["rubik.perm"], out["rubik.rot"] = self.rubik_head(pooled)
         if "context" in self.spec.pretexts:
-            out["context.restored"] = self.backbone3d(batch["context.input"])
+            x = batch["context.input"]
+            correction = self.backbone3d(x)
+            out["context.restored"] = x + correction if self.spec.context_residual else correction
         if "planes" in self.spec.pretexts:
             images = batch["planes.images"]
             b, v = images.shape[:2]
