@@ -95,8 +95,11 @@ def plot(runs: list[Path], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for run_dir in runs:
         res = json.loads((run_dir / "result.json").read_text())
-        line = ax.plot(np.asarray(res["val_time"]) / 60, res["val_dice"], marker="o", ms=3,
-                       label=f"{res['cases']} labelled case(s): validation")[0]
+        if res["val_dice"] and len(res["val_dice"]) == len(res["val_time"]):
+            line = ax.plot(np.asarray(res["val_time"]) / 60, res["val_dice"], marker="o", ms=3,
+                           label=f"{res['cases']} labelled case(s): held-out validation")[0]
+        else:  # nothing to validate on (one case: its held-out slab holds no tumour)
+            line = ax.plot([], [], label=f"{res['cases']} labelled case: no validation")[0]
         ax.scatter([res["train_s"] / 60], [res["test_dice_mean"]], marker="*", s=140, color=line.get_color(),
                    zorder=3, label=f"{res['cases']}: unseen test cases {res['test_dice_mean']:.2f}")
     ax.axhline(np.mean([json.loads((r / "result.json").read_text())["all_foreground_mean"] for r in runs]),

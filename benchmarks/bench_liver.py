@@ -29,11 +29,13 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/liver"))
+    parser.add_argument("--mirror", choices=("auto", "on", "off"), default="auto")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     config = FinetuneConfig(images=(str(DATA / "ct.nii.gz"),), labels=(str(DATA / "labels.nii.gz"),), classes="liver",
                             classes_file=str(DATA / "classes.json"), out=str(args.out / "model"), minutes=args.minutes,
-                            val_fraction=0.25, seed=args.seed)
+                            val_fraction=0.25, seed=args.seed,
+                            mirror={"auto": None, "on": True, "off": False}[args.mirror])
     t0 = time.perf_counter()
     dice: list[tuple[int, float]] = []
     for event in finetune(config):
