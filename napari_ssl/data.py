@@ -189,16 +189,6 @@ def crop(arrays: Sequence[np.ndarray], corner: Sequence[int], patch: Sequence[in
     return [np.ascontiguousarray(a[(..., *box)]) for a in arrays]
 
 
-def check_patch(volumes: Sequence[Volume], patch: Sequence[int]) -> None:
-    """Raise ``ValueError`` naming the first scan smaller than ``patch`` along some axis."""
-    for vol in volumes:
-        if any(s < p for s, p in zip(vol.spatial_shape, patch, strict=True)):
-            raise ValueError(
-                f"patch size {tuple(patch)} is larger than scan {vol.name or vol.path or '?'} of shape "
-                f"{vol.spatial_shape} (z, y, x); use a smaller --patch-size or a finer --spacing"
-            )
-
-
 def _pad_volume(volume: Volume, patch: Sequence[int]) -> Volume:
     from napari_ssl.preprocess import pad_to
 

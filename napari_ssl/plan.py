@@ -72,13 +72,11 @@ class Fingerprint:
 
 
 def body_mask(array: np.ndarray, modality: str) -> np.ndarray:
-    """Voxels inside the body: HU > -500 on CT, nonzero on skull-stripped MR (else above the 10th percentile)."""
-    if modality == "CT":
-        return array > -500
-    nonzero = array != 0
-    if nonzero.mean() < 0.98:
-        return nonzero
-    return array > np.percentile(array[:: max(1, array.size // 200_000)], 10)
+    """Voxels inside the body (:func:`napari_ssl.foreground.foreground_mask`): HU > -500 on CT; on MR the nonzero
+    voxels of a skull-stripped scan, else Otsu's foreground."""
+    from napari_ssl.foreground import foreground_mask
+
+    return foreground_mask(array, method="hu" if modality == "CT" else "auto")
 
 
 def guess_modality(volume: Volume) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_volume import _oblique, _rotation
 
 from napari_ssl._napari.layers import (
     arrange_case_layers,
@@ -13,20 +14,6 @@ from napari_ssl._napari.layers import (
 )
 from napari_ssl._napari.reader import read_layers
 from napari_ssl.volume import Volume
-
-
-def _rotation(seed: int) -> np.ndarray:
-    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
-    return q * np.sign(np.diag(r))[None, :]
-
-
-def _oblique(seed: int = 1, shape: tuple[int, ...] = (5, 6, 7)) -> Volume:
-    return Volume(
-        array=np.arange(np.prod(shape), dtype=np.float32).reshape(shape),
-        spacing=(2.5, 0.8, 1.1),
-        origin=(-10.0, 20.0, 3.5),
-        direction=_rotation(seed),
-    )
 
 
 def test_volume_has_no_napari_conventions():
