@@ -25,6 +25,15 @@ def case_name(volume: Volume, fallback: str) -> str:
     return fallback
 
 
+def case_label(volume: Volume) -> str:
+    """A case's name in logs and checkpoints: ``folder/file`` for a file (``Brats18_2013_11_1/flair``: BraTS-like
+    layouts name every case's file alike), the layer's name for an in-memory volume."""
+    name = case_name(volume, "scan")
+    if volume.path and Path(volume.path).parent.name:
+        return f"{Path(volume.path).parent.name}/{name}"
+    return name
+
+
 def read_pairs(images: Sequence[str], labels: Sequence[str], pairs: Sequence[Any]) -> list[tuple[list[Volume], Volume, bool]]:
     """``(channels, labels, from_layers)`` for every file pair and in-memory pair."""
     from napari_ssl import io
@@ -82,4 +91,4 @@ def prepare_case(channels: Sequence[Volume], label: Volume, classes: Sequence[Se
 
     array, grid = prepare_channels(list(channels), spacing=spacing, normalization=norm)
     mapped = remap_labels(back_to_grid(label, grid).array, classes)
-    return Case(case_name(channels[0], "scan"), array, mapped, backgrounds(array, norm))
+    return Case(case_label(channels[0]), array, mapped, backgrounds(array, norm))

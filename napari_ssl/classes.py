@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,5 +174,20 @@ def lateralised(classes: Sequence[SegClass]) -> bool:
     return any(("left" in n or "right" in n or n.endswith(("_l", "_r", " l", " r"))) for n in names)
 
 
-__all__ = ["PALETTE", "SegClass", "dice_per_class", "lateralised", "parse_classes", "read_class_names",
+#: words of classes whose position is arbitrary (lesions): mirroring them makes plausible new cases
+_LESION_WORDS = ("tumor", "tumour", "lesion", "metasta", "nodule", "cancer", "carcinoma", "glioma", "edema", "oedema",
+                 "necro", "enhanc", "core", "cyst", "mass", "hemorrhage", "haemorrhage", "infarct", "plaque")
+
+
+def mirror_by_default(classes: Sequence[SegClass]) -> bool:
+    """Random flips by default? On for lesions (``whole_tumor``) and unnamed classes (``class_1``: nnU-Net's
+    default); off for a lateralised class (``kidney_left``) and for named anatomy (``liver``), whose side and
+    orientation are fixed in the canonical orientation every scan is read in (a flipped liver looks like a spleen)."""
+    if lateralised(classes):
+        return False
+    names = [c.name.lower() for c in classes]
+    return all(any(w in n for w in _LESION_WORDS) or re.fullmatch(r"class_\d+", n) for n in names)
+
+
+__all__ = ["PALETTE", "SegClass", "dice_per_class", "lateralised", "mirror_by_default", "parse_classes", "read_class_names",
            "region_members", "remap_labels"]

@@ -224,7 +224,8 @@ class FinetuneConfig:
     augment : bool
         Spatial and intensity augmentation (MONAI transforms).
     mirror : bool, optional
-        Random flips; default on unless a class is lateralised (a ``left`` / ``right`` name).
+        Random flips; default (``None``) on for lesions and unnamed classes, off for a lateralised class (a ``left``
+        / ``right`` name) and named anatomy (``liver``): :func:`napari_ssl.classes.mirror_by_default`.
     val_every : int
         Validate every this many steps (0: eight times over the budget).
     transfer : {"auto", "encoder", "encoder+decoder"}

@@ -81,6 +81,29 @@ def describe_device(device: torch.device | str) -> str:
     return str(device)
 
 
+def autocast_dtype(device: torch.device | str, amp: bool = True) -> torch.dtype | None:
+    """Mixed-precision dtype for ``device``, or ``None`` for float32.
+
+    CUDA: bfloat16 where supported, else float16. CPU: bfloat16 where the CPU computes it natively (AVX512-BF16 or
+    AMX; oneDNN's convolutions then run ~2x faster with ``channels_last_3d``), else ``None``. The environment
+    variable ``NAPARI_SSL_AMP=0`` (or ``amp=False``) keeps float32 everywhere.
+    """
+    import torch
+
+    if not amp or os.environ.get("NAPARI_SSL_AMP", "1") == "0":
+        return None
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu":
+        try:
+            native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):  # pragma: no cover - builds without oneDNN
+            native = False
+        return torch.bfloat16 if native else None
+    return None
+
+
 def default_num_threads(leave_free: int = 1) -> int:
     """CPU threads for training that leave ``leave_free`` cores to the GUI (at least 1 thread)."""
     try:

@@ -22,7 +22,7 @@ from napari_ssl.classes import (
     PALETTE,
     SegClass,
     dice_per_class,
-    lateralised,
+    mirror_by_default,
     parse_classes,
     read_class_names,
     region_members,
@@ -109,6 +109,7 @@ class FinetuneTask:
         from monai.losses import DiceCELoss
 
         from napari_ssl.augment import PatchSampler
+        from napari_ssl.device import autocast_dtype
         from napari_ssl.models import BackboneSpec, build_unet
         from napari_ssl.plan import fingerprint, make_plan
 
@@ -146,7 +147,8 @@ class FinetuneTask:
         fp = fingerprint([c for c, _, _ in raw], [lab for _, lab, _ in raw])
         self.plan = make_plan(fp, trainer.device.type, spacing=cfg.spacing, patch_size=cfg.patch_size,
                               batch_size=cfg.batch_size, normalization=cfg.normalization, steps=cfg.steps,
-                              backbone=cfg.backbone, inherit=inherit)
+                              backbone=cfg.backbone, inherit=inherit,
+                              mixed_precision=autocast_dtype(trainer.device, cfg.amp) is not None)
         self.planned_steps = self.plan.steps
         self.fingerprint = fp
         plan = self.plan
@@ -174,7 +176,7 @@ class FinetuneTask:
             raise ValueError("the labelled training cases hold none of the classes (after the hold-out split)")
         self.cases, self.val_cases = cases, val
         self.n_train, self.n_val = len(cases), len(val)
-        self.mirror = cfg.mirror if cfg.mirror is not None else not lateralised(self.classes)
+        self.mirror = cfg.mirror if cfg.mirror is not None else mirror_by_default(self.classes)
         self.sampler = PatchSampler(cases, plan.patch_size, len(self.classes), fg_ratio=cfg.foreground_ratio,
                                     augment=cfg.augment, mirror=self.mirror,
                                     seed=cfg.seed + 7919 * trainer.rank)  # each torchrun process its own patches

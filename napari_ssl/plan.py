@@ -35,6 +35,8 @@ from napari_ssl.volume import Volume
 PATCH_BUDGET = {"cpu": 64**3, "mps": 96**3, "cuda": 128**3}
 #: default optimisation steps per device type (``--minutes`` can stop a run earlier)
 STEPS = {"cpu": 1000, "mps": 2000, "cuda": 4000}
+#: CPUs that compute bfloat16 natively (AVX512-BF16, AMX) run a step ~2x faster: twice the steps, same time
+STEPS_CPU_BF16 = 2000
 #: a median body holding more than this many patches is coarsened (the CPU's "low-resolution" plan)
 MAX_PATCHES_PER_SCAN = 4.0
 DIVISOR = 16  # four 2x poolings
@@ -260,11 +262,13 @@ def make_plan(
     steps: int | None = None,
     backbone: str | None = None,
     inherit: Mapping[str, Any] | None = None,
+    mixed_precision: bool = False,
 ) -> Plan:
     """The plan of ``fp`` on ``device`` (``cpu``, ``cuda``, ``mps``); keyword values override the derived ones.
 
     ``inherit`` holds what a pretrained checkpoint fixes (``spacing``, ``normalization``, ``backbone``): its
-    values come after the user's and before the data's.
+    values come after the user's and before the data's. ``mixed_precision`` says the device trains in bfloat16
+    (on a CPU that doubles the default steps: they take the same time).
     """
     from napari_ssl.models.sizes import default_size
 
@@ -326,6 +330,9 @@ def make_plan(
     sources["steps"] = "user" if steps is not None else "data"
     batch = int(batch_size) if batch_size is not None else 2
     n_steps = int(steps) if steps is not None else STEPS.get(kind, STEPS["cpu"])
+    if steps is None and kind == "cpu" and mixed_precision:
+        n_steps = STEPS_CPU_BF16
+        notes.append("this CPU trains in bfloat16 (about twice as fast): twice the steps in the same time")
     if batch < 1 or n_steps < 1:
         raise ValueError(f"batch size and steps must be >= 1, got {batch} and {n_steps}")
     coverage = float(np.prod(np.minimum(patch, np.maximum(box, 1)) / np.maximum(box, 1)))

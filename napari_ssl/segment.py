@@ -186,6 +186,8 @@ def predict_labels(
     import torch
     from monai.inferers import sliding_window_inference
 
+    from napari_ssl.device import autocast_dtype
+
     sw_device = torch.device(sw_device or "cpu")
     device = torch.device(device) if device is not None else sw_device
     roi = tuple(int(r) for r in roi)
@@ -208,12 +210,18 @@ def predict_labels(
     total = sum(count_windows((b - a, *rest), roi, overlap) for a, b, _, _ in slabs)
     total_calls = max(1, sum(math.ceil(count_windows((b - a, *rest), roi, overlap) / sw_batch_size) for a, b, _, _ in slabs))
     done = [0]
-    use_amp = bool(amp and sw_device.type == "cuda")
+    amp_dtype = autocast_dtype(sw_device, amp)
+    use_amp = amp_dtype is not None
+    channels_last = use_amp and sw_device.type == "cpu"  # oneDNN's bfloat16 convolutions want channels_last_3d
+    if channels_last:
+        net.to(memory_format=torch.channels_last_3d)
 
     def predictor(x: torch.Tensor) -> torch.Tensor:
         if should_stop is not None and should_stop():
             raise SegmentationCancelled("segmentation cancelled")
-        with torch.autocast(sw_device.type, dtype=torch.bfloat16, enabled=use_amp):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        with torch.autocast(sw_device.type, dtype=amp_dtype, enabled=use_amp):
             y = net(x)
         done[0] += 1
         if progress is not None:

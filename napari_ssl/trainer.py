@@ -1,7 +1,8 @@
 """The one training loop, shared by pretraining (:mod:`napari_ssl.engine`) and fine-tuning (:mod:`napari_ssl.finetune`).
 
 The loop owns what every run needs (MONAI ``SupervisedTrainer`` / Lightning's split): CPU threads, the device,
-mixed precision and ``channels_last_3d`` on CUDA, DistributedDataParallel under ``torchrun``, the optimizer and its
+mixed precision with ``channels_last_3d`` (CUDA; bfloat16 on CPUs that compute it natively),
+DistributedDataParallel under ``torchrun``, the optimizer and its
 schedule (linear warm-up, then poly or cosine decay, or constant), the ``steps`` / ``minutes`` budget, periodic
 held-out validation with the best weights kept, events, checkpoints and save-on-cancel. A :class:`Task` owns the
 rest: the model, its batches, its losses and its metrics.
@@ -20,6 +21,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from napari_ssl import events
+
+#: gradient-norm clip of every step (nnU-Net's 12)
+GRAD_CLIP = 12.0
 
 
 class Task(Protocol):
@@ -95,6 +99,8 @@ class Trainer:
         self.best: dict[str, Any] | None = None
         self.elapsed = 0.0
         self.stopped_by_time = False
+        self.skipped_steps = 0
+        self.amp_dtype: Any = None
         self._threads: int | None = None
         self._dist = False
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -105,7 +111,7 @@ class Trainer:
         import torch
 
         from napari_ssl import checkpoint
-        from napari_ssl.device import default_num_threads, resolve_device
+        from napari_ssl.device import autocast_dtype, default_num_threads, resolve_device
 
         s = self.settings
         device = resolve_device(s.device)
@@ -127,15 +133,13 @@ class Trainer:
 
             self.settings = s = replace(s, steps=int(planned))
         self.core = model.to(device)
+        self.amp_dtype = autocast_dtype(device, s.amp)
         if self.use_channels_last:
             self.core = self.core.to(memory_format=torch.channels_last_3d)
         groups = self.task.param_groups(self.core)
         for group in groups:
             group.setdefault("lr_scale", 1.0)
         self.optimizer = torch.optim.AdamW(groups, lr=s.lr, weight_decay=s.weight_decay)
-        self.amp_dtype = None
-        if s.amp and device.type == "cuda":
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         if s.resume:
             self._load_resume()
@@ -160,8 +164,10 @@ class Trainer:
 
     @property
     def use_channels_last(self) -> bool:
-        return bool(self.settings.channels_last and self.device.type == "cuda"
-                    and getattr(self.task, "channels_last_ok", True))
+        # CUDA: when asked; CPU: with bfloat16 (oneDNN's fast path needs both)
+        wanted = self.settings.channels_last if self.device.type == "cuda" else (
+            self.device.type == "cpu" and self.amp_dtype is not None)
+        return bool(wanted and getattr(self.task, "channels_last_ok", True))
 
     def _load_resume(self) -> None:
         from napari_ssl import checkpoint
@@ -225,7 +231,13 @@ class Trainer:
             losses = self.task.losses(self.model, batch)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(losses["loss"].float()).backward()
-        self.scaler.step(self.optimizer)
+        self.scaler.unscale_(self.optimizer)
+        params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)  # nnU-Net's clip; also the non-finite guard
+        if self.scaler.is_enabled() or bool(torch.isfinite(norm)):
+            self.scaler.step(self.optimizer)  # the float16 scaler skips non-finite steps itself
+        else:  # a rare non-finite bfloat16 gradient: skip the step rather than poison the weights
+            self.skipped_steps += 1
         self.scaler.update()
         return {k: float(v.detach()) for k, v in losses.items()}
 
@@ -329,6 +341,8 @@ class Trainer:
             kind=self.task.kind, step=self.step, total=s.steps, history=self.history, metrics=self.metrics,
             device=str(self.device), world_size=self.world,
             training={"minutes": s.minutes, "elapsed_s": round(self.elapsed, 1), "stopped_by_time": self.stopped_by_time,
+                      "skipped_steps": self.skipped_steps,
+                      "precision": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "float32",
                       "schedule": s.schedule, "warmup": s.warmup, "lr": s.lr,
                       "best_step": None if self.best is None else self.best["step"]},
             **self.task.meta(),

@@ -133,7 +133,8 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 def test_resume_equals_uninterrupted(shared_data: Path, tmp_path: Path) -> None:
     n = 3
-    base = {"pretexts": ("rubik", "context"), "steps": 2 * n, "pretext_options": {"rubik": {"gap": 2}}}
+    # float32: bfloat16 CPU kernels are not bit-reproducible run to run (~1e-5), float32 ones are
+    base = {"pretexts": ("rubik", "context"), "steps": 2 * n, "pretext_options": {"rubik": {"gap": 2}}, "amp": False}
     list(pretrain(_config(shared_data, tmp_path / "full", **base)))
 
     # the same 2N-step run, stopped (generator closed) after N steps, then resumed to 2N

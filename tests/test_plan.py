@@ -75,6 +75,10 @@ def test_overrides_win_and_are_recorded(shared_data) -> None:
     assert inherited.spacing == (4.0, 4.0, 4.0) and inherited.normalization == norm
     assert inherited.sources["spacing"] == inherited.sources["normalization"] == "checkpoint"
     assert Plan.from_dict(plan.to_dict()) == plan
+    # a CPU that trains in bfloat16 runs twice the steps in the same time; the user's steps still win
+    assert make_plan(fp, "cpu", mixed_precision=True).steps == 2 * make_plan(fp, "cpu").steps
+    assert make_plan(fp, "cpu", mixed_precision=True, steps=7).steps == 7
+    assert make_plan(fp, "cuda", mixed_precision=True).steps == make_plan(fp, "cuda").steps
     with pytest.raises(ValueError, match="multiples of 16"):
         check_patch_size((32, 40, 32))
 

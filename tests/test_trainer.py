@@ -116,8 +116,54 @@ def test_foreground_oversampling_is_a_third() -> None:
     np.testing.assert_array_equal(again.batch(3, 2)["image"], sampler.batch(3, 2)["image"])  # reproducible
 
 
-def test_mirroring_is_off_for_lateralised_classes() -> None:
-    from napari_ssl.classes import lateralised, parse_classes
+def test_mirroring_is_off_for_lateralised_classes_and_named_anatomy() -> None:
+    from napari_ssl.classes import lateralised, mirror_by_default, parse_classes
 
     assert lateralised(parse_classes("kidney_left=3,kidney_right=2"))
     assert not lateralised(parse_classes("whole_tumor=1+2+4,liver=5"))
+    assert mirror_by_default(parse_classes("whole_tumor=1+2+4,tumor_core=1+4,enhancing=4"))
+    assert mirror_by_default(parse_classes("1,2"))  # unnamed: nnU-Net's default
+    assert not mirror_by_default(parse_classes("kidney_left=3"))
+    assert not mirror_by_default(parse_classes("liver=5"))  # a mirrored liver sits where the spleen is
+    assert not mirror_by_default(parse_classes("whole_tumor=1+2+4,liver=5"))
+
+
+class ConvTask(StubTask):
+    """A 3D convolution fitted to the identity: exercises the CPU's mixed-precision path."""
+
+    def setup(self, trainer):
+        self.trainer = trainer
+        return torch.nn.Conv3d(2, 2, 3, padding=1)
+
+    def batches(self, start_step):
+        rng = np.random.default_rng(0)
+        for _ in range(start_step, self.trainer.settings.steps):
+            yield {"x": rng.normal(size=(2, 2, 8, 8, 8)).astype(np.float32)}
+
+    def losses(self, model, batch):
+        self.dtype = model(batch["x"]).dtype
+        self.layout = batch["x"].is_contiguous(memory_format=torch.channels_last_3d)
+        return {"loss": ((model(batch["x"]).float() - batch["x"]) ** 2).mean()}
+
+    def validate(self, model):
+        return {}
+
+
+def test_cpu_mixed_precision_where_the_cpu_computes_bfloat16(tmp_path, monkeypatch) -> None:
+    from napari_ssl.device import autocast_dtype
+
+    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert autocast_dtype("cpu") == (torch.bfloat16 if native else None)
+    assert autocast_dtype("cpu", amp=False) is None
+    monkeypatch.setenv("NAPARI_SSL_AMP", "0")
+    assert autocast_dtype("cpu") is None
+    monkeypatch.delenv("NAPARI_SSL_AMP")
+    for amp in (True, False):
+        task = ConvTask()
+        seen = list(train(task, LoopSettings(steps=30, out=str(tmp_path / f"ck{amp}"), lr=0.05, device="cpu",
+                                             num_threads=1, amp=amp)))
+        losses = [e.loss for e in seen if isinstance(e, events.Progress)]
+        assert losses[-1] < 0.5 * losses[0]  # learns in either precision
+        use = amp and native
+        assert task.dtype == (torch.bfloat16 if use else torch.float32)
+        assert task.layout == use  # channels_last_3d goes with bfloat16 on a CPU

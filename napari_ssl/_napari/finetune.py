@@ -105,7 +105,7 @@ class FinetuneDock(QWidget):
         self.backbone_note = QLabel("")
         # the CLI's defaults: steps, patch, spacing and normalisation from the plan (shown when the run starts)
         self.steps = spin(0, 1_000_000, 0, 50, special="from the plan",
-                          tip="optimisation steps; 'from the plan': 1000 on a CPU, 4000 on CUDA")
+                          tip="optimisation steps; 'from the plan': 1000 on a CPU (2000 where it computes bfloat16), 4000 on CUDA")
         self.minutes = QDoubleSpinBox()
         self.minutes.setRange(0.0, 24 * 60.0)
         self.minutes.setSingleStep(5.0)

@@ -57,12 +57,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=3e-3, metavar="LR", help="AdamW learning rate (default 3e-3)")
     parser.add_argument("--no-augment", action="store_true", help="no spatial / intensity augmentation")
     parser.add_argument("--mirror", choices=("auto", "on", "off"), default="auto",
-                        help="random flips (auto: off when a class name says left/right)")
+                        help="random flips (auto: on for lesions and unnamed classes, off for left/right and named anatomy)")
     parser.add_argument("--transfer", choices=("auto", "encoder", "encoder+decoder"), default="auto",
                         help="pretrained parts to load (auto: decoder too when context restoration trained one)")
     parser.add_argument("--pretrained-lr-scale", type=float, default=1.0, metavar="F",
                         help="learning-rate factor of the pretrained layers (default 1)")
     parser.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda, cuda:1, mps")
+    parser.add_argument("--no-amp", action="store_true",
+                        help="train in float32 (default: bfloat16 mixed precision on CUDA and on CPUs that compute it)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     parser.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads (default: every core)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, only the final line")
@@ -88,6 +90,7 @@ def build_config(args: argparse.Namespace) -> Any:
         val_images=tuple(args.val_images), val_labels=tuple(args.val_labels), val_every=args.val_every,
         transfer=args.transfer, num_threads=args.threads, augment=not args.no_augment,
         mirror={"auto": None, "on": True, "off": False}[args.mirror], pretrained_lr_scale=args.pretrained_lr_scale,
+        amp=not args.no_amp,
     )
 
 
