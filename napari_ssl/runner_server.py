@@ -36,7 +36,8 @@ from typing import Any
 
 from napari_ssl.events import Stopped
 
-__all__ = ["CHUNK", "InputCancelled", "read_input", "resolve_target", "serve", "write_input"]
+__all__ = ["CHILD_NICE", "CHUNK", "InputCancelled", "read_input", "resolve_target", "serve", "write_input",
+           "yield_cpu_to_gui"]
 
 #: bytes written between two checks of a cancel request while an input is written to its file
 CHUNK = 8 << 20
@@ -111,6 +112,18 @@ def read_input(path: str | Path, *, remove: bool = True) -> Any:
 
 
 # ---------------------------------------------------------------- one run
+#: niceness added to a run's process: the viewer's event loop wins the cores whenever it needs them, so a run that
+#: uses every core it was given cannot delay a repaint (a background job's priority, as ``nice`` gives it)
+CHILD_NICE = 10
+
+
+def yield_cpu_to_gui() -> None:
+    """Lower this process's CPU priority by :data:`CHILD_NICE` (``NAPARI_SSL_CHILD_NICE`` overrides; where the
+    system has no ``os.nice``, nothing)."""
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        os.nice(int(os.environ.get("NAPARI_SSL_CHILD_NICE", CHILD_NICE)))
+
+
 def run_job(conn: Connection, token: bytes = b"") -> int:
     """Serve one run on ``conn`` (see the module docstring); returns the exit code for the process.
 
@@ -123,6 +136,7 @@ def run_job(conn: Connection, token: bytes = b"") -> int:
     except (EOFError, OSError):
         return 0
     conn.send(("hello", os.getpid()))
+    yield_cpu_to_gui()
     try:
         message = conn.recv()
     except (EOFError, OSError):

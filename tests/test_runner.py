@@ -55,6 +55,19 @@ def pid_then_wait(job: Job):
     yield Finished(step=1)
 
 
+def niceness(job: Job):
+    yield Started(total=1, device=str(os.nice(0)))
+
+
+def test_a_run_yields_the_cpu_to_the_viewer() -> None:
+    """The run's process is niced, so the GUI's event loop wins the cores (no stalls while it trains)."""
+    from napari_ssl.runner_server import CHILD_NICE
+
+    for warm in (True, False):
+        (started,) = list(Runner(f"{HERE}:niceness", Job(), warm=warm).start())
+        assert int(started.device) == min(19, os.nice(0) + CHILD_NICE)
+
+
 def test_resolve_target() -> None:
     assert resolve_target("napari_ssl.engine:pretrain").__name__ == "pretrain"
     with pytest.raises(ValueError, match="module:function"):
