@@ -43,8 +43,10 @@ def run(n_cases: int, minutes: float, out: Path, seed: int, modality: str) -> di
 
     cases = sorted(p for p in DATA.iterdir() if p.is_dir())
     test, train = cases[-3:], cases[: min(n_cases, len(cases) - 3)]
+    channels = modality.split(",")  # "flair" or e.g. "flair,t1ce,t1,t2": the input channels of each case
     config = FinetuneConfig(
-        images=[str(c / f"{modality}.nii.gz") for c in train], labels=[str(c / "seg.nii.gz") for c in train],
+        images=[",".join(str(c / f"{m}.nii.gz") for m in channels) for c in train],
+        labels=[str(c / "seg.nii.gz") for c in train],
         classes=CLASSES, out=str(out / "model"), minutes=minutes, seed=seed,
     )
     t0 = time.perf_counter()
@@ -61,10 +63,10 @@ def run(n_cases: int, minutes: float, out: Path, seed: int, modality: str) -> di
     model = load_model(out / "model", device="cpu")
     rows = []
     for case in test:
-        scan = io.read(case / f"{modality}.nii.gz")
+        scan = [io.read(case / f"{m}.nii.gz") for m in channels]
         truth = np.isin(io.read(case / "seg.nii.gz").array, (1, 2, 4))
         t = time.perf_counter()
-        mask = segment(scan, model).array > 0
+        mask = segment(scan if len(scan) > 1 else scan[0], model).array > 0
         seconds = time.perf_counter() - t
         rows.append({"case": case.name, "dice": _dice(mask, truth), "all_foreground": _dice(np.ones_like(truth), truth),
                      "all_background": _dice(np.zeros_like(truth), truth), "predicted_fraction": float(mask.mean()),

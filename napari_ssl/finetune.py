@@ -144,7 +144,8 @@ class FinetuneTask:
         if pmeta is not None:
             inherit = {"spacing": pmeta.get("spacing"), "normalization": pmeta.get("normalization"),
                        "backbone": pspec.size}
-        fp = fingerprint([c for c, _, _ in raw], [lab for _, lab, _ in raw])
+        fp = fingerprint([c for c, _, _ in raw], [lab for _, lab, _ in raw],
+                         label_ids={i for c in self.classes for i in c.ids})  # the classes trained: nnU-Net's foreground
         self.plan = make_plan(fp, trainer.device.type, spacing=cfg.spacing, patch_size=cfg.patch_size,
                               batch_size=cfg.batch_size, normalization=cfg.normalization, steps=cfg.steps,
                               backbone=cfg.backbone, inherit=inherit,

@@ -22,7 +22,7 @@ shown in the docks and stored in the checkpoint.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,11 +109,12 @@ def _canonical_shape(volume: Volume) -> tuple[np.ndarray, tuple[float, float, fl
 
 
 def fingerprint(cases: Sequence[Sequence[Volume]], labels: Sequence[Volume | None] | None = None,
-                *, max_samples: int = 100_000) -> Fingerprint:
+                *, label_ids: Collection[int] | None = None, max_samples: int = 100_000) -> Fingerprint:
     """The fingerprint of ``cases`` (each a list of channel volumes; the first channel is measured).
 
-    ``labels`` (optional, one per case) give the CT foreground intensities (nnU-Net); without labels (pretraining)
-    every voxel counts, so air, lungs and body keep their contrast.
+    ``labels`` (optional, one per case) give the CT foreground intensities (nnU-Net): the voxels of the classes
+    trained (``label_ids``; default every nonzero label). Without labels (pretraining) every voxel counts, so air,
+    lungs and body keep their contrast.
     """
     if not cases:
         raise ValueError("no scans to plan from")
@@ -132,7 +133,8 @@ def fingerprint(cases: Sequence[Sequence[Volume]], labels: Sequence[Volume | Non
             lab = labels[i] if labels is not None and i < len(labels) else None
             fg = np.ones_like(mask)
             if lab is not None and lab.spatial_shape == case[0].spatial_shape:
-                lab_mask = np.asarray(_canonical_shape(lab)[0]) > 0
+                lab_array = np.asarray(_canonical_shape(lab)[0])
+                lab_mask = np.isin(lab_array, list(label_ids)) if label_ids is not None else lab_array > 0
                 if lab_mask.shape == array.shape and lab_mask.any():
                     fg = lab_mask
             picked = array[fg]

@@ -28,6 +28,9 @@ def test_plan_on_ct_uses_the_labelled_foreground(shared_data) -> None:
     assert plan.spacing == pytest.approx((3.0, 3.0, 3.0))  # the median spacing: small enough for the CPU budget
     assert all(p % 16 == 0 for p in plan.patch_size) and np.prod(plan.patch_size) <= 64**3
     assert plan.sources["spacing"] == "data" and "CT" in plan.describe()
+    liver = make_plan(fingerprint([[ct]], [labels], label_ids={5}), "cpu").normalization  # only the classes trained
+    assert liver.clip == pytest.approx(tuple(np.percentile(ct.array[labels.array == 5], (0.5, 99.5))), abs=5.0)
+    assert liver.clip[0] > lo + 500  # the liver's window, not the lungs' air
     out = norm(ct.array)
     assert out.dtype == np.float32 and out.max() <= (hi - norm.mean) / norm.std + 1e-4
 
