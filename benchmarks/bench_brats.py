@@ -97,6 +97,8 @@ def plot(runs: list[Path], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for run_dir in runs:
         res = json.loads((run_dir / "result.json").read_text())
+        if res.get("modality", "flair") != "flair":
+            res["cases"] = f"{res['cases']} ({res['modality'].upper().replace(',', '+')})"
         if res["val_dice"] and len(res["val_dice"]) == len(res["val_time"]):
             line = ax.plot(np.asarray(res["val_time"]) / 60, res["val_dice"], marker="o", ms=3,
                            label=f"{res['cases']} labelled case(s): held-out validation")[0]
