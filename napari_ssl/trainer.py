@@ -27,7 +27,12 @@ GRAD_CLIP = 12.0
 
 
 class Task(Protocol):
-    """What a training task provides to :class:`Trainer`."""
+    """What a training task provides to :class:`Trainer`.
+
+    Optional attributes: ``planned_steps`` (the plan's budget), ``plan``, ``periodic_validation`` (default True),
+    ``samples_per_step``, ``channels_last_ok`` (default True) and ``cpu_bfloat16_ok`` (default False: a CPU trains
+    the task in bfloat16 only when it says so).
+    """
 
     kind: str  # "pretrain" or "segment": the checkpoint's kind
 
@@ -133,7 +138,10 @@ class Trainer:
 
             self.settings = s = replace(s, steps=int(planned))
         self.core = model.to(device)
-        self.amp_dtype = autocast_dtype(device, s.amp)
+        # a CPU's bfloat16 only where the task says it learns as well (segmentation; restoration targets
+        # need float32's precision: a 40-step context restoration stalled in bfloat16)
+        cpu_ok = device.type != "cpu" or getattr(self.task, "cpu_bfloat16_ok", False)
+        self.amp_dtype = autocast_dtype(device, s.amp) if cpu_ok else None
         if self.use_channels_last:
             self.core = self.core.to(memory_format=torch.channels_last_3d)
         groups = self.task.param_groups(self.core)

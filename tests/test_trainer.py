@@ -131,6 +131,8 @@ def test_mirroring_is_off_for_lateralised_classes_and_named_anatomy() -> None:
 class ConvTask(StubTask):
     """A 3D convolution fitted to the identity: exercises the CPU's mixed-precision path."""
 
+    cpu_bfloat16_ok = True
+
     def setup(self, trainer):
         self.trainer = trainer
         return torch.nn.Conv3d(2, 2, 3, padding=1)
