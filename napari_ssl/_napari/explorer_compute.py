@@ -14,7 +14,17 @@ import numpy as np
 
 from napari_ssl.volume import Volume
 
-__all__ = ["PALETTE", "Preview", "PreviewRequest", "box_path", "compute_preview", "paint_boxes"]
+__all__ = [
+    "PALETTE",
+    "Preview",
+    "PreviewRequest",
+    "box_path",
+    "boxes_preview",
+    "compute_preview",
+    "context_preview",
+    "paint_boxes",
+    "rubik_preview",
+]
 
 
 def _palette(n: int) -> np.ndarray:
@@ -50,7 +60,7 @@ class PreviewRequest:
     Attributes
     ----------
     pretext : str
-        ``"rubik"``, ``"context"`` or ``"planes"``.
+        A registered pretext (:mod:`napari_ssl.pretext.registry`).
     source : str
         Name of the source layer (``"views"`` in native multi-view mode); preview layers are named after it.
     values : dict
@@ -215,7 +225,8 @@ def paint_boxes(shape: tuple[int, ...], boxes: np.ndarray, values: np.ndarray) -
 
 
 # ---------------------------------------------------------------------------------------------- pretexts
-def _rubik(req: PreviewRequest, task: Any, rng: np.random.Generator) -> Preview:
+def rubik_preview(req: PreviewRequest, task: Any, rng: np.random.Generator) -> Preview:
+    """Rubik's cube: the shuffled (or restored) scan, every cube outlined and labelled with where it came from."""
     vol = req.volume
     assert vol is not None
     mask, where = _foreground(req)
@@ -261,7 +272,8 @@ def _rubik(req: PreviewRequest, task: Any, rng: np.random.Generator) -> Preview:
     )
 
 
-def _context(req: PreviewRequest, task: Any, rng: np.random.Generator) -> Preview:
+def context_preview(req: PreviewRequest, task: Any, rng: np.random.Generator) -> Preview:
+    """Context restoration: the scan after the first ``step`` swaps, the swapped pairs outlined in pair colours."""
     import dataclasses
 
     vol = req.volume
@@ -310,6 +322,42 @@ def _context(req: PreviewRequest, task: Any, rng: np.random.Generator) -> Previe
     )
 
 
+def boxes_preview(req: PreviewRequest, task: Any, rng: np.random.Generator) -> Preview:
+    """The generic preview of a registered pretext: ``task.apply`` on the scan (or ``task.invert`` of it with
+    "restore"), the boxes of ``task.overlay(params)["boxes"]`` (``(n, 2, 3)`` start / stop voxel corners, if any)
+    outlined, ``task.describe(params)`` (if any) as the summary."""
+    vol = req.volume
+    if vol is None:
+        raise ValueError("this pretext previews on one 3D scan; pick a scan, not 'All views'")
+    mask, where = _foreground(req)
+    params = task.sample(vol.spatial_shape, rng, vol.spacing, foreground=mask)
+    overlay = task.overlay(params)
+    image = task.apply(vol.array, params)
+    if req.restore and hasattr(task, "invert"):
+        image = task.invert(image, params)
+    boxes = np.asarray(overlay.get("boxes", np.zeros((0, 2, 3))), dtype=int).reshape(-1, 2, 3)
+    n = len(boxes)
+    values = np.arange(n) + 1
+    describe = getattr(task, "describe", None)
+    summary = describe(params) if callable(describe) else type(params).__name__
+    return Preview(
+        request=req,
+        task=task,
+        params=params,
+        overlay=overlay,
+        image=np.asarray(image).astype(np.asarray(vol.array).dtype, copy=False),
+        boxes=boxes,
+        box_values=values,
+        box_text=[str(v) for v in values],
+        box_width=np.full(n, 1.5),
+        box_alpha=np.ones(n),
+        labels=paint_boxes(vol.spatial_shape, boxes, values),
+        focus=(boxes[0, 0] + boxes[0, 1] - 1) / 2.0 if n else None,
+        foreground=where,
+        summary=summary + (f". Placed on the body ({where})" if where and n else ""),
+    )
+
+
 def _foreground(req: PreviewRequest) -> tuple[np.ndarray | None, str]:
     """The foreground mask of the request's volume (``None`` when off or empty) and a few words on it."""
     if not req.foreground or req.volume is None:
@@ -353,14 +401,10 @@ def compute_preview(req: PreviewRequest) -> Preview:
     ValueError
         From the pretext, naming the parameter and its limit (volume too small, too many swaps, ...).
     """
+    from napari_ssl.pretext import registry
+
+    spec = registry.get(req.pretext)  # ValueError naming the known pretexts
     task = make_task(req.pretext, req.values)
     rng = np.random.default_rng(int(req.seed))
-    if req.pretext == "rubik":
-        return _rubik(req, task, rng)
-    if req.pretext == "context":
-        return _context(req, task, rng)
-    if req.pretext == "planes":
-        from napari_ssl._napari.explorer_planes import planes_preview
-
-        return planes_preview(req, task, rng)
-    raise ValueError(f"unknown pretext {req.pretext!r}; choose rubik, context or planes")
+    compute = registry.resolve(spec.explorer.preview) if spec.explorer.preview is not None else boxes_preview
+    return compute(req, task, rng)  # type: ignore[no-any-return]

@@ -267,5 +267,5 @@ def get(name: str) -> PretextSpec:
     _load_builtins()
     key = str(name).strip().lower()
     if key not in _REGISTRY:
-        raise ValueError(f"unknown pretext {name!r}; choose one of {', '.join(_REGISTRY)}")
+        raise ValueError(f"unknown pretext {name!r}; choose one of {sorted(_REGISTRY)}")
     return _REGISTRY[key]
