@@ -19,7 +19,6 @@ __all__ = [
     "Preview",
     "PreviewRequest",
     "box_path",
-    "boxes_preview",
     "compute_preview",
     "context_preview",
     "paint_boxes",
@@ -322,42 +321,6 @@ def context_preview(req: PreviewRequest, task: Any, rng: np.random.Generator) ->
     )
 
 
-def boxes_preview(req: PreviewRequest, task: Any, rng: np.random.Generator) -> Preview:
-    """The generic preview of a registered pretext: ``task.apply`` on the scan (or ``task.invert`` of it with
-    "restore"), the boxes of ``task.overlay(params)["boxes"]`` (``(n, 2, 3)`` start / stop voxel corners, if any)
-    outlined, ``task.describe(params)`` (if any) as the summary."""
-    vol = req.volume
-    if vol is None:
-        raise ValueError("this pretext previews on one 3D scan; pick a scan, not 'All views'")
-    mask, where = _foreground(req)
-    params = task.sample(vol.spatial_shape, rng, vol.spacing, foreground=mask)
-    overlay = task.overlay(params)
-    image = task.apply(vol.array, params)
-    if req.restore and hasattr(task, "invert"):
-        image = task.invert(image, params)
-    boxes = np.asarray(overlay.get("boxes", np.zeros((0, 2, 3))), dtype=int).reshape(-1, 2, 3)
-    n = len(boxes)
-    values = np.arange(n) + 1
-    describe = getattr(task, "describe", None)
-    summary = describe(params) if callable(describe) else type(params).__name__
-    return Preview(
-        request=req,
-        task=task,
-        params=params,
-        overlay=overlay,
-        image=np.asarray(image).astype(np.asarray(vol.array).dtype, copy=False),
-        boxes=boxes,
-        box_values=values,
-        box_text=[str(v) for v in values],
-        box_width=np.full(n, 1.5),
-        box_alpha=np.ones(n),
-        labels=paint_boxes(vol.spatial_shape, boxes, values),
-        focus=(boxes[0, 0] + boxes[0, 1] - 1) / 2.0 if n else None,
-        foreground=where,
-        summary=summary + (f". Placed on the body ({where})" if where and n else ""),
-    )
-
-
 def _foreground(req: PreviewRequest) -> tuple[np.ndarray | None, str]:
     """The foreground mask of the request's volume (``None`` when off or empty) and a few words on it."""
     if not req.foreground or req.volume is None:
@@ -406,5 +369,8 @@ def compute_preview(req: PreviewRequest) -> Preview:
     spec = registry.get(req.pretext)  # ValueError naming the known pretexts
     task = make_task(req.pretext, req.values)
     rng = np.random.default_rng(int(req.seed))
-    compute = registry.resolve(spec.explorer.preview) if spec.explorer.preview is not None else boxes_preview
-    return compute(req, task, rng)  # type: ignore[no-any-return]
+    if spec.explorer.preview is None:  # the generic preview: the corrupted scan and the task's boxes
+        from napari_ssl._napari.explorer_generic import boxes_preview
+
+        return boxes_preview(req, task, rng)
+    return registry.resolve(spec.explorer.preview)(req, task, rng)  # type: ignore[no-any-return]
