@@ -137,6 +137,10 @@ def test_in_and_out_painting_are_exclusive(x) -> None:
         GenesisParams(shape=SHAPE, paint="both", boxes=((0, 0, 0, 2, 2, 2),))
     with pytest.raises(ValueError, match="painting needs boxes"):
         GenesisParams(shape=SHAPE, paint="in")
+    with pytest.raises(ValueError, match="outside the shape"):
+        GenesisParams(shape=SHAPE, paint="in", boxes=((0, 0, 0, 2, 2, 99),))
+    with pytest.raises(ValueError, match="outside the shape"):
+        GenesisParams(shape=SHAPE, block=(2, 2, 2), blocks=((15, 0, 0),))
 
 
 def test_shuffle_keeps_each_blocks_voxels(x) -> None:

@@ -83,6 +83,11 @@ class GenesisParams:
                 raise ValueError(f"box {box} is empty or outside the shape {self.shape}")
         if self.block is None and self.blocks:
             raise ValueError("shuffled blocks given without a block size")
+        for corner in self.blocks:
+            if self.block is not None and any(
+                not 0 <= corner[k] <= self.shape[k] - self.block[k] for k in range(3)
+            ):
+                raise ValueError(f"block at {corner} of size {self.block} is outside the shape {self.shape}")
         if self.curve is not None and any(not 0.0 <= c <= 1.0 for c in self.curve):
             raise ValueError(f"curve control points must lie in [0, 1], got {self.curve}")
 
