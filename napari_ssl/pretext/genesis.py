@@ -225,20 +225,25 @@ class ModelsGenesis:
         check_array(x, params.shape)
         arr = x.detach().cpu().numpy() if is_torch(x) else np.asarray(x)
         lo, hi = float(arr.min()), float(arr.max())
-        u = (arr.astype(np.float64) - lo) / (hi - lo) if hi > lo else np.zeros(arr.shape)
+        # [0, 1], the transforms' working range, in float64 so that untouched voxels come back bit for bit
+        u = (arr.astype(np.float64) - lo) * (1.0 / (hi - lo) if hi > lo else 0.0)
         if params.block is not None and params.blocks:
             u = _shuffle(u, params)
         if params.curve is not None:
-            xs, ys = self._curve(params)
-            u = np.interp(u, xs, ys)
-            u = 1.0 - u if params.curve_flip else u
+            u = _lookup(u, self._curve(params), params.curve_flip)
         if params.paint != "none":
-            noise = np.random.default_rng([params.noise_seed, 1]).random(params.shape)
-            keep = np.zeros(params.shape, dtype=bool)
-            for b in params.boxes:
-                keep[b[0]:b[3], b[1]:b[4], b[2]:b[5]] = True
-            u = np.where(keep, noise, u) if params.paint == "in" else np.where(keep, u, noise)
-        out = (lo + (hi - lo) * u).astype(arr.dtype, copy=False)
+            noise_rng = np.random.default_rng([params.noise_seed, 1])
+            if params.paint == "in":  # noise in the boxes only
+                for b in params.boxes:
+                    box = (..., slice(b[0], b[3]), slice(b[1], b[4]), slice(b[2], b[5]))
+                    u[box] = noise_rng.random((b[3] - b[0], b[4] - b[1], b[5] - b[2]))
+            else:  # noise everywhere but the boxes
+                keep = np.zeros(params.shape, dtype=bool)
+                for b in params.boxes:
+                    keep[b[0]:b[3], b[1]:b[4], b[2]:b[5]] = True
+                u = np.where(keep, u, noise_rng.random(params.shape))
+        out = u * (hi - lo) + lo
+        out = (np.rint(out) if arr.dtype.kind in "iub" else out).astype(arr.dtype, copy=False)
         if is_torch(x):
             import torch
 
@@ -320,19 +325,42 @@ class ModelsGenesis:
         return "; ".join(parts) or "no corruption in this draw (the network sees the original)"
 
 
+def _lookup(u: np.ndarray, curve: tuple[np.ndarray, np.ndarray], flip: bool, n: int = 4096) -> np.ndarray:
+    """``np.interp(u, *curve)`` (``1 -`` it when ``flip``) for ``u`` in [0, 1], through a uniform table of ``n``
+    entries: arithmetic instead of a binary search per voxel."""
+    table = np.interp(np.linspace(0.0, 1.0, n), *curve)
+    if flip:
+        table = 1.0 - table
+    t = np.clip(u, 0.0, 1.0) * (n - 1)
+    i = np.minimum(t.astype(np.int32), n - 2)
+    t -= i
+    return table[i] + t * (table[i + 1] - table[i])  # type: ignore[no-any-return]
+
+
 def _shuffle(u: np.ndarray, params: GenesisParams) -> np.ndarray:
     """Permute the voxels inside each block of ``params.blocks`` (one permutation per block, the same in every
-    leading channel)."""
+    leading channel). The blocks are cells of one grid: the grid's box is cut into cells by reshaping (no index
+    arrays), the chosen cells' voxels are permuted, and the box is written back into a copy of ``u``."""
     assert params.block is not None
-    bz, by, bx = params.block
-    corners = np.asarray(params.blocks, dtype=np.int64)
-    offs = np.stack(np.meshgrid(np.arange(bz), np.arange(by), np.arange(bx), indexing="ij"), -1).reshape(-1, 3)
-    idx = corners[:, None, :] + offs[None, :, :]  # (n_blocks, block voxels, 3)
-    flat = np.ravel_multi_index((idx[..., 0], idx[..., 1], idx[..., 2]), params.shape)
-    perm = np.random.default_rng([params.noise_seed, 0]).random(flat.shape).argsort(axis=1)
-    out = u.reshape(*u.shape[:-3], -1).copy()
-    out[..., flat] = out[..., np.take_along_axis(flat, perm, axis=1)]
-    return out.reshape(u.shape)
+    b = np.asarray(params.block)
+    corners = np.asarray(params.blocks, dtype=np.int64).reshape(-1, 3)
+    lo, hi = corners.min(0), corners.max(0) + b
+    n = (hi - lo) // b
+    k = u.ndim - 3
+    lead = u.shape[:k]
+    box = (..., *(slice(int(a), int(c)) for a, c in zip(lo, hi, strict=True)))
+    cells = u[box].reshape(*lead, n[0], b[0], n[1], b[1], n[2], b[2])
+    order = [*range(k), k, k + 2, k + 4, k + 1, k + 3, k + 5]
+    cells = cells.transpose(order).reshape(*lead, int(n.prod()), int(b.prod()))
+    rows = np.ravel_multi_index(tuple(((corners - lo) // b).T), tuple(int(v) for v in n))
+    perm = np.random.default_rng([params.noise_seed, 0]).random((len(rows), int(b.prod()))).argsort(axis=1)
+    picked = cells[..., rows, :]
+    cells[..., rows, :] = np.take_along_axis(picked, np.broadcast_to(perm, picked.shape), axis=-1)
+    back = cells.reshape(*lead, n[0], n[1], n[2], b[0], b[1], b[2]).transpose(
+        [*range(k), k, k + 3, k + 1, k + 4, k + 2, k + 5])
+    out = u.copy()
+    out[box] = back.reshape(*lead, *(n * b))
+    return out
 
 
 class GenesisAdapter:
