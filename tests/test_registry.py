@@ -143,3 +143,13 @@ def test_toy_pretext_trains_and_scores(tmp_path: Path, capsys) -> None:
                      "--device", "cpu"]) == 0
         result = json.loads(capsys.readouterr().out.strip())
         assert set(result) == {"flip/axis_acc"} and 0 <= result["flip/axis_acc"] <= 1
+
+
+def test_backbones_prefixes_and_decoder_transfer_follow_the_records() -> None:
+    from napari_ssl.models.pretrain import backbone_prefixes, has_decoder
+
+    assert has_decoder(["genesis"]) and has_decoder(["rubik", "context"]) and not has_decoder(["rubik", "planes"])
+    assert backbone_prefixes(["genesis"]) == {"3d": "backbone3d."}
+    assert backbone_prefixes(["planes"]) == {"2d": "backbone2d."}
+    with toy_pretext.registered():
+        assert not has_decoder(["flip"]) and backbone_prefixes(["flip"]) == {"3d": "backbone3d."}
