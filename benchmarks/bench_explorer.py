@@ -35,6 +35,7 @@ SETTINGS = {  # the change made for each timed update, alternating between two v
     "rubik": ("gap", (8, 10)),
     "context": ("n_swaps", (20, 21)),
     "planes": ("sigma", (7.56, 8.0)),
+    "genesis": ("n_boxes", (5, 4)),
 }
 
 
@@ -141,11 +142,13 @@ SHOTS = {  # scan -> pretext -> parameters
         "rubik": {"gap": 10},
         "context": {"n_swaps": 20, "patch_size": 16.0},
         "planes": {"n_stack": 8, "n_oblique": 3, "size": 128},
+        "genesis": {"p_shuffle": 1.0, "p_intensity": 1.0, "p_paint": 1.0, "p_inpaint": 1.0},
     },
     "ct": {
         "rubik": {"gap": 4},
         "context": {"n_swaps": 20, "patch_size": 24.0, "unit": "mm"},
         "planes": {"n_stack": 8, "n_oblique": 3, "size": 128},
+        "genesis": {"p_shuffle": 1.0, "p_intensity": 0.0, "p_paint": 1.0, "p_inpaint": 0.0},
     },
 }
 

@@ -13,8 +13,13 @@ from typing import Any
 
 from napari_ssl.preprocess import Normalization
 
-#: pretexts a run can combine (their classes live in :mod:`napari_ssl.pretext`)
-PRETEXT_NAMES = ("rubik", "context", "planes")
+
+def __getattr__(name: str) -> Any:
+    if name == "PRETEXT_NAMES":  # pretexts a run can combine: every registered one (napari_ssl.pretext.registry)
+        from napari_ssl.pretext import registry
+
+        return registry.names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -24,7 +29,8 @@ class PretrainConfig:
     Parameters
     ----------
     pretexts : tuple of str
-        One or more of ``rubik``, ``context``, ``planes``; combined runs share the 3D encoder.
+        One or more registered pretexts (``rubik``, ``context``, ``planes``, ``genesis``, see
+        :mod:`napari_ssl.pretext.registry`); combined runs share the 3D encoder.
     data : tuple of str
         Scan files or folders (searched recursively; DICOM series folders count as one scan).
     out : str
@@ -108,10 +114,13 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         pretexts = (self.pretexts,) if isinstance(self.pretexts, str) else tuple(self.pretexts)
         pretexts = tuple(p.strip().lower() for name in pretexts for p in name.split(",") if p.strip())
-        bad = [p for p in pretexts if p not in PRETEXT_NAMES]
+        from napari_ssl.pretext import registry
+
+        known = registry.names()
+        bad = [p for p in pretexts if p not in known]
         if not pretexts or bad or len(set(pretexts)) != len(pretexts):
             raise ValueError(
-                f"pretext must be distinct names among {PRETEXT_NAMES}, got {','.join(pretexts) or 'none'}"
+                f"pretext must be distinct names among {known}, got {','.join(pretexts) or 'none'}"
             )
         object.__setattr__(self, "pretexts", pretexts)
         object.__setattr__(
@@ -342,4 +351,4 @@ class FinetuneConfig:
         return json.loads(json.dumps(out))
 
 
-__all__ = ["PRETEXT_NAMES", "FinetuneConfig", "PretrainConfig"]
+__all__ = ["FinetuneConfig", "PretrainConfig"]

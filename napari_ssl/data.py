@@ -333,11 +333,8 @@ class PlanesAdapter:
         }
 
 
-ADAPTERS: dict[str, type] = {"rubik": RubikAdapter, "context": ContextAdapter, "planes": PlanesAdapter}
-
-
 def adapter(name: str, task: Any) -> Any:
-    """The sample builder for pretext ``name`` (``rubik``, ``context``, ``planes``)."""
-    if name not in ADAPTERS:
-        raise ValueError(f"unknown pretext {name!r}; choose from {tuple(ADAPTERS)}")
-    return ADAPTERS[name](task)
+    """The sample builder of the registered pretext ``name`` (:mod:`napari_ssl.pretext.registry`) for ``task``."""
+    from napari_ssl.pretext import registry
+
+    return registry.get(name).make_adapter(task)

@@ -22,38 +22,19 @@ from napari_ssl.config import PretrainConfig
 from napari_ssl.preprocess import Normalization
 from napari_ssl.volume import Volume
 
-_PRETEXT_CLASSES = {
-    "rubik": ("napari_ssl.pretext.rubik", "RubikCube"),
-    "context": ("napari_ssl.pretext.context", "ContextRestoration"),
-    "planes": ("napari_ssl.pretext.planes", "ImagingPlanes"),
-}
-
 
 def make_pretext(name: str, options: Mapping[str, Any] | None = None) -> Any:
-    """The pretext object ``name`` with constructor ``options``."""
-    import importlib
+    """The pretext object ``name`` (any name of :mod:`napari_ssl.pretext.registry`) with constructor ``options``."""
+    from napari_ssl.pretext import registry
 
-    module_name, class_name = _PRETEXT_CLASSES[name]
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:  # pragma: no cover - pretext package incomplete
-        raise ValueError(f"pretext {name!r} is not available in this installation ({exc})") from exc
-    try:
-        return cls(**dict(options or {}))
-    except TypeError as exc:
-        raise ValueError(f"bad options for pretext {name!r}: {exc}") from exc
+    return registry.get(name).make(options)
 
 
 def default_pretext_options(name: str, patch: int) -> dict[str, Any]:
-    """Defaults scaled to the patch: Rubik's gap ~ a quarter of a cell (the paper's 10 voxels at most),
-    context patches of ``patch // 6`` voxels, plane images of ``patch`` x ``patch`` pixels."""
-    if name == "rubik":
-        return {"gap": int(min(10, max(1, (patch // 2) // 4)))}
-    if name == "context":
-        return {"patch_size": max(2, patch // 6)}
-    if name == "planes":  # planes as large as the 3D patch, so one backbone size fits both
-        return {"size": patch}
-    return {}
+    """The registered pretext's defaults scaled to the patch (e.g. Rubik's gap, context's patch size)."""
+    from napari_ssl.pretext import registry
+
+    return registry.get(name).default_options(patch)
 
 
 def finetune(config: Any) -> Iterator[Any]:
@@ -101,7 +82,9 @@ class PretrainTask:
 
     @property
     def channels_last_ok(self) -> bool:
-        return "planes" not in self.config.pretexts
+        from napari_ssl.pretext import registry
+
+        return all(registry.get(name).backbone != "2d" for name in self.config.pretexts)
 
     @property
     def samples_per_step(self) -> int:
@@ -115,6 +98,7 @@ class PretrainTask:
         from napari_ssl.data import PretextDataset, SampleSpec, load_volumes, read_sources, split_volumes
         from napari_ssl.device import default_backbone, default_patch_size
         from napari_ssl.models import ModelSpec, PretrainModel
+        from napari_ssl.pretext import registry
 
         cfg = self.config
         self.trainer = trainer
@@ -180,16 +164,10 @@ class PretrainTask:
         self.val_ds = PretextDataset(val, sample_spec, cfg.seed + 1_000_003, max(1, cfg.val_samples))
 
         probe = self.train_ds[0]
-        rubik = pretexts.get("rubik")
-        self.spec = ModelSpec(
-            pretexts=cfg.pretexts,
-            backbone=self.backbone,
-            in_channels=1,
-            cube_shape=tuple(probe["rubik.cubes"].shape[-3:]) if rubik is not None else (),
-            n_cubes=rubik.grid**3 if rubik is not None else 8,
-            n_permutations=rubik.n_permutations if rubik is not None else 100,
-            n_views=int(probe["planes.images"].shape[0]) if "planes" in pretexts else 3,
-        )
+        fields: dict[str, Any] = {}
+        for name, task in pretexts.items():  # what each pretext's network needs to know (e.g. Rubik's cube shape)
+            fields.update(registry.get(name).network().model_fields(task, probe))
+        self.spec = ModelSpec(pretexts=cfg.pretexts, backbone=self.backbone, in_channels=1, **fields)
         if self.resume_meta is not None:
             saved = self.resume_meta.get("model", {})
             if saved != self.spec.to_dict():

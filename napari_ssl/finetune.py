@@ -197,13 +197,14 @@ class FinetuneTask:
 
     def _load_pretrained(self, net: Any, meta: dict[str, Any]) -> dict[str, Any]:
         from napari_ssl import checkpoint
+        from napari_ssl.models import has_decoder as trained_decoder
         from napari_ssl.models import load_parts, sub_state
 
         cfg = self.config
         state, _ = checkpoint.load(cfg.pretrained, device="cpu")
         if meta.get("kind") == "pretrain":
             prefix = (meta.get("prefixes") or {}).get("3d", "backbone3d.")
-            has_decoder = "context" in (meta.get("pretexts") or [])
+            has_decoder = trained_decoder(meta.get("pretexts") or [])
         else:
             prefix, has_decoder = "", True
         parts = ["encoder"]

@@ -3,7 +3,8 @@
 :func:`score` draws ``samples`` pretext samples from the given scans (on the checkpoint's grid, normalisation and
 pretext options; a random stream of its own) and averages the model's metrics: ``rubik/perm_top1`` and
 ``rubik/rot_acc`` (Rubik's cube), ``context/psnr_gain`` (dB over the corrupted input), ``planes/angle_error_deg``
-and ``planes/position_mae`` (imaging planes), and the other metrics each pretext reports.
+and ``planes/position_mae`` (imaging planes), ``genesis/psnr_gain`` (Models Genesis), and the other metrics each
+registered pretext reports (:mod:`napari_ssl.pretext.registry`).
 """
 
 from __future__ import annotations

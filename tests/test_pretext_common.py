@@ -34,7 +34,7 @@ def test_get_pretext(name, cls):
 def test_get_pretext_kwargs_and_unknown():
     assert get_pretext("RUBIK", grid=3, gap=0).grid == 3
     with pytest.raises(
-        ValueError, match=r"unknown pretext 'jigsaw'; choose one of \['context', 'planes', 'rubik'\]"
+        ValueError, match=r"unknown pretext 'jigsaw'; choose one of \['context', 'genesis', 'planes', 'rubik'\]"
     ):
         get_pretext("jigsaw")
     with pytest.raises(ValueError, match="n_swaps must be >= 0"):

@@ -18,7 +18,7 @@ from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QWidget
 
 from napari_ssl._napari.explorer_compute import Preview, PreviewRequest, compute_preview
-from napari_ssl._napari.explorer_controls import PRETEXTS, ExplorerControls
+from napari_ssl._napari.explorer_controls import ExplorerControls
 from napari_ssl._napari.explorer_sources import (
     SourceError,
     displayed_extent,
@@ -37,8 +37,10 @@ from napari_ssl._napari.overlays import (
     remove_previews,
     upsert,
 )
+from napari_ssl._napari.widgets import pretext_labels
+from napari_ssl.pretext import registry
 
-__all__ = ["ALL_VIEWS", "PRETEXTS", "PretextExplorer", "SourceError", "make_explorer"]
+__all__ = ["ALL_VIEWS", "PretextExplorer", "SourceError", "make_explorer"]
 
 #: the source entry that stands for every acquired view (planes and stacks) in the viewer
 ALL_VIEWS = "All views (native multi-view)"
@@ -107,8 +109,18 @@ class PretextExplorer(ExplorerControls):
     def pretext_name(self) -> str:
         return str(self.pretext.currentData())
 
+    @staticmethod
+    def _shows(name: str | None) -> registry.ExplorerSpec:
+        """How the explorer shows pretext ``name`` (its registry record's ``explorer``)."""
+        return registry.get(name).explorer if name and name in registry.names() else registry.ExplorerSpec()
+
+    @property
+    def _planes(self) -> bool:
+        """The current pretext draws imaging planes."""
+        return self._shows(self.pretext_name).planes
+
     def set_pretext(self, name: str) -> None:
-        """Select a pretext by key (``"rubik"``, ``"context"``, ``"planes"``)."""
+        """Select a pretext by its registry key (``"rubik"``, ``"genesis"``, ...)."""
         index = self.pretext.findData(name)
         if index < 0:
             raise ValueError(f"unknown pretext {name!r}; available: {list(self.params)}")
@@ -125,13 +137,14 @@ class PretextExplorer(ExplorerControls):
         name = self.pretext_name
         for key, w in self.params.items():
             w.visible = key == name
-        self.restore.setVisible(name == "rubik")
+        shows = self._shows(name)
+        self.restore.setVisible(shows.restore)
         self.foreground.setVisible(self.source.currentText() != ALL_VIEWS)
-        self.step_box.setVisible(name in ("context", "planes"))
-        self.step_name.setText("plane" if name == "planes" else "swap")
+        self.step_box.setVisible(shows.step is not None)
+        self.step_name.setText(shows.step or "swap")
         self._goto = True
         self.step.blockSignals(True)  # a new pretext starts at all swaps (context) or the first plane
-        self.step.setValue(self.step.maximum() if name == "context" else 0)
+        self.step.setValue(self.step.maximum() if shows.step == "swap" else 0)
         self.step.blockSignals(False)
         self._sync_step_range()
         self._refresh_sources()
@@ -139,15 +152,17 @@ class PretextExplorer(ExplorerControls):
             self._schedule()
 
     def _sync_step_range(self) -> None:
-        """Context: 0 .. n_swaps (the maximum shows all swaps); planes: one position per plane."""
-        if self.pretext_name == "planes":
+        """Swaps: 0 .. n_swaps (the maximum shows all swaps); planes: one position per plane."""
+        shows = self._shows(self.pretext_name)
+        if shows.step == "plane":
             n = len(self.last_preview.planes) if self._planes_shown() else 0
             self.step.blockSignals(True)
             self.step.setRange(0, max(0, n - 1))
             self.step.blockSignals(False)
             self._step_text()
             return
-        n = int(self.params["context"].values().get("n_swaps", 0)) if "context" in self.params else 0
+        values = self.params[self.pretext_name].values() if shows.step_param else {}
+        n = int(values.get(shows.step_param or "", 0))
         at_end = self.step.value() >= self.step.maximum()
         self.step.blockSignals(True)
         self.step.setRange(0, n)
@@ -158,11 +173,11 @@ class PretextExplorer(ExplorerControls):
 
     def _planes_shown(self) -> bool:
         preview = self.last_preview
-        return preview is not None and preview.request.pretext == "planes"
+        return preview is not None and self._shows(preview.request.pretext).planes
 
     def _step_text(self) -> None:
         value = self.step.value()
-        if self.pretext_name == "planes":
+        if self._planes:
             shown = self._planes_shown() and value < len(self.last_preview.planes)
             self.step_label.setText(self.last_preview.planes[value].name if shown else "")
         else:
@@ -174,13 +189,13 @@ class PretextExplorer(ExplorerControls):
         self._schedule()
 
     def _on_param(self, *_: Any) -> None:
-        if self.pretext_name == "context":
+        if self._shows(self.pretext_name).step == "swap":
             self._sync_step_range()
         self._schedule()
 
     def _on_step(self, value: int) -> None:
         self._step_text()
-        if self.pretext_name == "planes":  # a new selected plane: redraw, nothing to compute
+        if self._planes:  # a new selected plane: redraw, nothing to compute
             if self._planes_shown():
                 self._draw(self.last_preview)
             return
@@ -188,7 +203,7 @@ class PretextExplorer(ExplorerControls):
         self._schedule()
 
     def _refresh_sources(self, *_: Any) -> None:
-        names, default = source_names(self.viewer, self.pretext_name == "planes", ALL_VIEWS)
+        names, default = source_names(self.viewer, self._planes, ALL_VIEWS)
         if names == [self.source.itemText(i) for i in range(self.source.count())]:
             return
         current = self.source.currentText()
@@ -217,7 +232,7 @@ class PretextExplorer(ExplorerControls):
             "foreground": self.foreground.isChecked(),
         }
         if name == ALL_VIEWS:
-            if self.pretext_name != "planes":
+            if not self._planes:
                 raise SourceError("'All views' is for imaging planes; pick one 3D scan for this pretext")
             views = view_volumes(self.viewer)
             if len(views) < 2:
@@ -225,7 +240,7 @@ class PretextExplorer(ExplorerControls):
                     f"native multi-view needs at least 2 visible plane layers, found {len(views)}"
                 )
             return PreviewRequest(views=tuple(views), source="views", **common)
-        volume = source_volume(self.viewer, name, planes_hint=self.pretext_name == "planes")
+        volume = source_volume(self.viewer, name, planes_hint=self._planes)
         limits = getattr(self.viewer.layers[name], "contrast_limits", None)
         contrast = (float(limits[0]), float(limits[1])) if limits is not None else None
         return PreviewRequest(volume=volume, source=name, contrast=contrast, **common)
@@ -255,7 +270,7 @@ class PretextExplorer(ExplorerControls):
         worker.finished.connect(self._on_finished)
         self.worker = worker
         self._running = True
-        self.status.setText(f"computing {PRETEXTS[request.pretext]} ...")
+        self.status.setText(f"computing {pretext_labels().get(request.pretext, request.pretext)} ...")
         # start on the next event-loop turn: the caller can still connect to the returned worker's signals
         QTimer.singleShot(0, worker.start)
         return worker
@@ -288,7 +303,7 @@ class PretextExplorer(ExplorerControls):
             self._notify(f"'{preview.request.source}' was removed before its preview was ready")
             return
         self.last_preview = preview
-        if preview.request.pretext == "planes":
+        if self._shows(preview.request.pretext).planes:
             self._sync_step_range()
         self._draw(preview)
         if preview.focus is not None and self._goto:
@@ -301,7 +316,7 @@ class PretextExplorer(ExplorerControls):
         source, base = self._base_name(preview.request)
         active = self.viewer.layers.selection.active
         tag = {"source": source, "pretext": preview.request.pretext}
-        if preview.request.pretext == "planes":
+        if self._shows(preview.request.pretext).planes:
             from napari_ssl._napari.explorer_planes import plane_layer_specs
 
             source_layer = None if preview.world else self.viewer.layers[source]
@@ -343,7 +358,7 @@ class PretextExplorer(ExplorerControls):
 
         if preview is None:
             return
-        if preview.request.pretext == "planes":
+        if self._shows(preview.request.pretext).planes:
             if preview.world or preview.request.source in self.viewer.layers:
                 self._draw(preview)
             return

@@ -14,7 +14,16 @@ import numpy as np
 
 from napari_ssl.volume import Volume
 
-__all__ = ["PALETTE", "Preview", "PreviewRequest", "box_path", "compute_preview", "paint_boxes"]
+__all__ = [
+    "PALETTE",
+    "Preview",
+    "PreviewRequest",
+    "box_path",
+    "compute_preview",
+    "context_preview",
+    "paint_boxes",
+    "rubik_preview",
+]
 
 
 def _palette(n: int) -> np.ndarray:
@@ -50,7 +59,7 @@ class PreviewRequest:
     Attributes
     ----------
     pretext : str
-        ``"rubik"``, ``"context"`` or ``"planes"``.
+        A registered pretext (:mod:`napari_ssl.pretext.registry`).
     source : str
         Name of the source layer (``"views"`` in native multi-view mode); preview layers are named after it.
     values : dict
@@ -215,7 +224,8 @@ def paint_boxes(shape: tuple[int, ...], boxes: np.ndarray, values: np.ndarray) -
 
 
 # ---------------------------------------------------------------------------------------------- pretexts
-def _rubik(req: PreviewRequest, task: Any, rng: np.random.Generator) -> Preview:
+def rubik_preview(req: PreviewRequest, task: Any, rng: np.random.Generator) -> Preview:
+    """Rubik's cube: the shuffled (or restored) scan, every cube outlined and labelled with where it came from."""
     vol = req.volume
     assert vol is not None
     mask, where = _foreground(req)
@@ -261,7 +271,8 @@ def _rubik(req: PreviewRequest, task: Any, rng: np.random.Generator) -> Preview:
     )
 
 
-def _context(req: PreviewRequest, task: Any, rng: np.random.Generator) -> Preview:
+def context_preview(req: PreviewRequest, task: Any, rng: np.random.Generator) -> Preview:
+    """Context restoration: the scan after the first ``step`` swaps, the swapped pairs outlined in pair colours."""
     import dataclasses
 
     vol = req.volume
@@ -353,14 +364,13 @@ def compute_preview(req: PreviewRequest) -> Preview:
     ValueError
         From the pretext, naming the parameter and its limit (volume too small, too many swaps, ...).
     """
+    from napari_ssl.pretext import registry
+
+    spec = registry.get(req.pretext)  # ValueError naming the known pretexts
     task = make_task(req.pretext, req.values)
     rng = np.random.default_rng(int(req.seed))
-    if req.pretext == "rubik":
-        return _rubik(req, task, rng)
-    if req.pretext == "context":
-        return _context(req, task, rng)
-    if req.pretext == "planes":
-        from napari_ssl._napari.explorer_planes import planes_preview
+    if spec.explorer.preview is None:  # the generic preview: the corrupted scan and the task's boxes
+        from napari_ssl._napari.explorer_generic import boxes_preview
 
-        return planes_preview(req, task, rng)
-    raise ValueError(f"unknown pretext {req.pretext!r}; choose rubik, context or planes")
+        return boxes_preview(req, task, rng)
+    return registry.resolve(spec.explorer.preview)(req, task, rng)  # type: ignore[no-any-return]

@@ -18,11 +18,9 @@ from qtpy.QtWidgets import (
 )
 
 from napari_ssl._napari.params import pretext_param_widget
+from napari_ssl._napari.widgets import pretext_labels
 
-__all__ = ["PRETEXTS", "ExplorerControls"]
-
-#: pretext key -> label in the dock
-PRETEXTS = {"rubik": "Rubik's cube", "context": "Context restoration", "planes": "Imaging planes"}
+__all__ = ["ExplorerControls"]
 
 
 class ExplorerControls(QWidget):
@@ -34,7 +32,7 @@ class ExplorerControls(QWidget):
         self.source.setToolTip("The scan to preview on; 'All views' uses every acquired plane layer")
         self.pretext = QComboBox()
         self.params = {}
-        for key, label in PRETEXTS.items():
+        for key, label in pretext_labels().items():
             try:
                 self.params[key] = pretext_param_widget(key)
             except (ImportError, KeyError, ValueError):  # a pretext this install does not provide

@@ -25,13 +25,10 @@ _NO_MAX_FLOAT = 1e6
 
 
 def pretext_class(pretext_name: str) -> type:
-    """The pretext class registered under ``pretext_name`` (``"rubik"``, ``"context"``, ``"planes"``)."""
-    from napari_ssl.pretext import PRETEXTS
+    """The task class registered under ``pretext_name`` (:mod:`napari_ssl.pretext.registry`)."""
+    from napari_ssl.pretext import registry
 
-    key = str(pretext_name).lower()
-    if key not in PRETEXTS:
-        raise ValueError(f"unknown pretext {pretext_name!r}; choose one of {sorted(PRETEXTS)}")
-    return PRETEXTS[key]
+    return registry.get(pretext_name).task_class()
 
 
 def _label(name: str) -> str:
@@ -115,7 +112,7 @@ def pretext_param_widget(pretext_name: str, **kwargs: Any) -> PretextParamWidget
     Parameters
     ----------
     pretext_name : str
-        ``"rubik"``, ``"context"`` or ``"planes"`` (any name :func:`napari_ssl.pretext.get_pretext` knows).
+        Any registered pretext (:func:`napari_ssl.pretext.registry.names`).
     **kwargs
         Passed to :class:`magicgui.widgets.Container` (``label``, ``visible``, ...).
 

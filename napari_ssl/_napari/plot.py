@@ -11,7 +11,7 @@ held-out Dice)::
 
     plot = CurvePlot(ylabel="loss")
     plot.set_xrange(0, 1000)
-    plot.add("rubik", step, 2.31)
+    plot.add("loss", step, 2.31)
     dice = CurvePlot(ylabel="Dice", ylim=(0, 1), xlabel="epoch")
     dice.add_many(epoch, {"liver": 0.81, "spleen": 0.66})
 """

@@ -35,7 +35,7 @@ from napari_ssl._napari.plot import CurvePlot
 from napari_ssl._napari.pretrain_child import TARGET, PretrainRequest
 from napari_ssl._napari.pretrain_form import PretrainForm
 from napari_ssl._napari.relay import Relay, RunFailed
-from napari_ssl._napari.widgets import PRETEXT_COLORS, metric_words, scrolled, tab_with_siblings_later
+from napari_ssl._napari.widgets import metric_words, pretext_colors, scrolled, tab_with_siblings_later
 from napari_ssl.events import Finished, Progress, Saved, Started, Stopped
 
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ class PretrainDock(QWidget):
         self.checkpoint_label.setWordWrap(True)
         self.checkpoint_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.plot = CurvePlot(
-            ylabel="loss", title="training loss per pretext", auto=False, series_colors=PRETEXT_COLORS, height=120
+            ylabel="loss", title="training loss per pretext", auto=False, series_colors=pretext_colors(), height=120
         )
         self._activity: Activity | None = None
 

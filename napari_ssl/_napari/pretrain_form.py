@@ -28,7 +28,14 @@ from qtpy.QtWidgets import (
 
 from napari_ssl._napari.checks import scan_problem
 from napari_ssl._napari.params import pretext_param_widget
-from napari_ssl._napari.widgets import BACKBONES, PRETEXTS, PathEdit, fill_devices, spin, training_threads
+from napari_ssl._napari.widgets import (
+    BACKBONES,
+    PathEdit,
+    fill_devices,
+    pretext_labels,
+    spin,
+    training_threads,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -45,7 +52,7 @@ class _PretextRow(QWidget):
     def __init__(self, name: str, checked: bool) -> None:
         super().__init__()
         self.name = name
-        self.check = QCheckBox(PRETEXTS[name])
+        self.check = QCheckBox(pretext_labels()[name])
         self.check.setChecked(checked)
         self.weight = QDoubleSpinBox()
         self.weight.setRange(0.0, 100.0)
@@ -100,7 +107,8 @@ class PretrainForm(QWidget):
         viewer.layers.events.removed.connect(self._update_layers_label)
 
         # pretexts
-        self.pretexts = {name: _PretextRow(name, name == "rubik") for name in PRETEXTS}
+        names = list(pretext_labels())  # every registered pretext; the first one checked
+        self.pretexts = {name: _PretextRow(name, name == names[0]) for name in names}
         pretext_box = QGroupBox("Pretexts")
         pretext_layout = QVBoxLayout(pretext_box)
         pretext_layout.setSpacing(4)

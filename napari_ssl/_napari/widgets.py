@@ -24,12 +24,12 @@ from napari_ssl.models.sizes import SIZES  # pure Python: no torch
 
 __all__ = [
     "BACKBONES",
-    "PRETEXTS",
-    "PRETEXT_COLORS",
     "PathEdit",
     "device_choices",
     "fill_devices",
     "metric_words",
+    "pretext_colors",
+    "pretext_labels",
     "scrolled",
     "spin",
     "tab_with_siblings",
@@ -37,10 +37,32 @@ __all__ = [
     "training_threads",
 ]
 
-#: pretext key -> label shown in the docks
-PRETEXTS = {"rubik": "Rubik's cube", "context": "Context restoration", "planes": "Imaging planes"}
-#: one fixed curve colour per pretext (the same in every run, after Resume too)
-PRETEXT_COLORS = {"rubik": "#4c9be8", "context": "#f28e2b", "planes": "#59a14f", "loss": "#e15759"}
+#: colour of the total-loss curve
+LOSS_COLOR = "#e15759"
+
+
+def pretext_labels() -> dict[str, str]:
+    """Pretext key -> label shown in the docks, for every pretext registered now
+    (:mod:`napari_ssl.pretext.registry`)."""
+    from napari_ssl.pretext import registry
+
+    return registry.labels()
+
+
+def pretext_colors() -> dict[str, str]:
+    """One fixed curve colour per pretext (the same in every run, after Resume too), plus ``"loss"``."""
+    from napari_ssl.pretext import registry
+
+    return {**{s.name: s.colour for s in registry.specs()}, "loss": LOSS_COLOR}
+
+
+def __getattr__(name: str) -> Any:
+    # PRETEXTS / PRETEXT_COLORS: the registry's labels and colours as registered now
+    if name == "PRETEXTS":
+        return pretext_labels()
+    if name == "PRETEXT_COLORS":
+        return pretext_colors()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 #: backbone sizes, smallest first (the model registry's own list)
 BACKBONES = tuple(SIZES)
 
@@ -125,7 +147,7 @@ def metric_words(name: str, value: float) -> str:
     """A held-out metric in words, e.g. ``"Context restoration: restores 3.1 dB better than the corrupted
     input"`` for ``context/psnr_gain``; an unknown metric keeps its name."""
     pretext, _, metric = name.rpartition("/")
-    who = PRETEXTS.get(pretext, pretext or "model")
+    who = pretext_labels().get(pretext, pretext or "model")
     words = {
         "psnr_gain": lambda v: f"restores {abs(v):.1f} dB {'better' if v >= 0 else 'worse'} than the corrupted input",
         "psnr": lambda v: f"restored images at {v:.1f} dB PSNR",

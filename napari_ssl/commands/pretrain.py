@@ -48,8 +48,11 @@ _FIELDS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from napari_ssl.pretext import registry
+
     parser.add_argument(
-        "--pretext", metavar="NAME[,NAME]", help="rubik, context, planes, or several separated by commas"
+        "--pretext", metavar="NAME[,NAME]",
+        help=f"{', '.join(registry.names())}, or several separated by commas",
     )
     parser.add_argument(
         "--data", nargs="+", metavar="PATH", help="scan files or folders (searched recursively, DICOM too)"
@@ -162,7 +165,9 @@ def build_config(args: argparse.Namespace) -> Any:
             base["window"] = list(args.window)
         values["normalization"] = base
     if not values.get("pretexts"):
-        raise ValueError("no pretext given: use --pretext rubik|context|planes[,...]")
+        from napari_ssl.pretext import registry
+
+        raise ValueError(f"no pretext given: use --pretext {'|'.join(registry.names())}[,...]")
     if not values.get("data"):
         raise ValueError("no data given: use --data PATH [PATH ...]")
     for path in values["data"]:

@@ -19,10 +19,10 @@ _LAZY = {
     "sub_state": "backbone",
     "PREFIX_2D": "pretrain",
     "PREFIX_3D": "pretrain",
-    "PRETEXTS": "pretrain",
     "ModelSpec": "pretrain",
     "PretrainModel": "pretrain",
     "backbone_prefixes": "pretrain",
+    "has_decoder": "pretrain",
     "SIZES": "sizes",
 }
 

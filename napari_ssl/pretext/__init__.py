@@ -1,4 +1,8 @@
-"""Pretext tasks for self-supervised pretraining: Rubik's cube, context restoration, imaging planes.
+"""Pretext tasks for self-supervised pretraining: Rubik's cube, context restoration, imaging planes, Models Genesis.
+
+Every pretext is registered in :mod:`napari_ssl.pretext.registry` (one :class:`~.registry.PretextSpec` each:
+task class, data adapter, network hooks, metrics, parameters, GUI label and colour); the engine, the data
+pipeline, the network, ``score``, the CLI and the docks find them there.
 
 Each task follows one contract (see ``docs``/DESIGN.md): ``sample(shape, rng) -> params`` (a frozen
 dataclass of every random choice), ``apply(x, params)`` (numpy or torch, last axes ``(z, y, x)``, input never
@@ -13,37 +17,46 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import registry
 from ._base import ParamSpec
 from ._plane_geometry import PlanesParams
 from .context import ContextParams, ContextRestoration
+from .genesis import GenesisParams, ModelsGenesis
 from .planes import ImagingPlanes
+from .registry import PretextSpec
 from .rubik import RubikCube, RubikParams, permutation_set
 
 __all__ = [
     "PRETEXTS",
     "ContextParams",
     "ContextRestoration",
+    "GenesisParams",
     "ImagingPlanes",
+    "ModelsGenesis",
     "ParamSpec",
     "PlanesParams",
+    "PretextSpec",
     "RubikCube",
     "RubikParams",
     "get_pretext",
     "permutation_set",
+    "registry",
 ]
 
-PRETEXTS: dict[str, type] = {"rubik": RubikCube, "context": ContextRestoration, "planes": ImagingPlanes}
+
+def __getattr__(name: str) -> Any:
+    if name == "PRETEXTS":  # {name: task class} of every registered pretext, as registered now
+        return {spec.name: spec.task_class() for spec in registry.specs()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def get_pretext(name: str, **kwargs: Any) -> RubikCube | ContextRestoration | ImagingPlanes:
-    """A pretext task by name: ``"rubik"``, ``"context"`` or ``"planes"``, built with ``kwargs``.
+def get_pretext(name: str, **kwargs: Any) -> Any:
+    """A registered pretext task by name (``"rubik"``, ``"context"``, ``"planes"``, ``"genesis"``, ...), built
+    with ``kwargs``.
 
     Raises
     ------
     ValueError
         For an unknown name (the message lists the known ones) or an invalid parameter.
     """
-    key = str(name).lower()
-    if key not in PRETEXTS:
-        raise ValueError(f"unknown pretext {name!r}; choose one of {sorted(PRETEXTS)}")
-    return PRETEXTS[key](**kwargs)  # type: ignore[no-any-return]
+    return registry.get(name).task_class()(**kwargs)

@@ -286,7 +286,10 @@ def test_param_widget_is_built_from_the_spec():
         seen: list[int] = []
         widget.changed.connect(lambda *_, seen=seen: seen.append(1))
         first = cls.PARAMETERS[0]
-        widget[first.name].value = int(first.default) + 1 if first.type is int else first.default
+        if first.type is int:
+            widget[first.name].value = int(first.default) + 1
+        else:  # a float: half its default (inside its limits for every registered pretext)
+            widget[first.name].value = first.default / 2 if first.default else 0.5
         assert seen
         assert type(widget.make_pretext()) is cls
 

@@ -63,6 +63,7 @@ SETTINGS = {
     "rubik": {"gap": 2},
     "context": {"n_swaps": 8, "patch_size": 24.0, "unit": "mm"},
     "planes": {"n_stack": 3, "n_oblique": 2, "size": 64},
+    "genesis": {"p_shuffle": 1.0, "p_intensity": 0.0, "p_paint": 1.0, "p_inpaint": 1.0},
 }
 
 

@@ -1,0 +1,271 @@
+"""One registry of pretext tasks: everything the engine, the data pipeline, the network, ``score``, the CLI and the
+docks need to know about a pretext, declared once in a :class:`PretextSpec`.
+
+A pretext is one module that declares ``SPEC = PretextSpec(...)``; the registry lists the built-in modules in
+:data:`BUILTIN` (the one place a new built-in pretext is added) and loads them on first use. Other code (a plugin,
+a test) calls :func:`register`. Installed packages can also add pretexts through the ``napari_ssl.pretexts``
+entry-point group (each entry point names a ``PretextSpec``), which makes them visible to the training child
+processes too.
+
+>>> from napari_ssl.pretext import registry
+>>> registry.names()                                  # doctest: +SKIP
+('rubik', 'context', 'planes', 'genesis')
+>>> registry.get("genesis").label                     # doctest: +SKIP
+'Models Genesis'
+
+Importing this module does not import torch: the task class, the data adapter, the network hooks and the
+explorer preview are named as ``"module:attribute"`` strings (or given as objects) and resolved on first use.
+
+The network hooks (``PretextSpec.hooks``) are an object with these methods, all called with torch loaded:
+
+- ``model_fields(task, probe) -> dict``: :class:`~napari_ssl.models.pretrain.ModelSpec` fields this pretext
+  needs (from its task object and one sample of the dataset), e.g. Rubik's cube shape;
+- ``check(spec)``: raise ``ValueError`` for a ModelSpec this pretext cannot use;
+- ``build(model)``: add its heads to the :class:`~napari_ssl.models.pretrain.PretrainModel` (``model.spec`` is the
+  ModelSpec; ``model.backbone3d`` / ``model.backbone2d`` exist as ``backbone`` asks);
+- ``forward(model, batch) -> dict`` of outputs keyed ``"<name>.<what>"``;
+- ``losses(model, out, batch) -> dict`` with the key ``name`` (its total loss) and optional ``"name/part"`` keys;
+- ``metrics(out, batch) -> dict`` of floats keyed ``"name/metric"`` (what ``napari-ssl score`` prints).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "BUILTIN",
+    "ExplorerSpec",
+    "PretextSpec",
+    "get",
+    "labels",
+    "names",
+    "register",
+    "resolve",
+    "specs",
+    "unregister",
+]
+
+#: the modules of the built-in pretexts, each with a ``SPEC`` (the one place a built-in pretext is registered)
+BUILTIN = (
+    "napari_ssl.pretext.specs:RUBIK",
+    "napari_ssl.pretext.specs:CONTEXT",
+    "napari_ssl.pretext.specs:PLANES",
+    "napari_ssl.pretext.genesis:SPEC",
+)
+#: entry-point group through which installed packages add pretexts
+ENTRY_POINT_GROUP = "napari_ssl.pretexts"
+#: where a pretext's network lives: the 3D encoder only, the whole 3D U-Net, or the 2D U-Net
+BACKBONES = ("3d-encoder", "3d", "2d")
+
+
+def resolve(ref: Any) -> Any:
+    """The object named by ``"package.module:attribute"`` (imported now); any other value as given."""
+    if not isinstance(ref, str):
+        return ref
+    module, sep, attr = ref.partition(":")
+    if not sep or not module or not attr:
+        raise ValueError(f"a reference must read 'package.module:attribute', got {ref!r}")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+@dataclass(frozen=True)
+class ExplorerSpec:
+    """How the Pretext explorer shows a pretext (plain flags, no Qt).
+
+    Parameters
+    ----------
+    preview : str or callable, optional
+        ``compute(request, task, rng) -> Preview`` (see :mod:`napari_ssl._napari.explorer_compute`); ``None``
+        uses the generic preview: ``task.apply`` on the scan and the boxes of ``task.overlay(params)["boxes"]``
+        (``(n, 2, 3)`` start / stop voxel corners) outlined, with ``task.describe(params)`` as the summary.
+    restore : bool
+        Offer the "show restored" check box (the task has ``invert``).
+    step : str or None
+        Offer a step slider named so (``"swap"``: the volume after the first k corruptions, counted by the
+        parameter ``step_param``; ``"plane"``: one slider position per drawn plane).
+    step_param : str or None
+        The parameter that counts the steps of a ``"swap"`` slider.
+    planes : bool
+        The preview is a set of imaging planes (drawn as planes; "All views" of native acquisitions allowed).
+    """
+
+    preview: Any = None
+    restore: bool = False
+    step: str | None = None
+    step_param: str | None = None
+    planes: bool = False
+
+    def __post_init__(self) -> None:
+        if self.step not in (None, "swap", "plane"):
+            raise ValueError(f"step must be None, 'swap' or 'plane', got {self.step!r}")
+        if self.step == "swap" and not self.step_param:
+            raise ValueError("a 'swap' step slider needs step_param, the parameter that counts the steps")
+
+
+@dataclass(frozen=True)
+class PretextSpec:
+    """Everything about one pretext task, declared once.
+
+    Parameters
+    ----------
+    name : str
+        Key used everywhere (config, CLI ``--pretext``, checkpoint meta, batch keys ``"<name>.<what>"``,
+        metric keys ``"<name>/<metric>"``): lower-case letters, digits and ``_``.
+    label : str
+        Words for the GUI (``"Context restoration"``).
+    colour : str
+        ``#rrggbb`` of its loss curve.
+    task : str or type
+        The task class (``sample`` / ``apply`` / ``targets`` / ``overlay`` / optional ``invert``; ``PARAMETERS``,
+        a tuple of :class:`~napari_ssl.pretext._base.ParamSpec`, lists its constructor parameters).
+    adapter : str or callable
+        ``adapter(task)`` -> a callable ``(volume, patch, rng, mask) -> dict`` of arrays keyed ``"<name>.<what>"``
+        building one training sample, with a ``uses_patch`` attribute (True: it reads the random 3D patch;
+        False: the whole volume).
+    hooks : str or object
+        The network hooks (see the module docstring); a class is instantiated as ``hooks(name)``.
+    backbone : str
+        ``"3d-encoder"``, ``"3d"`` (the whole 3D U-Net, decoder included: fine-tuning takes both) or ``"2d"``.
+    metrics : tuple of str
+        The score keys it reports (``"context/psnr_gain"``, ...), first the headline one.
+    defaults : callable, optional
+        ``defaults(patch) -> dict`` of constructor options scaled to the 3D patch edge.
+    explorer : ExplorerSpec
+        How the Pretext explorer shows it.
+    paper : str
+        The reference (for docs and tooltips).
+    """
+
+    name: str
+    label: str
+    colour: str
+    task: Any
+    adapter: Any
+    hooks: Any
+    backbone: str = "3d"
+    metrics: tuple[str, ...] = ()
+    defaults: Callable[[int], dict[str, Any]] | None = None
+    explorer: ExplorerSpec = field(default_factory=ExplorerSpec)
+    paper: str = ""
+
+    def __post_init__(self) -> None:
+        name = str(self.name)
+        if not name or not all(c.islower() or c.isdigit() or c == "_" for c in name) or not name[0].isalpha():
+            raise ValueError(f"pretext name must be lower-case letters, digits and '_', got {self.name!r}")
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        colour = str(self.colour)
+        if len(colour) != 7 or colour[0] != "#" or any(c not in "0123456789abcdefABCDEF" for c in colour[1:]):
+            raise ValueError(f"colour must be '#rrggbb', got {self.colour!r}")
+        bad = [m for m in self.metrics if not m.startswith(f"{name}/")]
+        if bad:
+            raise ValueError(f"metric keys of pretext {name!r} must start with '{name}/', got {bad}")
+        object.__setattr__(self, "metrics", tuple(self.metrics))
+
+    # -- resolved on use (torch and heavy modules only here)
+    def task_class(self) -> type:
+        """The task class."""
+        return resolve(self.task)  # type: ignore[no-any-return]
+
+    def make(self, options: Mapping[str, Any] | None = None) -> Any:
+        """A task object built with constructor ``options``; ``ValueError`` naming a bad one."""
+        cls = self.task_class()
+        try:
+            return cls(**dict(options or {}))
+        except TypeError as exc:
+            raise ValueError(f"bad options for pretext {self.name!r}: {exc}") from exc
+
+    def make_adapter(self, task: Any) -> Any:
+        """The sample builder for ``task``."""
+        return resolve(self.adapter)(task)
+
+    def network(self) -> Any:
+        """The network hooks (imports torch); a class is instantiated with the pretext's name."""
+        hooks = resolve(self.hooks)
+        return hooks(self.name) if isinstance(hooks, type) else hooks
+
+    def default_options(self, patch: int) -> dict[str, Any]:
+        """Constructor options scaled to the 3D patch edge ``patch``."""
+        return dict(self.defaults(int(patch))) if self.defaults is not None else {}
+
+    @property
+    def parameters(self) -> tuple[Any, ...]:
+        """The task's ``PARAMETERS`` (imports the task module, not torch)."""
+        return tuple(getattr(self.task_class(), "PARAMETERS", ()))
+
+
+_REGISTRY: dict[str, PretextSpec] = {}
+_loaded = False
+
+
+def _load_builtins() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for ref in BUILTIN:
+        spec = resolve(ref)
+        _REGISTRY.setdefault(spec.name, spec)
+    try:
+        from importlib.metadata import entry_points
+
+        found = entry_points(group=ENTRY_POINT_GROUP)
+    except Exception:  # pragma: no cover - broken metadata must not break the built-ins
+        found = ()
+    for ep in found:
+        try:
+            spec = ep.load()
+            spec = spec() if callable(spec) and not isinstance(spec, PretextSpec) else spec
+            if isinstance(spec, PretextSpec):
+                _REGISTRY.setdefault(spec.name, spec)
+        except Exception:  # pragma: no cover - a broken plugin is skipped, the others load
+            continue
+
+
+def register(spec: PretextSpec, *, replace: bool = False) -> PretextSpec:
+    """Add ``spec`` under ``spec.name``; ``ValueError`` when the name is taken (unless ``replace``)."""
+    if not isinstance(spec, PretextSpec):
+        raise ValueError(f"register takes a PretextSpec, got {type(spec).__name__}")
+    _load_builtins()
+    if spec.name in _REGISTRY and not replace and _REGISTRY[spec.name] is not spec:
+        raise ValueError(f"a pretext called {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def unregister(name: str) -> None:
+    """Remove a registered pretext (tests clean up with it); unknown names are ignored."""
+    _load_builtins()
+    _REGISTRY.pop(str(name).lower(), None)
+
+
+def names() -> tuple[str, ...]:
+    """Registered pretext names, built-ins first, in registration order."""
+    _load_builtins()
+    return tuple(_REGISTRY)
+
+
+def specs() -> tuple[PretextSpec, ...]:
+    """Every registered :class:`PretextSpec`."""
+    _load_builtins()
+    return tuple(_REGISTRY.values())
+
+
+def labels() -> dict[str, str]:
+    """``{name: label}`` of every registered pretext (what the docks show)."""
+    return {s.name: s.label for s in specs()}
+
+
+def get(name: str) -> PretextSpec:
+    """The spec registered under ``name`` (case-insensitive); ``ValueError`` listing the known names."""
+    _load_builtins()
+    key = str(name).strip().lower()
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown pretext {name!r}; choose one of {sorted(_REGISTRY)}")
+    return _REGISTRY[key]

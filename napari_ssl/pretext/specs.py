@@ -1,0 +1,71 @@
+"""The registry records of the three original pretexts (their task classes live in ``rubik.py``, ``context.py`` and
+``planes.py``, their sample builders in :mod:`napari_ssl.data`, their network hooks in
+:mod:`napari_ssl.models.tasks`). Nothing here imports torch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from napari_ssl.pretext.registry import ExplorerSpec, PretextSpec
+
+__all__ = ["CONTEXT", "PLANES", "RUBIK"]
+
+_PREVIEWS = "napari_ssl._napari.explorer_compute"
+
+
+def _rubik_defaults(patch: int) -> dict[str, Any]:
+    """Rubik's gap ~ a quarter of a cell (the paper's 10 voxels at most)."""
+    return {"gap": int(min(10, max(1, (patch // 2) // 4)))}
+
+
+def _context_defaults(patch: int) -> dict[str, Any]:
+    """Context patches of ``patch // 6`` voxels."""
+    return {"patch_size": max(2, patch // 6)}
+
+
+def _planes_defaults(patch: int) -> dict[str, Any]:
+    """Plane images as large as the 3D patch, so one backbone size fits both."""
+    return {"size": patch}
+
+
+RUBIK = PretextSpec(
+    name="rubik",
+    label="Rubik's cube",
+    colour="#4c9be8",
+    task="napari_ssl.pretext.rubik:RubikCube",
+    adapter="napari_ssl.data:RubikAdapter",
+    hooks="napari_ssl.models.tasks:RubikHooks",
+    backbone="3d-encoder",
+    metrics=("rubik/perm_top1", "rubik/rot_acc"),
+    defaults=_rubik_defaults,
+    explorer=ExplorerSpec(preview=f"{_PREVIEWS}:rubik_preview", restore=True),
+    paper="Zhuang et al., MICCAI 2019; Zhu et al., MedIA 2020",
+)
+
+CONTEXT = PretextSpec(
+    name="context",
+    label="Context restoration",
+    colour="#f28e2b",
+    task="napari_ssl.pretext.context:ContextRestoration",
+    adapter="napari_ssl.data:ContextAdapter",
+    hooks="napari_ssl.models.tasks:RestorationHooks",
+    backbone="3d",
+    metrics=("context/psnr_gain", "context/psnr", "context/psnr_input"),
+    defaults=_context_defaults,
+    explorer=ExplorerSpec(preview=f"{_PREVIEWS}:context_preview", step="swap", step_param="n_swaps"),
+    paper="Chen et al., MedIA 2019",
+)
+
+PLANES = PretextSpec(
+    name="planes",
+    label="Imaging planes",
+    colour="#59a14f",
+    task="napari_ssl.pretext.planes:ImagingPlanes",
+    adapter="napari_ssl.data:PlanesAdapter",
+    hooks="napari_ssl.models.tasks:PlanesHooks",
+    backbone="2d",
+    metrics=("planes/angle_error_deg", "planes/position_mae"),
+    defaults=_planes_defaults,
+    explorer=ExplorerSpec(preview="napari_ssl._napari.explorer_planes:planes_preview", step="plane", planes=True),
+    paper="Zhang et al., MICCAI 2020 (cardiac imaging planes)",
+)

@@ -1,0 +1,155 @@
+"""The pretext registry: records, lookup, registration; a toy pretext added through the registry alone trains and
+scores; no pretext names left in the engine or the docks."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import toy_pretext
+from toy_pretext import FLIP
+
+from napari_ssl.pretext import registry
+from napari_ssl.pretext.registry import ExplorerSpec, PretextSpec
+
+REPO = Path(__file__).resolve().parents[1]
+BUILTINS = ("rubik", "context", "planes", "genesis")
+
+
+def test_builtins_registered_with_their_records() -> None:
+    assert registry.names()[:4] == BUILTINS
+    for name in BUILTINS:
+        spec = registry.get(name)
+        assert spec.name == name and spec.label and spec.colour.startswith("#")
+        assert spec.metrics and all(m.startswith(f"{name}/") for m in spec.metrics)
+        cls = spec.task_class()
+        assert all(hasattr(cls, attr) for attr in ("sample", "apply", "targets", "overlay", "PARAMETERS"))
+        assert spec.parameters == cls.PARAMETERS
+    assert registry.get("genesis").metrics[0] == "genesis/psnr_gain"
+    assert registry.get("context").metrics[0] == "context/psnr_gain"
+    assert len({s.colour for s in registry.specs()}) == len(registry.specs())  # one colour each
+    assert registry.get(" Genesis ").name == "genesis"
+    with pytest.raises(ValueError, match=r"unknown pretext 'jigsaw'; choose one of \[.*'genesis'.*\]"):
+        registry.get("jigsaw")
+
+
+def test_default_options_follow_the_patch() -> None:
+    assert registry.get("context").default_options(48) == {"patch_size": 8}
+    assert registry.get("planes").default_options(32) == {"size": 32}
+    assert registry.get("genesis").default_options(32) == {}
+    with pytest.raises(ValueError, match="bad options for pretext 'genesis'"):
+        registry.get("genesis").make({"no_such_option": 1})
+
+
+def test_spec_validation() -> None:
+    base = {"label": "x", "colour": "#000000", "task": "a:b", "adapter": "a:b", "hooks": "a:b"}
+    with pytest.raises(ValueError, match="lower-case letters"):
+        PretextSpec(name="Bad Name", **base)
+    with pytest.raises(ValueError, match="colour must be"):
+        PretextSpec(name="ok", **{**base, "colour": "red"})
+    with pytest.raises(ValueError, match="backbone must be one of"):
+        PretextSpec(name="ok", backbone="4d", **base)
+    with pytest.raises(ValueError, match="must start with 'ok/'"):
+        PretextSpec(name="ok", metrics=("other/psnr",), **base)
+    with pytest.raises(ValueError, match="step_param"):
+        ExplorerSpec(step="swap")
+    with pytest.raises(ValueError, match="package.module:attribute"):
+        registry.resolve("no_colon")
+
+
+def test_register_and_unregister() -> None:
+    assert "flip" not in registry.names()
+    with toy_pretext.registered():
+        assert registry.names()[-1] == "flip" and registry.labels()["flip"] == "Flip (toy)"
+        with pytest.raises(ValueError, match="already registered"):
+            registry.register(PretextSpec(name="flip", label="other", colour="#000000", task=object,
+                                          adapter=object, hooks=object))
+        from napari_ssl.config import PRETEXT_NAMES, PretrainConfig
+
+        assert "flip" in PRETEXT_NAMES
+        assert PretrainConfig(pretexts="flip,context", data=("x",)).pretexts == ("flip", "context")
+    assert "flip" not in registry.names()
+    from napari_ssl.config import PretrainConfig
+
+    with pytest.raises(ValueError, match="pretext must be distinct names among"):
+        PretrainConfig(pretexts="flip", data=("x",))
+    with pytest.raises(ValueError, match="register takes a PretextSpec"):
+        registry.register("flip")  # type: ignore[arg-type]
+
+
+def test_no_pretext_names_in_engine_or_docks() -> None:
+    """The engine and the docks learn pretexts from the registry: none of them names one."""
+    names = "|".join(BUILTINS)
+    pattern = re.compile(rf"""["']({names})["']""")
+    files = [REPO / "napari_ssl" / "engine.py", REPO / "napari_ssl" / "data.py", REPO / "napari_ssl" / "score.py",
+             REPO / "napari_ssl" / "models" / "pretrain.py", REPO / "napari_ssl" / "commands" / "pretrain.py"]
+    # the docks; explorer_planes.py is the planes' own drawing code, named by their registry record
+    files += [f for f in sorted((REPO / "napari_ssl" / "_napari").glob("*.py")) if f.name != "explorer_planes.py"]
+    found = [f"{f.name}:{i}: {line.strip()}" for f in files
+             for i, line in enumerate(f.read_text().splitlines(), 1)
+             if pattern.search(line) and "doctest" not in line and not line.lstrip().startswith(("#", '"""', "``"))]
+    assert not found, "pretext names hard-coded:\n" + "\n".join(found)
+
+
+def test_import_stays_light() -> None:
+    code = ("import sys\nfrom napari_ssl.pretext import registry\nregistry.names()\n"
+            "[s.task_class() for s in registry.specs()]\n"
+            "heavy = [m for m in ('torch', 'monai', 'qtpy') if m in sys.modules]\nassert not heavy, heavy\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_toy_task_contract() -> None:
+    task = FLIP.make({"p_flip": 1.0})
+    x = np.arange(4 * 5 * 6, dtype=np.float32).reshape(1, 4, 5, 6)
+    params = task.sample((4, 5, 6), 0)
+    assert params.axes == (True, True, True)
+    np.testing.assert_array_equal(task.apply(x, params), x[:, ::-1, ::-1, ::-1])
+    np.testing.assert_array_equal(task.invert(task.apply(x, params), params), x)
+
+
+def test_toy_pretext_trains_and_scores(tmp_path: Path, capsys) -> None:
+    """Registered in this module only: the engine trains it, the checkpoint scores it."""
+    from napari_ssl import events
+    from napari_ssl.cli import main
+    from napari_ssl.engine import PretrainConfig, pretrain
+
+    rng = np.random.default_rng(0)
+    scans = tuple(rng.normal(size=(34, 34, 34)).astype(np.float32) for _ in range(2))
+    with toy_pretext.registered():
+        config = PretrainConfig(pretexts=("flip",), volumes=scans, out=str(tmp_path / "ck"), steps=3, batch_size=2,
+                                patch_size=32, backbone="tiny", num_threads=1, num_workers=0, val_samples=2,
+                                save_every=0, foreground=False, device="cpu")
+        seen = list(pretrain(config))
+        progress = [e for e in seen if isinstance(e, events.Progress)]
+        assert len(progress) == 3 and all(np.isfinite(e.losses["flip"]) for e in progress)
+        finished = seen[-1]
+        assert isinstance(finished, events.Finished) and 0 <= finished.metrics["flip/axis_acc"] <= 1
+        from napari_ssl import checkpoint, io
+        from napari_ssl.volume import Volume
+
+        meta = checkpoint.read_meta(tmp_path / "ck")
+        assert meta["pretexts"] == ["flip"] and meta["prefixes"] == {"3d": "backbone3d."}
+        state, _ = checkpoint.load(tmp_path / "ck")
+        assert any(k.startswith("flip_head.") for k in state)
+        scan = io.write(Volume(rng.normal(size=(36, 36, 36)).astype(np.float32)), tmp_path / "held_out.nii.gz")
+        capsys.readouterr()
+        assert main(["score", "--model", str(tmp_path / "ck"), "--data", str(scan), "--samples", "3",
+                     "--device", "cpu"]) == 0
+        result = json.loads(capsys.readouterr().out.strip())
+        assert set(result) == {"flip/axis_acc"} and 0 <= result["flip/axis_acc"] <= 1
+
+
+def test_backbones_prefixes_and_decoder_transfer_follow_the_records() -> None:
+    from napari_ssl.models.pretrain import backbone_prefixes, has_decoder
+
+    assert has_decoder(["genesis"]) and has_decoder(["rubik", "context"]) and not has_decoder(["rubik", "planes"])
+    assert backbone_prefixes(["genesis"]) == {"3d": "backbone3d."}
+    assert backbone_prefixes(["planes"]) == {"2d": "backbone2d."}
+    with toy_pretext.registered():
+        assert not has_decoder(["flip"]) and backbone_prefixes(["flip"]) == {"3d": "backbone3d."}
