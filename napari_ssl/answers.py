@@ -13,18 +13,19 @@ plain arrays and numbers next to the truth:
 - :func:`answer_planes`: the predicted line heatmaps and slice positions of every plane next to the targets,
   the angle error of each line (degrees) and the position error of each stack slice.
 
-:func:`describe` turns an answer into one sentence. No Qt here; the explorer runs these in a worker thread.
+:func:`describe` turns an answer into one sentence; :func:`~napari_ssl.pretrained.load_network` loads the
+network. No Qt here; the explorer runs these in a worker thread.
 """
 
 from __future__ import annotations
 
 import math
-import os
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from napari_ssl.pretrained import PretrainedNetwork, load_network
 from napari_ssl.volume import Volume
 
 __all__ = [
@@ -37,95 +38,6 @@ __all__ = [
     "describe",
     "load_network",
 ]
-
-
-@dataclass(eq=False)
-class PretrainedNetwork:
-    """A pretraining checkpoint loaded for inference: ``net`` (a ``PretrainModel`` in eval mode) and its meta."""
-
-    net: Any
-    info: Any  # napari_ssl.meta.CheckpointMeta
-    path: str
-    device: Any
-
-    @property
-    def pretexts(self) -> tuple[str, ...]:
-        return tuple(self.info.pretexts)
-
-    def options(self, pretext: str) -> dict[str, Any]:
-        """The pretext options the network was trained with (``{}`` for a pretext it was not trained on)."""
-        return dict(self.info.pretext_options.get(pretext, {}))
-
-    def forward(self, pretext: str, batch: dict[str, Any]) -> dict[str, Any]:
-        """The network's outputs for ``pretext`` alone (``batch`` holds only that pretext's inputs): a shallow
-        copy of the model that shares its weights and runs only that head."""
-        import copy
-
-        view = copy.copy(self.net)
-        if hasattr(view, "spec") and tuple(getattr(view.spec, "pretexts", ())) != (pretext,):
-            object.__setattr__(view, "spec", replace(view.spec, pretexts=(pretext,)))
-        return view(batch)  # type: ignore[no-any-return]
-
-    def normalise(self, volume: Volume) -> tuple[np.ndarray, tuple[float, float]]:
-        """The scan normalised as in training (float32) and ``(a, b)`` with ``scan ~ a * normalised + b``."""
-        array = np.asarray(volume.array)
-        normed = self.info.normalization(array)
-        return normed, _affine_back(array, normed)
-
-
-def load_network(path: str | os.PathLike[str], device: str = "cpu",
-                 purpose: str = "the network's answer needs a pretraining checkpoint") -> PretrainedNetwork:
-    """Load a pretraining checkpoint folder (``meta.json`` + weights) for inference on ``device``.
-
-    Raises
-    ------
-    ValueError
-        A segmentation (or unknown) checkpoint, or weights that do not fit the network ``meta.json`` describes
-        (:class:`~napari_ssl.checkpoint.CheckpointError`, a ``ValueError``, for a corrupt or foreign folder).
-    FileNotFoundError
-        No such folder.
-    """
-    from napari_ssl import checkpoint
-    from napari_ssl.device import resolve_device
-    from napari_ssl.meta import CheckpointMeta
-    from napari_ssl.models import ModelSpec, PretrainModel
-
-    raw = checkpoint.read_meta(path)
-    if raw.get("kind") != "pretrain":
-        raise ValueError(
-            f"{path} is a {raw.get('kind') or 'unknown'} checkpoint; {purpose}: "
-            "give a checkpoint written by napari-ssl pretrain"
-        )
-    info = CheckpointMeta.from_dict(raw, source=str(path))
-    try:
-        net = PretrainModel(ModelSpec.from_dict(dict(info.model or {})))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise checkpoint.CheckpointError(f"{path}: meta.json does not describe a pretraining network ({exc})") from exc
-    state, _ = checkpoint.load(path, device="cpu")
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise checkpoint.CheckpointError(f"{path}: the weights do not fit the network in meta.json ({first})") from exc
-    dev = resolve_device(device)
-    net.to(dev).eval()
-    return PretrainedNetwork(net=net, info=info, path=str(path), device=dev)
-
-
-def _affine_back(original: np.ndarray, normed: np.ndarray) -> tuple[float, float]:
-    """``(a, b)`` with ``original ~ a * normed + b``, fitted where the normalisation did not clip (every
-    normalisation here is affine between its clip limits), so a network output maps back to scan units."""
-    x = np.asarray(normed, dtype=np.float64).reshape(-1)
-    y = np.asarray(original, dtype=np.float64).reshape(-1)
-    step = max(1, x.size // 200_000)
-    x, y = x[::step], y[::step]
-    inside = (x > x.min(initial=0.0)) & (x < x.max(initial=0.0)) & (y != 0)  # not clipped, not background
-    if np.count_nonzero(inside) >= 2 and np.ptp(x[inside]) > 0:
-        x, y = x[inside], y[inside]
-    if x.size < 2 or np.ptp(x) == 0:
-        return 1.0, 0.0
-    a, b = np.polyfit(x, y, 1)
-    return float(a), float(b)
 
 
 def _need(network: PretrainedNetwork, pretext: str, label: str) -> None:
@@ -161,7 +73,7 @@ def answer_context(network: PretrainedNetwork, volume: Volume, task: Any, params
 
     The scan is normalised as in training and corrupted with ``params`` on its own grid, then both the clean
     and the corrupted scan are resampled to the checkpoint's spacing, where the network restores the
-    corrupted one (sliding windows of its patch size) and the PSNRs are measured (the same
+    corrupted one (sliding windows of its patch size, over the body when it was trained on the body) and the PSNRs are measured (the same
     :func:`~napari_ssl.models.heads.psnr` as ``napari-ssl score``). The restoration comes back to the scan's
     grid and intensity units for display.
 
@@ -170,7 +82,8 @@ def answer_context(network: PretrainedNetwork, volume: Volume, task: Any, params
     dict
         ``restored`` (the scan's shape, float32, scan units), ``corrupted`` (the network's input in scan
         units), ``psnr`` (restored vs original, dB),
-        ``psnr_input`` (corrupted vs original), ``psnr_gain``, ``network_shape`` (grid the network ran on).
+        ``psnr_input`` (corrupted vs original), ``psnr_gain``, ``psnr_patches`` / ``psnr_input_patches`` (the
+        same inside the swapped patches only, on the scan's grid), ``network_shape`` (grid the network ran on).
     """
     import torch
     from monai.inferers import sliding_window_inference
@@ -195,9 +108,13 @@ def answer_context(network: PretrainedNetwork, volume: Volume, task: Any, params
         def restore(x: torch.Tensor) -> torch.Tensor:
             return network.forward("context", {"context.input": x})["context.restored"]
 
-        restored = sliding_window_inference(dirty, roi, 4, restore, overlap=0.25, mode="gaussian")
+        restored = dirty.clone()
+        box = (..., *_body_box(network, volume, grid, roi))  # where the network was trained to work
+        restored[box] = sliding_window_inference(dirty[box], roi, 4, restore, overlap=0.25, mode="gaussian")
         after, before = float(psnr(restored, clean)[0]), float(psnr(dirty, clean)[0])
         correction = _resize_exact(restored - dirty, shape)[0, 0].float().cpu().numpy()
+    swapped = paint_mask(shape, task.overlay(params)["boxes"])
+    peak = float(np.ptp(normed)) or 1.0
     # the network's correction in scan units, added to the corrupted scan at full resolution: exact wherever the
     # normalisation is affine, and a voxel the network leaves alone keeps its value (a background of zeros too)
     scan = np.asarray(task.apply(np.asarray(volume.array, dtype=np.float32), params), dtype=np.float32)
@@ -207,8 +124,46 @@ def answer_context(network: PretrainedNetwork, volume: Volume, task: Any, params
         "psnr": after,
         "psnr_input": before,
         "psnr_gain": after - before,
+        "psnr_patches": _masked_psnr(corrupted + correction, normed, swapped, peak),
+        "psnr_input_patches": _masked_psnr(corrupted, normed, swapped, peak),
         "network_shape": grid,
     }
+
+
+def paint_mask(shape: tuple[int, ...], boxes: Any) -> np.ndarray:
+    """A boolean volume, True inside every box ``[start, stop)`` of ``boxes`` (``(..., 2, 3)`` voxel corners)."""
+    mask = np.zeros(shape, dtype=bool)
+    for lo, hi in np.asarray(boxes, dtype=int).reshape(-1, 2, 3):
+        mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = True
+    return mask
+
+
+def _masked_psnr(x: np.ndarray, ref: np.ndarray, mask: np.ndarray, peak: float) -> float:
+    """PSNR (dB) of ``x`` against ``ref`` over ``mask``, with the whole reference's range as the peak
+    (NaN for an empty mask)."""
+    if not mask.any():
+        return float("nan")
+    mse = max(float(np.mean((x[mask].astype(np.float64) - ref[mask]) ** 2)), 1e-12)
+    return float(10 * np.log10(peak**2 / mse))
+
+
+def _body_box(network: PretrainedNetwork, volume: Volume, grid: tuple[int, ...],
+              roi: tuple[int, ...]) -> tuple[slice, ...]:
+    """Slices of the network grid around the body (a quarter window of margin) when the network was trained on
+    patches placed on the body (the default), else the whole grid: windows of air are nothing it learned."""
+    whole = tuple(slice(0, g) for g in grid)
+    if not (network.info.config or {}).get("foreground", False):
+        return whole
+    from napari_ssl.foreground import foreground_bbox, foreground_mask
+
+    found = foreground_bbox(foreground_mask(np.asarray(volume.array)))
+    if found is None:
+        return whole
+    out = []
+    for lo, hi, s, g, r in zip(*found, volume.spatial_shape, grid, roi, strict=True):
+        f = (g - 1) / max(s - 1, 1)  # source index -> grid index (corner-aligned, as _resize_exact)
+        out.append(slice(max(0, int(lo * f) - r // 4), min(g, int(np.ceil((hi - 1) * f)) + 1 + r // 4)))
+    return tuple(out)
 
 
 def _resize_exact(tensor: Any, size: tuple[int, ...]) -> Any:
@@ -350,8 +305,9 @@ def describe(pretext: str, result: dict[str, Any]) -> str:
     """One sentence on an answer, for the explorer's status line."""
     if pretext == "context":
         return (
-            f"Network: corrupted input {result['psnr_input']:.1f} dB PSNR vs the original, restored "
-            f"{result['psnr']:.1f} dB ({result['psnr_gain']:+.1f} dB)"
+            f"Network: PSNR vs the original, corrupted input {result['psnr_input']:.1f} dB, restored "
+            f"{result['psnr']:.1f} dB ({result['psnr_gain']:+.1f} dB); inside the swapped patches "
+            f"{result['psnr_input_patches']:.1f} -> {result['psnr_patches']:.1f} dB"
         )
     if pretext == "rubik":
         n = len(result["right"])

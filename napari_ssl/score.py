@@ -24,9 +24,9 @@ def score(model: str | os.PathLike[str], data: Sequence[Any], *, samples: int = 
     """
     import torch
 
-    from napari_ssl.answers import load_network
     from napari_ssl.data import PretextDataset, SampleSpec, load_volumes, read_sources
     from napari_ssl.engine import make_pretext
+    from napari_ssl.pretrained import load_network
 
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
