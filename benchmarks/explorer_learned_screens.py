@@ -70,6 +70,7 @@ def main() -> None:
         answer = wait(dock.learned.answer_ready)
         print(f"{pretext}: preview {t1 - t0:.1f} s, network {time.monotonic() - t1:.1f} s: {answer.summary}")
         viewer.reset_view()
+        viewer.camera.zoom *= 0.85  # room for the canvas text above the scan
         pump(10)
         path = args.out / f"explorer_learned_{pretext}.png"
         viewer.screenshot(str(path), canvas_only=False, flash=False)

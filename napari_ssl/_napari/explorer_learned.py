@@ -96,14 +96,11 @@ class LearnedPanel(QWidget):
         hub = checkpoint_hub()
         for path in hub.paths("pretrain"):
             self.add_checkpoint(path, select=False, quiet=True)
-        links = [
-            (hub.published, self._on_published),
-            (explorer.preview_ready, self._on_preview),
-            (self.viewer.dims.events.ndisplay, self._redraw),
-        ]
+        explorer.preview_ready.connect(self._on_preview)  # dies with the explorer, which owns this panel
+        links = [(hub.published, self._on_published), (self.viewer.dims.events.ndisplay, self._redraw)]
         for signal, slot in links:
             signal.connect(slot)
-        self.destroyed.connect(lambda *_: _disconnect(links))
+        self.destroyed.connect(lambda *_: _disconnect(links))  # the hub and the viewer outlive the dock
         explorer.remove_button.clicked.connect(self.remove_layers)
         explorer.pretext.currentIndexChanged.connect(self._sync_match)
         self.network.currentIndexChanged.connect(self._on_network)

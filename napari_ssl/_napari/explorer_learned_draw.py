@@ -114,8 +114,8 @@ def planes_specs(viewer: Any, result: LearnedAnswer, source_layer: Any) -> list[
     name = f"{source}{SEP}planes grid"
     if name in viewer.layers:
         grid = viewer.layers[name]
-        scale = np.asarray(grid.scale[-2:], dtype=float)
-        translate = np.asarray(grid.translate[-2:], dtype=float)
+        scale = np.array(grid.scale[-2:], dtype=float)  # copies: never write into the layer's own arrays
+        translate = np.array(grid.translate[-2:], dtype=float)
         translate[0] += grid.data.shape[0] * scale[0] * 1.03  # just under the explorer's grid
     else:
         scale, translate = np.ones(2), np.zeros(2)

@@ -150,7 +150,10 @@ def test_planes_heatmaps_grid_under_the_targets(dock, qtbot, ckpt) -> None:
     expected = answer_planes(load_network(ckpt), preview.request.volume, preview.task, preview.params)
     np.testing.assert_allclose(result.result["heatmaps"], expected["heatmaps"], atol=1e-6)
     grid, mine = viewer.layers["scan · planes grid"], viewer.layers["scan · network grid"]
-    assert mine.data.shape == grid.data.shape and mine.translate[0] > grid.translate[0] + grid.data.shape[0] * 0.9
+    grid_top = float(grid.translate[0])
+    assert mine.data.shape == grid.data.shape
+    assert mine.translate[0] > grid_top + 0.9 * grid.data.shape[0] * grid.scale[0]  # under the targets' grid
+    assert grid.translate[0] == grid_top  # the explorer's layer is left where it was
     assert not np.array_equal(mine.data, grid.data)  # predicted heatmaps, not the targets
     assert "line angle error" in viewer.text_overlay.text
     viewer.dims.ndisplay = 3  # the grid is a 2D view
