@@ -62,7 +62,7 @@ def main() -> None:
         dock.set_pretext(pretext)
         dock.learned.use_network_parameters()
         if pretext == "context":
-            dock.params["context"].set_values({"n_swaps": 12})
+            dock.params["context"].set_values({"n_swaps": 40})
         t0 = time.monotonic()
         dock.preview()
         wait(dock.preview_ready)

@@ -315,7 +315,7 @@ def describe(pretext: str, result: dict[str, Any]) -> str:
             f"Network: permutation {result['perm_pred']} predicted (p={result['perm_prob']:.2f}), true "
             f"{result['perm_true']} (p={result['perm_prob_true']:.2f}); {int(result['position_right'].sum())} of "
             f"{n} cubes in the right place, {int(result['rotation_right'].sum())} of {n} turned right "
-            "(green: both right, red: not)"
+            "(outlines: green both right, orange one, red neither)"
         )
     if pretext == "planes":
         angle, mae = result["angle_error_deg"], result["position_mae"]

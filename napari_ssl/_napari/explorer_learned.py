@@ -69,11 +69,12 @@ class LearnedPanel(QWidget):
         self.last_answer: LearnedAnswer | None = None
         self._pending: Any = None
         self._running = False
+        self._warned = ""  # the last message shown as a popup
         self.network = QComboBox()
         self.network.addItem(NONE, "")
         # long checkpoint names must not widen the dock beyond a laptop screen
         self.network.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.network.setMinimumContentsLength(10)
+        self.network.setMinimumContentsLength(8)
         self.network.setToolTip("A pretraining checkpoint: the preview also shows its answer on the same sample")
         self.choose = QPushButton("Choose...")
         self.choose.setToolTip("A checkpoint folder written by napari-ssl pretrain (meta.json + model.safetensors)")
@@ -85,11 +86,14 @@ class LearnedPanel(QWidget):
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(QLabel("network"))
         row.addWidget(self.network, 1)
-        row.addWidget(self.choose)
+        buttons = QHBoxLayout()
+        buttons.setContentsMargins(0, 0, 0, 0)
+        buttons.addWidget(self.choose)
+        buttons.addWidget(self.match)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(row)
-        layout.addWidget(self.match)
+        layout.addLayout(buttons)
         layout.addWidget(self.status)
         self.match.setVisible(False)
 
@@ -125,7 +129,9 @@ class LearnedPanel(QWidget):
             self.network.addItem(checkpoint_label(str(path), meta), str(path))
             index = self.network.count() - 1
         self.network.setItemData(index, meta, role=_META_ROLE)
-        if select:
+        if select and index == self.network.currentIndex():
+            self._on_network()  # chosen again (perhaps trained further): answer again
+        elif select:
             self.network.setCurrentIndex(index)
         return True
 
@@ -159,6 +165,7 @@ class LearnedPanel(QWidget):
         widget.set_values(values)
 
     def _on_network(self, *_: Any) -> None:
+        self._warned = ""
         self._sync_match()
         if not self.path:
             self.remove_layers()
@@ -179,6 +186,11 @@ class LearnedPanel(QWidget):
     def compute(self, preview: Any) -> Any:
         """Start the network's answer on ``preview`` in a worker (returned; None without a checkpoint)."""
         if not self.path:
+            return None
+        learned = self._meta().get("pretexts", [])
+        if preview.request.pretext not in learned:  # nothing to ask it: say so, no popup on every preview
+            self.remove_layers()
+            self.status.setText(f"this network learned {', '.join(learned)}, not this pretext")
             return None
         if self._running:
             self._pending = preview
@@ -209,7 +221,9 @@ class LearnedPanel(QWidget):
 
     def _notify(self, message: str, error: bool = False) -> None:
         self.status.setText(message)
-        (show_error if error else show_warning)(f"Pretext explorer: {message}")
+        if message != self._warned:  # the same refusal on every preview: one popup is enough
+            (show_error if error else show_warning)(f"Pretext explorer: {message}")
+        self._warned = message
 
     def _on_returned(self, result: LearnedAnswer) -> None:
         if result.preview is not self.explorer.last_preview or self._pending is not None or not self.path:
@@ -217,6 +231,7 @@ class LearnedPanel(QWidget):
         if result.preview.request.source not in self.viewer.layers:
             return
         self.last_answer = result
+        self._warned = ""
         self._draw(result)
         self.status.setText(result.summary)
         self.answer_ready.emit(result)
@@ -260,7 +275,7 @@ class LearnedPanel(QWidget):
                 self.viewer.layers.remove(layer)
         overlay = self.viewer.text_overlay
         overlay.text = draw.canvas_text(result)
-        overlay.position = "top_left"
+        overlay.position = "bottom_left" if result.pretext == "planes" else "top_left"  # clear of the grids
         overlay.font_size = 11
         overlay.color = "white"
         overlay.visible = True

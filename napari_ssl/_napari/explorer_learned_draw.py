@@ -12,10 +12,12 @@ from napari_ssl._napari.explorer_compute import PlaneView, box_path, paint_boxes
 from napari_ssl._napari.explorer_learned_compute import LearnedAnswer
 from napari_ssl._napari.overlays import SEP, contour_width, line_width, placement
 
-__all__ = ["GAP", "GREEN", "RED", "canvas_text", "context_specs", "panel_offset", "planes_specs", "rubik_specs"]
+__all__ = ["CUBE_COLOURS", "GAP", "GREEN", "ORANGE", "RED", "canvas_text", "context_specs", "panel_offset", "planes_specs", "rubik_specs"]
 
 GREEN = np.array([0.2, 0.9, 0.3, 1.0])
-RED = np.array([1.0, 0.25, 0.2, 1.0])
+ORANGE = np.array([1.0, 0.65, 0.0, 1.0])
+RED = np.array([1.0, 0.2, 0.2, 1.0])
+CUBE_COLOURS = {1: GREEN, 2: ORANGE, 3: RED}
 TRANSPARENT = np.zeros(4)
 #: space between side-by-side panels, as a fraction of the scan's width
 GAP = 0.06
@@ -61,12 +63,15 @@ def context_specs(viewer: Any, result: LearnedAnswer, source_layer: Any) -> list
 
 
 def cube_values(result: LearnedAnswer) -> np.ndarray:
-    """Label value of each cube: 1 (green) when both its place and its turn were predicted right, else 2."""
-    return np.where(np.asarray(result.result["right"], dtype=bool), 1, 2)
+    """Label value of each cube: 1 (green) when both its place and its turn were predicted right, 2 (orange)
+    when one of them was, 3 (red) when neither."""
+    right = np.asarray(result.result["position_right"], int) + np.asarray(result.result["rotation_right"], int)
+    return 3 - right
 
 
 def rubik_specs(viewer: Any, result: LearnedAnswer, source_layer: Any) -> list[tuple]:
-    """Every cube of the preview outlined green (right) or red (wrong): wireframes in 3D, contours in 2D."""
+    """Every cube of the preview outlined green (place and turn right), orange (one of them) or red (neither):
+    wireframes in 3D, contours in 2D."""
     from napari.utils.colormaps import DirectLabelColormap
 
     preview = result.preview
@@ -75,11 +80,11 @@ def rubik_specs(viewer: Any, result: LearnedAnswer, source_layer: Any) -> list[t
     shape = tuple(preview.request.volume.spatial_shape)
     boxes = np.asarray(preview.boxes, dtype=int)
     values = cube_values(result)
-    colours = np.array([GREEN if v == 1 else RED for v in values]).reshape(-1, 4)
+    colours = np.array([CUBE_COLOURS[int(v)] for v in values]).reshape(-1, 4)
     top = np.asarray(shape, dtype=float) - 1
     paths = [np.clip(box_path(lo, hi), 0.0, top) for lo, hi in boxes]
     ndisplay = viewer.dims.ndisplay
-    cmap = DirectLabelColormap(color_dict={None: TRANSPARENT, 0: TRANSPARENT, 1: GREEN, 2: RED})
+    cmap = DirectLabelColormap(color_dict={None: TRANSPARENT, 0: TRANSPARENT, **CUBE_COLOURS})
     return [
         (f"{source}{SEP}network cubes", "shapes", paths,
          {**place, "shape_type": "path", "edge_color": colours, "edge_width": 2.5 * line_width(shape),
@@ -91,12 +96,16 @@ def rubik_specs(viewer: Any, result: LearnedAnswer, source_layer: Any) -> list[t
 
 
 def answer_planes(result: LearnedAnswer) -> list[PlaneView]:
-    """The preview's planes with the network's heatmaps (clipped to [0, 1]) instead of the targets, the true
-    lines kept, and the predicted slice position in the name."""
+    """The preview's planes with the network's heatmaps instead of the targets (each scaled to its own peak, so
+    that a timid prediction still shows where it puts the line), the true lines kept, and the predicted slice
+    position in the name."""
     r = result.result
     out = []
     for k, plane in enumerate(result.preview.planes):
-        heat = np.clip(r["heatmaps"][k][plane.heat_index], 0, 1) if plane.heat_index else None
+        heat = None
+        if plane.heat_index:
+            heat = np.clip(r["heatmaps"][k][plane.heat_index], 0, None)
+            heat = heat / np.maximum(heat.max(axis=(-2, -1), keepdims=True), 1e-6)
         name = plane.name + (f" · net {r['positions'][k]:.2f}" if r["in_stack"][k] else "")
         out.append(PlaneView(name=name, image=plane.image, corners=plane.corners, lines=list(plane.lines),
                              heatmaps=heat, heat_index=list(plane.heat_index)))
@@ -141,7 +150,7 @@ def canvas_text(result: LearnedAnswer) -> str:
             f"Network {meta}: Rubik's cube\n"
             f"permutation predicted {r['perm_pred']} (p {r['perm_prob']:.2f}), true {r['perm_true']} "
             f"(p {r['perm_prob_true']:.2f})\n"
-            "green: place and turn right, red: not\n"
+            "green: place and turn right, orange: one of them, red: neither\n"
             f"wrong place: cells {', '.join(wrong_place) or 'none'}; wrong turn: {', '.join(wrong_turn) or 'none'}"
         )
     mae = r["position_mae"]
@@ -149,5 +158,5 @@ def canvas_text(result: LearnedAnswer) -> str:
         f"Network {meta}: imaging planes\n"
         f"line angle error {r['angle_error_deg']:.1f}° over {int(r['has_line'].sum())} lines"
         + (f", slice position error {mae:.2f}" if np.isfinite(mae) else "")
-        + "\nupper grid: targets\nlower grid: the network's heatmaps, true lines over them"
+        + "\nupper grid: targets\nlower grid: the network's heatmaps (scaled to their peak), true lines over them"
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
 
 import numpy as np
 import pytest
@@ -106,7 +108,7 @@ def _forced_rubik(src, out, perm_class: int, flags: np.ndarray):
 
 
 def test_rubik_cube_colours_follow_the_networks_answer(dock, qtbot, ckpt, tmp_path) -> None:
-    from napari_ssl._napari.explorer_learned_draw import GREEN, RED
+    from napari_ssl._napari.explorer_learned_draw import CUBE_COLOURS
 
     viewer = dock.viewer
     dock.set_pretext("rubik")
@@ -115,27 +117,29 @@ def test_rubik_cube_colours_follow_the_networks_answer(dock, qtbot, ckpt, tmp_pa
         dock.preview()
     params = dock.last_preview.params
     flags = np.asarray(params.rotations, bool).copy()
-    flags[5, 1] = ~flags[5, 1]  # the right permutation, one wrong turn: cube 5 red, the others green
+    flags[5, 1] = ~flags[5, 1]  # the right permutation, one wrong turn: cube 5 orange, the others green
     forced = _forced_rubik(ckpt, tmp_path / "forced", params.permutation_index, flags)
     result = answered(dock, qtbot, lambda: dock.learned.add_checkpoint(str(forced)))
     preview = dock.last_preview
     expected = answer_rubik(load_network(forced), preview.request.volume, preview.task, preview.params)
     np.testing.assert_array_equal(result.result["right"], expected["right"])
     np.testing.assert_array_equal(expected["right"], np.arange(8) != 5)
+    # value / colour of each cube: 3 - (place right) - (turn right): 1 green, 2 orange, 3 red
+    values = 3 - expected["position_right"].astype(int) - expected["rotation_right"].astype(int)
+    np.testing.assert_array_equal(values, np.where(np.arange(8) == 5, 2, 1))
     cells = viewer.layers["scan · network cells"].data
     for i, (lo, hi) in enumerate(np.asarray(preview.boxes)):
-        box = cells[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
-        assert (box == (1 if expected["right"][i] else 2)).all(), i
+        assert (cells[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] == values[i]).all(), i
     edges = viewer.layers["scan · network cubes"].edge_color
-    want = np.array([GREEN if r else RED for r in expected["right"]])
-    np.testing.assert_allclose(edges, want, atol=1e-6)
+    np.testing.assert_allclose(edges, np.array([CUBE_COLOURS[v] for v in values]), atol=1e-6)
     assert f"predicted {expected['perm_pred']}" in viewer.text_overlay.text
     # the plain checkpoint answers the same preview: its colours are its own correctness
     result = answered(dock, qtbot, lambda: dock.learned.add_checkpoint(str(ckpt)))
     plain = answer_rubik(load_network(ckpt), preview.request.volume, preview.task, preview.params)
     np.testing.assert_array_equal(result.result["right"], plain["right"])
-    assert (viewer.layers["scan · network cells"].data[tuple(np.asarray(preview.boxes)[0, 0])]
-            == (1 if plain["right"][0] else 2))
+    plain_values = 3 - plain["position_right"].astype(int) - plain["rotation_right"].astype(int)
+    corners = [tuple(lo) for lo, _ in np.asarray(preview.boxes)]
+    assert [viewer.layers["scan · network cells"].data[c] for c in corners] == plain_values.tolist()
 
 
 def test_planes_heatmaps_grid_under_the_targets(dock, qtbot, ckpt) -> None:
@@ -178,3 +182,18 @@ def test_bad_checkpoints_and_parameters_notify(dock, qtbot, ckpt, tmp_path, warn
         pass
     assert "predicts lines for 6 planes" in warnings_seen[-1]
     assert not [layer for layer in dock.viewer.layers if "network" in layer.name]
+    count = len(warnings_seen)
+    with qtbot.waitSignal(dock.preview_ready, timeout=WAIT_MS):
+        dock.preview()
+    with qtbot.waitSignal(dock.learned.worker.finished, timeout=WAIT_MS):
+        pass
+    assert len(warnings_seen) == count and "predicts lines" in dock.learned.status.text()  # no second popup
+    # a network that did not learn this pretext: a line in the panel, no worker, no popup
+    only = tmp_path / "only_context"
+    shutil.copytree(ckpt, only)
+    meta = json.loads((only / "meta.json").read_text())
+    (only / "meta.json").write_text(json.dumps({**meta, "pretexts": ["context"]}))
+    dock.learned.worker = None
+    assert dock.learned.add_checkpoint(str(only))
+    assert dock.learned.worker is None and "learned context, not this pretext" in dock.learned.status.text()
+    assert len(warnings_seen) == count
