@@ -14,6 +14,8 @@ import argparse
 import time
 from pathlib import Path
 
+import numpy as np
+
 
 def main() -> None:
     import napari
@@ -69,8 +71,13 @@ def main() -> None:
         t1 = time.monotonic()
         answer = wait(dock.learned.answer_ready)
         print(f"{pretext}: preview {t1 - t0:.1f} s, network {time.monotonic() - t1:.1f} s: {answer.summary}")
+        if pretext == "context":  # a slice through the swap nearest the middle of the scan
+            boxes = dock.last_preview.boxes
+            z = (boxes[:, 0, 0] + boxes[:, 1, 0] - 1) / 2
+            pick = float(z[np.argmin(np.abs(z - vol.spatial_shape[0] / 2))])
+            viewer.dims.set_point(0, float(viewer.layers["scan"].data_to_world((pick, 0, 0))[0]))
         viewer.reset_view()
-        viewer.camera.zoom *= 0.85  # room for the canvas text above the scan
+        viewer.camera.zoom *= 0.75 if pretext == "planes" else 0.9  # room for the canvas text
         pump(10)
         path = args.out / f"explorer_learned_{pretext}.png"
         viewer.screenshot(str(path), canvas_only=False, flash=False)

@@ -101,7 +101,8 @@ class LearnedPanel(QWidget):
         for path in hub.paths("pretrain"):
             self.add_checkpoint(path, select=False, quiet=True)
         explorer.preview_ready.connect(self._on_preview)  # dies with the explorer, which owns this panel
-        links = [(hub.published, self._on_published), (self.viewer.dims.events.ndisplay, self._redraw)]
+        dims = self.viewer.dims.events
+        links = [(hub.published, self._on_published), (dims.ndisplay, self._redraw), (dims.order, self._redraw)]
         for signal, slot in links:
             signal.connect(slot)
         self.destroyed.connect(lambda *_: _disconnect(links))  # the hub and the viewer outlive the dock
@@ -276,7 +277,7 @@ class LearnedPanel(QWidget):
         overlay = self.viewer.text_overlay
         overlay.text = draw.canvas_text(result)
         overlay.position = "bottom_left" if result.pretext == "planes" else "top_left"  # clear of the grids
-        overlay.font_size = 11
+        overlay.font_size = 9
         overlay.color = "white"
         overlay.visible = True
         if active is not None and active in self.viewer.layers:

@@ -156,7 +156,7 @@ def canvas_text(result: LearnedAnswer) -> str:
     mae = r["position_mae"]
     return (
         f"Network {meta}: imaging planes\n"
-        f"line angle error {r['angle_error_deg']:.1f}° over {int(r['has_line'].sum())} lines"
-        + (f", slice position error {mae:.2f}" if np.isfinite(mae) else "")
-        + "\nupper grid: targets\nlower grid: the network's heatmaps (scaled to their peak), true lines over them"
+        f"line angle error {r['angle_error_deg']:.1f}° ({int(r['has_line'].sum())} lines)"
+        + (f"\nslice position error {mae:.2f}" if np.isfinite(mae) else "")
+        + "\nupper grid: targets\nlower grid: the network (heatmaps\nscaled to their peak; true lines)"
     )
