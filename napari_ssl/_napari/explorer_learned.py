@@ -181,6 +181,8 @@ class LearnedPanel(QWidget):
     # ------------------------------------------------------------------------------------ worker
     def _on_preview(self, preview: Any) -> None:
         self._drop_other_pretexts(preview.request.pretext)
+        for layer in learned_layers(self.viewer):  # the last answer is not this sample's: hidden until redrawn
+            layer.visible = False
         if self.path:
             self.compute(preview)
 
@@ -310,10 +312,10 @@ def _put(viewer: Any, name: str, layer_type: str, data: Any, kwargs: dict[str, A
         else:
             layer = getattr(viewer, f"add_{layer_type}")(data, name=name, **kwargs)
     else:
-        for key in ("scale", "translate", "rotate", "affine", "metadata", "visible", "contrast_limits",
-                    "colormap", "opacity"):
+        for key in ("scale", "translate", "rotate", "affine", "metadata", "contrast_limits", "colormap", "opacity"):
             if key in kwargs:
                 setattr(layer, key, kwargs[key])
+        layer.visible = kwargs.get("visible", True)
         if layer_type != "shapes":
             layer.data = data
     if layer_type == "shapes":

@@ -85,7 +85,10 @@ def test_context_restored_layer_is_the_networks_output(dock, qtbot, ckpt, scan) 
     assert digest(viewer.layers["scan"].data) == before
     # the swap slider shows fewer swaps: the network answers on what is shown
     dock.step.setValue(2)
+    seen = []  # the previous answer is hidden while the network answers the new sample
+    dock.preview_ready.connect(lambda _: seen.append(viewer.layers["scan · network restored"].visible))
     result = answered(dock, qtbot)
+    assert seen == [False] and viewer.layers["scan · network restored"].visible
     assert len(context_step_params(result.preview.params, result.preview.request.step).pairs) == 2
     dock.remove_button.click()
     assert not [layer for layer in viewer.layers if "network" in layer.name]
