@@ -25,32 +25,19 @@ def score(model: str | os.PathLike[str], data: Sequence[Any], *, samples: int = 
     """
     import torch
 
-    from napari_ssl import checkpoint
     from napari_ssl.data import PretextDataset, SampleSpec, load_volumes, read_sources
-    from napari_ssl.device import resolve_device
     from napari_ssl.engine import make_pretext
-    from napari_ssl.meta import CheckpointMeta
-    from napari_ssl.models import ModelSpec, PretrainModel
+    from napari_ssl.pretrained import load_network
 
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
-    raw = checkpoint.read_meta(model)
-    if raw.get("kind") != "pretrain":
-        raise ValueError(
-            f"{model} is a {raw.get('kind') or 'unknown'} checkpoint; score measures what pretraining learned: "
-            "give a checkpoint written by napari-ssl pretrain"
-        )
-    info = CheckpointMeta.from_dict(raw, source=str(model))
+    network = load_network(model, device, purpose="score measures what pretraining learned")
+    info, net, dev = network.info, network.net, network.device
     volumes = load_volumes(read_sources(list(data)), spacing=info.spacing, normalization=info.normalization)
     pretexts = {name: make_pretext(name, info.pretext_options.get(name, {})) for name in info.pretexts}
     spec = SampleSpec(patch=tuple(info.patch_size), pretexts=pretexts,  # type: ignore[arg-type]
                       foreground=bool((info.config or {}).get("foreground", False)))
     dataset = PretextDataset(volumes, spec, seed + 2_000_003, samples)
-    dev = resolve_device(device)
-    net = PretrainModel(ModelSpec.from_dict(dict(info.model or {})))
-    state, _ = checkpoint.load(model, device="cpu")
-    net.load_state_dict(state)
-    net.to(dev).eval()
     totals: dict[str, float] = {}
     counts: dict[str, int] = {}
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(samples)), batch_size=batch_size)

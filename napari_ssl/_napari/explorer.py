@@ -103,6 +103,9 @@ class PretextExplorer(ExplorerControls):
         self.destroyed.connect(lambda *_: [emitter.disconnect(cb) for emitter, cb in links])
         self._refresh_sources()
         self._on_pretext(schedule=False)  # opening the dock previews nothing until the user acts
+        from napari_ssl._napari.explorer_learned import attach_learned
+
+        self.learned = attach_learned(self)  # a pretraining checkpoint's answer on every preview
 
     # ------------------------------------------------------------------------------------ controls
     @property
