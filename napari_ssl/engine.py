@@ -176,8 +176,17 @@ class PretrainTask:
         pretexts = {name: make_pretext(name, opts) for name, opts in self.pretext_options.items()}
         sample_spec = SampleSpec(patch=(self.patch,) * 3, pretexts=pretexts, foreground=cfg.foreground)
         per_step = cfg.batch_size * trainer.world
-        self.train_ds = PretextDataset(train, sample_spec, cfg.seed, cfg.steps * per_step)
-        self.val_ds = PretextDataset(val, sample_spec, cfg.seed + 1_000_003, max(1, cfg.val_samples))
+        from napari_ssl.pretext.planes_native import native_datasets  # planes on native 2D views (an exam)
+
+        native = native_datasets(raw, pretexts, cfg.data, self.norm, cfg.seed, cfg.steps * per_step,
+                                 cfg.val_samples, cfg.val_fraction)
+        self.native_meta = None if native is None else native["meta"]
+        if native is not None:
+            self.train_ds, self.val_ds = native["train"], native["val"]
+            self.n_train, self.n_val = native["n_train"], native["n_val"]
+        else:
+            self.train_ds = PretextDataset(train, sample_spec, cfg.seed, cfg.steps * per_step)
+            self.val_ds = PretextDataset(val, sample_spec, cfg.seed + 1_000_003, max(1, cfg.val_samples))
 
         probe = self.train_ds[0]
         rubik = pretexts.get("rubik")
@@ -271,4 +280,5 @@ class PretrainTask:
             "plan": None if self.plan is None else self.plan.to_dict(),
             "n_train": self.n_train,
             "n_val": self.n_val,
+            **({"native_views": self.native_meta} if getattr(self, "native_meta", None) else {}),
         }

@@ -26,10 +26,8 @@ def score(model: str | os.PathLike[str], data: Sequence[Any], *, samples: int = 
 
     from napari_ssl import checkpoint
     from napari_ssl.data import PretextDataset, SampleSpec, load_volumes, read_sources
-    from napari_ssl.device import resolve_device
     from napari_ssl.engine import make_pretext
     from napari_ssl.meta import CheckpointMeta
-    from napari_ssl.models import ModelSpec, PretrainModel
 
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
@@ -40,16 +38,18 @@ def score(model: str | os.PathLike[str], data: Sequence[Any], *, samples: int = 
             "give a checkpoint written by napari-ssl pretrain"
         )
     info = CheckpointMeta.from_dict(raw, source=str(model))
+    if raw.get("native_views"):  # planes trained on native 2D views: score the views never trained on
+        from napari_ssl.pretext.planes_native import native_score
+
+        net, dev = _network(model, info, device)
+        return native_score(net, raw, read_sources(list(data)), info.normalization, samples=samples,
+                            batch_size=batch_size, seed=seed, device=dev)
     volumes = load_volumes(read_sources(list(data)), spacing=info.spacing, normalization=info.normalization)
     pretexts = {name: make_pretext(name, info.pretext_options.get(name, {})) for name in info.pretexts}
     spec = SampleSpec(patch=tuple(info.patch_size), pretexts=pretexts,  # type: ignore[arg-type]
                       foreground=bool((info.config or {}).get("foreground", False)))
     dataset = PretextDataset(volumes, spec, seed + 2_000_003, samples)
-    dev = resolve_device(device)
-    net = PretrainModel(ModelSpec.from_dict(dict(info.model or {})))
-    state, _ = checkpoint.load(model, device="cpu")
-    net.load_state_dict(state)
-    net.to(dev).eval()
+    net, dev = _network(model, info, device)
     totals: dict[str, float] = {}
     counts: dict[str, int] = {}
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(samples)), batch_size=batch_size)
@@ -61,6 +61,19 @@ def score(model: str | os.PathLike[str], data: Sequence[Any], *, samples: int = 
                 totals[key] = totals.get(key, 0.0) + float(value) * n
                 counts[key] = counts.get(key, 0) + n
     return {k: totals[k] / counts[k] for k in sorted(totals)}
+
+
+def _network(model: str | os.PathLike[str], info: Any, device: str) -> tuple[Any, Any]:
+    """The checkpoint's pretraining network, in eval mode on ``device``, and that device."""
+    from napari_ssl import checkpoint
+    from napari_ssl.device import resolve_device
+    from napari_ssl.models import ModelSpec, PretrainModel
+
+    dev = resolve_device(device)
+    net = PretrainModel(ModelSpec.from_dict(dict(info.model or {})))
+    state, _ = checkpoint.load(model, device="cpu")
+    net.load_state_dict(state)
+    return net.to(dev).eval(), dev
 
 
 __all__ = ["score"]
