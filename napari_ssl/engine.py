@@ -149,7 +149,10 @@ class PretrainTask:
             bad = next(v for v in raw if v.array.ndim not in (3, 4))
             raise ValueError(f"{bad.name or 'scan'} must be 3D (z, y, x) or 4D, got shape {bad.array.shape}")
         self.plan = None
-        if norm is None or (spacing is None and not cfg.resume):
+        from napari_ssl.pretext.planes_native import is_native  # planes on native 2D views: no grid, no plan
+
+        native_views = cfg.pretexts == ("planes",) and is_native(raw)
+        if not native_views and (norm is None or (spacing is None and not cfg.resume)):
             from napari_ssl.plan import fingerprint, make_plan
 
             scans = [[v] for v in raw if v.array.ndim == 3 and min(v.spatial_shape) >= 2]
@@ -162,7 +165,7 @@ class PretrainTask:
                 norm = norm or self.plan.normalization
         self.spacing = spacing
         self.norm = norm or Normalization()
-        volumes = load_volumes(raw, spacing=self.spacing, normalization=self.norm)
+        volumes = raw if native_views else load_volumes(raw, spacing=self.spacing, normalization=self.norm)
         train, val = split_volumes(volumes, cfg.val_fraction if len(volumes) > 1 else 0.0, cfg.seed)
         held_out = len(volumes) > 1 and cfg.val_fraction > 0  # one scan: metrics on fresh samples of it
         self.n_train, self.n_val = len(train), (len(val) if held_out else 0)

@@ -297,7 +297,9 @@ def native_datasets(raw: Sequence[Any], pretexts: Mapping[str, Any], data: Seque
 def native_score(net: Any, meta: Mapping[str, Any], raw: Sequence[Any], norm: Any, *, samples: int,
                  batch_size: int, seed: int, device: Any) -> dict[str, float]:
     """Mean planes metrics of ``net`` on native views never trained on: the held-out images of trained series
-    (same split rule as training) and every image of series the run did not see."""
+    (same split rule as training) and every image of series the run did not see. Besides the planes metrics,
+    ``planes/stack_angle_error_deg`` is the angle error on held-out stack slices alone (their lines differ from
+    every trained slice's; a held-out cine frame shares its lines with the trained frames)."""
     import torch
 
     native = meta["native_views"]
@@ -315,7 +317,16 @@ def native_score(net: Any, meta: Mapping[str, Any], raw: Sequence[Any], norm: An
         for batch in loader:
             batch = {k: v.to(device) for k, v in batch.items()}
             n = len(batch["planes.images"])
-            for key, value in net.metrics(net(batch), batch).items():
+            out = net(batch)
+            metrics = net.metrics(out, batch)
+            stack = batch["planes.position_mask"].bool()[:, :, None]  # held-out slices of a stack: new lines
+            if bool(stack.any()):
+                lines = batch["planes.has_line"] & stack
+                only = {**batch, "planes.has_line": lines}
+                angle = net.metrics(out, only).get("planes/angle_error_deg")
+                if angle is not None:
+                    metrics["planes/stack_angle_error_deg"] = angle
+            for key, value in metrics.items():
                 totals[key] = totals.get(key, 0.0) + float(value) * n
                 counts[key] = counts.get(key, 0) + n
     return {k: totals[k] / counts[k] for k in sorted(totals)}
