@@ -164,7 +164,7 @@ class PretrainTask:
                 spacing = spacing if spacing is not None or cfg.resume else self.plan.spacing
                 norm = norm or self.plan.normalization
         self.spacing = spacing
-        self.norm = norm or Normalization()
+        self.norm = norm or Normalization(mode="zscore_nonzero" if native_views else "zscore")  # native: MR views
         volumes = raw if native_views else load_volumes(raw, spacing=self.spacing, normalization=self.norm)
         train, val = split_volumes(volumes, cfg.val_fraction if len(volumes) > 1 else 0.0, cfg.seed)
         held_out = len(volumes) > 1 and cfg.val_fraction > 0  # one scan: metrics on fresh samples of it

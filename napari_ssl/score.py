@@ -44,7 +44,11 @@ def score(model: str | os.PathLike[str], data: Sequence[Any], *, samples: int = 
         net, dev = _network(model, info, device)
         return native_score(net, raw, read_sources(list(data)), info.normalization, samples=samples,
                             batch_size=batch_size, seed=seed, device=dev)
-    volumes = load_volumes(read_sources(list(data)), spacing=info.spacing, normalization=info.normalization)
+    from napari_ssl.pretext.planes_native import check_3d
+
+    sources = read_sources(list(data))
+    check_3d(info.pretexts, sources, data)  # Rubik / context on 2D views only: one clear line
+    volumes = load_volumes(sources, spacing=info.spacing, normalization=info.normalization)
     pretexts = {name: make_pretext(name, info.pretext_options.get(name, {})) for name in info.pretexts}
     spec = SampleSpec(patch=tuple(info.patch_size), pretexts=pretexts,  # type: ignore[arg-type]
                       foreground=bool((info.config or {}).get("foreground", False)))

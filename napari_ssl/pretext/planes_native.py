@@ -61,6 +61,8 @@ def _native_exams(volumes: Sequence[Any]) -> set[str]:
 def is_native(volumes: Sequence[Any]) -> bool:
     """True when the data is native 2D views only: every series sits in an exam of single-plane views
     (a short-axis stack beside them is a stack of 2D acquisitions, not a 3D scan)."""
+    if not all(hasattr(v, "spatial_shape") for v in volumes):  # plain arrays: 3D scans
+        return False
     native = _native_exams(volumes)
     return bool(volumes) and all(_exam_key(v) in native for v in volumes)
 
