@@ -139,7 +139,7 @@ def trained(exam_dir, tmp_path_factory):
     from napari_ssl.engine import pretrain
 
     out = tmp_path_factory.mktemp("native") / "ssl"
-    cfg = PretrainConfig(pretexts=("planes",), data=(str(exam_dir),), out=str(out), steps=12, batch_size=2,
+    cfg = PretrainConfig(pretexts=("planes",), data=(str(exam_dir),), out=str(out), steps=10, batch_size=2,
                          patch_size=SIZE, backbone="tiny", device="cpu", num_workers=0, val_samples=4, save_every=0)
     finished = [e for e in pretrain(cfg) if type(e).__name__ == "Finished"][-1]
     return out, finished
@@ -149,7 +149,7 @@ def test_planes_train_on_native_views(trained) -> None:
     out, finished = trained
     meta = json.loads((out / "meta.json").read_text())
     loss = meta["history"]["loss"]
-    assert len(loss) == 12 and np.mean(loss[:3]) > np.mean(loss[-3:]), loss
+    assert len(loss) == 10 and np.mean(loss[:3]) > np.mean(loss[-3:]), loss
     assert meta["model"]["n_views"] == 7 and len(meta["native_views"]["channels"]) == 7
     assert meta["n_val"] == 4 * 5 + 2 and meta["n_train"] == 2 + 6 + 4 * 20
     angle = finished.metrics["planes/angle_error_deg"]
