@@ -133,9 +133,11 @@ class PretrainTask:
             bad = next(v for v in raw if v.array.ndim not in (3, 4))
             raise ValueError(f"{bad.name or 'scan'} must be 3D (z, y, x) or 4D, got shape {bad.array.shape}")
         self.plan = None
-        from napari_ssl.pretext.planes_native import is_native  # planes on native 2D views: no grid, no plan
+        from napari_ssl.pretext.planes_native import check_3d, is_native  # native 2D views: no grid, no plan
 
-        native_views = cfg.pretexts == ("planes",) and is_native(raw)
+        check_3d(cfg.pretexts, raw, cfg.data)
+        hook = registry.get(cfg.pretexts[0]).native_views if len(cfg.pretexts) == 1 else None
+        native_views = hook is not None and is_native(raw)
         if not native_views and (norm is None or (spacing is None and not cfg.resume)):
             from napari_ssl.plan import fingerprint, make_plan
 
@@ -163,10 +165,10 @@ class PretrainTask:
         pretexts = {name: make_pretext(name, opts) for name, opts in self.pretext_options.items()}
         sample_spec = SampleSpec(patch=(self.patch,) * 3, pretexts=pretexts, foreground=cfg.foreground)
         per_step = cfg.batch_size * trainer.world
-        from napari_ssl.pretext.planes_native import native_datasets  # planes on native 2D views (an exam)
-
-        native = native_datasets(raw, pretexts, cfg.data, self.norm, cfg.seed, cfg.steps * per_step,
-                                 cfg.val_samples, cfg.val_fraction)
+        native = None
+        if native_views:  # the pretext's samples from native 2D views (an exam)
+            native = registry.resolve(hook)(raw, pretexts[cfg.pretexts[0]], cfg.data, self.norm, cfg.seed,
+                                            cfg.steps * per_step, cfg.val_samples, cfg.val_fraction)
         self.native_meta = None if native is None else native["meta"]
         if native is not None:
             self.train_ds, self.val_ds = native["train"], native["val"]

@@ -68,13 +68,17 @@ def is_native(volumes: Sequence[Any]) -> bool:
 
 
 def check_3d(pretexts: Sequence[str], volumes: Sequence[Any], data: Sequence[Any]) -> None:
-    """One clear ``ValueError`` when a 3D pretext (anything but planes) is given native 2D views only."""
-    three_d = [p for p in pretexts if p != "planes"]
+    """One clear ``ValueError`` when a pretext that needs 3D scans (no ``native_views`` hook in the registry) is
+    given native 2D views only."""
+    from napari_ssl.pretext import registry
+
+    three_d = [p for p in pretexts if registry.get(p).native_views is None]
     if three_d and is_native(volumes):
         where = ", ".join(str(d) for d in data) or "the data"
         raise ValueError(
             f"{three_d[0]} needs 3D scans; {where} holds only 2D images (views, cines, a slice stack): "
-            "pretrain --pretext planes on them instead"
+            "pretrain a pretext that learns from native views on them instead ("
+            + ", ".join(n for n in registry.names() if registry.get(n).native_views is not None) + ")"
         )
 
 
@@ -270,17 +274,14 @@ def _channels(exams: Sequence[NativeExam]) -> list[str]:
     return seen
 
 
-def native_datasets(raw: Sequence[Any], pretexts: Mapping[str, Any], data: Sequence[Any], norm: Any,
-                    seed: int, train_length: int, val_length: int, val_fraction: float) -> dict[str, Any] | None:
-    """Training and held-out datasets of native views, or ``None`` when the run samples planes from volumes.
+def native_datasets(raw: Sequence[Any], task: Any, data: Sequence[Any], norm: Any,
+                    seed: int, train_length: int, val_length: int, val_fraction: float) -> dict[str, Any]:
+    """Training and held-out datasets of the planes ``task`` on native views (the registry's ``native_views`` hook
+    of imaging planes; the engine calls it when :func:`is_native` holds for the data).
 
-    Native when planes is the only pretext and the data is native 2D views (:func:`is_native`). Returns
-    ``train``, ``val``, ``n_train``/``n_val`` (images) and ``meta`` (recorded in the checkpoint for ``score``).
+    Returns ``train``, ``val``, ``n_train``/``n_val`` (images) and ``meta`` (recorded in the checkpoint for
+    ``score``).
     """
-    check_3d(list(pretexts), raw, data)
-    if list(pretexts) != ["planes"] or not is_native(raw):
-        return None
-    task = pretexts["planes"]
     size = int(task.size[0])
     exams = build_exams(raw, size, task.sigma, norm, val_fraction)
     channels = _channels(exams)

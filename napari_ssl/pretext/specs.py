@@ -67,5 +67,6 @@ PLANES = PretextSpec(
     metrics=("planes/angle_error_deg", "planes/position_mae"),
     defaults=_planes_defaults,
     explorer=ExplorerSpec(preview="napari_ssl._napari.explorer_planes:planes_preview", step="plane", planes=True),
+    native_views="napari_ssl.pretext.planes_native:native_datasets",
     paper="Zhang et al., MICCAI 2020 (cardiac imaging planes)",
 )
