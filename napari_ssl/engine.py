@@ -133,7 +133,12 @@ class PretrainTask:
             bad = next(v for v in raw if v.array.ndim not in (3, 4))
             raise ValueError(f"{bad.name or 'scan'} must be 3D (z, y, x) or 4D, got shape {bad.array.shape}")
         self.plan = None
-        if norm is None or (spacing is None and not cfg.resume):
+        from napari_ssl.pretext.planes_native import check_3d, is_native  # native 2D views: no grid, no plan
+
+        check_3d(cfg.pretexts, raw, cfg.data)
+        hook = registry.get(cfg.pretexts[0]).native_views if len(cfg.pretexts) == 1 else None
+        native_views = hook is not None and is_native(raw)
+        if not native_views and (norm is None or (spacing is None and not cfg.resume)):
             from napari_ssl.plan import fingerprint, make_plan
 
             scans = [[v] for v in raw if v.array.ndim == 3 and min(v.spatial_shape) >= 2]
@@ -145,8 +150,8 @@ class PretrainTask:
                 spacing = spacing if spacing is not None or cfg.resume else self.plan.spacing
                 norm = norm or self.plan.normalization
         self.spacing = spacing
-        self.norm = norm or Normalization()
-        volumes = load_volumes(raw, spacing=self.spacing, normalization=self.norm)
+        self.norm = norm or Normalization(mode="zscore_nonzero" if native_views else "zscore")  # native: MR views
+        volumes = raw if native_views else load_volumes(raw, spacing=self.spacing, normalization=self.norm)
         train, val = split_volumes(volumes, cfg.val_fraction if len(volumes) > 1 else 0.0, cfg.seed)
         held_out = len(volumes) > 1 and cfg.val_fraction > 0  # one scan: metrics on fresh samples of it
         self.n_train, self.n_val = len(train), (len(val) if held_out else 0)
@@ -160,8 +165,17 @@ class PretrainTask:
         pretexts = {name: make_pretext(name, opts) for name, opts in self.pretext_options.items()}
         sample_spec = SampleSpec(patch=(self.patch,) * 3, pretexts=pretexts, foreground=cfg.foreground)
         per_step = cfg.batch_size * trainer.world
-        self.train_ds = PretextDataset(train, sample_spec, cfg.seed, cfg.steps * per_step)
-        self.val_ds = PretextDataset(val, sample_spec, cfg.seed + 1_000_003, max(1, cfg.val_samples))
+        native = None
+        if native_views:  # the pretext's samples from native 2D views (an exam)
+            native = registry.resolve(hook)(raw, pretexts[cfg.pretexts[0]], cfg.data, self.norm, cfg.seed,
+                                            cfg.steps * per_step, cfg.val_samples, cfg.val_fraction)
+        self.native_meta = None if native is None else native["meta"]
+        if native is not None:
+            self.train_ds, self.val_ds = native["train"], native["val"]
+            self.n_train, self.n_val = native["n_train"], native["n_val"]
+        else:
+            self.train_ds = PretextDataset(train, sample_spec, cfg.seed, cfg.steps * per_step)
+            self.val_ds = PretextDataset(val, sample_spec, cfg.seed + 1_000_003, max(1, cfg.val_samples))
 
         probe = self.train_ds[0]
         fields: dict[str, Any] = {}
@@ -249,4 +263,5 @@ class PretrainTask:
             "plan": None if self.plan is None else self.plan.to_dict(),
             "n_train": self.n_train,
             "n_val": self.n_val,
+            **({"native_views": self.native_meta} if getattr(self, "native_meta", None) else {}),
         }

@@ -94,13 +94,13 @@ class FinetuneTask:
         raw = checkpoint.read_meta(cfg.pretrained)
         if raw.get("kind") not in ("pretrain", "segment"):
             raise ValueError(f"{cfg.pretrained} is a {raw.get('kind')!r} checkpoint, not a pretraining or segmentation one")
-        if raw.get("kind") == "pretrain" and not (raw.get("backbones") or {}).get("3d"):
-            raise ValueError(
-                f"{cfg.pretrained} holds no 3D encoder (pretexts {raw.get('pretexts')}); pretrain with rubik or "
-                "context to fine-tune a 3D segmenter"
-            )
+        backbones = raw.get("backbones") or {}
+        if raw.get("kind") == "pretrain" and not (backbones.get("3d") or backbones.get("2d")):
+            raise ValueError(f"{cfg.pretrained} holds no backbone (pretexts {raw.get('pretexts')})")
         info = CheckpointMeta.from_dict(raw, source=str(cfg.pretrained))
-        spec = (info.backbones or {}).get("3d") if info.kind == "pretrain" else info.backbone
+        # a 2D backbone alone (imaging planes) is inflated to 3D (I3D: each 2D kernel spread along z)
+        spec = ((info.backbones or {}).get("3d") or (info.backbones or {}).get("2d")) if info.kind == "pretrain" \
+            else info.backbone
         meta = {"kind": info.kind, "pretexts": list(info.pretexts), "prefixes": dict(info.prefixes),
                 "step": info.step, "spacing": info.spacing, "normalization": info.normalization.to_dict()}
         return meta, BackboneSpec.from_dict(dict(spec or {}))
@@ -202,8 +202,12 @@ class FinetuneTask:
 
         cfg = self.config
         state, _ = checkpoint.load(cfg.pretrained, device="cpu")
-        if meta.get("kind") == "pretrain":
-            prefix = (meta.get("prefixes") or {}).get("3d", "backbone3d.")
+        prefixes = meta.get("prefixes") or {}
+        inflated = False
+        if meta.get("kind") == "pretrain" and "3d" not in prefixes and "2d" in prefixes:
+            prefix, has_decoder, inflated = prefixes["2d"], True, True  # planes trained a whole 2D U-Net
+        elif meta.get("kind") == "pretrain":
+            prefix = prefixes.get("3d", "backbone3d.")
             has_decoder = trained_decoder(meta.get("pretexts") or [])
         else:
             prefix, has_decoder = "", True
@@ -212,13 +216,17 @@ class FinetuneTask:
             parts.append("decoder")
         picked = sub_state(state, prefix, parts)
         own = net.state_dict()
+        if inflated:
+            from napari_ssl.models.backbone import inflate_2d
+
+            picked = inflate_2d(picked)
         for key, value in list(picked.items()):  # a 1-channel encoder on a multi-channel input: spread its filters
             if key in own and value.ndim == 5 and own[key].shape[1] != value.shape[1] and value.shape[1] == 1:
                 picked[key] = value.repeat(1, own[key].shape[1], 1, 1, 1) / own[key].shape[1]
         loaded = load_parts(net, picked, prefix="", parts=parts)
         self.pretrained_keys = set(loaded)
         return {"path": str(cfg.pretrained), "kind": meta.get("kind"), "pretexts": meta.get("pretexts"),
-                "parts": parts, "n_tensors": len(loaded), "step": meta.get("step")}
+                "parts": parts, "n_tensors": len(loaded), "step": meta.get("step"), "inflated_2d": inflated}
 
     def param_groups(self, model: Any) -> list[dict[str, Any]]:
         scale = self.config.pretrained_lr_scale

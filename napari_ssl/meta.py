@@ -64,6 +64,7 @@ class CheckpointMeta:
     model: Mapping[str, Any] | None = None
     backbones: Mapping[str, Any] | None = None
     prefixes: Mapping[str, str] = field(default_factory=dict)
+    native_views: Mapping[str, Any] | None = None  # planes on native 2D views: channels, split (pretext.planes_native)
     # written by checkpoint.save
     versions: Mapping[str, str] = field(default_factory=dict)
     version: int = META_VERSION

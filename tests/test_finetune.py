@@ -113,7 +113,7 @@ def test_bad_inputs_are_reported_before_training(tmp_path) -> None:
     with pytest.raises(OSError, match="no such file"):
         next(finetune(FinetuneConfig(images=(str(tmp_path / "nope.nii.gz"),), labels=("x",), classes="1")))
     fake = checkpoint.save(tmp_path / "planes", {}, {"kind": "pretrain", "pretexts": ["planes"], "backbones": {"3d": None}})
-    with pytest.raises(ValueError, match="no 3D encoder"):
+    with pytest.raises(ValueError, match="holds no backbone"):  # a planes checkpoint with its 2D U-Net transfers
         next(finetune(FinetuneConfig(pairs=((image, labels),), pretrained=str(fake), **base)))
     assert not (tmp_path / "m").exists()
 

@@ -72,7 +72,7 @@ def liver_model(shared_data: Path, root: Path) -> tuple[Path, list]:
             classes_file=str(data / "classes.json"), pretrained=None, out=str(root / "liver"), steps=LIVER_STEPS,
             backbone="tiny", patch_size=32, spacing=(3.0, 6.0, 6.0), device="cpu", seed=0, lr=1e-2,
             val_fraction=0.25, val_every=LIVER_STEPS // 2, normalization=Normalization(mode="ct", window=(-200, 300)),
-            num_threads=2,
+            num_threads=2, amp=False, mirror=True,  # float32: the same model on every run (bfloat16 kernels vary)
         )
         _LIVER["events"] = list(finetune(config))
         _LIVER["path"] = root / "liver"

@@ -188,6 +188,21 @@ def sub_state(
     return out
 
 
+def inflate_2d(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """2D U-Net weights made 3D (I3D inflation, Carreira and Zisserman, CVPR 2017): each 2D kernel is repeated
+    along z, divided by the depth for convolutions (a volume constant along z gives the 2D network's response on
+    every slice) and kept whole for the 2x2 transposed convolutions (each output voxel receives one input)."""
+    out = {}
+    for key, value in state.items():
+        if value.ndim == 4:
+            depth = value.shape[-1]
+            value = value.unsqueeze(2).repeat(1, 1, depth, 1, 1)
+            if "deconv" not in key:
+                value = value / depth
+        out[key] = value
+    return out
+
+
 def load_parts(
     unet: UNet, state: Mapping[str, torch.Tensor], prefix: str = "", parts: Sequence[str] = ("encoder",)
 ) -> list[str]:

@@ -192,6 +192,10 @@ class PretextSpec:
         ``defaults(patch) -> dict`` of constructor options scaled to the 3D patch edge.
     explorer : ExplorerSpec
         How the Pretext explorer shows it.
+    native_views : str or callable, optional
+        ``native_views(raw, task, data, norm, seed, train_length, val_length, val_fraction) -> dict`` (``train``,
+        ``val``, ``n_train``, ``n_val``, ``meta``): its samples from native 2D acquisitions (DICOM views of an exam,
+        :mod:`napari_ssl.pretext.planes_native`); ``None``: it needs 3D scans.
     paper : str
         The reference (for docs and tooltips).
     """
@@ -206,6 +210,7 @@ class PretextSpec:
     metrics: tuple[str, ...] = ()
     defaults: Callable[[int], dict[str, Any]] | None = None
     explorer: ExplorerSpec = field(default_factory=ExplorerSpec)
+    native_views: Any = None
     paper: str = ""
 
     def __post_init__(self) -> None:

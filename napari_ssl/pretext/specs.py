@@ -87,5 +87,6 @@ PLANES = PretextSpec(
                           draw=f"{_DRAW}:planes_specs", canvas=f"{_DRAW}:planes_text",
                           text_position="bottom_left"),  # clear of the grids of planes
     ),
+    native_views="napari_ssl.pretext.planes_native:native_datasets",
     paper="Zhang et al., MICCAI 2020 (cardiac imaging planes)",
 )
