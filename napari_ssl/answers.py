@@ -6,15 +6,17 @@ corrupted sample, prepared as in training (the checkpoint's intensity normalisat
 context restoration; Rubik cubes and plane images resized to the size the network was trained on), and returns
 plain arrays and numbers next to the truth:
 
-- :func:`answer_context`: the restored volume (on the scan's grid, in the scan's intensity units) and the PSNR
+- :func:`answer_context` (context restoration, and any restoration pretext: Models Genesis): the restored volume (on the scan's grid, in the scan's intensity units) and the PSNR
   of the restoration and of the corrupted input against the original (dB, on the network's grid);
 - :func:`answer_rubik`: the predicted and true permutation index, and per cube whether its position (the
   predicted permutation puts the right cube there) and its rotation flags were predicted right;
 - :func:`answer_planes`: the predicted line heatmaps and slice positions of every plane next to the targets,
   the angle error of each line (degrees) and the position error of each stack slice.
 
-:func:`describe` turns an answer into one sentence; :func:`~napari_ssl.pretrained.load_network` loads the
-network. No Qt here; the explorer runs these in a worker thread.
+:func:`answer` and :func:`describe` find a pretext's functions in its registry record
+(:class:`~napari_ssl.pretext.registry.AnswerSpec`, ``ExplorerSpec.answer``), so that a pretext brings its own;
+:func:`~napari_ssl.pretrained.load_network` loads the network. No Qt here; the explorer runs these in a worker
+thread.
 """
 
 from __future__ import annotations
@@ -34,14 +36,25 @@ __all__ = [
     "answer_context",
     "answer_planes",
     "answer_rubik",
+    "answer_spec",
     "context_step_params",
     "describe",
+    "describe_planes",
+    "describe_restoration",
+    "describe_rubik",
     "load_network",
 ]
 
 
-def _need(network: PretrainedNetwork, pretext: str, label: str) -> None:
+def _label(name: str) -> str:
+    from napari_ssl.pretext import registry
+
+    return registry.get(name).label if name in registry.names() else name
+
+
+def _need(network: PretrainedNetwork, pretext: str) -> None:
     if pretext not in network.pretexts:
+        label = _label(pretext)
         raise ValueError(
             f"this network was not trained on {label} (it learned {', '.join(network.pretexts)}); "
             "choose a checkpoint pretrained with it"
@@ -68,8 +81,11 @@ def context_step_params(params: Any, step: int | None) -> Any:
     return params if step == n else replace(params, pairs=params.pairs[:step])
 
 
-def answer_context(network: PretrainedNetwork, volume: Volume, task: Any, params: Any) -> dict[str, Any]:
-    """Restore the corrupted sample ``task.apply(volume, params)`` with the network.
+def answer_context(network: PretrainedNetwork, volume: Volume, task: Any, params: Any,
+                   name: str = "context") -> dict[str, Any]:
+    """Restore the corrupted sample ``task.apply(volume, params)`` with the network's restoration U-Net of the
+    pretext ``name`` (any pretext with :class:`~napari_ssl.models.tasks.RestorationHooks`: its ``name.input`` /
+    ``name.restored``; ``task.overlay(params)["boxes"]`` are the corrupted boxes).
 
     The scan is normalised as in training and corrupted with ``params`` on its own grid, then both the clean
     and the corrupted scan are resampled to the checkpoint's spacing, where the network restores the
@@ -90,7 +106,7 @@ def answer_context(network: PretrainedNetwork, volume: Volume, task: Any, params
 
     from napari_ssl.models.heads import psnr
 
-    _need(network, "context", "context restoration")
+    _need(network, name)
     normed, (a, _) = network.normalise(volume)
     corrupted = np.asarray(task.apply(normed, params), dtype=np.float32)
     shape = tuple(int(s) for s in volume.spatial_shape)
@@ -106,7 +122,7 @@ def answer_context(network: PretrainedNetwork, volume: Volume, task: Any, params
         roi = tuple(int(p) for p in network.info.patch_size or (32, 32, 32))  # a smaller scan is padded
 
         def restore(x: torch.Tensor) -> torch.Tensor:
-            return network.forward("context", {"context.input": x})["context.restored"]
+            return network.forward(name, {f"{name}.input": x})[f"{name}.restored"]
 
         restored = dirty.clone()
         box = (..., *_body_box(network, volume, grid, roi))  # where the network was trained to work
@@ -176,7 +192,8 @@ def _resize_exact(tensor: Any, size: tuple[int, ...]) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- rubik
-def answer_rubik(network: PretrainedNetwork, volume: Volume, task: Any, params: Any) -> dict[str, Any]:
+def answer_rubik(network: PretrainedNetwork, volume: Volume, task: Any, params: Any,
+                 name: str = "rubik") -> dict[str, Any]:
     """The network's permutation and rotations for the cubes of ``params`` cut from the normalised scan.
 
     The cubes are resized to the cube shape the network was trained on. Cube ``i`` (the one in cell ``i``)
@@ -193,7 +210,7 @@ def answer_rubik(network: PretrainedNetwork, volume: Volume, task: Any, params: 
     """
     import torch
 
-    _need(network, "rubik", "Rubik's cube")
+    _need(network, name)
     spec = network.net.spec
     if task.grid**3 != spec.n_cubes or task.n_permutations != spec.n_permutations:
         trained = round(spec.n_cubes ** (1 / 3))
@@ -205,9 +222,9 @@ def answer_rubik(network: PretrainedNetwork, volume: Volume, task: Any, params: 
     cubes = np.ascontiguousarray(task.cubes(normed[None], params), dtype=np.float32)  # (n, 1, cz, cy, cx)
     with torch.no_grad():
         x = _resize(torch.from_numpy(cubes).to(network.device), spec.cube_shape)
-        out = network.forward("rubik", {"rubik.cubes": x[None]})
-        probs = torch.softmax(out["rubik.perm"][0].float(), dim=0).cpu().numpy()
-        rot_pred = (out["rubik.rot"][0] > 0).cpu().numpy()
+        out = network.forward(name, {f"{name}.cubes": x[None]})
+        probs = torch.softmax(out[f"{name}.perm"][0].float(), dim=0).cpu().numpy()
+        rot_pred = (out[f"{name}.rot"][0] > 0).cpu().numpy()
     pred = int(np.argmax(probs))
     perm_pred = np.asarray(task.permutations[pred])
     perm_true = np.asarray(params.permutation)
@@ -230,7 +247,8 @@ def answer_rubik(network: PretrainedNetwork, volume: Volume, task: Any, params: 
 
 
 # ---------------------------------------------------------------------------------------------- planes
-def answer_planes(network: PretrainedNetwork, volume: Volume, task: Any, params: Any) -> dict[str, Any]:
+def answer_planes(network: PretrainedNetwork, volume: Volume, task: Any, params: Any,
+                  name: str = "planes") -> dict[str, Any]:
     """The network's line heatmaps and slice positions for the planes of ``params`` resampled from the
     normalised scan (resized to the plane size it was trained on, heatmaps resized back).
 
@@ -246,13 +264,13 @@ def answer_planes(network: PretrainedNetwork, volume: Volume, task: Any, params:
 
     from napari_ssl.models.heads import heatmap_angles
 
-    _need(network, "planes", "imaging planes")
+    _need(network, name)
     if params.volume_shape is None:
         raise ValueError("the network's answer needs planes resampled from a 3D scan, not acquired views")
     spec = network.net.spec
     n = params.n_planes
     if n != spec.n_views:
-        trained = network.options("planes")
+        trained = network.options(name)
         raise ValueError(
             f"this network predicts lines for {spec.n_views} planes (n_stack {trained.get('n_stack', '?')}, "
             f"n_oblique {trained.get('n_oblique', '?')}); set the same to see its answer (now {n} planes)"
@@ -260,13 +278,13 @@ def answer_planes(network: PretrainedNetwork, volume: Volume, task: Any, params:
     normed, _ = network.normalise(volume)
     images = np.asarray(task.apply(normed, params), dtype=np.float32)  # (N, H, W)
     h, w = images.shape[-2:]
-    size = network.options("planes").get("size", (h, w))
+    size = network.options(name).get("size", (h, w))
     size = (int(size), int(size)) if np.ndim(size) == 0 else tuple(int(s) for s in size)
     with torch.no_grad():
         x = _resize(torch.from_numpy(images)[:, None].to(network.device), size)  # (N, 1, h', w')
-        out = network.forward("planes", {"planes.images": x[None]})
-        heat = _resize(out["planes.heatmaps"][0].float(), (h, w))  # (N, V, H, W)
-        positions = out["planes.position"][0].float().cpu().numpy()
+        out = network.forward(name, {f"{name}.images": x[None]})
+        heat = _resize(out[f"{name}.heatmaps"][0].float(), (h, w))  # (N, V, H, W)
+        positions = out[f"{name}.position"][0].float().cpu().numpy()
         targets = task.targets(params)
         true = torch.as_tensor(np.asarray(targets["heatmaps"], dtype=np.float32))
         pred_angle, _ = heatmap_angles(heat.cpu())
@@ -290,38 +308,59 @@ def answer_planes(network: PretrainedNetwork, volume: Volume, task: Any, params:
     }
 
 
-# ---------------------------------------------------------------------------------------------- all
-_ANSWERS = {"context": answer_context, "rubik": answer_rubik, "planes": answer_planes}
+# ---------------------------------------------------------------------------------------------- words
+def describe_restoration(result: dict[str, Any], label: str = "Context restoration") -> str:
+    """One sentence on :func:`answer_context`'s result."""
+    return (
+        f"Network ({label}): PSNR vs the original, corrupted input {result['psnr_input']:.1f} dB, restored "
+        f"{result['psnr']:.1f} dB ({result['psnr_gain']:+.1f} dB); inside the outlined boxes "
+        f"{result['psnr_input_patches']:.1f} -> {result['psnr_patches']:.1f} dB"
+    )
+
+
+def describe_rubik(result: dict[str, Any], label: str = "Rubik's cube") -> str:
+    """One sentence on :func:`answer_rubik`'s result."""
+    n = len(result["right"])
+    return (
+        f"Network: permutation {result['perm_pred']} predicted (p={result['perm_prob']:.2f}), true "
+        f"{result['perm_true']} (p={result['perm_prob_true']:.2f}); {int(result['position_right'].sum())} of "
+        f"{n} cubes in the right place, {int(result['rotation_right'].sum())} of {n} turned right "
+        "(outlines: green both right, orange one, red neither)"
+    )
+
+
+def describe_planes(result: dict[str, Any], label: str = "Imaging planes") -> str:
+    """One sentence on :func:`answer_planes`'s result."""
+    angle, mae = result["angle_error_deg"], result["position_mae"]
+    pos = f", slice position error {mae:.2f}" if math.isfinite(mae) else ""
+    return (
+        f"Network: line angle error {angle:.1f}° over {int(result['has_line'].sum())} lines{pos}. "
+        "Tiles: its predicted heatmaps, true lines drawn over them"
+    )
+
+
+# ---------------------------------------------------------------------------------------------- any pretext
+def answer_spec(pretext: str) -> Any:
+    """The :class:`~napari_ssl.pretext.registry.AnswerSpec` of ``pretext``; ``ValueError`` with one sentence for
+    an unknown pretext or one without a network answer view."""
+    from napari_ssl.pretext import registry
+
+    spec = registry.get(pretext)
+    if spec.explorer.answer is None:
+        raise ValueError(f"{spec.label} has no network answer view: the explorer shows only its samples")
+    return spec.explorer.answer
 
 
 def answer(network: PretrainedNetwork, pretext: str, volume: Volume, task: Any, params: Any) -> dict[str, Any]:
-    """The network's answer for one sample of ``pretext`` (see the per-pretext functions)."""
-    if pretext not in _ANSWERS:
-        raise ValueError(f"no network answer for pretext {pretext!r}; available: {sorted(_ANSWERS)}")
-    return _ANSWERS[pretext](network, volume, task, params)
+    """The network's answer for one sample of ``pretext``: its registry record's ``compute``."""
+    from napari_ssl.pretext import registry
+
+    name = registry.get(pretext).name
+    return registry.resolve(answer_spec(name).compute)(network, volume, task, params, name)  # type: ignore[no-any-return]
 
 
 def describe(pretext: str, result: dict[str, Any]) -> str:
-    """One sentence on an answer, for the explorer's status line."""
-    if pretext == "context":
-        return (
-            f"Network: PSNR vs the original, corrupted input {result['psnr_input']:.1f} dB, restored "
-            f"{result['psnr']:.1f} dB ({result['psnr_gain']:+.1f} dB); inside the swapped patches "
-            f"{result['psnr_input_patches']:.1f} -> {result['psnr_patches']:.1f} dB"
-        )
-    if pretext == "rubik":
-        n = len(result["right"])
-        return (
-            f"Network: permutation {result['perm_pred']} predicted (p={result['perm_prob']:.2f}), true "
-            f"{result['perm_true']} (p={result['perm_prob_true']:.2f}); {int(result['position_right'].sum())} of "
-            f"{n} cubes in the right place, {int(result['rotation_right'].sum())} of {n} turned right "
-            "(outlines: green both right, orange one, red neither)"
-        )
-    if pretext == "planes":
-        angle, mae = result["angle_error_deg"], result["position_mae"]
-        pos = f", slice position error {mae:.2f}" if math.isfinite(mae) else ""
-        return (
-            f"Network: line angle error {angle:.1f}° over {int(result['has_line'].sum())} lines{pos}. "
-            "Tiles: its predicted heatmaps, true lines drawn over them"
-        )
-    raise ValueError(f"no network answer for pretext {pretext!r}")
+    """One sentence on an answer, for the explorer's status line (the registry record's ``describe``)."""
+    from napari_ssl.pretext import registry
+
+    return str(registry.resolve(answer_spec(pretext).describe)(result, registry.get(pretext).label))

@@ -8,7 +8,7 @@ normalises a scan as in training.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,14 +36,12 @@ class PretrainedNetwork:
         return dict(self.info.pretext_options.get(pretext, {}))
 
     def forward(self, pretext: str, batch: dict[str, Any]) -> dict[str, Any]:
-        """The network's outputs for ``pretext`` alone (``batch`` holds only that pretext's inputs): a shallow
-        copy of the model that shares its weights and runs only that head."""
-        import copy
-
-        view = copy.copy(self.net)
-        if hasattr(view, "spec") and tuple(getattr(view.spec, "pretexts", ())) != (pretext,):
-            object.__setattr__(view, "spec", replace(view.spec, pretexts=(pretext,)))
-        return view(batch)  # type: ignore[no-any-return]
+        """The network's outputs for ``pretext`` alone (``batch`` holds only that pretext's inputs): that
+        pretext's network hooks run on the shared model (its other heads are not run)."""
+        hooks = getattr(self.net, "_hooks", None)
+        if hooks is None or pretext not in hooks:  # a model without per-pretext hooks runs whole
+            return self.net(batch)  # type: ignore[no-any-return]
+        return hooks[pretext].forward(self.net, batch)  # type: ignore[no-any-return]
 
     def normalise(self, volume: Volume) -> tuple[np.ndarray, tuple[float, float]]:
         """The scan normalised as in training (float32) and ``(a, b)`` with ``scan ~ a * normalised + b``."""

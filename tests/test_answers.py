@@ -168,3 +168,31 @@ def test_a_pretext_the_network_did_not_learn_is_refused(tmp_path, scan) -> None:
     task = RubikCube(grid=2, n_permutations=10, gap=2)
     with pytest.raises(ValueError, match="not trained on Rubik's cube .*learned context"):
         answer(net, "rubik", scan, task, task.sample(scan.spatial_shape, np.random.default_rng(0)))
+
+
+def test_genesis_answers_through_its_registry_record(tmp_path, scan, tiny_ckpt) -> None:
+    """Models Genesis registers the restoration answer: the network restores a Genesis sample of the scan."""
+    from napari_ssl.pretext import registry
+
+    net = load_network(pretrain_tiny(tmp_path / "genesis", pretexts=("genesis",), steps=2))
+    task = registry.get("genesis").make({"p_paint": 1.0, "p_inpaint": 1.0, "n_boxes": 3})
+    params = task.sample(scan.spatial_shape, np.random.default_rng(5))
+    out = answer(net, "genesis", scan, task, params)
+    np.testing.assert_array_equal(out["corrupted"], task.apply(scan.array.astype(np.float32), params))
+    assert out["restored"].shape == scan.spatial_shape
+    assert not np.array_equal(out["restored"], out["corrupted"])  # the genesis head changed something
+    assert out["psnr_gain"] == pytest.approx(out["psnr"] - out["psnr_input"])
+    assert math.isfinite(out["psnr_patches"])  # inside the in-painted boxes
+    assert "Models Genesis" in describe("genesis", out)
+    with pytest.raises(ValueError, match="not trained on Models Genesis"):
+        answer(load_network(tiny_ckpt), "genesis", scan, task, params)
+
+
+def test_a_pretext_without_an_answer_view_is_refused(tiny_ckpt, scan) -> None:
+    import toy_pretext
+
+    with toy_pretext.registered():
+        task = toy_pretext.FLIP.make({"p_flip": 1.0})
+        params = task.sample(scan.spatial_shape, 0)
+        with pytest.raises(ValueError, match="Flip \\(toy\\) has no network answer view"):
+            answer(load_network(tiny_ckpt), "flip", scan, task, params)

@@ -153,3 +153,19 @@ def test_backbones_prefixes_and_decoder_transfer_follow_the_records() -> None:
     assert backbone_prefixes(["planes"]) == {"2d": "backbone2d."}
     with toy_pretext.registered():
         assert not has_decoder(["flip"]) and backbone_prefixes(["flip"]) == {"3d": "backbone3d."}
+
+
+def test_answer_specs_of_the_builtins() -> None:
+    """Every built-in pretext says how the explorer shows its network's answer; the core parts resolve."""
+    from napari_ssl.pretext.registry import AnswerSpec
+
+    for name in BUILTINS:
+        spec = registry.get(name).explorer.answer
+        assert isinstance(spec, AnswerSpec), name
+        assert callable(registry.resolve(spec.compute)) and callable(registry.resolve(spec.describe))
+    assert registry.get("context").explorer.mm_params == ("patch_size",)
+    assert registry.get("context").explorer.answer.at_step is not None
+    with pytest.raises(ValueError, match="text_position"):
+        AnswerSpec(compute=len, describe=len, draw=len, canvas=len, text_position="middle")
+    with pytest.raises(ValueError, match="AnswerSpec"):
+        ExplorerSpec(answer="napari_ssl.answers:answer_context")

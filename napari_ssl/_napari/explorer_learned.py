@@ -4,10 +4,12 @@ A row under the explorer's parameters picks a pretraining checkpoint (those the 
 session, through :mod:`~napari_ssl._napari.hub`, or any folder through "Choose..."). With one chosen, every
 preview is followed by the network's answer on that same sample, computed in a ``thread_worker``
 (:func:`~napari_ssl._napari.explorer_learned_compute.compute_answer`) and drawn as layers named
-``<scan> · network ...``:
+``<scan> · network ...``. What is computed and drawn comes from the pretext's registry record
+(``ExplorerSpec.answer``, an :class:`~napari_ssl.pretext.registry.AnswerSpec`); a pretext without one gets a status
+line saying so. The built-ins:
 
-- context restoration: the restored volume beside the corrupted one (the explorer's layer, over the scan),
-  then the original, left to right; their PSNRs in words on the canvas;
+- context restoration and Models Genesis: the restored volume beside the corrupted one (the explorer's layer,
+  over the scan), then the original, left to right; their PSNRs in words on the canvas;
 - Rubik's cube: each cube outlined green when the network put it in the right place *and* turned it right, red
   otherwise (wireframes in 3D, contours in 2D); predicted vs true permutation on the canvas;
 - imaging planes (2D view): a second grid of tiles under the explorer's, each plane with the network's line
@@ -36,6 +38,7 @@ from napari_ssl._napari.explorer_learned_compute import (
 )
 from napari_ssl._napari.hub import checkpoint_hub
 from napari_ssl._napari.overlays import _set_shapes
+from napari_ssl.pretext import registry
 
 __all__ = ["LEARNED", "LearnedPanel", "attach_learned", "learned_layers"]
 
@@ -160,9 +163,10 @@ class LearnedPanel(QWidget):
         known = {spec.name for spec in widget.specs}
         values = {k: (v[0] if isinstance(v, (list, tuple)) else v) for k, v in options.items() if k in known}
         spacing = self._meta().get("spacing")
-        if name == "context" and spacing and values.get("unit", "voxel") == "voxel" and "patch_size" in values:
-            # trained in voxels of the checkpoint's grid: the same patches in mm on the user's scan
-            values.update(patch_size=float(values["patch_size"]) * float(np.mean(spacing)), unit="mm")
+        lengths = [k for k in registry.get(name).explorer.mm_params if k in values]
+        if spacing and lengths and values.get("unit", "voxel") == "voxel":
+            # trained in voxels of the checkpoint's grid: the same lengths in mm on the user's scan
+            values.update({k: float(values[k]) * float(np.mean(spacing)) for k in lengths}, unit="mm")
         widget.set_values(values)
 
     def _on_network(self, *_: Any) -> None:
@@ -189,6 +193,11 @@ class LearnedPanel(QWidget):
     def compute(self, preview: Any) -> Any:
         """Start the network's answer on ``preview`` in a worker (returned; None without a checkpoint)."""
         if not self.path:
+            return None
+        spec = registry.get(preview.request.pretext)
+        if spec.explorer.answer is None:  # a status line, no popup on every preview
+            self.remove_layers()
+            self.status.setText(f"{spec.label} has no network answer view: the explorer shows only its samples")
             return None
         learned = self._meta().get("pretexts", [])
         if preview.request.pretext not in learned:  # nothing to ask it: say so, no popup on every preview
@@ -264,9 +273,7 @@ class LearnedPanel(QWidget):
         from napari_ssl._napari import explorer_learned_draw as draw
 
         source = result.preview.request.source
-        specs = {"context": draw.context_specs, "rubik": draw.rubik_specs, "planes": draw.planes_specs}[
-            result.pretext
-        ](self.viewer, result, self.viewer.layers[source])
+        specs = draw.answer_layers(self.viewer, result, self.viewer.layers[source])
         active = self.viewer.layers.selection.active
         names = set()
         for name, layer_type, data, kwargs, role in specs:
@@ -278,7 +285,7 @@ class LearnedPanel(QWidget):
                 self.viewer.layers.remove(layer)
         overlay = self.viewer.text_overlay
         overlay.text = draw.canvas_text(result)
-        overlay.position = "bottom_left" if result.pretext == "planes" else "top_left"  # clear of the grids
+        overlay.position = registry.get(result.pretext).explorer.answer.text_position  # clear of its drawing
         overlay.font_size = 9
         overlay.color = "white"
         overlay.visible = True

@@ -2,7 +2,8 @@
 
 :func:`compute_answer` runs in a napari ``thread_worker``: it loads the pretraining checkpoint once (kept while
 its files are unchanged) and calls :func:`napari_ssl.answers.answer` on exactly the sample the preview shows
-(the same scan, pretext object and params; for context restoration the swaps shown by the slider).
+(the same scan, pretext object and params; where the pretext's ``AnswerSpec.at_step`` says so, the steps shown by
+the slider, e.g. context restoration's swaps).
 """
 
 from __future__ import annotations
@@ -85,14 +86,16 @@ def compute_answer(path: str, preview: Any) -> LearnedAnswer:
         Not a pretraining checkpoint, a pretext it did not learn, parameters it cannot answer (the message
         says which), or a preview of acquired views rather than of one 3D scan.
     """
-    from napari_ssl.answers import answer, context_step_params, describe
+    from napari_ssl.answers import answer, answer_spec, describe
+    from napari_ssl.pretext.registry import resolve
 
     request = preview.request
+    spec = answer_spec(request.pretext)  # ValueError: this pretext has no network answer view
     if request.volume is None or preview.world:
         raise ValueError("the network answers on planes resampled from one 3D scan; pick a scan, not 'All views'")
     net = network(path)
     params = preview.params
-    if request.pretext == "context":
-        params = context_step_params(params, request.step)
+    if spec.at_step is not None:  # the network answers on what the step slider shows
+        params = resolve(spec.at_step)(params, request.step)
     result = answer(net, request.pretext, request.volume, preview.task, params)
     return LearnedAnswer(preview=preview, path=str(path), result=result, summary=describe(request.pretext, result))

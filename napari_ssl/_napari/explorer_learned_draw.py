@@ -1,5 +1,6 @@
 """Layers of the network's answer (GUI thread): ``(name, layer_type, data, kwargs, role)`` per pretext, and the
-canvas text. See :mod:`~napari_ssl._napari.explorer_learned`."""
+canvas text. Each pretext's registry record names its functions here (``AnswerSpec.draw`` / ``.canvas``);
+:func:`answer_layers` and :func:`canvas_text` call them. See :mod:`~napari_ssl._napari.explorer_learned`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,22 @@ from napari_ssl._napari.explorer_compute import PlaneView, box_path, paint_boxes
 from napari_ssl._napari.explorer_learned_compute import LearnedAnswer
 from napari_ssl._napari.overlays import SEP, contour_width, line_width, placement
 
-__all__ = ["CUBE_COLOURS", "GAP", "GREEN", "ORANGE", "RED", "canvas_text", "context_specs", "panel_offset", "planes_specs", "rubik_specs"]
+__all__ = [
+    "CUBE_COLOURS",
+    "GAP",
+    "GREEN",
+    "ORANGE",
+    "RED",
+    "answer_layers",
+    "canvas_text",
+    "panel_offset",
+    "planes_specs",
+    "planes_text",
+    "restoration_specs",
+    "restoration_text",
+    "rubik_specs",
+    "rubik_text",
+]
 
 GREEN = np.array([0.2, 0.9, 0.3, 1.0])
 ORANGE = np.array([1.0, 0.65, 0.0, 1.0])
@@ -44,7 +60,7 @@ def _shifted(place: dict[str, Any], offset: np.ndarray) -> dict[str, Any]:
     return {**place, "affine": affine}
 
 
-def context_specs(viewer: Any, result: LearnedAnswer, source_layer: Any) -> list[tuple]:
+def restoration_specs(viewer: Any, result: LearnedAnswer, source_layer: Any) -> list[tuple]:
     """The restored volume one panel to the right of the scan (where the corrupted preview lies), the
     original one panel further."""
     source = result.preview.request.source
@@ -132,31 +148,62 @@ def planes_specs(viewer: Any, result: LearnedAnswer, source_layer: Any) -> list[
     return [(f"{source}{SEP}network grid", "image", rgb, kwargs, "grid")]
 
 
-def canvas_text(result: LearnedAnswer) -> str:
-    """The lines shown on the canvas: which checkpoint, what each panel / colour means, the numbers."""
-    meta = Path(result.path).name
+def restoration_text(result: LearnedAnswer, label: str) -> str:
+    """Canvas lines of a restoration answer: the three panels and their PSNRs."""
     r = result.result
-    if result.pretext == "context":
-        return (
-            f"Network {meta}: context restoration. PSNR vs the original:\n"
-            f"left, corrupted input: {r['psnr_input']:.1f} dB ({r['psnr_input_patches']:.1f} in the swaps)\n"
-            f"middle, restored: {r['psnr']:.1f} dB ({r['psnr_patches']:.1f} in the swaps)\n"
-            f"right: the original. Gain {r['psnr_gain']:+.1f} dB"
-        )
-    if result.pretext == "rubik":
-        wrong_place = [str(i) for i in np.flatnonzero(~r["position_right"])]
-        wrong_turn = [str(i) for i in np.flatnonzero(~r["rotation_right"])]
-        return (
-            f"Network {meta}: Rubik's cube\n"
-            f"permutation predicted {r['perm_pred']} (p {r['perm_prob']:.2f}), true {r['perm_true']} "
-            f"(p {r['perm_prob_true']:.2f})\n"
-            "green: place and turn right, orange: one of them, red: neither\n"
-            f"wrong place: cells {', '.join(wrong_place) or 'none'}; wrong turn: {', '.join(wrong_turn) or 'none'}"
-        )
+    return (
+        f"Network {Path(result.path).name}: {label}. PSNR vs the original:\n"
+        f"left, corrupted input: {r['psnr_input']:.1f} dB ({r['psnr_input_patches']:.1f} in the boxes)\n"
+        f"middle, restored: {r['psnr']:.1f} dB ({r['psnr_patches']:.1f} in the boxes)\n"
+        f"right: the original. Gain {r['psnr_gain']:+.1f} dB"
+    )
+
+
+def rubik_text(result: LearnedAnswer, label: str) -> str:
+    """Canvas lines of a Rubik's cube answer: the permutations and the cells it got wrong."""
+    r = result.result
+    wrong_place = [str(i) for i in np.flatnonzero(~r["position_right"])]
+    wrong_turn = [str(i) for i in np.flatnonzero(~r["rotation_right"])]
+    return (
+        f"Network {Path(result.path).name}: {label}\n"
+        f"permutation predicted {r['perm_pred']} (p {r['perm_prob']:.2f}), true {r['perm_true']} "
+        f"(p {r['perm_prob_true']:.2f})\n"
+        "green: place and turn right, orange: one of them, red: neither\n"
+        f"wrong place: cells {', '.join(wrong_place) or 'none'}; wrong turn: {', '.join(wrong_turn) or 'none'}"
+    )
+
+
+def planes_text(result: LearnedAnswer, label: str) -> str:
+    """Canvas lines of an imaging-planes answer: the errors and what each grid shows."""
+    r = result.result
     mae = r["position_mae"]
     return (
-        f"Network {meta}: imaging planes\n"
+        f"Network {Path(result.path).name}: {label}\n"
         f"line angle error {r['angle_error_deg']:.1f}° ({int(r['has_line'].sum())} lines)"
         + (f"\nslice position error {mae:.2f}" if np.isfinite(mae) else "")
         + "\nupper grid: targets\nlower grid: the network (heatmaps\nscaled to their peak; true lines)"
     )
+
+
+def _answer_spec(result: LearnedAnswer) -> tuple[Any, str]:
+    from napari_ssl.answers import answer_spec
+    from napari_ssl.pretext import registry
+
+    return answer_spec(result.pretext), registry.get(result.pretext).label
+
+
+def answer_layers(viewer: Any, result: LearnedAnswer, source_layer: Any) -> list[tuple]:
+    """The layers of ``result`` (its pretext's ``AnswerSpec.draw``)."""
+    from napari_ssl.pretext.registry import resolve
+
+    spec, _ = _answer_spec(result)
+    return list(resolve(spec.draw)(viewer, result, source_layer))
+
+
+def canvas_text(result: LearnedAnswer) -> str:
+    """The lines shown on the canvas (its pretext's ``AnswerSpec.canvas``): which checkpoint, what each panel /
+    colour means, the numbers."""
+    from napari_ssl.pretext.registry import resolve
+
+    spec, label = _answer_spec(result)
+    return str(resolve(spec.canvas)(result, label))

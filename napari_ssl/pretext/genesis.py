@@ -18,6 +18,7 @@ import numpy as np
 
 from ._base import ParamSpec, as_rng, check_array, check_foreground, check_range, is_torch, shape_and_spacing
 from .registry import ExplorerSpec, PretextSpec
+from .specs import RESTORATION_ANSWER
 
 __all__ = ["SPEC", "GenesisAdapter", "GenesisParams", "ModelsGenesis", "bezier_map"]
 
@@ -389,6 +390,7 @@ SPEC = PretextSpec(
     hooks="napari_ssl.models.tasks:RestorationHooks",
     backbone="3d",
     metrics=("genesis/psnr_gain", "genesis/psnr", "genesis/psnr_input"),
-    explorer=ExplorerSpec(restore=False),
+    # the network's answer: the restoration view of context restoration (the same U-Net and hooks)
+    explorer=ExplorerSpec(restore=False, answer=RESTORATION_ANSWER),
     paper="Zhou et al., Models Genesis, MedIA 2021",
 )

@@ -37,6 +37,7 @@ from typing import Any
 
 __all__ = [
     "BUILTIN",
+    "AnswerSpec",
     "ExplorerSpec",
     "PretextSpec",
     "get",
@@ -74,6 +75,48 @@ def resolve(ref: Any) -> Any:
     return obj
 
 
+#: where the explorer writes an answer's words on the canvas (napari's text-overlay positions)
+TEXT_POSITIONS = ("top_left", "top_center", "top_right", "bottom_left", "bottom_center", "bottom_right")
+
+
+@dataclass(frozen=True)
+class AnswerSpec:
+    """How the Pretext explorer shows what a pretraining network answers on the previewed sample (its
+    "network" picker). The callables are ``"module:attribute"`` strings (or objects), resolved on use.
+
+    Parameters
+    ----------
+    compute : str or callable
+        ``compute(network, volume, task, params, name) -> dict`` (no Qt; runs in a worker thread): the network
+        of a :class:`~napari_ssl.pretrained.PretrainedNetwork` on the sample ``task.apply(volume, params)``, the
+        pretext registered as ``name``; ``ValueError`` with one sentence for a network or parameters it cannot
+        answer (see :mod:`napari_ssl.answers`).
+    describe : str or callable
+        ``describe(result, label) -> str``: one sentence on ``compute``'s result (the explorer's status line).
+    draw : str or callable
+        ``draw(viewer, answer, source_layer) -> list of (name, layer_type, data, kwargs, role)`` (GUI thread;
+        ``answer`` is a :class:`~napari_ssl._napari.explorer_learned_compute.LearnedAnswer`): the layers to show.
+    canvas : str or callable
+        ``canvas(answer, label) -> str``: the lines written on the canvas.
+    at_step : str or callable, optional
+        ``at_step(params, step) -> params``: the params the step slider shows (the network answers on what is
+        shown); ``None``: the whole sample.
+    text_position : str
+        Where the canvas text goes (clear of the pretext's drawing), one of :data:`TEXT_POSITIONS`.
+    """
+
+    compute: Any
+    describe: Any
+    draw: Any
+    canvas: Any
+    at_step: Any = None
+    text_position: str = "top_left"
+
+    def __post_init__(self) -> None:
+        if self.text_position not in TEXT_POSITIONS:
+            raise ValueError(f"text_position must be one of {TEXT_POSITIONS}, got {self.text_position!r}")
+
+
 @dataclass(frozen=True)
 class ExplorerSpec:
     """How the Pretext explorer shows a pretext (plain flags, no Qt).
@@ -93,6 +136,12 @@ class ExplorerSpec:
         The parameter that counts the steps of a ``"swap"`` slider.
     planes : bool
         The preview is a set of imaging planes (drawn as planes; "All views" of native acquisitions allowed).
+    answer : AnswerSpec, optional
+        What a pretraining network answers on the preview and how it is drawn; ``None``: the explorer says this
+        pretext has no network answer view.
+    mm_params : tuple of str
+        Lengths in voxels that "Use its parameters" turns into mm with the checkpoint's voxel spacing (the task
+        has a ``unit`` parameter, ``"voxel"`` or ``"mm"``), so the same patches show on a scan of another grid.
     """
 
     preview: Any = None
@@ -100,12 +149,17 @@ class ExplorerSpec:
     step: str | None = None
     step_param: str | None = None
     planes: bool = False
+    answer: AnswerSpec | None = None
+    mm_params: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.step not in (None, "swap", "plane"):
             raise ValueError(f"step must be None, 'swap' or 'plane', got {self.step!r}")
         if self.step == "swap" and not self.step_param:
             raise ValueError("a 'swap' step slider needs step_param, the parameter that counts the steps")
+        if self.answer is not None and not isinstance(self.answer, AnswerSpec):
+            raise ValueError(f"answer must be an AnswerSpec or None, got {type(self.answer).__name__}")
+        object.__setattr__(self, "mm_params", tuple(self.mm_params))
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from napari_ssl.pretext.registry import ExplorerSpec, PretextSpec
+from napari_ssl.pretext.registry import AnswerSpec, ExplorerSpec, PretextSpec
 
-__all__ = ["CONTEXT", "PLANES", "RUBIK"]
+__all__ = ["CONTEXT", "PLANES", "RESTORATION_ANSWER", "RUBIK"]
 
 _PREVIEWS = "napari_ssl._napari.explorer_compute"
+_ANSWERS = "napari_ssl.answers"
+_DRAW = "napari_ssl._napari.explorer_learned_draw"
+
+#: what a restoration network answers (context restoration, Models Genesis): the restored scan beside the
+#: corrupted one and the original, their PSNRs
+RESTORATION_ANSWER = AnswerSpec(compute=f"{_ANSWERS}:answer_context", describe=f"{_ANSWERS}:describe_restoration",
+                                draw=f"{_DRAW}:restoration_specs", canvas=f"{_DRAW}:restoration_text")
 
 
 def _rubik_defaults(patch: int) -> dict[str, Any]:
@@ -38,7 +46,11 @@ RUBIK = PretextSpec(
     backbone="3d-encoder",
     metrics=("rubik/perm_top1", "rubik/rot_acc"),
     defaults=_rubik_defaults,
-    explorer=ExplorerSpec(preview=f"{_PREVIEWS}:rubik_preview", restore=True),
+    explorer=ExplorerSpec(
+        preview=f"{_PREVIEWS}:rubik_preview", restore=True,
+        answer=AnswerSpec(compute=f"{_ANSWERS}:answer_rubik", describe=f"{_ANSWERS}:describe_rubik",
+                          draw=f"{_DRAW}:rubik_specs", canvas=f"{_DRAW}:rubik_text"),
+    ),
     paper="Zhuang et al., MICCAI 2019; Zhu et al., MedIA 2020",
 )
 
@@ -52,7 +64,10 @@ CONTEXT = PretextSpec(
     backbone="3d",
     metrics=("context/psnr_gain", "context/psnr", "context/psnr_input"),
     defaults=_context_defaults,
-    explorer=ExplorerSpec(preview=f"{_PREVIEWS}:context_preview", step="swap", step_param="n_swaps"),
+    explorer=ExplorerSpec(
+        preview=f"{_PREVIEWS}:context_preview", step="swap", step_param="n_swaps", mm_params=("patch_size",),
+        answer=replace(RESTORATION_ANSWER, at_step=f"{_ANSWERS}:context_step_params"),  # the swaps shown
+    ),
     paper="Chen et al., MedIA 2019",
 )
 
@@ -66,7 +81,12 @@ PLANES = PretextSpec(
     backbone="2d",
     metrics=("planes/angle_error_deg", "planes/position_mae"),
     defaults=_planes_defaults,
-    explorer=ExplorerSpec(preview="napari_ssl._napari.explorer_planes:planes_preview", step="plane", planes=True),
+    explorer=ExplorerSpec(
+        preview="napari_ssl._napari.explorer_planes:planes_preview", step="plane", planes=True,
+        answer=AnswerSpec(compute=f"{_ANSWERS}:answer_planes", describe=f"{_ANSWERS}:describe_planes",
+                          draw=f"{_DRAW}:planes_specs", canvas=f"{_DRAW}:planes_text",
+                          text_position="bottom_left"),  # clear of the grids of planes
+    ),
     native_views="napari_ssl.pretext.planes_native:native_datasets",
     paper="Zhang et al., MICCAI 2020 (cardiac imaging planes)",
 )

@@ -200,3 +200,54 @@ def test_bad_checkpoints_and_parameters_notify(dock, qtbot, ckpt, tmp_path, warn
     assert dock.learned.add_checkpoint(str(only))
     assert dock.learned.worker is None and "learned context, not this pretext" in dock.learned.status.text()
     assert len(warnings_seen) == count
+
+
+def test_genesis_and_a_pretext_without_an_answer_view(make_napari_viewer, qtbot, scan, tmp_path,
+                                                      warnings_seen) -> None:
+    """Models Genesis shows the restoration answer of its own head; a registered pretext without an answer view
+    gets a status line, no worker, no popup and no layers."""
+    import toy_pretext
+
+    from napari_ssl._napari.explorer import PretextExplorer
+
+    ck = pretrain_tiny(tmp_path / "genesis", pretexts=("genesis", "context"), steps=2)
+    with toy_pretext.registered():
+        viewer = make_napari_viewer()
+        dock = PretextExplorer(viewer)
+        dock.auto.setChecked(False)
+        viewer.window.add_dock_widget(dock, name="Pretext explorer")
+        data, kwargs, layer_type = volume_to_layer_data(scan, "image")
+        viewer._add_layer_from_data(data, kwargs, layer_type)
+        dock.set_source("scan")
+        dock.set_pretext("genesis")
+        assert dock.learned.add_checkpoint(str(ck))
+        result = answered(dock, qtbot)
+        preview = dock.last_preview
+        expected = answer_context(load_network(ck), preview.request.volume, preview.task, preview.params, "genesis")
+        np.testing.assert_allclose(viewer.layers["scan · network restored"].data, expected["restored"], atol=1e-4)
+        assert result.pretext == "genesis" and "Models Genesis" in viewer.text_overlay.text
+        assert f"{expected['psnr']:.1f} dB" in viewer.text_overlay.text
+        dock.set_pretext("flip")
+        dock.learned.worker = None
+        with qtbot.waitSignal(dock.preview_ready, timeout=WAIT_MS):
+            dock.preview()
+        assert dock.learned.worker is None
+        assert "Flip (toy) has no network answer view" in dock.learned.status.text()
+        assert not [layer for layer in viewer.layers if "network" in layer.name]
+        assert not warnings_seen
+
+
+def test_use_its_parameters_turns_voxel_lengths_into_mm(dock, ckpt) -> None:
+    """Context restoration's registry record lists patch_size as a length: trained in voxels of the checkpoint's
+    2 mm grid, it is set in mm on the user's scan."""
+    meta = json.loads((ckpt / "meta.json").read_text())
+    trained = meta["pretext_options"]["context"]
+    dock.set_pretext("context")
+    dock.params["context"].set_values({"unit": "voxel", "patch_size": 1.0})
+    assert dock.learned.add_checkpoint(str(ckpt))
+    dock.learned.use_network_parameters()
+    values = dock.params["context"].values()
+    assert values["unit"] == "mm"
+    voxels = float(np.ravel(trained["patch_size"])[0])
+    assert values["patch_size"] == pytest.approx(voxels * float(np.mean(meta["spacing"])))
+    assert values["patch_size"] != pytest.approx(voxels)  # a 2 mm grid: not the voxel count
