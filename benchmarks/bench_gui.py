@@ -163,7 +163,9 @@ def run_dock(args: argparse.Namespace) -> dict:
         0, viewer.dims.range[0].start + 0.55 * (viewer.dims.range[0].stop - viewer.dims.range[0].start)
     )
     dock = PretrainDock(viewer)
-    viewer.window.add_dock_widget(dock, name="Pretrain", area="right")
+    dock_widget = viewer.window.add_dock_widget(dock, name="Pretrain", area="right")
+    if args.float_dock:  # the dock as its own window: its repaints do not recompose the viewer's (OpenGL) window
+        dock_widget.setFloating(True)
     form = dock.form
     form.source.setCurrentText(FOLDER)
     form.folder.path = SCAN.parent
@@ -286,6 +288,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--pretexts", default="rubik,context")
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle probing")
+    parser.add_argument("--float-dock", action="store_true", help="float the dock in its own window (diagnosis)")
     parser.add_argument("--screenshot", type=Path, default=None, help="save the window mid-training here")
     parser.add_argument("--engine-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

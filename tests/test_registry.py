@@ -91,7 +91,7 @@ def test_no_pretext_names_in_engine_or_docks() -> None:
     # the docks; explorer_planes.py is the planes' own drawing code, named by their registry record
     files += [f for f in sorted((REPO / "napari_ssl" / "_napari").glob("*.py")) if f.name != "explorer_planes.py"]
     found = [f"{f.name}:{i}: {line.strip()}" for f in files
-             for i, line in enumerate(f.read_text().splitlines(), 1)
+             for i, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1)
              if pattern.search(line) and "doctest" not in line and not line.lstrip().startswith(("#", '"""', "``"))]
     assert not found, "pretext names hard-coded:\n" + "\n".join(found)
 
