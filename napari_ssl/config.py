@@ -138,6 +138,9 @@ class PretrainConfig:
             raise ValueError(
                 f"patch_size must be a multiple of 16 voxels (four 2x poolings of the U-Net), got {self.patch_size}"
             )
+        if self.patch_size == 16:
+            raise ValueError("patch_size 16 leaves one voxel at the U-Net's bottleneck (four 2x poolings), where "
+                             "instance normalisation cannot train: use 32 or more")
         if self.backbone is not None:
             from napari_ssl.models.sizes import SIZES
 

@@ -218,6 +218,9 @@ def check_patch_size(patch: Any) -> tuple[int, int, int]:
     out = (int(vals[0]), int(vals[1]), int(vals[2]))
     if any(p < DIVISOR or p % DIVISOR for p in out):
         raise ValueError(f"patch size edges must be multiples of {DIVISOR} (four 2x poolings), got {out}")
+    if all(p == DIVISOR for p in out):
+        raise ValueError(f"patch size {out} leaves one voxel at the U-Net's bottleneck (four 2x poolings), where "
+                         f"instance normalisation cannot train: use {2 * DIVISOR} along at least one axis")
     return out
 
 

@@ -219,6 +219,7 @@ def test_dataloader_workers(shared_data: Path, tmp_path: Path) -> None:
         ({"pretexts": ("jigsaw",)}, ValueError, "pretext must be"),
         ({"steps": 0}, ValueError, "steps must be >= 1"),
         ({"patch_size": 24}, ValueError, "patch_size must be a multiple of 16"),
+        ({"patch_size": 16}, ValueError, "one voxel at the U-Net's bottleneck"),
         ({"backbone": "huge"}, ValueError, "backbone must be one of"),
         ({"weights": {"rubik": 1.0}}, ValueError, "weights given for pretexts not in the run"),
         ({"data": ()}, ValueError, "no data"),

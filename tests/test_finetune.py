@@ -83,6 +83,7 @@ def test_nested_groups_remap_and_region_dice() -> None:
         ({"labels": ()}, "one label volume per image"),
         ({"classes": ()}, "no classes"),
         ({"patch_size": 24}, "multiples of 16"),
+        ({"patch_size": 16}, "one voxel at the U-Net's bottleneck"),
         ({"label_fraction": 0.0}, "label_fraction"),
         ({"backbone": "huge"}, "backbone"),
         ({"steps": 0}, "steps"),
