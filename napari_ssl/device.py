@@ -104,6 +104,14 @@ def autocast_dtype(device: torch.device | str, amp: bool = True) -> torch.dtype 
     return None
 
 
+def cpu_channels_last(device: torch.device | str, amp_dtype: torch.dtype | None) -> bool:
+    """``channels_last_3d`` on a CPU goes with bfloat16: oneDNN's fast convolutions need both (training and
+    inference follow this one rule)."""
+    import torch
+
+    return torch.device(device).type == "cpu" and amp_dtype is not None
+
+
 def default_num_threads(leave_free: int = 1) -> int:
     """CPU threads for training that leave ``leave_free`` cores to the GUI (at least 1 thread)."""
     try:

@@ -110,7 +110,6 @@ class FinetuneTask:
         from monai.losses import DiceCELoss
 
         from napari_ssl.augment import PatchSampler
-        from napari_ssl.device import autocast_dtype
         from napari_ssl.models import BackboneSpec, build_unet
         from napari_ssl.plan import fingerprint, make_plan
 
@@ -150,7 +149,7 @@ class FinetuneTask:
         self.plan = make_plan(fp, trainer.device.type, spacing=cfg.spacing, patch_size=cfg.patch_size,
                               batch_size=cfg.batch_size, normalization=cfg.normalization, steps=cfg.steps,
                               backbone=cfg.backbone, inherit=inherit,
-                              mixed_precision=autocast_dtype(trainer.device, cfg.amp) is not None)
+                              mixed_precision=trainer.amp_dtype is not None)
         self.planned_steps = self.plan.steps
         self.fingerprint = fp
         plan = self.plan

@@ -186,7 +186,7 @@ def predict_labels(
     import torch
     from monai.inferers import sliding_window_inference
 
-    from napari_ssl.device import autocast_dtype
+    from napari_ssl.device import autocast_dtype, cpu_channels_last
 
     sw_device = torch.device(sw_device or "cpu")
     device = torch.device(device) if device is not None else sw_device
@@ -212,7 +212,7 @@ def predict_labels(
     done = [0]
     amp_dtype = autocast_dtype(sw_device, amp)
     use_amp = amp_dtype is not None
-    channels_last = use_amp and sw_device.type == "cpu"  # oneDNN's bfloat16 convolutions want channels_last_3d
+    channels_last = cpu_channels_last(sw_device, amp_dtype)
     if channels_last:
         net.to(memory_format=torch.channels_last_3d)
 

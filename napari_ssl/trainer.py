@@ -131,6 +131,11 @@ class Trainer:
         torch.set_num_threads(threads)
         if self.rank == 0:
             checkpoint.check_target(s.out)  # before any work: never replace a folder of other files
+        # a CPU's bfloat16 only where the task says it learns as well (segmentation; restoration targets
+        # need float32's precision: a 40-step context restoration stalled in bfloat16). Known before the task's
+        # setup, so its plan can size the budget to the precision.
+        cpu_ok = device.type != "cpu" or getattr(self.task, "cpu_bfloat16_ok", False)
+        self.amp_dtype = autocast_dtype(device, s.amp) if cpu_ok else None
         model = self.task.setup(self)
         planned = getattr(self.task, "planned_steps", None)  # a plan from the data decides the budget
         if planned and planned != s.steps:
@@ -138,10 +143,6 @@ class Trainer:
 
             self.settings = s = replace(s, steps=int(planned))
         self.core = model.to(device)
-        # a CPU's bfloat16 only where the task says it learns as well (segmentation; restoration targets
-        # need float32's precision: a 40-step context restoration stalled in bfloat16)
-        cpu_ok = device.type != "cpu" or getattr(self.task, "cpu_bfloat16_ok", False)
-        self.amp_dtype = autocast_dtype(device, s.amp) if cpu_ok else None
         if self.use_channels_last:
             self.core = self.core.to(memory_format=torch.channels_last_3d)
         groups = self.task.param_groups(self.core)
@@ -172,9 +173,10 @@ class Trainer:
 
     @property
     def use_channels_last(self) -> bool:
-        # CUDA: when asked; CPU: with bfloat16 (oneDNN's fast path needs both)
-        wanted = self.settings.channels_last if self.device.type == "cuda" else (
-            self.device.type == "cpu" and self.amp_dtype is not None)
+        from napari_ssl.device import cpu_channels_last
+
+        wanted = self.settings.channels_last if self.device.type == "cuda" else cpu_channels_last(self.device,
+                                                                                                 self.amp_dtype)
         return bool(wanted and getattr(self.task, "channels_last_ok", True))
 
     def _load_resume(self) -> None:
