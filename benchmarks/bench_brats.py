@@ -9,6 +9,11 @@ beside the trivial masks (all foreground, all background) on the same case.
 
     python benchmarks/bench_brats.py --cases 10 --minutes 15 --out runs/brats10
     python benchmarks/bench_brats.py --plot runs/brats10 runs/brats3 runs/brats1   # docs/brats_dice_vs_time.png
+    python benchmarks/bench_brats.py --device cuda --minutes 5 --out runs/brats10_cuda    # AMP on a GPU, with MFU
+
+On CUDA the result also holds the model FLOP utilisation: FLOPs of one training step (forward and backward of the
+plan's batch, counted by ``torch.utils.flop_counter``) times the steps done, over the training time, against the
+GPU's dense bfloat16 peak (``--peak-tflops``, 989 for an H100 or H200 SXM).
 
 Writes ``<out>/result.json``: the plan, steps done, held-out validation Dice over time, test Dice per case and
 mean, the trivial masks' Dice, segmentation seconds per scan.
@@ -27,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "brats"
+DATA = Path(os.environ.get("NAPARI_SSL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "brats"
 CLASSES = "whole_tumor=1+2+4"
 
 
@@ -37,18 +42,35 @@ def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(2 * inter / total) if total else 1.0
 
 
-def run(n_cases: int, minutes: float, out: Path, seed: int, modality: str) -> dict:
+def step_flops(model, batch_size: int) -> float:
+    """FLOPs of one training step of ``model``'s network on a batch of the plan's patches (forward + backward)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net, device = model.net, model.device
+    x = torch.randn(batch_size, model.in_channels, *model.patch_size, device=device)
+    counter = FlopCounterMode(display=False)
+    net.train()
+    with counter, torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        net(x).float().mean().backward()
+    net.zero_grad(set_to_none=True)
+    net.eval()
+    return float(counter.get_total_flops())
+
+
+def run(n_cases: int, minutes: float, out: Path, seed: int, modality: str, data: Path = DATA,
+        device: str = "auto", peak_tflops: float = 989.0) -> dict:
     from napari_ssl import events, io
     from napari_ssl.finetune import FinetuneConfig, finetune
     from napari_ssl.segment import load_model, segment
 
-    cases = sorted(p for p in DATA.iterdir() if p.is_dir())
+    cases = sorted(p for p in data.iterdir() if p.is_dir())
     test, train = cases[-3:], cases[: min(n_cases, len(cases) - 3)]
     channels = modality.split(",")  # "flair" or e.g. "flair,t1ce,t1,t2": the input channels of each case
     config = FinetuneConfig(
         images=[",".join(str(c / f"{m}.nii.gz") for m in channels) for c in train],
         labels=[str(c / "seg.nii.gz") for c in train],
-        classes=CLASSES, out=str(out / "model"), minutes=minutes, seed=seed,
+        classes=CLASSES, out=str(out / "model"), minutes=minutes, seed=seed, device=device,
     )
     t0 = time.perf_counter()
     finished = None
@@ -61,7 +83,7 @@ def run(n_cases: int, minutes: float, out: Path, seed: int, modality: str) -> di
         elif isinstance(event, events.Finished):
             finished = event
     train_s = time.perf_counter() - t0
-    model = load_model(out / "model", device="cpu")
+    model = load_model(out / "model", device="cpu" if device == "auto" else device)
     rows = []
     for case in test:
         scan = [io.read(case / f"{m}.nii.gz") for m in channels]
@@ -75,6 +97,17 @@ def run(n_cases: int, minutes: float, out: Path, seed: int, modality: str) -> di
         print(f"  {case.name}: Dice {rows[-1]['dice']:.3f} (all-foreground {rows[-1]['all_foreground']:.3f}), "
               f"{seconds:.1f} s", flush=True)
     meta = model.meta
+    gpu = {}
+    if model.device.type == "cuda" and finished is not None:
+        import torch
+
+        flops = step_flops(model, int(meta["plan"]["batch_size"]))
+        achieved = flops * finished.step / train_s
+        gpu = {"gpu": torch.cuda.get_device_name(model.device), "tflop_per_step": round(flops / 1e12, 3),
+               "steps_per_s": round(finished.step / train_s, 2), "achieved_tflops": round(achieved / 1e12, 2),
+               "mfu": round(achieved / (peak_tflops * 1e12), 4),
+               "max_memory_gib": round(torch.cuda.max_memory_allocated(model.device) / 2**30, 2)}
+        print(f"  GPU {gpu}", flush=True)
     result = {
         "cases": n_cases, "minutes": minutes, "seed": seed, "modality": modality, "train_s": round(train_s, 1),
         "threads": meta.get("config", {}).get("num_threads") or len(os.sched_getaffinity(0)),
@@ -84,6 +117,7 @@ def run(n_cases: int, minutes: float, out: Path, seed: int, modality: str) -> di
         "test": rows, "test_dice_mean": float(np.mean([r["dice"] for r in rows])),
         "all_foreground_mean": float(np.mean([r["all_foreground"] for r in rows])),
         "segment_s_mean": float(np.mean([r["segment_s"] for r in rows])),
+        "device": str(model.device), **gpu,
     }
     (out / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k not in ("test", "plan")}), flush=True)
@@ -129,6 +163,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=15.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--modality", default="flair")
+    parser.add_argument("--data", type=Path, default=DATA, help="folder of BraTS case folders")
+    parser.add_argument("--device", default="auto", help="training and segmentation device (auto, cpu, cuda)")
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="GPU dense bf16 peak (H100/H200 SXM: 989)")
     parser.add_argument("--out", type=Path, default=Path("runs/brats"))
     parser.add_argument("--plot", type=Path, nargs="+", help="result folders to plot instead of training")
     parser.add_argument("--figure", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "brats_dice_vs_time.png")
@@ -137,7 +174,7 @@ def main() -> None:
         plot(args.plot, args.figure)
         return
     args.out.mkdir(parents=True, exist_ok=True)
-    run(args.cases, args.minutes, args.out, args.seed, args.modality)
+    run(args.cases, args.minutes, args.out, args.seed, args.modality, args.data, args.device, args.peak_tflops)
 
 
 if __name__ == "__main__":

@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             "patch": args.patch,
             "batch": args.batch,
             "threads": torch.get_num_threads(),
-            "workers": getattr(trainer.task, "num_workers", 0),
+            "workers": getattr(trainer.task, "num_workers", 0) or getattr(trainer.task, "loader_threads", 0),
             "ours_s_per_step": round(ours, 4),
             "bare_s_per_step": round(bare, 4),
             "ratio": round(ours / bare, 3),

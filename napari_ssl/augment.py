@@ -11,10 +11,14 @@ step ``s`` comes from ``numpy.random.default_rng([seed, s])``: a run is reproduc
 
 from __future__ import annotations
 
+import copy
 import math
+import os
 import queue
 import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +27,15 @@ import numpy as np
 ROTATE = math.pi / 12  # 15 degrees
 SCALE = 0.15
 CROP_MARGIN = 1.25
+
+
+def loader_threads(device_type: str, cores: int | None = None) -> int:
+    """Threads that build training patches: up to 8 beside a GPU (leaving two cores), one beside a CPU's step."""
+    if device_type != "cuda":
+        return 1
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores - 2))
 
 
 @dataclass
@@ -128,8 +141,17 @@ class PatchSampler:
         xs, ys = zip(*[self.sample(rng)[:2] for _ in range(batch_size)], strict=True)
         return {"image": np.stack(xs), "label": np.stack(ys)}
 
-    def batches(self, start: int, stop: int, batch_size: int, prefetch: int = 3) -> Iterator[dict[str, np.ndarray]]:
-        """Batches of steps ``start..stop-1``, built ``prefetch`` ahead in a helper thread (closing stops it)."""
+    def batches(self, start: int, stop: int, batch_size: int, prefetch: int = 3,
+                workers: int = 1) -> Iterator[dict[str, np.ndarray]]:
+        """Batches of steps ``start..stop-1``, built ``prefetch`` ahead in helper threads (closing stops them).
+
+        ``workers`` threads build batches side by side (a GPU consumes them faster than one thread augments); each
+        has its own copy of the random transforms, and every batch depends on its step alone, so the batches are
+        the same whatever the number of workers.
+        """
+        if workers > 1:
+            yield from self._parallel_batches(start, stop, batch_size, prefetch, workers)
+            return
         out: queue.Queue[Any] = queue.Queue(maxsize=max(1, prefetch))
         done = threading.Event()
 
@@ -162,6 +184,39 @@ class PatchSampler:
         finally:
             done.set()
             thread.join(timeout=5)
+
+    def _twin(self) -> PatchSampler:
+        """This sampler with its own random transforms (the cases are shared, read only): one per worker thread."""
+        twin = copy.copy(self)
+        for name in ("_fg", "_random", "_affine", "_after"):
+            setattr(twin, name, copy.deepcopy(getattr(self, name)))
+        return twin
+
+    def _parallel_batches(self, start: int, stop: int, batch_size: int, prefetch: int,
+                          workers: int) -> Iterator[dict[str, np.ndarray]]:
+        local = threading.local()
+
+        def build(step: int) -> dict[str, np.ndarray]:
+            if not hasattr(local, "sampler"):
+                local.sampler = self._twin()
+            return local.sampler.batch(step, batch_size)
+
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="napari-ssl-patches")
+        pending: deque[Future[dict[str, np.ndarray]]] = deque()
+        steps = iter(range(start, stop))
+        try:
+            for step in steps:
+                pending.append(pool.submit(build, step))
+                if len(pending) >= workers + prefetch:
+                    break
+            while pending:
+                item = pending.popleft().result()
+                for step in steps:  # keep the pool full: one new batch for each one handed out
+                    pending.append(pool.submit(build, step))
+                    break
+                yield item
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _plain(value: Any) -> Any:

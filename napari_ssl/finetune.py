@@ -109,7 +109,7 @@ class FinetuneTask:
         import torch
         from monai.losses import DiceCELoss
 
-        from napari_ssl.augment import PatchSampler
+        from napari_ssl.augment import PatchSampler, loader_threads
         from napari_ssl.models import BackboneSpec, build_unet
         from napari_ssl.plan import fingerprint, make_plan
 
@@ -181,6 +181,8 @@ class FinetuneTask:
         self.sampler = PatchSampler(cases, plan.patch_size, len(self.classes), fg_ratio=cfg.foreground_ratio,
                                     augment=cfg.augment, mirror=self.mirror,
                                     seed=cfg.seed + 7919 * trainer.rank)  # each torchrun process its own patches
+        # a GPU step outpaces one augmenting thread; on a CPU the step itself needs the cores
+        self.loader_threads = loader_threads(trainer.device.type)
 
         size = plan.backbone
         self.spec = BackboneSpec(size=size, spatial_dims=3, in_channels=n_chan,
@@ -237,7 +239,8 @@ class FinetuneTask:
         return groups
 
     def batches(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
-        yield from self.sampler.batches(start_step, self.trainer.settings.steps, self.plan.batch_size)
+        yield from self.sampler.batches(start_step, self.trainer.settings.steps, self.plan.batch_size,
+                                        workers=self.loader_threads)
 
     def losses(self, model: Any, batch: Mapping[str, Any]) -> dict[str, Any]:
         logits = model(batch["image"])

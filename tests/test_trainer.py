@@ -116,6 +116,29 @@ def test_foreground_oversampling_is_a_third() -> None:
     np.testing.assert_array_equal(again.batch(3, 2)["image"], sampler.batch(3, 2)["image"])  # reproducible
 
 
+def test_parallel_patch_threads_give_the_same_batches() -> None:
+    """Beside a GPU several threads augment side by side; the batches of each step stay the same, in order."""
+    import threading
+
+    from napari_ssl.augment import Case, PatchSampler, loader_threads
+
+    labels = np.zeros((24, 24, 24), np.uint8)
+    labels[8:14, 6:12, 10:16] = 1
+    image = np.random.default_rng(0).normal(size=(1, 24, 24, 24)).astype(np.float32)
+    sampler = PatchSampler([Case("c", image, labels)], (16, 16, 16), n_classes=1, seed=0)
+    serial = list(sampler.batches(0, 6, 2))
+    parallel = list(sampler.batches(0, 6, 2, workers=3))
+    assert len(parallel) == len(serial) == 6
+    for a, b in zip(serial, parallel, strict=True):
+        np.testing.assert_array_equal(a["image"], b["image"])
+        np.testing.assert_array_equal(a["label"], b["label"])
+    it = sampler.batches(2, 10**6, 2, workers=3)  # closing early stops the threads
+    next(it)
+    it.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("napari-ssl-patches")]
+    assert loader_threads("cpu", 16) == 1 and loader_threads("cuda", 16) == 8 and loader_threads("cuda", 2) == 1
+
+
 def test_mirroring_is_off_for_lateralised_classes_and_named_anatomy() -> None:
     from napari_ssl.classes import lateralised, mirror_by_default, parse_classes
 
