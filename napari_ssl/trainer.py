@@ -1,7 +1,7 @@
 """The one training loop, shared by pretraining (:mod:`napari_ssl.engine`) and fine-tuning (:mod:`napari_ssl.finetune`).
 
 The loop owns what every run needs (MONAI ``SupervisedTrainer`` / Lightning's split): CPU threads, the device,
-mixed precision with ``channels_last_3d`` (CUDA; bfloat16 on CPUs that compute it natively),
+mixed precision (CUDA; bfloat16 on CPUs that compute it natively, there with ``channels_last_3d``),
 DistributedDataParallel under ``torchrun``, the optimizer and its
 schedule (linear warm-up, then poly or cosine decay, or constant), the ``steps`` / ``minutes`` budget, periodic
 held-out validation with the best weights kept, events, checkpoints and save-on-cancel. A :class:`Task` owns the
