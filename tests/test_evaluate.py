@@ -117,6 +117,15 @@ def test_config_checks() -> None:
     assert EvaluateConfig(images=("a", "b"), labels=("c", "d"), classes="1", out="x").fractions == (0.25, 0.5, 1.0)
 
 
+def test_seeds_label_different_cases_while_the_pool_lasts() -> None:
+    one = [labelled_cases(10, 1, s) for s in range(10)]
+    assert sorted(i for p in one for i in p) == list(range(10))  # 10 seeds, 10 different cases
+    three = [set(labelled_cases(10, 3, s)) for s in range(3)]
+    assert all(len(p) == 3 for p in three) and not (three[0] & three[1] or three[1] & three[2] or three[0] & three[2])
+    assert labelled_cases(10, 3, 1) == labelled_cases(10, 3, 1)  # the same for every method
+    assert labelled_cases(3, 2, 5) == sorted(set(labelled_cases(3, 2, 5)))  # wrapping round never repeats a case
+
+
 def test_too_many_labelled_cases_is_one_line(tmp_path, capsys) -> None:
     images, labels = _cases(tmp_path, 2)
     code = main(["evaluate", "--images", *images, "--labels", *labels, "--test-fraction", "0.5",
