@@ -241,7 +241,7 @@ class FinetuneConfig:
     val_every : int
         Validate every this many steps (0: eight times over the budget).
     transfer : {"auto", "encoder", "encoder+decoder"}
-        Which pretrained parts to load; ``auto`` adds the decoder when context restoration trained it.
+        Which pretrained parts to load; ``auto`` adds the decoder a pretext trained when it transfers (not context restoration's).
     pretrained_lr_scale : float
         Learning-rate factor of the pretrained layers (below 1 keeps them closer to what pretraining learned).
     overlap : float

@@ -206,7 +206,8 @@ class FinetuneTask:
         prefixes = meta.get("prefixes") or {}
         inflated = False
         if meta.get("kind") == "pretrain" and "3d" not in prefixes and "2d" in prefixes:
-            prefix, has_decoder, inflated = prefixes["2d"], True, True  # planes trained a whole 2D U-Net
+            # planes trained a whole 2D U-Net: it is inflated to 3D
+            prefix, has_decoder, inflated = prefixes["2d"], trained_decoder(meta.get("pretexts") or [], "2d"), True
         elif meta.get("kind") == "pretrain":
             prefix = prefixes.get("3d", "backbone3d.")
             has_decoder = trained_decoder(meta.get("pretexts") or [])

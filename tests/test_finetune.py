@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import json
 
 import numpy as np
@@ -134,7 +136,7 @@ def test_cancel_saves_a_loadable_checkpoint(tmp_path) -> None:
 
 
 def test_transfer_from_pretraining_checkpoint(tmp_path) -> None:
-    """The encoder (and, after context restoration, the decoder) of a pretraining checkpoint is loaded."""
+    """The encoder of a pretraining checkpoint is loaded; context restoration's residual decoder only on request."""
     import torch
 
     from napari_ssl.engine import PretrainConfig, pretrain
@@ -150,7 +152,12 @@ def test_transfer_from_pretraining_checkpoint(tmp_path) -> None:
     *_, done = finetune(config)
     model = load_model(done.path)
     info = model.meta["pretrained"]
-    assert info["parts"] == ["encoder", "decoder"] and model.meta["backbone"]["size"] == "tiny"
+    assert info["parts"] == ["encoder"] and model.meta["backbone"]["size"] == "tiny"
+    *_, both = finetune(replace(config, out=str(tmp_path / "seg2"), transfer="encoder+decoder"))
+    up = "net.upcat_2.convs.conv_0.conv.weight"
+    both_info = load_model(both.path).meta["pretrained"]
+    assert both_info["parts"] == ["encoder", "decoder"] and both_info["n_tensors"] > info["n_tensors"]
+    assert torch.allclose(load_model(both.path).net.state_dict()[up], state["backbone3d." + up], atol=1e-6)
     pre_meta = checkpoint.read_meta(tmp_path / "ssl")  # the plan follows the pretraining's grid and intensities
     assert model.meta["spacing"] == pre_meta["spacing"] and model.meta["plan"]["sources"]["spacing"] == "checkpoint"
     assert model.meta["normalization"] == pre_meta["normalization"]

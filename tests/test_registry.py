@@ -148,7 +148,9 @@ def test_toy_pretext_trains_and_scores(tmp_path: Path, capsys) -> None:
 def test_backbones_prefixes_and_decoder_transfer_follow_the_records() -> None:
     from napari_ssl.models.pretrain import backbone_prefixes, has_decoder
 
-    assert has_decoder(["genesis"]) and has_decoder(["rubik", "context"]) and not has_decoder(["rubik", "planes"])
+    assert has_decoder(["genesis"]) and has_decoder(["context", "genesis"]) and not has_decoder(["rubik", "planes"])
+    assert not has_decoder(["rubik", "context"])  # a residual restoration decoder does not transfer
+    assert has_decoder(["planes"], "2d") and not has_decoder(["planes"])
     assert backbone_prefixes(["genesis"]) == {"3d": "backbone3d."}
     assert backbone_prefixes(["planes"]) == {"2d": "backbone2d."}
     with toy_pretext.registered():

@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=3e-3, metavar="LR")
     parser.add_argument("--warmup", type=int, default=20, metavar="N", help="steps of linear lr warm-up (default 20)")
     parser.add_argument("--transfer", choices=("auto", "encoder", "encoder+decoder"), default="auto",
-                        help="pretrained parts loaded (auto: the decoder too when context restoration trained it)")
+                        help="pretrained parts loaded (auto: the decoder too when a pretext trained one that transfers, e.g. Models Genesis)")
     parser.add_argument("--pretrained-lr-scale", type=float, default=1.0, metavar="F",
                         help="learning-rate factor of the pretrained layers (default 1)")
     parser.add_argument("--device", default="auto", metavar="DEV")

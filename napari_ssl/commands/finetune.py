@@ -59,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mirror", choices=("auto", "on", "off"), default="auto",
                         help="random flips (auto: on for lesions and unnamed classes, off for left/right and named anatomy)")
     parser.add_argument("--transfer", choices=("auto", "encoder", "encoder+decoder"), default="auto",
-                        help="pretrained parts to load (auto: decoder too when context restoration trained one)")
+                        help="pretrained parts to load (auto: the decoder too when a pretext trained one that transfers, e.g. Models Genesis)")
     parser.add_argument("--pretrained-lr-scale", type=float, default=1.0, metavar="F",
                         help="learning-rate factor of the pretrained layers (default 1)")
     parser.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda, cuda:1, mps")

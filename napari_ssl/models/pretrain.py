@@ -182,6 +182,8 @@ def backbone_prefixes(pretexts: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def has_decoder(pretexts: Sequence[str]) -> bool:
-    """True when a pretext of ``pretexts`` trained the whole 3D U-Net (its decoder is worth transferring)."""
-    return any(registry.get(name).backbone == "3d" for name in pretexts if name in registry.names())
+def has_decoder(pretexts: Sequence[str], backbone: str = "3d") -> bool:
+    """True when a pretext of ``pretexts`` trained the whole ``backbone`` U-Net and its decoder is worth transferring
+    (:attr:`~napari_ssl.pretext.registry.PretextSpec.transfer_decoder`)."""
+    specs = [registry.get(name) for name in pretexts if name in registry.names()]
+    return any(spec.backbone == backbone and spec.transfer_decoder for spec in specs)

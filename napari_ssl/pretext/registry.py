@@ -185,7 +185,11 @@ class PretextSpec:
     hooks : str or object
         The network hooks (see the module docstring); a class is instantiated as ``hooks(name)``.
     backbone : str
-        ``"3d-encoder"``, ``"3d"`` (the whole 3D U-Net, decoder included: fine-tuning takes both) or ``"2d"``.
+        ``"3d-encoder"``, ``"3d"`` (the whole 3D U-Net, decoder included) or ``"2d"``.
+    transfer_decoder : bool
+        Whether fine-tuning (``transfer="auto"``) also takes the decoder this pretext trained (``"3d"`` / ``"2d"``).
+        Context restoration's does not transfer: its residual decoder learns to output only the local correction of
+        swapped patches (zero elsewhere), and starting a segmenter from it cost Dice (docs/study_brats.md).
     metrics : tuple of str
         The score keys it reports (``"context/psnr_gain"``, ...), first the headline one.
     defaults : callable, optional
@@ -207,6 +211,7 @@ class PretextSpec:
     adapter: Any
     hooks: Any
     backbone: str = "3d"
+    transfer_decoder: bool = True
     metrics: tuple[str, ...] = ()
     defaults: Callable[[int], dict[str, Any]] | None = None
     explorer: ExplorerSpec = field(default_factory=ExplorerSpec)

@@ -62,6 +62,7 @@ CONTEXT = PretextSpec(
     adapter="napari_ssl.data:ContextAdapter",
     hooks="napari_ssl.models.tasks:RestorationHooks",
     backbone="3d",
+    transfer_decoder=False,  # its residual decoder outputs only the swaps' correction (registry.PretextSpec)
     metrics=("context/psnr_gain", "context/psnr", "context/psnr_input"),
     defaults=_context_defaults,
     explorer=ExplorerSpec(
