@@ -295,7 +295,8 @@ class RubikAdapter:
         self._regions: dict[int, tuple[Volume, np.ndarray]] = {}
 
     def region(self, volume: Volume, mask: np.ndarray | None) -> np.ndarray:
-        """The volume's foreground box (the whole volume without a mask), at most twice the patch per axis (cached)."""
+        """The volume's foreground box (the whole volume without a mask), at most 1.5 times the patch per axis
+        (cached: no larger than the volume itself)."""
         cached = self._regions.get(id(volume))
         if cached is not None and cached[0] is volume:
             return cached[1]
@@ -305,7 +306,7 @@ class RubikAdapter:
         box = None if mask is None else foreground_bbox(mask)
         if box is not None:
             array = array[tuple(slice(lo, hi) for lo, hi in zip(*box, strict=True))]
-        shape = tuple(min(s, 2 * p) for s, p in zip(array.shape, self.patch_shape, strict=True))
+        shape = tuple(min(s, p + p // 2) for s, p in zip(array.shape, self.patch_shape, strict=True))
         region = resize(array, shape)
         self._regions[id(volume)] = (volume, region)
         return region
