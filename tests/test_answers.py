@@ -77,6 +77,8 @@ def _force_rubik(net, perm_class: int, flags: np.ndarray) -> None:
     """Make the Rubik head answer ``perm_class`` and the rotation ``flags`` whatever the cubes."""
     head = net.net.rubik_head
     with torch.no_grad():
+        head.cells[-1].weight.zero_()  # the shared cube classifier undecided: it adds the same to every answer
+        head.cells[-1].bias.zero_()
         for layer, bias in ((head.perm[-1], np.eye(head.perm[-1].out_features)[perm_class]),
                             (head.rot[-1], np.asarray(flags, float).reshape(-1))):
             layer.weight.zero_()

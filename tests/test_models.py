@@ -19,7 +19,15 @@ from napari_ssl.models import (
     load_parts,
     sub_state,
 )
-from napari_ssl.models.heads import heatmap_angles, planes_metrics, psnr, rubik_metrics
+from napari_ssl.models.heads import (
+    RubikCellHead,
+    RubikHead,
+    heatmap_angles,
+    planes_metrics,
+    psnr,
+    rubik_metrics,
+)
+from napari_ssl.pretext.rubik import permutation_set
 
 
 @pytest.mark.parametrize("size", list(SIZES))
@@ -155,6 +163,48 @@ def test_rubik_metrics_perfect_and_wrong() -> None:
     assert m == {"rubik/perm_top1": 1.0, "rubik/rot_acc": 1.0}
     m = rubik_metrics(-logits, 10 - rot * 20, perm, rot)
     assert m == {"rubik/perm_top1": 0.0, "rubik/rot_acc": 0.0}
+
+
+def test_rubik_cell_head_reads_the_permutation_and_turns_from_each_cubes_answer() -> None:
+    """Cubes that each say where they came from and how they are turned give the right permutation and flags."""
+    n, k, turns = 8, 10, 4
+    perms = permutation_set(n, k)
+    head = RubikCellHead(n * turns, n, k, 2, perms, cell_hidden=n * turns)
+    with torch.no_grad():  # the paper's FC heads silent; the shared classifier passes a one-hot answer through
+        for layer in (head.perm[-1], head.rot[-1]):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        head.cells[0].weight.copy_(torch.eye(n * turns) * 10)
+        head.cells[0].bias.zero_()
+        head.cells[2].weight.copy_(torch.eye(n * turns))
+        head.cells[2].bias.zero_()
+    rng = np.random.default_rng(0)
+    classes = rng.integers(0, k, 6)
+    flags = rng.integers(0, 2, (6, n, 2))
+    answer = torch.zeros(6, n, n, turns)  # cube in cell i: from cell perms[c, i], turned (flag x, flag y)
+    for b, c in enumerate(classes):
+        for i in range(n):
+            answer[b, i, perms[c, i], 2 * flags[b, i, 0] + flags[b, i, 1]] = 1.0
+    perm, rot = head(answer.flatten(2))
+    assert perm.shape == (6, k) and rot.shape == (6, n, 2)
+    np.testing.assert_array_equal(perm.argmax(1).numpy(), classes)
+    np.testing.assert_array_equal((rot > 0).numpy(), flags.astype(bool))
+    with pytest.raises(ValueError, match="permutations must be"):
+        RubikCellHead(4, n, k + 1, 2, perms)
+
+
+def test_rubik_checkpoints_from_before_the_cell_head_still_load() -> None:
+    spec = ModelSpec(pretexts=("rubik",), backbone="tiny", cube_shape=(8, 8, 8), n_permutations=10)
+    assert spec.rubik_head == "cells" and isinstance(PretrainModel(spec).rubik_head, RubikCellHead)
+    old = {k: v for k, v in spec.to_dict().items() if k != "rubik_head"}  # meta.json written before it
+    old_spec = ModelSpec.from_dict(old)
+    assert old_spec.rubik_head == "concat"
+    model = PretrainModel(old_spec)
+    assert type(model.rubik_head) is RubikHead
+    state = {k: v for k, v in PretrainModel(spec).state_dict().items() if not k.startswith("rubik_head.cells")}
+    model.load_state_dict(state)  # the old weights are exactly the FC heads'
+    with pytest.raises(ValueError, match="rubik_head must be one of"):
+        ModelSpec(pretexts=("rubik",), cube_shape=(8, 8, 8), rubik_head="bogus")
 
 
 def test_psnr() -> None:

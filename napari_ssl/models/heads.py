@@ -12,7 +12,9 @@ Batches are dicts of tensors built by :mod:`napari_ssl.data` (keys ``"<pretext>.
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,6 +38,10 @@ class RubikHead(nn.Module):
     Input: each cube's encoder features pooled by :func:`pool_features` (``channels`` is their width).
     ``perm`` gives logits over the K permutations (softmax / cross-entropy), ``rot`` one logit per cube and
     rotation axis (sigmoid / binary cross-entropy).
+
+    On its own (``ModelSpec.rubik_head == "concat"``, checkpoints from before :class:`RubikCellHead`) it
+    learns nothing in a few hundred steps: each of the K classes is one output of an FC layer that sees a
+    few examples of it, and each cube's rotation is learned once per slot.
     """
 
     def __init__(
@@ -55,6 +61,55 @@ class RubikHead(nn.Module):
         """``pooled`` (B, n_cubes, channels) -> (perm logits (B, K), rot logits (B, n_cubes, A))."""
         flat = pooled.flatten(1)
         return self.perm(flat), self.rot(flat).view(-1, self.n_cubes, self.n_axes)
+
+
+class RubikCellHead(RubikHead):
+    """:class:`RubikHead` plus a classifier shared by every cube: where did this cube come from, how is it turned.
+
+    ``cells`` maps one cube's pooled features to log-probabilities over its source cell and its orientation
+    (the ``2**n_axes`` combinations of the rotation flags) jointly: a cube from one corner of the body turned
+    180 degrees looks much like an unturned cube from the opposite corner, so place and turn are told apart
+    together. Every cube of every sample trains the same classifier. The permutation logits add, over the
+    cells, the log-probability that the cube in the cell came from the cell the permutation says (a
+    product of the cubes' opinions); the rotation logits add each flag's log-odds under the cube's
+    orientation distribution. The concatenated FC heads of the paper are added on top (joint cues).
+
+    Parameters
+    ----------
+    permutations : array (K, n_cubes)
+        The pretext's permutation set (:func:`napari_ssl.pretext.rubik.permutation_set`): row ``k``, entry
+        ``i`` is the source cell of the cube in cell ``i``.
+    """
+
+    def __init__(
+        self, channels: int, n_cubes: int, n_permutations: int, n_axes: int, permutations: Any,
+        hidden: int = 256, cell_hidden: int = 128,
+    ) -> None:
+        super().__init__(channels, n_cubes, n_permutations, n_axes, hidden)
+        perms = torch.tensor(np.array(permutations, dtype=np.int64))
+        if tuple(perms.shape) != (n_permutations, n_cubes):
+            raise ValueError(f"permutations must be ({n_permutations}, {n_cubes}), got {tuple(perms.shape)}")
+        self.n_turns = 2**n_axes
+        self.cells = nn.Sequential(
+            nn.Linear(channels, cell_hidden), nn.ReLU(inplace=True), nn.Linear(cell_hidden, n_cubes * self.n_turns)
+        )
+        self.register_buffer("source", perms.T.contiguous(), persistent=False)  # (n_cubes, K)
+        # bit a of orientation r: flag a set (flag 0 is the most significant bit)
+        bits = [[(r >> (n_axes - 1 - a)) & 1 for a in range(n_axes)] for r in range(self.n_turns)]
+        self.register_buffer("flag_on", torch.tensor(bits, dtype=torch.bool), persistent=False)  # (R, A)
+
+    def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        perm, rot = super().forward(pooled)
+        b = pooled.shape[0]
+        joint = torch.log_softmax(self.cells(pooled).float().flatten(2), -1)
+        joint = joint.view(b, self.n_cubes, self.n_cubes, self.n_turns)  # (B, cell, source, orientation)
+        where = torch.logsumexp(joint, -1)  # (B, cell, source)
+        perm = perm.float() + where.gather(2, self.source[None].expand(b, -1, -1)).sum(1)
+        turn = torch.logsumexp(joint, 2)  # (B, cell, orientation)
+        neg_inf = torch.finfo(turn.dtype).min
+        on = torch.where(self.flag_on.T[None, None], turn[:, :, None, :], neg_inf).logsumexp(-1)  # (B, cell, A)
+        off = torch.where(~self.flag_on.T[None, None], turn[:, :, None, :], neg_inf).logsumexp(-1)
+        return perm, rot.float() + on - off
 
 
 class PositionHead(nn.Module):

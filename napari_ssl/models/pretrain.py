@@ -28,6 +28,7 @@ from napari_ssl.pretext import registry
 
 PREFIX_3D = "backbone3d."
 PREFIX_2D = "backbone2d."
+RUBIK_HEADS = ("cells", "concat")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,10 @@ class ModelSpec:
     context_residual : bool
         The restoration pretexts (context restoration, Models Genesis) predict the correction added to their input,
         from a zero output layer: the network starts as the identity (PSNR gain 0, not the -50 dB of a random decoder) and learns only the repair.
+    rubik_head : str
+        ``"cells"`` (default): :class:`~napari_ssl.models.heads.RubikCellHead`, a classifier shared by every cube
+        (source cell and orientation) added to the paper's concatenated FC heads; ``"concat"``: the FC heads
+        alone (:class:`~napari_ssl.models.heads.RubikHead`), as in checkpoints from before the shared classifier.
     """
 
     pretexts: tuple[str, ...]
@@ -66,6 +71,7 @@ class ModelSpec:
     n_views: int = 3
     alpha: float = 0.5
     context_residual: bool = True
+    rubik_head: str = "cells"
 
     def __post_init__(self) -> None:
         pretexts = tuple(self.pretexts)
@@ -74,6 +80,8 @@ class ModelSpec:
             raise ValueError(f"pretexts must be distinct names among {known}, got {self.pretexts!r}")
         object.__setattr__(self, "pretexts", pretexts)
         object.__setattr__(self, "cube_shape", tuple(int(c) for c in self.cube_shape))
+        if self.rubik_head not in RUBIK_HEADS:
+            raise ValueError(f"rubik_head must be one of {RUBIK_HEADS}, got {self.rubik_head!r}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
         for hooks in self.hooks().values():
@@ -119,6 +127,7 @@ class ModelSpec:
     def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         known.setdefault("context_residual", False)  # checkpoints from before the residual head
+        known.setdefault("rubik_head", "concat")  # checkpoints from before the shared cube classifier
         known["pretexts"] = tuple(known["pretexts"])
         known["cube_shape"] = tuple(known.get("cube_shape", ()))
         return cls(**known)

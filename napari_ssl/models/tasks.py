@@ -18,6 +18,7 @@ from napari_ssl.models.backbone import LEVELS
 from napari_ssl.models.heads import (
     POOL_GRID,
     PositionHead,
+    RubikCellHead,
     RubikHead,
     planes_losses,
     planes_metrics,
@@ -69,7 +70,8 @@ def restoration_metrics(name: str, restored: torch.Tensor, corrupted: torch.Tens
 
 
 class RubikHooks(Hooks):
-    """Rubik's cube: a Siamese head on the 3D encoder's features of every cube."""
+    """Rubik's cube: a Siamese head on the 3D encoder's features of every cube (``spec.rubik_head``: the shared cube
+    classifier plus the paper's FC heads, or the FC heads alone for old checkpoints)."""
 
     def model_fields(self, task: Any, probe: Mapping[str, Any]) -> dict[str, Any]:
         return {
@@ -85,7 +87,13 @@ class RubikHooks(Hooks):
     def build(self, model: nn.Module) -> None:
         spec = model.spec
         channels = model.backbone3d.channels(spec.rubik_levels) * POOL_GRID**3
-        model.rubik_head = RubikHead(channels, spec.n_cubes, spec.n_permutations, spec.n_axes)
+        if spec.rubik_head == "concat":  # checkpoints from before the shared cube classifier
+            model.rubik_head = RubikHead(channels, spec.n_cubes, spec.n_permutations, spec.n_axes)
+            return
+        from napari_ssl.pretext.rubik import permutation_set
+
+        model.rubik_head = RubikCellHead(channels, spec.n_cubes, spec.n_permutations, spec.n_axes,
+                                         permutation_set(spec.n_cubes, spec.n_permutations))
 
     def forward(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         cubes = batch[f"{self.name}.cubes"]

@@ -181,7 +181,8 @@ class PretextSpec:
     adapter : str or callable
         ``adapter(task)`` -> a callable ``(volume, patch, rng, mask) -> dict`` of arrays keyed ``"<name>.<what>"``
         building one training sample, with a ``uses_patch`` attribute (True: it reads the random 3D patch;
-        False: the whole volume).
+        False: the whole volume). A builder with a ``patch_shape`` attribute is given the run's 3D patch shape
+        (Rubik's cube resamples the body's box to it).
     hooks : str or object
         The network hooks (see the module docstring); a class is instantiated as ``hooks(name)``.
     backbone : str

@@ -102,6 +102,8 @@ def _forced_rubik(src, out, perm_class: int, flags: np.ndarray):
     from napari_ssl import checkpoint
 
     state, meta = checkpoint.load(src)
+    for key in ("rubik_head.cells.2.weight", "rubik_head.cells.2.bias"):  # the shared cube classifier undecided
+        state[key] = torch.zeros_like(state[key])
     for prefix, bias in (("rubik_head.perm.2", np.eye(10)[perm_class]),
                          ("rubik_head.rot.2", np.asarray(flags, float).reshape(-1))):
         state[f"{prefix}.weight"] = torch.zeros_like(state[f"{prefix}.weight"])
