@@ -36,6 +36,14 @@ def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.array([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
 
 
+def _tilt(rng: np.random.Generator, degrees: float) -> np.ndarray:
+    """A random rotation matrix: axis uniform on the sphere, angle uniform in [0, ``degrees``]."""
+    k = _unit(rng.normal(size=3))
+    angle = math.radians(degrees) * float(rng.uniform())
+    cross = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    return np.eye(3) + math.sin(angle) * cross + (1 - math.cos(angle)) * (cross @ cross)
+
+
 def _as_tensor(x: np.ndarray) -> Any:
     """A torch view of a numpy array (a copy only for non-native byte order or non-contiguous memory)."""
     import torch
@@ -108,7 +116,13 @@ class ImagingPlanes:
             "stack_axis", str, "z", None, None, "axis the stack advances along", ("z", "y", "x", "random")
         ),
         ParamSpec("roi", float, 0.5, 0.01, 1.0, "central fraction of the volume the planes go through"),
-        ParamSpec("min_angle", float, 20.0, 0.0, 60.0, "minimum angle (degrees) between oblique planes"),
+        ParamSpec("min_angle", float, 20.0, 0.0, 60.0, "minimum angle (degrees) between random oblique planes"),
+        ParamSpec(
+            "views", str, "anatomical", None, None, "oblique views: anatomy-oriented (fixed, tilted) or random",
+            ("anatomical", "random"),
+        ),
+        ParamSpec("jitter", float, 15.0, 0.0, 90.0, "random tilt (degrees) of each anatomical view"),
+        ParamSpec("rotation", float, 180.0, 0.0, 180.0, "random in-plane rotation (+- degrees) of anatomical views"),
     )
 
     def __init__(
@@ -121,6 +135,9 @@ class ImagingPlanes:
         stack_axis: str = "z",
         roi: float = 0.5,
         min_angle: float = 20.0,
+        views: str = "anatomical",
+        jitter: float = 15.0,
+        rotation: float = 180.0,
     ) -> None:
         check_range(n_stack, "n_stack", 0, 64)
         if n_stack == 1:
@@ -143,6 +160,9 @@ class ImagingPlanes:
         if not 0 < roi <= 1:
             raise ValueError(f"roi must be in (0, 1], got {roi}")
         check_range(min_angle, "min_angle", 0.0, 60.0)
+        check_choice(views, "views", ("anatomical", "random"))
+        check_range(jitter, "jitter", 0.0, 90.0)
+        check_range(rotation, "rotation", 0.0, 180.0)
         self.n_stack = int(n_stack)
         self.n_oblique = int(n_oblique)
         self.size = (int(hw[0]), int(hw[1]))
@@ -151,12 +171,16 @@ class ImagingPlanes:
         self.stack_axis = stack_axis
         self.roi = float(roi)
         self.min_angle = float(min_angle)
+        self.views = views
+        self.jitter = float(jitter)
+        self.rotation = float(rotation)
 
     def __repr__(self) -> str:
         return (
             f"ImagingPlanes(n_stack={self.n_stack}, n_oblique={self.n_oblique}, size={self.size}, "
             f"pixel_spacing={self.pixel_spacing}, sigma={self.sigma}, stack_axis={self.stack_axis!r}, "
-            f"roi={self.roi}, min_angle={self.min_angle})"
+            f"roi={self.roi}, min_angle={self.min_angle}, views={self.views!r}, jitter={self.jitter}, "
+            f"rotation={self.rotation})"
         )
 
     # ------------------------------------------------------------------ sample
@@ -210,12 +234,11 @@ class ImagingPlanes:
         stack_ids: list[int] = []
         eye = np.eye(3)
         stack_normal = None
+        a, shift = -1, np.zeros(3)
         if self.n_stack:
-            axis = self.stack_axis if self.stack_axis != "random" else "zyx"[int(rng.integers(0, 3))]
-            a = _AXES[axis]
+            a, shift = self._stack_axis(rng), rng.uniform(-1, 1, size=3) * half
             others = [k for k in range(3) if k != a]
             stack_normal = eye[a]
-            shift = rng.uniform(-1, 1, size=3) * half
             for k, t in enumerate(np.linspace(-half[a], half[a], self.n_stack)):
                 c = centre + shift
                 c[a] = centre[a] + t
@@ -224,8 +247,27 @@ class ImagingPlanes:
                 centres.append(c)
                 names.append(f"stack[{k}]")
                 stack_ids.append(0)
+        if self.views == "anatomical" and self.n_oblique:
+            if a < 0:
+                a, shift = self._stack_axis(rng), rng.uniform(-1, 1, size=3) * half
+            others = [k for k in range(3) if k != a]
+            through = centre + shift
+            through[a] = centre[a]
+            for k in range(self.n_oblique):
+                phi = math.pi * (k + 0.5) / self.n_oblique
+                tilt = _tilt(rng, self.jitter)
+                normals.append(tilt @ (math.cos(phi) * eye[others[0]] + math.sin(phi) * eye[others[1]]))
+                rows.append(tilt @ eye[a])
+                centres.append(through.copy())
+                names.append(f"oblique {k}")
+                stack_ids.append(-1)
+        if self.views == "anatomical" and self.rotation:
+            # each view turned in its plane: the network must read its pose from the anatomy
+            for k in range(len(rows)):
+                theta = math.radians(self.rotation) * float(rng.uniform(-1, 1))
+                rows[k] = math.cos(theta) * rows[k] + math.sin(theta) * _cross(normals[k], rows[k])
         min_sine = math.sin(math.radians(self.min_angle))
-        for k in range(self.n_oblique):
+        for k in range(self.n_oblique if self.views == "random" else 0):
             for _ in range(_MAX_TRIES):
                 n = _unit(rng.normal(size=3))
                 taken = normals[-k:] if k else []
@@ -276,6 +318,10 @@ class ImagingPlanes:
         has no source volume, so :meth:`apply` refuses it: the images are the volumes' own arrays.
         """
         return planes_from_images(volumes, names)
+
+    def _stack_axis(self, rng: np.random.Generator) -> int:
+        axis = self.stack_axis if self.stack_axis != "random" else "zyx"[int(rng.integers(0, 3))]
+        return _AXES[axis]
 
     # ------------------------------------------------------------------ apply
     def apply(self, x: Any, params: PlanesParams) -> Any:
