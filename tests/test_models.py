@@ -23,6 +23,7 @@ from napari_ssl.models.heads import (
     RubikCellHead,
     RubikHead,
     heatmap_angles,
+    planes_losses,
     planes_metrics,
     psnr,
     rubik_metrics,
@@ -231,6 +232,21 @@ def test_heatmap_angle_and_error(angle: float) -> None:
     m = planes_metrics(pred, torch.tensor([[0.3]]), target, torch.tensor([[0.5]]), torch.tensor([[1.0]]))
     assert m["planes/angle_error_deg"] == pytest.approx(20.0, abs=1.5)
     assert m["planes/position_mae"] == pytest.approx(0.2)
+
+
+def test_planes_heatmap_loss_weights_the_lines() -> None:
+    """Missing a line costs (1 + line_weight) times the same error on the background (default weight 10: a plain MSE
+    is nearly minimal for a flat map, since a line covers a few percent of its map); line_weight 0 is plain MSE."""
+    target = _line_heatmap(30.0)[None, None]  # (1, 1, h, w)
+    zero, one = torch.zeros(1, 1), torch.ones(1, 1)
+    on = (target == target.max()).float()  # the pixels of the line itself (target 1)
+    off = (target < 1e-6).float()  # far from it (target 0)
+    on_loss = planes_losses(target - 0.1 * on / on.sum().sqrt(), zero, target, zero, one)["planes/heatmap"]
+    off_loss = planes_losses(target + 0.1 * off / off.sum().sqrt(), zero, target, zero, one)["planes/heatmap"]
+    assert float(on_loss / off_loss) == pytest.approx(11.0, rel=1e-4)
+    pred = torch.rand_like(target)
+    plain = planes_losses(pred, zero, target, zero, one, line_weight=0.0)["planes/heatmap"]
+    assert float(plain) == pytest.approx(float(torch.nn.functional.mse_loss(pred, target)), rel=1e-6)
 
 
 def test_context_restoration_starts_as_the_identity() -> None:

@@ -261,6 +261,12 @@ def test_bad_input():
         ImagingPlanes(sigma=0)
     with pytest.raises(ValueError, match="stack_axis must be one of"):
         ImagingPlanes(stack_axis="t")
+    with pytest.raises(ValueError, match="views must be one of"):
+        ImagingPlanes(views="cardiac")
+    with pytest.raises(ValueError, match="jitter must be"):
+        ImagingPlanes(jitter=-1)
+    with pytest.raises(ValueError, match="rotation must be"):
+        ImagingPlanes(rotation=200)
     with pytest.raises(ValueError, match="at least 2 planes"):
         ImagingPlanes(n_stack=0, n_oblique=1)
     task = ImagingPlanes(size=8)
@@ -285,12 +291,76 @@ def test_bad_input():
         ImagingPlanes.from_images([np.zeros((1, 4, 4)), np.zeros((1, 4, 4))])
 
 
-def test_outside_the_volume_is_its_minimum_not_zero():
-    """On CT a 0 outside the volume would read as water; planes are padded with the volume's minimum."""
-    x = np.random.default_rng(1).uniform(-1000.0, -200.0, (16, 20, 24)).astype(np.float32)
+def test_outside_the_volume_is_its_background():
+    """Outside the volume, planes take the median of its border voxels: air on CT (a 0 would read as water), 0 on
+    skull-stripped z-scored MR (its minimum, the darkest brain voxel, would draw the volume's box into the planes)."""
+    rng = np.random.default_rng(1)
+    ct = np.full((16, 20, 24), -1000.0, np.float32)
+    ct[3:-3, 3:-3, 3:-3] = rng.uniform(-200.0, 200.0, (10, 14, 18))
     task = ImagingPlanes()
-    params = task.sample(x.shape, np.random.default_rng(2), spacing=(2.0, 1.0, 1.0))
-    y = task.apply(x, params)
-    assert y.max() <= -200.0
-    assert y.min() >= x.min() - 1e-3
-    assert np.isclose(y, x.min()).any()  # the planes reach past the volume somewhere
+    params = task.sample(ct.shape, np.random.default_rng(2), spacing=(2.0, 1.0, 1.0))
+    y = task.apply(ct, params)
+    assert y.min() >= -1000.0 - 1e-3 and y.max() <= 200.0
+    assert np.isclose(y, -1000.0).any()  # the planes reach past the volume somewhere
+    mr = np.zeros((16, 20, 24), np.float32)
+    mr[3:-3, 3:-3, 3:-3] = rng.normal(0.0, 1.0, (10, 14, 18))
+    a = task._grid(params, torch.float32, "cpu")[0].abs().amax(-1).numpy() > 1.0  # pixels outside the volume
+    assert a.any()
+    z = task.apply(mr, params)
+    np.testing.assert_array_equal(z[a], 0.0)  # the background, not mr.min()
+    batch = task.apply(np.stack([ct, mr]), params)  # each channel its own background
+    np.testing.assert_array_equal(batch[1][a], 0.0)
+    assert np.all(batch[0][a] == -1000.0)
+
+
+def _line_angles(task, shape, seeds):
+    """In-image angle (radians, modulo pi) of every line of every sample, (samples, N, N)."""
+    from napari_ssl.models.heads import heatmap_angles
+
+    heat = np.stack([task.targets(task.sample(shape, s, spacing=(1.5, 1.0, 1.0)))["heatmaps"] for s in seeds])
+    return heatmap_angles(torch.from_numpy(heat))[0].numpy(), heat
+
+
+def test_anatomical_views_are_fixed_in_the_anatomy_up_to_jitter():
+    """Oblique views: normals at fixed angles around the stack axis (within ``jitter`` degrees), through one point;
+    without jitter and rotation the planes, their lines and the targets are the same for every seed but the shift."""
+    task = ImagingPlanes(n_stack=4, n_oblique=3, size=16, jitter=10.0, rotation=0.0)
+    for seed in range(20):
+        a = task.sample((30, 40, 40), seed, spacing=(1.5, 1.0, 1.0)).arrays()
+        for k, phi in enumerate(np.radians([30.0, 90.0, 150.0])):
+            canonical = np.array([0.0, np.cos(phi), np.sin(phi)])
+            cos = abs(float(a["normal"][4 + k] @ canonical))
+            assert cos >= np.cos(np.radians(10.0)) - 1e-9
+        np.testing.assert_allclose(a["normal"][:4], np.broadcast_to([1.0, 0.0, 0.0], (4, 3)), atol=1e-12)
+    still = ImagingPlanes(n_stack=4, n_oblique=3, size=16, jitter=0.0, rotation=0.0, roi=1e-2)
+    ang, _ = _line_angles(still, (30, 40, 40), range(6))
+    has = still.targets(still.sample((30, 40, 40), 0, spacing=(1.5, 1.0, 1.0)))["has_line"]
+    np.testing.assert_allclose(np.ptp(ang[:, has], axis=0), 0.0, atol=1e-3)  # same lines whatever the seed
+
+
+def test_rotated_views_cannot_be_answered_without_looking():
+    """With the default in-plane rotation the line angles are spread over every direction, so the best answer that
+    ignores the image (the mean target heatmap) is near chance (45 degrees): the score measures reading the anatomy."""
+    from napari_ssl.models.heads import planes_metrics
+
+    task = ImagingPlanes(n_stack=4, n_oblique=3, size=24)
+    _, heat = _line_angles(task, (30, 40, 40), range(64))
+    target = torch.from_numpy(heat)
+    blind = target.mean(0, keepdim=True).expand_as(target)  # the same maps for every sample
+    zeros = torch.zeros(target.shape[:2])
+    err = planes_metrics(blind, zeros, target, zeros, zeros)["planes/angle_error_deg"]
+    assert err > 35.0
+    still = ImagingPlanes(n_stack=4, n_oblique=3, size=24, rotation=0.0)  # contrast: poses fixed in the image
+    _, heat = _line_angles(still, (30, 40, 40), range(64))
+    target = torch.from_numpy(heat)
+    blind = target.mean(0, keepdim=True).expand_as(target)
+    assert planes_metrics(blind, zeros, target, zeros, zeros)["planes/angle_error_deg"] < 15.0
+
+
+def test_random_views_keep_min_angle():
+    task = ImagingPlanes(n_stack=3, n_oblique=4, size=8, views="random", min_angle=25.0)
+    for seed in range(10):
+        n = task.sample((20, 20, 20), seed).arrays()["normal"]
+        for i in range(3, 7):
+            for j in range(i):  # each oblique against the stack and the obliques before it
+                assert np.linalg.norm(np.cross(n[i], n[j])) >= np.sin(np.radians(25.0)) - 1e-9

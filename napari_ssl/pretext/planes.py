@@ -19,21 +19,20 @@ from napari_ssl.foreground import foreground_bbox
 from ._base import ParamSpec, as_rng, check_array, check_choice, check_range, is_torch, shape_and_spacing
 from ._base import check_foreground as _foreground
 from ._plane_geometry import PlanesParams, intersection, plane_heatmaps, planes_from_images, slice_positions
+from ._plane_views import add_anatomical, add_random, add_stack, cross, new_views, rotate_in_plane, stack_axis
 
 __all__ = ["ImagingPlanes", "PlanesParams"]
 
-_AXES = {"z": 0, "y": 1, "x": 2}
-_MAX_TRIES = 1000
 _MAX_SIZE = 2048
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
-    return v / math.sqrt(float(v @ v))
+def _border_median(x: Any) -> Any:
+    """Median of the voxels on the six faces of each volume of ``x`` (C, Z, Y, X) -> (C,)."""
+    import torch
 
-
-def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cross product of two 3-vectors (numpy's general ``cross`` costs ~10x more for one pair)."""
-    return np.array([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
+    c = x.shape[0]
+    faces = [x[:, 0], x[:, -1], x[:, :, 0], x[:, :, -1], x[:, :, :, 0], x[:, :, :, -1]]
+    return torch.cat([f.reshape(c, -1) for f in faces], dim=1).median(dim=1).values
 
 
 def _as_tensor(x: np.ndarray) -> Any:
@@ -52,8 +51,15 @@ class ImagingPlanes:
     """Imaging-planes pretext (Zhang et al., Medical Image Analysis 2024).
 
     From a 3D volume, :meth:`sample` picks ``n_stack`` parallel slices along one axis (a stack, like a
-    cardiac short-axis stack) plus ``n_oblique`` views at random angles through the region of interest
-    (like the 2-, 3- and 4-chamber views); :meth:`apply` resamples them. The network learns, for each
+    cardiac short-axis stack) plus ``n_oblique`` views through the region of interest (like the 2-, 3- and
+    4-chamber views); :meth:`apply` resamples them. By default the views are anatomy-oriented, as in the
+    paper: each oblique view has a fixed orientation in the volume (the long axis of the stack in the
+    view, views evenly turned about it), tilted by up to ``jitter`` degrees and passing through one point
+    of the stack's centre line, so where a view cuts another follows from the anatomy; every plane is then
+    turned in its own plane by up to ``rotation`` degrees, so the network must read each image's pose from
+    the anatomy it shows (with fixed poses, one constant heatmap per view would answer without looking).
+    ``views="random"`` gives oblique views at random angles instead; where such a view cuts another image is
+    then not visible in that image, so most of its lines cannot be learned. The network learns, for each
     plane, heatmaps of its intersection lines with the other planes (relative orientation) and, for the
     stack slices, their relative position in the stack (relative location). All geometry is in physical
     mm, so anisotropic scans give the right angles. For native multi-view 2D acquisitions (DICOM
@@ -65,9 +71,7 @@ class ImagingPlanes:
         Parallel slices of the stack, evenly spaced across the region of interest (0 for none; 1 is
         refused, a position within a one-slice stack is undefined).
     n_oblique : int, default 3
-        Oblique views: random normal (uniform on the sphere, at least ``min_angle`` from the stack
-        normal and from each other, so every pair intersects), random in-plane rotation, centre uniform
-        in the region of interest.
+        Oblique views (see ``views``).
     size : int or (int, int), default 128
         Plane image size ``(H, W)`` in pixels.
     pixel_spacing : float, default 0
@@ -79,7 +83,15 @@ class ImagingPlanes:
     roi : float, default 0.5
         Region of interest: the central box spanning this fraction of the volume along each axis.
     min_angle : float, default 20
-        Minimum angle in degrees between an oblique plane and any other non-parallel plane.
+        Minimum angle in degrees between a random oblique plane and any other non-parallel plane.
+    views : {"anatomical", "random"}, default "anatomical"
+        Oblique views fixed in the anatomy (up to ``jitter``) or at random angles (normal uniform on the
+        sphere, random in-plane rotation, centre uniform in the region of interest).
+    jitter : float, default 15
+        Anatomical views: each oblique view is tilted about a random axis by up to this many degrees.
+    rotation : float, default 180
+        Anatomical views: each plane (stack slices too) is turned in its plane by a uniform angle in
+        ``[-rotation, rotation]`` degrees.
 
     Notes
     -----
@@ -108,7 +120,13 @@ class ImagingPlanes:
             "stack_axis", str, "z", None, None, "axis the stack advances along", ("z", "y", "x", "random")
         ),
         ParamSpec("roi", float, 0.5, 0.01, 1.0, "central fraction of the volume the planes go through"),
-        ParamSpec("min_angle", float, 20.0, 0.0, 60.0, "minimum angle (degrees) between oblique planes"),
+        ParamSpec("min_angle", float, 20.0, 0.0, 60.0, "minimum angle (degrees) between random oblique planes"),
+        ParamSpec(
+            "views", str, "anatomical", None, None, "oblique views: anatomy-oriented (fixed, tilted) or random",
+            ("anatomical", "random"),
+        ),
+        ParamSpec("jitter", float, 15.0, 0.0, 90.0, "random tilt (degrees) of each anatomical view"),
+        ParamSpec("rotation", float, 180.0, 0.0, 180.0, "random in-plane rotation (+- degrees) of anatomical views"),
     )
 
     def __init__(
@@ -121,6 +139,9 @@ class ImagingPlanes:
         stack_axis: str = "z",
         roi: float = 0.5,
         min_angle: float = 20.0,
+        views: str = "anatomical",
+        jitter: float = 15.0,
+        rotation: float = 180.0,
     ) -> None:
         check_range(n_stack, "n_stack", 0, 64)
         if n_stack == 1:
@@ -143,6 +164,9 @@ class ImagingPlanes:
         if not 0 < roi <= 1:
             raise ValueError(f"roi must be in (0, 1], got {roi}")
         check_range(min_angle, "min_angle", 0.0, 60.0)
+        check_choice(views, "views", ("anatomical", "random"))
+        check_range(jitter, "jitter", 0.0, 90.0)
+        check_range(rotation, "rotation", 0.0, 180.0)
         self.n_stack = int(n_stack)
         self.n_oblique = int(n_oblique)
         self.size = (int(hw[0]), int(hw[1]))
@@ -151,12 +175,16 @@ class ImagingPlanes:
         self.stack_axis = stack_axis
         self.roi = float(roi)
         self.min_angle = float(min_angle)
+        self.views = views
+        self.jitter = float(jitter)
+        self.rotation = float(rotation)
 
     def __repr__(self) -> str:
         return (
             f"ImagingPlanes(n_stack={self.n_stack}, n_oblique={self.n_oblique}, size={self.size}, "
             f"pixel_spacing={self.pixel_spacing}, sigma={self.sigma}, stack_axis={self.stack_axis!r}, "
-            f"roi={self.roi}, min_angle={self.min_angle})"
+            f"roi={self.roi}, min_angle={self.min_angle}, views={self.views!r}, jitter={self.jitter}, "
+            f"rotation={self.rotation})"
         )
 
     # ------------------------------------------------------------------ sample
@@ -203,53 +231,26 @@ class ImagingPlanes:
         ps = self.pixel_spacing or float(extent.max()) / (max(self.size) - 1)
         h, w = self.size
 
-        normals: list[np.ndarray] = []
-        centres: list[np.ndarray] = []
-        rows: list[np.ndarray] = []
-        names: list[str] = []
-        stack_ids: list[int] = []
-        eye = np.eye(3)
-        stack_normal = None
+        views = new_views()
+        axis, shift = -1, np.zeros(3)
         if self.n_stack:
-            axis = self.stack_axis if self.stack_axis != "random" else "zyx"[int(rng.integers(0, 3))]
-            a = _AXES[axis]
-            others = [k for k in range(3) if k != a]
-            stack_normal = eye[a]
-            shift = rng.uniform(-1, 1, size=3) * half
-            for k, t in enumerate(np.linspace(-half[a], half[a], self.n_stack)):
-                c = centre + shift
-                c[a] = centre[a] + t
-                normals.append(eye[a])
-                rows.append(eye[others[0]])
-                centres.append(c)
-                names.append(f"stack[{k}]")
-                stack_ids.append(0)
-        min_sine = math.sin(math.radians(self.min_angle))
-        for k in range(self.n_oblique):
-            for _ in range(_MAX_TRIES):
-                n = _unit(rng.normal(size=3))
-                taken = normals[-k:] if k else []
-                if stack_normal is not None:
-                    taken = [stack_normal, *taken]
-                if all(math.sqrt(float(v @ v)) >= min_sine for v in (_cross(n, m) for m in taken)):
-                    break
-            else:  # pragma: no cover - min_angle <= 60 with <= 16 planes always fits
-                raise ValueError(
-                    f"could not place {self.n_oblique} oblique planes min_angle={self.min_angle} apart"
-                )
-            helper = eye[int(np.argmin(np.abs(n)))]
-            u0 = _unit(_cross(n, helper))
-            v0 = _cross(n, u0)
-            theta = rng.uniform(0, 2 * np.pi)
-            normals.append(n)
-            rows.append(math.cos(theta) * u0 + math.sin(theta) * v0)
-            centres.append(centre + rng.uniform(-1, 1, size=3) * half)
-            names.append(f"oblique {k}")
-            stack_ids.append(-1)
+            axis, shift = stack_axis(self, rng), rng.uniform(-1, 1, size=3) * half
+            add_stack(views, self.n_stack, axis, centre, shift, half)
+        if self.views == "random":
+            normal = np.eye(3)[axis] if self.n_stack else None
+            add_random(views, self.n_oblique, normal, self.min_angle, centre, half, rng)
+        elif self.n_oblique:
+            if axis < 0:
+                axis, shift = stack_axis(self, rng), rng.uniform(-1, 1, size=3) * half
+            through = centre + shift  # on the stack's centre line, halfway up
+            through[axis] = centre[axis]
+            add_anatomical(views, self.n_oblique, axis, through, self.jitter, rng)
+        if self.views == "anatomical" and self.rotation:
+            rotate_in_plane(views, self.rotation, rng)
 
         origins, row_w, col_w = [], [], []
-        for n, r, c in zip(normals, rows, centres, strict=True):
-            col = _cross(n, r)  # so that row x col = normal
+        for n, r, c in zip(views["normals"], views["rows"], views["centres"], strict=True):
+            col = cross(n, r)  # so that row x col = normal
             corner = c - (h - 1) / 2 * ps * r - (w - 1) / 2 * ps * col
             origins.append(affine[:3, 3] + rot @ corner)
             row_w.append(rot @ r)
@@ -260,8 +261,8 @@ class ImagingPlanes:
             cols=tuple(tuple(float(v) for v in c) for c in col_w),
             pixel_spacing=((ps, ps),) * len(origins),
             sizes=((h, w),) * len(origins),
-            stack=tuple(stack_ids),
-            names=tuple(names),
+            stack=tuple(views["stack"]),
+            names=tuple(views["names"]),
             volume_shape=size,
             volume_affine=tuple(float(v) for v in affine.ravel()),
         )
@@ -282,8 +283,10 @@ class ImagingPlanes:
         """Resample the planes from ``x`` (numpy or torch, ``(..., Z, Y, X)``): returns ``(..., N, H, W)``.
 
         Trilinear interpolation with ``torch.nn.functional.grid_sample`` in one batched call over all
-        planes and all leading axes, on ``x``'s device; pixels outside the volume take the volume's minimum
-        (air on CT, background on MR: a 0 would read as water in HU). Same type, dtype
+        planes and all leading axes, on ``x``'s device; pixels outside the volume take the median of the
+        volume's border voxels, its background (air on CT, where a 0 would read as water in HU; 0 on
+        skull-stripped, z-scored MR, where the minimum would draw the volume's box edges into every plane,
+        a cue to the plane's pose that owes nothing to the anatomy). Same type, dtype
         and device as ``x`` (integer inputs are rounded back); ``x`` is not modified.
         """
         import torch
@@ -301,8 +304,8 @@ class ImagingPlanes:
         flat = work.reshape(1, -1, *params.volume_shape)
         out = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
         outside = (grid.abs() > 1.0).any(dim=-1)  # (1, N, H, W): no voxel of the volume there
-        low = flat.reshape(flat.shape[1], -1).amin(dim=1)
-        out = torch.where(outside[:, None], low.reshape(1, -1, 1, 1, 1), out)
+        fill = _border_median(flat[0])
+        out = torch.where(outside[:, None], fill.reshape(1, -1, 1, 1, 1), out)
         n = params.n_planes
         h, w = params.sizes[0]
         out = out.reshape(*lead, n, h, w)
