@@ -50,8 +50,9 @@ if TYPE_CHECKING:
 
 __all__ = ["STOP_TIMEOUT", "UPDATE_MS", "PretrainDock"]
 
-#: the bar, texts and plot are refreshed together at most this often (ms): every repaint of a dock widget
-#: recomposites napari's window (OpenGL canvas included), so fewer, grouped repaints keep the viewer fluid
+#: the bar, texts and plot are refreshed together at most this often (ms), as one repaint: every repaint of a
+#: dock widget recomposites napari's window (OpenGL canvas included; 20-40 ms in software GL), so the refresh
+#: asks for no synchronous repaint and no layout (widgets.ProgressBar, widgets.TextLine): one composite a tick
 UPDATE_MS = 500
 #: seconds a cancelled child may take to save and end before it is terminated
 STOP_TIMEOUT = 10.0
