@@ -290,6 +290,9 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle probing")
     parser.add_argument("--float-dock", action="store_true", help="float the dock in its own window (diagnosis)")
     parser.add_argument("--screenshot", type=Path, default=None, help="save the window mid-training here")
+    parser.add_argument(
+        "--stalls-only", action="store_true", help="only the dock run's stalls (no plain-process / CLI runs)"
+    )
     parser.add_argument("--engine-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.engine_child:
@@ -302,6 +305,13 @@ def main() -> None:
         return f"p50 {s['p50']:6.1f} ms  p99 {s['p99']:6.1f} ms  max {s['max']:6.1f} ms  (n={s['n']})"
 
     print(f"load average before: {os.getloadavg()}  cores: {len(os.sched_getaffinity(0))}")
+    if args.stalls_only:
+        dock = run_dock(args)
+        print(f"stalls idle                 : {fmt(dock['idle'])}")
+        print(f"stalls dock run (Start click .. child gone): {fmt(dock['run'])}")
+        print(f"stalls dock run (Started..Finished, the training steps): {fmt(dock['steps'])}")
+        print(f"load average after: {os.getloadavg()}")
+        return
     plain_runs = [run_engine_plain(args)]  # plain, dock, plain: the shared machine's load drifts
     dock = run_dock(args)
     plain_runs.append(run_engine_plain(args))

@@ -24,7 +24,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QListWidget,
     QListWidgetItem,
-    QProgressBar,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -40,6 +39,7 @@ from napari_ssl._napari.relay import Relay, RunFailed
 from napari_ssl._napari.widgets import (
     BACKBONES,
     PathEdit,
+    ProgressBar,
     fill_devices,
     scrolled,
     spin,
@@ -146,7 +146,7 @@ class FinetuneDock(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.cancel_button)
-        self.progress = QProgressBar()
+        self.progress = ProgressBar()  # setValue repaints with the rest (one composite)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.plan_label = QLabel("")  # the run's plan from the data (spacing, patch, normalisation, steps)

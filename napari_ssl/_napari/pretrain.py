@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QEvent, QObject, Qt, QTimer, Signal
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from napari_ssl._napari.activity import Activity
 from napari_ssl._napari.hub import checkpoint_hub
@@ -35,7 +35,14 @@ from napari_ssl._napari.plot import CurvePlot
 from napari_ssl._napari.pretrain_child import TARGET, PretrainRequest
 from napari_ssl._napari.pretrain_form import PretrainForm
 from napari_ssl._napari.relay import Relay, RunFailed
-from napari_ssl._napari.widgets import metric_words, pretext_colors, scrolled, tab_with_siblings_later
+from napari_ssl._napari.widgets import (
+    ProgressBar,
+    TextLine,
+    metric_words,
+    pretext_colors,
+    scrolled,
+    tab_with_siblings_later,
+)
 from napari_ssl.events import Finished, Progress, Saved, Started, Stopped
 
 if TYPE_CHECKING:
@@ -43,8 +50,9 @@ if TYPE_CHECKING:
 
 __all__ = ["STOP_TIMEOUT", "UPDATE_MS", "PretrainDock"]
 
-#: the bar, texts and plot are refreshed together at most this often (ms): every repaint of a dock widget
-#: recomposites napari's window (OpenGL canvas included), so fewer, grouped repaints keep the viewer fluid
+#: the bar, texts and plot are refreshed together at most this often (ms), as one repaint: every repaint of a
+#: dock widget recomposites napari's window (OpenGL canvas included; 20-40 ms in software GL), so the refresh
+#: asks for no synchronous repaint and no layout (widgets.ProgressBar, widgets.TextLine): one composite a tick
 UPDATE_MS = 500
 #: seconds a cancelled child may take to save and end before it is terminated
 STOP_TIMEOUT = 10.0
@@ -134,18 +142,15 @@ class PretrainDock(QWidget):
         for button in (self.start_button, self.cancel_button, self.resume_button):
             buttons.addWidget(button)
 
-        self.progress = QProgressBar()
+        self.progress = ProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.progress.setFormat("ready")
         self.progress.setTextVisible(True)
         self.status = QLabel("ready")
         self.status.setWordWrap(True)
-        # one line, fixed height: its text changes twice a second, and a label that changes size makes Qt
-        # lay out the whole dock (and the window's dock area) again
-        self.losses_label = QLabel("")
-        self.losses_label.setFixedHeight(self.losses_label.fontMetrics().height() + 4)
-        self.losses_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        # changes twice a second: a QLabel would lay the window's dock area out again each time (TextLine)
+        self.losses_label = TextLine()
         self.metrics_label = QLabel("")
         self.metrics_label.setWordWrap(True)
         self.checkpoint_label = QLabel("checkpoint: none yet")

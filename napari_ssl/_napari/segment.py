@@ -31,7 +31,6 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QProgressBar,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -49,7 +48,13 @@ from napari_ssl._napari.segment_info import (
     recent_models,
     remember_model,
 )
-from napari_ssl._napari.widgets import fill_devices, scrolled, tab_with_siblings_later, training_threads
+from napari_ssl._napari.widgets import (
+    ProgressBar,
+    fill_devices,
+    scrolled,
+    tab_with_siblings_later,
+    training_threads,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -124,7 +129,7 @@ class SegmentDock(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
-        self.progress = QProgressBar()
+        self.progress = ProgressBar()  # setValue repaints with the rest (one composite)
         self.progress.setRange(0, 100)
         self.status = QLabel("")
         self.status.setWordWrap(True)

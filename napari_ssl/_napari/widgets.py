@@ -1,5 +1,6 @@
 """Small pieces the docks share: pretext labels and colours, backbone sizes, device choices, a folder edit,
-a scroll area. Each defined once here (the docks never import one another)."""
+a scroll area, a progress bar and a text line that repaint cheaply. Each defined once here (the docks never
+import one another)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
+from qtpy.QtGui import QPainter, QPalette
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFrame,
     QHBoxLayout,
     QLineEdit,
+    QProgressBar,
     QScrollArea,
     QSizePolicy,
     QSpinBox,
@@ -25,6 +28,8 @@ from napari_ssl.models.sizes import SIZES  # pure Python: no torch
 __all__ = [
     "BACKBONES",
     "PathEdit",
+    "ProgressBar",
+    "TextLine",
     "device_choices",
     "fill_devices",
     "metric_words",
@@ -63,6 +68,8 @@ def __getattr__(name: str) -> Any:
     if name == "PRETEXT_COLORS":
         return pretext_colors()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 #: backbone sizes, smallest first (the model registry's own list)
 BACKBONES = tuple(SIZES)
 
@@ -149,7 +156,9 @@ def metric_words(name: str, value: float) -> str:
     pretext, _, metric = name.rpartition("/")
     who = pretext_labels().get(pretext, pretext or "model")
     words = {
-        "psnr_gain": lambda v: f"restores {abs(v):.1f} dB {'better' if v >= 0 else 'worse'} than the corrupted input",
+        "psnr_gain": lambda v: (
+            f"restores {abs(v):.1f} dB {'better' if v >= 0 else 'worse'} than the corrupted input"
+        ),
         "psnr": lambda v: f"restored images at {v:.1f} dB PSNR",
         "psnr_input": lambda v: f"corrupted inputs at {v:.1f} dB PSNR",
         "perm_top1": lambda v: f"finds the cube order {100 * v:.0f}% of the time",
@@ -181,7 +190,9 @@ class PathEdit(QWidget):
         layout.addWidget(browse)
 
     def _browse(self) -> None:  # pragma: no cover - modal dialog
-        folder = QFileDialog.getExistingDirectory(self, "Choose a folder", self.line.text() or str(Path.home()))
+        folder = QFileDialog.getExistingDirectory(
+            self, "Choose a folder", self.line.text() or str(Path.home())
+        )
         if folder:
             self.line.setText(folder)
 
@@ -293,3 +304,77 @@ def tab_with_siblings_later(widget: QWidget) -> None:
     timer.timeout.connect(lambda: tab_with_siblings(widget))
     timer.timeout.connect(timer.deleteLater)
     timer.start(0)
+
+
+# ---------------------------------------------------------------- widgets that change while a job runs
+# napari's window holds the OpenGL canvas (a QOpenGLWidget), so Qt shows *every* repaint of *any* widget in it
+# by compositing the whole window through OpenGL: about 1 ms on a GPU, 20-40 ms at 1500x950 in software
+# (Mesa llvmpipe, e.g. under Xvfb or a remote desktop). A dock that repaints while a job runs must therefore
+# make each of its refreshes one composite: no synchronous repaint, no layout request that climbs to the main
+# window. ``benchmarks/bench_gui.py`` measures the result.
+
+
+class ProgressBar(QProgressBar):
+    """A ``QProgressBar`` whose :meth:`setValue` repaints at the next event-loop pass, with the other widgets
+    changed in the same slot (one window composite).
+
+    ``QProgressBar.setValue`` repaints at once (a synchronous ``repaint()``) whenever the bar or its text
+    changes: a composite of its own, followed by a second one for the texts changed next to it.
+    """
+
+    def setValue(self, value: int) -> None:
+        if int(value) == self.value():
+            return
+        enabled = self.updatesEnabled()
+        self.setUpdatesEnabled(False)  # QProgressBar's repaint() does nothing now ...
+        try:
+            super().setValue(int(value))
+        finally:
+            self.setUpdatesEnabled(enabled)  # ... and this asks for one update()
+
+
+class TextLine(QWidget):
+    """One line of text, elided on the right (the whole text in the tooltip), whose changes repaint itself only.
+
+    ``QLabel.setText`` asks for a new layout on every change; the request climbs through the dock to napari's
+    main window, which lays its dock areas out again and repaints their separators: a second window composite
+    for each change. This line has a fixed height and a constant size hint, so a change is a repaint of its
+    own rectangle.
+    """
+
+    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._text = ""
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.setFixedHeight(self.fontMetrics().height() + 4)
+        self.setText(text)
+
+    def text(self) -> str:
+        return self._text
+
+    def setText(self, text: str) -> None:
+        text = str(text)
+        if text == self._text:
+            return
+        self._text = text
+        self.setToolTip(text)
+        self.update()
+
+    def sizeHint(self) -> QSize:
+        return QSize(100, self.fontMetrics().height() + 4)
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(0, self.fontMetrics().height() + 4)
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.FontChange:  # a theme's font size: keep one line tall enough
+            self.setFixedHeight(self.fontMetrics().height() + 4)
+
+    def paintEvent(self, _event: Any) -> None:
+        painter = QPainter(self)
+        painter.setPen(self.palette().color(QPalette.ColorRole.WindowText))
+        area = self.rect().adjusted(1, 0, -1, 0)
+        shown = self.fontMetrics().elidedText(self._text, Qt.TextElideMode.ElideRight, area.width())
+        painter.drawText(area, int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter), shown)
+        painter.end()
