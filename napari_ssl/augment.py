@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import queue
 import threading
 from collections import deque
@@ -30,12 +29,11 @@ CROP_MARGIN = 1.25
 
 
 def loader_threads(device_type: str, cores: int | None = None) -> int:
-    """Threads that build training patches: up to 8 beside a GPU (leaving two cores), one beside a CPU's step."""
-    if device_type != "cuda":
-        return 1
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(8, cores - 2))
+    """Threads that build training patches: beside a GPU as many as the data workers of pretraining
+    (:func:`napari_ssl.device.data_workers`, at least one), one beside a CPU's step."""
+    from napari_ssl.device import data_workers
+
+    return max(1, data_workers("cuda", cores)) if device_type == "cuda" else 1
 
 
 @dataclass

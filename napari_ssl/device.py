@@ -112,13 +112,26 @@ def cpu_channels_last(device: torch.device | str, amp_dtype: torch.dtype | None)
     return torch.device(device).type == "cpu" and amp_dtype is not None
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity where the OS tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS / Windows
+        return os.cpu_count() or 1
+
+
 def default_num_threads(leave_free: int = 1) -> int:
     """CPU threads for training that leave ``leave_free`` cores to the GUI (at least 1 thread)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS / Windows
-        cores = os.cpu_count() or 1
-    return max(1, cores - leave_free)
+    return max(1, available_cores() - leave_free)
+
+
+def data_workers(device_type: str, cores: int | None = None) -> int:
+    """Workers that prepare training samples beside the step: up to 8 beside a GPU (two cores left to the step's
+    process and the GUI); on a CPU, whose step needs the cores, none on 2 cores, else a quarter of them (at most 4)."""
+    cores = available_cores() if cores is None else int(cores)
+    if device_type == "cuda":
+        return max(0, min(8, cores - 2))
+    return 0 if cores <= 2 else min(4, cores // 4)
 
 
 def default_backbone(device: torch.device | str) -> str:

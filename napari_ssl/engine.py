@@ -13,7 +13,6 @@ uninterrupted run would (same weights on CPU).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -64,12 +63,6 @@ __all__ = ["PretrainConfig", "PretrainTask", "default_pretext_options", "finetun
 
 
 # ---------------------------------------------------------------- the task
-def _auto_workers(device_type: str, cores: int) -> int:
-    if device_type == "cuda":
-        return max(0, min(8, cores - 2))
-    return 0 if cores <= 2 else min(4, cores // 4)
-
-
 class PretrainTask:
     """The pretexts' batches, losses and held-out metrics for :class:`~napari_ssl.trainer.Trainer`."""
 
@@ -96,15 +89,14 @@ class PretrainTask:
 
         from napari_ssl import checkpoint
         from napari_ssl.data import PretextDataset, SampleSpec, load_volumes, read_sources, split_volumes
-        from napari_ssl.device import default_backbone, default_patch_size
+        from napari_ssl.device import data_workers, default_backbone, default_patch_size
         from napari_ssl.models import ModelSpec, PretrainModel
         from napari_ssl.pretext import registry
 
         cfg = self.config
         self.trainer = trainer
         device = trainer.device
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        self.num_workers = _auto_workers(device.type, cores) if cfg.num_workers < 0 else cfg.num_workers
+        self.num_workers = data_workers(device.type) if cfg.num_workers < 0 else cfg.num_workers
         if device.type == "cpu" and self.num_workers and not cfg.num_threads:  # leave the loader its cores
             torch.set_num_threads(max(1, torch.get_num_threads() - self.num_workers))
         self.resume_meta: dict[str, Any] | None = None
