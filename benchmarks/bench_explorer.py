@@ -153,17 +153,14 @@ SHOTS = {  # scan -> pretext -> parameters
 }
 
 
-def screenshots(out: Path) -> None:
-    """Every pretext in 2D and 3D on a BraTS flair and the CT, and the native cardiac views, as PNGs."""
+def explorer_window():
+    """A shown 1366x768 viewer with the Pretext explorer docked (no preview on every change), and ``pump(n)``,
+    which lets the event loop run ``n`` short rounds: what the screenshot scripts drive."""
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_ssl import io
-    from napari_ssl._napari.explorer import ALL_VIEWS, PretextExplorer
-    from napari_ssl._napari.layers import volume_to_layer_data
-    from napari_ssl._napari.reader import read_layers
+    from napari_ssl._napari.explorer import PretextExplorer
 
-    out.mkdir(parents=True, exist_ok=True)
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1366, 768)
     dock = PretextExplorer(viewer)
@@ -174,6 +171,20 @@ def screenshots(out: Path) -> None:
         for _ in range(n):
             QApplication.processEvents()
             time.sleep(0.02)
+
+    return viewer, dock, pump
+
+
+def screenshots(out: Path) -> None:
+    """Every pretext in 2D and 3D on a BraTS flair and the CT, and the native cardiac views, as PNGs."""
+
+    from napari_ssl import io
+    from napari_ssl._napari.explorer import ALL_VIEWS
+    from napari_ssl._napari.layers import volume_to_layer_data
+    from napari_ssl._napari.reader import read_layers
+
+    out.mkdir(parents=True, exist_ok=True)
+    viewer, dock, pump = explorer_window()
 
     def run() -> None:
         done: list[object] = []

@@ -18,11 +18,9 @@ import numpy as np
 
 
 def main() -> None:
-    import napari
-    from qtpy.QtWidgets import QApplication
+    from bench_explorer import explorer_window  # the same window as the README's other explorer screenshots
 
     from napari_ssl import io
-    from napari_ssl._napari.explorer import PretextExplorer
     from napari_ssl._napari.layers import volume_to_layer_data
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -33,16 +31,7 @@ def main() -> None:
     args = parser.parse_args()
 
     args.out.mkdir(parents=True, exist_ok=True)
-    viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1366, 768)
-    dock = PretextExplorer(viewer)
-    dock.auto.setChecked(False)
-    viewer.window.add_dock_widget(dock, name="Pretext explorer")
-
-    def pump(n: int = 5) -> None:
-        for _ in range(n):
-            QApplication.processEvents()
-            time.sleep(0.02)
+    viewer, dock, pump = explorer_window()
 
     def wait(signal) -> object:
         got: list[object] = []

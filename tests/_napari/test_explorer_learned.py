@@ -30,11 +30,10 @@ def scan():
     return image.with_array(image.array * 1000.0 + 50.0, name="scan")
 
 
-@pytest.fixture
-def dock(make_napari_viewer, scan):
+def open_explorer(viewer, scan):
+    """The Pretext explorer docked in ``viewer`` (no preview on every change), ``scan`` loaded and chosen."""
     from napari_ssl._napari.explorer import PretextExplorer
 
-    viewer = make_napari_viewer()
     widget = PretextExplorer(viewer)
     widget.auto.setChecked(False)
     viewer.window.add_dock_widget(widget, name="Pretext explorer")
@@ -42,6 +41,11 @@ def dock(make_napari_viewer, scan):
     viewer._add_layer_from_data(data, kwargs, layer_type)
     widget.set_source("scan")
     return widget
+
+
+@pytest.fixture
+def dock(make_napari_viewer, scan):
+    return open_explorer(make_napari_viewer(), scan)
 
 
 @pytest.fixture
@@ -210,17 +214,10 @@ def test_genesis_and_a_pretext_without_an_answer_view(make_napari_viewer, qtbot,
     gets a status line, no worker, no popup and no layers."""
     import toy_pretext
 
-    from napari_ssl._napari.explorer import PretextExplorer
-
     ck = pretrain_tiny(tmp_path / "genesis", pretexts=("genesis", "context"), steps=2)
-    with toy_pretext.registered():
+    with toy_pretext.registered():  # the dock is built while the toy pretext is registered
         viewer = make_napari_viewer()
-        dock = PretextExplorer(viewer)
-        dock.auto.setChecked(False)
-        viewer.window.add_dock_widget(dock, name="Pretext explorer")
-        data, kwargs, layer_type = volume_to_layer_data(scan, "image")
-        viewer._add_layer_from_data(data, kwargs, layer_type)
-        dock.set_source("scan")
+        dock = open_explorer(viewer, scan)
         dock.set_pretext("genesis")
         assert dock.learned.add_checkpoint(str(ck))
         result = answered(dock, qtbot)
