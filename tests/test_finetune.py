@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from test_segment_shared import LIVER_STEPS, liver_model, phantom
+from test_segment_shared import LIVER_STEPS, finetune_from_pretraining, liver_model, phantom
 
 from napari_ssl import checkpoint, events
 from napari_ssl.finetune import (
@@ -138,18 +138,9 @@ def test_transfer_from_pretraining_checkpoint(tmp_path) -> None:
     """The encoder of a pretraining checkpoint is loaded; context restoration's residual decoder only on request."""
     import torch
 
-    from napari_ssl.engine import PretrainConfig, pretrain
     from napari_ssl.segment import load_model
 
-    image, labels = phantom(shape=(34, 36, 36))
-    pre = PretrainConfig(pretexts=("context",), volumes=(image,), out=str(tmp_path / "ssl"), steps=1, batch_size=1,
-                         patch_size=32, backbone="tiny", device="cpu", val_samples=0, num_workers=0)
-    list(pretrain(pre))
-    state, _ = checkpoint.load(tmp_path / "ssl")
-    config = FinetuneConfig(pairs=((image, labels),), classes="1", out=str(tmp_path / "seg"), steps=1, device="cpu",
-                            pretrained=str(tmp_path / "ssl"), val_fraction=0.0, lr=1e-12)
-    *_, done = finetune(config)
-    model = load_model(done.path)
+    state, model, config = finetune_from_pretraining(tmp_path, ("context",))
     info = model.meta["pretrained"]
     assert info["parts"] == ["encoder"] and model.meta["backbone"]["size"] == "tiny"
     *_, both = finetune(replace(config, out=str(tmp_path / "seg2"), transfer="encoder+decoder"))
@@ -165,7 +156,7 @@ def test_transfer_from_pretraining_checkpoint(tmp_path) -> None:
     key = "net.down_2.convs.conv_0.conv.weight"
     assert torch.allclose(own[key], state["backbone3d." + key], atol=1e-6)
     with pytest.raises(ValueError, match="differs from the pretrained"):
-        next(finetune(FinetuneConfig(pairs=((image, labels),), classes="1", pretrained=str(tmp_path / "ssl"),
+        next(finetune(FinetuneConfig(pairs=config.pairs, classes="1", pretrained=str(tmp_path / "ssl"),
                                      backbone="small", out=str(tmp_path / "x"))))
 
 

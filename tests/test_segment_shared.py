@@ -60,6 +60,25 @@ def phantom(shape=(24, 40, 36), spacing=(2.0, 1.5, 1.5), seed: int = 0) -> tuple
     return img, img.with_array(inside.astype(np.uint8), name="phantom labels")
 
 
+def finetune_from_pretraining(tmp_path: Path, pretexts: tuple[str, ...], **changes):
+    """One pretraining step of ``pretexts`` (tiny backbone, 32^3) on a phantom, then one fine-tuning step from it
+    (a learning rate too small to move the weights): ``(pretrained state, fine-tuned model, its config)``."""
+    from napari_ssl import checkpoint
+    from napari_ssl.engine import PretrainConfig, pretrain
+    from napari_ssl.finetune import FinetuneConfig, finetune
+    from napari_ssl.segment import load_model
+
+    image, labels = phantom(shape=(34, 36, 36))
+    pre = PretrainConfig(pretexts=pretexts, volumes=(image,), out=str(tmp_path / "ssl"), steps=1, batch_size=1,
+                         patch_size=32, backbone="tiny", device="cpu", val_samples=0, num_workers=0)
+    list(pretrain(pre))
+    state, _ = checkpoint.load(tmp_path / "ssl")
+    config = FinetuneConfig(pairs=((image, labels),), classes="1", out=str(tmp_path / "seg"), steps=1, device="cpu",
+                            pretrained=str(tmp_path / "ssl"), val_fraction=0.0, lr=1e-12, **changes)
+    *_, done = finetune(config)
+    return state, load_model(done.path), config
+
+
 def liver_model(shared_data: Path, root: Path) -> tuple[Path, list]:
     """Fine-tune liver once per session; returns the checkpoint folder and the events."""
     if "path" not in _LIVER:

@@ -4,9 +4,8 @@ can initialise the 3D segmenter."""
 from __future__ import annotations
 
 import torch
-from test_segment_shared import phantom
+from test_segment_shared import finetune_from_pretraining
 
-from napari_ssl import checkpoint
 from napari_ssl.models import BackboneSpec, build_unet
 from napari_ssl.models.backbone import inflate_2d
 
@@ -29,19 +28,7 @@ def test_inflated_convolution_matches_the_2d_one_on_z_constant_input() -> None:
             assert torch.allclose(inner, a[:, :, None].expand_as(inner), atol=1e-5), name
 
 def test_finetune_from_a_planes_checkpoint_inflates_its_2d_unet(tmp_path) -> None:
-    from napari_ssl.engine import PretrainConfig, pretrain
-    from napari_ssl.finetune import FinetuneConfig, finetune
-    from napari_ssl.segment import load_model
-
-    image, labels = phantom(shape=(34, 36, 36))
-    pre = PretrainConfig(pretexts=("planes",), volumes=(image,), out=str(tmp_path / "ssl"), steps=1, batch_size=1,
-                         patch_size=32, backbone="tiny", device="cpu", val_samples=0, num_workers=0)
-    list(pretrain(pre))
-    state, _ = checkpoint.load(tmp_path / "ssl")
-    config = FinetuneConfig(pairs=((image, labels),), classes="1", out=str(tmp_path / "seg"), steps=1, device="cpu",
-                            pretrained=str(tmp_path / "ssl"), val_fraction=0.0, lr=1e-12, warmup=0)
-    *_, done = finetune(config)
-    model = load_model(done.path)
+    state, model, _ = finetune_from_pretraining(tmp_path, ("planes",), warmup=0)
     info = model.meta["pretrained"]
     assert info["inflated_2d"] and info["parts"] == ["encoder", "decoder"]
     key = "net.down_2.convs.conv_0.conv.weight"
