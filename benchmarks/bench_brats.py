@@ -45,17 +45,21 @@ def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
 def step_flops(model, batch_size: int) -> float:
     """FLOPs of one training step of ``model``'s network on a batch of the plan's patches (forward + backward)."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
+    from bench_train import count_flops
 
     net, device = model.net, model.device
     x = torch.randn(batch_size, model.in_channels, *model.patch_size, device=device)
-    counter = FlopCounterMode(display=False)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out = net(x)
+        out.float().mean().backward()
+
     net.train()
-    with counter, torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        net(x).float().mean().backward()
+    flops = count_flops(step)
     net.zero_grad(set_to_none=True)
     net.eval()
-    return float(counter.get_total_flops())
+    return flops
 
 
 def run(n_cases: int, minutes: float, out: Path, seed: int, modality: str, data: Path = DATA,

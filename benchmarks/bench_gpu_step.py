@@ -63,7 +63,7 @@ def timed(step, steps, warmup):
 
 
 def main() -> None:
-    from torch.utils.flop_counter import FlopCounterMode
+    from bench_train import count_flops
 
     from napari_ssl.models.sizes import SIZES
 
@@ -94,10 +94,7 @@ def main() -> None:
         torch.backends.cudnn.benchmark = bench
         step, net, x = make_step(args.patch, args.batch, dtype, cl, comp, features)
         if flops is None:
-            counter = FlopCounterMode(display=False)
-            with counter:
-                step()
-            flops = counter.get_total_flops()
+            flops = count_flops(step)
         t0 = time.perf_counter()
         seconds = timed(step, args.steps, args.warmup)
         row = {"setting": name, "s_per_step": round(seconds, 4), "steps_per_s": round(1 / seconds, 2),

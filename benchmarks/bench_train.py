@@ -151,13 +151,18 @@ def bench_loader(trainer, n_batches: int) -> float:
     return count / (time.perf_counter() - t)
 
 
-def flops_per_step(trainer, batch) -> float:
+def count_flops(call) -> float:
+    """FLOPs of running ``call()`` once, counted by ``torch.utils.flop_counter`` (the benchmarks' one counter)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     with counter:
-        trainer.train_step(batch)
+        call()
     return float(counter.get_total_flops())
+
+
+def flops_per_step(trainer, batch) -> float:
+    return count_flops(lambda: trainer.train_step(batch))
 
 
 def main(argv: list[str] | None = None) -> int:
