@@ -233,15 +233,14 @@ class ImagingPlanes:
 
         views = new_views()
         axis, shift = -1, np.zeros(3)
-        if self.n_stack:
+        if self.n_stack or (self.views == "anatomical" and self.n_oblique):  # anatomical views follow the stack
             axis, shift = stack_axis(self, rng), rng.uniform(-1, 1, size=3) * half
+        if self.n_stack:
             add_stack(views, self.n_stack, axis, centre, shift, half)
         if self.views == "random":
             normal = np.eye(3)[axis] if self.n_stack else None
             add_random(views, self.n_oblique, normal, self.min_angle, centre, half, rng)
         elif self.n_oblique:
-            if axis < 0:
-                axis, shift = stack_axis(self, rng), rng.uniform(-1, 1, size=3) * half
             through = centre + shift  # on the stack's centre line, halfway up
             through[axis] = centre[axis]
             add_anatomical(views, self.n_oblique, axis, through, self.jitter, rng)
