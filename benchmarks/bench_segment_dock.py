@@ -74,7 +74,9 @@ def run_dock(model: Path, scan: Path, runs: int = 2) -> list[dict]:
         probe.start()
         loop.exec()
         probe.stop()
-        out.append({"wall": time.perf_counter() - t0, "stalls": probe.stats(), "timings": dict(dock.timings)})
+        worst = [(round(at - t0, 2), round(ms, 1)) for at, ms in probe.worst(3)]
+        out.append({"wall": time.perf_counter() - t0, "stalls": probe.stats(), "worst": worst,
+                    "timings": dict(dock.timings)})
         assert "flair masks" in viewer.layers, dock.status.text()
     viewer.close()
     return out
@@ -109,6 +111,8 @@ def main() -> None:
         print(f"dock run {i + 1} ({'starts the warm worker' if i == 0 else 'warm'}): click -> masks "
               f"{run['wall']:.1f} s (model loaded after {run['timings'].get('model', float('nan')):.1f} s) "
               f"-> ratio {run['wall'] / cli_mean:.2f}x the CLI; stalls p99 {s['p99']:.1f} ms max {s['max']:.1f} ms")
+        print("  worst stalls (s after the click, ms): " + ", ".join(f"{a:.2f} s {m:.0f} ms" for a, m in run["worst"])
+              + f"; result relayed at {run['timings'].get('result', float('nan')):.2f} s")
     print(f"load average after: {os.getloadavg()}")
 
 

@@ -101,7 +101,11 @@ def _relay_events(relay: Relay) -> Iterator[Any]:
         relay.started_at = time.monotonic()
         runner.start()  # hands the config over by file; a cancel meanwhile ends it early
         relay.config = config
-        yield from runner.events()
+        if relay.prepare is None:
+            yield from runner.events()
+        else:  # e.g. build a result's napari layer here, off the GUI thread
+            for event in runner.events():
+                yield relay.prepare(event)
     except RunnerError as exc:
         if relay._terminated:  # killed on purpose (cancel before anything was trained, or shutdown)
             yield Stopped(path=None)
@@ -148,6 +152,9 @@ class Relay:
     notify : bool
         Also show a failure as a napari error notification with the reason (``"Pretraining failed: ..."``);
         leave False when the ``errored`` slot shows it.
+    prepare : callable, optional
+        Called in the worker thread on each event before it is yielded (its return value is yielded): slow
+        work on a result (building a napari layer, counting voxels) stays off the GUI thread.
 
     Attributes
     ----------
@@ -169,6 +176,7 @@ class Relay:
         stop_timeout: float = 10.0,
         poll_interval: float = 0.1,
         notify: bool = False,
+        prepare: Callable[[Any], Any] | None = None,
     ) -> None:
         if ":" not in str(target):
             raise ValueError(f"target must be 'module:function', got {target!r}")
@@ -177,6 +185,7 @@ class Relay:
         self.target = str(target)
         self.config = config
         self.make_config = make_config
+        self.prepare = prepare
         self.label = label
         self.stop_timeout = float(stop_timeout)
         self.poll_interval = float(poll_interval)

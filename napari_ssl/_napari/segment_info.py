@@ -2,8 +2,10 @@
 
 :func:`read_model_info` checks a checkpoint folder the way loading it would (a segmentation head, the weights
 file of the size ``meta.json`` records) and returns :class:`ModelInfo`: classes, input channels, the plan
-(spacing, patch, normalisation), the steps trained, the held-out Dice. Also the remembered recent models and
-the masks layer's colours and ``class`` feature.
+(spacing, patch, normalisation), the steps trained, the held-out Dice. Also the remembered recent models,
+the masks layer's colours and ``class`` feature, and :func:`prepare_masks`, which builds the masks layer in the
+relay's worker thread (napari's ``Labels`` constructor imports pandas and scikit-image on first use and scans
+the data: a quarter of a second the GUI thread no longer spends).
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ from typing import Any
 
 __all__ = [
     "LOW_DICE",
+    "MaskTarget",
     "ModelInfo",
+    "PreparedMasks",
     "masks_layer_kwargs",
+    "prepare_masks",
     "read_model_info",
     "recent_models",
     "remember_model",
@@ -162,3 +167,47 @@ def masks_layer_kwargs(names: dict[int, str], colors: dict[int, str]) -> dict[st
         "features": pd.DataFrame({"index": values, "class": [names[v] for v in values]}),
         "opacity": 0.6,
     }
+
+
+@dataclass(frozen=True)
+class MaskTarget:
+    """Where a segmentation's masks go: the layer name and the metadata it records (set on the GUI thread)."""
+
+    name: str
+    scan_path: str | None = None
+    model_path: str | None = None
+
+
+@dataclass
+class PreparedMasks:
+    """A finished segmentation made ready off the GUI thread: its ``Labels`` layer and voxel count per class."""
+
+    layer: Any
+    counts: dict[str, int]
+
+
+def prepare_masks(event: Any, target: MaskTarget) -> Any:
+    """Turn a :class:`~napari_ssl.segment.SegmentResult` into :class:`PreparedMasks`; other events pass.
+
+    Runs in the relay's worker thread: the layer is a detached napari ``Labels`` (no viewer, no Qt), which
+    the dock adds, or whose data it moves into its earlier masks layer, on the GUI thread.
+    """
+    from napari_ssl.segment import SegmentResult
+
+    if not isinstance(event, SegmentResult):
+        return event
+    import numpy as np
+    from napari.layers import Labels
+
+    from napari_ssl._napari.layers import volume_to_layer_data
+
+    data, kwargs, _ = volume_to_layer_data(event.labels, "labels")
+    kwargs.update(masks_layer_kwargs(dict(event.names), dict(event.colors)))
+    kwargs["name"] = target.name
+    meta = kwargs.setdefault("metadata", {}).setdefault("napari_ssl", {})
+    meta["path"] = target.scan_path
+    meta["classes"] = {str(k): v for k, v in event.names.items()}
+    meta["model"] = target.model_path
+    found = np.bincount(data.ravel(), minlength=max(event.names, default=0) + 1)
+    counts = {n: int(found[v]) for v, n in event.names.items() if v}
+    return PreparedMasks(layer=Labels(data, **kwargs), counts=counts)

@@ -59,6 +59,24 @@ def test_events_reach_the_gui_thread_in_order(qtbot) -> None:
     assert pid == relay.pid and child_gone(pid) and relay.done
 
 
+def test_prepare_runs_in_the_worker_thread_and_its_result_is_relayed(qtbot) -> None:
+    import threading
+
+    seen: list[tuple[str, object]] = []
+
+    def prepare(event):
+        seen.append((threading.current_thread().name, event))
+        return ("prepared", event.step) if isinstance(event, Progress) else event
+
+    relay = Relay(JOB, Job(steps=2), label="Job", prepare=prepare)
+    rec = Recorder(relay)
+    with qtbot.waitSignal(relay.worker.finished, timeout=WAIT_MS):
+        relay.start()
+    assert rec.events[1:3] == [("prepared", 1), ("prepared", 2)] and isinstance(rec.events[0], Started)
+    assert len(seen) == len(rec.events) and threading.main_thread().name not in {name for name, _ in seen}
+    assert not rec.errors
+
+
 def test_stop_saves_and_ends_within_two_seconds(qtbot, tmp_path: Path) -> None:
     marker = tmp_path / "saved.txt"
     relay = Relay(JOB, Job(steps=100_000, delay=0.05, out=str(marker)), label="Job")

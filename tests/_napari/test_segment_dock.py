@@ -78,6 +78,32 @@ def test_one_click_masks_with_geometry_names_and_save(viewer_dock, tmp_path, qtb
     assert recent_models()[0] == str(model)
 
 
+def test_rerun_moves_data_into_our_layer_and_keeps_a_users(viewer_dock, tmp_path, qtbot, errors) -> None:
+    viewer, dock, layer, _ = viewer_dock
+
+    def run(model: Path) -> None:
+        dock.model_box.setCurrentText(str(model))
+        worker = dock.run()
+        with qtbot.waitSignal(worker.finished, timeout=120_000):
+            pass
+
+    run(random_checkpoint(tmp_path / "m0", spacing=(2.0, 1.5, 1.5), seed=0))
+    ours = viewer.layers["scan masks"]
+    first = np.array(ours.data, copy=True)
+    names = [lay.name for lay in viewer.layers]
+    run(random_checkpoint(tmp_path / "m1", spacing=(2.0, 1.5, 1.5), seed=3))
+    assert [lay.name for lay in viewer.layers] == names and viewer.layers["scan masks"] is ours  # same layer
+    assert ours.metadata["napari_ssl"]["model"] == str(tmp_path / "m1") and ours.data.shape == first.shape
+    assert not np.array_equal(ours.data, first)  # the new model's masks, not the old ones
+    assert dock.last_masks is ours and not errors
+
+    viewer.layers.remove(ours)
+    user = viewer.add_labels(np.full(layer.data.shape, 7, np.uint8), name="scan masks")  # the user's own layer
+    run(random_checkpoint(tmp_path / "m2", spacing=(2.0, 1.5, 1.5)))
+    assert viewer.layers["scan masks"] is user and np.all(user.data == 7)  # only read
+    assert dock.last_masks is not user and dock.last_masks in viewer.layers
+
+
 def test_cancel_adds_nothing(viewer_dock, tmp_path, qtbot, errors) -> None:
     viewer, dock, _, _ = viewer_dock
     dock.overlap.setValue(0.875)  # many windows: time to cancel
