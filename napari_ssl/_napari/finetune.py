@@ -33,7 +33,7 @@ from napari_ssl._napari.activity import Activity
 from napari_ssl._napari.checks import scan_problem
 from napari_ssl._napari.finetune_inputs import folder_pairs, label_values
 from napari_ssl._napari.hub import checkpoint_hub
-from napari_ssl._napari.jobs import FINETUNE, FinetuneRequest
+from napari_ssl._napari.jobs import FINETUNE, ConfigRequest
 from napari_ssl._napari.plot import CurvePlot
 from napari_ssl._napari.relay import Relay, RunFailed
 from napari_ssl._napari.widgets import (
@@ -336,7 +336,7 @@ class FinetuneDock(QWidget):
         except (ValueError, OSError) as exc:
             show_error(f"Fine-tune: {exc}")
             return None
-        relay = Relay(FINETUNE, FinetuneRequest(kwargs), label="Fine-tuning", stop_timeout=30.0)
+        relay = Relay(FINETUNE, ConfigRequest(kwargs), label="Fine-tuning", stop_timeout=30.0)
         relay.worker.yielded.connect(self._on_event)
         relay.worker.errored.connect(self._on_error)
         relay.worker.finished.connect(self._on_finished)

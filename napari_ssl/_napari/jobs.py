@@ -1,8 +1,9 @@
-"""What the Fine-tune and Segment docks run in their child process (Qt-free: the child imports no napari).
+"""What the docks run in their child process (Qt-free: the child imports no napari).
 
 Every heavy step of every dock runs the same way: a :class:`~napari_ssl._napari.relay.Relay` hands a small
 request to :mod:`napari_ssl.runner` (warm child, input by file) and relays the events back. Building the
-engine's config happens here, in the child, because validating it imports torch and MONAI.
+engine's config happens here, in the child, because validating it (the backbone against the model registry)
+imports torch and MONAI: the viewer's process never imports them and its event loop never waits for them.
 """
 
 from __future__ import annotations
@@ -15,28 +16,32 @@ from typing import Any
 __all__ = [
     "DEVICES",
     "FINETUNE",
+    "PRETRAIN",
     "PROGRESS_INTERVAL",
     "SEGMENT",
+    "ConfigRequest",
     "Devices",
-    "FinetuneRequest",
     "ModelLoaded",
     "SegmentRequest",
     "device_labels",
     "devices_job",
     "finetune_job",
+    "pretrain_job",
     "segment_job",
 ]
 
 DEVICES = "napari_ssl._napari.jobs:devices_job"
 FINETUNE = "napari_ssl._napari.jobs:finetune_job"
+PRETRAIN = "napari_ssl._napari.jobs:pretrain_job"
 SEGMENT = "napari_ssl._napari.jobs:segment_job"
 #: at most one progress event per this many seconds (each one repaints the dock)
 PROGRESS_INTERVAL = 0.1
 
 
 @dataclass(frozen=True)
-class FinetuneRequest:
-    """Keyword arguments of ``FinetuneConfig`` (``pairs`` hold the layers' volumes)."""
+class ConfigRequest:
+    """The keyword arguments of a training config (``PretrainConfig`` / ``FinetuneConfig``; in-memory volumes
+    travel in them), built in the child; ``out`` is what the runner names in ``Stopped``."""
 
     kwargs: Mapping[str, Any] = field(default_factory=dict)
 
@@ -45,7 +50,14 @@ class FinetuneRequest:
         return self.kwargs.get("out")
 
 
-def finetune_job(request: FinetuneRequest) -> Iterator[Any]:
+def pretrain_job(request: ConfigRequest) -> Iterator[Any]:
+    """``engine.pretrain(PretrainConfig(**kwargs))``; a refused config raises before any training."""
+    from napari_ssl.engine import PretrainConfig, pretrain
+
+    yield from pretrain(PretrainConfig(**dict(request.kwargs)))
+
+
+def finetune_job(request: ConfigRequest) -> Iterator[Any]:
     """``finetune(FinetuneConfig(**kwargs))``; a refused config raises before any training."""
     from napari_ssl.finetune import FinetuneConfig, finetune
 

@@ -3,7 +3,7 @@
 The dock never trains in the viewer's process. Start collects the form's values
 (:mod:`~napari_ssl._napari.pretrain_form`) and hands them to a :class:`~napari_ssl._napari.relay.Relay`:
 :mod:`napari_ssl.runner` starts a child from a clean entry point, forked from a warm worker where possible
-(the CLI's code path: :func:`napari_ssl.engine.pretrain`, see :mod:`~napari_ssl._napari.pretrain_child`) and
+(the CLI's code path: :func:`napari_ssl.engine.pretrain`, see :mod:`~napari_ssl._napari.jobs`) and
 a napari thread worker relays its events to slots on the GUI thread, which update the progress bar (step, samples/s, ETA), the live loss plot
 (:class:`~napari_ssl._napari.plot.CurvePlot`, one curve per pretext), the metrics and the last checkpoint.
 
@@ -31,8 +31,8 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidge
 
 from napari_ssl._napari.activity import Activity
 from napari_ssl._napari.hub import checkpoint_hub
+from napari_ssl._napari.jobs import PRETRAIN, ConfigRequest
 from napari_ssl._napari.plot import CurvePlot
-from napari_ssl._napari.pretrain_child import TARGET, PretrainRequest
 from napari_ssl._napari.pretrain_form import PretrainForm
 from napari_ssl._napari.relay import Relay, RunFailed
 from napari_ssl._napari.widgets import (
@@ -214,7 +214,7 @@ class PretrainDock(QWidget):
         self.losses_label.setText("")
         # the config is built in the child: validating it imports MONAI, which would stall this process
         relay = Relay(
-            TARGET, PretrainRequest(kwargs), label="Pretraining", stop_timeout=STOP_TIMEOUT, notify=True
+            PRETRAIN, ConfigRequest(kwargs), label="Pretraining", stop_timeout=STOP_TIMEOUT, notify=True
         )
         worker = relay.worker
         worker.yielded.connect(self._on_event)  # connect before start
