@@ -181,7 +181,8 @@ def predict_labels(
     ``n_classes`` counts the output channels (background included). Stitched logits are kept on ``device``
     (default: ``sw_device``); when they would exceed ``max_memory_mb`` the scan is processed in slabs. A scan
     smaller than ``roi`` is padded with ``pad_value`` (one per channel; default each channel's minimum), as
-    training pads it.
+    training pads it. On a CPU with bfloat16 the net's weights are put in ``channels_last_3d`` memory format, in
+    place (training already holds them so; a loaded model keeps it for the next scan).
     """
     import torch
     from monai.inferers import sliding_window_inference
