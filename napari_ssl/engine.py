@@ -154,6 +154,9 @@ class PretrainTask:
         if unknown:
             raise ValueError(f"pretext_options given for pretexts not in the run: {sorted(unknown)}")
         pretexts = {name: make_pretext(name, opts) for name, opts in self.pretext_options.items()}
+        # every option as built (defaults too): a later change of a default does not change this checkpoint's task
+        self.resolved_options = {name: registry.get(name).resolved_options(task, self.pretext_options[name])
+                                 for name, task in pretexts.items()}
         self.batch_size = cfg.batch_size or default_batch_size(pretexts, self.patch, native=native_views)
         if not native_views and (norm is None or (spacing is None and not cfg.resume)):
             from napari_ssl.plan import fingerprint, make_plan
@@ -259,7 +262,7 @@ class PretrainTask:
         return {
             "config": cfg.to_dict(),
             "pretexts": list(cfg.pretexts),
-            "pretext_options": self.pretext_options,
+            "pretext_options": self.resolved_options,
             "model": self.spec.to_dict(),
             "backbones": {
                 "3d": self.spec.spec3d.to_dict() if self.spec.spec3d else None,

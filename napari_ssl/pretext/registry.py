@@ -272,6 +272,15 @@ class PretextSpec:
             return int(fallback)
         return max(1, int(self.batch(task, int(patch))))
 
+    def resolved_options(self, task: Any, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Every constructor option of ``task`` as it was built (its ``PARAMETERS`` read back from the object),
+        over ``given`` (JSON-ready: tuples become lists), so a checkpoint keeps its task when defaults change."""
+        import json
+
+        out = dict(given or {})
+        out.update({p.name: getattr(task, p.name) for p in self.parameters if hasattr(task, p.name)})
+        return json.loads(json.dumps(out, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+
     @property
     def parameters(self) -> tuple[Any, ...]:
         """The task's ``PARAMETERS`` (imports the task module, not torch)."""

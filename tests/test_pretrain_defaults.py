@@ -1,5 +1,6 @@
-"""The default batch of a pretraining run: 2 for the 3D pretexts; the imaging planes' 2D network takes as many plane
-pixels per step as two 3D patches hold voxels; the user's batch always wins; the batch is recorded."""
+"""Defaults of a pretraining run: the batch (2 for the 3D pretexts; the imaging planes' 2D network takes as many plane
+pixels per step as two 3D patches hold voxels; the user's batch always wins; the batch is recorded) and the pretext
+options recorded in the checkpoint (every option as built, so a later change of a default keeps its task)."""
 
 from __future__ import annotations
 
@@ -74,3 +75,10 @@ def test_pretraining_uses_and_records_the_default_batch_and_the_user_wins(tmp_pa
     assert user["training"]["batch_size"] == user["plan"]["batch_size"] == 3
     rubik = _run(tmp_path, "rubik", ("rubik",))
     assert rubik["training"]["batch_size"] == DEFAULT_BATCH
+    # every option of the task as built is recorded (the user's one too), and rebuilds the same task
+    for meta, name, given in ((planes, "planes", {"size": 32}), (rubik, "rubik", {})):
+        options = meta["pretext_options"][name]
+        assert set(options) == {p.name for p in registry.get(name).parameters}
+        built = make_pretext(name, {**registry.get(name).default_options(32), **given})
+        assert repr(make_pretext(name, options)) == repr(built)
+    assert planes["pretext_options"]["planes"]["views"] == "anatomical" and planes["config"]["pretext_options"] == {}
