@@ -195,7 +195,12 @@ class PretrainTask:
             fields.update(registry.get(name).network().model_fields(task, probe))
         self.spec = ModelSpec(pretexts=cfg.pretexts, backbone=self.backbone, in_channels=1, **fields)
         if self.resume_meta is not None:
-            saved = self.resume_meta.get("model", {})
+            from dataclasses import replace
+
+            # a resumed run continues the checkpoint's heads (older checkpoints: the heads of their time)
+            saved_spec = ModelSpec.from_dict(self.resume_meta.get("model", {}))
+            self.spec = replace(self.spec, **{k: getattr(saved_spec, k) for k in ModelSpec.HEAD_FIELDS})
+            saved = saved_spec.to_dict()
             if saved != self.spec.to_dict():
                 diff = sorted(k for k in set(saved) | set(self.spec.to_dict())
                               if saved.get(k) != self.spec.to_dict().get(k))

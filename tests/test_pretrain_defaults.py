@@ -82,3 +82,27 @@ def test_pretraining_uses_and_records_the_default_batch_and_the_user_wins(tmp_pa
         built = make_pretext(name, {**registry.get(name).default_options(32), **given})
         assert repr(make_pretext(name, options)) == repr(built)
     assert planes["pretext_options"]["planes"]["views"] == "anatomical" and planes["config"]["pretext_options"] == {}
+
+
+def test_a_checkpoint_from_before_the_planes_line_head_resumes_with_its_own_head(tmp_path: Path) -> None:
+    """A planes checkpoint written before ``ModelSpec.planes_head`` (its 1x1 output conv) resumes as that network."""
+    import json
+
+    import torch
+
+    from napari_ssl.models import ModelSpec, PretrainModel
+
+    first = _run(tmp_path, "old", ("planes",), batch_size=1)
+    assert first["model"]["planes_head"] == "conv"
+    folder = tmp_path / "old"
+    meta = json.loads((folder / "meta.json").read_text())
+    del meta["model"]["planes_head"]  # as written before the line head
+    old_spec = ModelSpec.from_dict(meta["model"])
+    torch.manual_seed(0)
+    old_model = PretrainModel(old_spec)
+    optimizer = torch.optim.AdamW(old_model.parameters())
+    checkpoint.save(folder, old_model.state_dict(), meta, {"optimizer": optimizer.state_dict()})
+    resumed = _run(tmp_path, "old", ("planes",), batch_size=1, steps=2, resume=str(folder))
+    assert resumed["step"] == 2 and resumed["model"]["planes_head"] == "linear"
+    state, _ = checkpoint.load(folder)
+    assert "backbone2d.net.final_conv.weight" in state and not any(k.startswith("line_head") for k in state)
