@@ -292,8 +292,7 @@ class PretrainDock(QWidget):
             self._on_progress(event)
         elif isinstance(event, Started):
             self._world = max(1, event.world_size)
-            if event.plan and event.plan.get("batch_size"):  # the batch the run uses (auto: the pretext's)
-                self._batch = int(event.plan["batch_size"])
+            self._batch = int((event.plan or {}).get("batch_size") or self._batch)  # auto: the pretexts' batch
             self.progress.setRange(event.start_step, event.total)
             self.progress.setValue(event.start_step)
             self.progress.setFormat(f"step {event.start_step}/{event.total}")
