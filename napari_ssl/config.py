@@ -37,8 +37,10 @@ class PretrainConfig:
         Checkpoint folder (rewritten atomically at every save).
     steps : int
         Final step count (a resumed run continues up to it).
-    batch_size, patch_size : int
-        Samples per step and process; 3D patch edge in voxels (``None``: device default, 48 on CPU).
+    batch_size, patch_size : int or None
+        Samples per step and process (``None``: the pretexts' default, 2; imaging planes alone take as many plane
+        pixels per step as two 3D patches hold voxels, 9 at the CPU defaults: ``PretextSpec.batch``); 3D patch
+        edge in voxels (``None``: device default, 48 on CPU).
     backbone : str or None
         ``tiny``, ``small``, ``medium``, ``large``; ``None`` follows the device (small on CPU).
     device : str
@@ -87,7 +89,7 @@ class PretrainConfig:
     data: tuple[str, ...] = ()
     out: str = "napari-ssl-pretrain"
     steps: int = 1000
-    batch_size: int = 2
+    batch_size: int | None = None
     patch_size: int | None = None
     backbone: str | None = None
     device: str = "auto"
@@ -132,7 +134,7 @@ class PretrainConfig:
         if not self.data and not self.volumes:
             raise ValueError("no data: give scan files or folders (--data) or in-memory volumes")
         for name, low in (("steps", 1), ("batch_size", 1), ("val_samples", 0), ("save_every", 0)):
-            if int(getattr(self, name)) < low:
+            if getattr(self, name) is not None and int(getattr(self, name)) < low:
                 raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
         if self.patch_size is not None and (self.patch_size < 16 or self.patch_size % 16):
             raise ValueError(

@@ -36,6 +36,18 @@ def default_pretext_options(name: str, patch: int) -> dict[str, Any]:
     return registry.get(name).default_options(patch)
 
 
+def default_batch_size(pretexts: Mapping[str, Any], patch: int, *, native: bool = False) -> int:
+    """Samples per step when the user gives none: the smallest of the pretexts' own defaults
+    (:meth:`~napari_ssl.pretext.registry.PretextSpec.default_batch`; 2 for the 3D pretexts, more for the 2D
+    imaging planes); native 2D views (an exam, not planes of the patch's size) keep the 3D default."""
+    from napari_ssl.plan import DEFAULT_BATCH
+    from napari_ssl.pretext import registry
+
+    if native or not pretexts:
+        return DEFAULT_BATCH
+    return min(registry.get(name).default_batch(task, patch, DEFAULT_BATCH) for name, task in pretexts.items())
+
+
 def finetune(config: Any) -> Iterator[Any]:
     """Fine-tuning generator: delegates to :func:`napari_ssl.finetune.finetune` (imported on first use)."""
     from napari_ssl.finetune import finetune as _finetune
@@ -59,7 +71,10 @@ def pretrain(config: PretrainConfig) -> Iterator[events.Event]:
     yield from train(PretrainTask(config), settings)
 
 
-__all__ = ["PretrainConfig", "PretrainTask", "default_pretext_options", "finetune", "make_pretext", "pretrain"]
+__all__ = [
+    "PretrainConfig", "PretrainTask", "default_batch_size", "default_pretext_options", "finetune", "make_pretext",
+    "pretrain",
+]
 
 
 # ---------------------------------------------------------------- the task
@@ -72,6 +87,7 @@ class PretrainTask:
     def __init__(self, config: PretrainConfig) -> None:
         self.config = config
         self.n_train = self.n_val = 0
+        self.batch_size = config.batch_size or 0  # resolved in setup
 
     @property
     def channels_last_ok(self) -> bool:
@@ -81,7 +97,7 @@ class PretrainTask:
 
     @property
     def samples_per_step(self) -> int:
-        return self.config.batch_size
+        return self.batch_size
 
     def setup(self, trainer: Any) -> Any:
         import numpy as np
@@ -130,23 +146,6 @@ class PretrainTask:
         check_3d(cfg.pretexts, raw, cfg.data)
         hook = registry.get(cfg.pretexts[0]).native_views if len(cfg.pretexts) == 1 else None
         native_views = hook is not None and is_native(raw)
-        if not native_views and (norm is None or (spacing is None and not cfg.resume)):
-            from napari_ssl.plan import fingerprint, make_plan
-
-            scans = [[v] for v in raw if v.array.ndim == 3 and min(v.spatial_shape) >= 2]
-            scans += [[v.with_array(v.array[0])] for v in raw if v.array.ndim == 4 and min(v.spatial_shape) >= 2]
-            if scans:
-                self.plan = make_plan(fingerprint(scans), device.type, spacing=spacing, normalization=norm,
-                                      patch_size=self.patch, backbone=self.backbone, steps=cfg.steps,
-                                      batch_size=cfg.batch_size)
-                spacing = spacing if spacing is not None or cfg.resume else self.plan.spacing
-                norm = norm or self.plan.normalization
-        self.spacing = spacing
-        self.norm = norm or Normalization(mode="zscore_nonzero" if native_views else "zscore")  # native: MR views
-        volumes = raw if native_views else load_volumes(raw, spacing=self.spacing, normalization=self.norm)
-        train, val = split_volumes(volumes, cfg.val_fraction if len(volumes) > 1 else 0.0, cfg.seed)
-        held_out = len(volumes) > 1 and cfg.val_fraction > 0  # one scan: metrics on fresh samples of it
-        self.n_train, self.n_val = len(train), (len(val) if held_out else 0)
         self.pretext_options = {
             name: {**default_pretext_options(name, self.patch), **dict(cfg.pretext_options.get(name, {}))}
             for name in cfg.pretexts
@@ -155,8 +154,29 @@ class PretrainTask:
         if unknown:
             raise ValueError(f"pretext_options given for pretexts not in the run: {sorted(unknown)}")
         pretexts = {name: make_pretext(name, opts) for name, opts in self.pretext_options.items()}
+        # every option as built (defaults too): a later change of a default does not change this checkpoint's task
+        self.resolved_options = {name: registry.get(name).resolved_options(task, self.pretext_options[name])
+                                 for name, task in pretexts.items()}
+        self.batch_size = cfg.batch_size or default_batch_size(pretexts, self.patch, native=native_views)
+        if not native_views and (norm is None or (spacing is None and not cfg.resume)):
+            from napari_ssl.plan import fingerprint, make_plan
+
+            scans = [[v] for v in raw if v.array.ndim == 3 and min(v.spatial_shape) >= 2]
+            scans += [[v.with_array(v.array[0])] for v in raw if v.array.ndim == 4 and min(v.spatial_shape) >= 2]
+            if scans:
+                self.plan = make_plan(fingerprint(scans), device.type, spacing=spacing, normalization=norm,
+                                      patch_size=self.patch, backbone=self.backbone, steps=cfg.steps,
+                                      batch_size=cfg.batch_size, default_batch=self.batch_size)
+                spacing = spacing if spacing is not None or cfg.resume else self.plan.spacing
+                norm = norm or self.plan.normalization
+        self.spacing = spacing
+        self.norm = norm or Normalization(mode="zscore_nonzero" if native_views else "zscore")  # native: MR views
+        volumes = raw if native_views else load_volumes(raw, spacing=self.spacing, normalization=self.norm)
+        train, val = split_volumes(volumes, cfg.val_fraction if len(volumes) > 1 else 0.0, cfg.seed)
+        held_out = len(volumes) > 1 and cfg.val_fraction > 0  # one scan: metrics on fresh samples of it
+        self.n_train, self.n_val = len(train), (len(val) if held_out else 0)
         sample_spec = SampleSpec(patch=(self.patch,) * 3, pretexts=pretexts, foreground=cfg.foreground)
-        per_step = cfg.batch_size * trainer.world
+        per_step = self.batch_size * trainer.world
         native = None
         if native_views:  # the pretext's samples from native 2D views (an exam)
             native = registry.resolve(hook)(raw, pretexts[cfg.pretexts[0]], cfg.data, self.norm, cfg.seed,
@@ -175,7 +195,12 @@ class PretrainTask:
             fields.update(registry.get(name).network().model_fields(task, probe))
         self.spec = ModelSpec(pretexts=cfg.pretexts, backbone=self.backbone, in_channels=1, **fields)
         if self.resume_meta is not None:
-            saved = self.resume_meta.get("model", {})
+            from dataclasses import replace
+
+            # a resumed run continues the checkpoint's heads (older checkpoints: the heads of their time)
+            saved_spec = ModelSpec.from_dict(self.resume_meta.get("model", {}))
+            self.spec = replace(self.spec, **{k: getattr(saved_spec, k) for k in ModelSpec.HEAD_FIELDS})
+            saved = saved_spec.to_dict()
             if saved != self.spec.to_dict():
                 diff = sorted(k for k in set(saved) | set(self.spec.to_dict())
                               if saved.get(k) != self.spec.to_dict().get(k))
@@ -200,13 +225,13 @@ class PretrainTask:
             sampler = DistributedSampler(subset, num_replicas=world, rank=self.trainer.rank, shuffle=False,
                                          drop_last=True)
         return DataLoader(
-            subset, batch_size=self.config.batch_size, sampler=sampler, shuffle=False, num_workers=workers,
+            subset, batch_size=self.batch_size, sampler=sampler, shuffle=False, num_workers=workers,
             pin_memory=self.trainer.device.type == "cuda", drop_last=False,
             prefetch_factor=4 if workers else None, generator=torch.Generator().manual_seed(0),
         )
 
     def batches(self, start_step: int) -> Iterator[Any]:
-        per_step = self.config.batch_size * self.trainer.world
+        per_step = self.batch_size * self.trainer.world
         yield from self._loader(self.train_ds, start_step * per_step, self.config.steps * per_step,
                                 workers=self.num_workers, world=self.trainer.world)
 
@@ -242,7 +267,7 @@ class PretrainTask:
         return {
             "config": cfg.to_dict(),
             "pretexts": list(cfg.pretexts),
-            "pretext_options": self.pretext_options,
+            "pretext_options": self.resolved_options,
             "model": self.spec.to_dict(),
             "backbones": {
                 "3d": self.spec.spec3d.to_dict() if self.spec.spec3d else None,

@@ -33,6 +33,8 @@ from napari_ssl.volume import Volume
 
 #: voxels of one patch a step can afford, per device type (the default backbone, batch 2)
 PATCH_BUDGET = {"cpu": 64**3, "mps": 96**3, "cuda": 128**3}
+#: samples per step of the 3D pretexts and of fine-tuning (a pretext may declare its own: registry.PretextSpec.batch)
+DEFAULT_BATCH = 2
 #: default optimisation steps per device type (``--minutes`` can stop a run earlier)
 STEPS = {"cpu": 1000, "mps": 2000, "cuda": 4000}
 #: CPUs that compute bfloat16 natively (AVX512-BF16, AMX) run a step ~2x faster: twice the steps, same time
@@ -268,12 +270,14 @@ def make_plan(
     backbone: str | None = None,
     inherit: Mapping[str, Any] | None = None,
     mixed_precision: bool = False,
+    default_batch: int = DEFAULT_BATCH,
 ) -> Plan:
     """The plan of ``fp`` on ``device`` (``cpu``, ``cuda``, ``mps``); keyword values override the derived ones.
 
     ``inherit`` holds what a pretrained checkpoint fixes (``spacing``, ``normalization``, ``backbone``): its
     values come after the user's and before the data's. ``mixed_precision`` says the device trains in bfloat16
-    (on a CPU that doubles the default steps: they take the same time).
+    (on a CPU that doubles the default steps: they take the same time). ``default_batch`` is the batch when
+    ``batch_size`` is not given: the pretext's own (:meth:`~napari_ssl.pretext.registry.PretextSpec.default_batch`).
     """
     from napari_ssl.models.sizes import default_size
 
@@ -333,7 +337,10 @@ def make_plan(
         sources["backbone"] = "data"
     sources["batch_size"] = "user" if batch_size is not None else "data"
     sources["steps"] = "user" if steps is not None else "data"
-    batch = int(batch_size) if batch_size is not None else 2
+    batch = int(batch_size) if batch_size is not None else int(default_batch)
+    if batch_size is None and batch != DEFAULT_BATCH:
+        notes.append(f"batch {batch}: the pretext's own default (imaging planes: as many plane pixels per step as "
+                     f"{DEFAULT_BATCH} 3D patches hold voxels)")
     n_steps = int(steps) if steps is not None else STEPS.get(kind, STEPS["cpu"])
     if steps is None and kind == "cpu" and mixed_precision:
         n_steps = STEPS_CPU_BF16
@@ -354,5 +361,5 @@ def make_plan(
     )
 
 
-__all__ = ["CaseFingerprint", "Fingerprint", "Plan", "body_mask", "check_patch_size", "fingerprint",
+__all__ = ["DEFAULT_BATCH", "CaseFingerprint", "Fingerprint", "Plan", "body_mask", "check_patch_size", "fingerprint",
            "guess_modality", "make_plan"]

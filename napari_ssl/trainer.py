@@ -354,6 +354,7 @@ class Trainer:
                       "skipped_steps": self.skipped_steps,
                       "precision": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "float32",
                       "schedule": s.schedule, "warmup": s.warmup, "lr": s.lr,
+                      "batch_size": int(getattr(self.task, "samples_per_step", 1)),
                       "best_step": None if self.best is None else self.best["step"]},
             **self.task.meta(),
         ).to_dict()

@@ -20,6 +20,7 @@ from napari_ssl.models import (
     sub_state,
 )
 from napari_ssl.models.heads import (
+    LineHead,
     RubikCellHead,
     RubikHead,
     heatmap_angles,
@@ -206,6 +207,32 @@ def test_rubik_checkpoints_from_before_the_cell_head_still_load() -> None:
     model.load_state_dict(state)  # the old weights are exactly the FC heads'
     with pytest.raises(ValueError, match="rubik_head must be one of"):
         ModelSpec(pretexts=("rubik",), cube_shape=(8, 8, 8), rubik_head="bogus")
+
+
+def test_planes_line_head_replaces_the_output_conv_and_old_checkpoints_still_load() -> None:
+    """The default planes network draws its line maps with a LineHead on the last decoder level (the U-Net's 1x1
+    output conv, a linear map of 4-8 features to every view's map, is gone); a meta.json from before it rebuilds the
+    1x1 conv and loads its weights."""
+    spec = ModelSpec(pretexts=("planes",), backbone="tiny", n_views=3)
+    assert spec.planes_head == "conv"
+    model = PretrainModel(spec)
+    assert isinstance(model.line_head, LineHead)
+    assert not any(k.startswith("backbone2d.net.final_conv") for k in model.state_dict())  # no unused weights
+    batch = {k: v for k, v in _batch().items() if k.startswith("planes.")}
+    out = model(batch)
+    assert out["planes.heatmaps"].shape == (2, 3, 3, 32, 32)
+    model.losses(out, batch)["loss"].backward()
+    assert all(p.grad is not None for p in model.parameters())  # every weight trains (DDP needs no unused search)
+    old_spec = ModelSpec.from_dict({k: v for k, v in spec.to_dict().items() if k != "planes_head"})
+    assert old_spec.planes_head == "linear"
+    old = PretrainModel(old_spec)
+    assert not hasattr(old, "line_head") and old.backbone2d.net.final_conv(torch.zeros(1, 4, 8, 8)).shape[1] == 3
+    state = {k: torch.randn_like(v) for k, v in old.state_dict().items()}
+    reloaded = PretrainModel(old_spec)
+    reloaded.load_state_dict(state)  # strict: the old weights are exactly this network's
+    assert torch.equal(reloaded.backbone2d.net.final_conv.weight, state["backbone2d.net.final_conv.weight"])
+    with pytest.raises(ValueError, match="planes_head must be one of"):
+        ModelSpec(pretexts=("planes",), planes_head="bogus")
 
 
 def test_psnr() -> None:

@@ -203,7 +203,7 @@ class PretrainDock(QWidget):
             return None
         self._watch_window()
         self.events = []
-        self._batch, self._world, self._trained = kwargs["batch_size"], 1, False
+        self._batch, self._world, self._trained = kwargs["batch_size"] or 2, 1, False  # auto: Started.plan says
         self._latest = None
         self.plot.clear()
         if kwargs["resume"]:
@@ -292,6 +292,7 @@ class PretrainDock(QWidget):
             self._on_progress(event)
         elif isinstance(event, Started):
             self._world = max(1, event.world_size)
+            self._batch = int((event.plan or {}).get("batch_size") or self._batch)  # auto: the pretexts' batch
             self.progress.setRange(event.start_step, event.total)
             self.progress.setValue(event.start_step)
             self.progress.setFormat(f"step {event.start_step}/{event.total}")

@@ -124,7 +124,8 @@ class PretrainForm(QWidget):
         self.steps = spin(
             1, 10_000_000, 1000, 100, tip="the run ends at this step (a resumed run continues to it)"
         )
-        self.batch = spin(1, 512, 2, tip="samples per step")
+        self.batch = spin(0, 512, 0, special="auto",
+                          tip="samples per step; auto: 2, imaging planes alone more (9 at the CPU defaults)")
         self.patch = spin(
             16, 512, 16, 16, special="auto", tip="3D patch edge in voxels (>= 32); auto follows the device"
         )
@@ -228,7 +229,7 @@ class PretrainForm(QWidget):
             "volumes": volumes,
             "out": out,
             "steps": self.steps.value(),
-            "batch_size": self.batch.value(),
+            "batch_size": self.batch.value() or None,
             "patch_size": None if patch == self.patch.minimum() else patch,
             "backbone": self.backbone.currentData(),
             "device": self.device.currentData() or "auto",

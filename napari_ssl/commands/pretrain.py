@@ -66,7 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--minutes", type=float, metavar="M",
                         help="stop after M minutes of training, saving as at the end (--steps still applies)")
     parser.add_argument(
-        "--batch-size", type=int, metavar="B", help="samples per step and process (default 2)"
+        "--batch-size", type=int, metavar="B",
+        help="samples per step and process (default 2; imaging planes alone: as many plane pixels as 2 3D patches "
+             "hold voxels, 9 at the CPU defaults)",
     )
     parser.add_argument(
         "--patch-size", type=int, metavar="P", help="3D patch edge in voxels (default: 48 on CPU, 96 on CUDA)"

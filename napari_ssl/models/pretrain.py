@@ -10,7 +10,7 @@ losses and metrics.
   3D one; in a combined run the 3D pretexts share their encoder and the planes train the 2D one.)
 
 Weight names are stable (``backbone3d.net.conv_0...``, ``backbone2d.net...``, ``rubik_head...``,
-``position_head...``), so fine-tuning lifts the encoder (and decoder) out by prefix with
+``position_head...``, ``line_head...``), so fine-tuning lifts the encoder (and decoder) out by prefix with
 :func:`~napari_ssl.models.backbone.load_parts`.
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -29,6 +29,7 @@ from napari_ssl.pretext import registry
 PREFIX_3D = "backbone3d."
 PREFIX_2D = "backbone2d."
 RUBIK_HEADS = ("cells", "concat")
+PLANES_HEADS = ("conv", "linear")
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,10 @@ class ModelSpec:
         ``"cells"`` (default): :class:`~napari_ssl.models.heads.RubikCellHead`, a classifier shared by every cube
         (source cell and orientation) added to the paper's concatenated FC heads; ``"concat"``: the FC heads
         alone (:class:`~napari_ssl.models.heads.RubikHead`), as in checkpoints from before the shared classifier.
+    planes_head : str
+        ``"conv"`` (default): the planes' line heatmaps come from a :class:`~napari_ssl.models.heads.LineHead`
+        (conv 3x3, instance norm, leaky ReLU, conv 1x1) on the 2D U-Net's last decoder level, in place of its 1x1
+        output convolution; ``"linear"``: that 1x1 convolution, as in checkpoints from before the line head.
     """
 
     pretexts: tuple[str, ...]
@@ -72,6 +77,10 @@ class ModelSpec:
     alpha: float = 0.5
     context_residual: bool = True
     rubik_head: str = "cells"
+    planes_head: str = "conv"
+
+    #: the fields that choose a head (their defaults changed over versions; a resumed run keeps its checkpoint's)
+    HEAD_FIELDS: ClassVar[tuple[str, ...]] = ("context_residual", "rubik_head", "planes_head")
 
     def __post_init__(self) -> None:
         pretexts = tuple(self.pretexts)
@@ -82,6 +91,8 @@ class ModelSpec:
         object.__setattr__(self, "cube_shape", tuple(int(c) for c in self.cube_shape))
         if self.rubik_head not in RUBIK_HEADS:
             raise ValueError(f"rubik_head must be one of {RUBIK_HEADS}, got {self.rubik_head!r}")
+        if self.planes_head not in PLANES_HEADS:
+            raise ValueError(f"planes_head must be one of {PLANES_HEADS}, got {self.planes_head!r}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
         for hooks in self.hooks().values():
@@ -128,6 +139,7 @@ class ModelSpec:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         known.setdefault("context_residual", False)  # checkpoints from before the residual head
         known.setdefault("rubik_head", "concat")  # checkpoints from before the shared cube classifier
+        known.setdefault("planes_head", "linear")  # checkpoints from before the line head
         known["pretexts"] = tuple(known["pretexts"])
         known["cube_shape"] = tuple(known.get("cube_shape", ()))
         return cls(**known)

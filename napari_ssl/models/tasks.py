@@ -17,6 +17,7 @@ from torch.nn import functional as F
 from napari_ssl.models.backbone import LEVELS
 from napari_ssl.models.heads import (
     POOL_GRID,
+    LineHead,
     PositionHead,
     RubikCellHead,
     RubikHead,
@@ -137,7 +138,9 @@ class RestorationHooks(Hooks):
 
 
 class PlanesHooks(Hooks):
-    """Imaging planes: line heatmaps from the 2D U-Net's decoder, slice position from its bottleneck."""
+    """Imaging planes: line heatmaps from the 2D U-Net's decoder (``spec.planes_head``: a :class:`LineHead` in place
+    of the U-Net's 1x1 output convolution, or that convolution alone for old checkpoints), slice position from its
+    bottleneck."""
 
     def model_fields(self, task: Any, probe: Mapping[str, Any]) -> dict[str, Any]:
         return {"n_views": int(probe[f"{self.name}.images"].shape[0])}
@@ -148,12 +151,17 @@ class PlanesHooks(Hooks):
 
     def build(self, model: nn.Module) -> None:
         model.position_head = PositionHead(model.backbone2d.channels(LEVELS))
+        if model.spec.planes_head == "conv":  # the line head reads the last decoder level in place of final_conv
+            model.backbone2d.net.final_conv = nn.Identity()
+            model.line_head = LineHead(model.backbone2d.spec.features[-1], model.spec.n_views)
 
     def forward(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         images = batch[f"{self.name}.images"]
         b, v = images.shape[:2]
         feats = model.backbone2d.encode(images.flatten(0, 1))
         heat = model.backbone2d.decode(feats)
+        if model.spec.planes_head == "conv":
+            heat = model.line_head(heat)
         return {
             f"{self.name}.heatmaps": heat.view(b, v, *heat.shape[1:]),
             f"{self.name}.position": model.position_head(feats[-1]).view(b, v),

@@ -195,6 +195,11 @@ class PretextSpec:
         The score keys it reports (``"context/psnr_gain"``, ...), first the headline one.
     defaults : callable, optional
         ``defaults(patch) -> dict`` of constructor options scaled to the 3D patch edge.
+    batch : callable, optional
+        ``batch(task, patch) -> int``: samples per step when this pretext trains alone and the user gave no batch
+        size (the task object built with its options, the 3D patch edge); ``None``: the 3D default
+        (:data:`napari_ssl.plan.DEFAULT_BATCH`). A combined run takes the smallest of its pretexts' batches. The
+        imaging planes' 2D network takes as many plane pixels per step as two 3D patches hold voxels.
     explorer : ExplorerSpec
         How the Pretext explorer shows it.
     native_views : str or callable, optional
@@ -215,6 +220,7 @@ class PretextSpec:
     transfer_decoder: bool = True
     metrics: tuple[str, ...] = ()
     defaults: Callable[[int], dict[str, Any]] | None = None
+    batch: Callable[[Any, int], int] | None = None
     explorer: ExplorerSpec = field(default_factory=ExplorerSpec)
     native_views: Any = None
     paper: str = ""
@@ -258,6 +264,22 @@ class PretextSpec:
     def default_options(self, patch: int) -> dict[str, Any]:
         """Constructor options scaled to the 3D patch edge ``patch``."""
         return dict(self.defaults(int(patch))) if self.defaults is not None else {}
+
+    def default_batch(self, task: Any, patch: int, fallback: int) -> int:
+        """Samples per step of a run of this pretext alone (``task`` built with its options), ``fallback`` (the 3D
+        default) when it declares no rule; at least 1."""
+        if self.batch is None:
+            return int(fallback)
+        return max(1, int(self.batch(task, int(patch))))
+
+    def resolved_options(self, task: Any, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Every constructor option of ``task`` as it was built (its ``PARAMETERS`` read back from the object),
+        over ``given`` (JSON-ready: tuples become lists), so a checkpoint keeps its task when defaults change."""
+        import json
+
+        out = dict(given or {})
+        out.update({p.name: getattr(task, p.name) for p in self.parameters if hasattr(task, p.name)})
+        return json.loads(json.dumps(out, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
 
     @property
     def parameters(self) -> tuple[Any, ...]:

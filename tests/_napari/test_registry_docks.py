@@ -57,6 +57,10 @@ def test_toy_pretext_appears_in_the_pretrain_dock(make_napari_viewer, tmp_path) 
 
         config = PretrainConfig(**values)  # the core accepts what the dock built
         assert config.pretexts == ("genesis", "flip")
+        # the batch is "auto" by default: the engine takes the pretexts' own (2 in 3D; more for imaging planes)
+        assert form.batch.text() == "auto" and values["batch_size"] is None and config.batch_size is None
+        form.batch.setValue(3)
+        assert form.collect()["batch_size"] == 3
         dock.close()
     viewer2 = make_napari_viewer()
     assert "flip" not in PretrainDock(viewer2).form.pretexts  # unregistered: gone from a new dock
