@@ -164,11 +164,6 @@ def rubik_losses(
     return {"rubik": alpha * l_perm + (1 - alpha) * l_rot, "rubik/perm": l_perm, "rubik/rot": l_rot}
 
 
-def context_losses(restored: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """L2 restoration loss (Chen et al. 2019)."""
-    return {"context": F.mse_loss(restored.float(), target.float())}
-
-
 def planes_losses(
     heatmaps: torch.Tensor,
     positions: torch.Tensor,
