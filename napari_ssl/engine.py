@@ -118,6 +118,7 @@ class PretrainTask:
         self.resume_meta: dict[str, Any] | None = None
         backbone, patch = cfg.backbone, cfg.patch_size
         spacing, norm = cfg.spacing, cfg.normalization
+        saved_options: dict[str, Any] = {}  # a resumed run keeps its checkpoint's task (the user's options win)
         if cfg.resume:
             from napari_ssl.meta import CheckpointMeta
 
@@ -126,6 +127,7 @@ class PretrainTask:
                 raise ValueError(f"{cfg.resume} is not a pretraining checkpoint (kind {raw_meta.get('kind')!r})")
             info = CheckpointMeta.from_dict(raw_meta, source=str(cfg.resume))
             self.resume_meta = info.to_dict()
+            saved_options = {name: dict(opts) for name, opts in dict(info.pretext_options).items()}
             backbone = backbone or (info.model or {})["backbone"]
             patch = patch or int(info.patch_size[0])
             if spacing is None and info.spacing:
@@ -147,7 +149,8 @@ class PretrainTask:
         hook = registry.get(cfg.pretexts[0]).native_views if len(cfg.pretexts) == 1 else None
         native_views = hook is not None and is_native(raw)
         self.pretext_options = {
-            name: {**default_pretext_options(name, self.patch), **dict(cfg.pretext_options.get(name, {}))}
+            name: {**default_pretext_options(name, self.patch), **saved_options.get(name, {}),
+                   **dict(cfg.pretext_options.get(name, {}))}
             for name in cfg.pretexts
         }
         unknown = set(cfg.pretext_options) - set(cfg.pretexts)

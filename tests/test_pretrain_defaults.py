@@ -106,3 +106,12 @@ def test_a_checkpoint_from_before_the_planes_line_head_resumes_with_its_own_head
     assert resumed["step"] == 2 and resumed["model"]["planes_head"] == "linear"
     state, _ = checkpoint.load(folder)
     assert "backbone2d.net.final_conv.weight" in state and not any(k.startswith("line_head") for k in state)
+
+
+def test_a_resumed_run_keeps_its_checkpoints_pretext_options(tmp_path: Path) -> None:
+    """Resume rebuilds the task from the options the checkpoint recorded, not from today's defaults."""
+    first = _run(tmp_path, "run", ("planes",), batch_size=1, pretext_options={"planes": {"views": "random"}})
+    assert first["pretext_options"]["planes"]["views"] == "random"
+    resumed = _run(tmp_path, "run", ("planes",), batch_size=1, steps=2, resume=str(tmp_path / "run"))
+    assert resumed["step"] == 2 and resumed["pretext_options"]["planes"]["views"] == "random"
+    assert resumed["pretext_options"] == first["pretext_options"]
