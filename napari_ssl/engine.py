@@ -127,10 +127,10 @@ class PretrainTask:
                 raise ValueError(f"{cfg.resume} is not a pretraining checkpoint (kind {raw_meta.get('kind')!r})")
             info = CheckpointMeta.from_dict(raw_meta, source=str(cfg.resume))
             self.resume_meta = info.to_dict()
-            saved_options = {  # only options the pretext still has (an older checkpoint may name a removed one)
-                name: {k: v for k, v in dict(opts).items() if k in {p.name for p in registry.get(name).parameters}}
-                for name, opts in dict(info.pretext_options).items() if name in registry.names()
-            }
+            for name, opts in dict(info.pretext_options).items():
+                if name in registry.names():  # only options the pretext still has (an older one may be removed)
+                    known = {p.name for p in registry.get(name).parameters}
+                    saved_options[name] = {k: v for k, v in dict(opts).items() if k in known}
             backbone = backbone or (info.model or {})["backbone"]
             patch = patch or int(info.patch_size[0])
             if spacing is None and info.spacing:
