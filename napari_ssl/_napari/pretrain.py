@@ -44,6 +44,7 @@ from napari_ssl._napari.widgets import (
     tab_with_siblings_later,
 )
 from napari_ssl.events import Finished, Progress, Saved, Started, Stopped
+from napari_ssl.plan import DEFAULT_BATCH
 
 if TYPE_CHECKING:
     import napari
@@ -203,7 +204,7 @@ class PretrainDock(QWidget):
             return None
         self._watch_window()
         self.events = []
-        self._batch, self._world, self._trained = kwargs["batch_size"] or 2, 1, False  # auto: Started.plan says
+        self._batch, self._world, self._trained = kwargs["batch_size"] or DEFAULT_BATCH, 1, False  # auto: see Started
         self._latest = None
         self.plot.clear()
         if kwargs["resume"]:

@@ -346,8 +346,11 @@ class TextLine(QWidget):
         super().__init__(parent)
         self._text = ""
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-        self.setFixedHeight(self.fontMetrics().height() + 4)
+        self.setFixedHeight(self._line_height())
         self.setText(text)
+
+    def _line_height(self) -> int:
+        return self.fontMetrics().height() + 4
 
     def text(self) -> str:
         return self._text
@@ -361,15 +364,15 @@ class TextLine(QWidget):
         self.update()
 
     def sizeHint(self) -> QSize:
-        return QSize(100, self.fontMetrics().height() + 4)
+        return QSize(100, self._line_height())
 
     def minimumSizeHint(self) -> QSize:
-        return QSize(0, self.fontMetrics().height() + 4)
+        return QSize(0, self._line_height())
 
     def changeEvent(self, event: QEvent) -> None:
         super().changeEvent(event)
         if event.type() == QEvent.Type.FontChange:  # a theme's font size: keep one line tall enough
-            self.setFixedHeight(self.fontMetrics().height() + 4)
+            self.setFixedHeight(self._line_height())
 
     def paintEvent(self, _event: Any) -> None:
         painter = QPainter(self)
