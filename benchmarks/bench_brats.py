@@ -10,6 +10,9 @@ beside the trivial masks (all foreground, all background) on the same case.
     python benchmarks/bench_brats.py --cases 10 --minutes 15 --out runs/brats10
     python benchmarks/bench_brats.py --plot runs/brats10 runs/brats3 runs/brats1   # docs/brats_dice_vs_time.png
     python benchmarks/bench_brats.py --device cuda --minutes 5 --out runs/brats10_cuda    # AMP on a GPU, with MFU
+    # a CPU run's plan and step count replayed on a GPU (a recipe change tried over many seeds in minutes):
+    python benchmarks/bench_brats.py --device cuda --minutes 0 --seed 1 --out runs/replay \
+        --set steps=1383 "spacing=[1.486,1.486,1.486]" "patch_size=[64,64,64]" batch_size=2 'backbone="small"'
 
 On CUDA the result also holds the model FLOP utilisation: FLOPs of one training step (forward and backward of the
 plan's batch, counted by ``torch.utils.flop_counter``) times the steps done, over the training time, against the
@@ -62,8 +65,8 @@ def step_flops(model, batch_size: int) -> float:
     return flops
 
 
-def run(n_cases: int, minutes: float, out: Path, seed: int, modality: str, data: Path = DATA,
-        device: str = "auto", peak_tflops: float = 989.0) -> dict:
+def run(n_cases: int, minutes: float | None, out: Path, seed: int, modality: str, data: Path = DATA,
+        device: str = "auto", peak_tflops: float = 989.0, overrides: dict | None = None) -> dict:
     from napari_ssl import events, io
     from napari_ssl.finetune import FinetuneConfig, finetune
     from napari_ssl.segment import load_model, segment
@@ -74,7 +77,7 @@ def run(n_cases: int, minutes: float, out: Path, seed: int, modality: str, data:
     config = FinetuneConfig(
         images=[",".join(str(c / f"{m}.nii.gz") for m in channels) for c in train],
         labels=[str(c / "seg.nii.gz") for c in train],
-        classes=CLASSES, out=str(out / "model"), minutes=minutes, seed=seed, device=device,
+        classes=CLASSES, out=str(out / "model"), minutes=minutes, seed=seed, device=device, **(overrides or {}),
     )
     t0 = time.perf_counter()
     finished = None
@@ -121,7 +124,7 @@ def run(n_cases: int, minutes: float, out: Path, seed: int, modality: str, data:
         "test": rows, "test_dice_mean": float(np.mean([r["dice"] for r in rows])),
         "all_foreground_mean": float(np.mean([r["all_foreground"] for r in rows])),
         "segment_s_mean": float(np.mean([r["segment_s"] for r in rows])),
-        "device": str(model.device), **gpu,
+        "device": str(model.device), "overrides": overrides or {}, **gpu,
     }
     (out / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k not in ("test", "plan")}), flush=True)
@@ -164,7 +167,9 @@ def plot(runs: list[Path], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=10)
-    parser.add_argument("--minutes", type=float, default=15.0)
+    parser.add_argument("--minutes", type=float, default=15.0, help="training budget; 0: none (give steps=N by --set)")
+    parser.add_argument("--set", nargs="+", default=(), metavar="KEY=JSON",
+                        help="FinetuneConfig overrides, e.g. steps=1383 spacing=[1.5,1.5,1.5] lesion_contrast=0.3")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--modality", default="flair")
     parser.add_argument("--data", type=Path, default=DATA, help="folder of BraTS case folders")
@@ -178,7 +183,14 @@ def main() -> None:
         plot(args.plot, args.figure)
         return
     args.out.mkdir(parents=True, exist_ok=True)
-    run(args.cases, args.minutes, args.out, args.seed, args.modality, args.data, args.device, args.peak_tflops)
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = json.loads(value)
+    if "spacing" in overrides:
+        overrides["spacing"] = tuple(overrides["spacing"])
+    run(args.cases, args.minutes or None, args.out, args.seed, args.modality, args.data, args.device, args.peak_tflops,
+        overrides)
 
 
 if __name__ == "__main__":
