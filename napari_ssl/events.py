@@ -38,6 +38,8 @@ class Started:
         Processes of a distributed (``torchrun``) run; 1 otherwise.
     plan, plan_text : optional
         The run's plan from the data (:class:`napari_ssl.plan.Plan` as a dict, and as lines to print).
+    batch_size : int
+        Samples per step of one process, as resolved (an automatic batch included); 0 when unknown.
     """
 
     total: int
@@ -49,6 +51,7 @@ class Started:
     world_size: int = 1
     plan: dict[str, Any] | None = None
     plan_text: str = ""
+    batch_size: int = 0
 
 
 @dataclass(frozen=True)

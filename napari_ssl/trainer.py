@@ -299,6 +299,7 @@ class Trainer:
             n_parameters=sum(p.numel() for p in self.core.parameters() if p.requires_grad), world_size=self.world,
             plan=None if getattr(task, "plan", None) is None else task.plan.to_dict(),
             plan_text="" if getattr(task, "plan", None) is None else task.plan.describe(),
+            batch_size=int(getattr(task, "samples_per_step", 0)),
         )
         per_step = int(getattr(task, "samples_per_step", 1)) * self.world
         self.model.train()

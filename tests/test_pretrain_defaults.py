@@ -115,3 +115,23 @@ def test_a_resumed_run_keeps_its_checkpoints_pretext_options(tmp_path: Path) -> 
     resumed = _run(tmp_path, "run", ("planes",), batch_size=1, steps=2, resume=str(tmp_path / "run"))
     assert resumed["step"] == 2 and resumed["pretext_options"]["planes"]["views"] == "random"
     assert resumed["pretext_options"] == first["pretext_options"]
+
+
+def test_started_event_tells_the_resolved_batch_also_without_a_plan(tmp_path: Path) -> None:
+    """The Pretrain dock's samples/s -> steps/s (ETA) needs the batch actually used, also when no plan is made
+    (the user fixed spacing and normalisation)."""
+    from napari_ssl import events
+    from napari_ssl.preprocess import Normalization
+
+    head = np.pad(np.ones((16, 20, 20), np.float32), 4)
+    config = PretrainConfig(pretexts=("planes",), volumes=(Volume(head, spacing=(2.0, 2.0, 2.0)),),
+                            out=str(tmp_path / "ck"), steps=1, patch_size=32, backbone="tiny", num_threads=1,
+                            num_workers=0, save_every=0, val_samples=1, spacing=(2.0, 2.0, 2.0),
+                            normalization=Normalization(mode="zscore"))
+    run = pretrain(config)
+    try:
+        started = next(e for e in run if isinstance(e, events.Started))
+    finally:
+        run.close()
+    assert started.plan is None
+    assert started.batch_size == default_batch_size({"planes": make_pretext("planes", {"size": 32})}, 32) > DEFAULT_BATCH
