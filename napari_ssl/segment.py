@@ -4,9 +4,9 @@ Pipeline of :func:`segment` (the same geometry steps fine-tuning applied to its 
 
 1. reorient the scan to the model's canonical orientation (``LPS``, a lossless axis permutation / flip),
 2. resample it to the model's voxel spacing and normalise it as in training (``meta["normalization"]``),
-3. MONAI ``sliding_window_inference`` with Gaussian blending and the chosen overlap; the windows run on
-   ``sw_device`` (the GPU when there is one) and the stitched logits stay on ``device`` (the CPU for a large
-   scan). A scan whose stitched logits would exceed ``max_memory_mb`` is cut into slabs along its first axis
+3. MONAI ``sliding_window_inference`` with Gaussian blending and the chosen overlap (:mod:`napari_ssl.sliding`);
+   the windows run on ``sw_device`` (the GPU when there is one) and the stitched logits stay on ``device`` (the CPU
+   for a large scan). A scan whose stitched logits would exceed ``max_memory_mb`` is cut into slabs along its first axis
    (each with a half-window halo on both sides), so memory stays bounded whatever the scan's size,
 4. argmax, an optional largest-connected-component clean-up per class,
 5. nearest-neighbour resampling of the labels back onto the scan's grid (shape, spacing, origin, direction).
@@ -17,7 +17,6 @@ closing the generator) and the CLI's progress line. No Qt or napari here.
 
 from __future__ import annotations
 
-import math
 import os
 import queue
 import threading
@@ -25,8 +24,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from napari_ssl.preprocess import (
     ORIENTATION,
@@ -37,18 +34,16 @@ from napari_ssl.preprocess import (
     prepare_channels,
     to_model_grid,
 )
+from napari_ssl.sliding import (
+    MAX_MEMORY_MB,
+    SegmentationCancelled,
+    largest_components,
+    predict_labels,
+)
 from napari_ssl.volume import Volume
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
-
-#: default bound on the stitched logits of one pass of sliding-window inference (MiB)
-MAX_MEMORY_MB = 1024
-
-
-class SegmentationCancelled(Exception):
-    """Raised inside :func:`segment` when ``should_stop()`` turned true; nothing is returned."""
-
+    pass
 
 # ---------------------------------------------------------------- the model
 @dataclass
@@ -138,137 +133,6 @@ def load_model(path: str | os.PathLike[str], device: str | Any = "cpu") -> Segme
         raise checkpoint.CheckpointError(f"{path}: weights do not match the network in meta.json ({first})") from exc
     net.eval().to(dev)
     return SegmentationModel(net=net, meta=meta, path=str(path), device=dev)
-
-
-# ---------------------------------------------------------------- sliding window
-def count_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
-    """Number of windows MONAI's sliding window places on ``shape`` (for progress)."""
-    total = 1
-    for size, r in zip(shape, roi, strict=False):
-        size = max(size, r)
-        interval = max(1, int(r * (1 - overlap))) if r < size else r
-        total *= max(1, math.ceil((size - r) / interval) + 1)
-    return total
-
-
-def _slabs(depth: int, core: int, halo: int) -> list[tuple[int, int, int, int]]:
-    """``(start, stop, keep_start, keep_stop)`` slabs along axis 0: compute ``start:stop``, keep the core."""
-    out = []
-    for k0 in range(0, depth, core):
-        k1 = min(depth, k0 + core)
-        out.append((max(0, k0 - halo), min(depth, k1 + halo), k0, k1))
-    return out
-
-
-def predict_labels(
-    net: Any,
-    image: np.ndarray,
-    *,
-    roi: Sequence[int],
-    n_classes: int,
-    overlap: float = 0.5,
-    sw_batch_size: int = 1,
-    sw_device: Any = None,
-    device: Any = None,
-    amp: bool = True,
-    max_memory_mb: float = MAX_MEMORY_MB,
-    progress: Callable[[float], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    pad_value: Sequence[float] | None = None,
-) -> np.ndarray:
-    """Argmax labels (uint8, ``image.shape[1:]``) of ``net`` on ``image`` (C, z, y, x), normalised float32.
-
-    ``n_classes`` counts the output channels (background included). Stitched logits are kept on ``device``
-    (default: ``sw_device``); when they would exceed ``max_memory_mb`` the scan is processed in slabs. A scan
-    smaller than ``roi`` is padded with ``pad_value`` (one per channel; default each channel's minimum), as
-    training pads it. On a CPU with bfloat16 the net's weights are put in ``channels_last_3d`` memory format, in
-    place (training already holds them so; a loaded model keeps it for the next scan).
-    """
-    import torch
-    from monai.inferers import sliding_window_inference
-
-    from napari_ssl.device import autocast_dtype, cpu_channels_last
-
-    sw_device = torch.device(sw_device or "cpu")
-    device = torch.device(device) if device is not None else sw_device
-    roi = tuple(int(r) for r in roi)
-    small = [max(0, r - s) for r, s in zip(roi, image.shape[1:], strict=False)]
-    if any(small):  # pad as training does (the background of each channel), not with MONAI's constant 0
-        from napari_ssl.preprocess import pad_to
-
-        shape = image.shape[1:]
-        low = image.reshape(image.shape[0], -1).min(axis=1) if pad_value is None else pad_value
-        padded = pad_to(image, roi, list(low))
-        out = predict_labels(net, padded, roi=roi, n_classes=n_classes, overlap=overlap, sw_batch_size=sw_batch_size,
-                             sw_device=sw_device, device=device, amp=amp, max_memory_mb=max_memory_mb,
-                             progress=progress, should_stop=should_stop)
-        return np.ascontiguousarray(out[: shape[0], : shape[1], : shape[2]])
-    depth, rest = image.shape[1], image.shape[2:]
-    plane_bytes = (n_classes + 1) * 4 * max(rest[0], roi[1]) * max(rest[1], roi[2])
-    halo = roi[0] // 2
-    core = max(roi[0], int(max_memory_mb * 2**20 // plane_bytes) - 2 * halo)
-    slabs = [(0, depth, 0, depth)] if core >= depth else _slabs(depth, core, halo)
-    total = sum(count_windows((b - a, *rest), roi, overlap) for a, b, _, _ in slabs)
-    total_calls = max(1, sum(math.ceil(count_windows((b - a, *rest), roi, overlap) / sw_batch_size) for a, b, _, _ in slabs))
-    done = [0]
-    amp_dtype = autocast_dtype(sw_device, amp)
-    use_amp = amp_dtype is not None
-    channels_last = cpu_channels_last(sw_device, amp_dtype)
-    if channels_last:
-        net.to(memory_format=torch.channels_last_3d)
-
-    def predictor(x: torch.Tensor) -> torch.Tensor:
-        if should_stop is not None and should_stop():
-            raise SegmentationCancelled("segmentation cancelled")
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last_3d)
-        with torch.autocast(sw_device.type, dtype=amp_dtype, enabled=use_amp):
-            y = net(x)
-        done[0] += 1
-        if progress is not None:
-            progress(min(1.0, done[0] / total_calls))
-        return y.float() if use_amp else y
-
-    del total
-    out = np.zeros(image.shape[1:], dtype=np.uint8)
-    with torch.inference_mode():
-        for start, stop, keep0, keep1 in slabs:
-            x = torch.from_numpy(np.ascontiguousarray(image[:, start:stop]))[None]
-            logits = sliding_window_inference(
-                inputs=x,
-                roi_size=roi,
-                sw_batch_size=sw_batch_size,
-                predictor=predictor,
-                overlap=overlap,
-                mode="gaussian",
-                sw_device=sw_device,
-                device=device,
-            )
-            step = max(1, (16 * 2**20) // max(1, int(np.prod(rest))))  # argmax (int64) a few slices at a time
-            for k in range(keep0, keep1, step):
-                stop_k = min(keep1, k + step)
-                out[k:stop_k] = torch.argmax(logits[0, :, k - start : stop_k - start], dim=0).to("cpu", torch.uint8).numpy()
-            del logits, x
-    return out
-
-
-def largest_components(labels: np.ndarray, classes: Sequence[int]) -> np.ndarray:
-    """Keep only the largest connected component (26-connectivity) of each class in ``classes``."""
-    from scipy import ndimage
-
-    out = labels.copy()
-    structure = np.ones((3, 3, 3), dtype=bool)
-    for value in classes:
-        mask = labels == value
-        if not mask.any():
-            continue
-        comp, n = ndimage.label(mask, structure=structure)
-        if n <= 1:
-            continue
-        sizes = np.bincount(comp.ravel())
-        sizes[0] = 0
-        out[mask & (comp != int(np.argmax(sizes)))] = 0
-    return out
 
 
 # ---------------------------------------------------------------- the public entry points
