@@ -23,7 +23,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QListWidget,
-    QListWidgetItem,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -31,7 +30,7 @@ from qtpy.QtWidgets import (
 
 from napari_ssl._napari.activity import Activity
 from napari_ssl._napari.checks import scan_problem
-from napari_ssl._napari.finetune_inputs import folder_pairs, label_values
+from napari_ssl._napari.finetune_inputs import ClassPicker, checkpoint_backbone, folder_pairs
 from napari_ssl._napari.hub import checkpoint_hub
 from napari_ssl._napari.jobs import FINETUNE, ConfigRequest
 from napari_ssl._napari.plot import CurvePlot
@@ -64,7 +63,6 @@ class FinetuneDock(QWidget):
         self.pairs: list[tuple[str, str]] = []
         self._activity: Activity | None = None
         self._step: int | None = None
-        self._step: int | None = None
         self._timer = QTimer(self)  # the bar is repainted at most 4 times a second, however fast the steps
         self._timer.setSingleShot(True)
         self._timer.setInterval(250)
@@ -92,7 +90,7 @@ class FinetuneDock(QWidget):
 
         self.pretrained = PathEdit("pretrained checkpoint folder, or empty for scratch")
         self.pretrained.line.textChanged.connect(self._pretrained_changed)
-        self.class_list = QListWidget()
+        self.class_list = ClassPicker()
         self.class_list.setMaximumHeight(70)
         for widget in (self.class_list, self.pair_list):
             widget.setMinimumWidth(80)
@@ -196,16 +194,8 @@ class FinetuneDock(QWidget):
 
     def _pretrained_changed(self, *_: Any) -> None:
         """A pretrained checkpoint fixes the backbone: show the one that will run."""
-        from napari_ssl import checkpoint
-
         path = self.pretrained.path
-        size = None
-        if path and Path(path).is_dir():
-            try:
-                meta = checkpoint.read_meta(path)
-                size = (meta.get("model") or {}).get("backbone") or (meta.get("backbone") or {}).get("size")
-            except (ValueError, OSError):
-                size = None
+        size = checkpoint_backbone(path)
         self.backbone.setEnabled(not path)
         if size in BACKBONES:
             self.backbone.setCurrentIndex(self.backbone.findData(size))
@@ -226,30 +216,12 @@ class FinetuneDock(QWidget):
     def _refresh_classes(self, *_: Any) -> None:
         """Offer the label values present in the chosen Labels layer (all ticked)."""
         name = self.label_box.currentText()
-        if name not in self.viewer.layers:
-            return
-        ticked = {self.class_list.item(i).data(Qt.ItemDataRole.UserRole): self.class_list.item(i).checkState()
-                  for i in range(self.class_list.count())}
-        self.class_list.clear()
-        for value, label in label_values(self.viewer.layers[name]).items():
-            item = QListWidgetItem(f"{label} ({value})" if not label.startswith("label ") else label)
-            item.setData(Qt.ItemDataRole.UserRole, value)
-            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(ticked.get(value, Qt.CheckState.Checked))
-            self.class_list.addItem(item)
+        if name in self.viewer.layers:
+            self.class_list.show_layer(self.viewer.layers[name])
 
     def chosen_classes(self) -> tuple[str, ...]:
         """``NAME=ID`` of every ticked class (``ID`` alone when it has no name)."""
-        out = []
-        for i in range(self.class_list.count()):
-            item = self.class_list.item(i)
-            if item.checkState() == Qt.CheckState.Checked:
-                value = int(item.data(Qt.ItemDataRole.UserRole))
-                text = item.text()
-                name = text.rsplit(" (", 1)[0] if text.endswith(f"({value})") else ""
-                safe = "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in name)
-                out.append(f"{safe}={value}" if safe else str(value))
-        return tuple(out)
+        return self.class_list.chosen()
 
     def add_pair(self) -> None:
         image, labels = self.image_box.currentText(), self.label_box.currentText()

@@ -1,12 +1,57 @@
-"""What the Fine-tune dock reads from its inputs: the classes present in a Labels layer, folder pairs."""
+"""What the Fine-tune dock reads from its inputs: the classes present in a Labels layer (and the list that offers
+them), folder pairs, the backbone a pretrained checkpoint fixes."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QListWidget, QListWidgetItem
 
-__all__ = ["folder_pairs", "label_values"]
+__all__ = ["ClassPicker", "checkpoint_backbone", "folder_pairs", "label_values"]
+
+
+class ClassPicker(QListWidget):
+    """The label values of a Labels layer, each a tickable item ``name (value)``; ticks survive a refresh."""
+
+    def show_layer(self, layer: Any) -> None:
+        """Offer the values present in ``layer`` (new ones ticked, earlier ticks kept)."""
+        ticked = {self.item(i).data(Qt.ItemDataRole.UserRole): self.item(i).checkState() for i in range(self.count())}
+        self.clear()
+        for value, label in label_values(layer).items():
+            item = QListWidgetItem(f"{label} ({value})" if not label.startswith("label ") else label)
+            item.setData(Qt.ItemDataRole.UserRole, value)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(ticked.get(value, Qt.CheckState.Checked))
+            self.addItem(item)
+
+    def chosen(self) -> tuple[str, ...]:
+        """``NAME=ID`` of every ticked class (``ID`` alone when it has no name)."""
+        out = []
+        for i in range(self.count()):
+            item = self.item(i)
+            if item.checkState() == Qt.CheckState.Checked:
+                value = int(item.data(Qt.ItemDataRole.UserRole))
+                text = item.text()
+                name = text.rsplit(" (", 1)[0] if text.endswith(f"({value})") else ""
+                safe = "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in name)
+                out.append(f"{safe}={value}" if safe else str(value))
+        return tuple(out)
+
+
+def checkpoint_backbone(path: str | None) -> str | None:
+    """Backbone size recorded in the checkpoint folder ``path`` (None: no folder, or not a checkpoint)."""
+    from napari_ssl import checkpoint
+
+    if not path or not Path(path).is_dir():
+        return None
+    try:
+        meta = checkpoint.read_meta(path)
+    except (ValueError, OSError):
+        return None
+    return (meta.get("model") or {}).get("backbone") or (meta.get("backbone") or {}).get("size")
 
 
 def label_values(layer: Any) -> dict[int, str]:
