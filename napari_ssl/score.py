@@ -10,7 +10,7 @@ registered pretext reports (:mod:`napari_ssl.pretext.registry`).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 
@@ -23,7 +23,6 @@ def score(model: str | os.PathLike[str], data: Sequence[Any], *, samples: int = 
     ValueError
         A checkpoint that is not a pretraining one, no 3D scan in ``data``, ``samples`` < 1.
     """
-    import torch
 
     from napari_ssl import checkpoint
     from napari_ssl.data import PretextDataset, SampleSpec, load_volumes, read_sources
@@ -48,17 +47,27 @@ def score(model: str | os.PathLike[str], data: Sequence[Any], *, samples: int = 
     spec = SampleSpec(patch=tuple(info.patch_size), pretexts=pretexts,  # type: ignore[arg-type]
                       foreground=bool((info.config or {}).get("foreground", False)))
     dataset = PretextDataset(volumes, spec, seed + 2_000_003, samples)
+    return mean_metrics(net, dataset, samples=samples, batch_size=batch_size, device=dev)
+
+
+def mean_metrics(net: Any, dataset: Any, *, samples: int, batch_size: int, device: Any,
+                 measure: Callable[[Any, Mapping[str, Any]], Mapping[str, Any]] | None = None) -> dict[str, float]:
+    """Mean of ``measure(output, batch)`` (default ``net.metrics``) over the first ``samples`` samples of
+    ``dataset``, each batch weighted by its size; no gradients."""
+    import torch
+
+    measure = measure or net.metrics
     totals: dict[str, float] = {}
     counts: dict[str, int] = {}
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(samples)), batch_size=batch_size)
     with torch.no_grad():
         for batch in loader:
-            batch = {k: v.to(dev) for k, v in batch.items()}
+            batch = {k: v.to(device) for k, v in batch.items()}
             n = len(next(iter(batch.values())))
-            for key, value in net.metrics(net(batch), batch).items():
+            for key, value in measure(net(batch), batch).items():
                 totals[key] = totals.get(key, 0.0) + float(value) * n
                 counts[key] = counts.get(key, 0) + n
     return {k: totals[k] / counts[k] for k in sorted(totals)}
 
 
-__all__ = ["score"]
+__all__ = ["mean_metrics", "score"]

@@ -303,7 +303,7 @@ def native_score(net: Any, meta: Mapping[str, Any], raw: Sequence[Any], norm: An
     (same split rule as training) and every image of series the run did not see. Besides the planes metrics,
     ``planes/stack_angle_error_deg`` is the angle error on held-out stack slices alone (their lines differ from
     every trained slice's; a held-out cine frame shares its lines with the trained frames)."""
-    import torch
+    from napari_ssl.score import mean_metrics
 
     native = meta["native_views"]
     exams = build_exams(raw, int(native["size"]), float(native["sigma"]), norm, float(native["val_fraction"]))
@@ -313,23 +313,15 @@ def native_score(net: Any, meta: Mapping[str, Any], raw: Sequence[Any], norm: An
     trained = set(native["series"])
     unseen = frozenset(s for ex in exams for s in ex.series.values() if s not in trained)
     dataset = NativeViewsDataset(exams, channels, seed + 2_000_003, samples, "held_out", unseen)
-    totals: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(samples)), batch_size=batch_size)
-    with torch.no_grad():
-        for batch in loader:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            n = len(batch["planes.images"])
-            out = net(batch)
-            metrics = net.metrics(out, batch)
-            stack = batch["planes.position_mask"].bool()[:, :, None]  # held-out slices of a stack: new lines
-            if bool(stack.any()):
-                lines = batch["planes.has_line"] & stack
-                only = {**batch, "planes.has_line": lines}
-                angle = net.metrics(out, only).get("planes/angle_error_deg")
-                if angle is not None:
-                    metrics["planes/stack_angle_error_deg"] = angle
-            for key, value in metrics.items():
-                totals[key] = totals.get(key, 0.0) + float(value) * n
-                counts[key] = counts.get(key, 0) + n
-    return {k: totals[k] / counts[k] for k in sorted(totals)}
+
+    def measure(out: Any, batch: Mapping[str, Any]) -> dict[str, Any]:
+        metrics = dict(net.metrics(out, batch))
+        stack = batch["planes.position_mask"].bool()[:, :, None]  # held-out slices of a stack: new lines
+        if bool(stack.any()):
+            angle = net.metrics(out, {**batch, "planes.has_line": batch["planes.has_line"] & stack}).get(
+                "planes/angle_error_deg")
+            if angle is not None:
+                metrics["planes/stack_angle_error_deg"] = angle
+        return metrics
+
+    return mean_metrics(net, dataset, samples=samples, batch_size=batch_size, device=device, measure=measure)
