@@ -1,19 +1,20 @@
 """Put a finished segmentation's masks on the canvas without a long pause of the GUI thread.
 
 Measured on the first Segment click in a viewer (2 slow cores): ``viewer.add_layer`` of a new ``Labels`` layer
-ran ~190 ms on the GUI thread, ~110 ms of it building the vispy visuals of the layer's two *editing*
-overlays (the polygon tool's outline, whose line visual computes a dash atlas, and the brush stroke), which
-show nothing until the user picks those tools. So the layer is shown in steps, one event-loop turn each:
+held the GUI thread ~190 ms in one event-loop turn, plus a full garbage collection that happened to land
+there (see :func:`warm_up`). Of those ~190 ms, ~50 ms was vispy computing its dash patterns for the first
+antialiased line in the process (the editing overlays' outlines; cached afterwards), ~25 ms building the
+polygon tool's and ~10 ms the brush's visuals, ~20 ms slicing and drawing the data. So:
 
-1. in the worker thread, :func:`hide_edit_overlays` sets those overlays' ``visible`` to False (napari only
-   builds the visual of a visible overlay; for a hidden one it waits on its ``visible`` event);
-2. on the GUI thread, :class:`StagedShow` adds the layer (its image visual only) and, in the following
-   turns, makes each overlay visible again: napari builds its visual then. The final layer is the one
-   napari would have made (same data, colours, overlays, all visible).
+1. :func:`warm_up` (a thread, at dock open) computes vispy's dash patterns and imports what ``Labels`` needs;
+2. in the worker thread, :func:`stage` hides the new layer and its two editing overlays (napari builds no
+   visual for a hidden overlay until it is made visible, and does not slice a hidden layer);
+3. on the GUI thread, :class:`StagedShow` adds the layer (its visual and controls), then in the following
+   event-loop turns makes it visible (slice, upload, draw) and each overlay visible (napari builds its
+   visual then), one per turn.
 
-A re-run on the same grid moves the new data into the dock's earlier layer (:func:`move_into`): no new
-visuals at all. :func:`warm_up` does once per process, in a thread at dock open, what the first result
-would otherwise pay for while the user waits (importing pandas and scikit-image for ``Labels``).
+The layer ends as napari's own add leaves it (same data, colours, mode, overlays and their visuals). A re-run
+on the same grid moves the new data into the dock's earlier layer (:func:`move_into`): no new visuals at all.
 """
 
 from __future__ import annotations
@@ -25,34 +26,29 @@ from typing import Any
 import numpy as np
 from qtpy.QtCore import QObject, QTimer, Signal
 
-__all__ = [
-    "EDIT_OVERLAYS",
-    "StagedShow",
-    "hide_edit_overlays",
-    "move_into",
-    "same_grid",
-    "start_warm_up",
-    "warm_up",
-]
+__all__ = ["EDIT_OVERLAYS", "StagedShow", "move_into", "same_grid", "stage", "start_warm_up", "warm_up"]
 
-#: the Labels layer's overlays that only show while painting or drawing polygons
+#: the Labels layer's editing overlays (they show only while painting or drawing a polygon)
 EDIT_OVERLAYS = ("polygon", "brush_stroke")
 
 
-def hide_edit_overlays(layer: Any) -> tuple[str, ...]:
-    """Hide ``layer``'s editing overlays (worker thread, layer not in a viewer yet); returns the keys hidden.
+def stage(layer: Any) -> tuple[str, ...]:
+    """Hide ``layer`` and its editing overlays for :class:`StagedShow` (worker thread, before it is added).
 
-    napari builds no visual for a hidden overlay until it is made visible (:class:`StagedShow` does that,
-    one overlay per event-loop turn). A napari without these overlays leaves the layer as it is.
+    Returns the steps left for the GUI thread, in order: ``"visible"`` (the layer itself), then the keys of
+    the overlays hidden. A napari without these overlays leaves them as they are.
     """
-    overlays = getattr(layer, "_overlays", None)
-    hidden = []
+    steps = []
+    if layer.visible:
+        layer.visible = False
+        steps.append("visible")
+    overlays = getattr(layer, "_overlays", None) or {}
     for key in EDIT_OVERLAYS:
-        overlay = overlays.get(key) if overlays is not None else None
+        overlay = overlays.get(key)
         if overlay is not None and getattr(overlay, "visible", False):
             overlay.visible = False
-            hidden.append(key)
-    return tuple(hidden)
+            steps.append(key)
+    return tuple(steps)
 
 
 def same_grid(a: Any, b: Any) -> bool:
@@ -80,13 +76,13 @@ def move_into(earlier: Any, new: Any) -> None:
 
 
 class StagedShow(QObject):
-    """Add a layer to ``viewer`` in event-loop turns: the layer first, then each hidden overlay.
+    """Add a layer to ``viewer`` in event-loop turns: the layer now, then each step from :func:`stage`.
 
-    ``show(layer, hidden)`` adds ``layer`` now and returns it; the overlays named in ``hidden`` (from
-    :func:`hide_edit_overlays`) become visible one per later turn; ``done`` is emitted after the last.
+    ``show(layer, steps)`` adds ``layer`` now and returns it; ``"visible"`` makes the layer visible, an
+    overlay key makes that overlay visible, one per later turn; ``done`` is emitted after the last.
     ``pending`` counts the steps left; ``finish()`` runs them at once (a new result, or the dock closing).
-    If the layer was removed meanwhile, its overlays are still made visible again (napari builds no visual
-    for a layer outside the viewer).
+    If the layer was removed meanwhile, the steps still run (napari builds no visual for a layer outside the
+    viewer), so the layer is left as it would have been.
     """
 
     done = Signal()
@@ -104,13 +100,14 @@ class StagedShow(QObject):
     def pending(self) -> int:
         return len(self._steps)
 
-    def show(self, layer: Any, hidden: tuple[str, ...] = ()) -> Any:
+    def show(self, layer: Any, steps: tuple[str, ...] = ()) -> Any:
         self.finish()
         added = self.viewer.add_layer(layer)
-        overlays = getattr(layer, "_overlays", {})
-        for key in hidden:
-            if key in overlays:
-                self._steps.append(lambda overlay=overlays[key]: setattr(overlay, "visible", True))
+        overlays = getattr(layer, "_overlays", None) or {}
+        for key in steps:
+            target = layer if key == "visible" else overlays.get(key)
+            if target is not None:
+                self._steps.append(lambda target=target: setattr(target, "visible", True))
         if self._steps:
             self._timer.start()
         else:
@@ -140,15 +137,16 @@ WARMED = threading.Event()
 
 
 def warm_up(collect: Callable[[], bool] = lambda: True) -> None:
-    """Once per process (in a thread): build a tiny masks layer, then collect garbage if ``collect()``.
+    """Once per process (in a thread): what the first masks layer would pay for while the user waits.
 
-    Building the layer imports what ``Labels`` needs (pandas, parts of scikit-image): ~30k objects that the
-    first result would otherwise allocate. Python's full garbage collection walks every object of napari's
-    process (~280k, ~120 ms on 2 slow cores, not divisible, and it holds the GIL from any thread); it runs
-    when enough objects have survived since the last one, and napari's start-up and the scan's loading
-    leave it close to due, so it used to land in the first masks' add. Collecting here, while the user
-    picks a model, leaves the first runs far from the next one. ``collect`` says whether it is still a
-    good time (not when a segmentation has started meanwhile).
+    - a tiny masks layer: imports what ``Labels`` needs (pandas, parts of scikit-image), ~30k objects;
+    - vispy's dash patterns (pure numpy, ~50 ms, cached for the process), which vispy computes for its first
+      antialiased line, i.e. the first Labels layer's editing overlays;
+    - then, if ``collect()`` (not when a segmentation has started meanwhile), a full garbage collection.
+      It walks every object of napari's process (~280k: ~120 ms on 2 slow cores, not divisible, holding
+      the GIL from any thread) and runs when enough objects have survived since the last one; napari's
+      start-up and the scan's loading leave it close to due, so it used to land in the first masks' add.
+      Collected here, while the user picks a model, the next one is far off.
     """
     if _WARM:
         return
@@ -156,13 +154,15 @@ def warm_up(collect: Callable[[], bool] = lambda: True) -> None:
     import gc
 
     from napari.layers import Labels
+    from vispy.visuals.line.dash_atlas import DashAtlas
 
     from napari_ssl._napari.segment_info import masks_layer_kwargs
 
     try:
         layer = Labels(np.zeros((2, 2, 2), np.uint8), **masks_layer_kwargs({0: "background", 1: "x"}, {1: "#f00"}))
-        hide_edit_overlays(layer)
+        stage(layer)
         del layer
+        DashAtlas()
         if collect():
             gc.collect()
     finally:

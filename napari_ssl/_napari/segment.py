@@ -361,7 +361,7 @@ class SegmentDock(QWidget):
         else:
             if ours:
                 self.viewer.layers.remove(earlier)  # our own earlier result on another grid is replaced
-            self.last_masks = self.staged.show(new, prepared.hidden)
+            self.last_masks = self.staged.show(new, prepared.steps)
         counts = prepared.counts
         self.status.setText("found " + ", ".join(f"{n}: {c} voxels" for n, c in counts.items()))
         self.progress.setValue(100)

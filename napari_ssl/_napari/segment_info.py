@@ -181,11 +181,11 @@ class MaskTarget:
 @dataclass
 class PreparedMasks:
     """A finished segmentation made ready off the GUI thread: its ``Labels`` layer, voxel count per class, and
-    the layer's editing overlays hidden until the dock shows them (:mod:`~napari_ssl._napari.masks_show`)."""
+    the steps that show it (:func:`~napari_ssl._napari.masks_show.stage`)."""
 
     layer: Any
     counts: dict[str, int]
-    hidden: tuple[str, ...] = ()
+    steps: tuple[str, ...] = ()
 
 
 def prepare_masks(event: Any, target: MaskTarget) -> Any:
@@ -202,7 +202,7 @@ def prepare_masks(event: Any, target: MaskTarget) -> Any:
     from napari.layers import Labels
 
     from napari_ssl._napari.layers import volume_to_layer_data
-    from napari_ssl._napari.masks_show import hide_edit_overlays
+    from napari_ssl._napari.masks_show import stage
 
     data, kwargs, _ = volume_to_layer_data(event.labels, "labels")
     kwargs.update(masks_layer_kwargs(dict(event.names), dict(event.colors)))
@@ -214,4 +214,4 @@ def prepare_masks(event: Any, target: MaskTarget) -> Any:
     found = np.bincount(data.ravel(), minlength=max(event.names, default=0) + 1)
     counts = {n: int(found[v]) for v, n in event.names.items() if v}
     layer = Labels(data, **kwargs)
-    return PreparedMasks(layer=layer, counts=counts, hidden=hide_edit_overlays(layer))
+    return PreparedMasks(layer=layer, counts=counts, steps=stage(layer))

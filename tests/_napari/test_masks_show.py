@@ -1,5 +1,6 @@
-"""A segmentation's masks layer is shown in event-loop turns: the layer first, its editing overlays' visuals in
-later turns, ending as napari's own add would; the one-time warm-up collects garbage once, only when told."""
+"""A segmentation's masks layer is shown in event-loop turns (added hidden, made visible, then each editing
+overlay's visual), ending as napari's own add leaves a layer; the one-time warm-up collects garbage once, only
+when told, and leaves the collector on."""
 
 from __future__ import annotations
 
@@ -30,37 +31,40 @@ def _overlay_visuals(viewer, layer) -> list[str]:
     return sorted(type(visual).__name__ for visual in visuals.values())
 
 
-def test_masks_are_added_first_and_their_editing_overlays_built_in_later_turns(make_napari_viewer, qtbot) -> None:
+def test_masks_are_added_first_then_shown_and_overlays_built_in_later_turns(make_napari_viewer, qtbot) -> None:
     viewer = make_napari_viewer()
     plain = viewer.add_labels(np.zeros((6, 8, 8), np.uint8), name="plain")  # napari's own add, for reference
     prepared = _prepared()
     layer = prepared.layer
-    assert prepared.hidden == masks_show.EDIT_OVERLAYS  # hidden in the worker: no visual built at add
+    assert prepared.steps == ("visible", "polygon", "brush_stroke")  # staged in the worker thread
     staged = masks_show.StagedShow(viewer)
     with qtbot.waitSignal(staged.done, timeout=10_000):
-        assert staged.show(layer, prepared.hidden) is layer and layer in viewer.layers
-        assert staged.pending == 2 and _overlay_visuals(viewer, layer) == []  # the add's turn built none
-    assert staged.pending == 0
-    assert _overlay_visuals(viewer, layer) == _overlay_visuals(viewer, plain) != []
-    assert {k: o.visible for k, o in layer._overlays.items()} == {k: o.visible for k, o in plain._overlays.items()}
-    layer.mode = "polygon"  # the polygon tool's visual is live
-    assert layer._overlays["polygon"].enabled
+        assert staged.show(layer, prepared.steps) is layer and layer in viewer.layers
+        assert staged.pending == 3 and not layer.visible and _overlay_visuals(viewer, layer) == []
+    assert staged.pending == 0 and layer.visible
+    assert _overlay_visuals(viewer, layer) == _overlay_visuals(viewer, plain) == [
+        "VispyLabelsBrushStrokeOverlay", "VispyLabelsPolygonOverlay"]
+    state = lambda lay: (lay.visible, lay.mode, {k: (o.visible, getattr(o, "enabled", None))  # noqa: E731
+                                                 for k, o in lay._overlays.items()})
+    assert state(layer) == state(plain)
+    layer.mode = plain.mode = "polygon"  # the tools work as on napari's own layer
+    assert state(layer) == state(plain) and layer._overlays["polygon"].enabled
 
 
-def test_finish_and_a_removed_layer_leave_the_overlays_visible(make_napari_viewer, qtbot) -> None:
+def test_finish_and_a_removed_layer_leave_the_layer_shown(make_napari_viewer, qtbot) -> None:
     viewer = make_napari_viewer()
     staged = masks_show.StagedShow(viewer)
     first = _prepared()
-    staged.show(first.layer, first.hidden)
+    staged.show(first.layer, first.steps)
     second = _prepared((4, 8, 8))
     second.layer.name = "other masks"
-    staged.show(second.layer, second.hidden)  # a new result first runs the steps left of the previous one
-    assert all(first.layer._overlays[key].visible for key in masks_show.EDIT_OVERLAYS)
+    staged.show(second.layer, second.steps)  # a new result first runs the steps left of the previous one
+    assert first.layer.visible and all(first.layer._overlays[key].visible for key in masks_show.EDIT_OVERLAYS)
     assert len(_overlay_visuals(viewer, first.layer)) == 2
     viewer.layers.remove(second.layer)
     with qtbot.waitSignal(staged.done, timeout=10_000):
         pass
-    assert all(second.layer._overlays[key].visible for key in masks_show.EDIT_OVERLAYS)
+    assert second.layer.visible and all(second.layer._overlays[key].visible for key in masks_show.EDIT_OVERLAYS)
     assert _overlay_visuals(viewer, second.layer) == []  # none built for a layer outside the viewer
 
 
