@@ -132,6 +132,8 @@ class StagedShow(QObject):
 
 
 _WARM: list[bool] = []
+#: the warm-up starts this long after the dock is made (ms)
+WARM_UP_DELAY_MS = 300
 #: set once :func:`warm_up` has run (benchmarks wait on it)
 WARMED = threading.Event()
 
@@ -142,11 +144,12 @@ def warm_up(collect: Callable[[], bool] = lambda: True) -> None:
     - a tiny masks layer: imports what ``Labels`` needs (pandas, parts of scikit-image), ~30k objects;
     - vispy's dash patterns (pure numpy, ~50 ms, cached for the process), which vispy computes for its first
       antialiased line, i.e. the first Labels layer's editing overlays;
-    - then, if ``collect()`` (not when a segmentation has started meanwhile), a full garbage collection.
-      It walks every object of napari's process (~280k: ~120 ms on 2 slow cores, not divisible, holding
-      the GIL from any thread) and runs when enough objects have survived since the last one; napari's
-      start-up and the scan's loading leave it close to due, so it used to land in the first masks' add.
-      Collected here, while the user picks a model, the next one is far off.
+    - then a full garbage collection, unless one ran meanwhile (these imports often set one off) or
+      ``collect()`` says no (a segmentation has started). It walks every object of napari's process
+      (~280k: ~120 ms on 2 slow cores, not divisible, holding the GIL from any thread) and runs when enough
+      objects have survived since the last one; napari's start-up and the scan's loading leave it close
+      to due, so it used to land in the first masks' add. Run here, while the user picks a model, the next
+      one is far off (a segmentation leaves ~5k objects; one is due after ~70k).
     """
     if _WARM:
         return
@@ -158,21 +161,30 @@ def warm_up(collect: Callable[[], bool] = lambda: True) -> None:
 
     from napari_ssl._napari.segment_info import masks_layer_kwargs
 
+    full = gc.get_stats()[-1]["collections"]
     try:
         layer = Labels(np.zeros((2, 2, 2), np.uint8), **masks_layer_kwargs({0: "background", 1: "x"}, {1: "#f00"}))
         stage(layer)
         del layer
         DashAtlas()
-        if collect():
+        if gc.get_stats()[-1]["collections"] == full and collect():
             gc.collect()
     finally:
         WARMED.set()
 
 
-def start_warm_up(collect: Callable[[], bool] = lambda: True) -> Any:
-    """Run :func:`warm_up` in a napari thread worker (once per process); returns the worker or None."""
+def start_warm_up(parent: QObject, collect: Callable[[], bool] = lambda: True, delay_ms: int = WARM_UP_DELAY_MS) -> None:
+    """Run :func:`warm_up` in a napari thread worker ``delay_ms`` after now (once per process).
+
+    The delay keeps the thread from sharing the GIL with the dock's own construction and first paint (it
+    doubled that turn, to ~140 ms). The timer is ``parent``'s child: a dock closed before it fires starts none.
+    """
     if _WARM:
-        return None
+        return
     from napari.qt.threading import create_worker
 
-    return create_worker(warm_up, collect, _start_thread=True, _ignore_errors=True)
+    timer = QTimer(parent)
+    timer.setSingleShot(True)
+    timer.timeout.connect(lambda: None if _WARM else create_worker(warm_up, collect, _start_thread=True,
+                                                                      _ignore_errors=True))
+    timer.start(delay_ms)

@@ -91,7 +91,7 @@ class SegmentDock(QWidget):
         self._timer.setInterval(UPDATE_MS)
         self._timer.timeout.connect(self._show_progress)
         self.staged = StagedShow(viewer, self)
-        self.warm_up = start_warm_up(lambda: self.relay is None)  # imports + a GC while the user picks
+        start_warm_up(self, lambda: self.relay is None)  # imports and a GC while the user picks a model
 
         self.model_box = QComboBox()
         self.model_box.setEditable(True)

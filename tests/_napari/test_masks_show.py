@@ -1,6 +1,6 @@
 """A segmentation's masks layer is shown in event-loop turns (added hidden, made visible, then each editing
 overlay's visual), ending as napari's own add leaves a layer; the one-time warm-up collects garbage once, only
-when told, and leaves the collector on."""
+when due and told, and leaves the collector on."""
 
 from __future__ import annotations
 
@@ -68,9 +68,11 @@ def test_finish_and_a_removed_layer_leave_the_layer_shown(make_napari_viewer, qt
     assert _overlay_visuals(viewer, second.layer) == []  # none built for a layer outside the viewer
 
 
-def test_warm_up_collects_once_only_when_told_and_leaves_the_collector_on(monkeypatch) -> None:
+def test_warm_up_collects_once_only_when_due_and_leaves_the_collector_on(monkeypatch) -> None:
     calls: list[int] = []
+    full = [0]  # full collections so far, as gc.get_stats reports them
     monkeypatch.setattr(gc, "collect", lambda *a: calls.append(1) or 0)
+    monkeypatch.setattr(gc, "get_stats", lambda: [{"collections": 0}, {"collections": 0}, {"collections": full[0]}])
     monkeypatch.setattr(masks_show, "_WARM", [])
     masks_show.warm_up(lambda: False)  # a segmentation started meanwhile: no collection
     assert calls == [] and masks_show.WARMED.is_set()
@@ -79,3 +81,7 @@ def test_warm_up_collects_once_only_when_told_and_leaves_the_collector_on(monkey
     monkeypatch.setattr(masks_show, "_WARM", [])
     masks_show.warm_up()
     assert calls == [1] and gc.isenabled()
+    monkeypatch.setattr(masks_show, "_WARM", [])
+    monkeypatch.setattr(masks_show, "stage", lambda layer: full.__setitem__(0, 1) or ())  # a full one ran
+    masks_show.warm_up()
+    assert calls == [1]
