@@ -7,8 +7,9 @@ Run under a display (Xvfb is fine)::
 Without ``--model`` a small model is fine-tuned first (``napari-ssl finetune ... --steps 5 --spacing 3 3 3``,
 tiny backbone: quality is not the point, the time of segmentation is). Then, one after the other: the CLI
 (a fresh process: start, imports, load, segment, write), the dock twice in one viewer (click -> masks layer
-added; the first run starts the warm worker, the second reuses it), the CLI again. The event loop's stalls
-during the dock runs are measured with a 10 ms probe. Target: dock <= 1.2x the CLI.
+added and its overlays built; the first run starts the warm worker, the second reuses it), the CLI again. The event loop's stalls
+during the dock runs are measured with a 10 ms probe (also from opening the dock to the first click, which
+includes the dock's one-time warm-up). Target: dock <= 1.2x the CLI; stalls p99 <= 33 ms, max <= 100 ms.
 """
 
 from __future__ import annotations
@@ -57,26 +58,45 @@ def run_dock(model: Path, scan: Path, runs: int = 2) -> list[dict]:
     viewer = napari.Viewer(show=True)
     data, kwargs, kind = volume_to_layer_data(io.read(scan), "image", name="flair")
     viewer._add_layer_from_data(data, kwargs, kind)
+    def wait(ms: int) -> None:
+        loop = QEventLoop()
+        QTimer.singleShot(ms, loop.quit)
+        loop.exec()
+
+    try:
+        from napari_ssl._napari.masks_show import WARMED as warmed
+    except ImportError:  # an older dock (no warm-up): the same measurement, for before/after
+        warmed = None
+    probe = StallProbe(10)
+    probe.start()
+    t0 = time.perf_counter()
     dock = SegmentDock(viewer)
     viewer.window.add_dock_widget(dock, name="Segment")
     dock.load_model(model)
     dock.device.setCurrentIndex(dock.device.findData("cpu"))
-    loop = QEventLoop()
-    QTimer.singleShot(1000, loop.quit)
-    loop.exec()
-    out = []
+    wait(1000)  # a user takes longer than this to pick a model and click
+    while warmed is not None and not warmed.is_set() and time.perf_counter() - t0 < 10:  # the one-time warm-up
+        wait(50)
+    wait(100)
+    probe.stop()
+    worst = [(round(at - t0, 2), round(ms, 1)) for at, ms in probe.worst(3)]
+    out = [{"wall": time.perf_counter() - t0, "stalls": probe.stats(), "worst": worst, "timings": {}}]
     for _ in range(runs):
         probe = StallProbe(10)
         loop = QEventLoop()
-        t0 = time.perf_counter()
-        worker = dock.run()
-        worker.finished.connect(loop.quit)
         probe.start()
+        t0 = time.perf_counter()
+        worker = dock.run()  # the click's own turn counts too
+        worker.finished.connect(loop.quit)
         loop.exec()
+        staged = getattr(dock, "staged", None)
+        while staged is not None and staged.pending:  # a new layer is shown in the next event-loop turns
+            wait(10)
+        wall = time.perf_counter() - t0
+        wait(100)  # a stall in the last turn shows at the probe's next tick
         probe.stop()
         worst = [(round(at - t0, 2), round(ms, 1)) for at, ms in probe.worst(3)]
-        out.append({"wall": time.perf_counter() - t0, "stalls": probe.stats(), "worst": worst,
-                    "timings": dict(dock.timings)})
+        out.append({"wall": wall, "stalls": probe.stats(), "worst": worst, "timings": dict(dock.timings)})
         assert "flair masks" in viewer.layers, dock.status.text()
     viewer.close()
     return out
@@ -106,6 +126,11 @@ def main() -> None:
     cli_mean = sum(cli) / len(cli)
     print(f"scan {scan.parent.name}/flair.nii.gz, model {model}")
     print("CLI segment wall: " + ", ".join(f"{t:.1f} s" for t in cli) + f" (mean {cli_mean:.1f} s)")
+    opened, dock = dock[0], dock[1:]
+    s = opened["stalls"]
+    print(f"dock open -> first click {opened['wall']:.1f} s (one-time warm-up: imports, a garbage collection): "
+          f"stalls p99 {s['p99']:.1f} ms max {s['max']:.1f} ms; worst (s after opening, ms): "
+          + ", ".join(f"{a:.2f} s {m:.0f} ms" for a, m in opened["worst"]))
     for i, run in enumerate(dock):
         s = run["stalls"]
         print(f"dock run {i + 1} ({'starts the warm worker' if i == 0 else 'warm'}): click -> masks "

@@ -11,6 +11,8 @@
   and repaints the bar and napari's activity dock together. Cancel stops before the next window.
 - The Labels layer has the scan's geometry (scale, translate, affine), the checkpoint's colours, and a
   ``class`` feature, so napari's status bar names the class under the cursor. The user's layers are only read.
+  It is built in the worker thread and shown in event-loop turns (:mod:`~napari_ssl._napari.masks_show`);
+  what the first result would import is imported while the user picks a model.
 - ``Save masks`` writes the selected masks layer (NIfTI / NRRD / MHA) with its geometry, next to the scan.
 """
 
@@ -41,6 +43,7 @@ from napari_ssl._napari.activity import Activity
 from napari_ssl._napari.checks import scan_problem
 from napari_ssl._napari.hub import checkpoint_hub
 from napari_ssl._napari.jobs import SEGMENT, ModelLoaded, SegmentRequest
+from napari_ssl._napari.masks_show import StagedShow, move_into, same_grid, start_warm_up
 from napari_ssl._napari.relay import Relay, RunFailed
 from napari_ssl._napari.segment_info import (
     MaskTarget,
@@ -87,6 +90,8 @@ class SegmentDock(QWidget):
         self._timer.setSingleShot(True)
         self._timer.setInterval(UPDATE_MS)
         self._timer.timeout.connect(self._show_progress)
+        self.staged = StagedShow(viewer, self)
+        start_warm_up(self, lambda: self.relay is None)  # imports and a GC while the user picks a model
 
         self.model_box = QComboBox()
         self.model_box.setEditable(True)
@@ -340,26 +345,23 @@ class SegmentDock(QWidget):
             self._activity.set(value)
 
     def _add_masks(self, prepared: PreparedMasks) -> None:
-        """Show the masks built in the worker thread: a new layer, or our earlier one's data replaced in place.
+        """Show the masks built in the worker thread: a new layer (in steps), or our earlier one's data replaced.
 
         A re-run on the same scan moves the new data into the earlier ``<scan> masks`` layer this dock made
-        (napari builds no new visuals: tens of ms instead of a few hundred on the GUI thread); a layer of the
-        same name the user made is never touched (ours carry the model's path in their metadata).
+        (napari builds no new visuals); a new layer is added with its editing overlays' visuals built in the
+        next event-loop turns (:mod:`~napari_ssl._napari.masks_show`), so no single turn holds the GUI for
+        long. A layer of the same name the user made is never touched (ours carry the model's path).
         """
         new = prepared.layer
         earlier = next((layer for layer in self.viewer.layers if layer.name == new.name), None)
         ours = earlier is not None and bool(earlier.metadata.get("napari_ssl", {}).get("model"))
-        if ours and _same_grid(earlier, new):
-            if not _same_colors(earlier.colormap.color_dict, new.colormap.color_dict):
-                earlier.colormap = new.colormap
-            earlier.features = new.features
-            earlier.metadata = new.metadata
-            earlier.data = new.data
+        if ours and same_grid(earlier, new):
+            move_into(earlier, new)
             self.last_masks = earlier
         else:
             if ours:
                 self.viewer.layers.remove(earlier)  # our own earlier result on another grid is replaced
-            self.last_masks = self.viewer.add_layer(new)
+            self.last_masks = self.staged.show(new, prepared.steps)
         counts = prepared.counts
         self.status.setText("found " + ", ".join(f"{n}: {c} voxels" for n, c in counts.items()))
         self.progress.setValue(100)
@@ -423,21 +425,9 @@ class SegmentDock(QWidget):
             tab_with_siblings_later(self)
 
     def closeEvent(self, event: Any) -> None:
+        self.staged.finish()
         if self.relay is not None:
             self.relay.shutdown()
         super().closeEvent(event)
 
 
-def _same_grid(a: Any, b: Any) -> bool:
-    """Whether two layers have the same shape and world placement (so data can move from one to the other)."""
-    return (
-        a.data.shape == b.data.shape
-        and np.allclose(a.scale, b.scale)
-        and np.allclose(a.translate, b.translate)
-        and np.allclose(a.affine.affine_matrix, b.affine.affine_matrix)
-    )
-
-
-def _same_colors(a: dict, b: dict) -> bool:
-    """Whether two label colour dictionaries (values are RGBA arrays) are equal."""
-    return a.keys() == b.keys() and all(np.allclose(a[k], b[k]) for k in a)

@@ -180,17 +180,19 @@ class MaskTarget:
 
 @dataclass
 class PreparedMasks:
-    """A finished segmentation made ready off the GUI thread: its ``Labels`` layer and voxel count per class."""
+    """A finished segmentation made ready off the GUI thread: its ``Labels`` layer, voxel count per class, and
+    the steps that show it (:func:`~napari_ssl._napari.masks_show.stage`)."""
 
     layer: Any
     counts: dict[str, int]
+    steps: tuple[str, ...] = ()
 
 
 def prepare_masks(event: Any, target: MaskTarget) -> Any:
     """Turn a :class:`~napari_ssl.segment.SegmentResult` into :class:`PreparedMasks`; other events pass.
 
     Runs in the relay's worker thread: the layer is a detached napari ``Labels`` (no viewer, no Qt), which
-    the dock adds, or whose data it moves into its earlier masks layer, on the GUI thread.
+    the dock adds (in steps), or whose data it moves into its earlier masks layer, on the GUI thread.
     """
     from napari_ssl.segment import SegmentResult
 
@@ -200,6 +202,7 @@ def prepare_masks(event: Any, target: MaskTarget) -> Any:
     from napari.layers import Labels
 
     from napari_ssl._napari.layers import volume_to_layer_data
+    from napari_ssl._napari.masks_show import stage
 
     data, kwargs, _ = volume_to_layer_data(event.labels, "labels")
     kwargs.update(masks_layer_kwargs(dict(event.names), dict(event.colors)))
@@ -210,4 +213,5 @@ def prepare_masks(event: Any, target: MaskTarget) -> Any:
     meta["model"] = target.model_path
     found = np.bincount(data.ravel(), minlength=max(event.names, default=0) + 1)
     counts = {n: int(found[v]) for v, n in event.names.items() if v}
-    return PreparedMasks(layer=Labels(data, **kwargs), counts=counts)
+    layer = Labels(data, **kwargs)
+    return PreparedMasks(layer=layer, counts=counts, steps=stage(layer))

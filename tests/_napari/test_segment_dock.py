@@ -60,6 +60,10 @@ def test_one_click_masks_with_geometry_names_and_save(viewer_dock, tmp_path, qtb
     assert not errors
     masks = viewer.layers["scan masks"]
     assert masks.__class__.__name__ == "Labels"
+    if dock.staged.pending:  # shown in the turns after the add
+        with qtbot.waitSignal(dock.staged.done, timeout=10_000):
+            pass
+    assert masks.visible and masks._overlays["brush_stroke"].visible
     np.testing.assert_allclose(masks.scale, layer.scale)
     np.testing.assert_allclose(masks.translate, layer.translate)
     np.testing.assert_allclose(masks.affine.affine_matrix, layer.affine.affine_matrix)

@@ -1,0 +1,193 @@
+"""Put a finished segmentation's masks on the canvas without a long pause of the GUI thread.
+
+Measured on the first Segment click in a viewer (2 slow cores): ``viewer.add_layer`` of a new ``Labels`` layer
+held the GUI thread ~190 ms in one event-loop turn, plus a full garbage collection that happened to land
+there (see :func:`warm_up`). Of those ~190 ms, ~50 ms was vispy computing its dash patterns for the first
+antialiased line in the process (the editing overlays' outlines; cached afterwards), ~25 ms building the
+polygon tool's and ~10 ms the brush's visuals, ~20 ms slicing and drawing the data, the rest adding the layer
+itself (its visual, layer controls, selection). So:
+
+1. :func:`warm_up` (a thread, at dock open) computes vispy's dash patterns and imports what ``Labels`` needs;
+2. in the worker thread, :func:`stage` hides the new layer and its two editing overlays (napari builds no
+   visual for a hidden overlay until it is made visible, and does not slice a hidden layer);
+3. on the GUI thread, :class:`StagedShow` adds the layer (its visual and controls), then in the following
+   event-loop turns makes it visible (slice, upload, draw) and each overlay visible (napari builds its
+   visual then), one per turn.
+
+The layer ends as napari's own add leaves it (same data, colours, mode, overlays and their visuals). Measured
+after: the add's turn ~50 ms, each later turn <= 20 ms. A re-run on the same grid moves the new data into the
+dock's earlier layer (:func:`move_into`): no new visuals at all. (Removing a layer costs a full collection:
+napari's canvas calls ``gc.collect()`` on every layer removal.)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import QObject, QTimer, Signal
+
+__all__ = ["EDIT_OVERLAYS", "StagedShow", "move_into", "same_grid", "stage", "start_warm_up", "warm_up"]
+
+#: the Labels layer's editing overlays (they show only while painting or drawing a polygon)
+EDIT_OVERLAYS = ("polygon", "brush_stroke")
+
+
+def stage(layer: Any) -> tuple[str, ...]:
+    """Hide ``layer`` and its editing overlays for :class:`StagedShow` (worker thread, before it is added).
+
+    Returns the steps left for the GUI thread, in order: ``"visible"`` (the layer itself), then the keys of
+    the overlays hidden. A napari without these overlays leaves them as they are.
+    """
+    steps = []
+    if layer.visible:
+        layer.visible = False
+        steps.append("visible")
+    overlays = getattr(layer, "_overlays", None) or {}
+    for key in EDIT_OVERLAYS:
+        overlay = overlays.get(key)
+        if overlay is not None and getattr(overlay, "visible", False):
+            overlay.visible = False
+            steps.append(key)
+    return tuple(steps)
+
+
+def same_grid(a: Any, b: Any) -> bool:
+    """Whether two layers have the same shape and world placement (so data can move from one to the other)."""
+    return (
+        a.data.shape == b.data.shape
+        and np.allclose(a.scale, b.scale)
+        and np.allclose(a.translate, b.translate)
+        and np.allclose(a.affine.affine_matrix, b.affine.affine_matrix)
+    )
+
+
+def _same_colors(a: dict, b: dict) -> bool:
+    """Whether two label colour dictionaries (values are RGBA arrays) are equal."""
+    return a.keys() == b.keys() and all(np.allclose(a[k], b[k]) for k in a)
+
+
+def move_into(earlier: Any, new: Any) -> None:
+    """Give the layer ``earlier`` (in the viewer) the colours, features, metadata and data of ``new``."""
+    if not _same_colors(earlier.colormap.color_dict, new.colormap.color_dict):
+        earlier.colormap = new.colormap
+    earlier.features = new.features
+    earlier.metadata = new.metadata
+    earlier.data = new.data
+
+
+class StagedShow(QObject):
+    """Add a layer to ``viewer`` in event-loop turns: the layer now, then each step from :func:`stage`.
+
+    ``show(layer, steps)`` adds ``layer`` now and returns it; ``"visible"`` makes the layer visible, an
+    overlay key makes that overlay visible, one per later turn; ``done`` is emitted after the last.
+    ``pending`` counts the steps left; ``finish()`` runs them at once (a new result, or the dock closing).
+    If the layer was removed meanwhile, the steps still run (napari builds no visual for a layer outside the
+    viewer), so the layer is left as it would have been.
+    """
+
+    done = Signal()
+
+    def __init__(self, viewer: Any, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = viewer
+        self._steps: list[Callable[[], None]] = []
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(0)
+        self._timer.timeout.connect(self._next)
+
+    @property
+    def pending(self) -> int:
+        return len(self._steps)
+
+    def show(self, layer: Any, steps: tuple[str, ...] = ()) -> Any:
+        self.finish()
+        added = self.viewer.add_layer(layer)
+        overlays = getattr(layer, "_overlays", None) or {}
+        for key in steps:
+            target = layer if key == "visible" else overlays.get(key)
+            if target is not None:
+                self._steps.append(lambda target=target: setattr(target, "visible", True))
+        if self._steps:
+            self._timer.start()
+        else:
+            self.done.emit()
+        return added
+
+    def finish(self) -> None:
+        """Run the steps left now (emits ``done`` if there were any)."""
+        self._timer.stop()
+        if self._steps:
+            while self._steps:
+                self._steps.pop(0)()
+            self.done.emit()
+
+    def _next(self) -> None:
+        if self._steps:
+            self._steps.pop(0)()
+        if self._steps:
+            self._timer.start()
+        else:
+            self.done.emit()
+
+
+_WARM: list[bool] = []
+#: the warm-up starts this long after the dock is made (ms)
+WARM_UP_DELAY_MS = 300
+#: set once :func:`warm_up` has run (benchmarks wait on it)
+WARMED = threading.Event()
+
+
+def warm_up(collect: Callable[[], bool] = lambda: True) -> None:
+    """Once per process (in a thread): what the first masks layer would pay for while the user waits.
+
+    - a tiny masks layer: imports what ``Labels`` needs (pandas, parts of scikit-image), ~30k objects;
+    - vispy's dash patterns (pure numpy, ~50 ms, cached for the process), which vispy computes for its first
+      antialiased line, i.e. the first Labels layer's editing overlays;
+    - then a full garbage collection, unless one ran meanwhile (these imports often set one off) or
+      ``collect()`` says no (a segmentation has started). It walks every object of napari's process
+      (~280k: ~120 ms on 2 slow cores, not divisible, holding the GIL from any thread) and runs when enough
+      objects have survived since the last one; napari's start-up and the scan's loading leave it close
+      to due, so it used to land in the first masks' add. Run here, while the user picks a model, the next
+      one is far off (a segmentation leaves ~5k objects; one is due after ~70k).
+    """
+    if _WARM:
+        return
+    _WARM.append(True)
+    import gc
+
+    from napari.layers import Labels
+    from vispy.visuals.line.dash_atlas import DashAtlas
+
+    from napari_ssl._napari.segment_info import masks_layer_kwargs
+
+    full = gc.get_stats()[-1]["collections"]
+    try:
+        layer = Labels(np.zeros((2, 2, 2), np.uint8), **masks_layer_kwargs({0: "background", 1: "x"}, {1: "#f00"}))
+        stage(layer)
+        del layer
+        DashAtlas()
+        if gc.get_stats()[-1]["collections"] == full and collect():
+            gc.collect()
+    finally:
+        WARMED.set()
+
+
+def start_warm_up(parent: QObject, collect: Callable[[], bool] = lambda: True, delay_ms: int = WARM_UP_DELAY_MS) -> None:
+    """Run :func:`warm_up` in a napari thread worker ``delay_ms`` after now (once per process).
+
+    The delay keeps the thread from sharing the GIL with the dock's own construction and first paint (it
+    doubled that turn, to ~140 ms). The timer is ``parent``'s child: a dock closed before it fires starts none.
+    """
+    if _WARM:
+        return
+    from napari.qt.threading import create_worker
+
+    timer = QTimer(parent)
+    timer.setSingleShot(True)
+    timer.timeout.connect(lambda: None if _WARM else create_worker(warm_up, collect, _start_thread=True,
+                                                                      _ignore_errors=True))
+    timer.start(delay_ms)
