@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
@@ -389,8 +388,7 @@ class SegmentDock(QWidget):
         """Write the selected masks layer (or the last one made) with its geometry; returns the path."""
         from napari.layers import Labels
 
-        from napari_ssl import io
-        from napari_ssl._napari.layers import layer_to_volume
+        from napari_ssl._napari.writer import write_labels_layer
         from napari_ssl.segment import default_output_path
 
         layer = self.viewer.layers.selection.active
@@ -399,18 +397,17 @@ class SegmentDock(QWidget):
         if layer is None:
             show_warning("Segment: no masks to save; run Segment first or select a Labels layer")
             return None
-        volume = layer_to_volume(layer)
         if path is None:  # pragma: no cover - modal dialog
-            default = default_output_path(volume.path, layer.name.removesuffix(" masks"))
+            scan = (layer.metadata.get("napari_ssl") or {}).get("path")
+            default = default_output_path(scan, layer.name.removesuffix(" masks"))
             chosen, _ = QFileDialog.getSaveFileName(
                 self, "Save masks", str(default), "Scans (*.nii.gz *.nii *.nrrd *.mha)"
             )
             if not chosen:
                 return None
             path = chosen
-        array = np.asarray(volume.array)
         try:
-            out = io.write(volume.with_array(array.astype(np.uint8 if array.max() < 256 else np.uint16)), path)
+            out = write_labels_layer(layer, path)
         except (ValueError, OSError) as exc:
             show_error(f"Segment: cannot save masks: {exc}")
             return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,10 +32,20 @@ def write_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
 
 def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write one Labels layer (3D) atomically as integer ids, keeping the layer's geometry."""
-    volume = _volume(data, meta)
-    array = volume.array
+    return [str(_write_ids(_volume(data, meta), path))]
+
+
+def write_labels_layer(layer: Any, path: str | Path) -> Path:
+    """Write a Labels layer object (the Segment dock's masks) like :func:`write_labels`; returns the path."""
+    from napari_ssl._napari.layers import layer_to_volume
+
+    return _write_ids(layer_to_volume(layer), path)
+
+
+def _write_ids(volume: Volume, path: str | Path) -> Path:
+    array = np.asarray(volume.array)
     fits_uint16 = array.size == 0 or (array.min() >= 0 and array.max() <= np.iinfo(np.uint16).max)
     narrow = array.dtype.kind in "iu" and array.dtype.itemsize <= 2
     if not narrow and fits_uint16:  # napari labels are often int64/int32; keep files small and portable
         array = array.astype(np.uint16)
-    return [str(io.write(volume.with_array(array), path))]
+    return io.write(volume.with_array(array), path)

@@ -76,6 +76,7 @@ def test_one_click_masks_with_geometry_names_and_save(viewer_dock, tmp_path, qtb
     out = dock.save_masks(tmp_path / "masks.nrrd")
     back = io.read(out)
     assert back.same_geometry(image) and np.array_equal(back.array, masks.data)
+    assert back.array.dtype == np.uint8  # ids written narrow, as the Labels writer does
     assert str(model) in dock.model_box.itemText(0)
     from napari_ssl._napari.segment_info import recent_models
 
