@@ -54,6 +54,7 @@ from napari_ssl._napari.segment_info import (
     recent_models,
     remember_model,
 )
+from napari_ssl._napari.segment_scans import ScanPickers
 from napari_ssl._napari.widgets import (
     ProgressBar,
     fill_devices,
@@ -111,9 +112,7 @@ class SegmentDock(QWidget):
         self.info_label = QLabel("no model chosen")
         self.info_label.setWordWrap(True)
 
-        self.channel_form = QFormLayout()
-        self.channel_boxes: list[QComboBox] = []
-        self._set_channels(["scan"])
+        self.scans = ScanPickers(viewer)
         self.overlap = QDoubleSpinBox()
         self.overlap.setRange(0.0, 0.9)
         self.overlap.setSingleStep(0.125)
@@ -151,7 +150,7 @@ class SegmentDock(QWidget):
         inner.addLayout(row)
         inner.addWidget(self.info_label)
         inner.addWidget(QLabel("<b>Scan</b>"))
-        inner.addLayout(self.channel_form)
+        inner.addWidget(self.scans)
         inner.addLayout(options)
         inner.addStretch(1)
         layout = QVBoxLayout(self)
@@ -162,47 +161,11 @@ class SegmentDock(QWidget):
         layout.addWidget(self.save_button)
 
         hub.published.connect(self._on_published)
-        layers = viewer.layers
-        for event in (layers.events.inserted, layers.events.removed, layers.events.reordered):
-            event.connect(self._refresh_layers)
-        layers.selection.events.active.connect(self._follow_selection)
-        self._refresh_layers()
-        self._follow_selection()
 
-    # ------------------------------------------------------------ layers
-    def _image_layers(self) -> list[Any]:
-        return [layer for layer in self.viewer.layers if layer.__class__.__name__ == "Image"]
-
-    def _set_channels(self, names: list[str] | tuple[str, ...]) -> None:
-        while self.channel_form.rowCount():
-            self.channel_form.removeRow(0)
-        self.channel_boxes = []
-        for name in names:
-            box = QComboBox()
-            box.setToolTip(f"Image layer for the model's input {name!r}")
-            self.channel_boxes.append(box)
-            self.channel_form.addRow(name, box)
-        self._refresh_layers()
-        self._follow_selection()
-
-    def _refresh_layers(self, *_: Any) -> None:
-        names = [layer.name for layer in self._image_layers()]
-        for i, box in enumerate(getattr(self, "channel_boxes", [])):
-            current = box.currentText()
-            box.blockSignals(True)
-            box.clear()
-            box.addItems(names)
-            if current in names:
-                box.setCurrentText(current)
-            else:
-                box.setCurrentIndex(i if len(names) > i else -1)
-            box.blockSignals(False)
-
-    def _follow_selection(self, *_: Any) -> None:
-        """The first input follows the selected Image layer (the scan the user is looking at)."""
-        active = self.viewer.layers.selection.active
-        if active is not None and active.__class__.__name__ == "Image" and self.channel_boxes:
-            self.channel_boxes[0].setCurrentText(active.name)
+    @property
+    def channel_boxes(self) -> list[QComboBox]:
+        """The Image-layer picker of each model input."""
+        return self.scans.boxes
 
     # ------------------------------------------------------------ model
     def _on_published(self, path: str, kind: str) -> None:
@@ -243,13 +206,7 @@ class SegmentDock(QWidget):
                 f"Segment: this model's held-out Dice is {info.mean_dice:.2f}; expect wrong masks "
                 "(train longer or on more cases)"
             )
-        if len(info.channels) != len(self.channel_boxes):
-            self._set_channels(info.channels)
-        else:
-            for i, name in enumerate(info.channels):
-                label = self.channel_form.labelForField(self.channel_boxes[i])
-                if label is not None:
-                    label.setText(name)
+        self.scans.set_inputs(info.channels)
         return True
 
     # ------------------------------------------------------------ run
@@ -266,7 +223,7 @@ class SegmentDock(QWidget):
         info = self.info
         assert info is not None
         layers = {layer.name: layer for layer in self.viewer.layers}
-        chosen = [box.currentText() for box in self.channel_boxes]
+        chosen = self.scans.chosen()
         if not chosen or any(name not in layers for name in chosen) or len(set(chosen)) != len(chosen):
             active = self.viewer.layers.selection.active
             hint = f" ({scan_problem(active, what='segmentation')})" if active is not None and not chosen[0] else ""
