@@ -159,13 +159,13 @@ def warm_up(collect: Callable[[], bool] = lambda: True) -> None:
     _WARM.append(True)
     import gc
 
-    from napari.layers import Labels
-    from vispy.visuals.line.dash_atlas import DashAtlas
-
-    from napari_ssl._napari.segment_info import masks_layer_kwargs
-
     full = gc.get_stats()[-1]["collections"]
-    try:
+    try:  # a napari or vispy without these names only loses the warm-up
+        from napari.layers import Labels
+        from vispy.visuals.line.dash_atlas import DashAtlas
+
+        from napari_ssl._napari.segment_info import masks_layer_kwargs
+
         layer = Labels(np.zeros((2, 2, 2), np.uint8), **masks_layer_kwargs({0: "background", 1: "x"}, {1: "#f00"}))
         stage(layer)
         del layer
