@@ -124,7 +124,8 @@ def run(n_cases: int, minutes: float | None, out: Path, seed: int, modality: str
         "test": rows, "test_dice_mean": float(np.mean([r["dice"] for r in rows])),
         "all_foreground_mean": float(np.mean([r["all_foreground"] for r in rows])),
         "segment_s_mean": float(np.mean([r["segment_s"] for r in rows])),
-        "device": str(model.device), "overrides": overrides or {}, **gpu,
+        "device": str(model.device), **gpu,
+        "overrides": {k: v.to_dict() if hasattr(v, "to_dict") else v for k, v in (overrides or {}).items()},
     }
     (out / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k not in ("test", "plan")}), flush=True)
@@ -169,7 +170,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=10)
     parser.add_argument("--minutes", type=float, default=15.0, help="training budget; 0: none (give steps=N by --set)")
     parser.add_argument("--set", nargs="+", default=(), metavar="KEY=JSON",
-                        help="FinetuneConfig overrides, e.g. steps=1383 spacing=[1.5,1.5,1.5] lesion_contrast=0.3")
+                        help="FinetuneConfig overrides (values in JSON), e.g. steps=1383 'spacing=[1.5,1.5,1.5]' foreground_ratio=0.5")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--modality", default="flair")
     parser.add_argument("--data", type=Path, default=DATA, help="folder of BraTS case folders")
@@ -184,11 +185,27 @@ def main() -> None:
         return
     args.out.mkdir(parents=True, exist_ok=True)
     overrides = {}
+    from dataclasses import fields
+
+    from napari_ssl.finetune import FinetuneConfig
+
+    allowed = {f.name for f in fields(FinetuneConfig)} - {"images", "labels", "classes", "out", "minutes", "seed",
+                                                          "device", "pairs", "val_pairs"}  # set by this benchmark
     for item in args.set:
-        key, _, value = item.partition("=")
-        overrides[key] = json.loads(value)
+        key, sep, value = item.partition("=")
+        if not sep or key not in allowed:
+            parser.error(f"--set {item}: expected KEY=JSON with KEY one of {', '.join(sorted(allowed))}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parser.error(f"--set {item}: {value!r} is not JSON (strings need quotes: 'backbone=\"small\"')")
+    if "normalization" in overrides:  # e.g. 'normalization={"mode": "zscore_nonzero"}'
+        from napari_ssl.preprocess import Normalization
+
+        overrides["normalization"] = Normalization.from_dict(overrides["normalization"])
     if "spacing" in overrides:
-        overrides["spacing"] = tuple(overrides["spacing"])
+        sp = overrides["spacing"]
+        overrides["spacing"] = tuple(sp) if isinstance(sp, list) else (float(sp),) * 3
     run(args.cases, args.minutes or None, args.out, args.seed, args.modality, args.data, args.device, args.peak_tflops,
         overrides)
 

@@ -22,6 +22,7 @@ napari's canvas calls ``gc.collect()`` on every layer removal.)
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -29,7 +30,8 @@ from typing import Any
 import numpy as np
 from qtpy.QtCore import QObject, QTimer, Signal
 
-__all__ = ["EDIT_OVERLAYS", "StagedShow", "move_into", "same_grid", "stage", "start_warm_up", "warm_up"]
+__all__ = ["EDIT_OVERLAYS", "StagedShow", "collect_if_due", "move_into", "prepare_warm_up", "same_grid", "stage",
+           "start_warm_up", "warm_up"]
 
 #: the Labels layer's editing overlays (they show only while painting or drawing a polygon)
 EDIT_OVERLAYS = ("polygon", "brush_stroke")
@@ -121,28 +123,66 @@ class StagedShow(QObject):
         """Run the steps left now (emits ``done`` if there were any)."""
         self._timer.stop()
         if self._steps:
-            while self._steps:
-                self._steps.pop(0)()
-            self.done.emit()
+            try:
+                while self._steps:
+                    self._steps.pop(0)()
+            finally:
+                self._steps.clear()
+                self.done.emit()
 
     def _next(self) -> None:
-        if self._steps:
-            self._steps.pop(0)()
-        if self._steps:
-            self._timer.start()
-        else:
-            self.done.emit()
+        try:
+            if self._steps:
+                self._steps.pop(0)()
+        finally:  # a step that raised still lets the others run, and done comes
+            if self._steps:
+                self._timer.start()
+            else:
+                self.done.emit()
 
 
 _WARM: list[bool] = []
 #: the warm-up starts this long after the dock is made (ms)
 WARM_UP_DELAY_MS = 300
-#: set once :func:`warm_up` has run (benchmarks wait on it)
+#: set once the warm-up has run, its collection included (benchmarks wait on it)
 WARMED = threading.Event()
 
 
-def warm_up(collect: Callable[[], bool] = lambda: True) -> None:
-    """Once per process (in a thread): what the first masks layer would pay for while the user waits.
+def prepare_warm_up() -> int:
+    """The thread part of the warm-up (see :func:`warm_up`); returns the count of full collections before it."""
+    import gc
+
+    full = gc.get_stats()[-1]["collections"]
+    with contextlib.suppress(Exception):  # optional: a napari or vispy without these names only loses the warm-up
+        from napari.layers import Labels
+        from vispy.visuals.line.dash_atlas import DashAtlas
+
+        from napari_ssl._napari.segment_info import masks_layer_kwargs
+
+        layer = Labels(np.zeros((2, 2, 2), np.uint8), **masks_layer_kwargs({0: "background", 1: "x"}, {1: "#f00"}))
+        stage(layer)
+        del layer
+        DashAtlas()
+    return full
+
+
+def collect_if_due(full: int, collect: Callable[[], bool] = lambda: True) -> bool:
+    """The GUI-thread part of the warm-up: one full garbage collection unless one ran since ``full`` was counted
+    or ``collect()`` says no. On the GUI thread because a collection destroys whatever cyclic garbage exists, Qt
+    objects included, and Qt objects must die on their own thread. Returns whether it collected."""
+    import gc
+
+    try:
+        if gc.get_stats()[-1]["collections"] == full and collect():
+            gc.collect()
+            return True
+        return False
+    finally:
+        WARMED.set()
+
+
+def warm_up(collect: Callable[[], bool] = lambda: True) -> bool:
+    """Once per process: what the first masks layer would pay for, done while the user picks a model.
 
     - a tiny masks layer: imports what ``Labels`` needs (pandas, parts of scikit-image), ~30k objects;
     - vispy's dash patterns (pure numpy, ~50 ms, cached for the process), which vispy computes for its first
@@ -153,41 +193,40 @@ def warm_up(collect: Callable[[], bool] = lambda: True) -> None:
       objects have survived since the last one; napari's start-up and the scan's loading leave it close
       to due, so it used to land in the first masks' add. Run here, while the user picks a model, the next
       one is far off (a segmentation leaves ~5k objects; one is due after ~70k).
+
+    :func:`start_warm_up` runs the first two in a thread and the collection on the GUI thread; this function runs
+    all three in the calling thread. Returns whether it collected (False when it already ran in this process).
     """
     if _WARM:
-        return
+        return False
     _WARM.append(True)
-    import gc
-
-    full = gc.get_stats()[-1]["collections"]
-    try:  # a napari or vispy without these names only loses the warm-up
-        from napari.layers import Labels
-        from vispy.visuals.line.dash_atlas import DashAtlas
-
-        from napari_ssl._napari.segment_info import masks_layer_kwargs
-
-        layer = Labels(np.zeros((2, 2, 2), np.uint8), **masks_layer_kwargs({0: "background", 1: "x"}, {1: "#f00"}))
-        stage(layer)
-        del layer
-        DashAtlas()
-        if gc.get_stats()[-1]["collections"] == full and collect():
-            gc.collect()
-    finally:
-        WARMED.set()
+    return collect_if_due(prepare_warm_up(), collect)
 
 
-def start_warm_up(parent: QObject, collect: Callable[[], bool] = lambda: True, delay_ms: int = WARM_UP_DELAY_MS) -> None:
-    """Run :func:`warm_up` in a napari thread worker ``delay_ms`` after now (once per process).
+def start_warm_up(parent: QObject, collect: Callable[[], bool] = lambda: True,
+                  delay_ms: int = WARM_UP_DELAY_MS) -> QTimer | None:
+    """Start the warm-up ``delay_ms`` after now, once per process: its imports in a napari thread worker, then its
+    collection on the GUI thread. Returns the timer (None when the warm-up already ran), which the dock stops when
+    it closes.
 
     The delay keeps the thread from sharing the GIL with the dock's own construction and first paint (it
-    doubled that turn, to ~140 ms). The timer is ``parent``'s child: a dock closed before it fires starts none.
+    doubled that turn, to ~140 ms). A dock that is no longer in a window when the timer fires (closed, removed,
+    or never docked) starts none.
     """
     if _WARM:
-        return
+        return None
     from napari.qt.threading import create_worker
+
+    def fire() -> None:
+        if _WARM or parent.window() is parent:  # closed, removed or never docked: not now
+            return
+        _WARM.append(True)
+        worker = create_worker(prepare_warm_up, _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(lambda full: collect_if_due(full, collect))
+        worker.start()
 
     timer = QTimer(parent)
     timer.setSingleShot(True)
-    timer.timeout.connect(lambda: None if _WARM else create_worker(warm_up, collect, _start_thread=True,
-                                                                      _ignore_errors=True))
+    timer.timeout.connect(fire)
     timer.start(delay_ms)
+    return timer

@@ -91,7 +91,7 @@ class SegmentDock(QWidget):
         self._timer.setInterval(UPDATE_MS)
         self._timer.timeout.connect(self._show_progress)
         self.staged = StagedShow(viewer, self)
-        start_warm_up(self, lambda: self.relay is None)  # imports and a GC while the user picks a model
+        self._warm_timer = start_warm_up(self, lambda: self.relay is None)  # imports, a GC while a model is picked
 
         self.model_box = QComboBox()
         self.model_box.setEditable(True)
@@ -379,6 +379,8 @@ class SegmentDock(QWidget):
             tab_with_siblings_later(self)
 
     def closeEvent(self, event: Any) -> None:
+        if self._warm_timer is not None:
+            self._warm_timer.stop()
         self.staged.finish()
         if self.relay is not None:
             self.relay.shutdown()

@@ -5,6 +5,7 @@ when due and told, and leaves the collector on."""
 from __future__ import annotations
 
 import gc
+import threading
 
 import numpy as np
 import pytest
@@ -68,20 +69,42 @@ def test_finish_and_a_removed_layer_leave_the_layer_shown(make_napari_viewer, qt
     assert _overlay_visuals(viewer, second.layer) == []  # none built for a layer outside the viewer
 
 
-def test_warm_up_collects_once_only_when_due_and_leaves_the_collector_on(monkeypatch) -> None:
+def test_warm_up_collects_once_only_when_due_and_told(monkeypatch) -> None:
     calls: list[int] = []
     full = [0]  # full collections so far, as gc.get_stats reports them
     monkeypatch.setattr(gc, "collect", lambda *a: calls.append(1) or 0)
     monkeypatch.setattr(gc, "get_stats", lambda: [{"collections": 0}, {"collections": 0}, {"collections": full[0]}])
     monkeypatch.setattr(masks_show, "_WARM", [])
-    masks_show.warm_up(lambda: False)  # a segmentation started meanwhile: no collection
+    monkeypatch.setattr(masks_show, "WARMED", threading.Event())
+    assert masks_show.warm_up(lambda: False) is False  # a segmentation started meanwhile: no collection
     assert calls == [] and masks_show.WARMED.is_set()
-    masks_show.warm_up(lambda: True)  # once per process
+    assert masks_show.warm_up(lambda: True) is False  # once per process
     assert calls == []
     monkeypatch.setattr(masks_show, "_WARM", [])
-    masks_show.warm_up()
-    assert calls == [1] and gc.isenabled()
+    assert masks_show.warm_up() is True and calls == [1]
     monkeypatch.setattr(masks_show, "_WARM", [])
-    monkeypatch.setattr(masks_show, "stage", lambda layer: full.__setitem__(0, 1) or ())  # a full one ran
-    masks_show.warm_up()
-    assert calls == [1]
+    monkeypatch.setattr(masks_show, "stage", lambda layer: full.__setitem__(0, 1) or ())  # a full one ran meanwhile
+    assert masks_show.warm_up() is False and calls == [1]
+
+
+def test_warm_up_collects_on_the_gui_thread_and_only_for_a_docked_widget(make_napari_viewer, qtbot, monkeypatch) -> None:
+    """The collection destroys whatever cyclic garbage exists, Qt objects included: it runs on the GUI thread. A
+    widget that is not in a window (closed, removed, never docked) starts no warm-up."""
+    from qtpy.QtWidgets import QWidget
+
+    threads: list[bool] = []
+    monkeypatch.setattr(gc, "collect", lambda *a: threads.append(threading.current_thread() is threading.main_thread()))
+    monkeypatch.setattr(masks_show, "_WARM", [])
+    monkeypatch.setattr(masks_show, "WARMED", threading.Event())
+    loose = QWidget()
+    timer = masks_show.start_warm_up(loose, delay_ms=0)
+    qtbot.waitUntil(lambda: not timer.isActive(), timeout=5_000)
+    qtbot.wait(50)
+    assert masks_show._WARM == [] and not masks_show.WARMED.is_set()  # fired, started nothing
+    viewer = make_napari_viewer()
+    docked = QWidget()
+    viewer.window.add_dock_widget(docked, name="x")
+    assert masks_show.start_warm_up(docked, delay_ms=0) is not None
+    qtbot.waitUntil(masks_show.WARMED.is_set, timeout=30_000)
+    assert threads == [True]
+    assert masks_show.start_warm_up(docked) is None  # once per process

@@ -178,3 +178,22 @@ def test_4d_nifti_opens_with_a_time_axis_and_rgb_gets_a_sentence(make_napari_vie
     sitk.WriteImage(sitk.Image([8, 8, 4], sitk.sitkVectorUInt8, 3), str(tmp_path / "photo.nii.gz"))
     with pytest.raises(io.ScanReadError, match="RGB or vector image"):
         read_layers(tmp_path / "photo.nii.gz")
+
+
+@pytest.mark.parametrize(("dtype", "value", "written"), [(np.uint8, 3, np.uint8), (np.int64, 200, np.uint16),
+                                                         (np.int32, 70_000, np.int32), (np.int64, -3, np.int64)])
+def test_masks_layer_is_written_with_narrow_ids_and_never_wraps(tmp_path, dtype, value, written):
+    """The Segment dock's Save masks (write_labels_layer) shares the Labels writer's rule: ids that fit uint16 are
+    written as uint16 (or narrower as they are); others keep their type, never wrapped."""
+    from napari.layers import Labels
+
+    from napari_ssl import io
+    from napari_ssl._napari.writer import write_labels_layer
+
+    data = np.zeros((3, 4, 5), dtype)
+    data[1, 2, 3] = value
+    layer = Labels(data, scale=(2.0, 1.0, 0.5), translate=(5.0, -3.0, 1.0), name="scan masks")
+    back = io.read(write_labels_layer(layer, tmp_path / "m.nii.gz"))
+    assert back.array.dtype == written and int(back.array[1, 2, 3]) == value
+    np.testing.assert_allclose(back.spacing, (2.0, 1.0, 0.5))
+    np.testing.assert_allclose(back.origin, (5.0, -3.0, 1.0))
