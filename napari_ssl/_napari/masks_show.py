@@ -7,15 +7,16 @@ antialiased line in the process (the editing overlays' outlines; cached afterwar
 polygon tool's and ~10 ms the brush's visuals, ~20 ms slicing and drawing the data, the rest adding the layer
 itself (its visual, layer controls, selection). So:
 
-1. :func:`warm_up` (a thread, at dock open) computes vispy's dash patterns and imports what ``Labels`` needs;
+1. :func:`warm_up` (at dock open) computes vispy's dash patterns and imports what ``Labels`` needs in a thread,
+   then collects garbage on the GUI thread while the user picks a model;
 2. in the worker thread, :func:`stage` hides the new layer and its two editing overlays (napari builds no
    visual for a hidden overlay until it is made visible, and does not slice a hidden layer);
-3. on the GUI thread, :class:`StagedShow` adds the layer (its visual and controls), then in the following
-   event-loop turns makes it visible (slice, upload, draw) and each overlay visible (napari builds its
-   visual then), one per turn.
+3. on the GUI thread, :class:`StagedShow` adds the layer (its visual and controls) without napari's
+   select-on-insert, then in the following event-loop turns selects it (the layer controls switch), makes it
+   visible (slice, upload, draw) and each overlay visible (napari builds its visual then), one per turn.
 
-The layer ends as napari's own add leaves it (same data, colours, mode, overlays and their visuals). Measured
-after: the add's turn ~50 ms, each later turn <= 20 ms. A re-run on the same grid moves the new data into the
+The layer ends as napari's own add leaves it (same data, colours, mode, selection, overlays and their visuals).
+Measured after (bench_segment_dock, quiet machine): no turn of the first segmentation over ~55 ms. A re-run on the same grid moves the new data into the
 dock's earlier layer (:func:`move_into`): no new visuals at all. (Removing a layer costs a full collection:
 napari's canvas calls ``gc.collect()`` on every layer removal.)
 """
@@ -83,8 +84,9 @@ def move_into(earlier: Any, new: Any) -> None:
 class StagedShow(QObject):
     """Add a layer to ``viewer`` in event-loop turns: the layer now, then each step from :func:`stage`.
 
-    ``show(layer, steps)`` adds ``layer`` now and returns it; ``"visible"`` makes the layer visible, an
-    overlay key makes that overlay visible, one per later turn; ``done`` is emitted after the last.
+    ``show(layer, steps)`` adds ``layer`` now and returns it; in the later turns, one per turn, it is selected (as
+    napari selects a layer it adds: the layer controls switch), ``"visible"`` makes the layer visible, an overlay
+    key makes that overlay visible; ``done`` is emitted after the last.
     ``pending`` counts the steps left; ``finish()`` runs them at once (a new result, or the dock closing).
     If the layer was removed meanwhile, the steps still run (napari builds no visual for a layer outside the
     viewer), so the layer is left as it would have been.
@@ -107,7 +109,17 @@ class StagedShow(QObject):
 
     def show(self, layer: Any, steps: tuple[str, ...] = ()) -> Any:
         self.finish()
-        added = self.viewer.add_layer(layer)
+        layers = self.viewer.layers
+        defer_select = bool(getattr(layers, "_activate_on_insert", False))
+        if defer_select:  # napari selects a new layer on insert (layer controls switch): a turn of its own
+            layers._activate_on_insert = False
+        try:
+            added = self.viewer.add_layer(layer)
+        finally:
+            if defer_select:
+                layers._activate_on_insert = True
+        if defer_select:
+            self._steps.append(lambda: setattr(layers.selection, "active", layer) if layer in layers else None)
         overlays = getattr(layer, "_overlays", None) or {}
         for key in steps:
             target = layer if key == "visible" else overlays.get(key)
