@@ -12,8 +12,9 @@ __all__ = ["ScanPickers"]
 class ScanPickers(QWidget):
     """A form of Image-layer pickers, one per model input (``boxes``), kept in step with ``viewer``'s layers.
 
-    A new layer list keeps each picker's choice when that layer is still there (else the i-th Image layer);
-    selecting an Image layer in the layer list makes it the first input (the scan the user is looking at).
+    A changed layer list (added, removed, reordered, renamed) keeps each picker's layer while it is there, else gives
+    the picker a layer no other picker holds; selecting an Image layer in the layer list makes it the first input
+    (the scan the user is looking at).
     """
 
     def __init__(self, viewer: Any, parent: QWidget | None = None) -> None:
@@ -24,7 +25,7 @@ class ScanPickers(QWidget):
         self.boxes: list[QComboBox] = []
         self.set_inputs(["scan"])
         layers = viewer.layers
-        for event in (layers.events.inserted, layers.events.removed, layers.events.reordered):
+        for event in (layers.events.inserted, layers.events.removed, layers.events.reordered, layers.events.renamed):
             event.connect(self.refresh)
         layers.selection.events.active.connect(self.follow_selection)
 
@@ -48,16 +49,23 @@ class ScanPickers(QWidget):
         self.follow_selection()
 
     def refresh(self, *_: Any) -> None:
-        names = [layer.name for layer in self.viewer.layers if layer.__class__.__name__ == "Image"]
+        """Offer the Image layers again. A picker keeps its layer (by object, so a renamed layer stays chosen); a
+        picker whose layer is gone takes the first layer no other picker holds."""
+        images = [layer for layer in self.viewer.layers if layer.__class__.__name__ == "Image"]
+        kept = []
+        for box in self.boxes:
+            layer = box.currentData()
+            kept.append(layer if any(layer is other for other in images) else None)
         for i, box in enumerate(self.boxes):
-            current = box.currentText()
+            if kept[i] is None:
+                free = [lay for lay in images if not any(lay is k for k in kept)]
+                kept[i] = free[0] if free else (images[i] if i < len(images) else None)
             box.blockSignals(True)
             box.clear()
-            box.addItems(names)
-            if current in names:
-                box.setCurrentText(current)
-            else:
-                box.setCurrentIndex(i if len(names) > i else -1)
+            for layer in images:
+                box.addItem(layer.name, layer)
+            index = next((j for j, lay in enumerate(images) if lay is kept[i]), -1)
+            box.setCurrentIndex(index)
             box.blockSignals(False)
 
     def follow_selection(self, *_: Any) -> None:
