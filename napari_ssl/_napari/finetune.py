@@ -182,7 +182,7 @@ class FinetuneDock(QWidget):
         hub.published.connect(self._on_published)
         if hub.latest("pretrain"):  # the checkpoint the Pretrain dock just wrote is the natural start
             self.pretrained.path = hub.latest("pretrain")
-        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
+        for event in (viewer.layers.events.inserted, viewer.layers.events.removed, viewer.layers.events.renamed):
             event.connect(self._refresh_layers)
         self._refresh_layers()
         self._pretrained_changed()
@@ -232,7 +232,8 @@ class FinetuneDock(QWidget):
             show_error(f"Fine-tune: {problem or 'pick an Image layer and a Labels layer'}")
             return
         for name, want in ((image, "image"), (labels, "labels")):
-            problem = scan_problem(self.viewer.layers[name], want=want, what="fine-tuning")
+            problem = (scan_problem(self.viewer.layers[name], want=want, what="fine-tuning")
+                       if name in self.viewer.layers else f"layer {name!r} is gone; pick another")
             if problem:
                 show_error(f"Fine-tune: {problem}")
                 return

@@ -98,3 +98,17 @@ def test_missing_folders_are_reported_at_once(make_napari_viewer, tmp_path) -> N
     viewer.layers.selection.active = viewer.layers["scan"]
     pretrain.form.resume.path = tmp_path / "gone"
     assert pretrain.start() is None and "gone is not a checkpoint folder" in messages()[-1]
+
+
+def test_finetune_dock_offers_a_renamed_layer_under_its_new_name(make_napari_viewer) -> None:
+    from napari_ssl._napari.finetune import FinetuneDock
+
+    viewer = make_napari_viewer()
+    viewer.add_image(rng.random((16, 16, 16)).astype(np.float32), name="scan")
+    viewer.add_labels(np.ones((16, 16, 16), np.uint8), name="truth")
+    dock = FinetuneDock(viewer)
+    viewer.layers["scan"].name = "flair"
+    viewer.layers["truth"].name = "seg"
+    assert dock.image_box.currentText() == "flair" and dock.label_box.currentText() == "seg"
+    dock.add_pair()  # was a KeyError on the old name
+    assert dock.pairs == [("flair", "seg")]
