@@ -94,6 +94,7 @@ class PretextExplorer(ExplorerControls):
         links = [
             (viewer.layers.events.inserted, self._refresh_sources),
             (viewer.layers.events.removed, self._refresh_sources),
+            (viewer.layers.events.renamed, self._refresh_sources),
             (viewer.dims.events.ndisplay, self._on_view_change),
             (viewer.dims.events.order, self._on_view_change),
         ]

@@ -105,6 +105,7 @@ class PretrainForm(QWidget):
         viewer.layers.selection.events.changed.connect(self._update_layers_label)
         viewer.layers.events.inserted.connect(self._update_layers_label)
         viewer.layers.events.removed.connect(self._update_layers_label)
+        viewer.layers.events.renamed.connect(self._update_layers_label)
 
         # pretexts
         names = list(pretext_labels())  # every registered pretext; the first one checked

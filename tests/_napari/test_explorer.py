@@ -369,3 +369,11 @@ def test_dock_scrolls_at_laptop_size(dock):
     scroll = dock.findChild(QScrollArea)
     assert scroll is not None and scroll.widget().isAncestorOf(dock.params["planes"].native)
     assert dock.minimumSizeHint().height() < 400  # the form scrolls instead of growing a 768-px window
+
+
+def test_a_renamed_layer_is_offered_under_its_new_name(dock) -> None:
+    viewer = dock.viewer
+    viewer.add_image(np.zeros((12, 14, 16), np.float32), name="scan")
+    viewer.layers["scan"].name = "flair"
+    names = [dock.source.itemText(i) for i in range(dock.source.count())]
+    assert "flair" in names and "scan" not in names
