@@ -60,7 +60,7 @@ class FinetuneDock(QWidget):
         self.viewer = viewer
         self.relay: Relay | None = None
         self.last_path: str | None = None
-        self.pairs: list[tuple[str, str]] = []
+        self._pairs: list[tuple[Any, Any]] = []  # (Image layer, Labels layer): renames follow
         self._activity: Activity | None = None
         self._step: int | None = None
         self._timer = QTimer(self)  # the bar is repainted at most 4 times a second, however fast the steps
@@ -202,7 +202,16 @@ class FinetuneDock(QWidget):
         self.backbone_note.setText(f"fixed by the pretrained checkpoint ({size})" if path and size else "")
         self.backbone_note.setVisible(bool(path and size))
 
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        """The added training pairs, as (image layer name, labels layer name)."""
+        return [(image.name, labels.name) for image, labels in self._pairs]
+
     def _refresh_layers(self, *_: Any) -> None:
+        for row, (image, labels) in enumerate(self._pairs):  # a renamed layer keeps its pair
+            item = self.pair_list.item(row)
+            if item is not None:
+                item.setText(f"{image.name}  +  {labels.name}")
         for box, kind in ((self.image_box, "Image"), (self.label_box, "Labels")):
             current = box.currentText()
             box.blockSignals(True)
@@ -243,14 +252,14 @@ class FinetuneDock(QWidget):
                 f"{image!r} {tuple(self.viewer.layers[image].data.shape)}; choose the labels of that scan"
             )
             return
-        self.pairs.append((image, labels))
+        self._pairs.append((self.viewer.layers[image], self.viewer.layers[labels]))
         self.pair_list.addItem(f"{image}  +  {labels}")
 
     def _remove_pair(self) -> None:
         row = self.pair_list.currentRow()
         if row >= 0:
             self.pair_list.takeItem(row)
-            del self.pairs[row]
+            del self._pairs[row]
 
     def collect(self) -> dict[str, Any]:
         """Keyword arguments of :class:`~napari_ssl.finetune.FinetuneConfig`, checked (GUI thread, no torch).
@@ -264,15 +273,15 @@ class FinetuneDock(QWidget):
         from napari_ssl._napari.layers import layer_to_volume
 
         pairs = []
-        for image, labels in self.pairs:
-            for name, want in ((image, "image"), (labels, "labels")):
-                if name not in self.viewer.layers:
-                    raise ValueError(f"layer {name!r} is gone; remove its pair")
-                problem = scan_problem(self.viewer.layers[name], want=want, what="fine-tuning")
+        for image, labels in self._pairs:
+            for layer, want in ((image, "image"), (labels, "labels")):
+                if not any(layer is other for other in self.viewer.layers):
+                    raise ValueError(f"layer {layer.name!r} is gone; remove its pair")
+                problem = scan_problem(layer, want=want, what="fine-tuning")
                 if problem:
                     raise ValueError(problem)
             # no copy here: the relay writes the arrays to the child's input file off the GUI thread
-            pairs.append((layer_to_volume(self.viewer.layers[image]), layer_to_volume(self.viewer.layers[labels])))
+            pairs.append((layer_to_volume(image), layer_to_volume(labels)))
         images: tuple[str, ...] = ()
         labels_: tuple[str, ...] = ()
         if self.image_dir.path or self.label_dir.path:

@@ -112,3 +112,6 @@ def test_finetune_dock_offers_a_renamed_layer_under_its_new_name(make_napari_vie
     assert dock.image_box.currentText() == "flair" and dock.label_box.currentText() == "seg"
     dock.add_pair()  # was a KeyError on the old name
     assert dock.pairs == [("flair", "seg")]
+    viewer.layers["flair"].name = "flair 1mm"  # a pair follows its layers' renames
+    assert dock.pairs == [("flair 1mm", "seg")] and dock.pair_list.item(0).text() == "flair 1mm  +  seg"
+    assert len(dock.collect()["pairs"]) == 1  # Start would use it
