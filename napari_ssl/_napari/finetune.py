@@ -22,7 +22,6 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QListWidget,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -30,7 +29,7 @@ from qtpy.QtWidgets import (
 
 from napari_ssl._napari.activity import Activity
 from napari_ssl._napari.checks import scan_problem
-from napari_ssl._napari.finetune_inputs import ClassPicker, checkpoint_backbone, folder_pairs
+from napari_ssl._napari.finetune_inputs import ClassPicker, PairList, checkpoint_backbone, folder_pairs
 from napari_ssl._napari.hub import checkpoint_hub
 from napari_ssl._napari.jobs import FINETUNE, ConfigRequest
 from napari_ssl._napari.plot import CurvePlot
@@ -60,7 +59,6 @@ class FinetuneDock(QWidget):
         self.viewer = viewer
         self.relay: Relay | None = None
         self.last_path: str | None = None
-        self._pairs: list[tuple[Any, Any]] = []  # (Image layer, Labels layer): renames follow
         self._activity: Activity | None = None
         self._step: int | None = None
         self._timer = QTimer(self)  # the bar is repainted at most 4 times a second, however fast the steps
@@ -77,7 +75,7 @@ class FinetuneDock(QWidget):
         add.clicked.connect(self.add_pair)
         remove = QPushButton("Remove")
         remove.clicked.connect(self._remove_pair)
-        self.pair_list = QListWidget()
+        self.pair_list = PairList()
         self.pair_list.setMaximumHeight(52)
         self.image_dir = PathEdit("or a folder of scans")
         self.label_dir = PathEdit("and a folder of label files (same names)")
@@ -205,13 +203,11 @@ class FinetuneDock(QWidget):
     @property
     def pairs(self) -> list[tuple[str, str]]:
         """The added training pairs, as (image layer name, labels layer name)."""
-        return [(image.name, labels.name) for image, labels in self._pairs]
+        return self.pair_list.names()
 
     def _refresh_layers(self, *_: Any) -> None:
-        for row, (image, labels) in enumerate(self._pairs):  # a renamed layer keeps its pair
-            item = self.pair_list.item(row)
-            if item is not None:
-                item.setText(f"{image.name}  +  {labels.name}")
+        for image, labels in self.pair_list.refresh(list(self.viewer.layers)):
+            show_info(f"Fine-tune: the pair {image} + {labels} went with its layer")
         for box, kind in ((self.image_box, "Image"), (self.label_box, "Labels")):
             current = box.currentText()
             box.blockSignals(True)
@@ -252,14 +248,10 @@ class FinetuneDock(QWidget):
                 f"{image!r} {tuple(self.viewer.layers[image].data.shape)}; choose the labels of that scan"
             )
             return
-        self._pairs.append((self.viewer.layers[image], self.viewer.layers[labels]))
-        self.pair_list.addItem(f"{image}  +  {labels}")
+        self.pair_list.add(self.viewer.layers[image], self.viewer.layers[labels])
 
     def _remove_pair(self) -> None:
-        row = self.pair_list.currentRow()
-        if row >= 0:
-            self.pair_list.takeItem(row)
-            del self._pairs[row]
+        self.pair_list.remove_current()
 
     def collect(self) -> dict[str, Any]:
         """Keyword arguments of :class:`~napari_ssl.finetune.FinetuneConfig`, checked (GUI thread, no torch).
@@ -273,7 +265,7 @@ class FinetuneDock(QWidget):
         from napari_ssl._napari.layers import layer_to_volume
 
         pairs = []
-        for image, labels in self._pairs:
+        for image, labels in self.pair_list.pairs:
             for layer, want in ((image, "image"), (labels, "labels")):
                 if not any(layer is other for other in self.viewer.layers):
                     raise ValueError(f"layer {layer.name!r} is gone; remove its pair")

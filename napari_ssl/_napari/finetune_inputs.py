@@ -10,7 +10,42 @@ import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QListWidget, QListWidgetItem
 
-__all__ = ["ClassPicker", "checkpoint_backbone", "folder_pairs", "label_values"]
+__all__ = ["ClassPicker", "PairList", "checkpoint_backbone", "folder_pairs", "label_values"]
+
+
+class PairList(QListWidget):
+    """The training pairs added so far, ``pairs`` as (Image layer, Labels layer): each row shows the layers' current
+    names, and a pair goes when one of its layers leaves the viewer (so no removed layer's data is kept alive)."""
+
+    def __init__(self, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.pairs: list[tuple[Any, Any]] = []
+
+    def add(self, image: Any, labels: Any) -> None:
+        self.pairs.append((image, labels))
+        self.addItem(f"{image.name}  +  {labels.name}")
+
+    def remove_current(self) -> None:
+        row = self.currentRow()
+        if row >= 0:
+            self.takeItem(row)
+            del self.pairs[row]
+
+    def names(self) -> list[tuple[str, str]]:
+        return [(image.name, labels.name) for image, labels in self.pairs]
+
+    def refresh(self, present: list[Any]) -> list[tuple[str, str]]:
+        """Show renames; drop the pairs of layers not in ``present``; returns the dropped pairs' names."""
+        dropped = []
+        for row in reversed(range(len(self.pairs))):
+            image, labels = self.pairs[row]
+            if all(any(layer is other for other in present) for layer in (image, labels)):
+                self.item(row).setText(f"{image.name}  +  {labels.name}")
+                continue
+            del self.pairs[row]
+            self.takeItem(row)
+            dropped.append((image.name, labels.name))
+        return dropped
 
 
 class ClassPicker(QListWidget):

@@ -115,3 +115,5 @@ def test_finetune_dock_offers_a_renamed_layer_under_its_new_name(make_napari_vie
     viewer.layers["flair"].name = "flair 1mm"  # a pair follows its layers' renames
     assert dock.pairs == [("flair 1mm", "seg")] and dock.pair_list.item(0).text() == "flair 1mm  +  seg"
     assert len(dock.collect()["pairs"]) == 1  # Start would use it
+    viewer.layers.remove("seg")  # a removed layer takes its pair with it (the dock keeps no removed layer alive)
+    assert dock.pairs == [] and dock.pair_list.count() == 0 and "went with its layer" in messages()[-1]
