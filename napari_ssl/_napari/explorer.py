@@ -206,7 +206,7 @@ class PretextExplorer(ExplorerControls):
         self._goto = True
         self._schedule()
 
-    def _refresh_sources(self, *_: Any) -> None:
+    def _refresh_sources(self, event: Any = None) -> None:
         names, default = source_names(self.viewer, self._planes, ALL_VIEWS)
         if names == [self.source.itemText(i) for i in range(self.source.count())]:
             return
@@ -215,6 +215,9 @@ class PretextExplorer(ExplorerControls):
         self.source.clear()
         self.source.addItems(names)
         pick = current if current in names else default
+        index = getattr(event, "index", None) if getattr(event, "type", None) == "renamed" else None
+        if current not in names and isinstance(index, int) and 0 <= index < len(self.viewer.layers):
+            pick = self.viewer.layers[index].name  # the chosen source was renamed: keep it
         if pick in names:
             self.source.setCurrentIndex(names.index(pick))
         self.source.blockSignals(False)

@@ -374,6 +374,9 @@ def test_dock_scrolls_at_laptop_size(dock):
 def test_a_renamed_layer_is_offered_under_its_new_name(dock) -> None:
     viewer = dock.viewer
     viewer.add_image(np.zeros((12, 14, 16), np.float32), name="scan")
+    viewer.add_image(np.zeros((12, 14, 16), np.float32), name="other")
+    dock.source.setCurrentText("scan")
     viewer.layers["scan"].name = "flair"
     names = [dock.source.itemText(i) for i in range(dock.source.count())]
     assert "flair" in names and "scan" not in names
+    assert dock.source.currentText() == "flair"  # the chosen source stays chosen under its new name
