@@ -293,15 +293,16 @@ class Trainer:
         self._setup()
         s = self.settings
         task = self.task
+        samples = int(getattr(task, "samples_per_step", 0))  # one process's batch
         yield events.Started(
             total=s.steps, start_step=self.start, device=describe_device(self.device),
             n_train=int(getattr(task, "n_train", 0)), n_val=int(getattr(task, "n_val", 0)),
             n_parameters=sum(p.numel() for p in self.core.parameters() if p.requires_grad), world_size=self.world,
             plan=None if getattr(task, "plan", None) is None else task.plan.to_dict(),
             plan_text="" if getattr(task, "plan", None) is None else task.plan.describe(),
-            batch_size=int(getattr(task, "samples_per_step", 0)),
+            batch_size=samples,
         )
-        per_step = int(getattr(task, "samples_per_step", 1)) * self.world
+        per_step = (samples or 1) * self.world
         self.model.train()
         rate, tick = 0.0, time.perf_counter()
         t0 = tick

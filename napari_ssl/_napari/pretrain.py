@@ -293,7 +293,7 @@ class PretrainDock(QWidget):
             self._on_progress(event)
         elif isinstance(event, Started):
             self._world = max(1, event.world_size)
-            self._batch = int(event.batch_size or (event.plan or {}).get("batch_size") or self._batch)  # auto
+            self._batch = int(event.batch_size or self._batch)  # the batch the run uses (auto resolved)
             self.progress.setRange(event.start_step, event.total)
             self.progress.setValue(event.start_step)
             self.progress.setFormat(f"step {event.start_step}/{event.total}")

@@ -385,5 +385,3 @@ class SegmentDock(QWidget):
         if self.relay is not None:
             self.relay.shutdown()
         super().closeEvent(event)
-
-
