@@ -118,8 +118,12 @@ def write_tables(rows: Sequence[dict[str, Any]], out: Path) -> None:
 
 
 def plot(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
-    """Per class: Dice vs labelled cases (mean +- sd over seeds, one line per method) and the paired gain over
-    scratch (bars, mean +- sd of the per-seed differences)."""
+    """Per class: Dice vs labelled cases (mean +- sd over seeds, one marker per method) and the paired gain over
+    scratch (bars, mean +- sd of the per-seed differences).
+
+    The labelled counts are categories (1, 3, 10 side by side, not on a linear axis), each method keeps its colour
+    and its offset within a category in both panels, and one legend sits beside the panels, off the data.
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -128,40 +132,44 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
     summary = summarize(rows)
     classes = dice_classes(rows)
     methods = list(dict.fromkeys(e["method"] for e in summary))
+    if BASELINE in methods:  # scratch first: the reference every gain is taken against
+        methods.remove(BASELINE)
+        methods.insert(0, BASELINE)
     counts = sorted({e["n_labelled"] for e in summary})
-    fig = Figure(figsize=(9.0, 3.4 * len(classes)), dpi=110)
-    colors = {m: f"C{i}" for i, m in enumerate(methods)}
+    fig = Figure(figsize=(10.5, 3.6 * len(classes)), dpi=110)
+    colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    width = 0.8 / max(1, len(methods))
+    offset = {m: (k - (len(methods) - 1) / 2) * width for k, m in enumerate(methods)}
+    handles: dict[str, Any] = {}
     for row, cls in enumerate(classes):
         ax, bx = fig.add_subplot(len(classes), 2, 2 * row + 1), fig.add_subplot(len(classes), 2, 2 * row + 2)
-        for k, method in enumerate(methods):
-            pts = sorted((e["n_labelled"], e[f"dice/{cls}/mean"], e[f"dice/{cls}/sd"])
+        for method in methods:
+            pts = sorted((counts.index(e["n_labelled"]), e[f"dice/{cls}/mean"], e[f"dice/{cls}/sd"])
                          for e in summary if e["method"] == method)
-            xs, ys, ss = (np.array(v) for v in zip(*pts, strict=False))
-            ax.errorbar(xs + 0.03 * (k - len(methods) / 2), ys, yerr=ss, marker="o", capsize=3, label=method,
-                        color=colors[method])
-        others = [m for m in methods if m != BASELINE]
-        width = 0.8 / max(1, len(others))
-        for k, method in enumerate(others):
+            xs, ys, ss = (np.array(v, dtype=float) for v in zip(*pts, strict=False))
+            handles[method] = ax.errorbar(xs + offset[method], ys, yerr=ss, marker="o", ls="none", capsize=3,
+                                          color=colors[method])
+        for method in methods:
+            if method == BASELINE:
+                continue
             pts = [(counts.index(e["n_labelled"]), e[f"gain/{cls}/mean"], e[f"gain/{cls}/sd"])
                    for e in summary if e["method"] == method and e[f"gain/{cls}/mean"] != ""]
             if pts:
                 xs, ys, ss = (np.array(v, dtype=float) for v in zip(*pts, strict=False))
-                bx.bar(xs + (k - (len(others) - 1) / 2) * width, ys, width, yerr=ss, capsize=3, label=method,
-                       color=colors[method])
+                bx.bar(xs + offset[method], ys, width, yerr=ss, capsize=2, color=colors[method])
         bx.axhline(0, color="k", lw=0.8)
-        bx.axhline(0.02, color="grey", ls=":", lw=0.8, label="+0.02 goal")
-        bx.set_xticks(range(len(counts)), [str(c) for c in counts])
+        handles["+0.02 goal"] = bx.axhline(0.02, color="grey", ls=":", lw=0.8)
         for a, ylabel in ((ax, f"test Dice ({cls})"), (bx, "gain over scratch (paired)")):
+            a.set_xticks(range(len(counts)), [str(c) for c in counts])
+            a.set_xlim(-0.6, len(counts) - 0.4)
             a.set_xlabel("labelled training cases", fontsize=8)
             a.set_ylabel(ylabel, fontsize=8)
-            a.grid(True, alpha=0.3)
-        ax.set_xticks(counts)
+            a.grid(True, axis="y", alpha=0.3)
         ax.set_ylim(0, 1)
-        ax.legend(fontsize=7, loc="lower right")
-        bx.legend(fontsize=7, loc="best")
+    fig.legend(list(handles.values()), list(handles), fontsize=7, loc="center right", frameon=False)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.8, 1))
     path = Path(path)
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
     fig.savefig(tmp)
