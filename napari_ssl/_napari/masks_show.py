@@ -16,8 +16,8 @@ itself (its visual, layer controls, selection). So:
    visible (slice, upload, draw) and each overlay visible (napari builds its visual then), one per turn.
 
 The layer ends as napari's own add leaves it (same data, colours, mode, selection, overlays and their visuals).
-Measured after (bench_segment_dock, quiet machine): no turn of the first segmentation over ~55 ms. A re-run on the same grid moves the new data into the
-dock's earlier layer (:func:`move_into`): no new visuals at all. (Removing a layer costs a full collection:
+Measured after (bench_segment_dock, quiet machine): no turn of the first segmentation over ~55 ms. A re-run on
+the same grid moves the new data into the dock's earlier layer (:func:`move_into`): no new visuals at all. (Removing a layer costs a full collection:
 napari's canvas calls ``gc.collect()`` on every layer removal.)
 """
 
@@ -132,15 +132,20 @@ class StagedShow(QObject):
         return added
 
     def finish(self) -> None:
-        """Run the steps left now (emits ``done`` if there were any)."""
+        """Run the steps left now (emits ``done`` if there were any). As in the staged turns, a step that raises
+        still lets the others run; the first error is raised after ``done``."""
         self._timer.stop()
-        if self._steps:
+        if not self._steps:
+            return
+        errors: list[Exception] = []
+        while self._steps:
             try:
-                while self._steps:
-                    self._steps.pop(0)()
-            finally:
-                self._steps.clear()
-                self.done.emit()
+                self._steps.pop(0)()
+            except Exception as exc:  # re-raised below, after the other steps and done
+                errors.append(exc)
+        self.done.emit()
+        if errors:
+            raise errors[0]
 
     def _next(self) -> None:
         try:

@@ -110,3 +110,26 @@ def test_warm_up_collects_on_the_gui_thread_and_only_for_a_docked_widget(make_na
     qtbot.waitUntil(masks_show.WARMED.is_set, timeout=30_000)
     assert threads == [True]
     assert masks_show.start_warm_up(docked) is None  # once per process
+
+
+def test_a_step_that_raises_lets_the_other_steps_run_in_finish_and_in_the_turns(make_napari_viewer, qtbot) -> None:
+    viewer = make_napari_viewer()
+    staged = masks_show.StagedShow(viewer)
+    ran: list[str] = []
+
+    def boom() -> None:
+        ran.append("boom")
+        raise RuntimeError("step failed")
+
+    staged._steps = [boom, lambda: ran.append("after")]
+    with qtbot.waitSignal(staged.done, timeout=1000), pytest.raises(RuntimeError, match="step failed"):
+        staged.finish()
+    assert ran == ["boom", "after"] and staged.pending == 0
+
+    ran.clear()
+    staged._steps = [boom, lambda: ran.append("after")]
+    with pytest.raises(RuntimeError, match="step failed"):
+        staged._next()  # one turn: the failing step; the timer is still started for the rest
+    with qtbot.waitSignal(staged.done, timeout=2000):
+        pass
+    assert ran == ["boom", "after"] and staged.pending == 0
