@@ -184,11 +184,11 @@ def main() -> None:
         plot(args.plot, args.figure)
         return
     args.out.mkdir(parents=True, exist_ok=True)
-    overrides = {}
     from dataclasses import fields
 
     from napari_ssl.finetune import FinetuneConfig
 
+    overrides = {}
     allowed = {f.name for f in fields(FinetuneConfig)} - {"images", "labels", "classes", "out", "minutes", "seed",
                                                           "device", "pairs", "val_pairs"}  # set by this benchmark
     for item in args.set:

@@ -23,7 +23,6 @@ def score(model: str | os.PathLike[str], data: Sequence[Any], *, samples: int = 
     ValueError
         A checkpoint that is not a pretraining one, no 3D scan in ``data``, ``samples`` < 1.
     """
-
     from napari_ssl import checkpoint
     from napari_ssl.data import PretextDataset, SampleSpec, load_volumes, read_sources
     from napari_ssl.engine import make_pretext

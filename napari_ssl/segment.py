@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from napari_ssl.preprocess import (
     ORIENTATION,
@@ -42,8 +42,6 @@ from napari_ssl.sliding import (
 )
 from napari_ssl.volume import Volume
 
-if TYPE_CHECKING:  # pragma: no cover
-    pass
 
 # ---------------------------------------------------------------- the model
 @dataclass

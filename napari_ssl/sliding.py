@@ -19,7 +19,8 @@ MAX_MEMORY_MB = 1024
 
 
 class SegmentationCancelled(Exception):
-    """Raised inside :func:`segment` when ``should_stop()`` turned true; nothing is returned."""
+    """Raised by :func:`predict_labels` (so by :func:`napari_ssl.segment.segment`) when ``should_stop()`` turned true;
+    nothing is returned."""
 
 
 def count_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
@@ -89,7 +90,6 @@ def predict_labels(
     halo = roi[0] // 2
     core = max(roi[0], int(max_memory_mb * 2**20 // plane_bytes) - 2 * halo)
     slabs = [(0, depth, 0, depth)] if core >= depth else _slabs(depth, core, halo)
-    total = sum(count_windows((b - a, *rest), roi, overlap) for a, b, _, _ in slabs)
     total_calls = max(1, sum(math.ceil(count_windows((b - a, *rest), roi, overlap) / sw_batch_size) for a, b, _, _ in slabs))
     done = [0]
     amp_dtype = autocast_dtype(sw_device, amp)
@@ -110,7 +110,6 @@ def predict_labels(
             progress(min(1.0, done[0] / total_calls))
         return y.float() if use_amp else y
 
-    del total
     out = np.zeros(image.shape[1:], dtype=np.uint8)
     with torch.inference_mode():
         for start, stop, keep0, keep1 in slabs:
