@@ -15,6 +15,32 @@ from napari_ssl.volume import Volume
 os.environ.setdefault("QT_API", "pyqt6")
 os.environ.setdefault("NAPARI_SSL_TEST", "1")
 
+
+def _isolate_home() -> Path:
+    """One throw-away home for the whole suite, set before Qt, napari or any child process starts.
+
+    QSettings (the Segment dock's recent models), napari's settings, matplotlib's cache and the docks' default
+    output folders (``~/napari-ssl...``) all live under ``HOME`` / ``XDG_*``: pointing them at a temporary folder
+    keeps every test, and every process a test starts, out of the user's own home and settings.
+    """
+    import atexit
+    import shutil
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="napari-ssl-tests-home-"))
+    os.environ["NAPARI_SSL_TEST_REAL_HOME"] = str(Path.home())
+    os.environ["HOME"] = str(home)
+    for var, sub in (("XDG_CONFIG_HOME", ".config"), ("XDG_DATA_HOME", ".local/share"),
+                     ("XDG_CACHE_HOME", ".cache"), ("XDG_STATE_HOME", ".local/state")):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+        os.environ[var] = str(home / sub)
+    os.environ["MPLCONFIGDIR"] = str(home / ".config" / "matplotlib")
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
+    return home
+
+
+TEST_HOME = _isolate_home()
+
 try:  # a worker thread's first optimizer can fail to import torch._dynamo; import it once here
     import torch
     import torch._dynamo

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -21,8 +22,10 @@ def test_help_lists_commands(capsys):
 
 
 def test_console_script_is_installed():
+    # the script pip installed beside this interpreter (a pyenv shim on PATH needs the user's own HOME)
+    beside = Path(sys.executable).with_name("napari-ssl")
     out = subprocess.run(
-        ["napari-ssl", "--help"],
+        [str(beside) if beside.is_file() else "napari-ssl", "--help"],
         capture_output=True,
         text=True,
         encoding="utf-8",

@@ -33,6 +33,7 @@ from napari_ssl._napari.finetune_inputs import ClassPicker, PairList, checkpoint
 from napari_ssl._napari.hub import checkpoint_hub
 from napari_ssl._napari.jobs import FINETUNE, ConfigRequest
 from napari_ssl._napari.plot import CurvePlot
+from napari_ssl._napari.proxy import holds
 from napari_ssl._napari.relay import Relay, RunFailed
 from napari_ssl._napari.widgets import (
     BACKBONES,
@@ -267,7 +268,7 @@ class FinetuneDock(QWidget):
         pairs = []
         for image, labels in self.pair_list.pairs:
             for layer, want in ((image, "image"), (labels, "labels")):
-                if not any(layer is other for other in self.viewer.layers):
+                if not holds(self.viewer.layers, layer):
                     raise ValueError(f"layer {layer.name!r} is gone; remove its pair")
                 problem = scan_problem(layer, want=want, what="fine-tuning")
                 if problem:

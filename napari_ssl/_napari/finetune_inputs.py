@@ -10,6 +10,8 @@ import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QListWidget, QListWidgetItem
 
+from napari_ssl._napari.proxy import holds
+
 __all__ = ["ClassPicker", "PairList", "checkpoint_backbone", "folder_pairs", "label_values"]
 
 
@@ -39,7 +41,7 @@ class PairList(QListWidget):
         dropped = []
         for row in reversed(range(len(self.pairs))):
             image, labels = self.pairs[row]
-            if all(any(layer is other for other in present) for layer in (image, labels)):
+            if all(holds(present, layer) for layer in (image, labels)):
                 self.item(row).setText(f"{image.name}  +  {labels.name}")
                 continue
             del self.pairs[row]

@@ -11,9 +11,10 @@ itself (its visual, layer controls, selection). So:
    then collects garbage on the GUI thread while the user picks a model;
 2. in the worker thread, :func:`stage` hides the new layer and its two editing overlays (napari builds no
    visual for a hidden overlay until it is made visible, and does not slice a hidden layer);
-3. on the GUI thread, :class:`StagedShow` adds the layer (its visual and controls) without napari's
-   select-on-insert, then in the following event-loop turns selects it (the layer controls switch), makes it
-   visible (slice, upload, draw) and each overlay visible (napari builds its visual then), one per turn.
+3. on the GUI thread, :class:`StagedShow` adds the layer (its visual and controls; napari selects it, which
+   switches the layer controls), then in the following event-loop turns makes it visible (slice, upload, draw)
+   and each overlay visible (napari builds its visual then), one per turn. (An earlier version also deferred the
+   selection through napari's private ``_activate_on_insert``; a plugin dock may not reach it.)
 
 The layer ends as napari's own add leaves it (same data, colours, mode, selection, overlays and their visuals).
 Measured after (bench_segment_dock, quiet machine): no turn of the first segmentation over ~55 ms. A re-run on
@@ -84,9 +85,9 @@ def move_into(earlier: Any, new: Any) -> None:
 class StagedShow(QObject):
     """Add a layer to ``viewer`` in event-loop turns: the layer now, then each step from :func:`stage`.
 
-    ``show(layer, steps)`` adds ``layer`` now and returns it; in the later turns, one per turn, it is selected (as
-    napari selects a layer it adds: the layer controls switch), ``"visible"`` makes the layer visible, an overlay
-    key makes that overlay visible; ``done`` is emitted after the last.
+    ``show(layer, steps)`` adds ``layer`` now (napari selects it) and returns it; in the later turns, one per turn,
+    ``"visible"`` makes the layer visible, an overlay key makes that overlay visible; ``done`` is emitted after
+    the last.
     ``pending`` counts the steps left; ``finish()`` runs them at once (a new result, or the dock closing).
     If the layer was removed meanwhile, the steps still run (napari builds no visual for a layer outside the
     viewer), so the layer is left as it would have been.
@@ -109,17 +110,7 @@ class StagedShow(QObject):
 
     def show(self, layer: Any, steps: tuple[str, ...] = ()) -> Any:
         self.finish()
-        layers = self.viewer.layers
-        defer_select = bool(getattr(layers, "_activate_on_insert", False))
-        if defer_select:  # napari selects a new layer on insert (layer controls switch): a turn of its own
-            layers._activate_on_insert = False
-        try:
-            added = self.viewer.add_layer(layer)
-        finally:
-            if defer_select:
-                layers._activate_on_insert = True
-        if defer_select:
-            self._steps.append(lambda: setattr(layers.selection, "active", layer) if layer in layers else None)
+        added = self.viewer.add_layer(layer)  # napari selects it in this turn (the layer controls switch)
         overlays = getattr(layer, "_overlays", None) or {}
         for key in steps:
             target = layer if key == "visible" else overlays.get(key)

@@ -6,6 +6,8 @@ from typing import Any
 
 from qtpy.QtWidgets import QComboBox, QFormLayout, QWidget
 
+from napari_ssl._napari.proxy import holds, same_layer
+
 __all__ = ["ScanPickers"]
 
 
@@ -55,24 +57,30 @@ class ScanPickers(QWidget):
         kept = []
         for box in self.boxes:
             layer = box.currentData()
-            kept.append(layer if any(layer is other for other in images) else None)
+            kept.append(layer if holds(images, layer) else None)
         for i, box in enumerate(self.boxes):
             if kept[i] is None:
-                free = [lay for lay in images if not any(lay is k for k in kept)]
+                free = [lay for lay in images if not holds(kept, lay)]
                 kept[i] = free[0] if free else (images[i] if i < len(images) else None)
             box.blockSignals(True)
             box.clear()
             for layer in images:
                 box.addItem(layer.name, layer)
-            index = next((j for j, lay in enumerate(images) if lay is kept[i]), -1)
+            index = next((j for j, lay in enumerate(images) if same_layer(lay, kept[i])), -1)
             box.setCurrentIndex(index)
             box.blockSignals(False)
 
     def follow_selection(self, *_: Any) -> None:
-        """The first input follows the selected Image layer."""
+        """The first input follows the selected Image layer (swapping with the picker that held it)."""
         active = self.viewer.layers.selection.active
-        if active is not None and active.__class__.__name__ == "Image" and self.boxes:
-            self.boxes[0].setCurrentText(active.name)
+        if active is None or active.__class__.__name__ != "Image" or not self.boxes:
+            return
+        first = self.boxes[0]
+        previous = first.currentText()
+        first.setCurrentText(active.name)
+        for box in self.boxes[1:]:  # the picker that held it takes the first one's old layer: inputs stay distinct
+            if box.currentText() == active.name and previous != active.name:
+                box.setCurrentText(previous)
 
     def chosen(self) -> list[str]:
         """The layer name chosen for each input."""

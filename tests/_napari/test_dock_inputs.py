@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from plugin_path import open_dock
 from test_segment_shared import random_checkpoint
 
 pytestmark = [pytest.mark.gui]
@@ -40,10 +41,9 @@ def add(viewer, name):
 
 @pytest.mark.parametrize("name", list(BAD))
 def test_pretrain_dock_refuses(make_napari_viewer, name) -> None:
-    from napari_ssl._napari.pretrain import PretrainDock
 
     viewer = make_napari_viewer()
-    dock = PretrainDock(viewer)
+    dock = open_dock(viewer, "Pretrain")
     add(viewer, name)
     assert dock.start() is None
     assert f"'{name}'" in messages()[-1] and BAD[name][3] in messages()[-1]
@@ -52,11 +52,10 @@ def test_pretrain_dock_refuses(make_napari_viewer, name) -> None:
 
 @pytest.mark.parametrize("name", list(BAD))
 def test_finetune_dock_refuses(make_napari_viewer, name) -> None:
-    from napari_ssl._napari.finetune import FinetuneDock
 
     viewer = make_napari_viewer()
     viewer.add_labels(np.ones((16, 16, 16), np.uint8), name="truth")
-    dock = FinetuneDock(viewer)
+    dock = open_dock(viewer, "Fine-tune")
     add(viewer, name)
     if name != "seg":
         dock.image_box.setCurrentText(name)
@@ -68,10 +67,9 @@ def test_finetune_dock_refuses(make_napari_viewer, name) -> None:
 
 @pytest.mark.parametrize("name", list(BAD))
 def test_segment_dock_refuses(make_napari_viewer, tmp_path, name) -> None:
-    from napari_ssl._napari.segment import SegmentDock
 
     viewer = make_napari_viewer()
-    dock = SegmentDock(viewer)
+    dock = open_dock(viewer, "Segment")
     add(viewer, name)
     dock.model_box.setCurrentText(str(random_checkpoint(tmp_path / "model")))
     if name != "seg":
@@ -82,31 +80,28 @@ def test_segment_dock_refuses(make_napari_viewer, tmp_path, name) -> None:
 
 
 def test_missing_folders_are_reported_at_once(make_napari_viewer, tmp_path) -> None:
-    from napari_ssl._napari.finetune import FinetuneDock
-    from napari_ssl._napari.pretrain import PretrainDock
 
     viewer = make_napari_viewer()
     viewer.add_image(rng.random((16, 16, 16)), name="scan")
     viewer.add_labels(np.ones((16, 16, 16), np.uint8), name="truth")
-    dock = FinetuneDock(viewer)
+    dock = open_dock(viewer, "Fine-tune")
     dock.image_box.setCurrentText("scan")
     dock.label_box.setCurrentText("truth")
     dock.add_pair()
     dock.pretrained.path = tmp_path / "nowhere"
     assert dock.start() is None and "nowhere does not exist" in messages()[-1]
-    pretrain = PretrainDock(viewer)
+    pretrain = open_dock(viewer, "Pretrain")
     viewer.layers.selection.active = viewer.layers["scan"]
     pretrain.form.resume.path = tmp_path / "gone"
     assert pretrain.start() is None and "gone is not a checkpoint folder" in messages()[-1]
 
 
 def test_finetune_dock_offers_a_renamed_layer_under_its_new_name(make_napari_viewer) -> None:
-    from napari_ssl._napari.finetune import FinetuneDock
 
     viewer = make_napari_viewer()
     viewer.add_image(rng.random((16, 16, 16)).astype(np.float32), name="scan")
     viewer.add_labels(np.ones((16, 16, 16), np.uint8), name="truth")
-    dock = FinetuneDock(viewer)
+    dock = open_dock(viewer, "Fine-tune")
     viewer.layers["scan"].name = "flair"
     viewer.layers["truth"].name = "seg"
     assert dock.image_box.currentText() == "flair" and dock.label_box.currentText() == "seg"
@@ -117,3 +112,40 @@ def test_finetune_dock_offers_a_renamed_layer_under_its_new_name(make_napari_vie
     assert len(dock.collect()["pairs"]) == 1  # Start would use it
     viewer.layers.remove("seg")  # a removed layer takes its pair with it (the dock keeps no removed layer alive)
     assert dock.pairs == [] and dock.pair_list.count() == 0 and "went with its layer" in messages()[-1]
+
+
+def test_finetune_pairs_survive_the_plugin_proxy(make_napari_viewer) -> None:
+    """From the Plugins menu every layer access returns a new proxy: an added pair used to be "gone" at Start,
+    and opening any further layer emptied the pair list."""
+    viewer = make_napari_viewer()
+    viewer.add_image(rng.random((16, 16, 16)).astype(np.float32), name="flair")
+    viewer.add_labels(np.ones((16, 16, 16), np.uint8), name="seg")
+    dock = open_dock(viewer, "Fine-tune")
+    dock.image_box.setCurrentText("flair")
+    dock.label_box.setCurrentText("seg")
+    dock.add_pair()
+    assert dock.pairs == [("flair", "seg")]
+    viewer.add_image(rng.random((16, 16, 16)).astype(np.float32), name="t1")  # opening another file
+    assert dock.pairs == [("flair", "seg")]
+    collected = dock.collect()  # was "layer 'flair' is gone; remove its pair"
+    assert len(collected["pairs"]) == 1
+    image, labels = collected["pairs"][0]
+    assert image.name == "flair" and labels.name == "seg"
+    viewer.layers.remove("seg")
+    assert dock.pairs == []
+
+
+def test_segment_pickers_keep_their_layers_through_the_proxy(make_napari_viewer, tmp_path) -> None:
+    viewer = make_napari_viewer()
+    viewer.add_image(rng.random((16, 16, 16)).astype(np.float32), name="a")
+    viewer.add_image(rng.random((16, 16, 16)).astype(np.float32), name="b")
+    dock = open_dock(viewer, "Segment")
+    pickers = dock.scans
+    pickers.set_inputs(["t1", "flair"])
+    assert sorted(pickers.chosen()) == ["a", "b"]  # two inputs never collapse onto one layer
+    pickers.boxes[0].setCurrentText("b")
+    pickers.boxes[1].setCurrentText("a")
+    viewer.add_labels(np.zeros((16, 16, 16), np.uint8), name="other")  # any change of the layer list
+    assert pickers.chosen() == ["b", "a"]  # each picker kept its layer (was reset: `is` fails on proxies)
+    viewer.layers["b"].name = "b renamed"
+    assert pickers.chosen() == ["b renamed", "a"]

@@ -41,8 +41,8 @@ def test_masks_are_added_first_then_shown_and_overlays_built_in_later_turns(make
     staged = masks_show.StagedShow(viewer)
     with qtbot.waitSignal(staged.done, timeout=10_000):
         assert staged.show(layer, prepared.steps) is layer and layer in viewer.layers
-        assert staged.pending == 4 and not layer.visible and _overlay_visuals(viewer, layer) == []
-        assert viewer.layers.selection.active is plain  # napari's select-on-insert comes in a later turn
+        assert staged.pending == 3 and not layer.visible and _overlay_visuals(viewer, layer) == []
+        assert viewer.layers.selection.active is layer  # napari's select-on-insert, in the same turn
     assert staged.pending == 0 and layer.visible
     assert viewer.layers.selection.active is layer and set(viewer.layers.selection) == {layer}  # as napari's add
     assert _overlay_visuals(viewer, layer) == _overlay_visuals(viewer, plain) == [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +14,9 @@ import pytest
 from napari_ssl import checkpoint, io
 from napari_ssl._napari.layers import volume_to_layer_data
 from napari_ssl.events import Finished, Progress, Started, Stopped
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from plugin_path import open_dock
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
@@ -37,14 +41,11 @@ def scan(shared_data):
 
 @pytest.fixture
 def dock_viewer(make_napari_viewer, scan, tmp_path, request):
-    from napari_ssl._napari.pretrain import PretrainDock
-
     viewer = make_napari_viewer(show=bool(getattr(request, "param", False)))
     data, kwargs, layer_type = volume_to_layer_data(scan, "image", name="ct")
     layer = viewer._add_layer_from_data(data, kwargs, layer_type)[0]
     viewer.layers.selection.active = layer
-    dock = PretrainDock(viewer)
-    viewer.window.add_dock_widget(dock, name="Pretrain")
+    dock = open_dock(viewer, "Pretrain")
     tiny(dock, tmp_path / "ckpt")
     return dock, viewer
 

@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import toy_pretext
+from plugin_path import open_dock
 
 from napari_ssl._napari.layers import volume_to_layer_data
 from napari_ssl.volume import Volume
@@ -33,14 +34,13 @@ def _phantom() -> np.ndarray:
 
 
 def test_toy_pretext_appears_in_the_pretrain_dock(make_napari_viewer, tmp_path) -> None:
-    from napari_ssl._napari.pretrain import PretrainDock
     from napari_ssl._napari.widgets import pretext_colors
 
     with toy_pretext.registered():
         viewer = make_napari_viewer()
         layer = _add(viewer, _phantom(), "scan")
         viewer.layers.selection.active = layer
-        dock = PretrainDock(viewer)
+        dock = open_dock(viewer, "Pretrain")
         form = dock.form
         assert list(form.pretexts)[:4] == ["rubik", "context", "planes", "genesis"]
         assert "flip" in form.pretexts
@@ -63,7 +63,7 @@ def test_toy_pretext_appears_in_the_pretrain_dock(make_napari_viewer, tmp_path) 
         assert form.collect()["batch_size"] == 3
         dock.close()
     viewer2 = make_napari_viewer()
-    assert "flip" not in PretrainDock(viewer2).form.pretexts  # unregistered: gone from a new dock
+    assert "flip" not in open_dock(viewer2, "Pretrain").form.pretexts  # unregistered: gone from a new dock
 
 
 def test_toy_pretext_previews_in_the_explorer(make_napari_viewer, qtbot) -> None:

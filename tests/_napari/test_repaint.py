@@ -8,12 +8,18 @@ of the progress bar, layout requests that climb to the main window.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import QApplication, QLabel, QProgressBar, QVBoxLayout, QWidget
 
 from napari_ssl._napari.widgets import ProgressBar, TextLine
 from napari_ssl.events import Progress, Started
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from plugin_path import open_dock
 
 pytestmark = [pytest.mark.gui]
 
@@ -84,11 +90,8 @@ def test_text_line_change_asks_for_no_layout(qtbot, cls, requests) -> None:
 def test_a_pretrain_tick_is_one_repaint_of_the_window(make_napari_viewer, qtbot) -> None:
     """Bar, losses line and loss plot change in one tick: the main window is composited once, and no layout
     request reaches it (the old dock: 2-3 composites a tick, one of them for the dock-area separators)."""
-    from napari_ssl._napari.pretrain import PretrainDock
-
     viewer = make_napari_viewer(show=True)
-    dock = PretrainDock(viewer)
-    viewer.window.add_dock_widget(dock, name="Pretrain", area="right")
+    dock = open_dock(viewer, "Pretrain")
     window = viewer.window._qt_window
     qtbot.waitExposed(window)
     total = 100

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from plugin_path import open_dock
 from test_segment_shared import phantom, random_checkpoint
 
 from napari_ssl import checkpoint, io
@@ -32,19 +33,14 @@ def errors(monkeypatch):
 
 @pytest.fixture
 def viewer_dock(make_napari_viewer, tmp_path, monkeypatch):
-    from qtpy.QtCore import QSettings
 
-    from napari_ssl._napari.segment import SegmentDock
 
-    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
-    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
     viewer = make_napari_viewer()
     image, _ = phantom(shape=(40, 40, 36))
     data, kwargs, kind = volume_to_layer_data(image, "image", name="scan")
     kwargs["metadata"]["napari_ssl"]["path"] = str(tmp_path / "scan.nii.gz")
     layer = viewer._add_layer_from_data(data, kwargs, kind)[0]
-    dock = SegmentDock(viewer)
-    viewer.window.add_dock_widget(dock, name="Segment")
+    dock = open_dock(viewer, "Segment")
     return viewer, dock, layer, image
 
 
@@ -149,7 +145,6 @@ def test_bad_inputs_notify_and_keep_layers(viewer_dock, tmp_path, qtbot, errors)
 
 @pytest.mark.slow
 def test_finetune_dock_trains_in_a_child(make_napari_viewer, tmp_path, qtbot, errors) -> None:
-    from napari_ssl._napari.finetune import FinetuneDock
     from napari_ssl.segment import load_model
 
     viewer = make_napari_viewer()
@@ -159,7 +154,7 @@ def test_finetune_dock_trains_in_a_child(make_napari_viewer, tmp_path, qtbot, er
         if kind == "labels":  # a labels layer that knows its class names (e.g. from a Segment run)
             kwargs["features"] = {"index": [0, 1], "class": ["background", "lesion"]}
         viewer._add_layer_from_data(data, kwargs, kind)
-    dock = FinetuneDock(viewer)
+    dock = open_dock(viewer, "Fine-tune")
     dock.pretrained.setText("")
     assert dock.start() is None and "no training data" in errors[-1]
     errors.clear()
@@ -172,9 +167,7 @@ def test_finetune_dock_trains_in_a_child(make_napari_viewer, tmp_path, qtbot, er
     dock.patch.setValue(32)
     dock.device.setCurrentIndex(dock.device.findData("cpu"))
     dock.out.path = tmp_path / "seg"
-    from napari_ssl._napari.segment import SegmentDock
-
-    segment_dock = SegmentDock(viewer)  # open before the run: it must list the new model at once
+    segment_dock = open_dock(viewer, "Segment")  # open before the run: it must list the new model at once
     relay = dock.start()
     assert relay is not None
     with qtbot.waitSignal(relay.worker.finished, timeout=180_000):

@@ -24,15 +24,13 @@ from qtpy.QtCore import QTimer
 
 from napari_ssl import io
 from napari_ssl._napari.layers import volume_to_layer_data
-from napari_ssl._napari.pretrain import PretrainDock
 
 with open(sys.argv[2], "a") as f:  # every run of this top level leaves a line
     f.write("ran\\n")
 viewer = napari.Viewer(show=True)
 data, kwargs, kind = volume_to_layer_data(io.read(sys.argv[1]), "image", name="ct")
 viewer.layers.selection.active = viewer._add_layer_from_data(data, kwargs, kind)[0]
-dock = PretrainDock(viewer)
-viewer.window.add_dock_widget(dock, name="Pretrain")
+_, dock = viewer.window.add_plugin_dock_widget("napari-ssl", "Pretrain")  # as the Plugins menu does
 form = dock.form
 form.set_pretexts(("rubik",))
 form.backbone.setCurrentIndex(form.backbone.findData("tiny"))
@@ -76,12 +74,10 @@ def test_opening_the_docks_imports_no_torch_in_the_viewer(tmp_path: Path) -> Non
         """
         import sys
         import napari
-        from napari_ssl._napari.finetune import FinetuneDock
-        from napari_ssl._napari.pretrain import PretrainDock
-        from napari_ssl._napari.segment import SegmentDock
 
         viewer = napari.Viewer(show=False)
-        docks = [cls(viewer) for cls in (PretrainDock, FinetuneDock, SegmentDock)]
+        docks = [viewer.window.add_plugin_dock_widget("napari-ssl", name)[1]
+                 for name in ("Pretrain", "Fine-tune", "Segment")]
         boxes = [docks[0].form.device, docks[1].device, docks[2].device]
         print("TORCH", "torch" in sys.modules, [b.currentData() for b in boxes])
         """
