@@ -3,6 +3,7 @@ image's grid, and prepare the case on the model grid with :mod:`napari_ssl.prepr
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,37 @@ def case_name(volume: Volume, fallback: str) -> str:
         p = Path(volume.path)
         return p.name[: -len(scan_suffix(p))] if scan_suffix(p) else p.name
     return fallback
+
+
+#: modality words a scan's file or layer name may hold, longest first (``t1ce`` before ``t1``)
+MODALITIES = ("t1ce", "t1gd", "t1c", "t1w", "t2w", "flair", "t1", "t2", "pd", "dwi", "adc", "swi", "ct", "pet")
+
+
+def modality_of(name: str) -> str | None:
+    """The modality word in a file or layer name (``Brats18_2013_11_1_flair`` -> ``flair``), None without one."""
+    low = name.lower()
+    for word in MODALITIES:
+        if re.search(rf"(?<![a-z0-9]){word}(?![a-z0-9])", low):
+            return word
+    return None
+
+
+def channel_names(cases: Sequence[Sequence[Volume]]) -> list[str]:
+    """What each input channel of a model is called: the modality its scans name (``flair``), else the name all
+    cases give it (``flair.nii.gz`` in every case folder), else ``image`` (one channel) or ``channel K``. Never one
+    case's own name (a flat folder of ``Brats18_...nii.gz`` files names cases, not the channel)."""
+    n = len(cases[0])
+    out = []
+    for k in range(n):
+        names = [case_name(case[k], "") for case in cases]
+        words = {modality_of(name) for name in names}
+        if len(words) == 1 and None not in words:
+            out.append(words.pop())
+        elif len(cases) > 1 and len(set(names)) == 1 and names[0]:
+            out.append(names[0])
+        else:
+            out.append("image" if n == 1 else f"channel {k + 1}")
+    return out
 
 
 def case_label(volume: Volume) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_ssl.cases import case_name, check_pair, prepare_case, read_pairs
+from napari_ssl.cases import channel_names, check_pair, prepare_case, read_pairs
 from napari_ssl.classes import (
     PALETTE,
     SegClass,
@@ -139,7 +139,7 @@ class FinetuneTask:
                 + ", ".join(f"class {c.name} (ids {', '.join(map(str, c.ids))})" for c in missing)
                 + f"; the labels hold ids {', '.join(str(int(v)) for v in sorted(present) if v)}"
             )
-        self.channel_names = [case_name(c, f"channel {i}") for i, c in enumerate(raw[0][0])]
+        self.channel_names = channel_names([c for c, _, _ in raw])  # by modality, never one case's name
         inherit = {}
         if pmeta is not None:
             inherit = {"spacing": pmeta.get("spacing"), "normalization": pmeta.get("normalization"),

@@ -90,10 +90,15 @@ class FinetuneDock(QWidget):
         self.pretrained = PathEdit("pretrained checkpoint folder, or empty for scratch")
         self.pretrained.line.textChanged.connect(self._pretrained_changed)
         self.class_list = ClassPicker()
-        self.class_list.setMaximumHeight(70)
+        self.class_list.setMaximumHeight(90)
         for widget in (self.class_list, self.pair_list):
             widget.setMinimumWidth(80)
-        self.class_list.setToolTip("the label values present in the Labels layer: tick the classes to learn")
+        merge = QPushButton("Merge ticked")
+        merge.setToolTip("one class from the ticked labels (e.g. whole tumour = 1+2+4); double-click it to rename")
+        merge.clicked.connect(self._merge_classes)
+        classes_row = QHBoxLayout()
+        classes_row.addWidget(self.class_list, 1)
+        classes_row.addWidget(merge, 0, Qt.AlignmentFlag.AlignTop)
         self.backbone = QComboBox()
         self.backbone.addItem("from the plan (device)", None)  # the CLI's default: the plan picks per device
         for size in BACKBONES:
@@ -125,7 +130,7 @@ class FinetuneDock(QWidget):
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.addRow("pretrained", self.pretrained)
-        form.addRow("classes", self.class_list)
+        form.addRow("classes", classes_row)
         form.addRow("backbone", self.backbone)
         form.addRow("", self.backbone_note)
         form.addRow("steps", self.steps)
@@ -147,7 +152,8 @@ class FinetuneDock(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.plan_label = QLabel("")  # the run's plan from the data (spacing, patch, normalisation, steps)
-        self.plan_label.setStyleSheet("font-family: monospace; font-size: 10px")
+        self.plan_label.setStyleSheet("font-size: 10px")
+        self.plan_label.setWordWrap(True)  # unwrapped, a long plan widened the dock past a laptop screen
         self.plan_label.setVisible(False)
         self.loss_plot = CurvePlot(ylabel="loss", title="Dice + CE loss", height=110)
         self.dice_plot = CurvePlot(ylabel="Dice", ylim=(0.0, 1.0), title="held-out Dice", height=110)
@@ -225,8 +231,12 @@ class FinetuneDock(QWidget):
         if name in self.viewer.layers:
             self.class_list.show_layer(self.viewer.layers[name])
 
+    def _merge_classes(self) -> None:
+        if self.class_list.merge_ticked() is None:
+            show_info("Fine-tune: tick two or more labels to merge them into one class")
+
     def chosen_classes(self) -> tuple[str, ...]:
-        """``NAME=ID`` of every ticked class (``ID`` alone when it has no name)."""
+        """``NAME=ID+ID`` of every ticked class (``ID`` alone when it has no name)."""
         return self.class_list.chosen()
 
     def add_pair(self) -> None:

@@ -3,6 +3,7 @@ them), folder pairs, the backbone a pretrained checkpoint fixes."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from qtpy.QtWidgets import QListWidget, QListWidgetItem
 
 from napari_ssl._napari.proxy import holds
 
-__all__ = ["ClassPicker", "PairList", "checkpoint_backbone", "folder_pairs", "label_values"]
+__all__ = ["ClassPicker", "PairList", "checkpoint_backbone", "class_presets", "folder_pairs", "label_values"]
 
 
 class PairList(QListWidget):
@@ -50,31 +51,116 @@ class PairList(QListWidget):
         return dropped
 
 
+#: BraTS label ids -> names (1 necrotic / non-enhancing core, 2 oedema, 4 enhancing; 3 in older releases)
+BRATS_NAMES = {1: "necrotic_core", 2: "edema", 3: "non_enhancing", 4: "enhancing"}
+
+
+def brats_like(values: set[int]) -> bool:
+    """Labels that look like BraTS's: only ids 1-4, oedema (2) among them, and a core id (1 or 4)."""
+    return bool(values) and values <= set(BRATS_NAMES) and 2 in values and bool(values & {1, 4})
+
+
+def class_presets(values: dict[int, str]) -> list[tuple[str, tuple[int, ...], bool]]:
+    """The classes offered for label values ``values`` (value -> name), as (name, ids, ticked).
+
+    Each value is offered alone (ticked). For BraTS-like labels the usual merged regions come first: whole tumour
+    (every tumour id) ticked, tumour core unticked, and the single labels unticked, so Start learns whole tumour.
+    """
+    singles = [(name, (value,)) for value, name in values.items()]
+    present = set(values)
+    if not brats_like(present):
+        return [(name, ids, True) for name, ids in singles]
+    core = tuple(v for v in (1, 3, 4) if v in present)
+    groups = [("whole_tumor", tuple(sorted(present)), True)]
+    if len(core) > 1:
+        groups.append(("tumor_core", core, False))
+    return groups + [(name, ids, False) for name, ids in singles]
+
+
+def _item_text(name: str, ids: tuple[int, ...]) -> str:
+    return f"{name} ({'+'.join(map(str, ids))})"
+
+
+_ITEM = re.compile(r"^\s*(?P<name>.*?)\s*\((?P<ids>\s*\d+(?:\s*\+\s*\d+)*\s*)\)\s*$")
+
+
 class ClassPicker(QListWidget):
-    """The label values of a Labels layer, each a tickable item ``name (value)``; ticks survive a refresh."""
+    """The classes to learn: ``name (ids)`` items, tickable and renamable (double-click), each a label value or a
+    merged group of values (``whole_tumor (1+2+4)``, offered at once for BraTS-like labels; :meth:`merge_ticked`
+    makes one). Ticks and names survive a refresh."""
+
+    def __init__(self, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.setToolTip("the classes to learn: tick them; double-click to rename; merge ticked labels into one class")
+
+    def _items(self) -> list[QListWidgetItem]:
+        return [self.item(i) for i in range(self.count())]
 
     def show_layer(self, layer: Any) -> None:
-        """Offer the values present in ``layer`` (new ones ticked, earlier ticks kept)."""
-        ticked = {self.item(i).data(Qt.ItemDataRole.UserRole): self.item(i).checkState() for i in range(self.count())}
+        """Offer the values present in ``layer`` and their presets (earlier ticks, names and groups kept)."""
+        values = label_values(layer)
+        if set(values) <= set(BRATS_NAMES) and brats_like(set(values)):
+            values = {v: (BRATS_NAMES[v] if n == f"label {v}" else n) for v, n in values.items()}
+        kept = {self.ids(item): (item.checkState(), self.name(item)) for item in self._items()}
         self.clear()
-        for value, label in label_values(layer).items():
-            item = QListWidgetItem(f"{label} ({value})" if not label.startswith("label ") else label)
-            item.setData(Qt.ItemDataRole.UserRole, value)
-            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(ticked.get(value, Qt.CheckState.Checked))
-            self.addItem(item)
+        offered = class_presets({v: (f"class_{v}" if n == f"label {v}" else n) for v, n in values.items()})
+        offered_ids = {ids for _, ids, _ in offered}
+        # the user's own merged groups stay while their ids are all present
+        own = [(name, ids, state == Qt.CheckState.Checked) for ids, (state, name) in kept.items()
+               if ids not in offered_ids and len(ids) > 1 and set(ids) <= set(values)]
+        for name, ids, ticked in own + offered:
+            state, name = kept.get(ids, (Qt.CheckState.Checked if ticked else Qt.CheckState.Unchecked, name))
+            self._add(name, ids, state)
+
+    def _add(self, name: str, ids: tuple[int, ...], state: Any) -> QListWidgetItem:
+        item = QListWidgetItem(_item_text(name, ids))
+        item.setData(Qt.ItemDataRole.UserRole, ids)
+        item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEditable)
+        item.setCheckState(state)
+        self.addItem(item)
+        return item
+
+    @staticmethod
+    def ids(item: QListWidgetItem) -> tuple[int, ...]:
+        return tuple(int(v) for v in item.data(Qt.ItemDataRole.UserRole))
+
+    @staticmethod
+    def name(item: QListWidgetItem) -> str:
+        """The class name as the user left it (the text before ``(ids)``; the whole text if they removed it)."""
+        text = item.text().strip()
+        match = _ITEM.match(text)
+        name = match.group("name") if match else text
+        return "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in name.strip()).strip("_")
+
+    def merge_ticked(self, name: str = "merged") -> QListWidgetItem | None:
+        """One class from every ticked item's ids (ticked, first in the list); the merged items are unticked.
+        None when fewer than two label values are ticked."""
+        ticked = [item for item in self._items() if item.checkState() == Qt.CheckState.Checked]
+        ids = tuple(sorted({i for item in ticked for i in self.ids(item)}))
+        if len(ids) < 2:
+            return None
+        for item in ticked:
+            item.setCheckState(Qt.CheckState.Unchecked)
+        existing = next((item for item in self._items() if self.ids(item) == ids), None)
+        if existing is not None:
+            existing.setCheckState(Qt.CheckState.Checked)
+            return existing
+        item = self._add(name, ids, Qt.CheckState.Checked)
+        self.takeItem(self.row(item))
+        self.insertItem(0, item)
+        return item
 
     def chosen(self) -> tuple[str, ...]:
-        """``NAME=ID`` of every ticked class (``ID`` alone when it has no name)."""
+        """``NAME=ID+ID`` of every ticked class (``ID`` alone for an unnamed single value), for
+        :func:`napari_ssl.classes.parse_classes`."""
         out = []
-        for i in range(self.count()):
-            item = self.item(i)
-            if item.checkState() == Qt.CheckState.Checked:
-                value = int(item.data(Qt.ItemDataRole.UserRole))
-                text = item.text()
-                name = text.rsplit(" (", 1)[0] if text.endswith(f"({value})") else ""
-                safe = "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in name)
-                out.append(f"{safe}={value}" if safe else str(value))
+        for item in self._items():
+            if item.checkState() != Qt.CheckState.Checked:
+                continue
+            ids, name = self.ids(item), self.name(item)
+            if name.isdigit() or not name:
+                name = "" if len(ids) == 1 else "merged"
+            out.append(f"{name}={'+'.join(map(str, ids))}" if name else str(ids[0]))
         return tuple(out)
 
 

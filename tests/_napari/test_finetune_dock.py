@@ -1,0 +1,94 @@
+"""The Fine-tune dock as a user meets it from the Plugins menu: classes as users name them (BraTS whole tumour offered
+at once, merged and renamed groups), a dock that stays on a laptop screen when a run starts."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from qtpy.QtCore import Qt
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from plugin_path import open_dock
+
+from napari_ssl.classes import parse_classes
+from napari_ssl.events import Started
+
+pytestmark = pytest.mark.gui
+
+
+def _labels(values) -> np.ndarray:
+    data = np.zeros((12, 12, 12), np.uint8)
+    for i, v in enumerate(values):
+        data[2 + 2 * i : 4 + 2 * i, 3:9, 3:9] = v
+    return data
+
+
+def _texts(picker) -> list[tuple[str, bool]]:
+    return [(picker.item(i).text(), picker.item(i).checkState() == Qt.CheckState.Checked)
+            for i in range(picker.count())]
+
+
+def test_brats_labels_offer_whole_tumour_at_once(make_napari_viewer) -> None:
+    viewer = make_napari_viewer()
+    viewer.add_labels(_labels([1, 2, 4]), name="seg")
+    dock = open_dock(viewer, "Fine-tune")
+    assert _texts(dock.class_list) == [
+        ("whole_tumor (1+2+4)", True), ("tumor_core (1+4)", False),
+        ("necrotic_core (1)", False), ("edema (2)", False), ("enhancing (4)", False),
+    ]
+    assert dock.chosen_classes() == ("whole_tumor=1+2+4",)  # Start learns one class: whole tumour
+    (whole,) = parse_classes(dock.chosen_classes())
+    assert whole.name == "whole_tumor" and whole.ids == (1, 2, 4)
+    dock.class_list.item(0).setText("tumour (1+2+4)")  # the user renames it (double-click)
+    dock.class_list.item(1).setCheckState(Qt.CheckState.Checked)
+    assert dock.chosen_classes() == ("tumour=1+2+4", "tumor_core=1+4")
+    viewer.add_image(np.zeros((12, 12, 12), np.float32), name="flair")  # any layer change refreshes the list
+    assert dock.chosen_classes() == ("tumour=1+2+4", "tumor_core=1+4")  # names and ticks kept
+
+
+def test_merge_ticked_labels_into_one_named_class(make_napari_viewer) -> None:
+    viewer = make_napari_viewer()
+    layer = viewer.add_labels(_labels([1, 5, 7]), name="organs")
+    layer.features = {"index": [0, 1, 5, 7], "class": ["background", "spleen", "liver", "pancreas"]}
+    viewer.layers.selection.active = layer
+    viewer.add_image(np.zeros((12, 12, 12), np.float32), name="ct")  # refresh: names from the features
+    dock = open_dock(viewer, "Fine-tune")
+    dock.label_box.setCurrentText("organs")
+    assert _texts(dock.class_list) == [("spleen (1)", True), ("liver (5)", True), ("pancreas (7)", True)]
+    dock.class_list.item(2).setCheckState(Qt.CheckState.Unchecked)
+    merged = dock.class_list.merge_ticked()
+    assert merged is not None and merged.text() == "merged (1+5)"
+    assert dock.chosen_classes() == ("merged=1+5",)
+    merged.setText("spleen and liver (1+5)")
+    assert dock.chosen_classes() == ("spleen_and_liver=1+5",)
+    assert parse_classes(dock.chosen_classes())[0].ids == (1, 5)
+    dock.class_list.item(0).setCheckState(Qt.CheckState.Unchecked)
+    assert dock.class_list.merge_ticked() is None  # nothing ticked: nothing merged
+
+
+def test_unnamed_labels_keep_the_clis_names(make_napari_viewer) -> None:
+    viewer = make_napari_viewer()
+    viewer.add_labels(_labels([3, 9]), name="seg")
+    dock = open_dock(viewer, "Fine-tune")
+    assert dock.chosen_classes() == ("class_3=3", "class_9=9")
+    assert [c.name for c in parse_classes(dock.chosen_classes())] == [c.name for c in parse_classes("3,9")]
+
+
+def test_a_long_plan_does_not_widen_the_dock_past_the_screen(make_napari_viewer, qtbot) -> None:
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    window.resize(1366, 740)
+    dock = open_dock(viewer, "Fine-tune")
+    qtbot.waitExposed(window)
+    qtbot.wait(50)
+    before = dock.width()
+    plan = "\n".join(["plan (mr, median scan 150 x 180 x 150 voxels at the plan's spacing):"]
+                     + [f"  note: a long line of the plan that says a great deal about case {i} " * 2 for i in range(4)])
+    dock._on_event(Started(total=100, device="cpu", n_train=3, n_val=1, plan_text=plan))
+    qtbot.wait(100)
+    assert dock.plan_label.isVisible()
+    assert dock.width() <= before + 4, (before, dock.width())  # was ~362 -> ~750 px
+    assert window.width() <= 1366
