@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "segment": ("napari_ssl.commands.segment", "segment a scan with a fine-tuned model"),
     "evaluate": ("napari_ssl.commands.evaluate", "compare pretrained vs scratch at several label fractions"),
     "score": ("napari_ssl.commands.score", "what a pretraining checkpoint learned, on held-out scans (JSON)"),
+    "reader": ("napari_ssl.commands.reader", "make napari-ssl napari's reader for scans (File > Open asks no more)"),
 }
 
 

@@ -331,6 +331,7 @@ class FinetuneDock(QWidget):
         self.dice_plot.clear()
         self._set_total(steps)
         self.progress.setValue(0)
+        self.progress.setFormat("%p%")
         self._step = None
         self.status.setText("starting the training process…")
         self.start_button.setEnabled(False)
@@ -374,10 +375,21 @@ class FinetuneDock(QWidget):
             )
         elif isinstance(event, Finished):
             self.last_path = event.path
+            planned = self.progress.maximum()
+            if 0 < event.step < planned:  # the minutes ran out first: the bar and curves end at the last step
+                self._set_total(event.step)
+            self._step = event.step
+            self._show_step()
+            self.progress.setFormat(f"finished: step {event.step}")
+            budget = f" (the {self.minutes.value():g}-minute budget ended it before step {planned})" \
+                if event.step < planned else ""
+            self.status.setText(f"finished at step {event.step}{budget}; model in {event.path}")
             self._offer(event.path)
             show_info(f"Fine-tune: finished; model in {event.path}")
         elif isinstance(event, Stopped):
             self.last_path = event.path
+            self._show_step()
+            self.progress.setFormat(f"cancelled at step {self.progress.value()}/{self.progress.maximum()}")
             self.status.setText(f"cancelled; checkpoint in {event.path}")
             self._offer(event.path)
 

@@ -190,6 +190,11 @@ class CurvePlot(QWidget):
             self._update_legend()
         self._schedule()
 
+    @property
+    def xrange(self) -> tuple[float, float] | None:
+        """The fixed x range (None: fitted to the data)."""
+        return self._xrange
+
     def set_xrange(self, lo: float, hi: float) -> None:
         """Fix the x range (e.g. ``0 .. total steps``) so the axes need no redraw while the run advances."""
         self._xrange = (float(lo), float(max(hi, lo + 1)))

@@ -308,6 +308,10 @@ class PretrainDock(QWidget):
         elif isinstance(event, Finished):
             self._show_progress()
             self.outcome = "finished"
+            if event.step < self.progress.maximum():  # a time budget ended it early: the bar and curves end there
+                self.progress.setMaximum(max(event.step, self.progress.minimum() + 1))
+                self.plot.set_xrange(0, max(event.step, 1))
+            self.progress.setValue(event.step)
             if event.metrics:
                 self.metrics_label.setText(
                     "held out: " + "; ".join(metric_words(k, v) for k, v in event.metrics.items())
@@ -379,7 +383,10 @@ class PretrainDock(QWidget):
             self.progress.setFormat("failed")
         elif self.outcome == "cancelled" and not self._trained:
             self.progress.setFormat("cancelled")
-        elif self.outcome == "finished":
+        elif self.outcome in ("cancelled", "finished"):  # the last rate stays; no ETA on a run that ended
+            rate = [part for part in self.progress.format().split(" · ") if part.endswith("samples/s")]
+            self.progress.setFormat(" · ".join([f"{self.outcome} at step {self.progress.value()}", *rate]))
+        if self.outcome == "finished":
             self.status.setText(f"finished in {_clock(time.monotonic() - self._t0)}; ready")
         self._set_running(False)
         del relay

@@ -25,7 +25,7 @@ def _has_display() -> bool:
 def run(args: argparse.Namespace) -> int:
     if args.screenshot is None and not _has_display():
         args.screenshot = Path("napari-ssl-demo.png")
-        print(f"napari-ssl demo: no display found; rendering the demo to {args.screenshot} instead of a window")
+        print(f"napari-ssl demo: no display found; rendering the demo to {args.screenshot.resolve()} instead of a window")
     if args.screenshot is not None:
         if args.screenshot.suffix.lower() != ".png":
             raise ValueError(f"--screenshot must name a .png file, got {args.screenshot}")

@@ -92,3 +92,35 @@ def test_a_long_plan_does_not_widen_the_dock_past_the_screen(make_napari_viewer,
     assert dock.plan_label.isVisible()
     assert dock.width() <= before + 4, (before, dock.width())  # was ~362 -> ~750 px
     assert window.width() <= 1366
+
+
+def test_a_run_the_minutes_ended_shows_finished_at_full_bar(make_napari_viewer) -> None:
+    from napari_ssl.events import Finished, Progress
+
+    viewer = make_napari_viewer()
+    dock = open_dock(viewer, "Fine-tune")
+    dock.minutes.setValue(15.0)
+    dock._on_event(Started(total=2000, device="cpu", n_train=3, n_val=1))
+    for step in (1, 130, 260):
+        dock._on_event(Progress(step=step, total=2000, loss=1.0 / step))
+    dock._on_event(Finished(step=260, path="/tmp/model"))
+    # was: the bar at 13%, the curves scaled to 2,000 steps, and no word of the end in the dock
+    assert dock.progress.value() == dock.progress.maximum() == 260
+    assert dock.loss_plot.xrange == (0.0, 260.0) and dock.dice_plot.xrange == (0.0, 260.0)
+    assert dock.status.text().startswith("finished at step 260 (the 15-minute budget ended it before step 2000)")
+    assert "finished" in dock.progress.text()
+
+
+def test_a_cancelled_run_shows_no_eta(make_napari_viewer) -> None:
+    from napari_ssl.events import Progress, Stopped
+
+    viewer = make_napari_viewer()
+    dock = open_dock(viewer, "Pretrain")
+    dock.outcome = "running"
+    dock._on_event(Started(total=500, device="cpu", n_train=1, n_val=1, batch_size=2))
+    dock._on_event(Progress(step=40, total=500, loss=0.5, samples_per_s=4.0))
+    dock._show_progress()
+    assert "ETA" in dock.progress.text()
+    dock._on_event(Stopped(path="/tmp/ck"))
+    dock._on_finished()
+    assert "ETA" not in dock.progress.text() and dock.progress.text() == "cancelled at step 40 · 4.0 samples/s"
