@@ -63,8 +63,7 @@ class PretextExplorer(ExplorerControls):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        # napari hands plugins a PublicOnlyProxy; the dock manages its own layers on the real viewer
-        viewer = getattr(napari_viewer, "__wrapped__", napari_viewer)
+        viewer = napari_viewer  # from the Plugins menu, a PublicOnlyProxy: public napari only
         self.viewer = viewer
         self.worker: Any = None
         self.last_preview: Preview | None = None

@@ -103,14 +103,17 @@ def _ndim(data: Any, kwargs: dict[str, Any], layer_type: str = "image") -> int:
 
 
 def _set_shapes(layer: Any, data: list[np.ndarray], shape_kw: dict[str, Any]) -> None:
+    """Replace every shape of ``layer`` (``shape_kw``: types, edge colours and widths, per shape or one for all).
+
+    ``Shapes.add`` on a hidden layer leaves its cached extent NaN (napari 0.9: neither the ``data`` setter nor a
+    refresh renews it while hidden), which puts the view off the scan. Setting a transform renews the extent through
+    public API, so the layer's own scale is set again.
+    """
     layer.selected_data = set()
     layer.data = []
     if len(data):
         layer.add(data, **shape_kw)
-    # Shapes.add does not invalidate the cached extent (napari 0.9); without this it stays NaN
-    clear = getattr(layer, "_clear_extent", None)
-    if callable(clear):
-        clear()
+        layer.scale = layer.scale
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -161,6 +161,19 @@ class SegmentDock(QWidget):
         layout.addWidget(self.save_button)
 
         hub.published.connect(self._on_published)
+        self._choose_first_model()
+
+    def _choose_first_model(self) -> None:
+        """Open with the model the user most likely wants: the last one fine-tuned in this session, else the last one
+        used (a folder that no longer reads as a model is passed over in silence here)."""
+        for i in range(self.model_box.count()):
+            path = self.model_box.itemText(i)
+            try:
+                read_model_info(path)
+            except (ValueError, OSError):
+                continue
+            self.load_model(path, quiet=True)
+            return
 
     @property
     def channel_boxes(self) -> list[QComboBox]:
