@@ -135,8 +135,9 @@ def fingerprint(cases: Sequence[Sequence[Volume]], labels: Sequence[Volume | Non
             raise ValueError(f"{case[0].name or 'scan'}: expected a 3D scan, got shape {array.shape}")
         mask = body_mask(array, modality)
         found.append(CaseFingerprint(tuple(int(s) for s in array.shape), spacing, _box(mask), modalities[i]))  # type: ignore[arg-type]
-        inside = array[mask] if mask.any() else array.reshape(-1)
-        body.append(inside[:: max(1, inside.size // max_samples)].astype(np.float64))
+        step = max(1, array.size // (2 * max_samples))  # a strided sample first: no copy of the whole body
+        flat, in_body = array.reshape(-1)[::step], mask.reshape(-1)[::step]
+        body.append((flat[in_body] if in_body.any() else flat).astype(np.float64))
         if modality == "CT":
             lab = labels[i] if labels is not None and i < len(labels) else None
             fg = np.ones_like(mask)
