@@ -58,6 +58,7 @@ class CheckpointMeta:
     mirror: bool | None = None
     validation: str = ""
     train_cases: tuple[str, ...] = ()
+    description: str = ""  # a sentence the Segment dock shows first (the bundled demonstration model says what it is)
     # a pretraining run
     pretexts: tuple[str, ...] = ()
     pretext_options: Mapping[str, Any] = field(default_factory=dict)

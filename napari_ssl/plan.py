@@ -63,6 +63,7 @@ class Fingerprint:
     modality: str
     intensity: Mapping[str, float] = field(default_factory=dict)
     n_channels: int = 1
+    foreground: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +73,7 @@ class Fingerprint:
             "median_spacing": list(np.median([c.spacing for c in self.cases], axis=0).round(4)),
             "median_shape": [int(v) for v in np.median([c.shape for c in self.cases], axis=0)],
             "intensity": dict(self.intensity),
+            "foreground": dict(self.foreground),
         }
 
 
@@ -116,13 +118,15 @@ def fingerprint(cases: Sequence[Sequence[Volume]], labels: Sequence[Volume | Non
 
     ``labels`` (optional, one per case) give the CT foreground intensities (nnU-Net): the voxels of the classes
     trained (``label_ids``; default every nonzero label). Without labels (pretraining) every voxel counts, so air,
-    lungs and body keep their contrast.
+    lungs and body keep their contrast. ``foreground`` (any modality) holds the 0.5 / 50 / 99.5 percentiles of the
+    body's intensities: what a scan given to the model later is compared with (:mod:`napari_ssl.scan_check`).
     """
     if not cases:
         raise ValueError("no scans to plan from")
     rng = np.random.default_rng(0)
     found: list[CaseFingerprint] = []
     values: list[np.ndarray] = []
+    body: list[np.ndarray] = []
     modalities = [guess_modality(case[0]) for case in cases]
     modality = max(set(modalities), key=modalities.count)
     for i, case in enumerate(cases):
@@ -131,6 +135,9 @@ def fingerprint(cases: Sequence[Sequence[Volume]], labels: Sequence[Volume | Non
             raise ValueError(f"{case[0].name or 'scan'}: expected a 3D scan, got shape {array.shape}")
         mask = body_mask(array, modality)
         found.append(CaseFingerprint(tuple(int(s) for s in array.shape), spacing, _box(mask), modalities[i]))  # type: ignore[arg-type]
+        step = max(1, array.size // (2 * max_samples))  # a strided sample first: no copy of the whole body
+        flat, in_body = array.reshape(-1)[::step], mask.reshape(-1)[::step]
+        body.append((flat[in_body] if in_body.any() else flat).astype(np.float64))
         if modality == "CT":
             lab = labels[i] if labels is not None and i < len(labels) else None
             fg = np.ones_like(mask)
@@ -151,7 +158,10 @@ def fingerprint(cases: Sequence[Sequence[Volume]], labels: Sequence[Volume | Non
             clipped = np.clip(pooled, lo, hi)
             intensity = {"p00_5": float(lo), "p99_5": float(hi), "mean": float(clipped.mean()),
                          "std": float(max(clipped.std(), 1e-3))}
-    return Fingerprint(tuple(found), modality, intensity, n_channels=len(cases[0]))
+    pooled_body = np.concatenate(body)
+    lo, mid, hi = np.percentile(pooled_body, (0.5, 50, 99.5)) if pooled_body.size else (0.0, 0.0, 0.0)
+    foreground = {"p00_5": float(lo), "p50": float(mid), "p99_5": float(hi)}
+    return Fingerprint(tuple(found), modality, intensity, n_channels=len(cases[0]), foreground=foreground)
 
 
 # ---------------------------------------------------------------- the plan

@@ -55,7 +55,13 @@ def test_wheel_carries_the_real_manifest(tmp_path):
         assert (info.external_attr >> 16) & 0o170000 != 0o120000  # a regular file, not a symlink
         text = zf.read("napari_ssl/napari.yaml")
         entry_points = zf.read(next(n for n in zf.namelist() if n.endswith("entry_points.txt"))).decode()
+        bundled = {n: zf.read(n) for n in zf.namelist() if n.startswith("napari_ssl/models_bundled/")}
     assert text == (REPO / "napari.yaml").read_bytes()
+    from napari_ssl.bundled import BUNDLED
+
+    for folder in BUNDLED.values():  # the demonstration model ships, byte for byte
+        for name in ("meta.json", "model.safetensors"):
+            assert bundled[f"napari_ssl/{folder}/{name}"] == (REPO / "napari_ssl" / folder / name).read_bytes()
     assert "napari-ssl = napari_ssl:napari.yaml" in entry_points
     assert "napari-ssl = napari_ssl.cli:main" in entry_points
     manifest = tmp_path / "napari.yaml"

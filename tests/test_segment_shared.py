@@ -22,7 +22,9 @@ LIVER_STEPS = 30
 
 
 def random_checkpoint(path: Path, *, in_channels: int = 1, classes=(("lesion", (1,)),), spacing=(2.0, 2.0, 2.0),
-                      patch=(32, 32, 32), seed: int = 0) -> Path:
+                      patch=(32, 32, 32), seed: int = 0, normalization=None, fingerprint=None) -> Path:
+    """``normalization`` (a :class:`~napari_ssl.preprocess.Normalization`, default z-score) and ``fingerprint`` (the
+    training data's, as ``meta.json`` holds it; default none, as in older checkpoints) go into the meta."""
     import torch
 
     from napari_ssl import checkpoint
@@ -43,9 +45,11 @@ def random_checkpoint(path: Path, *, in_channels: int = 1, classes=(("lesion", (
         "patch_size": list(patch),
         "spacing": list(spacing),
         "orientation": "LPS",
-        "normalization": Normalization().to_dict(),
+        "normalization": (normalization or Normalization()).to_dict(),
         "step": 0,
     }
+    if fingerprint is not None:
+        meta["fingerprint"] = dict(fingerprint)
     return checkpoint.save(path, net.state_dict(), meta)
 
 

@@ -1,8 +1,14 @@
 """The Segment dock: pick a fine-tuned model and an Image layer, one click gives a Labels layer ``<scan> masks``.
 
-- Models: the last ones used (``QSettings``) and every model the Fine-tune dock finishes (the checkpoint hub:
-  listed and selected at once). The dock shows what the model is (:mod:`~napari_ssl._napari.segment_info`:
-  classes, inputs, plan, steps, held-out Dice, a warning when that Dice is low), read from ``meta.json`` only.
+- Models (:mod:`~napari_ssl._napari.segment_models`): the last ones used (``QSettings``), every model the Fine-tune
+  dock finishes (the checkpoint hub: listed and selected at once), and the bundled demonstration model
+  (:mod:`napari_ssl.bundled`: the sample phantom's lesion), chosen on a first launch when nothing else is known. The
+  dock shows what the model is (:mod:`~napari_ssl._napari.segment_info`: classes, inputs, plan, steps, held-out Dice,
+  a warning when that Dice is low), read from ``meta.json`` only.
+- Before running, the scan is compared with the model's training data (:mod:`napari_ssl.scan_check`: modality,
+  channels, voxel size, intensities, on at most ~2M voxels: a tenth of a second): a mismatch is one sentence in a
+  warning and on the status line, and the run goes on. An error (a bad model or layer, a failed run) replaces the
+  status line too.
 - The scan defaults to the selected Image layer. A model with several inputs (e.g. FLAIR + T1ce) shows one
   layer picker per input. A layer the model cannot use (2D, 4D, RGB, multiscale, too small) is refused with a
   sentence naming it before anything starts; the dock stays usable.
@@ -51,9 +57,9 @@ from napari_ssl._napari.segment_info import (
     masks_layer_kwargs,
     prepare_masks,
     read_model_info,
-    recent_models,
     remember_model,
 )
+from napari_ssl._napari.segment_models import ModelBox
 from napari_ssl._napari.segment_scans import ScanPickers
 from napari_ssl._napari.widgets import (
     ProgressBar,
@@ -62,6 +68,8 @@ from napari_ssl._napari.widgets import (
     tab_with_siblings_later,
     training_threads,
 )
+from napari_ssl.bundled import bundled_name
+from napari_ssl.scan_check import TrainedOn, check_scan, summarize_scan
 
 if TYPE_CHECKING:
     import napari
@@ -83,6 +91,7 @@ class SegmentDock(QWidget):
         self.last_masks: Any = None
         self.timings: dict[str, float] = {}
         self._source: Any = None
+        self._caution = ""  # the scan check's warning, kept on the status line through the run
         self._fraction: float | None = None
         self._activity: Activity | None = None
         self._t0 = 0.0
@@ -93,16 +102,7 @@ class SegmentDock(QWidget):
         self.staged = StagedShow(viewer, self)
         self._warm_timer = start_warm_up(self, lambda: self.relay is None)  # imports, a GC while a model is picked
 
-        self.model_box = QComboBox()
-        self.model_box.setEditable(True)
-        self.model_box.setMinimumContentsLength(12)
-        self.model_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.model_box.setToolTip("fine-tuned checkpoint folder (model.safetensors + meta.json)")
-        hub = checkpoint_hub()
-        for path in [*reversed(hub.paths("segment")), *recent_models()]:
-            if self.model_box.findText(path) < 0:
-                self.model_box.addItem(path)
-        self.model_box.setCurrentIndex(-1)
+        self.model_box = ModelBox()
         self.model_box.activated.connect(lambda _=0: self.load_model(self.model_box.currentText()))
         self.browse = QPushButton("Browse…")
         self.browse.clicked.connect(self._browse)
@@ -160,14 +160,15 @@ class SegmentDock(QWidget):
         layout.addWidget(self.status)
         layout.addWidget(self.save_button)
 
-        hub.published.connect(self._on_published)
+        checkpoint_hub().published.connect(self._on_published)
         self._choose_first_model()
 
     def _choose_first_model(self) -> None:
         """Open with the model the user most likely wants: the last one fine-tuned in this session, else the last one
-        used (a folder that no longer reads as a model is passed over in silence here)."""
+        used, else (a first launch) the demonstration model. A folder that no longer reads as a model is passed over
+        in silence here."""
         for i in range(self.model_box.count()):
-            path = self.model_box.itemText(i)
+            path = self.model_box.path_of(self.model_box.itemText(i))
             try:
                 read_model_info(path)
             except (ValueError, OSError):
@@ -194,25 +195,31 @@ class SegmentDock(QWidget):
         if folder:
             self.load_model(folder)
 
+    def _fail(self, message: str) -> None:
+        """An error in words: a notification and the status line (no earlier result's text stays there)."""
+        show_error(f"Segment: {message}")
+        self.status.setText(f"failed: {message}")
+
     def load_model(self, path: str | Path, *, quiet: bool = False) -> bool:
-        """Choose the model at ``path`` (its ``meta.json`` is read; the weights load in the child at Segment).
+        """Choose the model at ``path`` (a folder, or a bundled model's name or list text; its ``meta.json`` is
+        read, the weights load in the child at Segment).
 
         A bad folder gives a notification and keeps the previous model.
         """
-        path = str(path).strip()
+        path = self.model_box.path_of(str(path))
         if not path:
             show_warning("Segment: choose a fine-tuned model folder first")
+            self.status.setText("choose a model first")
             return False
         try:
             info = read_model_info(path)
         except (ValueError, OSError) as exc:
-            show_error(f"Segment: cannot use model: {exc}")
+            self._fail(f"cannot use model: {exc}")
             return False
         self.info = info
-        remember_model(info.path)
-        if self.model_box.findText(path) < 0:
-            self.model_box.insertItem(0, path)
-        self.model_box.setCurrentText(path)
+        if bundled_name(info.path) is None:
+            remember_model(info.path)
+        self.model_box.select(info.path)
         self.info_label.setText(info.summary())
         if info.low_dice and not quiet:
             show_warning(
@@ -230,7 +237,7 @@ class SegmentDock(QWidget):
         if self.relay is not None:
             show_warning("Segment: a segmentation is already running")
             return None
-        path = self.model_box.currentText().strip()
+        path = self.model_box.path_of()
         if (self.info is None or self.info.path != path) and not self.load_model(path):
             return None
         info = self.info
@@ -240,17 +247,24 @@ class SegmentDock(QWidget):
         if not chosen or any(name not in layers for name in chosen) or len(set(chosen)) != len(chosen):
             active = self.viewer.layers.selection.active
             hint = f" ({scan_problem(active, what='segmentation')})" if active is not None and not chosen[0] else ""
-            show_error(
-                f"Segment: the model takes {len(info.channels)} input(s) ({', '.join(info.channels)}); "
+            self._fail(
+                f"the model takes {len(info.channels)} input(s) ({', '.join(info.channels)}); "
                 f"pick a different Image layer for every input{hint}"
             )
             return None
         for name in chosen:
             problem = scan_problem(layers[name], what="segmentation")
             if problem:
-                show_error(f"Segment: {problem}")
+                self._fail(problem)
                 return None
         volumes = tuple(layer_to_volume(layers[name]) for name in chosen)  # no copy: written to file off-thread
+        check = check_scan(info.trained_on or TrainedOn(n_channels=len(info.channels)), summarize_scan(volumes))
+        if check.error:
+            self._fail(check.error)
+            return None
+        self._caution = f"warning: {check.warning}\n" if check.warning else ""
+        if check.warning:
+            show_warning(f"Segment: {check.warning}")
         self._source = layers[chosen[0]]
         request = SegmentRequest(
             model=info.path,
@@ -274,7 +288,7 @@ class SegmentDock(QWidget):
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
         self._fraction = None
-        self.status.setText(f"segmenting {chosen[0]}: starting…")
+        self.status.setText(f"{self._caution}segmenting {chosen[0]}: starting…")
         self._activity = Activity(f"Segmenting {chosen[0]}", total=100)
         self._t0 = time.monotonic()
         self.timings = {}
@@ -297,7 +311,7 @@ class SegmentDock(QWidget):
                 self._timer.start()
         elif isinstance(event, ModelLoaded):
             self.timings["model"] = time.monotonic() - self._t0
-            self.status.setText(f"segmenting {self._source.name} on {event.device}…")
+            self.status.setText(f"{self._caution}segmenting {self._source.name} on {event.device}…")
         elif isinstance(event, PreparedMasks):
             self.timings["result"] = time.monotonic() - self._t0
             self._add_masks(event)
@@ -332,13 +346,11 @@ class SegmentDock(QWidget):
                 self.viewer.layers.remove(earlier)  # our own earlier result on another grid is replaced
             self.last_masks = self.staged.show(new, prepared.steps)
         counts = prepared.counts
-        self.status.setText("found " + ", ".join(f"{n}: {c} voxels" for n, c in counts.items()))
+        self.status.setText(self._caution + "found " + ", ".join(f"{n}: {c} voxels" for n, c in counts.items()))
         self.progress.setValue(100)
 
     def _on_error(self, exc: Exception) -> None:
-        self.status.setText("failed")
-        text = str(exc) if isinstance(exc, RunFailed) else f"Segmentation failed: {exc}"
-        show_error(f"Segment: {text}")
+        self._fail(str(exc) if isinstance(exc, RunFailed) else f"Segmentation failed: {exc}")
 
     def _on_finished(self) -> None:
         self._timer.stop()

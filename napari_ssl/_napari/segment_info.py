@@ -2,7 +2,8 @@
 
 :func:`read_model_info` checks a checkpoint folder the way loading it would (a segmentation head, the weights
 file of the size ``meta.json`` records) and returns :class:`ModelInfo`: classes, input channels, the plan
-(spacing, patch, normalisation), the steps trained, the held-out Dice. Also the remembered recent models,
+(spacing, patch, normalisation), the steps trained, the held-out Dice, a description (the bundled demonstration
+model says what it is) and the training data's fingerprint (:mod:`napari_ssl.scan_check`). Also the remembered recent models,
 the masks layer's colours and ``class`` feature, and :func:`prepare_masks`, which builds the masks layer in the
 relay's worker thread (napari's ``Labels`` constructor imports pandas and scikit-image on first use and scans
 the data: a quarter of a second the GUI thread no longer spends).
@@ -47,6 +48,8 @@ class ModelInfo:
     total: int
     dice: dict[str, float] = field(default_factory=dict)
     n_train: int = 0
+    description: str = ""
+    trained_on: Any = None  # a napari_ssl.scan_check.TrainedOn: what a scan is compared with before segmenting
 
     @property
     def mean_dice(self) -> float | None:
@@ -61,9 +64,12 @@ class ModelInfo:
 
     def summary(self) -> str:
         """Rich text for the dock: classes, inputs, plan, training, held-out Dice (with a warning when low)."""
-        spacing = " x ".join(f"{s:g}" for s in self.spacing) + " mm" if self.spacing else "the scan's own grid"
+        from napari_ssl.scan_check import short_number
+
+        spacing = " x ".join(short_number(s) for s in self.spacing) + " mm" if self.spacing else "the scan's own grid"
         patch = " x ".join(str(p) for p in self.patch)
-        lines = [
+        lines = [f'<span style="color:#f0a030">{self.description}</span>'] if self.description else []
+        lines += [
             f"<b>classes</b>: {', '.join(self.classes)}",
             f"<b>inputs</b>: {', '.join(self.channels)}",
             f"<b>plan</b>: voxels {spacing}, windows of {patch}, {self.normalization}",
@@ -83,10 +89,26 @@ class ModelInfo:
 
 
 def _normalization_words(norm: Any) -> str:
+    """The checkpoint's intensity normalisation in words (``zscore_nonzero`` -> "z-score over the body ...")."""
+    from napari_ssl.scan_check import short_number
+
     if not isinstance(norm, dict):
         return "default intensity normalisation"
     mode = str(norm.get("mode", norm.get("kind", "")) or "default")
-    return f"{mode} intensity normalisation"
+
+    def hu(pair: Any, default: tuple[float, float]) -> str:
+        low, high = pair if isinstance(pair, (list, tuple)) and len(pair) == 2 else default
+        return f"{short_number(float(low))}..{short_number(float(high))} HU"
+
+    words = {
+        "zscore_nonzero": "z-score over the body (non-zero voxels)",
+        "ct_zscore": f"CT clipped to {hu(norm.get('clip'), (-1000, 1000))}, then z-score",
+        "ct": f"CT window {hu(norm.get('window'), (-1000, 1000))}",
+        "zscore": "z-score of the whole scan (percentile-clipped)",
+        "minmax": "intensity percentiles scaled to -1..1",
+        "none": "raw intensities (no normalisation)",
+    }
+    return words.get(mode, f"{mode.replace('_', ' ')} intensity normalisation")
 
 
 def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
@@ -101,8 +123,10 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
         whose size differs from ``meta.json`` (truncated or altered).
     """
     from napari_ssl import checkpoint
+    from napari_ssl.bundled import resolve_model
+    from napari_ssl.scan_check import TrainedOn
 
-    folder = Path(path).expanduser()
+    folder = resolve_model(path)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such model folder")
     meta = checkpoint.read_meta(folder)
@@ -133,6 +157,8 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
         total=int(meta.get("total", meta.get("step", 0))),
         dice=dice,
         n_train=int(meta.get("n_train", 0)),
+        description=str(meta.get("description") or ""),
+        trained_on=TrainedOn.from_meta(meta),
     )
 
 
@@ -143,10 +169,12 @@ def _settings() -> Any:
 
 
 def recent_models() -> list[str]:
-    """Model folders used last (most recent first) that still exist."""
+    """Model folders used last (most recent first) that still exist; bundled models are listed apart."""
+    from napari_ssl.bundled import bundled_name
+
     value = _settings().value(RECENT_KEY, [])
     items = [value] if isinstance(value, str) else list(value or [])
-    return [p for p in items if Path(p).is_dir()]
+    return [p for p in items if Path(p).is_dir() and bundled_name(p) is None]
 
 
 def remember_model(path: str) -> None:

@@ -3,6 +3,12 @@
 Example::
 
     napari-ssl segment --model runs/organs --input ct.nii.gz --output ct_masks.nii.gz
+    napari-ssl segment --model phantom-demo --input phantom.nii.gz --output phantom_masks.nii.gz
+
+``--model`` takes a checkpoint folder or a bundled model's name (``phantom-demo``: the demonstration model for the
+sample head phantom, :mod:`napari_ssl.bundled`). Before segmenting, the scan is compared with the model's training
+data (:mod:`napari_ssl.scan_check`); a mismatch (a CT given to an MR model, voxels 3x coarser) is one warning line
+on stderr, and the run goes on.
 
 The mask (uint8 label values, classes in the model's ``meta.json``) lies on the scan's own grid, so it
 opens aligned with the scan in any viewer. ``--input`` may be a DICOM folder; a multi-channel model takes
@@ -16,7 +22,8 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, metavar="DIR", help="fine-tuned checkpoint folder")
+    parser.add_argument("--model", required=True, metavar="DIR|NAME",
+                        help="fine-tuned checkpoint folder, or a bundled model's name (phantom-demo)")
     parser.add_argument("--input", required=True, metavar="SCAN_OR_DICOM_DIR",
                         help="the scan (file or DICOM folder); channels of a multi-channel model joined by commas")
     parser.add_argument("--output", required=True, metavar="MASK.nii.gz", help="mask file (.nii.gz, .nii, .nrrd, .mha)")
@@ -31,13 +38,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from napari_ssl import io
+    from napari_ssl.bundled import resolve_model
     from napari_ssl.io import WRITE_SUFFIXES, scan_suffix
+    from napari_ssl.scan_check import TrainedOn, check_scan, summarize_scan
     from napari_ssl.segment import SegmentProgress, SegmentResult, load_model, segment_iter
 
     if scan_suffix(args.output) not in WRITE_SUFFIXES:
         raise ValueError(f"--output must end in one of {', '.join(WRITE_SUFFIXES)}, got {args.output}")
-    model = load_model(args.model, device=args.device)
+    model = load_model(resolve_model(args.model), device=args.device)
     channels = [io.read(p.strip()) for p in args.input.split(",") if p.strip()]
+    if not channels:
+        raise ValueError("--input names no scan")
+    check = check_scan(TrainedOn.from_meta(model.meta), summarize_scan(channels))
+    if check.error:
+        raise ValueError(check.error)
+    if check.warning:
+        print(f"napari-ssl segment: warning: {check.warning}", file=sys.stderr, flush=True)
     result = None
     shown = -1
     for event in segment_iter(channels, model, overlap=args.overlap, sw_batch_size=args.sw_batch_size,
