@@ -28,6 +28,7 @@ from napari_ssl._napari.explorer_sources import (
     source_volume,
     view_volumes,
 )
+from napari_ssl._napari.gl_context import make_canvas_current
 from napari_ssl._napari.overlays import (
     META,
     SEP,
@@ -97,6 +98,7 @@ class PretextExplorer(ExplorerControls):
             (viewer.layers.events.renamed, self._refresh_sources),
             (viewer.dims.events.ndisplay, self._on_view_change),
             (viewer.dims.events.order, self._on_view_change),
+            (viewer.layers.events.removing, self._before_removal),  # see gl_context
         ]
         for emitter, callback in links:
             emitter.connect(callback)
@@ -380,6 +382,9 @@ class PretextExplorer(ExplorerControls):
                     layer.contour = contour_width(layer.data.shape)
             elif role == "text" and layer.metadata[META].get("source") == preview.request.source:
                 set_text(layer, *text_points(preview, ndisplay, sliced_axis(self.viewer)))
+
+    def _before_removal(self, *_: Any) -> None:
+        make_canvas_current(self)  # napari deletes the layer's GL objects now: in the canvas's context (issue 21)
 
     def remove_previews(self) -> int:
         """Remove every layer the explorer added (one click); returns how many."""
