@@ -141,6 +141,9 @@ def _update(layer: Any, layer_type: str, data: Any, kwargs: dict[str, Any]) -> N
             setattr(layer, key, wanted)
     if layer.metadata.get(META) != kwargs["metadata"][META]:
         layer.metadata = kwargs["metadata"]
+    for key in ("opacity", "rendering"):  # a plane selected or not: bright or faint
+        if key in kwargs and getattr(layer, key, None) != kwargs[key]:
+            setattr(layer, key, kwargs[key])
     if layer_type == "shapes":
         shape_kw = {k: kwargs[k] for k in ("shape_type", "edge_color", "edge_width") if k in kwargs}
         _set_shapes(layer, data, shape_kw)
