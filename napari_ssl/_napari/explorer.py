@@ -361,23 +361,23 @@ class PretextExplorer(ExplorerControls):
         preview = self.last_preview
         if preview is None:
             return
-        ndisplay = self.viewer.dims.ndisplay
         if getattr(event, "type", None) == "ndisplay":
-            if ndisplay == 3:
+            if self.viewer.dims.ndisplay == 3:
                 self._point_2d = tuple(self.viewer.dims.point)
             else:
                 QTimer.singleShot(0, self._settle_2d)
-        if not self._shows(preview.request.pretext).planes:
-            show_boxes(self.viewer, preview)
-        elif preview.world or preview.request.source in self.viewer.layers:
+        planes = self._shows(preview.request.pretext).planes
+        drawn = preview.world or preview.request.source in self.viewer.layers
+        if drawn and (planes or preview.body_3d is not None):  # body_3d: each view its own volume
             self._draw(preview)
+        if not planes:
+            show_boxes(self.viewer, preview)
 
     def _settle_2d(self) -> None:
         """After 3D -> 2D: the 2D slice back where it was; the view fitted to a planes grid."""
         point, self._point_2d = self._point_2d, None
         if self.viewer.dims.ndisplay == 2:
-            if point is not None:
-                restore_slice(self.viewer, point)
+            restore_slice(self.viewer, point)
             if self._planes_shown():
                 frame(self.viewer)
         self.view_ready.emit()

@@ -40,11 +40,13 @@ def show_boxes(viewer: Any, preview: Preview) -> None:
             set_text(layer, *text_points(preview, ndisplay, sliced_axis(viewer)))
 
 
-def restore_slice(viewer: Any, point: Sequence[float]) -> list[int]:
-    """Put every sliced (not displayed) axis back at ``point`` where that lies inside the current range; returns
-    the axes moved."""
+def restore_slice(viewer: Any, point: Sequence[float] | None) -> list[int]:
+    """Put every sliced (not displayed) axis back at ``point`` (if any) where that lies inside the current range;
+    returns the axes moved."""
     dims = viewer.dims
-    moved = []
+    moved: list[int] = []
+    if point is None:
+        return moved
     for axis in range(dims.ndim):
         if axis in dims.displayed or axis >= len(point):
             continue
