@@ -25,11 +25,11 @@ from napari_ssl._napari.explorer_sources import (
     go_to,
     sliced_axis,
     source_names,
-    source_volume,
-    view_volumes,
+    source_request,
 )
+from napari_ssl._napari.explorer_view import frame, restore_slice, show_boxes
+from napari_ssl._napari.gl_context import make_canvas_current
 from napari_ssl._napari.overlays import (
-    META,
     SEP,
     box_layer_specs,
     explorer_layers,
@@ -56,10 +56,13 @@ class PretextExplorer(ExplorerControls):
         The worker of the latest preview (connect to ``finished`` in tests).
     preview_ready : Signal(object)
         Emitted on the GUI thread with the :class:`Preview` once its layers are drawn.
+    view_ready : Signal()
+        Emitted after a return to 2D once the slice and the view are settled (after napari's own update).
     last_preview : Preview or None
     """
 
     preview_ready = Signal(object)
+    view_ready = Signal()
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -70,6 +73,7 @@ class PretextExplorer(ExplorerControls):
         self._pending: PreviewRequest | None = None
         self._latest: PreviewRequest | None = None
         self._running = False
+        self._point_2d: tuple[float, ...] | None = None  # the 2D slice left for 3D
 
         self._build_controls()
         self._goto = True  # move the view to the current swap on the next context preview
@@ -96,6 +100,7 @@ class PretextExplorer(ExplorerControls):
             (viewer.layers.events.renamed, self._refresh_sources),
             (viewer.dims.events.ndisplay, self._on_view_change),
             (viewer.dims.events.order, self._on_view_change),
+            (viewer.layers.events.removing, self._before_removal),  # see gl_context
         ]
         for emitter, callback in links:
             emitter.connect(callback)
@@ -237,19 +242,7 @@ class PretextExplorer(ExplorerControls):
             "step": int(self.step.value()) if self.step.value() < self.step.maximum() else None,
             "foreground": self.foreground.isChecked(),
         }
-        if name == ALL_VIEWS:
-            if not self._planes:
-                raise SourceError("'All views' is for imaging planes; pick one 3D scan for this pretext")
-            views = view_volumes(self.viewer)
-            if len(views) < 2:
-                raise SourceError(
-                    f"native multi-view needs at least 2 visible plane layers, found {len(views)}"
-                )
-            return PreviewRequest(views=tuple(views), source="views", **common)
-        volume = source_volume(self.viewer, name, planes_hint=self._planes)
-        limits = getattr(self.viewer.layers[name], "contrast_limits", None)
-        contrast = (float(limits[0]), float(limits[1])) if limits is not None else None
-        return PreviewRequest(volume=volume, source=name, contrast=contrast, **common)
+        return source_request(self.viewer, name if name != ALL_VIEWS else None, self._planes, common)
 
     def preview(self) -> Any:
         """Compute and draw the preview (in a thread worker); returns the worker, or None on a bad selection.
@@ -309,9 +302,13 @@ class PretextExplorer(ExplorerControls):
             self._notify(f"'{preview.request.source}' was removed before its preview was ready")
             return
         self.last_preview = preview
+        grid = f"{self._base_name(preview.request)[1]} grid"
+        new_grid = grid not in self.viewer.layers
         if self._shows(preview.request.pretext).planes:
             self._sync_step_range()
         self._draw(preview)
+        if new_grid and grid in self.viewer.layers:  # drawn beside the scan, off the view: show it
+            frame(self.viewer)
         if preview.focus is not None and self._goto:
             self._goto = False
             go_to(self.viewer, self.viewer.layers[preview.request.source], preview.focus)
@@ -356,29 +353,37 @@ class PretextExplorer(ExplorerControls):
         if keep is not None:
             self.viewer.layers.selection.active = keep
 
-    def _on_view_change(self, *_: Any) -> None:
+    def _on_view_change(self, event: Any = None) -> None:
         """2D <-> 3D: boxes as wireframes in 3D, as contours with per-slice text in 2D; planes as layers in
-        3D, as a grid of tiles in 2D (redrawn from the last preview, nothing recomputed)."""
+        3D, as a grid of tiles in 2D (redrawn from the last preview, nothing recomputed). Back in 2D, the slice
+        the user left and (planes) a view of the grid once napari's own 2D update is done: :attr:`view_ready`."""
         preview = self.last_preview
-        from napari_ssl._napari.overlays import contour_width, set_text, text_points
-
         if preview is None:
             return
-        if self._shows(preview.request.pretext).planes:
-            if preview.world or preview.request.source in self.viewer.layers:
-                self._draw(preview)
-            return
-        ndisplay = self.viewer.dims.ndisplay
-        for layer in explorer_layers(self.viewer):
-            role = layer.metadata[META].get("role")
-            if role == "boxes":
-                layer.visible = ndisplay == 3
-            elif role == "cells":
-                layer.visible = ndisplay == 2
-                if ndisplay == 2:
-                    layer.contour = contour_width(layer.data.shape)
-            elif role == "text" and layer.metadata[META].get("source") == preview.request.source:
-                set_text(layer, *text_points(preview, ndisplay, sliced_axis(self.viewer)))
+        if getattr(event, "type", None) == "ndisplay":
+            if self.viewer.dims.ndisplay == 3:
+                self._point_2d = tuple(self.viewer.dims.point)
+            else:
+                QTimer.singleShot(0, self._settle_2d)
+        planes = self._shows(preview.request.pretext).planes
+        drawn = preview.world or preview.request.source in self.viewer.layers
+        if drawn and (planes or preview.body_3d is not None):  # body_3d: each view its own volume
+            self._draw(preview)
+        if not planes:
+            show_boxes(self.viewer, preview)
+
+    def _settle_2d(self) -> None:
+        """After 3D -> 2D: the 2D slice back where it was; the view fitted to a planes grid."""
+        point, self._point_2d = self._point_2d, None
+        if self.viewer.dims.ndisplay == 2:
+            restore_slice(self.viewer, point)
+            if self._planes_shown():
+                frame(self.viewer)
+        self.view_ready.emit()
+
+    def _before_removal(self, *_: Any) -> None:
+        # napari deletes the layer's GL objects at once: in the canvas's context, not Qt's (issue 21)
+        make_canvas_current(self)
 
     def remove_previews(self) -> int:
         """Remove every layer the explorer added (one click); returns how many."""

@@ -155,6 +155,13 @@ class Preview:
         True when ``planes`` corners and ``segments`` are world mm (native multi-view).
     summary : str
         One line for the dock: permutation index, number of swaps, planes and lines.
+    body_3d : numpy.ndarray or None
+        What the 3D view renders instead of ``image`` (``None``: ``image``): for a corruption that fills the whole
+        volume (Models Genesis out-paints noise everywhere but its boxes, or turns the dark background bright),
+        ``image`` on the body only, the rest at ``limits_3d[0]``; a maximum projection of ``image`` itself is a
+        bright box that hides the head.
+    limits_3d : (float, float) or None
+        Contrast limits of the 3D view: the source's percentiles 1 and 99.5 on its body.
     """
 
     request: PreviewRequest
@@ -175,6 +182,8 @@ class Preview:
     segment_pairs: list[tuple[int, int]] = field(default_factory=list)
     world: bool = False
     summary: str = ""
+    body_3d: np.ndarray | None = None
+    limits_3d: tuple[float, float] | None = None
 
 
 # ---------------------------------------------------------------------------------------------- helpers

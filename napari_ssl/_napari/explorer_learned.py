@@ -104,11 +104,15 @@ class LearnedPanel(QWidget):
         for path in hub.paths("pretrain"):
             self.add_checkpoint(path, select=False, quiet=True)
         explorer.preview_ready.connect(self._on_preview)  # dies with the explorer, which owns this panel
+        # a Qt signal to a bound slot of this QObject: Qt breaks the connection when the panel dies. Never disconnect
+        # it by hand from `destroyed`: at interpreter exit the hub may be deleted first, and a disconnect through a
+        # stale bound signal segfaults (issue 21)
+        hub.published.connect(self._on_published)
         dims = self.viewer.dims.events
-        links = [(hub.published, self._on_published), (dims.ndisplay, self._redraw), (dims.order, self._redraw)]
+        links = [(dims.ndisplay, self._redraw), (dims.order, self._redraw)]  # napari events: pure Python
         for signal, slot in links:
             signal.connect(slot)
-        self.destroyed.connect(lambda *_: _disconnect(links))  # the hub and the viewer outlive the dock
+        self.destroyed.connect(lambda *_: _disconnect(links))  # the viewer outlives the dock
         explorer.remove_button.clicked.connect(self.remove_layers)
         explorer.pretext.currentIndexChanged.connect(self._sync_match)
         self.network.currentIndexChanged.connect(self._on_network)

@@ -16,7 +16,22 @@ import numpy as np
 from napari_ssl._napari.explorer_compute import PlaneView, Preview, PreviewRequest, colour
 from napari_ssl._napari.overlays import text_kwargs
 
-__all__ = ["plane_affine", "plane_layer_specs", "planes_preview"]
+__all__ = [
+    "FAINT",
+    "FAINT_PLANE",
+    "LINE_WIDTH",
+    "SELECTED_WIDTH",
+    "plane_affine",
+    "plane_layer_specs",
+    "planes_preview",
+]
+
+#: 3D view: outline and line widths as fractions of the scene size (thin: eleven planes must not be a tangle)
+LINE_WIDTH = 0.0015
+SELECTED_WIDTH = 0.004
+#: alpha of the outlines and lines of the planes not selected, opacity of their images
+FAINT = 0.18
+FAINT_PLANE = 0.25
 
 
 def plane_affine(params: Any, k: int, thickness: float = 1.0) -> np.ndarray:
@@ -126,6 +141,8 @@ def plane_layer_specs(
     if ndisplay == 2:
         return [_grid_spec(preview, base, focus, beside)]
     params = preview.params
+    n = len(preview.planes)
+    chosen = np.arange(n) == focus
     specs: list[tuple] = []
     if not preview.world:
         limits = tuple(source_layer.contrast_limits) if source_layer is not None else None
@@ -135,13 +152,15 @@ def plane_layer_specs(
                 "colormap": "gray",
                 "blending": "translucent",
                 "rendering": "mip",
+                "opacity": 1.0 if chosen[k] else FAINT_PLANE,  # the others a faint context
             }
             if limits is not None:
                 kwargs["contrast_limits"] = limits
             specs.append((f"{base} {plane.name}", "image", plane.image[None], kwargs, "plane"))
     outlines = [np.vstack([p.corners, p.corners[:1]]) for p in preview.planes]
     scale_mm = _scene_size(preview)
-    width = max(0.5, 0.004 * scale_mm)
+    edge = np.array([colour(k) for k in range(n)]).reshape(-1, 4)
+    edge[:, 3] = np.where(chosen, 1.0, FAINT)
     specs.append(
         (
             f"{base} outlines",
@@ -149,13 +168,17 @@ def plane_layer_specs(
             outlines,
             {
                 "shape_type": "path",
-                "edge_color": np.array([colour(k) for k in range(len(outlines))]).reshape(-1, 4),
-                "edge_width": np.array([width * (3 if k == focus else 1) for k in range(len(outlines))]),
+                "edge_color": edge,
+                "edge_width": np.where(chosen, SELECTED_WIDTH, LINE_WIDTH) * scale_mm,
                 "face_color": "transparent",
             },
             "outlines",
         )
     )
+    # where the selected plane is cut: bright yellow; the other planes' intersection lines faint
+    mine = np.array([focus in pair for pair in preview.segment_pairs], dtype=bool)
+    line_colours = np.tile([1.0, 1.0, 0.0, 1.0], (len(mine), 1))
+    line_colours[:, 3] = np.where(mine, 1.0, FAINT)
     specs.append(
         (
             f"{base} lines",
@@ -163,8 +186,8 @@ def plane_layer_specs(
             list(preview.segments),
             {
                 "shape_type": "line",
-                "edge_color": "yellow",
-                "edge_width": max(0.8, 0.006 * scale_mm),
+                "edge_color": line_colours if len(mine) else "yellow",
+                "edge_width": np.where(mine, SELECTED_WIDTH, LINE_WIDTH) * scale_mm,
                 "face_color": "transparent",
             },
             "lines",

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_ssl._napari.explorer_compute import PreviewRequest
 from napari_ssl._napari.layers import layer_to_volume
 from napari_ssl._napari.overlays import META
 from napari_ssl.volume import Volume
@@ -18,6 +19,7 @@ __all__ = [
     "is_view_layer",
     "sliced_axis",
     "source_names",
+    "source_request",
     "source_volume",
     "view_volumes",
 ]
@@ -69,6 +71,22 @@ def source_volume(viewer: Any, name: str, planes_hint: bool = False) -> Volume:
     if layer.multiscale:
         raise SourceError(f"'{name}' is multiscale; the explorer previews single-resolution scans only")
     return current_frame(viewer, layer)
+
+
+def source_request(viewer: Any, name: str | None, planes: bool, common: dict[str, Any]) -> PreviewRequest:
+    """The preview request on layer ``name`` (None: every acquired view, for imaging planes) with the controls'
+    ``common`` fields; a :class:`SourceError` for a selection the pretext cannot use."""
+    if name is None:
+        if not planes:
+            raise SourceError("'All views' is for imaging planes; pick one 3D scan for this pretext")
+        views = view_volumes(viewer)
+        if len(views) < 2:
+            raise SourceError(f"native multi-view needs at least 2 visible plane layers, found {len(views)}")
+        return PreviewRequest(views=tuple(views), source="views", **common)
+    volume = source_volume(viewer, name, planes_hint=planes)
+    limits = getattr(viewer.layers[name], "contrast_limits", None)
+    contrast = (float(limits[0]), float(limits[1])) if limits is not None else None
+    return PreviewRequest(volume=volume, source=name, contrast=contrast, **common)
 
 
 def view_volumes(viewer: Any) -> list[Volume]:

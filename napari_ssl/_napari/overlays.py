@@ -28,6 +28,10 @@ __all__ = ["META", "SEP", "explorer_layers", "placement", "remove_previews", "up
 META = "napari_ssl_explorer"
 SEP = " · "
 TRANSPARENT = np.zeros(4)
+#: 3D view of a corrupted volume with its own ``body_3d`` (Models Genesis): rays stop at the first bright voxels,
+#: so the head's surface and the noise of the painted boxes read; a plain maximum projection is a bright blob
+RENDERING_3D = "attenuated_mip"
+ATTENUATION = 0.1
 
 
 def placement(layer: Any) -> dict[str, Any]:
@@ -144,6 +148,9 @@ def _update(layer: Any, layer_type: str, data: Any, kwargs: dict[str, Any]) -> N
             setattr(layer, key, wanted)
     if layer.metadata.get(META) != kwargs["metadata"][META]:
         layer.metadata = kwargs["metadata"]
+    for key in ("opacity", "rendering", "attenuation", "blending"):  # selected plane or not; 3D rendering
+        if key in kwargs and getattr(layer, key, None) != kwargs[key]:
+            setattr(layer, key, kwargs[key])
     if layer_type == "shapes":
         shape_kw = {k: kwargs[k] for k in ("shape_type", "edge_color", "edge_width") if k in kwargs}
         _set_shapes(layer, data, shape_kw)
@@ -175,11 +182,15 @@ def box_layer_specs(
     from napari.utils.colormaps import DirectLabelColormap
 
     place = placement(source_layer)
-    image_kw: dict[str, Any] = {**place, "colormap": "gray", "blending": "translucent"}
+    image_kw: dict[str, Any] = {**place, "colormap": "gray", "blending": "translucent", "rendering": "mip"}
     limits = getattr(source_layer, "contrast_limits", None)
     if limits is not None:
         image_kw["contrast_limits"] = tuple(limits)
-    specs: list[tuple] = [(base, "image", preview.image, image_kw, "image")]
+    image = preview.image
+    if ndisplay == 3 and preview.body_3d is not None:  # a corruption filling the volume: the body, attenuated
+        image = preview.body_3d
+        image_kw.update(rendering=RENDERING_3D, attenuation=ATTENUATION, contrast_limits=preview.limits_3d)
+    specs: list[tuple] = [(base, "image", image, image_kw, "image")]
 
     boxes = preview.boxes
     values = preview.box_values
@@ -202,6 +213,8 @@ def box_layer_specs(
                 "face_color": "transparent",
                 "opacity": 1.0,
                 "visible": ndisplay == 3,
+                # over a volume rendered to its surface (body_3d), boxes inside the head would be hidden
+                "blending": "translucent_no_depth" if preview.body_3d is not None else "translucent",
             },
             "boxes",
         )

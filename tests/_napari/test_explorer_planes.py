@@ -189,3 +189,83 @@ def test_native_cardiac_views(dock, qtbot, shared_data):
     assert all(digest(viewer.layers[n].data) == h for n, h in hashes.items())
     same = ImagingPlanes.from_images(view_volumes(viewer))
     assert same == preview.params
+
+
+def visible_region(viewer) -> np.ndarray:
+    """World ``(lo, hi)`` of the displayed axes that the 2D canvas shows (camera centre and zoom, canvas size)."""
+    size = np.asarray(viewer.canvas.size, dtype=float)  # (height, width) in screen pixels
+    centre = np.asarray(viewer.camera.center[-2:], dtype=float)
+    half = size / 2 / viewer.camera.zoom  # zoom: screen pixels per world unit
+    return np.stack([centre - half, centre + half])
+
+
+def test_planes_grid_in_view_and_the_slice_kept_after_3d(make_napari_viewer, qtbot, shared_data):
+    """Issue 21: the grid was drawn off-screen until Home; after 2D -> 3D -> 2D the slice jumped to the last one
+    (a black canvas: napari's slider clamps its old index when the 3D plane layers leave)."""
+    viewer = make_napari_viewer()
+    viewer.open(shared_data / "brats" / "Brats18_2013_11_1" / "flair.nii.gz", plugin="napari-ssl")
+    _, dock = viewer.window.add_plugin_dock_widget("napari-ssl", "Pretext explorer")
+    dock.auto.setChecked(False)
+    dock.set_pretext("planes")
+    with qtbot.waitSignal(dock.preview_ready, timeout=WAIT_MS):
+        dock.preview()
+    grid = viewer.layers["flair · planes grid"]
+    src = viewer.layers["flair"]
+    lo, hi = visible_region(viewer)
+    for layer in (grid, src):  # the grid beside the scan, both on the canvas
+        box = np.asarray(layer.extent.world)[:, -2:]
+        assert np.all(box[0] >= lo - 1e-6) and np.all(box[1] <= hi + 1e-6), (layer.name, box, lo, hi)
+    axis = 0  # the 2D view slices along z
+    before = viewer.dims.point[axis]
+    viewer.dims.ndisplay = 3
+    assert viewer.dims.range[axis][0] < src.extent.world[0, axis]  # the oblique planes stretch the range
+    with qtbot.waitSignal(dock.view_ready, timeout=5000):
+        viewer.dims.ndisplay = 2
+    assert viewer.dims.point[axis] == before
+    assert src.extent.world[0, axis] <= viewer.dims.point[axis] <= src.extent.world[1, axis]
+    lo, hi = visible_region(viewer)
+    box = np.asarray(viewer.layers["flair · planes grid"].extent.world)[:, -2:]
+    assert np.all(box[0] >= lo - 1e-6) and np.all(box[1] <= hi + 1e-6)
+
+
+def test_3d_planes_read_at_a_glance(dock, qtbot, shared_data):
+    """Issue 21: eleven planes with thick lines were a tangle. Thin lines; the selected plane, its outline and the
+    lines that cut it bright, the rest faint; the selected plane's name."""
+    from napari_ssl._napari.explorer_planes import FAINT, FAINT_PLANE
+
+    vol = io.read(shared_data / "brain_tumor" / "image.nrrd")
+    vol = vol.with_array(
+        np.ascontiguousarray(vol.array[:, ::4, ::4]),
+        spacing=(vol.spacing[0], vol.spacing[1] * 4, vol.spacing[2] * 4),
+        name="brain",
+    )
+    viewer = dock.viewer
+    data, kwargs, _ = volume_to_layer_data(vol, "image")
+    viewer.add_image(data, **kwargs)
+    viewer.dims.ndisplay = 3
+    dock.set_source("brain")
+    dock.set_pretext("planes")
+    dock.params["planes"].set_values({"n_stack": 8, "n_oblique": 3, "size": 32})
+    preview = run_preview(dock, qtbot)
+    names = list(preview.params.names)
+    outlines = viewer.layers["brain · planes outlines"]
+    lines = viewer.layers["brain · planes lines"]
+    corners = np.concatenate([p.corners for p in preview.planes])
+    scene = float(np.ptp(corners, axis=0).max())
+    for focus in (0, 9):
+        dock.step.setValue(focus)  # a redraw, nothing recomputed
+        assert dock.last_preview is preview
+        mine = np.array([focus in pair for pair in preview.segment_pairs])
+        assert mine.any() and not mine.all()
+        for layer, selected in ((outlines, np.arange(len(names)) == focus), (lines, mine)):
+            widths = np.asarray(layer.edge_width)
+            alpha = np.asarray(layer.edge_color)[:, 3]
+            assert widths.max() <= 0.005 * scene  # thin, in a scene of this size
+            assert widths[selected].min() > widths[~selected].max()
+            np.testing.assert_allclose(alpha[selected], 1.0)
+            np.testing.assert_allclose(alpha[~selected], FAINT)
+        opacity = np.array([viewer.layers[f"brain · planes {name}"].opacity for name in names])
+        assert opacity[focus] == 1.0 and np.allclose(np.delete(opacity, focus), FAINT_PLANE)
+        assert FAINT <= 0.25 and FAINT_PLANE <= 0.3  # faint
+        text = viewer.layers["brain · planes text"]
+        assert [label.split("  ")[0] for label in text.features["label"]] == [names[focus]]
