@@ -38,6 +38,7 @@ from napari_ssl._napari.explorer_learned_compute import (
 )
 from napari_ssl._napari.hub import checkpoint_hub
 from napari_ssl._napari.overlays import _set_shapes
+from napari_ssl._napari.proxy import kind
 from napari_ssl.pretext import registry
 
 __all__ = ["LEARNED", "LearnedPanel", "attach_learned", "learned_layers"]
@@ -311,7 +312,7 @@ def _put(viewer: Any, name: str, layer_type: str, data: Any, kwargs: dict[str, A
     kwargs = {**kwargs, "metadata": {LEARNED: dict(tag)}}
     contour = kwargs.pop("contour", None)
     layer = viewer.layers[name] if name in viewer.layers else None  # noqa: SIM401 (LayerList has no .get)
-    if layer is not None and (LEARNED not in layer.metadata or type(layer).__name__.lower() != layer_type):
+    if layer is not None and (LEARNED not in layer.metadata or kind(layer).lower() != layer_type):
         if LEARNED not in layer.metadata:
             return None
         viewer.layers.remove(layer)

@@ -9,6 +9,7 @@ import numpy as np
 from napari_ssl._napari.explorer_compute import PreviewRequest
 from napari_ssl._napari.layers import layer_to_volume
 from napari_ssl._napari.overlays import META
+from napari_ssl._napari.proxy import kind
 from napari_ssl.volume import Volume
 
 __all__ = [
@@ -97,7 +98,7 @@ def view_volumes(viewer: Any) -> list[Volume]:
 def is_scan(layer: Any) -> bool:
     """A grey-level 3D (or 3D + time) Image layer: a sensible default source."""
     return (
-        type(layer).__name__ == "Image"
+        kind(layer) == "Image"
         and not getattr(layer, "rgb", False)
         and layer.ndim >= 3
         and layer.data.shape[-3] > 1

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_ssl._napari.explorer_compute import Preview, box_path, colour
+from napari_ssl._napari.proxy import kind
 
 if TYPE_CHECKING:
     import napari
@@ -75,7 +76,7 @@ def upsert(
     after = {k: kwargs.pop(k) for k in ("contour",) if k in kwargs}  # not constructor arguments
     existing = viewer.layers[name] if name in viewer.layers else None  # noqa: SIM401 (LayerList has no .get)
     if existing is not None and (
-        type(existing).__name__.lower() != layer_type
+        kind(existing).lower() != layer_type
         or META not in existing.metadata
         or existing.ndim != _ndim(data, kwargs, layer_type)
     ):
@@ -394,7 +395,7 @@ def recycle(viewer: Any, source: str, specs: list[tuple]) -> None:
         if name in viewer.layers:
             continue
         for layer in spare:
-            if layer.metadata[META].get("role") == role and type(layer).__name__.lower() == layer_type:
+            if layer.metadata[META].get("role") == role and kind(layer).lower() == layer_type:
                 layer.name = name
                 spare.remove(layer)
                 break

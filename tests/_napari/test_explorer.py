@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +12,9 @@ import pytest
 from napari_ssl import io
 from napari_ssl._napari.layers import volume_to_layer_data
 from napari_ssl.foreground import foreground_mask
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from plugin_path import open_dock
 
 pytestmark = pytest.mark.gui
 
@@ -40,17 +45,14 @@ def ct(shared_data):
 
 def add_volume(viewer, volume):
     data, kwargs, layer_type = volume_to_layer_data(volume, "image")
-    return viewer._add_layer_from_data(data, kwargs, layer_type)[0]
+    return getattr(viewer, f"add_{layer_type}")(data, **kwargs)  # public: the viewer may be the dock's proxy
 
 
 @pytest.fixture
 def dock(make_napari_viewer, qtbot):
-    from napari_ssl._napari.explorer import PretextExplorer
-
     viewer = make_napari_viewer()
-    widget = PretextExplorer(viewer)
+    widget = open_dock(viewer, "Pretext explorer")
     widget.auto.setChecked(False)  # tests drive previews explicitly
-    viewer.window.add_dock_widget(widget, name="Pretext explorer")
     return widget
 
 
@@ -111,7 +113,7 @@ def test_rubik_preview_layers_geometry_and_source(dock, qtbot, brain):
         str(lbl).startswith(f"{overlay['source'][0]}→0") for lbl in text.features["label"]
     )
     assert digest(src.data) == before
-    assert viewer.layers.selection.active is src
+    assert viewer.layers.selection.active == src  # proxies: the same layer compares equal, never `is`
 
 
 def test_rubik_parameter_change_updates_in_place_and_restore(dock, qtbot, brain):
@@ -187,7 +189,7 @@ def test_context_pairs_colours_and_steps(dock, qtbot, ct):
     partial = dataclasses.replace(preview2.params, pairs=preview2.params.pairs[:2])
     np.testing.assert_array_equal(image.data, preview2.task.apply(ct.array, partial))
     assert len(shapes.data) == 4 and int(viewer.layers[base + " cells"].data.max()) == 2
-    assert viewer.layers[base] is image
+    assert viewer.layers[base] == image
     # the slider moved the view to swap 2: the slice through patch 2a, the camera on it
     lo, hi = preview2.boxes[2]
     centre = src.data_to_world((lo + hi - 1) / 2.0)
@@ -219,7 +221,7 @@ def test_view_switch_and_one_click_removal(dock, qtbot, brain):
     assert "brain · context" in viewer.layers and "brain · rubik" not in viewer.layers  # one preview per scan
     dock.remove_button.click()
     assert [layer.name for layer in viewer.layers] == ["brain"]
-    assert viewer.layers[0] is src
+    assert viewer.layers[0] == src
 
 
 @pytest.fixture
@@ -321,21 +323,17 @@ def test_parameter_changes_are_debounced_into_one_update(dock, qtbot, brain, mon
 
 
 def test_opening_the_dock_picks_the_scan_and_previews_nothing(make_napari_viewer, brain, warnings_seen):
-    from napari_ssl._napari.explorer import PretextExplorer
-
     viewer = make_napari_viewer()
     add_volume(viewer, brain)
     viewer.add_labels(np.zeros(brain.spatial_shape, np.uint8), name="mask")  # the active layer
-    dock = PretextExplorer(viewer)
+    dock = open_dock(viewer, "Pretext explorer")
     assert dock.source.currentText() == "brain"
     assert not dock._timer.isActive() and dock.worker is None and not warnings_seen
 
 
 def test_closed_dock_leaves_the_viewer_alone(make_napari_viewer, qtbot, brain):
-    from napari_ssl._napari.explorer import PretextExplorer
-
     viewer = make_napari_viewer()
-    dock = PretextExplorer(viewer)
+    dock = open_dock(viewer, "Pretext explorer")
     with qtbot.waitSignal(dock.destroyed, timeout=5000):
         dock.deleteLater()
     add_volume(viewer, brain)  # would reach a deleted widget if the dock were still connected

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +15,9 @@ from test_answers import pretrain_tiny
 from napari_ssl._napari.layers import volume_to_layer_data
 from napari_ssl.answers import answer_context, answer_planes, answer_rubik, context_step_params, load_network
 from napari_ssl.phantom import make_phantom
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from plugin_path import open_dock
 
 pytestmark = pytest.mark.gui
 
@@ -32,11 +37,8 @@ def scan():
 
 def open_explorer(viewer, scan):
     """The Pretext explorer docked in ``viewer`` (no preview on every change), ``scan`` loaded and chosen."""
-    from napari_ssl._napari.explorer import PretextExplorer
-
-    widget = PretextExplorer(viewer)
+    widget = open_dock(viewer, "Pretext explorer")
     widget.auto.setChecked(False)
-    viewer.window.add_dock_widget(widget, name="Pretext explorer")
     data, kwargs, layer_type = volume_to_layer_data(scan, "image")
     viewer._add_layer_from_data(data, kwargs, layer_type)
     widget.set_source("scan")

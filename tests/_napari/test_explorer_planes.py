@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +12,9 @@ import pytest
 from napari_ssl import io
 from napari_ssl._napari.layers import volume_to_layer_data
 from napari_ssl.foreground import foreground_mask
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from plugin_path import open_dock
 
 pytestmark = pytest.mark.gui
 
@@ -22,12 +27,9 @@ def digest(array):
 
 @pytest.fixture
 def dock(make_napari_viewer):
-    from napari_ssl._napari.explorer import PretextExplorer
-
     viewer = make_napari_viewer()
-    widget = PretextExplorer(viewer)
+    widget = open_dock(viewer, "Pretext explorer")
     widget.auto.setChecked(False)
-    viewer.window.add_dock_widget(widget, name="Pretext explorer")
     return widget
 
 
@@ -144,7 +146,7 @@ def test_native_cardiac_views(dock, qtbot, shared_data):
 
     viewer = dock.viewer
     for data, kwargs, layer_type in read_layers(shared_data / "cardiac_views" / "056B"):
-        viewer._add_layer_from_data(data, kwargs, layer_type)
+        getattr(viewer, f"add_{layer_type}")(data, **kwargs)
     hashes = {layer.name: digest(layer.data) for layer in viewer.layers}
     viewer.dims.ndisplay = 3
     dock.set_pretext("planes")

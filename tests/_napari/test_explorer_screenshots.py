@@ -6,6 +6,7 @@ The README's pictures come from ``benchmarks/bench_explorer.py --screenshots doc
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,9 @@ import pytest
 from napari_ssl import io
 from napari_ssl._napari.explorer_compute import PALETTE
 from napari_ssl._napari.layers import volume_to_layer_data
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from plugin_path import open_dock
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
@@ -71,14 +75,13 @@ def test_screenshots_every_pretext_2d_and_3d_and_cardiac_views(
     make_napari_viewer, qtbot, shared_data, tmp_path
 ):
     """One viewer (creating one costs seconds under Xvfb): brain MR, then CT, then the cardiac exam."""
-    from napari_ssl._napari.explorer import ALL_VIEWS, PretextExplorer
+    from napari_ssl._napari.explorer import ALL_VIEWS
     from napari_ssl._napari.reader import read_layers
 
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(*WINDOW)
-    dock = PretextExplorer(viewer)
+    dock = open_dock(viewer, "Pretext explorer")
     dock.auto.setChecked(False)
-    viewer.window.add_dock_widget(dock, name="Pretext explorer")
     for scan in ("brain", "ct"):
         viewer.layers.clear()
         viewer.dims.ndisplay = 2

@@ -67,12 +67,10 @@ def test_toy_pretext_appears_in_the_pretrain_dock(make_napari_viewer, tmp_path) 
 
 
 def test_toy_pretext_previews_in_the_explorer(make_napari_viewer, qtbot) -> None:
-    from napari_ssl._napari.explorer import PretextExplorer
-
     with toy_pretext.registered():
         viewer = make_napari_viewer()
         _add(viewer, _phantom(), "scan")
-        dock = PretextExplorer(viewer)
+        dock = open_dock(viewer, "Pretext explorer")
         dock.auto.setChecked(False)
         assert dock.pretext.findData("flip") >= 0 and dock.pretext.itemText(dock.pretext.findData("flip")) == "Flip (toy)"
         dock.set_source("scan")
@@ -92,12 +90,10 @@ def test_toy_pretext_previews_in_the_explorer(make_napari_viewer, qtbot) -> None
 
 
 def test_genesis_preview_shows_the_corruption_and_its_boxes(make_napari_viewer, qtbot) -> None:
-    from napari_ssl._napari.explorer import PretextExplorer
-
     viewer = make_napari_viewer()
     src = _add(viewer, _phantom(), "scan")
     before = np.array(src.data, copy=True)
-    dock = PretextExplorer(viewer)
+    dock = open_dock(viewer, "Pretext explorer")
     dock.auto.setChecked(False)
     dock.set_source("scan")
     dock.set_pretext("genesis")
