@@ -96,15 +96,17 @@ class FinetuneDock(QWidget):
         merge = QPushButton("Merge ticked")
         merge.setToolTip("one class from the ticked labels (e.g. whole tumour = 1+2+4); double-click it to rename")
         merge.clicked.connect(self._merge_classes)
-        classes_row = QHBoxLayout()
+        classes_row = QVBoxLayout()  # the button under the list: beside it, the list was too narrow for the names
+        classes_row.setSpacing(2)
         classes_row.addWidget(self.class_list, 1)
-        classes_row.addWidget(merge, 0, Qt.AlignmentFlag.AlignTop)
+        classes_row.addWidget(merge, 0, Qt.AlignmentFlag.AlignRight)
         self.backbone = QComboBox()
         self.backbone.addItem("from the plan (device)", None)  # the CLI's default: the plan picks per device
         for size in BACKBONES:
             self.backbone.addItem(size, size)
         self.backbone.setCurrentIndex(0)
         self.backbone_note = QLabel("")
+        self.backbone_note.setWordWrap(True)  # unwrapped, it widened the dock by ~50 px when a checkpoint arrived
         # the CLI's defaults: steps, patch, spacing and normalisation from the plan (shown when the run starts)
         self.steps = spin(0, 1_000_000, 0, 50, special="from the plan",
                           tip="optimisation steps; 'from the plan': 1000 on a CPU (2000 where it computes bfloat16), 4000 on CUDA")

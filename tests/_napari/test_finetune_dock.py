@@ -124,3 +124,22 @@ def test_a_cancelled_run_shows_no_eta(make_napari_viewer) -> None:
     dock._on_event(Stopped(path="/tmp/ck"))
     dock._on_finished()
     assert "ETA" not in dock.progress.text() and dock.progress.text() == "cancelled at step 40 · 4.0 samples/s"
+
+
+
+def test_a_pretrained_checkpoint_does_not_widen_the_dock(make_napari_viewer, qtbot, tmp_path) -> None:
+    """The Pretrain dock's checkpoint arrives in the Fine-tune dock with a note of the backbone it fixes: the note
+    widened the dock column (362 -> 409 px), taking the width from the canvas."""
+    from test_segment_shared import random_checkpoint
+
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    window.resize(1366, 740)
+    dock = open_dock(viewer, "Fine-tune")
+    qtbot.waitExposed(window)
+    qtbot.wait(50)
+    before = dock.width()
+    dock.pretrained.path = str(random_checkpoint(tmp_path / "pretrained"))
+    qtbot.wait(100)
+    assert dock.backbone_note.isVisible() and "tiny" in dock.backbone_note.text()
+    assert dock.width() <= before + 4, (before, dock.width())
