@@ -1,16 +1,18 @@
-"""``napari-ssl pretrain``: a run with a progress bar, one-line errors for bad input, Ctrl-C saves."""
+"""``napari-ssl pretrain``: a run with a progress bar, one-line errors for bad input, Ctrl-C saves. The runs use a
+synthetic CT (:mod:`synthetic`): none of these tests needs the real scans."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from synthetic import write_ct
 
 from napari_ssl import checkpoint, cli
 
@@ -27,6 +29,14 @@ TINY = [
     "--val-samples",
     "1",
 ]
+
+
+@pytest.fixture(scope="module")
+def ct(tmp_path_factory) -> Path:
+    """A folder holding one synthetic CT (48 x 64 x 64 voxels of 3 mm, HU)."""
+    folder = tmp_path_factory.mktemp("synthetic") / "ct"
+    write_ct(folder)
+    return folder
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -56,9 +66,9 @@ def test_help_describes_the_command(capsys: pytest.CaptureFixture[str]) -> None:
         assert option in out
 
 
-def test_run_then_resume(capsys: pytest.CaptureFixture[str], shared_data: Path, tmp_path: Path) -> None:
+def test_run_then_resume(capsys: pytest.CaptureFixture[str], ct: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    data = str(shared_data / "ct_unlabeled")
+    data = str(ct)
     code, stdout, err = _run(
         capsys, "--pretext", "context", "--data", data, "--out", str(out), "--steps", "2", *TINY
     )
@@ -71,10 +81,10 @@ def test_run_then_resume(capsys: pytest.CaptureFixture[str], shared_data: Path, 
     assert stdout.count("\n") == 1 and err == ""
 
 
-def test_config_file(capsys: pytest.CaptureFixture[str], shared_data: Path, tmp_path: Path) -> None:
+def test_config_file(capsys: pytest.CaptureFixture[str], ct: Path, tmp_path: Path) -> None:
     settings = {
         "pretexts": ["context"],
-        "data": [str(shared_data / "ct_unlabeled")],
+        "data": [str(ct)],
         "steps": 1,
         "batch_size": 1,
         "patch_size": 32,
@@ -92,7 +102,7 @@ def test_config_file(capsys: pytest.CaptureFixture[str], shared_data: Path, tmp_
         "--config",
         str(tmp_path / "c.toml"),
         "--data",
-        str(shared_data / "ct_unlabeled"),
+        str(ct),
         "--out",
         str(tmp_path / "b"),
         "--patch-size",
@@ -114,11 +124,11 @@ def test_config_file(capsys: pytest.CaptureFixture[str], shared_data: Path, tmp_
     assert meta["config"]["backbone"] == "tiny" and meta["config"]["steps"] == 1
 
 
-def _bad_inputs(shared_data: Path, tmp: Path) -> list[tuple[list[str], str]]:
+def _bad_inputs(scans: Path, tmp: Path) -> list[tuple[list[str], str]]:
     broken = tmp / "broken.nii.gz"
     broken.write_bytes(b"\x00garbage, not a scan")
     (tmp / "bad.json").write_text("{oops")
-    ct = str(shared_data / "ct_organs" / "ct.nii.gz")
+    ct = str(scans / "ct.nii.gz")
     out = ["--out", str(tmp / "out")]
     return [
         (["--pretext", "context", "--data", str(tmp / "missing"), *out], "no such file or directory"),
@@ -135,18 +145,14 @@ def _bad_inputs(shared_data: Path, tmp: Path) -> list[tuple[list[str], str]]:
     ]
 
 
-def test_bad_inputs_print_one_line(
-    capsys: pytest.CaptureFixture[str], shared_data: Path, tmp_path: Path
-) -> None:
-    for argv, message in _bad_inputs(shared_data, tmp_path):
+def test_bad_inputs_print_one_line(capsys: pytest.CaptureFixture[str], ct: Path, tmp_path: Path) -> None:
+    for argv, message in _bad_inputs(ct, tmp_path):
         code, _, err = _run(capsys, *argv)
         lines = err.strip().splitlines()
         assert code == 2, (argv, err)
         assert len(lines) == 1, (argv, err)
         assert lines[0].startswith("napari-ssl pretrain: error: ")
         assert "Traceback" not in err
-        import re
-
         assert re.search(message, lines[0]), (message, lines[0])
     assert not (tmp_path / "out").exists()
 
@@ -157,7 +163,7 @@ def _env() -> dict[str, str]:
     return env
 
 
-def test_bad_input_in_a_real_process(shared_data: Path, tmp_path: Path) -> None:
+def test_bad_input_in_a_real_process(tmp_path: Path) -> None:
     proc = subprocess.run(
         [
             sys.executable,
@@ -179,7 +185,7 @@ def test_bad_input_in_a_real_process(shared_data: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_ctrl_c_saves_and_exits_with_one_line(shared_data: Path, tmp_path: Path) -> None:
+def test_ctrl_c_saves_and_exits_with_one_line(ct: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = subprocess.Popen(
         [
@@ -190,7 +196,7 @@ def test_ctrl_c_saves_and_exits_with_one_line(shared_data: Path, tmp_path: Path)
             "--pretext",
             "context",
             "--data",
-            str(shared_data / "ct_unlabeled"),
+            str(ct),
             "--out",
             str(out),
             "--steps",
@@ -209,8 +215,9 @@ def test_ctrl_c_saves_and_exits_with_one_line(shared_data: Path, tmp_path: Path)
         while "training on" not in lines[-1] and lines[-1] and len(lines) < 20:
             lines.append(proc.stderr.readline())
         assert lines[0].startswith("plan (CT") and "training on" in lines[-1], lines
-        time.sleep(2.0)
-        proc.send_signal(signal.SIGINT)
+        first = proc.stderr.readline()  # not a terminal: the bar writes a line at the first step, then every 5%
+        assert "] 1/100000 loss" in first, first
+        proc.send_signal(signal.SIGINT)  # a step has been trained: there is something to save
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -219,6 +226,9 @@ def test_ctrl_c_saves_and_exits_with_one_line(shared_data: Path, tmp_path: Path)
     lines = [line for line in err.splitlines() if line.strip()]
     assert proc.returncode == 130, err
     assert "Traceback" not in err
-    assert lines[-1].startswith("napari-ssl pretrain: interrupted; checkpoint at step"), err
+    said = re.fullmatch(r"napari-ssl pretrain: interrupted; checkpoint at step (\d+) saved in (.+)", lines[-1])
+    assert said and Path(said[2]) == out, err
     state, meta = checkpoint.load(out)
-    assert state and meta["step"] >= 0 and meta["total"] == 100000
+    assert state and meta["total"] == 100000
+    assert meta["step"] == int(said[1]) >= 1, (meta["step"], lines[-1])
+    assert len(meta["history"]["loss"]) == meta["step"]  # the saved run ends at the step it names

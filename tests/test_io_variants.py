@@ -15,9 +15,17 @@ SUFFIXES = [".nii.gz", ".nrrd", ".mha"]
 
 
 @pytest.fixture(scope="module")
-def crop(shared_data) -> Volume:
-    vol = io.read(shared_data / "ct_organs/ct.nii.gz")
-    return vol.with_array(vol.array[10:16, 20:52, 30:62].copy())
+def crop() -> Volume:
+    """A 6 x 32 x 32 int16 CT crop with an oblique direction and anisotropic spacing: synthetic, so the variants
+    are tested on a fresh clone too (no real scan is needed to write and read them back)."""
+    from synthetic import synthetic_ct
+
+    vol = synthetic_ct(shape=(24, 48, 48), spacing=(3.0, 0.8, 0.7))
+    angle = np.deg2rad(20.0)
+    rotation = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(angle), -np.sin(angle)], [0.0, np.sin(angle), np.cos(angle)]])
+    vol = vol.with_array(vol.array[10:16, 8:40, 8:40].copy(), origin=(-31.5, 12.25, -7.5), direction=rotation)
+    assert vol.array.dtype == np.int16 and vol.array.min() < -500 < vol.array.max()  # air and tissue
+    return vol
 
 
 def _four_d(crop: Volume, path, n: int = 3) -> sitk.Image:

@@ -114,7 +114,11 @@ def test_toy_task_contract() -> None:
 
 
 def test_toy_pretext_trains_and_scores(tmp_path: Path, capsys) -> None:
-    """Registered in this module only: the engine trains it, the checkpoint scores it."""
+    """Registered in this module only: the engine trains it, the checkpoint scores it. Every axis mirrored
+    (``p_flip`` 1) is an answer three steps learn; the checkpoint keeps the option, so ``score`` draws its held-out
+    samples the same way, and the network's untrained copy, scored on them, does not know the answer."""
+    from chance import untrained_copy
+
     from napari_ssl import events
     from napari_ssl.cli import main
     from napari_ssl.engine import PretrainConfig, pretrain
@@ -124,25 +128,30 @@ def test_toy_pretext_trains_and_scores(tmp_path: Path, capsys) -> None:
     with toy_pretext.registered():
         config = PretrainConfig(pretexts=("flip",), volumes=scans, out=str(tmp_path / "ck"), steps=3, batch_size=2,
                                 patch_size=32, backbone="tiny", num_threads=1, num_workers=0, val_samples=2,
-                                save_every=0, foreground=False, device="cpu")
+                                save_every=0, foreground=False, device="cpu", lr=0.05,
+                                pretext_options={"flip": {"p_flip": 1.0}})
         seen = list(pretrain(config))
         progress = [e for e in seen if isinstance(e, events.Progress)]
         assert len(progress) == 3 and all(np.isfinite(e.losses["flip"]) for e in progress)
+        assert progress[-1].losses["flip"] < progress[0].losses["flip"]
         finished = seen[-1]
-        assert isinstance(finished, events.Finished) and 0 <= finished.metrics["flip/axis_acc"] <= 1
+        assert isinstance(finished, events.Finished) and finished.metrics["flip/axis_acc"] == 1.0, finished.metrics
         from napari_ssl import checkpoint, io
         from napari_ssl.volume import Volume
 
         meta = checkpoint.read_meta(tmp_path / "ck")
         assert meta["pretexts"] == ["flip"] and meta["prefixes"] == {"3d": "backbone3d."}
+        assert meta["pretext_options"] == {"flip": {"p_flip": 1.0}}
         state, _ = checkpoint.load(tmp_path / "ck")
         assert any(k.startswith("flip_head.") for k in state)
         scan = io.write(Volume(rng.normal(size=(36, 36, 36)).astype(np.float32)), tmp_path / "held_out.nii.gz")
-        capsys.readouterr()
-        assert main(["score", "--model", str(tmp_path / "ck"), "--data", str(scan), "--samples", "3",
-                     "--device", "cpu"]) == 0
-        result = json.loads(capsys.readouterr().out.strip())
-        assert set(result) == {"flip/axis_acc"} and 0 <= result["flip/axis_acc"] <= 1
+        scores = {}
+        for name, model in (("trained", tmp_path / "ck"), ("untrained", untrained_copy(tmp_path / "ck", tmp_path / "u"))):
+            capsys.readouterr()
+            assert main(["score", "--model", str(model), "--data", str(scan), "--samples", "3", "--device", "cpu"]) == 0
+            scores[name] = json.loads(capsys.readouterr().out.strip())
+        assert set(scores["trained"]) == {"flip/axis_acc"}
+        assert scores["trained"]["flip/axis_acc"] == 1.0 > scores["untrained"]["flip/axis_acc"], scores
 
 
 def test_backbones_prefixes_and_decoder_transfer_follow_the_records() -> None:

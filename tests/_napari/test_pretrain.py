@@ -1,22 +1,26 @@
-"""The Pretrain dock on a real scan: a run in a child process, live progress and losses, cancel and resume,
-crash, error, closing the viewer mid-run, and the event loop's stalls while training."""
+"""The Pretrain dock: a run in a child process, live progress and losses, cancel and resume, crash, error, closing
+the viewer mid-run, and an event loop that keeps turning while training (the child's events are read on the worker
+thread). The scan is a synthetic CT, so a fresh clone without ../shared/data covers the dock too; how long things
+take (stalls, cancel, start) is measured by benchmarks/bench_gui.py and benchmarks/bench_start.py on a real CT."""
 
 from __future__ import annotations
 
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from napari_ssl import checkpoint, io
+from napari_ssl import checkpoint
 from napari_ssl._napari.layers import volume_to_layer_data
 from napari_ssl.events import Finished, Progress, Started, Stopped
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from plugin_path import open_dock
+from synthetic import synthetic_ct
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
@@ -34,9 +38,9 @@ def child_gone(pid: int | None) -> bool:
 
 
 @pytest.fixture(scope="module")
-def scan(shared_data):
-    """Thorax-abdomen CT (112, 101, 122), 3 mm: large enough for 32^3 patches."""
-    return io.read(shared_data / "ct_unlabeled" / "ct_thorax_abdomen.nii.gz")
+def scan():
+    """A synthetic CT (48, 64, 64), 3 mm, in HU: large enough for 32^3 patches."""
+    return synthetic_ct()
 
 
 @pytest.fixture
@@ -78,18 +82,37 @@ def wait_for_step(qtbot, relay, step: int):
 
 
 @pytest.mark.parametrize("dock_viewer", [True], indirect=True, ids=["shown"])
-def test_start_trains_shows_progress_and_losses_and_stays_responsive(dock_viewer, qtbot, tmp_path) -> None:
+def test_start_trains_shows_progress_and_losses_and_stays_responsive(
+    dock_viewer, qtbot, tmp_path, monkeypatch
+) -> None:
+    from qtpy.QtCore import QThread
+    from qtpy.QtWidgets import QApplication
+
     from napari_ssl._napari.hub import checkpoint_hub
     from napari_ssl._napari.pretrain_probe import StallProbe
     from napari_ssl._napari.widgets import PRETEXT_COLORS
+    from napari_ssl.runner import Runner
 
     dock, _ = dock_viewer
     published: list[str] = []
     checkpoint_hub().published.connect(lambda path, kind: kind == "pretrain" and published.append(path))
+    readers: set[int] = set()  # the threads that read the child's events
+    read = Runner.events
+
+    def reading(self):
+        for event in read(self):
+            readers.add(threading.get_ident())
+            yield event
+
+    monkeypatch.setattr(Runner, "events", reading)
     probe = StallProbe(interval_ms=10)
-    marks: list[tuple[float, str]] = []
+    marks: list[tuple[float, str, int]] = []  # (perf_counter, event, event-loop ticks so far), in the GUI thread
+    slots: set = set()
     relay = dock.start()
-    relay.worker.yielded.connect(lambda e: marks.append((time.perf_counter(), type(e).__name__)))
+    relay.worker.yielded.connect(
+        lambda e: (marks.append((time.perf_counter(), type(e).__name__, len(probe.gaps_ms))),
+                   slots.add(QThread.currentThread()))
+    )
     # the probe covers the run, Start to Finished; napari's own "finished" notification toast comes after
     relay.worker.yielded.connect(lambda e: isinstance(e, Finished) and probe.stop())
     assert relay is not None
@@ -120,38 +143,39 @@ def test_start_trains_shows_progress_and_losses_and_stays_responsive(dock_viewer
     assert dock.last_checkpoint == out and published[-1] == out
     assert any("Pretraining finished at step 10" in m for m in notifications())
     assert child_gone(relay.pid)
-    stats = probe.stats()
-    print(f"event-loop stalls during a run: {stats}")
+    print(f"event-loop stalls during a run (timed by benchmarks/bench_gui.py): {probe.stats()}")
     for at, ms in probe.worst(5):  # what the event loop was doing around the worst stalls
-        near = [f"{name}@{t - at:+.2f}s" for t, name in marks if abs(t - at) < 1.0]
+        near = [f"{name}@{t - at:+.2f}s" for t, name, _ in marks if abs(t - at) < 1.0]
         print(f"  stall {ms:.0f} ms at {at - probe.at[0]:.2f} s; events near: {near}")
-    assert stats["n"] > 100 and stats["max"] < 250.0
+    # the GUI never waited on the child: its events were read on the worker thread, the slots ran on the GUI
+    # thread, and a 10 ms timer kept firing while the child trained (at least once per training step)
+    assert readers and threading.main_thread().ident not in readers
+    assert slots == {QApplication.instance().thread()}
+    ticks = {name: n for _, name, n in marks}  # the tick count at the last event of each kind
+    started = next(n for _, name, n in marks if name == "Started")
+    assert ticks["Finished"] - started >= kinds.count(Progress), marks
 
 
-def test_cancel_saves_within_two_seconds_resume_continues_and_closing_the_viewer_stops_it(
-    dock_viewer, qtbot, tmp_path
-) -> None:
+def test_cancel_saves_resume_continues_and_closing_the_viewer_stops_it(dock_viewer, qtbot, tmp_path) -> None:
+    """Cancel saves at the step it stopped, Resume continues from there, closing the viewer mid-run saves and ends
+    the child. How fast Cancel saves is benchmarks/bench_start.py's."""
     dock, viewer = dock_viewer
     dock.form.steps.setValue(100_000)
     relay = dock.start()
-    stopped_at: list[float] = []
-    relay.worker.yielded.connect(lambda e: isinstance(e, Stopped) and stopped_at.append(time.monotonic()))
     with wait_for_step(qtbot, relay, 3):
         pass
     with qtbot.waitSignal(relay.worker.finished, timeout=WAIT_MS):
         clicked = time.monotonic()
         dock.cancel_button.click()
         assert not dock.cancel_button.isEnabled()
-    print(
-        f"cancel -> Stopped (checkpoint saved): {stopped_at[0] - clicked:.2f} s; "
-        f"-> child ended: {time.monotonic() - clicked:.2f} s"
-    )
-    assert stopped_at and stopped_at[0] - clicked < 2.0
+    print(f"cancel -> child ended: {time.monotonic() - clicked:.2f} s")
+    assert isinstance(dock.events[-1], Stopped) and [type(e) for e in dock.events].count(Stopped) == 1
+    last = [e.step for e in dock.events if isinstance(e, Progress)][-1]
     assert child_gone(relay.pid) and dock.outcome == "cancelled"
     out = str(tmp_path / "ckpt")
     _, meta = checkpoint.load(out)
     step = meta["step"]
-    assert step >= 3 and dock.last_checkpoint == out
+    assert step == last >= 3 and dock.last_checkpoint == out  # saved at the last step shown
     assert dock.resume_button.isEnabled() and "cancelled at step" in dock.status.text()
 
     # Resume continues the checkpoint (same folder), its loss history back on the plot
@@ -167,11 +191,10 @@ def test_cancel_saves_within_two_seconds_resume_continues_and_closing_the_viewer
     # the history is drawn first on Resume: each pretext keeps its own colour anyway
     assert [dock.plot.color(n) for n in ("rubik", "context")] == [PRETEXT_COLORS["rubik"], PRETEXT_COLORS["context"]]
 
-    # closing the viewer mid-run: the child saves and ends, nothing hangs
+    # closing the viewer mid-run: the child saves (a stop, not a kill: the checkpoint moved on) and ends
     t0 = time.monotonic()
     viewer.close()  # blocks (bounded) until the child has saved and ended
     print(f"viewer.close() during training: {time.monotonic() - t0:.2f} s")
-    assert time.monotonic() - t0 < 15.0
     assert relay.done and child_gone(relay.pid)
     _, meta = checkpoint.load(out)
     assert meta["step"] >= step + 2 and len(meta["history"]["rubik"]) == meta["step"]
@@ -223,15 +246,14 @@ def test_bad_inputs_are_refused_before_any_process(dock_viewer) -> None:
     assert dock.start_button.isEnabled() and dock.relay is None
 
 
-def test_cancel_before_the_first_step_ends_the_child_at_once(dock_viewer, qtbot) -> None:
+def test_cancel_before_the_first_step_ends_the_child_before_any_step(dock_viewer, qtbot, tmp_path) -> None:
     dock, _ = dock_viewer
     relay = dock.start()
     qtbot.waitUntil(lambda: relay.pid is not None, timeout=WAIT_MS)  # spawned, still importing torch
-    with qtbot.waitSignal(relay.worker.finished, timeout=10_000):
-        clicked = time.monotonic()
+    with qtbot.waitSignal(relay.worker.finished, timeout=WAIT_MS):
         dock.cancel_button.click()
-    assert time.monotonic() - clicked < 5.0
-    assert isinstance(dock.events[-1], Stopped) and dock.outcome == "cancelled"
+    assert [type(e) for e in dock.events] in ([Stopped], [Started, Stopped])  # not one step trained
+    assert dock.outcome == "cancelled" and not (tmp_path / "ckpt").exists()
     assert dock.start_button.isEnabled() and not dock.resume_button.isEnabled()
     assert child_gone(relay.pid)
 

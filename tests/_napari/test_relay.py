@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
-from qtpy.QtCore import QThread, QTimer
+from qtpy.QtCore import QThread
 from qtpy.QtWidgets import QApplication
 from test_relay_jobs import BigJob, Job
 
@@ -35,7 +34,6 @@ class Recorder:
     def __init__(self, relay: Relay) -> None:
         self.events: list = []
         self.errors: list = []
-        self.times: list[float] = []
         self.threads: set = set()
         relay.worker.yielded.connect(self.on_event)
         relay.worker.errored.connect(self.errors.append)
@@ -43,7 +41,6 @@ class Recorder:
     def on_event(self, event) -> None:
         self.threads.add(QThread.currentThread())
         self.events.append(event)
-        self.times.append(time.monotonic())
 
 
 def test_events_reach_the_gui_thread_in_order(qtbot) -> None:
@@ -77,23 +74,26 @@ def test_prepare_runs_in_the_worker_thread_and_its_result_is_relayed(qtbot) -> N
     assert not rec.errors
 
 
-def test_stop_saves_and_ends_within_two_seconds(qtbot, tmp_path: Path) -> None:
+def test_stop_saves_at_the_step_it_stopped_and_ends(qtbot, tmp_path: Path) -> None:
+    """Stop asked in a slot: the child closes its generator at its next yield (which saves) and ends; the save is
+    at the last step relayed, nothing is relayed after Stopped. How fast: benchmarks/bench_start.py (cancel)."""
     marker = tmp_path / "saved.txt"
     relay = Relay(JOB, Job(steps=100_000, delay=0.05, out=str(marker)), label="Job")
     rec = Recorder(relay)
-    asked: list[float] = []
 
     def stop_after_two(event) -> None:
         if isinstance(event, Progress) and event.step == 2:
-            asked.append(time.monotonic())
             relay.stop()
 
     relay.worker.yielded.connect(stop_after_two)
     with qtbot.waitSignal(relay.worker.finished, timeout=WAIT_MS):
         relay.start()
-    assert isinstance(rec.events[-1], Stopped)
-    assert rec.times[-1] - asked[0] < 2.0
-    assert marker.read_text().startswith("saved at")
+    kinds = [type(e) for e in rec.events]
+    assert kinds[0] is Started and kinds[-1] is Stopped and kinds.count(Stopped) == 1 and Finished not in kinds
+    steps = [e.step for e in rec.events if isinstance(e, Progress)]
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) >= 2  # in order, none lost
+    assert marker.read_text() == f"saved at {steps[-1]}"  # saved where the child stopped
+    assert rec.events[-1].path == str(marker)
     assert child_gone(relay.pid) and not rec.errors
 
 
@@ -154,37 +154,54 @@ def test_stop_before_start_never_spawns(qtbot) -> None:
     assert relay.pid is None and not rec.events and not rec.errors
 
 
-def test_cancel_during_a_large_input_returns_at_once_and_the_gui_stays_responsive(qtbot) -> None:
-    """A 512 MB in-memory scan is handed to the child by file, in chunks: Cancel neither waits for it on
-    the GUI thread nor lets the run start, and the worker is done within 2 s."""
+def test_cancel_during_a_large_input_is_handled_off_the_gui_thread(qtbot, monkeypatch) -> None:
+    """A 512 MB in-memory scan is handed to the child by file, in chunks, on the worker thread: Cancel in a GUI slot
+    only sets a flag, the worker notices it at the next chunk, removes the partial file, and the run never starts.
+    The hand-over is held after its first chunk until Cancel has returned, so the cancel lands mid-way whatever the
+    machine's load, and a Cancel that waited for the hand-over would never return. How fast it all is:
+    benchmarks/bench_cancel_input.py."""
+    import threading
+
     import numpy as np
 
-    from napari_ssl import runner_pool
-    from napari_ssl._napari.pretrain_probe import StallProbe
+    from napari_ssl import runner, runner_pool
+    from napari_ssl.runner_server import InputCancelled
 
     if runner_pool.warm_allowed():  # the hand-over, not the server's start, is what is cancelled here
         assert runner_pool.warm_server().wait_ready(lambda: False)
+    writing, cancel_returned = threading.Event(), threading.Event()
+    seen: dict = {"chunks": 0}
+    handover = runner.write_input
+
+    def held_write_input(obj, path, cancelled):
+        seen["thread"], seen["path"] = threading.get_ident(), Path(path)
+
+        def check() -> bool:
+            seen["chunks"] += 1
+            if seen["chunks"] == 2:  # one chunk written: let the GUI cancel, then go on
+                writing.set()
+                seen["cancel_returned_first"] = cancel_returned.wait(WAIT_MS / 1000)
+            return cancelled()
+
+        try:
+            return handover(obj, path, check)
+        except InputCancelled:
+            seen["cancelled_at_chunk"] = seen["chunks"]
+            raise
+
+    monkeypatch.setattr(runner, "write_input", held_write_input)
     array = np.ones((512, 512, 512), dtype=np.float32)
     relay = Relay("test_relay_jobs:big", BigJob(array=array), label="Job")
     rec = Recorder(relay)
-    probe = StallProbe(10).start()
-    calls: list[float] = []
-    asked: list[float] = []
-
-    def cancel() -> None:
-        asked.append(time.monotonic())
-        relay.stop()
-        calls.append(time.monotonic() - asked[0])
-
-    relay.worker.started.connect(lambda: QTimer.singleShot(30, cancel))
     with qtbot.waitSignal(relay.worker.finished, timeout=WAIT_MS):
         relay.start()
-    ended = time.monotonic()
-    probe.stop()
-    assert calls and calls[0] < 0.01  # the click's slot returned at once
-    assert ended - asked[0] < 2.0
+        qtbot.waitUntil(writing.is_set, timeout=WAIT_MS)
+        relay.stop()  # what the Cancel button's slot does, on the GUI thread
+        cancel_returned.set()
+    assert seen["thread"] != threading.get_ident()  # the hand-over ran on the worker thread
+    assert seen["cancel_returned_first"] is True  # stop() returned while the worker was held mid-hand-over
+    assert seen["cancelled_at_chunk"] == 2 and not seen["path"].exists()  # 1 of 64 chunks written, then removed
     assert [type(e) for e in rec.events] == [Stopped] and not rec.errors  # the job never ran
+    assert rec.threads == {QApplication.instance().thread()}
     assert relay.runner is not None and "ready" not in relay.runner.timings
-    stats = probe.stats()
-    assert stats["n"] >= 3 and stats["max"] < 200, stats
     assert relay.pid is None or child_gone(relay.pid)

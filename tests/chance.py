@@ -1,0 +1,23 @@
+"""References for metric checks: what the same network scores before any training (no tests here).
+
+A metric in a range it can never leave proves nothing; a trained network must beat its own untrained copy on the
+same held-out samples (the chance level of that task on that data, measured rather than assumed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def untrained_copy(trained: Path, out: Path, seed: int = 0) -> Path:
+    """A pretraining checkpoint at ``out`` holding ``trained``'s network as it was built, before its first step
+    (seeded like the engine builds it), with ``trained``'s meta (grid, normalisation, pretext options) at step 0."""
+    import torch
+
+    from napari_ssl import checkpoint
+    from napari_ssl.models import ModelSpec, PretrainModel
+
+    meta = checkpoint.read_meta(trained)
+    torch.manual_seed(seed)
+    state = PretrainModel(ModelSpec.from_dict(meta["model"])).state_dict()
+    return checkpoint.save(out, state, {**meta, "step": 0})
