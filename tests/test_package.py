@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 import zipfile
@@ -115,3 +116,26 @@ def test_core_imports_no_qt_or_napari():
         if bad:
             offenders[str(path.relative_to(REPO))] = sorted(bad)
     assert offenders == {}
+
+
+PRIVATE_NAPARI = re.compile(
+    r"\b(viewer|window|layers?|canvas|dims|camera|qt_viewer|existing|target|Viewer)\._[a-z]\w*"
+    r"|\._(qt_window|qt_viewer|overlays|activate_on_insert|clear_extent|add_layer_from_data|instances)\b"
+    r"|__wrapped__"
+    r"""|getattr\((?!self\b)[\w.]+, ["']_[a-z]"""
+)
+
+
+def test_private_napari_names_live_in_one_adapter() -> None:
+    """napari is unpinned: a private napari name used anywhere but napari_ssl/_napari/napari_private.py (which tests
+    each use against the installed napari) would break silently with a release."""
+    package = Path(__file__).resolve().parents[1] / "napari_ssl"
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        if path.name == "napari_private.py":
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if PRIVATE_NAPARI.search(code) and "self._" not in code.split(".")[0]:
+                found.append(f"{path.relative_to(package)}:{number}: {line.strip()}")
+    assert not found, "private napari names outside napari_private.py:\n" + "\n".join(found)

@@ -29,7 +29,7 @@ def make_demo_viewer(*, show: bool = True, ndisplay: int = 2, docks: bool = True
     if docks:
         added = [viewer.window.add_plugin_dock_widget(PLUGIN, name)[0] for name in plugin_widget_names()]
         # one tab per dock keeps the window at screen size; the first (the explorer) is in front
-        qt_window = viewer.window._qt_window
+        qt_window = added[0].window() if added else None  # the main window holding the docks (Qt's own API)
         for dock in added[1:]:
             qt_window.tabifyDockWidget(added[0], dock)
         if added:
@@ -62,7 +62,7 @@ def run_demo(screenshot: Path | None = None, *, ndisplay: int = 2, size: tuple[i
         return 0
     from qtpy.QtWidgets import QApplication
 
-    viewer.window._qt_window.resize(*size)
+    viewer.window.resize(*size)
     for _ in range(5):
         QApplication.processEvents()
     viewer.screenshot(str(screenshot), canvas_only=False, flash=False)

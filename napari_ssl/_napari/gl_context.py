@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from qtpy.QtWidgets import QApplication, QOpenGLWidget, QWidget
 
-__all__ = ["canvas_widget", "make_canvas_current"]
+__all__ = ["canvas_widget", "make_canvas_current", "viewer_canvas"]
 
 
 def _root(widget: QWidget) -> QWidget:
@@ -36,6 +36,16 @@ def canvas_widget(widget: QWidget) -> QOpenGLWidget | None:
         return own[0]
     every = [canvas for top in QApplication.topLevelWidgets() for canvas in top.findChildren(QOpenGLWidget)]
     return every[0] if len(every) == 1 else None
+
+
+def viewer_canvas() -> QOpenGLWidget | None:
+    """The viewer canvas when the application shows one, else the active window's (None when that is ambiguous)."""
+    every = [canvas for top in QApplication.topLevelWidgets() for canvas in top.findChildren(QOpenGLWidget)]
+    if len(every) == 1:
+        return every[0]
+    active = QApplication.activeWindow()
+    own = active.findChildren(QOpenGLWidget) if active is not None else []
+    return own[0] if len(own) == 1 else None
 
 
 def make_canvas_current(widget: QWidget) -> bool:

@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 from qtpy.QtCore import QObject, QTimer, Signal
 
+from napari_ssl._napari.napari_private import layer_overlays
+
 __all__ = ["EDIT_OVERLAYS", "StagedShow", "collect_if_due", "move_into", "prepare_warm_up", "same_grid", "stage",
            "start_warm_up", "warm_up"]
 
@@ -49,7 +51,7 @@ def stage(layer: Any) -> tuple[str, ...]:
     if layer.visible:
         layer.visible = False
         steps.append("visible")
-    overlays = getattr(layer, "_overlays", None) or {}
+    overlays = layer_overlays(layer)
     for key in EDIT_OVERLAYS:
         overlay = overlays.get(key)
         if overlay is not None and getattr(overlay, "visible", False):
@@ -111,7 +113,7 @@ class StagedShow(QObject):
     def show(self, layer: Any, steps: tuple[str, ...] = ()) -> Any:
         self.finish()
         added = self.viewer.add_layer(layer)  # napari selects it in this turn (the layer controls switch)
-        overlays = getattr(layer, "_overlays", None) or {}
+        overlays = layer_overlays(layer)
         for key in steps:
             target = layer if key == "visible" else overlays.get(key)
             if target is not None:

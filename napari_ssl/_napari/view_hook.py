@@ -112,18 +112,22 @@ def _face_on(viewer: Any, layer: Any) -> None:
 
 
 def _canvas_updates(viewer: Any, enabled: bool) -> None:
-    window = getattr(viewer, "window", None)
-    qt_viewer = getattr(window, "_qt_viewer", None)
-    native = getattr(getattr(qt_viewer, "canvas", None), "native", None)
-    if native is not None:
-        native.setUpdatesEnabled(enabled)
+    """Pause or resume the canvas's repaints (found through Qt's public widget tree: the only canvas, else the
+    active window's; with several viewers and none active, nothing is paused, which only costs a 2D paint)."""
+    from napari_ssl._napari.gl_context import viewer_canvas
+
+    canvas = viewer_canvas()
+    if canvas is not None:
+        canvas.setUpdatesEnabled(enabled)
 
 
 def install_current() -> None:
-    """Install the hook on every open viewer (no-op when there is none)."""
+    """Install the hook on the current viewer (no-op when there is none): the one being read into, or, at the
+    plugin's activation, the one that opened it."""
     import napari
 
-    for viewer in list(napari.Viewer._instances):
+    viewer = napari.current_viewer()
+    if viewer is not None:
         install(viewer)
 
 
