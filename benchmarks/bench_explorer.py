@@ -72,7 +72,8 @@ def main() -> None:
     from qtpy.QtWidgets import QApplication
 
     from napari_ssl._napari.explorer import PretextExplorer
-    from napari_ssl._napari.explorer_compute import PreviewRequest, compute_preview
+    from napari_ssl._napari.explorer_compute import PreviewRequest
+    from napari_ssl._napari.explorer_preview import compute_preview
     from napari_ssl._napari.layers import volume_to_layer_data
     from napari_ssl.foreground import foreground_mask
 

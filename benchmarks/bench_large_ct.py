@@ -8,7 +8,7 @@ has to hold:
 
 - ``open-nifti`` / ``open-dicom``: ``io.read`` of the file / the series folder;
 - ``preview-rubik`` / ``preview-context`` / ``preview-planes``: the explorer's computation
-  (``explorer_compute.compute_preview``, no GUI) on the opened scan, default parameters; the time is the
+  (``explorer_preview.compute_preview``, no GUI) on the opened scan, default parameters; the time is the
   preview's alone;
 - ``finetune``: a tiny U-Net fine-tuned at 3 mm on the shared abdominal CT (liver, spleen), ``--steps`` steps;
 - ``segment``: ``napari_ssl.segment.segment`` of the large scan with that model (resampled to 3 mm inside).
@@ -134,7 +134,8 @@ def run_stage(stage: str, work: Path, steps: int) -> dict:
         out["shape"], out["dtype"] = list(vol.array.shape), str(vol.array.dtype)
         out["spacing"] = [round(s, 4) for s in vol.spacing]
     elif stage.startswith("preview-"):
-        from napari_ssl._napari.explorer_compute import PreviewRequest, compute_preview
+        from napari_ssl._napari.explorer_compute import PreviewRequest
+        from napari_ssl._napari.explorer_preview import compute_preview
 
         vol = io.read(work / "ct.nii.gz")
         out["rss_after_open_mib"] = _peak_mib()

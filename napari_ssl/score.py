@@ -10,8 +10,10 @@ registered pretext reports (:mod:`napari_ssl.pretext.registry`).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
+
+from napari_ssl.metrics import mean_metrics  # re-exported: score's own measure
 
 
 def score(model: str | os.PathLike[str], data: Sequence[Any], *, samples: int = 32, batch_size: int = 4,
@@ -47,26 +49,6 @@ def score(model: str | os.PathLike[str], data: Sequence[Any], *, samples: int = 
                       foreground=bool((info.config or {}).get("foreground", False)))
     dataset = PretextDataset(volumes, spec, seed + 2_000_003, samples)
     return mean_metrics(net, dataset, samples=samples, batch_size=batch_size, device=dev)
-
-
-def mean_metrics(net: Any, dataset: Any, *, samples: int, batch_size: int, device: Any,
-                 measure: Callable[[Any, Mapping[str, Any]], Mapping[str, Any]] | None = None) -> dict[str, float]:
-    """Mean of ``measure(output, batch)`` (default ``net.metrics``) over the first ``samples`` samples of
-    ``dataset``, each batch weighted by its size; no gradients."""
-    import torch
-
-    measure = measure or net.metrics
-    totals: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(samples)), batch_size=batch_size)
-    with torch.no_grad():
-        for batch in loader:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            n = len(next(iter(batch.values())))
-            for key, value in measure(net(batch), batch).items():
-                totals[key] = totals.get(key, 0.0) + float(value) * n
-                counts[key] = counts.get(key, 0) + n
-    return {k: totals[k] / counts[k] for k in sorted(totals)}
 
 
 __all__ = ["mean_metrics", "score"]

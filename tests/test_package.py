@@ -139,3 +139,50 @@ def test_private_napari_names_live_in_one_adapter() -> None:
             if PRIVATE_NAPARI.search(code) and "self._" not in code.split(".")[0]:
                 found.append(f"{path.relative_to(package)}:{number}: {line.strip()}")
     assert not found, "private napari names outside napari_private.py:\n" + "\n".join(found)
+
+
+def _import_graph(package: Path) -> dict[str, set[str]]:
+    """Module -> the package modules it imports, at the top or inside a function (a function-level import only
+    hides a circle from Python, not from a reader)."""
+    modules = {}
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+
+    def known(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name if name and name != package.name else None
+
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        here = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets |= {known(alias.name) for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parent = here.split(".")[: len(here.split(".")) - node.level + 1]
+                    base = ".".join([*parent, *([node.module] if node.module else [])])
+                targets |= {known(f"{base}.{alias.name}") or known(base) for alias in node.names}
+        graph[module] = {t for t in targets if t and t != module}
+    return graph
+
+
+def test_no_import_circles() -> None:
+    """Data flows one way (DESIGN.md): no module imports, even inside a function, a module that imports it back."""
+    graph = _import_graph(REPO / "napari_ssl")
+    circles = []
+    for start in sorted(graph):  # a path from start back to start, by depth-first search
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in sorted(graph.get(node, ())):
+                if nxt == start:
+                    circles.append(" -> ".join([*path, start]))
+                elif nxt not in seen and nxt > start:  # each circle reported once, from its smallest module
+                    seen.add(nxt)
+                    stack.append((nxt, [*path, nxt]))
+    assert not circles, "import circles:\n" + "\n".join(circles)

@@ -2,7 +2,7 @@
 
 Pick an Image layer (or, for imaging planes, all the acquired views at once), a pretext, its parameters
 and a seed; every change schedules a preview (debounced), computed in a napari ``thread_worker`` by
-:func:`~napari_ssl._napari.explorer_compute.compute_preview` and drawn by
+:func:`~napari_ssl._napari.explorer_preview.compute_preview` and drawn by
 :mod:`~napari_ssl._napari.overlays` / :mod:`~napari_ssl._napari.explorer_planes` as layers named
 ``<scan> · <pretext> ...`` placed like the source. The source layer is never modified.
 """
@@ -17,8 +17,9 @@ from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QWidget
 
-from napari_ssl._napari.explorer_compute import Preview, PreviewRequest, compute_preview
+from napari_ssl._napari.explorer_compute import Preview, PreviewRequest
 from napari_ssl._napari.explorer_controls import ExplorerControls
+from napari_ssl._napari.explorer_preview import compute_preview
 from napari_ssl._napari.explorer_sources import (
     SourceError,
     displayed_extent,

@@ -19,7 +19,6 @@ __all__ = [
     "Preview",
     "PreviewRequest",
     "box_path",
-    "compute_preview",
     "context_preview",
     "paint_boxes",
     "rubik_preview",
@@ -363,23 +362,3 @@ def dim_outside(image: np.ndarray, boxes: np.ndarray, limits: tuple[float, float
         box = (..., *(slice(a, b) for a, b in zip(start, stop, strict=True)))
         out[box] = arr[box]
     return out
-
-
-def compute_preview(req: PreviewRequest) -> Preview:
-    """Sample, apply and lay out one pretext preview (the worker's whole job).
-
-    Raises
-    ------
-    ValueError
-        From the pretext, naming the parameter and its limit (volume too small, too many swaps, ...).
-    """
-    from napari_ssl.pretext import registry
-
-    spec = registry.get(req.pretext)  # ValueError naming the known pretexts
-    task = make_task(req.pretext, req.values)
-    rng = np.random.default_rng(int(req.seed))
-    if spec.explorer.preview is None:  # the generic preview: the corrupted scan and the task's boxes
-        from napari_ssl._napari.explorer_generic import boxes_preview
-
-        return boxes_preview(req, task, rng)
-    return registry.resolve(spec.explorer.preview)(req, task, rng)  # type: ignore[no-any-return]

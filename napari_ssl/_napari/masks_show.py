@@ -34,11 +34,26 @@ from qtpy.QtCore import QObject, QTimer, Signal
 
 from napari_ssl._napari.napari_private import layer_overlays
 
-__all__ = ["EDIT_OVERLAYS", "StagedShow", "collect_if_due", "move_into", "prepare_warm_up", "same_grid", "stage",
-           "start_warm_up", "warm_up"]
+__all__ = ["EDIT_OVERLAYS", "StagedShow", "collect_if_due", "masks_layer_kwargs", "move_into", "prepare_warm_up",
+           "same_grid", "stage", "start_warm_up", "warm_up"]
 
 #: the Labels layer's editing overlays (they show only while painting or drawing a polygon)
 EDIT_OVERLAYS = ("polygon", "brush_stroke")
+
+
+def masks_layer_kwargs(names: dict[int, str], colors: dict[int, str]) -> dict[str, Any]:
+    """Labels-layer keyword arguments: colours from the checkpoint and a ``class`` feature per label value."""
+    import pandas as pd
+    from napari.utils.colormaps import DirectLabelColormap
+
+    color_dict: dict[Any, Any] = {0: "transparent", None: "transparent"}
+    color_dict.update({int(k): v for k, v in colors.items()})
+    values = sorted(names)
+    return {
+        "colormap": DirectLabelColormap(color_dict=color_dict),
+        "features": pd.DataFrame({"index": values, "class": [names[v] for v in values]}),
+        "opacity": 0.6,
+    }
 
 
 def stage(layer: Any) -> tuple[str, ...]:
@@ -166,8 +181,6 @@ def prepare_warm_up() -> int:
     with contextlib.suppress(Exception):  # optional: a napari or vispy without these names only loses the warm-up
         from napari.layers import Labels
         from vispy.visuals.line.dash_atlas import DashAtlas
-
-        from napari_ssl._napari.segment_info import masks_layer_kwargs
 
         layer = Labels(np.zeros((2, 2, 2), np.uint8), **masks_layer_kwargs({0: "background", 1: "x"}, {1: "#f00"}))
         stage(layer)

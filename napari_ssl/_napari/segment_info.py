@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from napari_ssl._napari.masks_show import masks_layer_kwargs, stage
+
 __all__ = [
     "LOW_DICE",
     "MaskTarget",
     "ModelInfo",
     "PreparedMasks",
-    "masks_layer_kwargs",
     "prepare_masks",
     "read_model_info",
     "recent_models",
@@ -182,21 +183,6 @@ def remember_model(path: str) -> None:
     _settings().setValue(RECENT_KEY, items[:MAX_RECENT])
 
 
-def masks_layer_kwargs(names: dict[int, str], colors: dict[int, str]) -> dict[str, Any]:
-    """Labels-layer keyword arguments: colours from the checkpoint and a ``class`` feature per label value."""
-    import pandas as pd
-    from napari.utils.colormaps import DirectLabelColormap
-
-    color_dict: dict[Any, Any] = {0: "transparent", None: "transparent"}
-    color_dict.update({int(k): v for k, v in colors.items()})
-    values = sorted(names)
-    return {
-        "colormap": DirectLabelColormap(color_dict=color_dict),
-        "features": pd.DataFrame({"index": values, "class": [names[v] for v in values]}),
-        "opacity": 0.6,
-    }
-
-
 @dataclass(frozen=True)
 class MaskTarget:
     """Where a segmentation's masks go: the layer name and the metadata it records (set on the GUI thread)."""
@@ -230,7 +216,6 @@ def prepare_masks(event: Any, target: MaskTarget) -> Any:
     from napari.layers import Labels
 
     from napari_ssl._napari.layers import volume_to_layer_data
-    from napari_ssl._napari.masks_show import stage
 
     data, kwargs, _ = volume_to_layer_data(event.labels, "labels")
     kwargs.update(masks_layer_kwargs(dict(event.names), dict(event.colors)))

@@ -303,7 +303,7 @@ def native_score(net: Any, meta: Mapping[str, Any], raw: Sequence[Any], norm: An
     (same split rule as training) and every image of series the run did not see. Besides the planes metrics,
     ``planes/stack_angle_error_deg`` is the angle error on held-out stack slices alone (their lines differ from
     every trained slice's; a held-out cine frame shares its lines with the trained frames)."""
-    from napari_ssl.score import mean_metrics
+    from napari_ssl.metrics import mean_metrics
 
     native = meta["native_views"]
     exams = build_exams(raw, int(native["size"]), float(native["sigma"]), norm, float(native["val_fraction"]))
