@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
 
 from napari_ssl._napari.activity import Activity
 from napari_ssl._napari.checks import scan_problem
+from napari_ssl._napari.dock import JobDock
 from napari_ssl._napari.finetune_inputs import ClassPicker, PairList, checkpoint_backbone, folder_pairs
 from napari_ssl._napari.hub import checkpoint_hub
 from napari_ssl._napari.jobs import FINETUNE, ConfigRequest
@@ -42,7 +43,6 @@ from napari_ssl._napari.widgets import (
     fill_devices,
     scrolled,
     spin,
-    tab_with_siblings_later,
     training_threads,
 )
 
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 __all__ = ["FinetuneDock"]
 
 
-class FinetuneDock(QWidget):
+class FinetuneDock(JobDock):
     """The Fine-tune dock (see the module docstring); ``relay`` is the running job."""
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
@@ -419,14 +419,3 @@ class FinetuneDock(QWidget):
         self.relay = None
         self.start_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
-
-    def showEvent(self, event: Any) -> None:
-        super().showEvent(event)
-        if not getattr(self, "_tabbed", False):  # once: join the other napari-ssl docks as a tab
-            self._tabbed = True
-            tab_with_siblings_later(self)
-
-    def closeEvent(self, event: Any) -> None:
-        if self.relay is not None:
-            self.relay.shutdown()
-        super().closeEvent(event)

@@ -30,6 +30,7 @@ from qtpy.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from napari_ssl._napari.activity import Activity
+from napari_ssl._napari.dock import JobDock
 from napari_ssl._napari.hub import checkpoint_hub
 from napari_ssl._napari.jobs import PRETRAIN, ConfigRequest
 from napari_ssl._napari.plot import CurvePlot
@@ -41,7 +42,6 @@ from napari_ssl._napari.widgets import (
     metric_words,
     pretext_colors,
     scrolled,
-    tab_with_siblings_later,
 )
 from napari_ssl.events import Finished, Progress, Saved, Started, Stopped
 from napari_ssl.plan import DEFAULT_BATCH
@@ -88,7 +88,7 @@ class _CloseWatcher(QObject):
         return False
 
 
-class PretrainDock(QWidget):
+class PretrainDock(JobDock):
     """Dock widget: the form, Start / Cancel / Resume, progress, live loss plot, metrics, checkpoint.
 
     Attributes
@@ -403,13 +403,3 @@ class PretrainDock(QWidget):
         for name, values in history.items():
             if "/" not in name and name != "loss":
                 self.plot.set_series(name, list(range(1, len(values) + 1)), list(values))
-
-    def showEvent(self, event: Any) -> None:
-        super().showEvent(event)
-        if not getattr(self, "_tabbed", False):  # once: join the other napari-ssl docks as a tab
-            self._tabbed = True
-            tab_with_siblings_later(self)
-
-    def closeEvent(self, event: Any) -> None:
-        self.shutdown()
-        super().closeEvent(event)

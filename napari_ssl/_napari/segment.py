@@ -46,6 +46,7 @@ from qtpy.QtWidgets import (
 
 from napari_ssl._napari.activity import Activity
 from napari_ssl._napari.checks import scan_problem
+from napari_ssl._napari.dock import JobDock
 from napari_ssl._napari.hub import checkpoint_hub
 from napari_ssl._napari.jobs import SEGMENT, ModelLoaded, SegmentRequest
 from napari_ssl._napari.masks_show import StagedShow, move_into, same_grid, start_warm_up
@@ -65,7 +66,6 @@ from napari_ssl._napari.widgets import (
     ProgressBar,
     fill_devices,
     scrolled,
-    tab_with_siblings_later,
     training_threads,
 )
 from napari_ssl.bundled import bundled_name
@@ -80,7 +80,7 @@ __all__ = ["UPDATE_MS", "SegmentDock", "masks_layer_kwargs"]
 UPDATE_MS = 100
 
 
-class SegmentDock(QWidget):
+class SegmentDock(JobDock):
     """The Segment dock (see the module docstring). ``info`` describes the chosen model, ``relay`` the job."""
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
@@ -397,16 +397,9 @@ class SegmentDock(QWidget):
         self.status.setText(f"saved {out}")
         return out
 
-    def showEvent(self, event: Any) -> None:
-        super().showEvent(event)
-        if not getattr(self, "_tabbed", False):  # once: join the other napari-ssl docks as a tab
-            self._tabbed = True
-            tab_with_siblings_later(self)
-
-    def closeEvent(self, event: Any) -> None:
+    def shutdown(self) -> None:
+        """Closing: no warm-up left pending, the masks' staged turns done, the job stopped."""
         if self._warm_timer is not None:
             self._warm_timer.stop()
         self.staged.finish()
-        if self.relay is not None:
-            self.relay.shutdown()
-        super().closeEvent(event)
+        super().shutdown()
