@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_ssl.preprocess import Normalization
+from napari_ssl.volume import mm_spacing
 
 
 def __getattr__(name: str) -> Any:
@@ -162,13 +163,7 @@ class PretrainConfig:
         if isinstance(self.normalization, Mapping):
             object.__setattr__(self, "normalization", Normalization.from_dict(self.normalization))
         if self.spacing is not None:
-            sp = tuple(
-                float(s)
-                for s in (self.spacing if isinstance(self.spacing, (list, tuple)) else [self.spacing] * 3)
-            )
-            if len(sp) != 3 or min(sp) <= 0:
-                raise ValueError(f"spacing must be 3 positive mm values (z, y, x), got {self.spacing!r}")
-            object.__setattr__(self, "spacing", sp)
+            object.__setattr__(self, "spacing", mm_spacing(self.spacing))
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
@@ -343,11 +338,7 @@ class FinetuneConfig:
         if isinstance(self.normalization, Mapping):
             object.__setattr__(self, "normalization", Normalization.from_dict(self.normalization))
         if self.spacing is not None:
-            sp = self.spacing if isinstance(self.spacing, (list, tuple)) else [self.spacing] * 3
-            sp = tuple(float(s) for s in sp)
-            if len(sp) != 3 or min(sp) <= 0:
-                raise ValueError(f"spacing must be 3 positive mm values (z, y, x), got {self.spacing!r}")
-            object.__setattr__(self, "spacing", sp)
+            object.__setattr__(self, "spacing", mm_spacing(self.spacing))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (without in-memory pairs)."""

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from napari_ssl.preprocess import Normalization, canonical_spacing
-from napari_ssl.volume import Volume
+from napari_ssl.volume import Volume, mm_spacing
 
 #: voxels of one patch a step can afford, per device type (the default backbone, batch 2)
 PATCH_BUDGET = {"cpu": 64**3, "mps": 96**3, "cuda": 128**3}
@@ -301,9 +301,7 @@ def make_plan(
     box_mm = np.median(boxes_mm, axis=0)
     shape_mm = np.median([np.asarray(c.shape) * np.asarray(c.spacing) for c in fp.cases], axis=0)
     if spacing is not None:
-        sp = np.broadcast_to(np.asarray(spacing, dtype=float), (3,)).copy()
-        if not np.all(np.isfinite(sp)) or np.any(sp <= 0):
-            raise ValueError(f"spacing must be 3 positive mm values (z, y, x), got {spacing!r}")
+        sp = np.asarray(mm_spacing(spacing), dtype=float)
         sources["spacing"] = "user"
     elif inherit.get("spacing") is not None:
         sp = np.asarray(inherit["spacing"], dtype=float)

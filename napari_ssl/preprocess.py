@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_ssl.volume import Volume
+from napari_ssl.volume import Volume, mm_spacing
 
 #: orientation of the arrays the network sees (SimpleITK / DICOM code: +x to Left, +y to Posterior, +z to Superior)
 ORIENTATION = "LPS"
@@ -199,9 +199,7 @@ def resample(volume: Volume, spacing: Sequence[float] | float, *, interpolation:
     """
     import SimpleITK as sitk
 
-    target = np.broadcast_to(np.asarray(spacing, dtype=float), (3,))
-    if not np.all(np.isfinite(target)) or np.any(target <= 0):
-        raise ValueError(f"target spacing must be positive mm values, got {spacing!r}")
+    target = np.asarray(mm_spacing(spacing, "target spacing"), dtype=float)
     if np.allclose(target, volume.spacing):
         return volume
     if interpolation not in ("linear", "nearest"):

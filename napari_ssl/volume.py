@@ -24,7 +24,7 @@ import numpy as np
 if TYPE_CHECKING:
     import SimpleITK as sitk
 
-__all__ = ["Volume", "array_from_sitk"]
+__all__ = ["Volume", "array_from_sitk", "mm_spacing"]
 
 Vec3 = tuple[float, float, float]
 
@@ -33,6 +33,23 @@ def _vec3(value: Any, name: str) -> Vec3:
     arr = np.asarray(value, dtype=float).reshape(-1)
     if arr.shape != (3,) or not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be three finite numbers (z, y, x), got {value!r}")
+    return (float(arr[0]), float(arr[1]), float(arr[2]))
+
+
+def mm_spacing(value: Any, name: str = "spacing") -> Vec3:
+    """A voxel spacing, checked once for every caller: three positive finite mm values (z, y, x), or one for all
+    three axes.
+
+    Raises
+    ------
+    ValueError
+        Naming ``name`` and the value: not 1 or 3 numbers, not finite, or not positive.
+    """
+    arr = np.asarray(value, dtype=float).reshape(-1) if value is not None else np.zeros(0)
+    if arr.size == 1:
+        arr = np.repeat(arr, 3)
+    if arr.shape != (3,) or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        raise ValueError(f"{name} must be 3 positive finite mm values (z, y, x), got {value!r}")
     return (float(arr[0]), float(arr[1]), float(arr[2]))
 
 
@@ -74,9 +91,7 @@ class Volume:
             )
         if 0 in array.shape:
             raise ValueError(f"Volume array is empty, shape {array.shape}")
-        spacing = _vec3(self.spacing, "spacing")
-        if min(spacing) <= 0:
-            raise ValueError(f"spacing must be positive, got {spacing}")
+        spacing = mm_spacing(self.spacing)
         direction = np.asarray(self.direction, dtype=float)
         if direction.shape != (3, 3) or not np.allclose(
             direction.T @ direction, np.eye(3), atol=1e-4

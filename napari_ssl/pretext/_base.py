@@ -6,11 +6,12 @@ imported only inside the functions that handle one, so ``import napari_ssl.prete
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from napari_ssl.volume import mm_spacing
 
 __all__ = [
     "ParamSpec",
@@ -89,16 +90,7 @@ def shape_and_spacing(
     zyx = dims[-3:]
     if min(zyx) < 1:
         raise ValueError(f"shape must be positive along (z, y, x), got {zyx}")
-    if spacing is None:
-        sp: tuple[float, ...] = (1.0, 1.0, 1.0)
-    elif np.ndim(spacing) == 0:
-        sp = (float(spacing),) * 3
-    else:
-        sp = tuple(float(s) for s in spacing)
-        if len(sp) != 3:
-            raise ValueError(f"spacing must be three positive finite mm values (z, y, x), got {spacing!r}")
-    if not all(math.isfinite(s) and s > 0 for s in sp):
-        raise ValueError(f"spacing must be three positive finite mm values (z, y, x), got {spacing!r}")
+    sp = (1.0, 1.0, 1.0) if spacing is None else mm_spacing(spacing)
     return (zyx[0], zyx[1], zyx[2]), (sp[0], sp[1], sp[2])
 
 
