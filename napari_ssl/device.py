@@ -142,9 +142,18 @@ def default_backbone(device: torch.device | str) -> str:
     return {"cuda": "large", "mps": "medium"}.get(kind, "small")
 
 
+#: pretraining's patch edge (voxels) per device kind for the default backbone; the CPU's for any other kind
+PATCH_EDGE = {"cpu": 48, "cuda": 96, "mps": 64}
+
+
+def patch_for(kind: str) -> int:
+    """Pretraining's patch edge on a device of ``kind`` (``"cpu"``, ``"cuda"``, ``"mps"``; torch-free, so the
+    docks show the defaults a run will use without importing torch)."""
+    return PATCH_EDGE.get(str(kind).split(":", 1)[0], PATCH_EDGE["cpu"])
+
+
 def default_patch_size(device: torch.device | str) -> int:
     """Patch edge (voxels) for the default backbone: 48 on CPU (~0.7 s a step of 2 on one core), 96 on CUDA."""
     import torch
 
-    kind = torch.device(device).type
-    return {"cuda": 96, "mps": 64}.get(kind, 48)
+    return patch_for(torch.device(device).type)

@@ -79,8 +79,20 @@ class _PretextRow(QWidget):
         layout.addWidget(self.params.native)
 
     def changed_options(self) -> dict[str, Any]:
-        """Parameters that differ from the spec defaults (the rest keep the engine's patch-scaled defaults)."""
+        """Parameters that differ from the defaults shown (the rest keep the engine's patch-scaled defaults)."""
         return {k: v for k, v in self.params.values().items() if v != self.defaults.get(k)}
+
+    def show_defaults(self, options: dict[str, Any]) -> None:
+        """Show ``options`` (the run's defaults at its patch) as the defaults; a value the user changed is kept."""
+        current = self.params.values()
+        for key, value in options.items():
+            if key not in current:
+                continue
+            untouched = current[key] == self.defaults.get(key)
+            self.defaults[key] = value
+            if untouched:
+                self.params[key].value = value
+                self.defaults[key] = self.params.values()[key]  # as the widget holds it
 
 
 class PretrainForm(QWidget):
@@ -156,6 +168,31 @@ class PretrainForm(QWidget):
         for box in (data_box, pretext_box, train_box):
             layout.addWidget(box)
         self._source_changed(self.source.currentText())
+        # what the parameters show is what the run uses: the engine's defaults at the run's patch
+        self.patch.valueChanged.connect(self.show_run_defaults)
+        self.device.currentIndexChanged.connect(self.show_run_defaults)
+        self.show_run_defaults()
+
+    def run_patch(self) -> int:
+        """The patch edge the run will use: the form's, or for "auto" the device's default (the first GPU listed
+        when the device is "auto"), as the engine resolves it."""
+        from napari_ssl.device import patch_for
+
+        if self.patch.value() != self.patch.minimum():
+            return int(self.patch.value())
+        device = str(self.device.currentData() or "auto")
+        if device == "auto":
+            listed = [str(self.device.itemData(i) or "") for i in range(self.device.count())]
+            device = next((d for d in listed if d.startswith(("cuda", "mps"))), "cpu")
+        return patch_for(device)
+
+    def show_run_defaults(self, *_: Any) -> None:
+        """Every pretext's parameters at the run's patch (:func:`napari_ssl.engine.default_pretext_options`)."""
+        from napari_ssl.pretext import registry
+
+        patch = self.run_patch()
+        for name, row in self.pretexts.items():
+            row.show_defaults(registry.get(name).default_options(patch))
 
     # ------------------------------------------------------------ data source
     def _source_changed(self, text: str) -> None:
