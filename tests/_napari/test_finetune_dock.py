@@ -77,14 +77,19 @@ def test_unnamed_labels_keep_the_clis_names(make_napari_viewer) -> None:
     assert [c.name for c in parse_classes(dock.chosen_classes())] == [c.name for c in parse_classes("3,9")]
 
 
-def test_a_long_plan_does_not_widen_the_dock_past_the_screen(make_napari_viewer, qtbot) -> None:
+def _on_a_laptop(make_napari_viewer, qtbot):
+    """The Fine-tune dock in a shown window of a laptop's width, settled: (dock, window, its width now)."""
     viewer = make_napari_viewer(show=True)
     window = viewer.window._qt_window
     window.resize(1366, 740)
     dock = open_dock(viewer, "Fine-tune")
     qtbot.waitExposed(window)
     qtbot.wait(50)
-    before = dock.width()
+    return dock, window, dock.width()
+
+
+def test_a_long_plan_does_not_widen_the_dock_past_the_screen(make_napari_viewer, qtbot) -> None:
+    dock, window, before = _on_a_laptop(make_napari_viewer, qtbot)
     plan = "\n".join(["plan (mr, median scan 150 x 180 x 150 voxels at the plan's spacing):"]
                      + [f"  note: a long line of the plan that says a great deal about case {i} " * 2 for i in range(4)])
     dock._on_event(Started(total=100, device="cpu", n_train=3, n_val=1, plan_text=plan))
@@ -132,13 +137,7 @@ def test_a_pretrained_checkpoint_does_not_widen_the_dock(make_napari_viewer, qtb
     widened the dock column (362 -> 409 px), taking the width from the canvas."""
     from test_segment_shared import random_checkpoint
 
-    viewer = make_napari_viewer(show=True)
-    window = viewer.window._qt_window
-    window.resize(1366, 740)
-    dock = open_dock(viewer, "Fine-tune")
-    qtbot.waitExposed(window)
-    qtbot.wait(50)
-    before = dock.width()
+    dock, _, before = _on_a_laptop(make_napari_viewer, qtbot)
     dock.pretrained.path = str(random_checkpoint(tmp_path / "pretrained"))
     qtbot.wait(100)
     assert dock.backbone_note.isVisible() and "tiny" in dock.backbone_note.text()
