@@ -51,7 +51,7 @@ def step_flops(model, batch_size: int) -> float:
     from bench_train import count_flops
 
     net, device = model.net, model.device
-    x = torch.randn(batch_size, model.in_channels, *model.patch_size, device=device)
+    x = torch.randn(batch_size, model.checkpoint.in_channels, *model.checkpoint.patch_size, device=device)
 
     def step() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -103,12 +103,12 @@ def run(n_cases: int, minutes: float | None, out: Path, seed: int, modality: str
                      "true_fraction": float(truth.mean()), "segment_s": round(seconds, 2)})
         print(f"  {case.name}: Dice {rows[-1]['dice']:.3f} (all-foreground {rows[-1]['all_foreground']:.3f}), "
               f"{seconds:.1f} s", flush=True)
-    meta = model.meta
+    meta = model.checkpoint
     gpu = {}
     if model.device.type == "cuda" and finished is not None:
         import torch
 
-        flops = step_flops(model, int(meta["plan"]["batch_size"]))
+        flops = step_flops(model, meta.plan.batch_size)
         achieved = flops * finished.step / train_s
         gpu = {"gpu": torch.cuda.get_device_name(model.device), "tflop_per_step": round(flops / 1e12, 3),
                "steps_per_s": round(finished.step / train_s, 2), "achieved_tflops": round(achieved / 1e12, 2),
@@ -117,10 +117,10 @@ def run(n_cases: int, minutes: float | None, out: Path, seed: int, modality: str
         print(f"  GPU {gpu}", flush=True)
     result = {
         "cases": n_cases, "minutes": minutes, "seed": seed, "modality": modality, "train_s": round(train_s, 1),
-        "threads": meta.get("config", {}).get("num_threads") or len(os.sched_getaffinity(0)),
-        "steps": finished.step if finished else None, "plan": meta.get("plan"),
-        "val_time": meta["history"].get("val_time", []), "val_dice": meta["history"].get("val/score", []),
-        "best_step": meta.get("training", {}).get("best_step"),
+        "threads": meta.config.get("num_threads") or len(os.sched_getaffinity(0)),
+        "steps": finished.step if finished else None, "plan": meta.plan.to_dict() if meta.plan else None,
+        "val_time": meta.history.get("val_time", []), "val_dice": meta.history.get("val/score", []),
+        "best_step": meta.training.get("best_step"),
         "test": rows, "test_dice_mean": float(np.mean([r["dice"] for r in rows])),
         "all_foreground_mean": float(np.mean([r["all_foreground"] for r in rows])),
         "segment_s_mean": float(np.mean([r["segment_s"] for r in rows])),

@@ -154,7 +154,7 @@ def run_stage(stage: str, work: Path, steps: int) -> dict:
         mask = segment(vol, model, overlap=0.25)
         out["seconds"] = time.perf_counter() - t0
         out["mask"] = [list(mask.array.shape), str(mask.array.dtype), int((mask.array > 0).sum())]
-        out["model_spacing"] = list(model.spacing) if model.spacing else None
+        out["model_spacing"] = list(model.checkpoint.spacing) if model.checkpoint.spacing else None
     else:
         raise SystemExit(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
     out["rss_before_mib"] = before

@@ -94,9 +94,9 @@ def bare(model, volume, overlap: float, sw_device, device):
     import torch
     from monai.inferers import sliding_window_inference
 
-    x = torch.from_numpy(model.normalization()(volume.array))[None, None]
+    x = torch.from_numpy(model.checkpoint.normalization(volume.array))[None, None]
     with torch.inference_mode():
-        logits = sliding_window_inference(inputs=x, roi_size=model.patch_size, sw_batch_size=1, predictor=model.net,
+        logits = sliding_window_inference(inputs=x, roi_size=model.checkpoint.patch_size, sw_batch_size=1, predictor=model.net,
                                           overlap=overlap, mode="gaussian", sw_device=sw_device, device=device)
         return torch.argmax(logits[0], 0).to(torch.uint8).cpu().numpy()
 
@@ -124,7 +124,7 @@ def compare(model, volume, overlap: float, repeat: int, device_name: str) -> Non
             del out
     t_m, t_o = min(times["monai"]), min(times["ours"])
     m_m, m_o = peaks["monai"] / 2**20, peaks["ours"] / 2**20
-    print(f"{device_name}: {volume.array.shape} roi {model.patch_size} overlap {overlap}")
+    print(f"{device_name}: {volume.array.shape} roi {model.checkpoint.patch_size} overlap {overlap}")
     print(f"  time  MONAI {t_m:7.2f} s   ours {t_o:7.2f} s   ratio {t_o / t_m:.2f}x")
     print(f"  peak RSS increase  MONAI {m_m:7.0f} MiB   ours {m_o:7.0f} MiB   ratio {m_o / max(m_m, 1):.2f}x")
 
@@ -142,7 +142,7 @@ def large(model_dir: Path, overlap: float) -> None:
         out = segment(volume, model, overlap=overlap)
         dt = time.perf_counter() - t0
     total = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
-    print(f"large CT {volume.array.shape} int16 ({volume.array.nbytes / 2**20:.0f} MiB), roi {model.patch_size}, "
+    print(f"large CT {volume.array.shape} int16 ({volume.array.nbytes / 2**20:.0f} MiB), roi {model.checkpoint.patch_size}, "
           f"overlap {overlap}: {dt:.0f} s; peak RSS increase {mem.increase / 2**20:.0f} MiB; process peak RSS "
           f"{total:.0f} MiB (before: {base:.0f} MiB); mask {out.array.shape} {out.array.dtype}")
 

@@ -93,9 +93,9 @@ def pretrain_all(pretexts: list[str], data: list[str], out: Path, args: argparse
             for _ in pretrain(config):
                 pass
             print(f"pretrained {name}: {time.perf_counter() - t0:.0f} s", flush=True)
-        meta = checkpoint.read_meta(path)
-        info[name] = {"path": str(path), "step": meta.get("step"), "seconds": round(time.perf_counter() - t0, 1),
-                      "metrics": meta.get("metrics")}
+        meta = checkpoint.open_checkpoint(path)
+        info[name] = {"path": str(path), "step": meta.step, "seconds": round(time.perf_counter() - t0, 1),
+                      "metrics": dict(meta.metrics)}
     return info
 
 

@@ -1,8 +1,12 @@
 """Checkpoints: a folder with ``model.safetensors``, ``meta.json`` and, for resuming, ``optimizer.pt``.
 
 - Weights are safetensors (no code execution on load). ``meta.json`` is plain JSON: the training config,
-  pretexts, backbone spec, patch size, spacing, normalisation, step, loss history, package versions, and
+  pretexts, backbone spec, patch size, plan, normalisation, step, loss history, package versions, and
   the size and SHA-256 of every file, so a truncated or altered file is detected before it is used.
+- This is the only module that reads ``meta.json``: :func:`open_checkpoint` returns it typed
+  (:class:`~napari_ssl.meta.SegmenterCheckpoint` or :class:`~napari_ssl.meta.PretrainCheckpoint`, the schema in
+  :mod:`napari_ssl.meta`), without torch; :func:`load` returns the weights beside it. ``tests/test_checkpoint_readers.py``
+  keeps every other module off the raw file.
 - The optimizer state is ``torch.save`` of tensors and numbers only and is read with
   ``torch.load(weights_only=True)``: a pickle that would build arbitrary objects is refused.
 - Writes are atomic: everything goes to a temporary sibling folder, is flushed to disk, and then replaces
@@ -23,18 +27,29 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from napari_ssl.meta import (
+    FORMAT,
+    FORMAT_VERSION,
+    Checkpoint,
+    CheckpointError,
+    CheckpointKindError,
+    PretrainCheckpoint,
+    SegmenterCheckpoint,
+    from_dict,
+)
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
+
+__all__ = [
+    "FORMAT", "FORMAT_VERSION", "META_FILE", "MODEL_FILE", "OPTIMIZER_FILE", "Checkpoint", "CheckpointError",
+    "CheckpointKindError", "PretrainCheckpoint", "SegmenterCheckpoint", "check_target", "check_weights",
+    "is_checkpoint", "load", "load_optimizer", "load_weights", "open_checkpoint", "package_versions", "safe_torch_load", "save",
+]
 
 MODEL_FILE = "model.safetensors"
 META_FILE = "meta.json"
 OPTIMIZER_FILE = "optimizer.pt"
-FORMAT = "napari-ssl-checkpoint"
-FORMAT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder is missing, incomplete, corrupt or unsafe."""
 
 
 def package_versions() -> dict[str, str]:
@@ -112,7 +127,7 @@ def check_target(directory: str | os.PathLike[str]) -> Path:
     if not any(directory.iterdir()):
         return directory
     try:
-        read_meta(directory)
+        _read_meta(directory)
     except (CheckpointError, OSError):
         raise CheckpointError(
             f"refusing to overwrite {directory}: it exists and is not a napari-ssl checkpoint; choose another --out"
@@ -123,7 +138,7 @@ def check_target(directory: str | os.PathLike[str]) -> Path:
 def save(
     directory: str | os.PathLike[str],
     model_state: Mapping[str, torch.Tensor],
-    meta: Mapping[str, Any],
+    meta: Checkpoint | Mapping[str, Any],
     optimizer_state: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint folder atomically and return its path.
@@ -135,8 +150,9 @@ def save(
         A folder that exists, is not empty and is not a napari-ssl checkpoint is refused (``CheckpointError``).
     model_state : mapping of str to Tensor
         A ``state_dict``; tensors are made contiguous and copied to CPU. Shared tensors are stored once each.
-    meta : mapping
-        JSON-serialisable metadata; ``format``, ``files`` and ``versions`` are added.
+    meta : Checkpoint or mapping
+        The typed checkpoint (:mod:`napari_ssl.meta`; what the trainer writes) or JSON-serialisable metadata;
+        ``format``, ``format_version``, ``files`` and ``versions`` are added.
     optimizer_state : mapping, optional
         ``optimizer.state_dict()`` (tensors and numbers only), stored for resuming.
     """
@@ -154,7 +170,7 @@ def save(
         if optimizer_state is not None:
             torch.save(dict(optimizer_state), tmp / OPTIMIZER_FILE)
             files.append(OPTIMIZER_FILE)
-        record = dict(_jsonify(dict(meta)))
+        record = dict(_jsonify(meta.to_dict() if isinstance(meta, Checkpoint) else dict(meta)))
         record["format"] = FORMAT
         record["format_version"] = FORMAT_VERSION
         record.setdefault("versions", package_versions())
@@ -193,8 +209,9 @@ def _resolve(directory: str | os.PathLike[str]) -> Path:
     raise CheckpointError(f"{directory} is not a napari-ssl checkpoint (no {META_FILE})")
 
 
-def read_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """The checkpoint's ``meta.json`` (validated as a napari-ssl checkpoint)."""
+def _read_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """The checkpoint's raw ``meta.json`` (validated as a napari-ssl checkpoint); private: read it typed with
+    :func:`open_checkpoint`."""
     path = _resolve(directory) / META_FILE
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
@@ -208,6 +225,49 @@ def read_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
             f"(reads up to {FORMAT_VERSION})"
         )
     return meta
+
+
+def is_checkpoint(directory: str | os.PathLike[str]) -> bool:
+    """Whether ``directory`` holds a ``meta.json`` (a quick look: :func:`open_checkpoint` says whether it reads)."""
+    return (Path(directory) / META_FILE).is_file()
+
+
+def open_checkpoint(
+    directory: str | os.PathLike[str], *, kinds: tuple[str, ...] | None = None
+) -> SegmenterCheckpoint | PretrainCheckpoint:
+    """The typed checkpoint of the folder ``directory`` (its ``meta.json``; no torch, the weights are not read).
+
+    Parameters
+    ----------
+    directory : path
+        A checkpoint folder (or its ``meta.json`` / ``model.safetensors``).
+    kinds : tuple of str, optional
+        The kinds the caller takes (``"segment"``, ``"pretrain"``); another kind raises
+        :class:`~napari_ssl.meta.CheckpointKindError` (its ``kind`` says what the folder holds) before the
+        file's completeness is checked.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such folder.
+    CheckpointError
+        Not a napari-ssl checkpoint, corrupt JSON, an incomplete file or one from a newer napari-ssl (one sentence).
+    """
+    folder = _resolve(directory)
+    return from_dict(_read_meta(folder), source=str(directory), kinds=kinds, path=str(folder))
+
+
+def check_weights(ck: Checkpoint) -> Path:
+    """The weights file of the checkpoint ``ck``, present and of the size its ``meta.json`` records (no checksum:
+    a quick check for the GUI thread; :func:`load` verifies the SHA-256)."""
+    weights = Path(ck.path) / MODEL_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: the weights file is missing")
+    expected = (ck.files or {}).get(MODEL_FILE) or {}
+    size = weights.stat().st_size
+    if expected.get("size") is not None and size != int(expected["size"]):
+        raise CheckpointError(f"{weights}: truncated or altered ({size} bytes, meta.json says {expected['size']})")
+    return weights
 
 
 def _verify(directory: Path, meta: Mapping[str, Any], name: str) -> Path:
@@ -227,10 +287,8 @@ def _verify(directory: Path, meta: Mapping[str, Any], name: str) -> Path:
     return path
 
 
-def load(
-    directory: str | os.PathLike[str], *, device: str | torch.device = "cpu"
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read ``(state_dict, meta)`` from a checkpoint folder, verifying sizes and checksums.
+def load_weights(directory: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The weights of a checkpoint folder (a ``state_dict``), their size and SHA-256 verified against ``meta.json``.
 
     Raises :class:`CheckpointError` (a ``ValueError``) for a truncated, corrupt or foreign checkpoint and
     ``FileNotFoundError`` when the folder does not exist.
@@ -239,13 +297,19 @@ def load(
     from safetensors.torch import load_file
 
     folder = _resolve(directory)
-    meta = read_meta(folder)
-    path = _verify(folder, meta, MODEL_FILE)
+    path = _verify(folder, _read_meta(folder), MODEL_FILE)
     try:
-        state = load_file(str(path), device=str(device))
+        return load_file(str(path), device=str(device))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: cannot read weights ({exc})") from exc
-    return state, meta
+
+
+def load(
+    directory: str | os.PathLike[str], *, device: str | torch.device = "cpu", kinds: tuple[str, ...] | None = None
+) -> tuple[dict[str, torch.Tensor], SegmenterCheckpoint | PretrainCheckpoint]:
+    """``(state_dict, checkpoint)``: :func:`load_weights` and :func:`open_checkpoint` (``kinds`` as there)."""
+    ck = open_checkpoint(directory, kinds=kinds)
+    return load_weights(ck.path, device=device), ck
 
 
 def load_optimizer(
@@ -253,7 +317,7 @@ def load_optimizer(
 ) -> dict[str, Any] | None:
     """The stored optimizer state (``None`` when the checkpoint has none), read with ``weights_only=True``."""
     folder = _resolve(directory)
-    meta = read_meta(folder)
+    meta = _read_meta(folder)
     if OPTIMIZER_FILE not in meta.get("files", {}):
         return None
     return safe_torch_load(_verify(folder, meta, OPTIMIZER_FILE), device=device)

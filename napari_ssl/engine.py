@@ -115,18 +115,16 @@ class PretrainTask:
         self.num_workers = data_workers(device.type) if cfg.num_workers < 0 else cfg.num_workers
         if device.type == "cpu" and self.num_workers and not cfg.num_threads:  # leave the loader its cores
             torch.set_num_threads(max(1, torch.get_num_threads() - self.num_workers))
-        self.resume_meta: dict[str, Any] | None = None
+        self.resumed: Any = None  # the typed PretrainCheckpoint resumed from
         backbone, patch = cfg.backbone, cfg.patch_size
         spacing, norm = cfg.spacing, cfg.normalization
         saved_options: dict[str, Any] = {}  # a resumed run keeps its checkpoint's task (the user's options win)
         if cfg.resume:
-            from napari_ssl.meta import CheckpointMeta
-
-            raw_meta = checkpoint.read_meta(cfg.resume)
-            if raw_meta.get("kind") != "pretrain":
-                raise ValueError(f"{cfg.resume} is not a pretraining checkpoint (kind {raw_meta.get('kind')!r})")
-            info = CheckpointMeta.from_dict(raw_meta, source=str(cfg.resume))
-            self.resume_meta = info.to_dict()
+            try:
+                info = checkpoint.open_checkpoint(cfg.resume, kinds=("pretrain",))
+            except checkpoint.CheckpointKindError as exc:
+                raise ValueError(f"{cfg.resume} is not a pretraining checkpoint (kind {exc.kind!r})") from None
+            self.resumed = info
             for name, opts in dict(info.pretext_options).items():
                 if name in registry.names():  # only options the pretext still has (an older one may be removed)
                     known = {p.name for p in registry.get(name).parameters}
@@ -135,7 +133,7 @@ class PretrainTask:
             patch = patch or int(info.patch_size[0])
             if spacing is None and info.spacing:
                 spacing = info.spacing
-            if norm is None and raw_meta.get("normalization"):
+            if norm is None:
                 norm = info.normalization
         self.backbone = backbone or default_backbone(device)
         self.patch = int(patch or default_patch_size(device))
@@ -200,11 +198,11 @@ class PretrainTask:
         for name, task in pretexts.items():  # what each pretext's network needs to know (e.g. Rubik's cube shape)
             fields.update(registry.get(name).network().model_fields(task, probe))
         self.spec = ModelSpec(pretexts=cfg.pretexts, backbone=self.backbone, in_channels=1, **fields)
-        if self.resume_meta is not None:
+        if self.resumed is not None:
             from dataclasses import replace
 
             # a resumed run continues the checkpoint's heads (older checkpoints: the heads of their time)
-            saved_spec = ModelSpec.from_dict(self.resume_meta.get("model", {}))
+            saved_spec = self.resumed.model_spec()
             self.spec = replace(self.spec, **{k: getattr(saved_spec, k) for k in ModelSpec.HEAD_FIELDS})
             saved = saved_spec.to_dict()
             if saved != self.spec.to_dict():

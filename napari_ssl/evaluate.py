@@ -159,8 +159,8 @@ def _method_name(path: str) -> str:
     name, path = split_method(path)
     if name:
         return name
-    meta = checkpoint.read_meta(path)
-    pretexts = "+".join(meta.get("pretexts") or [meta.get("kind", "?")])
+    ck = checkpoint.open_checkpoint(path)
+    pretexts = "+".join(getattr(ck, "pretexts", ()) or [ck.kind])
     return f"{pretexts} ({Path(path).name})"
 
 
@@ -181,17 +181,16 @@ def _backbone_size(path: str) -> str | None:
     """The network size of a pretraining (3D, else 2D backbone) or segmentation checkpoint."""
     from napari_ssl import checkpoint
 
-    meta = checkpoint.read_meta(path)
-    backbones = meta.get("backbones") or {}
-    spec = backbones.get("3d") or backbones.get("2d") or meta.get("backbone") or {}
-    return spec.get("size")
+    spec = checkpoint.open_checkpoint(path).backbone  # a pretraining run's: its 3D, else its 2D backbone
+    return None if spec is None else spec.size
 
 
 def _shared_setting(paths: list[str], key: str) -> Any:
+    """The checkpoints' ``spacing`` or ``normalization`` where they all agree, else ``None``."""
     from napari_ssl import checkpoint
 
-    values = {repr(checkpoint.read_meta(p).get(key)) for p in paths}
-    return checkpoint.read_meta(paths[0]).get(key) if len(values) == 1 else None
+    values = [getattr(checkpoint.open_checkpoint(p), key) for p in paths]
+    return values[0] if all(v == values[0] for v in values) else None
 
 
 def _runs(config: EvaluateConfig, log: Callable[[str], None]) -> Iterator[dict[str, Any]]:
@@ -218,10 +217,10 @@ def _runs(config: EvaluateConfig, log: Callable[[str], None]) -> Iterator[dict[s
         if backbone is None:
             sizes = {_backbone_size(p) for p in paths}
             backbone = sizes.pop() if len(sizes) == 1 else None
-        if spacing is None and _shared_setting(paths, "spacing") is not None:
-            spacing = tuple(float(s) for s in _shared_setting(paths, "spacing"))
-        if norm is None and _shared_setting(paths, "normalization") is not None:
-            norm = Normalization.from_dict(_shared_setting(paths, "normalization"))
+        if spacing is None:
+            spacing = _shared_setting(paths, "spacing")
+        if norm is None:
+            norm = _shared_setting(paths, "normalization")
     if config.scratch:
         methods.insert(0, ("scratch", None))
     test_data = []

@@ -83,27 +83,20 @@ class FinetuneTask:
     def samples_per_step(self) -> int:
         return self.plan.batch_size
 
-    def _pretrained(self) -> tuple[dict[str, Any] | None, Any]:
+    def _pretrained(self) -> tuple[Any, Any]:
+        """The typed pretrained checkpoint (:mod:`napari_ssl.meta`) and the backbone it hands on, or ``(None, None)``."""
         from napari_ssl import checkpoint
-        from napari_ssl.meta import CheckpointMeta
-        from napari_ssl.models import BackboneSpec
 
         cfg = self.config
         if cfg.pretrained is None:
             return None, None
-        raw = checkpoint.read_meta(cfg.pretrained)
-        if raw.get("kind") not in ("pretrain", "segment"):
-            raise ValueError(f"{cfg.pretrained} is a {raw.get('kind')!r} checkpoint, not a pretraining or segmentation one")
-        backbones = raw.get("backbones") or {}
-        if raw.get("kind") == "pretrain" and not (backbones.get("3d") or backbones.get("2d")):
-            raise ValueError(f"{cfg.pretrained} holds no backbone (pretexts {raw.get('pretexts')})")
-        info = CheckpointMeta.from_dict(raw, source=str(cfg.pretrained))
+        try:
+            pre = checkpoint.open_checkpoint(cfg.pretrained, kinds=("pretrain", "segment"))
+        except checkpoint.CheckpointKindError as exc:
+            raise ValueError(f"{cfg.pretrained} is a {exc.kind!r} checkpoint, not a pretraining or segmentation one") \
+                from None
         # a 2D backbone alone (imaging planes) is inflated to 3D (I3D: each 2D kernel spread along z)
-        spec = ((info.backbones or {}).get("3d") or (info.backbones or {}).get("2d")) if info.kind == "pretrain" \
-            else info.backbone
-        meta = {"kind": info.kind, "pretexts": list(info.pretexts), "prefixes": dict(info.prefixes),
-                "step": info.step, "spacing": info.spacing, "normalization": info.normalization.to_dict()}
-        return meta, BackboneSpec.from_dict(dict(spec or {}))
+        return pre, pre.backbone
 
     def setup(self, trainer: Any) -> Any:
         import torch
@@ -142,8 +135,7 @@ class FinetuneTask:
         self.channel_names = channel_names([c for c, _, _ in raw])  # by modality, never one case's name
         inherit = {}
         if pmeta is not None:
-            inherit = {"spacing": pmeta.get("spacing"), "normalization": pmeta.get("normalization"),
-                       "backbone": pspec.size}
+            inherit = {"spacing": pmeta.spacing, "normalization": pmeta.normalization, "backbone": pspec.size}
         fp = fingerprint([c for c, _, _ in raw], [lab for _, lab, _ in raw],
                          label_ids={i for c in self.classes for i in c.ids})  # the classes trained: nnU-Net's foreground
         self.plan = make_plan(fp, trainer.device.type, spacing=cfg.spacing, patch_size=cfg.patch_size,
@@ -196,21 +188,22 @@ class FinetuneTask:
         self.net = net
         return net
 
-    def _load_pretrained(self, net: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    def _load_pretrained(self, net: Any, pre: Any) -> dict[str, Any]:
         from napari_ssl import checkpoint
         from napari_ssl.models import has_decoder as trained_decoder
         from napari_ssl.models import load_parts, sub_state
 
         cfg = self.config
         state, _ = checkpoint.load(cfg.pretrained, device="cpu")
-        prefixes = meta.get("prefixes") or {}
+        pretexts = list(getattr(pre, "pretexts", ()))
+        prefixes = getattr(pre, "prefixes", None) or {}
         inflated = False
-        if meta.get("kind") == "pretrain" and "3d" not in prefixes and "2d" in prefixes:
+        if pre.kind == "pretrain" and "3d" not in prefixes and "2d" in prefixes:
             # planes trained a whole 2D U-Net: it is inflated to 3D
-            prefix, has_decoder, inflated = prefixes["2d"], trained_decoder(meta.get("pretexts") or [], "2d"), True
-        elif meta.get("kind") == "pretrain":
+            prefix, has_decoder, inflated = prefixes["2d"], trained_decoder(pretexts, "2d"), True
+        elif pre.kind == "pretrain":
             prefix = prefixes.get("3d", "backbone3d.")
-            has_decoder = trained_decoder(meta.get("pretexts") or [])
+            has_decoder = trained_decoder(pretexts)
         else:
             prefix, has_decoder = "", True
         parts = ["encoder"]
@@ -227,8 +220,8 @@ class FinetuneTask:
                 picked[key] = value.repeat(1, own[key].shape[1], 1, 1, 1) / own[key].shape[1]
         loaded = load_parts(net, picked, prefix="", parts=parts)
         self.pretrained_keys = set(loaded)
-        return {"path": str(cfg.pretrained), "kind": meta.get("kind"), "pretexts": meta.get("pretexts"),
-                "parts": parts, "n_tensors": len(loaded), "step": meta.get("step"), "inflated_2d": inflated}
+        return {"path": str(cfg.pretrained), "kind": pre.kind, "pretexts": pretexts,
+                "parts": parts, "n_tensors": len(loaded), "step": pre.step, "inflated_2d": inflated}
 
     def param_groups(self, model: Any) -> list[dict[str, Any]]:
         scale = self.config.pretrained_lr_scale

@@ -23,7 +23,7 @@ class PretrainedNetwork:
     """A pretraining checkpoint loaded for inference: ``net`` (a ``PretrainModel`` in eval mode) and its meta."""
 
     net: Any
-    info: Any  # napari_ssl.meta.CheckpointMeta
+    info: Any  # napari_ssl.meta.PretrainCheckpoint
     path: str
     device: Any
 
@@ -64,21 +64,20 @@ def load_network(path: str | os.PathLike[str], device: str = "cpu",
     """
     from napari_ssl import checkpoint
     from napari_ssl.device import resolve_device
-    from napari_ssl.meta import CheckpointMeta
-    from napari_ssl.models import ModelSpec, PretrainModel
+    from napari_ssl.models import PretrainModel
 
-    raw = checkpoint.read_meta(path)
-    if raw.get("kind") != "pretrain":
-        raise ValueError(
-            f"{path} is a {raw.get('kind') or 'unknown'} checkpoint; {purpose}: "
-            "give a checkpoint written by napari-ssl pretrain"
-        )
-    info = CheckpointMeta.from_dict(raw, source=str(path))
     try:
-        net = PretrainModel(ModelSpec.from_dict(dict(info.model or {})))
+        info = checkpoint.open_checkpoint(path, kinds=("pretrain",))
+    except checkpoint.CheckpointKindError as exc:
+        raise ValueError(
+            f"{path} is a {exc.kind or 'unknown'} checkpoint; {purpose}: give a checkpoint written by napari-ssl pretrain"
+        ) from None
+    assert isinstance(info, checkpoint.PretrainCheckpoint)
+    try:
+        net = PretrainModel(info.model_spec())
     except (KeyError, TypeError, ValueError) as exc:
         raise checkpoint.CheckpointError(f"{path}: meta.json does not describe a pretraining network ({exc})") from exc
-    state, _ = checkpoint.load(path, device="cpu")
+    state, _ = checkpoint.load(path, device="cpu")  # sizes and checksums verified
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:

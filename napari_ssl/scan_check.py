@@ -16,7 +16,7 @@ A checkpoint without a fingerprint (older ones) gives no warning. Pure numpy: no
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,22 +61,22 @@ class TrainedOn:
     absolute: bool = False
 
     @classmethod
-    def from_meta(cls, meta: Mapping[str, Any]) -> TrainedOn:
-        """Read a segmenter's raw ``meta.json`` dict; a missing or partial fingerprint leaves fields ``None``."""
-        fp = meta.get("fingerprint") or {}
+    def from_checkpoint(cls, ck: Any) -> TrainedOn:
+        """Read a typed :class:`~napari_ssl.meta.SegmenterCheckpoint`; a missing or partial fingerprint leaves
+        fields ``None``."""
+        fp = ck.fingerprint or {}
         fg = fp.get("foreground") or {}
         modality = str(fp.get("modality") or "").upper()
         spacing = fp.get("median_spacing")
         low, high = fg.get("p00_5"), fg.get("p99_5")
-        n = int(meta.get("in_channels", fp.get("n_channels", 1)) or 1)
         return cls(
-            n_channels=n,
-            channels=tuple(str(c) for c in meta.get("channels") or ()),
+            n_channels=int(ck.in_channels or 1),
+            channels=tuple(ck.channels),
             modality=modality if modality in ("CT", "MR") else None,
             spacing=tuple(float(s) for s in spacing) if spacing and len(spacing) == 3 else None,  # type: ignore[arg-type]
             low=None if low is None else float(low),
             high=None if high is None else float(high),
-            absolute=str((meta.get("normalization") or {}).get("mode", "zscore")) in ABSOLUTE_MODES,
+            absolute=ck.normalization.mode in ABSOLUTE_MODES,
         )
 
 

@@ -25,7 +25,6 @@ def score(model: str | os.PathLike[str], data: Sequence[Any], *, samples: int = 
     ValueError
         A checkpoint that is not a pretraining one, no 3D scan in ``data``, ``samples`` < 1.
     """
-    from napari_ssl import checkpoint
     from napari_ssl.data import PretextDataset, SampleSpec, load_volumes, read_sources
     from napari_ssl.engine import make_pretext
     from napari_ssl.pretext.planes_native import check_3d
@@ -35,12 +34,11 @@ def score(model: str | os.PathLike[str], data: Sequence[Any], *, samples: int = 
         raise ValueError(f"samples must be >= 1, got {samples}")
     network = load_network(model, device, purpose="score measures what pretraining learned")
     info, net, dev = network.info, network.net, network.device
-    raw = checkpoint.read_meta(model)
     sources = read_sources(list(data))
-    if raw.get("native_views"):  # planes trained on native 2D views: score the views never trained on
+    if info.native_views:  # planes trained on native 2D views: score the views never trained on
         from napari_ssl.pretext.planes_native import native_score
 
-        return native_score(net, raw, sources, info.normalization, samples=samples,
+        return native_score(net, info.native_views, sources, info.normalization, samples=samples,
                             batch_size=batch_size, seed=seed, device=dev)
     check_3d(info.pretexts, sources, data)  # Rubik / context on 2D views only: one clear line
     volumes = load_volumes(sources, spacing=info.spacing, normalization=info.normalization)

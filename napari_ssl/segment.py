@@ -3,7 +3,7 @@
 Pipeline of :func:`segment` (the same geometry steps fine-tuning applied to its training scans):
 
 1. reorient the scan to the model's canonical orientation (``LPS``, a lossless axis permutation / flip),
-2. resample it to the model's voxel spacing and normalise it as in training (``meta["normalization"]``),
+2. resample it to the model's voxel spacing and normalise it as in training (its checkpoint's ``normalization``),
 3. MONAI ``sliding_window_inference`` with Gaussian blending and the chosen overlap (:mod:`napari_ssl.sliding`);
    the windows run on ``sw_device`` (the GPU when there is one) and the stitched logits stay on ``device`` (the CPU
    for a large scan). A scan whose stitched logits would exceed ``max_memory_mb`` is cut into slabs along its first axis
@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from napari_ssl.meta import SegmenterCheckpoint
 from napari_ssl.preprocess import (
     ORIENTATION,
     back_to_grid,
@@ -46,52 +47,16 @@ from napari_ssl.volume import Volume
 # ---------------------------------------------------------------- the model
 @dataclass
 class SegmentationModel:
-    """A loaded segmentation checkpoint: the network and how to feed it (from ``meta.json``)."""
+    """A loaded segmentation checkpoint: the network and its typed checkpoint
+    (:class:`~napari_ssl.meta.SegmenterCheckpoint`: classes, channels, spacing, patch, normalisation)."""
 
     net: Any
-    meta: dict[str, Any]
-    path: str
+    checkpoint: SegmenterCheckpoint
     device: Any
 
     @property
-    def classes(self) -> list[dict[str, Any]]:
-        """``[{"index": 1, "name": "liver", "ids": [5], "color": "#..."}, ...]`` (background excluded)."""
-        return list(self.meta["classes"])
-
-    @property
-    def spacing(self) -> tuple[float, float, float] | None:
-        sp = self.meta.get("spacing")
-        return None if sp is None else (float(sp[0]), float(sp[1]), float(sp[2]))
-
-    @property
-    def patch_size(self) -> tuple[int, int, int]:
-        p = self.meta["patch_size"]
-        return (int(p[0]), int(p[1]), int(p[2]))
-
-    @property
-    def in_channels(self) -> int:
-        return int(self.meta["in_channels"])
-
-    @property
-    def channel_names(self) -> list[str]:
-        return list(self.meta.get("channels") or [f"channel {i}" for i in range(self.in_channels)])
-
-    @property
-    def orientation(self) -> str:
-        return str(self.meta.get("orientation", ORIENTATION))
-
-    def normalization(self) -> Any:
-        from napari_ssl.preprocess import Normalization
-
-        return Normalization.from_dict(self.meta.get("normalization") or {})
-
-    def names(self) -> dict[int, str]:
-        """Label value -> class name, background included."""
-        return {0: "background", **{int(c["index"]): str(c["name"]) for c in self.classes}}
-
-    def colors(self) -> dict[int, str]:
-        """Label value -> hex colour (background transparent is up to the viewer)."""
-        return {int(c["index"]): str(c["color"]) for c in self.classes}
+    def path(self) -> str:
+        return self.checkpoint.path
 
 
 def load_model(path: str | os.PathLike[str], device: str | Any = "cpu") -> SegmentationModel:
@@ -109,28 +74,25 @@ def load_model(path: str | os.PathLike[str], device: str | Any = "cpu") -> Segme
 
     from napari_ssl import checkpoint
     from napari_ssl.device import resolve_device
-    from napari_ssl.meta import CheckpointMeta
-    from napari_ssl.models import BackboneSpec, build_unet
+    from napari_ssl.models import build_unet
 
-    meta = checkpoint.read_meta(path)
-    kind = meta.get("kind")
-    if kind != "segment" or not meta.get("classes"):
+    try:
+        state, ck = checkpoint.load(path, device="cpu", kinds=("segment",))
+    except checkpoint.CheckpointKindError as exc:
         raise checkpoint.CheckpointError(
-            f"{path} has no segmentation head: it is a {kind or 'unknown'} checkpoint; fine-tune it first "
+            f"{path} has no segmentation head: it is a {exc.kind or 'unknown'} checkpoint; fine-tune it first "
             f"(napari-ssl finetune --pretrained {path} ...) and segment with the fine-tuned model"
-        )
+        ) from None
+    assert isinstance(ck, SegmenterCheckpoint)
     dev = device if isinstance(device, torch.device) else resolve_device(str(device))
-    info = CheckpointMeta.from_dict(meta, source=str(path))  # an old or incomplete meta.json: a sentence
-    state, meta = checkpoint.load(path, device="cpu")
-    spec = BackboneSpec.from_dict(dict(info.backbone or {}))
-    net = build_unet(spec, out_channels=int(meta["out_channels"]))
+    net = build_unet(ck.backbone, out_channels=ck.out_channels)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise checkpoint.CheckpointError(f"{path}: weights do not match the network in meta.json ({first})") from exc
     net.eval().to(dev)
-    return SegmentationModel(net=net, meta=meta, path=str(path), device=dev)
+    return SegmentationModel(net=net, checkpoint=ck, device=dev)
 
 
 # ---------------------------------------------------------------- the public entry points
@@ -188,34 +150,35 @@ def segment(
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     if not isinstance(model, SegmentationModel):
         model = load_model(model, device=sw_device or "auto")
+    ck = model.checkpoint
     channels = _channels(image)
-    if len(channels) != model.in_channels:
+    if len(channels) != ck.in_channels:
         raise ValueError(
-            f"model {model.path} expects {model.in_channels} input channel(s) "
-            f"({', '.join(model.channel_names)}), got {len(channels)}"
+            f"model {model.path} expects {ck.in_channels} input channel(s) "
+            f"({', '.join(ck.channel_names)}), got {len(channels)}"
         )
     reference = channels[0]
     check_scan(reference)
-    norm = model.normalization()
-    array, grid = prepare_channels(channels, spacing=model.spacing, normalization=norm, orientation=model.orientation)
+    norm = ck.normalization
+    array, grid = prepare_channels(channels, spacing=ck.spacing, normalization=norm, orientation=ck.orientation)
     pad = backgrounds(array, norm)
     swd = torch.device(sw_device) if sw_device else next(model.net.parameters()).device
     if str(swd) != str(next(model.net.parameters()).device):
         model.net.to(swd)
     if device is None:
-        big = array[0].size * (len(model.classes) + 2) * 4 > max_memory_mb * 2**20
+        big = array[0].size * (len(ck.classes) + 2) * 4 > max_memory_mb * 2**20
         device = "cpu" if (swd.type != "cpu" and big) else str(swd)
     labels = predict_labels(
-        model.net, array, roi=model.patch_size, n_classes=len(model.classes) + 1, overlap=float(overlap),
+        model.net, array, roi=ck.patch_size, n_classes=len(ck.classes) + 1, overlap=float(overlap),
         sw_batch_size=sw_batch_size, sw_device=swd, device=device, max_memory_mb=max_memory_mb,
         progress=progress, should_stop=should_stop, pad_value=pad,
     )
     del array
     if largest_component:
-        labels = largest_components(labels, [int(c["index"]) for c in model.classes])
+        labels = largest_components(labels, [c.index for c in ck.classes])
     mask = back_to_grid(grid.with_array(labels), reference)
     name = f"{reference.name} masks" if reference.name else "masks"
-    meta = {"classes": {str(k): v for k, v in model.names().items()}, "model": model.path}
+    meta = {"classes": {str(k): v for k, v in ck.names.items()}, "model": model.path}
     return Volume(mask.array, mask.spacing, mask.origin, mask.direction, None, name, meta)
 
 
@@ -265,7 +228,7 @@ def segment_iter(
             if kind == "progress":
                 yield SegmentProgress(float(value))
             elif kind == "result":
-                yield SegmentResult(value, model.names(), model.colors())
+                yield SegmentResult(value, model.checkpoint.names, model.checkpoint.colors)
                 return
             else:
                 raise value

@@ -183,7 +183,7 @@ class Trainer:
         from napari_ssl import checkpoint
 
         s = self.settings
-        state, meta = checkpoint.load(s.resume, device=self.device)
+        state, resumed = checkpoint.load(s.resume, device=self.device)
         self.core.load_state_dict(state)
         extra = checkpoint.load_optimizer(s.resume, device=self.device)
         if extra is None:
@@ -191,8 +191,8 @@ class Trainer:
         self.optimizer.load_state_dict(extra["optimizer"])
         if extra.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(extra["scaler"])
-        self.start = int(meta["step"])
-        self.history = {k: list(v) for k, v in meta.get("history", {}).items()}
+        self.start = resumed.step
+        self.history = {k: list(v) for k, v in resumed.history.items()}
 
     # ------------------------------------------------------------ schedule
     def progress(self, step: int) -> float:
@@ -344,13 +344,13 @@ class Trainer:
         yield events.Finished(self.step, dict(self.metrics), path)
 
     # ------------------------------------------------------------ checkpoints
-    def meta(self) -> dict[str, Any]:
-        """The checkpoint's ``meta.json``: the task's fields and the loop's, through the typed :mod:`napari_ssl.meta`."""
-        from napari_ssl.meta import CheckpointMeta
+    def meta(self) -> Any:
+        """The typed checkpoint (:mod:`napari_ssl.meta`) written to ``meta.json``: the task's fields and the loop's."""
+        from napari_ssl.meta import build
 
         s = self.settings
-        return CheckpointMeta(
-            kind=self.task.kind, step=self.step, total=s.steps, history=self.history, metrics=self.metrics,
+        return build(
+            self.task.kind, step=self.step, total=s.steps, history=self.history, metrics=self.metrics,
             device=str(self.device), world_size=self.world,
             training={"minutes": s.minutes, "elapsed_s": round(self.elapsed, 1), "stopped_by_time": self.stopped_by_time,
                       "skipped_steps": self.skipped_steps,
@@ -359,7 +359,7 @@ class Trainer:
                       "batch_size": int(getattr(self.task, "samples_per_step", 1)),
                       "best_step": None if self.best is None else self.best["step"]},
             **self.task.meta(),
-        ).to_dict()
+        )
 
     @property
     def has_model(self) -> bool:

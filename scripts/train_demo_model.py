@@ -22,6 +22,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,11 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}: {getattr(event, 'dice', None) or getattr(event, 'metrics', '')}", flush=True)
         train_s = time.monotonic() - t0
         state, meta = checkpoint.load(run)
-    for key in ("files", "format", "format_version"):
-        meta.pop(key, None)
-    meta["description"] = DEMO_DESCRIPTION
-    meta["train_cases"] = [f"phantom seed {s}" for s in TRAIN_SEEDS]
-    meta["config"] = {**meta["config"], "out": "napari_ssl/models_bundled/phantom_lesion"}
+    meta = replace(meta, description=DEMO_DESCRIPTION, train_cases=tuple(f"phantom seed {s}" for s in TRAIN_SEEDS),
+                   config={**meta.config, "out": "napari_ssl/models_bundled/phantom_lesion"})
     if args.out.exists():
         shutil.rmtree(args.out)
     checkpoint.save(args.out, state, meta)  # no optimizer state

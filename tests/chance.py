@@ -12,12 +12,14 @@ from pathlib import Path
 def untrained_copy(trained: Path, out: Path, seed: int = 0) -> Path:
     """A pretraining checkpoint at ``out`` holding ``trained``'s network as it was built, before its first step
     (seeded like the engine builds it), with ``trained``'s meta (grid, normalisation, pretext options) at step 0."""
+    from dataclasses import replace
+
     import torch
 
     from napari_ssl import checkpoint
-    from napari_ssl.models import ModelSpec, PretrainModel
+    from napari_ssl.models import PretrainModel
 
-    meta = checkpoint.read_meta(trained)
+    meta = checkpoint.open_checkpoint(trained)
     torch.manual_seed(seed)
-    state = PretrainModel(ModelSpec.from_dict(meta["model"])).state_dict()
-    return checkpoint.save(out, state, {**meta, "step": 0})
+    state = PretrainModel(meta.model_spec()).state_dict()
+    return checkpoint.save(out, state, replace(meta, step=0))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_ssl import checkpoint, meta
+from napari_ssl import checkpoint
 from napari_ssl.bundled import (
     BUNDLED,
     DEMO_DESCRIPTION,
@@ -21,14 +21,16 @@ LESION = next(k for k, v in PHANTOM_CLASSES.items() if v[0] == "lesion")
 
 def test_bundled_checkpoint_is_a_small_valid_segmenter() -> None:
     folder = bundled_path(PHANTOM_DEMO)
-    info = meta.read(folder)  # the typed reader: refuses an incomplete or foreign meta.json
-    assert info.kind == "segment" and [c["name"] for c in info.classes] == ["lesion"]
-    assert [list(c["ids"]) for c in info.classes] == [[LESION]] and info.in_channels == 1
-    assert info.description == DEMO_DESCRIPTION and info.backbone is not None and info.backbone["size"] == "tiny"
+    info = checkpoint.open_checkpoint(folder)  # the typed reader: refuses an incomplete or foreign meta.json
+    assert info.kind == "segment" and [c.name for c in info.classes] == ["lesion"]
+    assert [c.ids for c in info.classes] == [(LESION,)] and info.in_channels == 1
+    assert info.description == DEMO_DESCRIPTION and info.backbone is not None and info.backbone.size == "tiny"
     assert "phantom seed 0" not in info.train_cases and info.train_cases  # the sample (seed 0) was never seen
     assert info.fingerprint and info.fingerprint["foreground"]["p99_5"] > info.fingerprint["foreground"]["p00_5"]
-    state, raw = checkpoint.load(folder)  # sizes and SHA-256 of the files verified
-    assert state and set(raw["files"]) == {"model.safetensors"}  # no optimizer state shipped
+    # written before one version number (format 1 + meta_version 2, spacing also in the plan): still opens as is
+    assert info.spacing == info.plan.spacing == (2.5, 1.5, 1.5) and info.patch_size == (32, 64, 64)
+    state, loaded = checkpoint.load(folder)  # sizes and SHA-256 of the files verified
+    assert state and loaded == info and set(info.files) == {"model.safetensors"}  # no optimizer state shipped
     assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "model.safetensors"]
     assert sum(p.stat().st_size for p in folder.iterdir()) < 2_000_000
 

@@ -31,7 +31,7 @@ def test_round_trip(tmp_path: Path) -> None:
     path = checkpoint.save(
         tmp_path / "ck", _state(), {"step": 7, "config": {"spacing": (1.0, 2.0, 3.0)}}, opt
     )
-    state, meta = checkpoint.load(path)
+    state, meta = checkpoint.load_weights(path), checkpoint._read_meta(path)
     assert meta["step"] == 7
     assert meta["config"]["spacing"] == [1.0, 2.0, 3.0]
     assert meta["versions"]["torch"] == torch.__version__.split("+")[0] or meta["versions"][
@@ -48,7 +48,7 @@ def test_round_trip(tmp_path: Path) -> None:
 def test_overwrite_keeps_one_folder(tmp_path: Path) -> None:
     checkpoint.save(tmp_path / "ck", _state(0), {"step": 1})
     checkpoint.save(tmp_path / "ck", _state(1), {"step": 2})
-    state, meta = checkpoint.load(tmp_path / "ck")
+    state, meta = checkpoint.load_weights(tmp_path / "ck"), checkpoint._read_meta(tmp_path / "ck")
     assert meta["step"] == 2
     torch.testing.assert_close(state["a.weight"], _state(1)["a.weight"])
     assert checkpoint.load_optimizer(tmp_path / "ck") is None
@@ -76,7 +76,7 @@ def test_truncated_file_is_detected_and_previous_survives(
     with pytest.raises(KeyboardInterrupt):
         checkpoint.save(ck, _state(1), {"step": 2})
     monkeypatch.undo()
-    state, meta = checkpoint.load(ck)  # the previous checkpoint is intact
+    state, meta = checkpoint.load_weights(ck), checkpoint._read_meta(ck)  # the previous checkpoint is intact
     assert meta["step"] == 1
     torch.testing.assert_close(state["a.weight"], _state(0)["a.weight"])
 
@@ -85,14 +85,14 @@ def test_truncated_file_is_detected_and_previous_survives(
     data = weights.read_bytes()
     weights.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated"):
-        checkpoint.load(ck)
+        checkpoint.load_weights(ck)
 
 
 def test_crash_between_renames_falls_back_to_previous(tmp_path: Path) -> None:
     ck = tmp_path / "ck"
     checkpoint.save(ck, _state(0), {"step": 1})
     os.replace(ck, tmp_path / ".ck.previous")  # the instant between the two renames of save()
-    _, meta = checkpoint.load(ck)
+    _, meta = checkpoint.load_weights(ck), checkpoint._read_meta(ck)
     assert meta["step"] == 1
 
 
@@ -103,7 +103,7 @@ def test_altered_weights_fail_checksum(tmp_path: Path) -> None:
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="checksum"):
-        checkpoint.load(ck)
+        checkpoint.load_weights(ck)
 
 
 class _Hostile:
@@ -138,20 +138,20 @@ def test_hostile_weights_pickle_is_refused(tmp_path: Path) -> None:
     (ck / checkpoint.MODEL_FILE).write_bytes(pickle.dumps(_Hostile(str(marker))))
     _rewrite_digest(ck, checkpoint.MODEL_FILE)
     with pytest.raises(CheckpointError, match="cannot read weights"):
-        checkpoint.load(ck)
+        checkpoint.load_weights(ck)
     assert not marker.exists()
 
 
 def test_not_a_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        checkpoint.load(tmp_path / "missing")
+        checkpoint.load_weights(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="not a napari-ssl checkpoint"):
-        checkpoint.load(tmp_path / "empty")
+        checkpoint.load_weights(tmp_path / "empty")
     (tmp_path / "json").mkdir()
     (tmp_path / "json" / "meta.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="corrupt meta.json"):
-        checkpoint.load(tmp_path / "json")
+        checkpoint.load_weights(tmp_path / "json")
 
 
 def test_meta_must_be_json(tmp_path: Path) -> None:
@@ -172,4 +172,4 @@ def test_refuses_to_replace_a_foreign_folder(tmp_path: Path) -> None:
         checkpoint.save(tmp_path / "file", _state(), {"step": 1})
     (tmp_path / "empty").mkdir()
     checkpoint.save(tmp_path / "empty", _state(), {"step": 1})  # an empty folder is fine
-    assert checkpoint.read_meta(tmp_path / "empty")["step"] == 1
+    assert checkpoint._read_meta(tmp_path / "empty")["step"] == 1  # the file layer (not a model checkpoint)

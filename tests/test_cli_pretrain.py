@@ -77,7 +77,7 @@ def test_run_then_resume(capsys: pytest.CaptureFixture[str], ct: Path, tmp_path:
     assert "2/2" in err  # the progress bar
     code, stdout, err = _run(capsys, "--resume", str(out), "--steps", "3", "--quiet")
     assert code == 0, err
-    assert checkpoint.read_meta(out)["step"] == 3
+    assert checkpoint.open_checkpoint(out).step == 3
     assert stdout.count("\n") == 1 and err == ""
 
 
@@ -96,7 +96,7 @@ def test_config_file(capsys: pytest.CaptureFixture[str], ct: Path, tmp_path: Pat
     (tmp_path / "c.toml").write_text('pretexts = ["context"]\nsteps = 1\nbackbone = "tiny"\n')
     code, _, err = _run(capsys, "--config", str(tmp_path / "c.json"), "--out", str(tmp_path / "a"), "--quiet")
     assert code == 0, err
-    assert checkpoint.read_meta(tmp_path / "a")["config"]["backbone"] == "tiny"
+    assert checkpoint.open_checkpoint(tmp_path / "a").config["backbone"] == "tiny"
     code, _, err = _run(
         capsys,
         "--config",
@@ -119,9 +119,9 @@ def test_config_file(capsys: pytest.CaptureFixture[str], ct: Path, tmp_path: Pat
         "--quiet",
     )
     assert code == 0, err
-    meta = checkpoint.read_meta(tmp_path / "b")
-    assert meta["normalization"] == {"mode": "ct", "window": [-200.0, 300.0], "percentiles": [0.5, 99.5]}
-    assert meta["config"]["backbone"] == "tiny" and meta["config"]["steps"] == 1
+    meta = checkpoint.open_checkpoint(tmp_path / "b")
+    assert meta.normalization.to_dict() == {"mode": "ct", "window": [-200.0, 300.0], "percentiles": [0.5, 99.5]}
+    assert meta.config["backbone"] == "tiny" and meta.config["steps"] == 1
 
 
 def _bad_inputs(scans: Path, tmp: Path) -> list[tuple[list[str], str]]:
@@ -229,6 +229,6 @@ def test_ctrl_c_saves_and_exits_with_one_line(ct: Path, tmp_path: Path) -> None:
     said = re.fullmatch(r"napari-ssl pretrain: interrupted; checkpoint at step (\d+) saved in (.+)", lines[-1])
     assert said and Path(said[2]) == out, err
     state, meta = checkpoint.load(out)
-    assert state and meta["total"] == 100000
-    assert meta["step"] == int(said[1]) >= 1, (meta["step"], lines[-1])
-    assert len(meta["history"]["loss"]) == meta["step"]  # the saved run ends at the step it names
+    assert state and meta.total == 100000
+    assert meta.step == int(said[1]) >= 1, (meta.step, lines[-1])
+    assert len(meta.history["loss"]) == meta.step  # the saved run ends at the step it names

@@ -73,6 +73,6 @@ def test_torchrun_two_processes_write_one_checkpoint(shared_data: Path, tmp_path
     assert stdout.count("finished step 3") == 1  # rank 0 only
     assert sorted(p.name for p in out.parent.iterdir()) == ["ddp"]  # one checkpoint, no temp folders
     state, meta = checkpoint.load(out)
-    assert meta["world_size"] == 2 and meta["step"] == 3
-    assert len(meta["history"]["loss"]) == 3
+    assert meta.world_size == 2 and meta.step == 3
+    assert len(meta.history["loss"]) == 3
     assert any(k.startswith("backbone3d.") for k in state)

@@ -151,20 +151,16 @@ def test_combined_run_events_and_checkpoint(ct: Path, tmp_path: Path) -> None:
     assert progress.loss == pytest.approx(expected, rel=1e-5)
     assert progress.samples_per_s > 0 and progress.lr == pytest.approx(1e-3)
     state, meta = checkpoint.load(tmp_path / "ck")
-    assert (
-        meta["kind"] == "pretrain"
-        and meta["step"] == 2
-        and meta["pretexts"] == ["rubik", "context", "planes"]
-    )
-    assert meta["normalization"]["mode"] == "ct_zscore"  # the plan: a CT, dataset z-score
-    assert meta["plan"]["modality"] == "CT"
-    assert meta["patch_size"] == [32, 32, 32]
-    assert meta["backbones"]["3d"]["size"] == "tiny" and meta["backbones"]["2d"]["spatial_dims"] == 2
-    assert len(meta["history"]["loss"]) == 2
-    assert "torch" in meta["versions"]
+    assert meta.kind == "pretrain" and meta.step == 2 and meta.pretexts == ("rubik", "context", "planes")
+    assert meta.normalization.mode == "ct_zscore"  # the plan: a CT, dataset z-score
+    assert meta.plan.modality == "CT"
+    assert meta.patch_size == (32, 32, 32)
+    assert meta.backbones["3d"].size == "tiny" and meta.backbones["2d"].spatial_dims == 2
+    assert len(meta.history["loss"]) == 2
+    assert "torch" in meta.versions
     assert any(k.startswith("backbone3d.net.conv_0") for k in state)
     assert any(k.startswith("line_head.") for k in state)  # the planes draw their lines with the LineHead
-    assert PretrainConfig.from_dict(meta["config"]) == config
+    assert PretrainConfig.from_dict(meta.config) == config
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -184,7 +180,7 @@ def test_resume_equals_uninterrupted(ct: Path, tmp_path: Path) -> None:
         if isinstance(event, events.Progress) and event.step == n:
             break
     gen.close()
-    assert checkpoint.read_meta(tmp_path / "part")["step"] == n
+    assert checkpoint.open_checkpoint(tmp_path / "part").step == n
     # backbone and patch size left open: the checkpoint's are used
     resumed = list(
         pretrain(
@@ -205,8 +201,8 @@ def test_resume_equals_uninterrupted(ct: Path, tmp_path: Path) -> None:
     assert full.keys() == part.keys()
     for key in full:
         torch.testing.assert_close(part[key], full[key], rtol=1e-5, atol=1e-6, msg=key)
-    meta_full, meta_part = checkpoint.read_meta(tmp_path / "full"), checkpoint.read_meta(tmp_path / "part")
-    np.testing.assert_allclose(meta_part["history"]["loss"], meta_full["history"]["loss"], rtol=1e-4)
+    meta_full, meta_part = checkpoint.open_checkpoint(tmp_path / "full"), checkpoint.open_checkpoint(tmp_path / "part")
+    np.testing.assert_allclose(meta_part.history["loss"], meta_full.history["loss"], rtol=1e-4)
 
 
 def test_cancel_mid_run_saves_a_checkpoint_that_loads(ct: Path, tmp_path: Path) -> None:
@@ -218,11 +214,11 @@ def test_cancel_mid_run_saves_a_checkpoint_that_loads(ct: Path, tmp_path: Path) 
     assert not out.exists()  # nothing saved yet (save_every=0)
     gen.close()
     state, meta = checkpoint.load(out)
-    assert meta["step"] == 2 and meta["total"] == 1000
+    assert meta.step == 2 and meta.total == 1000
     assert checkpoint.load_optimizer(out) is not None
-    from napari_ssl.models import ModelSpec, PretrainModel
+    from napari_ssl.models import PretrainModel
 
-    model = PretrainModel(ModelSpec.from_dict(meta["model"]))
+    model = PretrainModel(meta.model_spec())
     model.load_state_dict(state)  # strict: the checkpoint rebuilds the network exactly
 
 
@@ -246,7 +242,7 @@ def test_in_memory_volumes(tmp_path: Path) -> None:
     )
     seen = list(pretrain(config))
     assert seen[0].n_train == 1 and seen[0].n_val == 1
-    assert "volumes" not in checkpoint.read_meta(tmp_path / "ck")["config"]
+    assert "volumes" not in checkpoint.open_checkpoint(tmp_path / "ck").config
 
 
 def test_dataloader_workers_draw_the_training_samples(ct: Path, tmp_path: Path, monkeypatch) -> None:
@@ -363,7 +359,7 @@ def test_cuda_mixed_precision_and_channels_last(ct: Path, tmp_path: Path) -> Non
     assert seen[0].device.startswith("cuda:0")
     assert all(np.isfinite(e.loss) for e in seen if isinstance(e, events.Progress))
     state, meta = checkpoint.load(tmp_path / "ck")
-    assert meta["device"].startswith("cuda") and all(
+    assert meta.device.startswith("cuda") and all(
         v.dtype == torch.float32 for v in state.values() if v.is_floating_point()
     )
 

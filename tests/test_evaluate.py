@@ -82,9 +82,9 @@ def test_study_n_labelled_seeds_and_paired_gains(tmp_path, capsys) -> None:
         assert summary[("scratch", n)]["gain/lesion/mean"] == ""
     from napari_ssl import checkpoint
 
-    meta = checkpoint.read_meta(out / "runs" / "seg_n1_s0")
-    assert meta["config"]["pretrained_lr_scale"] == 0.1 and meta["config"]["transfer"] == "encoder"
-    assert meta["config"]["warmup"] == 1 and meta["pretrained"]["parts"] == ["encoder"]
+    meta = checkpoint.open_checkpoint(out / "runs" / "seg_n1_s0")
+    assert meta.config["pretrained_lr_scale"] == 0.1 and meta.config["transfer"] == "encoder"
+    assert meta.config["warmup"] == 1 and meta.pretrained["parts"] == ["encoder"]
     table = (out / "summary.md").read_text()
     assert table.count("| ssl |") == 2 and table.count("| scratch |") == 2
     assert (out / "dice_vs_labelled.png").stat().st_size > 1000

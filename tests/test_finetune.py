@@ -131,7 +131,7 @@ def test_cancel_saves_a_loadable_checkpoint(tmp_path) -> None:
     assert isinstance(seen[0], events.Started) and isinstance(seen[2], events.Progress)
     gen.close()
     model = load_model(tmp_path / "m")
-    assert model.meta["step"] == 2 and model.names() == {0: "background", 1: "lesion"}
+    assert model.checkpoint.step == 2 and model.checkpoint.names == {0: "background", 1: "lesion"}
 
 
 def test_transfer_from_pretraining_checkpoint(tmp_path) -> None:
@@ -141,17 +141,18 @@ def test_transfer_from_pretraining_checkpoint(tmp_path) -> None:
     from napari_ssl.segment import load_model
 
     state, model, config = finetune_from_pretraining(tmp_path, ("context",))
-    info = model.meta["pretrained"]
-    assert info["parts"] == ["encoder"] and model.meta["backbone"]["size"] == "tiny"
+    info = model.checkpoint.pretrained
+    assert info["parts"] == ["encoder"] and model.checkpoint.backbone.size == "tiny"
     *_, both = finetune(replace(config, out=str(tmp_path / "seg2"), transfer="encoder+decoder"))
     up = "net.upcat_2.convs.conv_0.conv.weight"
-    both_info = load_model(both.path).meta["pretrained"]
+    both_info = load_model(both.path).checkpoint.pretrained
     assert both_info["parts"] == ["encoder", "decoder"] and both_info["n_tensors"] > info["n_tensors"]
     assert torch.allclose(load_model(both.path).net.state_dict()[up], state["backbone3d." + up], atol=1e-6)
-    pre_meta = checkpoint.read_meta(tmp_path / "ssl")  # the plan follows the pretraining's grid and intensities
-    assert model.meta["spacing"] == pre_meta["spacing"] and model.meta["plan"]["sources"]["spacing"] == "checkpoint"
-    assert model.meta["normalization"] == pre_meta["normalization"]
-    assert model.patch_size == tuple(model.meta["plan"]["patch_size"])
+    pre = checkpoint.open_checkpoint(tmp_path / "ssl")  # the plan follows the pretraining's grid and intensities
+    seg = model.checkpoint
+    assert seg.spacing == pre.spacing == seg.plan.spacing and seg.plan.sources["spacing"] == "checkpoint"
+    assert seg.normalization == pre.normalization
+    assert seg.patch_size == seg.plan.patch_size
     own = model.net.state_dict()
     key = "net.down_2.convs.conv_0.conv.weight"
     assert torch.allclose(own[key], state["backbone3d." + key], atol=1e-6)
@@ -175,11 +176,11 @@ def test_liver_dice_on_held_out_slices(shared_data, tmp_path_factory) -> None:
     assert [v.step for v in vals] == [LIVER_STEPS // 2, LIVER_STEPS]
     print(f"liver held-out Dice by step: {[(v.step, round(v.dice['liver'], 3)) for v in vals]}")
     assert final.metrics["dice/liver"] >= 0.45
-    meta = checkpoint.read_meta(path)
-    assert meta["classes"] == [{"index": 1, "name": "liver", "ids": [5], "color": meta["classes"][0]["color"]}]
-    assert meta["normalization"]["mode"] == "ct" and meta["spacing"] == [3.0, 6.0, 6.0]
-    assert meta["patch_size"] == [32, 32, 32] and meta["validation"].startswith("slices")
-    losses = meta["history"]["loss"]
+    meta = checkpoint.open_checkpoint(path)
+    assert [(c.index, c.name, c.ids) for c in meta.classes] == [(1, "liver", (5,))]
+    assert meta.normalization.mode == "ct" and meta.spacing == (3.0, 6.0, 6.0)
+    assert meta.patch_size == (32, 32, 32) and meta.validation.startswith("slices")
+    losses = meta.history["loss"]
     assert np.mean(losses[-10:]) < np.mean(losses[:10])
 
 

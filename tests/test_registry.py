@@ -139,9 +139,9 @@ def test_toy_pretext_trains_and_scores(tmp_path: Path, capsys) -> None:
         from napari_ssl import checkpoint, io
         from napari_ssl.volume import Volume
 
-        meta = checkpoint.read_meta(tmp_path / "ck")
-        assert meta["pretexts"] == ["flip"] and meta["prefixes"] == {"3d": "backbone3d."}
-        assert meta["pretext_options"] == {"flip": {"p_flip": 1.0}}
+        meta = checkpoint.open_checkpoint(tmp_path / "ck")
+        assert meta.pretexts == ("flip",) and meta.prefixes == {"3d": "backbone3d."}
+        assert meta.pretext_options == {"flip": {"p_flip": 1.0}}
         state, _ = checkpoint.load(tmp_path / "ck")
         assert any(k.startswith("flip_head.") for k in state)
         scan = io.write(Volume(rng.normal(size=(36, 36, 36)).astype(np.float32)), tmp_path / "held_out.nii.gz")

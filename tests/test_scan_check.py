@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_ssl.meta import build
 from napari_ssl.plan import fingerprint
 from napari_ssl.scan_check import ScanCheck, ScanSummary, TrainedOn, check_scan, short_number, summarize_scan
 from napari_ssl.volume import Volume
@@ -33,8 +34,8 @@ def ct(seed: int = 0, spacing=(1.0, 1.0, 1.0), offset: float = 0.0) -> Volume:
 def trained_on(volumes, mode: str = "zscore_nonzero") -> TrainedOn:
     """What a segmenter trained on ``volumes`` records (the fingerprint fine-tuning writes into ``meta.json``)."""
     fp = fingerprint([[v] for v in volumes])
-    meta = {"in_channels": 1, "channels": ["t1"], "fingerprint": fp.to_dict(), "normalization": {"mode": mode}}
-    return TrainedOn.from_meta(meta)
+    meta = {"in_channels": 1, "channels": ["t1"], "fingerprint": fp.to_dict(), "normalization": {"mode": mode, **({"clip": [-1000.0, 1000.0]} if mode == "ct_zscore" else {})}}
+    return TrainedOn.from_checkpoint(build("segment", **meta))
 
 
 def test_fingerprint_measures_the_body_intensities() -> None:
@@ -91,10 +92,11 @@ def test_absolute_intensities_are_compared_only_where_the_model_reads_them() -> 
 
 
 def test_a_checkpoint_without_fingerprint_gives_no_warning() -> None:
-    old = TrainedOn.from_meta({"kind": "segment", "in_channels": 1, "normalization": {"mode": "zscore"}})
+    old = TrainedOn.from_checkpoint(build("segment", in_channels=1, normalization={"mode": "zscore"}))
     assert old.modality is None and old.spacing is None and old.low is None
     assert check_scan(old, summarize_scan(ct(spacing=(5.0, 0.5, 0.5)))).warning is None
-    partial = TrainedOn.from_meta({"in_channels": 1, "fingerprint": {"modality": "MR", "median_spacing": [1, 1, 1]}})
+    partial = TrainedOn.from_checkpoint(
+        build("segment", in_channels=1, fingerprint={"modality": "MR", "median_spacing": [1, 1, 1]}))
     check = check_scan(partial, summarize_scan(ct()))  # no intensity range recorded: the scan's still said
     assert check.warning is not None and "looks like a CT (intensities" in check.warning
 

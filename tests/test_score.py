@@ -42,7 +42,7 @@ def test_score_prints_every_pretext_metric(tmp_path, capsys) -> None:
     assert untrained["context/psnr"] == pytest.approx(untrained["context/psnr_input"], abs=1e-6)
     assert trained["context/psnr_gain"] > 0.001, (trained, untrained)  # 0.011 dB
     assert trained["planes/position_mae"] < 0.75 * untrained["planes/position_mae"], (trained, untrained)
-    n_perm = checkpoint.read_meta(tmp_path / "ssl")["pretext_options"]["rubik"]["n_permutations"]
+    n_perm = checkpoint.open_checkpoint(tmp_path / "ssl").pretext_options["rubik"]["n_permutations"]
     assert untrained["rubik/perm_top1"] <= 1 / n_perm + 1 / 8  # chance 1/100: at most one lucky sample of 4
     assert abs(untrained["rubik/rot_acc"] - 0.5) < 0.25  # chance: a coin per rotation flag
     assert abs(untrained["planes/angle_error_deg"] - 45.0) < 10.0  # chance: an angle unrelated to the line's

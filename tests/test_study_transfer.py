@@ -29,7 +29,7 @@ def test_inflated_convolution_matches_the_2d_one_on_z_constant_input() -> None:
 
 def test_finetune_from_a_planes_checkpoint_inflates_its_2d_unet(tmp_path) -> None:
     state, model, _ = finetune_from_pretraining(tmp_path, ("planes",), warmup=0)
-    info = model.meta["pretrained"]
+    info = model.checkpoint.pretrained
     assert info["inflated_2d"] and info["parts"] == ["encoder", "decoder"]
     key = "net.down_2.convs.conv_0.conv.weight"
     expected = inflate_2d({key: state["backbone2d." + key]})[key]

@@ -59,7 +59,7 @@ def test_a_stub_task_drives_the_loop_to_its_steps_and_checkpoints(tmp_path) -> N
     assert progress[0].lr < progress[6].lr  # warm-up, then poly decay
     assert progress[-1].lr < 0.1 * settings.lr
     assert progress[-1].loss < 0.02 * progress[0].loss
-    state, meta = checkpoint.load(tmp_path / "ck")
+    state, meta = checkpoint.load_weights(tmp_path / "ck"), checkpoint._read_meta(tmp_path / "ck")  # a stub task: no network in its meta
     assert meta["step"] == 40 and meta["config"]["task"] == "stub" and meta["kind"] == "segment"
     assert len(meta["history"]["loss"]) == 40 and meta["history"]["val_step"] == [20, 40]
     assert float(state["weight"]) == pytest.approx(2.0, abs=0.3)
@@ -75,7 +75,7 @@ def test_minutes_stops_the_run_and_saves_as_at_the_end(tmp_path) -> None:
     finished = seen[-1]
     assert isinstance(finished, events.Finished) and 5 < finished.step < 100_000
     assert elapsed < 30
-    meta = checkpoint.read_meta(tmp_path / "ck")
+    meta = checkpoint._read_meta(tmp_path / "ck")
     assert meta["step"] == finished.step and meta["training"]["stopped_by_time"] is True
     lrs = [e.lr for e in seen if isinstance(e, events.Progress)]
     assert lrs[-1] < 0.2 * settings.lr  # the schedule follows the time budget: annealed at the end
@@ -90,7 +90,7 @@ def test_the_best_held_out_weights_are_kept(tmp_path) -> None:
     settings = LoopSettings(steps=30, out=str(tmp_path / "ck"), lr=0.2, val_every=10, device="cpu", num_threads=1,
                             keep_best=True)
     seen = list(train(Overshoot(), settings))
-    state, meta = checkpoint.load(tmp_path / "ck")
+    state, meta = checkpoint.load_weights(tmp_path / "ck"), checkpoint._read_meta(tmp_path / "ck")
     assert meta["training"]["best_step"] == 10
     assert float(state["weight"]) == pytest.approx(2.0, abs=0.3)
     assert seen[-1].metrics["score"] == pytest.approx(max(meta["history"]["val/score"]), abs=1e-5)

@@ -153,21 +153,24 @@ class LearnedPanel(QWidget):
         if folder:
             self.add_checkpoint(folder)
 
-    def _meta(self) -> dict[str, Any]:
-        return dict(self.network.currentData(_META_ROLE) or {})
+    def _meta(self) -> Any:
+        """The chosen network's typed :class:`~napari_ssl.meta.PretrainCheckpoint` (an empty one when none)."""
+        from napari_ssl.meta import PretrainCheckpoint
+
+        return self.network.currentData(_META_ROLE) or PretrainCheckpoint()
 
     def _sync_match(self, *_: Any) -> None:
-        options = self._meta().get("pretext_options", {})
+        options = self._meta().pretext_options
         self.match.setVisible(bool(self.path) and self.explorer.pretext_name in options)
 
     def use_network_parameters(self) -> None:
         """Set the current pretext's parameters to the ones the network was trained with (a new preview)."""
         name = self.explorer.pretext_name
-        options = self._meta().get("pretext_options", {}).get(name, {})
+        options = self._meta().pretext_options.get(name, {})
         widget = self.explorer.params[name]
         known = {spec.name for spec in widget.specs}
         values = {k: (v[0] if isinstance(v, (list, tuple)) else v) for k, v in options.items() if k in known}
-        spacing = self._meta().get("spacing")
+        spacing = self._meta().spacing
         lengths = [k for k in registry.get(name).explorer.mm_params if k in values]
         if spacing and lengths and values.get("unit", "voxel") == "voxel":
             # trained in voxels of the checkpoint's grid: the same lengths in mm on the user's scan
@@ -204,7 +207,7 @@ class LearnedPanel(QWidget):
             self.remove_layers()
             self.status.setText(f"{spec.label} has no network answer view: the explorer shows only its samples")
             return None
-        learned = self._meta().get("pretexts", [])
+        learned = self._meta().pretexts
         if preview.request.pretext not in learned:  # nothing to ask it: say so, no popup on every preview
             self.remove_layers()
             self.status.setText(f"this network learned {', '.join(learned)}, not this pretext")
@@ -298,7 +301,7 @@ class LearnedPanel(QWidget):
             self.viewer.layers.selection.active = active
 
 
-_META_ROLE = 0x0101  # Qt.ItemDataRole.UserRole + 1: the checkpoint's meta.json beside its path
+_META_ROLE = 0x0101  # Qt.ItemDataRole.UserRole + 1: the typed checkpoint beside its path
 
 
 def _disconnect(links: list[tuple[Any, Any]]) -> None:

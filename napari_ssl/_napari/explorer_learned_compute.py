@@ -33,23 +33,24 @@ class LearnedAnswer:
         return str(self.preview.request.pretext)
 
 
-def pretrain_meta(path: str) -> dict[str, Any]:
-    """``meta.json`` of a pretraining checkpoint (a small JSON read); ``ValueError`` / ``OSError`` with one
-    sentence for anything else (a segmenter, a file that is not a checkpoint, a missing folder)."""
+def pretrain_meta(path: str) -> Any:
+    """The typed :class:`~napari_ssl.meta.PretrainCheckpoint` at ``path`` (a small JSON read, no torch);
+    ``ValueError`` / ``OSError`` with one sentence for anything else (a segmenter, a file that is not a checkpoint,
+    a missing folder)."""
     from napari_ssl import checkpoint
 
-    meta = checkpoint.read_meta(path)
-    if meta.get("kind") != "pretrain":
+    try:
+        return checkpoint.open_checkpoint(path, kinds=("pretrain",))
+    except checkpoint.CheckpointKindError as exc:
         raise ValueError(
-            f"{Path(path).name} is a {meta.get('kind') or 'unknown'} checkpoint; the explorer shows what a "
+            f"{Path(path).name} is a {exc.kind or 'unknown'} checkpoint; the explorer shows what a "
             "pretraining network learned: choose a folder written by napari-ssl pretrain"
-        )
-    return meta
+        ) from None
 
 
-def checkpoint_label(path: str, meta: dict[str, Any]) -> str:
-    """``name (pretexts, step N)`` for the checkpoint list."""
-    return f"{Path(path).name} ({', '.join(meta.get('pretexts', []))}, step {meta.get('step', '?')})"
+def checkpoint_label(path: str, meta: Any) -> str:
+    """``name (pretexts, step N)`` for the checkpoint list (``meta``: a typed PretrainCheckpoint)."""
+    return f"{Path(path).name} ({', '.join(meta.pretexts)}, step {meta.step})"
 
 
 def _stamp(path: Path) -> tuple[int, ...]:

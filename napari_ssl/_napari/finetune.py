@@ -300,7 +300,7 @@ class FinetuneDock(JobDock):
         if pretrained:
             if not Path(pretrained).is_dir():
                 raise FileNotFoundError(f"pretrained folder {pretrained} does not exist")
-            checkpoint.read_meta(pretrained)  # a foreign folder is refused now, not by the child
+            checkpoint.open_checkpoint(pretrained)  # a foreign folder is refused now, not by the child
         if not self.out.path:
             raise ValueError("choose an output folder")
         return {
@@ -403,7 +403,9 @@ class FinetuneDock(JobDock):
             self._activity.set(self._step)
 
     def _offer(self, path: str | None) -> None:
-        if path and (Path(path) / "meta.json").is_file():
+        from napari_ssl.checkpoint import is_checkpoint
+
+        if path and is_checkpoint(path):
             checkpoint_hub().publish(path, "segment")
 
     def _on_error(self, exc: Exception) -> None:

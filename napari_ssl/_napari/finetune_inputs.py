@@ -171,10 +171,10 @@ def checkpoint_backbone(path: str | None) -> str | None:
     if not path or not Path(path).is_dir():
         return None
     try:
-        meta = checkpoint.read_meta(path)
+        spec = checkpoint.open_checkpoint(path).backbone  # a pretraining run's: its 3D, else its 2D backbone
     except (ValueError, OSError):
         return None
-    return (meta.get("model") or {}).get("backbone") or (meta.get("backbone") or {}).get("size")
+    return None if spec is None else spec.size
 
 
 def label_values(layer: Any) -> dict[int, str]:

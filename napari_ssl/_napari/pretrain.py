@@ -397,7 +397,7 @@ class PretrainDock(JobDock):
         from napari_ssl import checkpoint
 
         try:
-            history = checkpoint.read_meta(path).get("history", {})
+            history = checkpoint.open_checkpoint(path).history
         except (ValueError, OSError):
             return  # the child reports a bad checkpoint in words
         for name, values in history.items():

@@ -254,7 +254,9 @@ class PretrainForm(QWidget):
         options = {name: self.pretexts[name].changed_options() for name in chosen}
         weights = {name: self.pretexts[name].weight.value() for name in chosen if len(chosen) > 1}
         resume = resume if resume is not None else self.resume.path
-        if resume and not (Path(resume) / "meta.json").is_file():
+        from napari_ssl.checkpoint import is_checkpoint
+
+        if resume and not is_checkpoint(resume):
             raise FileNotFoundError(f"cannot resume: {resume} is not a checkpoint folder (no meta.json)")
         out = resume or self.out.path
         if not out:

@@ -1,9 +1,10 @@
-"""What the Segment dock shows about a model, read from its ``meta.json`` only (no torch on the GUI thread).
+"""What the Segment dock shows about a model, from its typed checkpoint only (no torch on the GUI thread).
 
 :func:`read_model_info` checks a checkpoint folder the way loading it would (a segmentation head, the weights
-file of the size ``meta.json`` records) and returns :class:`ModelInfo`: classes, input channels, the plan
-(spacing, patch, normalisation), the steps trained, the held-out Dice, a description (the bundled demonstration
-model says what it is) and the training data's fingerprint (:mod:`napari_ssl.scan_check`). Also the remembered recent models,
+file of the size ``meta.json`` records) and returns :class:`ModelInfo`, a view of the
+:class:`~napari_ssl.meta.SegmenterCheckpoint` inference uses: classes, input channels, the plan (spacing, patch,
+normalisation), the steps trained, the held-out Dice, a description (the bundled demonstration model says what it
+is) and the training data's fingerprint (:mod:`napari_ssl.scan_check`). Also the remembered recent models,
 the masks layer's colours and ``class`` feature, and :func:`prepare_masks`, which builds the masks layer in the
 relay's worker thread (napari's ``Labels`` constructor imports pandas and scikit-image on first use and scans
 the data: a quarter of a second the GUI thread no longer spends).
@@ -12,11 +13,13 @@ the data: a quarter of a second the GUI thread no longer spends).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from napari_ssl._napari.masks_show import masks_layer_kwargs, stage
+from napari_ssl.meta import SegmenterCheckpoint
+from napari_ssl.preprocess import Normalization
 
 __all__ = [
     "LOW_DICE",
@@ -37,27 +40,40 @@ MAX_RECENT = 8
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """A segmentation checkpoint as the dock describes it."""
+    """A segmentation checkpoint as the dock describes it: a view of its typed
+    :class:`~napari_ssl.meta.SegmenterCheckpoint`, showing the values inference uses."""
 
-    path: str
-    classes: tuple[str, ...]
-    channels: tuple[str, ...]
-    spacing: tuple[float, ...] | None
-    patch: tuple[int, ...]
-    normalization: str
-    step: int
-    total: int
-    dice: dict[str, float] = field(default_factory=dict)
-    n_train: int = 0
-    description: str = ""
-    trained_on: Any = None  # a napari_ssl.scan_check.TrainedOn: what a scan is compared with before segmenting
+    checkpoint: SegmenterCheckpoint
+
+    @property
+    def path(self) -> str:
+        return self.checkpoint.path
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.checkpoint.classes)
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return self.checkpoint.channel_names
+
+    @property
+    def dice(self) -> dict[str, float]:
+        return self.checkpoint.dice
+
+    @property
+    def trained_on(self) -> Any:
+        """A :class:`napari_ssl.scan_check.TrainedOn`: what a scan is compared with before segmenting."""
+        from napari_ssl.scan_check import TrainedOn
+
+        return TrainedOn.from_checkpoint(self.checkpoint)
 
     @property
     def mean_dice(self) -> float | None:
-        if "mean" in self.dice:
-            return self.dice["mean"]
-        values = [v for k, v in self.dice.items()]
-        return sum(values) / len(values) if values else None
+        dice = self.dice
+        if "mean" in dice:
+            return dice["mean"]
+        return sum(dice.values()) / len(dice) if dice else None
 
     @property
     def low_dice(self) -> bool:
@@ -67,14 +83,16 @@ class ModelInfo:
         """Rich text for the dock: classes, inputs, plan, training, held-out Dice (with a warning when low)."""
         from napari_ssl.scan_check import short_number
 
-        spacing = " x ".join(short_number(s) for s in self.spacing) + " mm" if self.spacing else "the scan's own grid"
-        patch = " x ".join(str(p) for p in self.patch)
-        lines = [f'<span style="color:#f0a030">{self.description}</span>'] if self.description else []
+        ck = self.checkpoint
+        spacing = " x ".join(short_number(s) for s in ck.spacing) + " mm" if ck.spacing else "the scan's own grid"
+        patch = " x ".join(str(p) for p in ck.patch_size)
+        total = ck.total or ck.step
+        lines = [f'<span style="color:#f0a030">{ck.description}</span>'] if ck.description else []
         lines += [
             f"<b>classes</b>: {', '.join(self.classes)}",
             f"<b>inputs</b>: {', '.join(self.channels)}",
-            f"<b>plan</b>: voxels {spacing}, windows of {patch}, {self.normalization}",
-            f"<b>trained</b>: {self.step} of {self.total} steps" + (f" on {self.n_train} case(s)" if self.n_train else ""),
+            f"<b>plan</b>: voxels {spacing}, windows of {patch}, {_normalization_words(ck.normalization)}",
+            f"<b>trained</b>: {ck.step} of {total} steps" + (f" on {ck.n_train} case(s)" if ck.n_train else ""),
         ]
         if self.dice:
             per_class = ", ".join(f"{k} {v:.2f}" for k, v in self.dice.items() if k != "mean")
@@ -89,31 +107,27 @@ class ModelInfo:
         return "<br>".join(lines)
 
 
-def _normalization_words(norm: Any) -> str:
+def _normalization_words(norm: Normalization) -> str:
     """The checkpoint's intensity normalisation in words (``zscore_nonzero`` -> "z-score over the body ...")."""
     from napari_ssl.scan_check import short_number
 
-    if not isinstance(norm, dict):
-        return "default intensity normalisation"
-    mode = str(norm.get("mode", norm.get("kind", "")) or "default")
-
-    def hu(pair: Any, default: tuple[float, float]) -> str:
-        low, high = pair if isinstance(pair, (list, tuple)) and len(pair) == 2 else default
+    def hu(pair: Any) -> str:
+        low, high = pair
         return f"{short_number(float(low))}..{short_number(float(high))} HU"
 
     words = {
         "zscore_nonzero": "z-score over the body (non-zero voxels)",
-        "ct_zscore": f"CT clipped to {hu(norm.get('clip'), (-1000, 1000))}, then z-score",
-        "ct": f"CT window {hu(norm.get('window'), (-1000, 1000))}",
+        "ct_zscore": f"CT clipped to {hu(norm.clip or (-1000, 1000))}, then z-score",
+        "ct": f"CT window {hu(norm.window)}",
         "zscore": "z-score of the whole scan (percentile-clipped)",
         "minmax": "intensity percentiles scaled to -1..1",
         "none": "raw intensities (no normalisation)",
     }
-    return words.get(mode, f"{mode.replace('_', ' ')} intensity normalisation")
+    return words.get(norm.mode, f"{norm.mode.replace('_', ' ')} intensity normalisation")
 
 
 def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
-    """Describe the segmentation checkpoint at ``path``.
+    """Describe the segmentation checkpoint at ``path`` (its typed checkpoint; no torch, the weights not read).
 
     Raises
     ------
@@ -125,42 +139,20 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
     """
     from napari_ssl import checkpoint
     from napari_ssl.bundled import resolve_model
-    from napari_ssl.scan_check import TrainedOn
 
     folder = resolve_model(path)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such model folder")
-    meta = checkpoint.read_meta(folder)
-    kind = meta.get("kind")
-    if kind != "segment" or not meta.get("classes"):
+    try:
+        ck = checkpoint.open_checkpoint(folder, kinds=("segment",))
+    except checkpoint.CheckpointKindError as exc:
         raise ValueError(
-            f"{folder} has no segmentation head: it is a {kind or 'unknown'} checkpoint; fine-tune it first "
+            f"{folder} has no segmentation head: it is a {exc.kind or 'unknown'} checkpoint; fine-tune it first "
             "(Fine-tune dock) and segment with the fine-tuned model"
-        )
-    expected = (meta.get("files") or {}).get("model.safetensors") or {}
-    weights = folder / "model.safetensors"
-    if not weights.is_file():
-        raise ValueError(f"{weights}: the weights file is missing")
-    size = weights.stat().st_size
-    if expected.get("size") is not None and size != int(expected["size"]):
-        raise ValueError(f"{weights}: truncated or altered ({size} bytes, meta.json says {expected['size']})")
-    metrics = meta.get("metrics") or {}
-    dice = {k.split("/", 1)[1]: float(v) for k, v in metrics.items() if k.startswith("dice/")}
-    channels = meta.get("channels") or [f"input {i + 1}" for i in range(int(meta.get("in_channels", 1)))]
-    return ModelInfo(
-        path=str(folder),
-        classes=tuple(str(c["name"]) for c in meta["classes"]),
-        channels=tuple(str(c) for c in channels),
-        spacing=tuple(float(s) for s in meta["spacing"]) if meta.get("spacing") else None,
-        patch=tuple(int(p) for p in meta.get("patch_size") or ()),
-        normalization=_normalization_words(meta.get("normalization")),
-        step=int(meta.get("step", 0)),
-        total=int(meta.get("total", meta.get("step", 0))),
-        dice=dice,
-        n_train=int(meta.get("n_train", 0)),
-        description=str(meta.get("description") or ""),
-        trained_on=TrainedOn.from_meta(meta),
-    )
+        ) from None
+    assert isinstance(ck, SegmenterCheckpoint)
+    checkpoint.check_weights(ck)
+    return ModelInfo(ck)
 
 
 def _settings() -> Any:

@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         gen.close()
         try:
-            where = f"checkpoint at step {checkpoint.read_meta(config.out)['step']} saved in {config.out}"
+            where = f"checkpoint at step {checkpoint.open_checkpoint(config.out).step} saved in {config.out}"
         except (OSError, ValueError):
             where = "no checkpoint saved (interrupted before the first step)"
         print(f"napari-ssl finetune: interrupted; {where}", file=sys.stderr)

@@ -146,7 +146,7 @@ def build_config(args: argparse.Namespace) -> Any:
 
     values: dict[str, Any] = {}
     if args.resume:
-        saved = dict(checkpoint.read_meta(args.resume).get("config", {}))
+        saved = dict(checkpoint.open_checkpoint(args.resume).config)
         saved.pop("resume", None)
         values.update(saved)
         values["out"] = args.resume
@@ -265,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
         if rank != 0:
             return 130
         try:
-            step = checkpoint.read_meta(config.out)["step"]
+            step = checkpoint.open_checkpoint(config.out).step
             where = f"checkpoint at step {step} saved in {config.out}"
         except (OSError, ValueError):
             where = "no checkpoint saved (interrupted before the first step)"

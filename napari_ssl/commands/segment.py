@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     channels = [io.read(p.strip()) for p in args.input.split(",") if p.strip()]
     if not channels:
         raise ValueError("--input names no scan")
-    check = check_scan(TrainedOn.from_meta(model.meta), summarize_scan(channels))
+    check = check_scan(TrainedOn.from_checkpoint(model.checkpoint), summarize_scan(channels))
     if check.error:
         raise ValueError(check.error)
     if check.warning:

@@ -11,7 +11,7 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "BackboneSpec": "backbone",
+    "BackboneSpec": "sizes",
     "Encoder": "backbone",
     "UNet": "backbone",
     "build_unet": "backbone",

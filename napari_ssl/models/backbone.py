@@ -11,79 +11,18 @@ Parameter names inside a :class:`UNet` are MONAI's: ``net.conv_0``, ``net.down_1
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from monai.networks.nets import BasicUNet
 from torch import nn
 
-from napari_ssl.models.sizes import SIZES
+from napari_ssl.models.sizes import LEVELS, BackboneSpec
 
 ENCODER_BLOCKS = ("conv_0", "down_1", "down_2", "down_3", "down_4")
 DECODER_BLOCKS = ("upcat_4", "upcat_3", "upcat_2", "upcat_1")
 HEAD_BLOCK = "final_conv"
-LEVELS = len(ENCODER_BLOCKS) - 1  # number of 2x downsamplings
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """What builds a backbone, recorded in checkpoints so the same network can be rebuilt.
-
-    Parameters
-    ----------
-    size : str
-        ``tiny``, ``small``, ``medium`` or ``large`` (features of :data:`SIZES`).
-    spatial_dims : int
-        3 for volumes (Rubik, context restoration), 2 for planes.
-    in_channels : int
-        Input channels (1 for a scan).
-    norm : str
-        MONAI norm name: ``"instance"`` (default; affine instance norm as in MONAI's BasicUNet, robust to
-        the small batches of 3D training), ``"batch"``, ``"group"``...
-    upsample : str
-        MONAI upsampling (``"deconv"``, ``"pixelshuffle"``, ``"nontrainable"``).
-    features : tuple of int
-        Filled from ``size``; give it explicitly for a custom width.
-    """
-
-    size: str = "small"
-    spatial_dims: int = 3
-    in_channels: int = 1
-    norm: str = "instance"
-    upsample: str = "deconv"
-    features: tuple[int, ...] = field(default=())
-
-    def __post_init__(self) -> None:
-        if not self.features:
-            if self.size not in SIZES:
-                raise ValueError(f"backbone size must be one of {tuple(SIZES)}, got {self.size!r}")
-            object.__setattr__(self, "features", SIZES[self.size])
-        features = tuple(int(f) for f in self.features)
-        if len(features) != 6 or min(features) < 1:
-            raise ValueError(f"features must be 6 positive ints (BasicUNet), got {self.features!r}")
-        object.__setattr__(self, "features", features)
-        if self.spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
-        if self.in_channels < 1:
-            raise ValueError(f"in_channels must be >= 1, got {self.in_channels}")
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["features"] = list(self.features)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> BackboneSpec:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        if "features" in known:
-            known["features"] = tuple(known["features"])
-        return cls(**known)
-
-    @property
-    def min_size(self) -> int:
-        """Smallest input edge the full U-Net accepts (instance norm needs >= 2 voxels at the bottom)."""
-        return 2 ** (LEVELS + 1)
+assert len(ENCODER_BLOCKS) - 1 == LEVELS  # number of 2x downsamplings
 
 
 class UNet(nn.Module):

@@ -297,15 +297,15 @@ def native_datasets(raw: Sequence[Any], task: Any, data: Sequence[Any], norm: An
     return {"train": train, "val": val, "n_train": n_all - n_val, "n_val": n_val, "meta": meta}
 
 
-def native_score(net: Any, meta: Mapping[str, Any], raw: Sequence[Any], norm: Any, *, samples: int,
+def native_score(net: Any, native: Mapping[str, Any], raw: Sequence[Any], norm: Any, *, samples: int,
                  batch_size: int, seed: int, device: Any) -> dict[str, float]:
     """Mean planes metrics of ``net`` on native views never trained on: the held-out images of trained series
     (same split rule as training) and every image of series the run did not see. Besides the planes metrics,
     ``planes/stack_angle_error_deg`` is the angle error on held-out stack slices alone (their lines differ from
-    every trained slice's; a held-out cine frame shares its lines with the trained frames)."""
+    every trained slice's; a held-out cine frame shares its lines with the trained frames). ``native``: the
+    checkpoint's ``native_views`` (channels, series, size, sigma, val_fraction)."""
     from napari_ssl.metrics import mean_metrics
 
-    native = meta["native_views"]
     exams = build_exams(raw, int(native["size"]), float(native["sigma"]), norm, float(native["val_fraction"]))
     channels = list(native["channels"])
     if not any(key in channels for ex in exams for key in ex.images):

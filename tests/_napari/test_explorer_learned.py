@@ -114,7 +114,6 @@ def _forced_rubik(src, out, perm_class: int, flags: np.ndarray):
                          ("rubik_head.rot.2", np.asarray(flags, float).reshape(-1))):
         state[f"{prefix}.weight"] = torch.zeros_like(state[f"{prefix}.weight"])
         state[f"{prefix}.bias"] = torch.as_tensor((bias - 0.5) * 20, dtype=torch.float32)
-    meta = {k: v for k, v in meta.items() if k not in ("files", "format", "format_version")}
     return checkpoint.save(out, state, meta)
 
 
@@ -241,8 +240,10 @@ def test_genesis_and_a_pretext_without_an_answer_view(make_napari_viewer, qtbot,
 def test_use_its_parameters_turns_voxel_lengths_into_mm(dock, ckpt) -> None:
     """Context restoration's registry record lists patch_size as a length: trained in voxels of the checkpoint's
     2 mm grid, it is set in mm on the user's scan."""
-    meta = json.loads((ckpt / "meta.json").read_text())
-    trained = meta["pretext_options"]["context"]
+    from napari_ssl import checkpoint
+
+    meta = checkpoint.open_checkpoint(ckpt)
+    trained = meta.pretext_options["context"]
     dock.set_pretext("context")
     dock.params["context"].set_values({"unit": "voxel", "patch_size": 1.0})
     assert dock.learned.add_checkpoint(str(ckpt))
@@ -250,5 +251,5 @@ def test_use_its_parameters_turns_voxel_lengths_into_mm(dock, ckpt) -> None:
     values = dock.params["context"].values()
     assert values["unit"] == "mm"
     voxels = float(np.ravel(trained["patch_size"])[0])
-    assert values["patch_size"] == pytest.approx(voxels * float(np.mean(meta["spacing"])))
+    assert values["patch_size"] == pytest.approx(voxels * float(np.mean(meta.spacing)))
     assert values["patch_size"] != pytest.approx(voxels)  # a 2 mm grid: not the voxel count

@@ -139,7 +139,7 @@ def test_start_trains_shows_progress_and_losses_and_stays_responsive(
     assert dock.plot.color("context") == PRETEXT_COLORS["context"]
     out = str(tmp_path / "ckpt")
     state, meta = checkpoint.load(out)
-    assert state and meta["step"] == 10 and meta["pretexts"] == ["rubik", "context"]
+    assert state and meta.step == 10 and meta.pretexts == ("rubik", "context")
     assert dock.last_checkpoint == out and published[-1] == out
     assert any("Pretraining finished at step 10" in m for m in notifications())
     assert child_gone(relay.pid)
@@ -174,7 +174,7 @@ def test_cancel_saves_resume_continues_and_closing_the_viewer_stops_it(dock_view
     assert child_gone(relay.pid) and dock.outcome == "cancelled"
     out = str(tmp_path / "ckpt")
     _, meta = checkpoint.load(out)
-    step = meta["step"]
+    step = meta.step
     assert step == last >= 3 and dock.last_checkpoint == out  # saved at the last step shown
     assert dock.resume_button.isEnabled() and "cancelled at step" in dock.status.text()
 
@@ -197,7 +197,7 @@ def test_cancel_saves_resume_continues_and_closing_the_viewer_stops_it(dock_view
     print(f"viewer.close() during training: {time.monotonic() - t0:.2f} s")
     assert relay.done and child_gone(relay.pid)
     _, meta = checkpoint.load(out)
-    assert meta["step"] >= step + 2 and len(meta["history"]["rubik"]) == meta["step"]
+    assert meta.step >= step + 2 and len(meta.history["rubik"]) == meta.step
 
 
 def test_child_killed_from_outside_is_reported(dock_viewer, qtbot) -> None:
