@@ -18,7 +18,6 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -40,6 +39,7 @@ from napari_ssl._napari.widgets import (
     BACKBONES,
     PathEdit,
     ProgressBar,
+    decimal_spin,
     fill_devices,
     scrolled,
     spin,
@@ -93,13 +93,7 @@ class FinetuneDock(JobDock):
         self.class_list.setMaximumHeight(90)
         for widget in (self.class_list, self.pair_list):
             widget.setMinimumWidth(80)
-        merge = QPushButton("Merge ticked")
-        merge.setToolTip("one class from the ticked labels (e.g. whole tumour = 1+2+4); double-click it to rename")
-        merge.clicked.connect(self._merge_classes)
-        classes_row = QVBoxLayout()  # the button under the list: beside it, the list was too narrow for the names
-        classes_row.setSpacing(2)
-        classes_row.addWidget(self.class_list, 1)
-        classes_row.addWidget(merge, 0, Qt.AlignmentFlag.AlignRight)
+        classes_row = self.class_list.with_merge_button()
         self.backbone = QComboBox()
         self.backbone.addItem("from the plan (device)", None)  # the CLI's default: the plan picks per device
         for size in BACKBONES:
@@ -110,19 +104,11 @@ class FinetuneDock(JobDock):
         # the CLI's defaults: steps, patch, spacing and normalisation from the plan (shown when the run starts)
         self.steps = spin(0, 1_000_000, 0, 50, special="from the plan",
                           tip="optimisation steps; 'from the plan': 1000 on a CPU (2000 where it computes bfloat16), 4000 on CUDA")
-        self.minutes = QDoubleSpinBox()
-        self.minutes.setRange(0.0, 24 * 60.0)
-        self.minutes.setSingleStep(5.0)
-        self.minutes.setDecimals(1)
-        self.minutes.setValue(0.0)
-        self.minutes.setSpecialValueText("no limit")
-        self.minutes.setToolTip("stop after this many minutes of training, saving as at the end")
+        self.minutes = decimal_spin(0.0, 24 * 60.0, 0.0, 5.0, 1, special="no limit",
+                                    tip="stop after this many minutes of training, saving as at the end")
         self.patch = spin(0, 256, 0, 16, special="from the plan",
                           tip="patch edge in voxels (multiple of 16); 'from the plan': sized from the data and device")
-        self.fraction = QDoubleSpinBox()
-        self.fraction.setRange(0.05, 1.0)
-        self.fraction.setSingleStep(0.05)
-        self.fraction.setValue(1.0)
+        self.fraction = decimal_spin(0.05, 1.0, 1.0, 0.05, tip="the share of the labelled cases to train on")
         self.threads = training_threads()
         self.device = QComboBox()
         fill_devices(self.device, self.threads)
@@ -232,10 +218,6 @@ class FinetuneDock(JobDock):
         name = self.label_box.currentText()
         if name in self.viewer.layers:
             self.class_list.show_layer(self.viewer.layers[name])
-
-    def _merge_classes(self) -> None:
-        if self.class_list.merge_ticked() is None:
-            show_info("Fine-tune: tick two or more labels to merge them into one class")
 
     def chosen_classes(self) -> tuple[str, ...]:
         """``NAME=ID+ID`` of every ticked class (``ID`` alone when it has no name)."""

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QListWidget, QListWidgetItem
+from qtpy.QtWidgets import QListWidget, QListWidgetItem, QPushButton, QVBoxLayout
 
 from napari_ssl._napari.proxy import holds
 
@@ -131,6 +131,23 @@ class ClassPicker(QListWidget):
         match = _ITEM.match(text)
         name = match.group("name") if match else text
         return "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in name.strip()).strip("_")
+
+    def with_merge_button(self) -> QVBoxLayout:
+        """This list with its *Merge ticked* button under it (beside it, the list was too narrow for the names)."""
+        merge = QPushButton("Merge ticked")
+        merge.setToolTip("one class from the ticked labels (e.g. whole tumour = 1+2+4); double-click it to rename")
+        merge.clicked.connect(self._merge_clicked)
+        layout = QVBoxLayout()
+        layout.setSpacing(2)
+        layout.addWidget(self, 1)
+        layout.addWidget(merge, 0, Qt.AlignmentFlag.AlignRight)
+        return layout
+
+    def _merge_clicked(self) -> None:
+        if self.merge_ticked() is None:
+            from napari.utils.notifications import show_info
+
+            show_info("Fine-tune: tick two or more labels to merge them into one class")
 
     def merge_ticked(self, name: str = "merged") -> QListWidgetItem | None:
         """One class from every ticked item's ids (ticked, first in the list); the merged items are unticked.

@@ -11,6 +11,7 @@ from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
 from qtpy.QtGui import QPainter, QPalette
 from qtpy.QtWidgets import (
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFrame,
     QHBoxLayout,
@@ -30,6 +31,7 @@ __all__ = [
     "PathEdit",
     "ProgressBar",
     "TextLine",
+    "decimal_spin",
     "device_choices",
     "fill_devices",
     "metric_words",
@@ -216,6 +218,20 @@ def spin(lo: int, hi: int, value: int, step: int = 1, special: str = "", tip: st
     box = QSpinBox()
     box.setRange(lo, hi)
     box.setSingleStep(step)
+    box.setValue(value)
+    if special:
+        box.setSpecialValueText(special)
+    box.setToolTip(tip)
+    return box
+
+
+def decimal_spin(lo: float, hi: float, value: float, step: float, decimals: int = 2, special: str = "",
+                 tip: str = "") -> QDoubleSpinBox:
+    """:func:`spin` for decimals (``special``: the text shown at ``lo``)."""
+    box = QDoubleSpinBox()
+    box.setRange(lo, hi)
+    box.setSingleStep(step)
+    box.setDecimals(decimals)
     box.setValue(value)
     if special:
         box.setSpecialValueText(special)
