@@ -125,8 +125,8 @@ def main() -> None:
     parser.add_argument("--docs", type=Path, help="write PREFIX.md and PREFIX.png (e.g. docs/study_brats)")
     args = parser.parse_args()
 
-    from napari_ssl.evaluate import EvaluateConfig, evaluate, markdown, plot, summarize
-    from napari_ssl.score import score
+    from napari_ssl.study.evaluate import EvaluateConfig, evaluate, markdown, plot, summarize
+    from napari_ssl.study.score import score
 
     t0 = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -91,7 +91,7 @@ def test_rubik_learns_the_cube_order_of_held_out_heads(tmp_path: Path) -> None:
     """The cubes of the whole head (not of a random patch) tell where they came from: on a phantom never seen in
     training the permutation is found far above chance (cubes of random patches stayed at chance, 0.09)."""
     from napari_ssl.phantom import make_phantom
-    from napari_ssl.score import score
+    from napari_ssl.study.score import score
 
     def head(seed: int):
         return make_phantom(shape=(40, 64, 64), spacing=(4.0, 3.0, 3.0), seed=seed)[0]
@@ -123,7 +123,7 @@ def test_planes_learns(shared_data: Path, tmp_path: Path) -> None:
     # positions 0.33 vs 0.72)
     from chance import untrained_copy
 
-    from napari_ssl.score import score
+    from napari_ssl.study.score import score
 
     held_out = [shared_data / "ct_organs" / "ct.nii.gz"]
     trained = score(tmp_path / "ck", held_out, samples=32, device="cpu")

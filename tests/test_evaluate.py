@@ -11,7 +11,7 @@ from test_segment_shared import phantom, random_checkpoint
 
 from napari_ssl import io
 from napari_ssl.cli import main
-from napari_ssl.evaluate import EvaluateConfig, labelled_cases, paired_gains, summarize
+from napari_ssl.study.evaluate import EvaluateConfig, labelled_cases, paired_gains, summarize
 
 
 def _cases(tmp_path, n: int = 3) -> tuple[list[str], list[str]]:

@@ -150,7 +150,7 @@ def untrained(trained, exam_dir, tmp_path_factory) -> dict[str, float]:
     """The reference: ``score`` of the trained network's untrained copy on the exam's held-out views."""
     from chance import untrained_copy
 
-    from napari_ssl.score import score
+    from napari_ssl.study.score import score
 
     out, _ = trained
     copy = untrained_copy(out, tmp_path_factory.mktemp("native") / "untrained")

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_ssl.score import score
+    from napari_ssl.study.score import score
 
     for path in args.data:
         if not Path(path).expanduser().exists():

@@ -1,4 +1,4 @@
-"""Tables and plot of a label-efficiency study (:mod:`napari_ssl.evaluate`): mean +- sd over seeds per method and
+"""Tables and plot of a label-efficiency study (:mod:`napari_ssl.study.evaluate`): mean +- sd over seeds per method and
 number of labelled cases, and each method's gain over scratch as a **paired** per-seed difference (the same seed
 picks the same labelled cases and the same patches for every method, so only the initial weights differ).
 

@@ -10,7 +10,7 @@ every method) and the initial weights of the new layers. Test scans are segmente
 (:func:`napari_ssl.segment.segment`) and scored with MONAI's Dice per class.
 
 Outputs in ``out``: ``runs.csv`` (one row per run), ``summary.csv`` / ``summary.md`` (mean +- sd over seeds and the
-paired gain over scratch, :mod:`napari_ssl.evaluate_report`), ``gains.csv``, ``dice_vs_labelled.png`` and each
+paired gain over scratch, :mod:`napari_ssl.study.report`), ``gains.csv``, ``dice_vs_labelled.png`` and each
 run's checkpoint.
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from napari_ssl.data import Normalization
-from napari_ssl.evaluate_report import markdown, paired_gains, plot, summarize, write_tables
+from napari_ssl.study.report import markdown, paired_gains, plot, summarize, write_tables
 
 DEFAULT_FRACTIONS = (0.25, 0.5, 1.0)
 
