@@ -4,7 +4,7 @@ The shared BraTS cases are sorted by name; the last three are the test cases and
 first ``--cases`` (10, 3 or 1) are the labelled training cases (the run itself holds some of them out for its
 validation, as the defaults do). Training runs in this process exactly as ``napari-ssl finetune --pretrained none
 --images ... --labels ... --classes whole_tumor=1+2+4 --minutes M`` would (all cores). Then every test case is
-segmented through the CLI's code path (:func:`napari_ssl.segment.segment`, timed) and scored with MONAI's Dice,
+segmented through the CLI's code path (:func:`napari_ssl.inference.segment.segment`, timed) and scored with MONAI's Dice,
 beside the trivial masks (all foreground, all background) on the same case.
 
     python benchmarks/bench_brats.py --cases 10 --minutes 15 --out runs/brats10
@@ -69,7 +69,7 @@ def run(n_cases: int, minutes: float | None, out: Path, seed: int, modality: str
         device: str = "auto", peak_tflops: float = 989.0, overrides: dict | None = None) -> dict:
     from napari_ssl import events, io
     from napari_ssl.finetune import FinetuneConfig, finetune
-    from napari_ssl.segment import load_model, segment
+    from napari_ssl.inference.segment import load_model, segment
 
     cases = sorted(p for p in data.iterdir() if p.is_dir())
     test, train = cases[-3:], cases[: min(n_cases, len(cases) - 3)]

@@ -11,7 +11,7 @@ has to hold:
   (``explorer_preview.compute_preview``, no GUI) on the opened scan, default parameters; the time is the
   preview's alone;
 - ``finetune``: a tiny U-Net fine-tuned at 3 mm on the shared abdominal CT (liver, spleen), ``--steps`` steps;
-- ``segment``: ``napari_ssl.segment.segment`` of the large scan with that model (resampled to 3 mm inside).
+- ``segment``: ``napari_ssl.inference.segment.segment`` of the large scan with that model (resampled to 3 mm inside).
 
 Targets (issue 12): peak process memory <= 3 GiB for open, preview and segment; segment <= 3 min on this CPU
 with a model at the plan's spacing.
@@ -145,7 +145,7 @@ def run_stage(stage: str, work: Path, steps: int) -> dict:
         out["seconds"] = time.perf_counter() - t0
         out["summary"] = preview.summary[:90]
     elif stage == "segment":
-        from napari_ssl.segment import load_model, segment
+        from napari_ssl.inference.segment import load_model, segment
 
         vol = io.read(work / "ct.nii.gz")
         model = load_model(work / "model", device="cpu")

@@ -1,4 +1,4 @@
-"""Segmentation inference: ours (``napari_ssl.segment.segment``) against bare MONAI ``sliding_window_inference``.
+"""Segmentation inference: ours (``napari_ssl.inference.segment.segment``) against bare MONAI ``sliding_window_inference``.
 
 One process, the same network (a seeded MONAI BasicUNet of the chosen size), the same ROI, overlap and Gaussian
 blending. Ours also reorients, resamples (a no-op here: the model's spacing is the scan's), normalises, takes the
@@ -102,7 +102,7 @@ def bare(model, volume, overlap: float, sw_device, device):
 
 
 def compare(model, volume, overlap: float, repeat: int, device_name: str) -> None:
-    from napari_ssl.segment import segment
+    from napari_ssl.inference.segment import segment
 
     sw = device_name
     times = {"monai": [], "ours": []}
@@ -132,7 +132,7 @@ def compare(model, volume, overlap: float, repeat: int, device_name: str) -> Non
 def large(model_dir: Path, overlap: float) -> None:
     import resource
 
-    from napari_ssl.segment import load_model, segment
+    from napari_ssl.inference.segment import load_model, segment
 
     model = load_model(model_dir)
     volume = scan((400, 512, 512), (1.0, 0.8, 0.8))
@@ -165,7 +165,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from napari_ssl.segment import load_model
+    from napari_ssl.inference.segment import load_model
 
     with tempfile.TemporaryDirectory() as tmp:
         spacing = (1.0, 1.0, 1.0)

@@ -243,8 +243,8 @@ class FinetuneTask:
 
     def validate(self, model: Any) -> dict[str, float]:
         """Mean held-out Dice per class (sliding window over each held-out case); ``score`` is their mean."""
+        from napari_ssl.inference.sliding import predict_labels
         from napari_ssl.preprocess import pad_to
-        from napari_ssl.sliding import predict_labels
 
         if not self.val_cases:
             return {}

@@ -119,7 +119,7 @@ def fingerprint(cases: Sequence[Sequence[Volume]], labels: Sequence[Volume | Non
     ``labels`` (optional, one per case) give the CT foreground intensities (nnU-Net): the voxels of the classes
     trained (``label_ids``; default every nonzero label). Without labels (pretraining) every voxel counts, so air,
     lungs and body keep their contrast. ``foreground`` (any modality) holds the 0.5 / 50 / 99.5 percentiles of the
-    body's intensities: what a scan given to the model later is compared with (:mod:`napari_ssl.scan_check`).
+    body's intensities: what a scan given to the model later is compared with (:mod:`napari_ssl.inference.scan_check`).
     """
     if not cases:
         raise ValueError("no scans to plan from")

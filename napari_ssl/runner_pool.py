@@ -46,7 +46,7 @@ PRELOAD = (
     "napari_ssl.pretext",
     "napari_ssl.engine",
     "napari_ssl.finetune",
-    "napari_ssl.segment",
+    "napari_ssl.inference.segment",
     "napari_ssl.trainer",
     "napari_ssl.plan",
     "napari_ssl.augment",

@@ -42,7 +42,7 @@ def phantoms(seeds: tuple[int, ...]) -> tuple[tuple[object, object], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from napari_ssl.bundled import DEMO_DESCRIPTION, PHANTOM_DEMO, bundled_path
+    from napari_ssl.inference.bundled import DEMO_DESCRIPTION, PHANTOM_DEMO, bundled_path
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=bundled_path(PHANTOM_DEMO), help="model folder")
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from napari_ssl import checkpoint
     from napari_ssl.finetune import FinetuneConfig, finetune
-    from napari_ssl.segment import load_model, segment
+    from napari_ssl.inference.segment import load_model, segment
 
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_ssl import checkpoint
-from napari_ssl.bundled import (
+from napari_ssl.inference.bundled import (
     BUNDLED,
     DEMO_DESCRIPTION,
     PHANTOM_DEMO,
@@ -36,7 +36,7 @@ def test_bundled_checkpoint_is_a_small_valid_segmenter() -> None:
 
 
 def test_bundled_model_segments_the_unseen_sample_phantom() -> None:
-    from napari_ssl.segment import load_model, segment
+    from napari_ssl.inference.segment import load_model, segment
 
     image, labels = make_phantom(seed=0)  # the sample data
     model = load_model(resolve_model(PHANTOM_DEMO), device="cpu")

@@ -121,7 +121,7 @@ def test_bad_inputs_are_reported_before_training(tmp_path) -> None:
 
 
 def test_cancel_saves_a_loadable_checkpoint(tmp_path) -> None:
-    from napari_ssl.segment import load_model
+    from napari_ssl.inference.segment import load_model
 
     image, labels = phantom()
     config = FinetuneConfig(pairs=((image, labels),), classes="lesion=1", out=str(tmp_path / "m"), steps=50,
@@ -138,7 +138,7 @@ def test_transfer_from_pretraining_checkpoint(tmp_path) -> None:
     """The encoder of a pretraining checkpoint is loaded; context restoration's residual decoder only on request."""
     import torch
 
-    from napari_ssl.segment import load_model
+    from napari_ssl.inference.segment import load_model
 
     state, model, config = finetune_from_pretraining(tmp_path, ("context",))
     info = model.checkpoint.pretrained

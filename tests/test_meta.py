@@ -9,8 +9,8 @@ from test_segment_shared import random_checkpoint
 
 from napari_ssl import checkpoint
 from napari_ssl.checkpoint import open_checkpoint
+from napari_ssl.inference.segment import load_model
 from napari_ssl.meta import FORMAT_VERSION, PretrainCheckpoint, SegmenterCheckpoint, build, from_dict
-from napari_ssl.segment import load_model
 
 
 def _rewrite(path, change) -> None:
@@ -97,7 +97,7 @@ def test_opening_a_checkpoint_needs_no_torch() -> None:
     import subprocess
     import sys
 
-    from napari_ssl.bundled import PHANTOM_DEMO, bundled_path
+    from napari_ssl.inference.bundled import PHANTOM_DEMO, bundled_path
 
     code = ("import sys\nfrom napari_ssl.checkpoint import open_checkpoint\n"
             f"ck = open_checkpoint({str(bundled_path(PHANTOM_DEMO))!r})\n"

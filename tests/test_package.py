@@ -58,7 +58,7 @@ def test_wheel_carries_the_real_manifest(tmp_path):
         entry_points = zf.read(next(n for n in zf.namelist() if n.endswith("entry_points.txt"))).decode()
         bundled = {n: zf.read(n) for n in zf.namelist() if n.startswith("napari_ssl/models_bundled/")}
     assert text == (REPO / "napari.yaml").read_bytes()
-    from napari_ssl.bundled import BUNDLED
+    from napari_ssl.inference.bundled import BUNDLED
 
     for folder in BUNDLED.values():  # the demonstration model ships, byte for byte
         for name in ("meta.json", "model.safetensors"):

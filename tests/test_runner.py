@@ -177,7 +177,7 @@ def test_pretrain_in_child_stop_and_save(tmp_path: Path) -> None:
     assert Saved not in kinds
     state, meta = checkpoint.load(out)
     last = [e.step for e in seen if isinstance(e, Progress)]
-    assert last[:2] == [1, 2] and meta["step"] == last[-1]  # saved where it stopped: no step lost, none unreported
+    assert last[:2] == [1, 2] and meta.step == last[-1]  # saved where it stopped: no step lost, none unreported
     assert state
 
 

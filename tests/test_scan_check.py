@@ -5,9 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_ssl.inference.scan_check import (
+    ScanCheck,
+    ScanSummary,
+    TrainedOn,
+    check_scan,
+    short_number,
+    summarize_scan,
+)
 from napari_ssl.meta import build
 from napari_ssl.plan import fingerprint
-from napari_ssl.scan_check import ScanCheck, ScanSummary, TrainedOn, check_scan, short_number, summarize_scan
 from napari_ssl.volume import Volume
 
 

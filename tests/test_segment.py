@@ -9,7 +9,7 @@ from test_segment_shared import liver_model, phantom, random_checkpoint
 from napari_ssl import io
 from napari_ssl.checkpoint import CheckpointError
 from napari_ssl.cli import main
-from napari_ssl.segment import (
+from napari_ssl.inference.segment import (
     SegmentationCancelled,
     SegmentProgress,
     SegmentResult,
@@ -157,7 +157,7 @@ def test_liver_mask_lands_on_the_same_physical_voxels(shared_data, tmp_path_fact
     """The liver model on the CT, and on a resampled + re-oriented copy: masks agree in world space."""
     from napari_ssl.data import resample
     from napari_ssl.finetune import dice_per_class, parse_classes, remap_labels
-    from napari_ssl.segment import back_to_grid
+    from napari_ssl.inference.segment import back_to_grid
 
     path, _ = liver_model(shared_data, tmp_path_factory.mktemp("liver"))
     model = load_model(path)

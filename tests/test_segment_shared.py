@@ -70,7 +70,7 @@ def finetune_from_pretraining(tmp_path: Path, pretexts: tuple[str, ...], **chang
     from napari_ssl import checkpoint
     from napari_ssl.engine import PretrainConfig, pretrain
     from napari_ssl.finetune import FinetuneConfig, finetune
-    from napari_ssl.segment import load_model
+    from napari_ssl.inference.segment import load_model
 
     image, labels = phantom(shape=(34, 36, 36))
     pre = PretrainConfig(pretexts=pretexts, volumes=(image,), out=str(tmp_path / "ssl"), steps=1, batch_size=1,

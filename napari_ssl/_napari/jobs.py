@@ -86,7 +86,7 @@ class ModelLoaded:
 
 def segment_job(request: SegmentRequest) -> Iterator[Any]:
     """Load the model, segment, yield :class:`ModelLoaded`, throttled ``SegmentProgress``, ``SegmentResult``."""
-    from napari_ssl.segment import SegmentProgress, load_model, segment_iter
+    from napari_ssl.inference.segment import SegmentProgress, load_model, segment_iter
 
     if request.threads:
         import torch

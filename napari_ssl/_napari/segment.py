@@ -2,10 +2,10 @@
 
 - Models (:mod:`~napari_ssl._napari.segment_models`): the last ones used (``QSettings``), every model the Fine-tune
   dock finishes (the checkpoint hub: listed and selected at once), and the bundled demonstration model
-  (:mod:`napari_ssl.bundled`: the sample phantom's lesion), chosen on a first launch when nothing else is known. The
+  (:mod:`napari_ssl.inference.bundled`: the sample phantom's lesion), chosen on a first launch when nothing else is known. The
   dock shows what the model is (:mod:`~napari_ssl._napari.segment_info`: classes, inputs, plan, steps, held-out Dice,
   a warning when that Dice is low), read from ``meta.json`` only.
-- Before running, the scan is compared with the model's training data (:mod:`napari_ssl.scan_check`: modality,
+- Before running, the scan is compared with the model's training data (:mod:`napari_ssl.inference.scan_check`: modality,
   channels, voxel size, intensities, on at most ~2M voxels: a tenth of a second): a mismatch is one sentence in a
   warning and on the status line, and the run goes on. An error (a bad model or layer, a failed run) replaces the
   status line too.
@@ -68,8 +68,8 @@ from napari_ssl._napari.widgets import (
     scrolled,
     training_threads,
 )
-from napari_ssl.bundled import bundled_name
-from napari_ssl.scan_check import TrainedOn, check_scan, summarize_scan
+from napari_ssl.inference.bundled import bundled_name
+from napari_ssl.inference.scan_check import TrainedOn, check_scan, summarize_scan
 
 if TYPE_CHECKING:
     import napari
@@ -303,7 +303,7 @@ class SegmentDock(JobDock):
 
     def _on_event(self, event: Any) -> None:
         from napari_ssl.events import Stopped
-        from napari_ssl.segment import SegmentProgress
+        from napari_ssl.inference.segment import SegmentProgress
 
         if isinstance(event, SegmentProgress):
             self._fraction = event.fraction
@@ -371,7 +371,7 @@ class SegmentDock(JobDock):
         from napari.layers import Labels
 
         from napari_ssl._napari.writer import write_labels_layer
-        from napari_ssl.segment import default_output_path
+        from napari_ssl.inference.segment import default_output_path
 
         layer = self.viewer.layers.selection.active
         if not isinstance(layer, Labels):

@@ -4,7 +4,7 @@
 file of the size ``meta.json`` records) and returns :class:`ModelInfo`, a view of the
 :class:`~napari_ssl.meta.SegmenterCheckpoint` inference uses: classes, input channels, the plan (spacing, patch,
 normalisation), the steps trained, the held-out Dice, a description (the bundled demonstration model says what it
-is) and the training data's fingerprint (:mod:`napari_ssl.scan_check`). Also the remembered recent models,
+is) and the training data's fingerprint (:mod:`napari_ssl.inference.scan_check`). Also the remembered recent models,
 the masks layer's colours and ``class`` feature, and :func:`prepare_masks`, which builds the masks layer in the
 relay's worker thread (napari's ``Labels`` constructor imports pandas and scikit-image on first use and scans
 the data: a quarter of a second the GUI thread no longer spends).
@@ -63,8 +63,8 @@ class ModelInfo:
 
     @property
     def trained_on(self) -> Any:
-        """A :class:`napari_ssl.scan_check.TrainedOn`: what a scan is compared with before segmenting."""
-        from napari_ssl.scan_check import TrainedOn
+        """A :class:`napari_ssl.inference.scan_check.TrainedOn`: what a scan is compared with before segmenting."""
+        from napari_ssl.inference.scan_check import TrainedOn
 
         return TrainedOn.from_checkpoint(self.checkpoint)
 
@@ -81,7 +81,7 @@ class ModelInfo:
 
     def summary(self) -> str:
         """Rich text for the dock: classes, inputs, plan, training, held-out Dice (with a warning when low)."""
-        from napari_ssl.scan_check import short_number
+        from napari_ssl.inference.scan_check import short_number
 
         ck = self.checkpoint
         spacing = " x ".join(short_number(s) for s in ck.spacing) + " mm" if ck.spacing else "the scan's own grid"
@@ -109,7 +109,7 @@ class ModelInfo:
 
 def _normalization_words(norm: Normalization) -> str:
     """The checkpoint's intensity normalisation in words (``zscore_nonzero`` -> "z-score over the body ...")."""
-    from napari_ssl.scan_check import short_number
+    from napari_ssl.inference.scan_check import short_number
 
     def hu(pair: Any) -> str:
         low, high = pair
@@ -138,7 +138,7 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
         whose size differs from ``meta.json`` (truncated or altered).
     """
     from napari_ssl import checkpoint
-    from napari_ssl.bundled import resolve_model
+    from napari_ssl.inference.bundled import resolve_model
 
     folder = resolve_model(path)
     if not folder.is_dir():
@@ -163,7 +163,7 @@ def _settings() -> Any:
 
 def recent_models() -> list[str]:
     """Model folders used last (most recent first) that still exist; bundled models are listed apart."""
-    from napari_ssl.bundled import bundled_name
+    from napari_ssl.inference.bundled import bundled_name
 
     value = _settings().value(RECENT_KEY, [])
     items = [value] if isinstance(value, str) else list(value or [])
@@ -195,12 +195,12 @@ class PreparedMasks:
 
 
 def prepare_masks(event: Any, target: MaskTarget) -> Any:
-    """Turn a :class:`~napari_ssl.segment.SegmentResult` into :class:`PreparedMasks`; other events pass.
+    """Turn a :class:`~napari_ssl.inference.segment.SegmentResult` into :class:`PreparedMasks`; other events pass.
 
     Runs in the relay's worker thread: the layer is a detached napari ``Labels`` (no viewer, no Qt), which
     the dock adds (in steps), or whose data it moves into its earlier masks layer, on the GUI thread.
     """
-    from napari_ssl.segment import SegmentResult
+    from napari_ssl.inference.segment import SegmentResult
 
     if not isinstance(event, SegmentResult):
         return event

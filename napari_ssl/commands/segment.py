@@ -6,8 +6,8 @@ Example::
     napari-ssl segment --model phantom-demo --input phantom.nii.gz --output phantom_masks.nii.gz
 
 ``--model`` takes a checkpoint folder or a bundled model's name (``phantom-demo``: the demonstration model for the
-sample head phantom, :mod:`napari_ssl.bundled`). Before segmenting, the scan is compared with the model's training
-data (:mod:`napari_ssl.scan_check`); a mismatch (a CT given to an MR model, voxels 3x coarser) is one warning line
+sample head phantom, :mod:`napari_ssl.inference.bundled`). Before segmenting, the scan is compared with the model's training
+data (:mod:`napari_ssl.inference.scan_check`); a mismatch (a CT given to an MR model, voxels 3x coarser) is one warning line
 on stderr, and the run goes on.
 
 The mask (uint8 label values, classes in the model's ``meta.json``) lies on the scan's own grid, so it
@@ -38,10 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from napari_ssl import io
-    from napari_ssl.bundled import resolve_model
+    from napari_ssl.inference.bundled import resolve_model
+    from napari_ssl.inference.scan_check import TrainedOn, check_scan, summarize_scan
+    from napari_ssl.inference.segment import SegmentProgress, SegmentResult, load_model, segment_iter
     from napari_ssl.io import WRITE_SUFFIXES, scan_suffix
-    from napari_ssl.scan_check import TrainedOn, check_scan, summarize_scan
-    from napari_ssl.segment import SegmentProgress, SegmentResult, load_model, segment_iter
 
     if scan_suffix(args.output) not in WRITE_SUFFIXES:
         raise ValueError(f"--output must end in one of {', '.join(WRITE_SUFFIXES)}, got {args.output}")

@@ -7,7 +7,7 @@ normalisation and fine-tuning recipe (learning rate, warm-up, what is transferre
 rate factor); only the initial weights differ. The scratch baseline follows the pretrained checkpoints' spacing and
 normalisation (when they agree), so it sees the same voxels. Seed ``s`` picks the labelled cases (the same ones for
 every method) and the initial weights of the new layers. Test scans are segmented on their own grid
-(:func:`napari_ssl.segment.segment`) and scored with MONAI's Dice per class.
+(:func:`napari_ssl.inference.segment.segment`) and scored with MONAI's Dice per class.
 
 Outputs in ``out``: ``runs.csv`` (one row per run), ``summary.csv`` / ``summary.md`` (mean +- sd over seeds and the
 paired gain over scratch, :mod:`napari_ssl.study.report`), ``gains.csv``, ``dice_vs_labelled.png`` and each
@@ -205,7 +205,7 @@ def _runs(config: EvaluateConfig, log: Callable[[str], None]) -> Iterator[dict[s
         read_class_names,
         remap_labels,
     )
-    from napari_ssl.segment import load_model, segment
+    from napari_ssl.inference.segment import load_model, segment
 
     names = read_class_names(config.classes_file) if config.classes_file else None
     classes = parse_classes(config.classes, names)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-import napari_ssl.segment as seg
+import napari_ssl.inference.segment as seg
 from napari_ssl._napari.jobs import PROGRESS_INTERVAL, ModelLoaded, SegmentRequest, segment_job
 
 

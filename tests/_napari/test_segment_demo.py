@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from test_segment_shared import random_checkpoint
 
-from napari_ssl.bundled import DEMO_DESCRIPTION, PHANTOM_DEMO, bundled_path
+from napari_ssl.inference.bundled import DEMO_DESCRIPTION, PHANTOM_DEMO, bundled_path
 from napari_ssl.phantom import make_phantom
 
 pytestmark = [pytest.mark.gui]

@@ -145,7 +145,7 @@ def test_bad_inputs_notify_and_keep_layers(viewer_dock, tmp_path, qtbot, errors)
 
 @pytest.mark.slow
 def test_finetune_dock_trains_in_a_child(make_napari_viewer, tmp_path, qtbot, errors) -> None:
-    from napari_ssl.segment import load_model
+    from napari_ssl.inference.segment import load_model
 
     viewer = make_napari_viewer()
     image, labels = phantom(shape=(34, 36, 36))

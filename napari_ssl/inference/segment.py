@@ -4,7 +4,7 @@ Pipeline of :func:`segment` (the same geometry steps fine-tuning applied to its 
 
 1. reorient the scan to the model's canonical orientation (``LPS``, a lossless axis permutation / flip),
 2. resample it to the model's voxel spacing and normalise it as in training (its checkpoint's ``normalization``),
-3. MONAI ``sliding_window_inference`` with Gaussian blending and the chosen overlap (:mod:`napari_ssl.sliding`);
+3. MONAI ``sliding_window_inference`` with Gaussian blending and the chosen overlap (:mod:`napari_ssl.inference.sliding`);
    the windows run on ``sw_device`` (the GPU when there is one) and the stitched logits stay on ``device`` (the CPU
    for a large scan). A scan whose stitched logits would exceed ``max_memory_mb`` is cut into slabs along its first axis
    (each with a half-window halo on both sides), so memory stays bounded whatever the scan's size,
@@ -25,6 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from napari_ssl.inference.sliding import (
+    MAX_MEMORY_MB,
+    SegmentationCancelled,
+    largest_components,
+    predict_labels,
+)
 from napari_ssl.meta import SegmenterCheckpoint
 from napari_ssl.preprocess import (
     ORIENTATION,
@@ -34,12 +40,6 @@ from napari_ssl.preprocess import (
     check_scan,
     prepare_channels,
     to_model_grid,
-)
-from napari_ssl.sliding import (
-    MAX_MEMORY_MB,
-    SegmentationCancelled,
-    largest_components,
-    predict_labels,
 )
 from napari_ssl.volume import Volume
 

@@ -23,7 +23,7 @@ BUNDLED: dict[str, str] = {PHANTOM_DEMO: "models_bundled/phantom_lesion"}
 
 def bundled_path(name: str) -> Path:
     """The folder of the bundled model ``name`` (``KeyError`` for an unknown name)."""
-    return Path(__file__).resolve().parent / BUNDLED[name]
+    return Path(__file__).resolve().parents[1] / BUNDLED[name]  # napari_ssl/models_bundled/...
 
 
 def bundled_name(path: str | os.PathLike[str]) -> str | None:

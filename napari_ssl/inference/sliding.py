@@ -2,7 +2,7 @@
 
 MONAI's ``sliding_window_inference`` with Gaussian blending; the windows run on ``sw_device`` and the stitched logits
 stay on ``device``. A scan whose stitched logits would exceed ``max_memory_mb`` is cut into slabs along its first axis
-(each with a half-window halo on both sides). Used by inference (:mod:`napari_ssl.segment`) and by fine-tuning's
+(each with a half-window halo on both sides). Used by inference (:mod:`napari_ssl.inference.segment`) and by fine-tuning's
 validation. No Qt or napari here.
 """
 
@@ -19,7 +19,7 @@ MAX_MEMORY_MB = 1024
 
 
 class SegmentationCancelled(Exception):
-    """Raised by :func:`predict_labels` (so by :func:`napari_ssl.segment.segment`) when ``should_stop()`` turned true;
+    """Raised by :func:`predict_labels` (so by :func:`napari_ssl.inference.segment.segment`) when ``should_stop()`` turned true;
     nothing is returned."""
 
 
