@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     _app = QApplication.instance() or QApplication([])
-    from napari_ssl import runner_pool
+    from napari_ssl.runner import pool as runner_pool
 
     if runner_pool.warm_allowed():  # time the hand-over, not the server's start
         runner_pool.warm_server().wait_ready(lambda: False)

@@ -59,7 +59,7 @@ def origin(job: Job):
     """Where the run's process came from: its parent, and which of the warm server's modules it already held."""
     import sys
 
-    from napari_ssl.runner_pool import PRELOAD
+    from napari_ssl.runner.pool import PRELOAD
 
     held = [name for name in PRELOAD if name in sys.modules]
     yield Started(total=1, device=f"{os.getppid()} {','.join(held)}")
@@ -71,7 +71,7 @@ def niceness(job: Job):
 
 def test_a_run_yields_the_cpu_to_the_viewer() -> None:
     """The run's process is niced, so the GUI's event loop wins the cores (no stalls while it trains)."""
-    from napari_ssl.runner_server import CHILD_NICE
+    from napari_ssl.runner.server import CHILD_NICE
 
     for warm in (True, False):
         (started,) = list(Runner(f"{HERE}:niceness", Job(), warm=warm).start())
@@ -219,7 +219,7 @@ def test_cold_runner_without_the_warm_server() -> None:
 def test_warm_runs_reuse_the_server_and_each_run_has_its_own_process() -> None:
     """A second run is forked by the same warm server: no interpreter start, no imports (its process holds every
     preloaded module before the target runs). How long that takes is benchmarks/bench_start.py's (second start)."""
-    from napari_ssl import runner_pool
+    from napari_ssl.runner import pool as runner_pool
 
     if not runner_pool.warm_allowed():
         pytest.skip("no fork on this system: every run starts its own process")
@@ -239,7 +239,7 @@ def test_warm_runs_reuse_the_server_and_each_run_has_its_own_process() -> None:
 def test_input_file_round_trip_and_cancel(tmp_path: Path) -> None:
     import numpy as np
 
-    from napari_ssl.runner_server import CHUNK, InputCancelled, read_input, write_input
+    from napari_ssl.runner.server import CHUNK, InputCancelled, read_input, write_input
 
     array = np.arange(3 * CHUNK // 8, dtype=np.float64).reshape(3, -1)
     path = write_input({"a": array, "b": "x"}, tmp_path / "in.pkl")
@@ -255,7 +255,7 @@ def test_input_file_round_trip_and_cancel(tmp_path: Path) -> None:
 def test_the_server_refuses_a_connection_without_its_token() -> None:
     from multiprocessing.connection import Connection
 
-    from napari_ssl import runner_pool
+    from napari_ssl.runner import pool as runner_pool
 
     server = runner_pool.Server(False, ())
     try:

@@ -164,8 +164,9 @@ def test_cancel_during_a_large_input_is_handled_off_the_gui_thread(qtbot, monkey
 
     import numpy as np
 
-    from napari_ssl import runner, runner_pool
-    from napari_ssl.runner_server import InputCancelled
+    from napari_ssl.runner import pool as runner_pool
+    from napari_ssl.runner import process as runner
+    from napari_ssl.runner.server import InputCancelled
 
     if runner_pool.warm_allowed():  # the hand-over, not the server's start, is what is cancelled here
         assert runner_pool.warm_server().wait_ready(lambda: False)

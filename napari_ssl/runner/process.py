@@ -8,7 +8,7 @@ the engine here and relay the events from a ``thread_worker``::
         ...                       # Started, Progress, Saved, Finished, or Stopped after runner.stop()
     runner.stop()                 # from any thread, returns at once: close the generator (it saves), then end
 
-- Children start from a clean entry point (:mod:`napari_ssl.runner_server`), never through
+- Children start from a clean entry point (:mod:`napari_ssl.runner.server`), never through
   ``multiprocessing``'s spawn: a user's napari script without ``if __name__ == "__main__"`` is never re-run.
 - Warm start: on Linux one server process per viewer process imports torch, MONAI and the engine once
   (:data:`PRELOAD`) and forks a fresh child per run; the child exits after its run, so its GPU memory is
@@ -37,7 +37,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from napari_ssl.events import Stopped
-from napari_ssl.runner_pool import (
+from napari_ssl.runner.pool import (
     ChildCrashed,
     RunnerError,
     Server,
@@ -46,7 +46,7 @@ from napari_ssl.runner_pool import (
     warm_allowed,
     warm_server,
 )
-from napari_ssl.runner_server import InputCancelled, resolve_target, write_input
+from napari_ssl.runner.server import InputCancelled, resolve_target, write_input
 
 __all__ = ["ChildCrashed", "Runner", "RunnerError", "prewarm", "resolve_target", "shutdown_server"]
 

@@ -1,5 +1,5 @@
 """The worker servers behind :class:`napari_ssl.runner.Runner` (parent side; the child side is
-:mod:`napari_ssl.runner_server`).
+:mod:`napari_ssl.runner.server`).
 
 One warm server per viewer process where fork is available (Linux): it imports :data:`PRELOAD` once and forks
 a fresh child per run. Elsewhere, or with ``NAPARI_SSL_WARM=0``, each run gets its own ``once`` server.
@@ -89,7 +89,7 @@ def _child_env() -> dict[str, str]:
 
 
 class Server:
-    """A :mod:`~napari_ssl.runner_server` process: ``serve`` (forks a child per run) or ``once``."""
+    """A :mod:`~napari_ssl.runner.server` process: ``serve`` (forks a child per run) or ``once``."""
 
     def __init__(self, fork: bool, modules: tuple[str, ...]) -> None:
         self.fork = fork
@@ -101,7 +101,7 @@ class Server:
             [
                 sys.executable,
                 "-m",
-                "napari_ssl.runner_server",
+                "napari_ssl.runner.server",
                 "serve" if fork else "once",
                 str(self.folder),
                 *modules,
