@@ -75,7 +75,7 @@ def main() -> None:
     from napari_ssl._napari.explorer_compute import PreviewRequest
     from napari_ssl._napari.explorer_preview import compute_preview
     from napari_ssl._napari.layers import volume_to_layer_data
-    from napari_ssl.foreground import foreground_mask
+    from napari_ssl.io.foreground import foreground_mask
 
     vol = volume_256()
     copy_s = time_copy(vol.array)

@@ -81,7 +81,7 @@ def make_model(tmp: Path, size: str, roi: int, spacing: tuple[float, float, floa
 
 
 def scan(shape: tuple[int, int, int], spacing: tuple[float, float, float]):
-    from napari_ssl.volume import Volume
+    from napari_ssl.io.volume import Volume
 
     rng = np.random.default_rng(0)
     _, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]

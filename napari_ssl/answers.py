@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_ssl.io.volume import Volume
 from napari_ssl.pretrained import PretrainedNetwork, load_network
-from napari_ssl.volume import Volume
 
 __all__ = [
     "PretrainedNetwork",
@@ -170,7 +170,7 @@ def _body_box(network: PretrainedNetwork, volume: Volume, grid: tuple[int, ...],
     whole = tuple(slice(0, g) for g in grid)
     if not (network.info.config or {}).get("foreground", False):
         return whole
-    from napari_ssl.foreground import foreground_bbox, foreground_mask
+    from napari_ssl.io.foreground import foreground_bbox, foreground_mask
 
     found = foreground_bbox(foreground_mask(np.asarray(volume.array)))
     if found is None:

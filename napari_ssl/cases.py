@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from napari_ssl.classes import SegClass, remap_labels
+from napari_ssl.io.volume import Volume
 from napari_ssl.preprocess import Normalization
-from napari_ssl.volume import Volume
 
 
 def case_name(volume: Volume, fallback: str) -> str:

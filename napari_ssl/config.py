@@ -11,8 +11,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from napari_ssl.io.volume import mm_spacing
 from napari_ssl.preprocess import Normalization
-from napari_ssl.volume import mm_spacing
 
 
 def __getattr__(name: str) -> Any:
@@ -82,7 +82,7 @@ class PretrainConfig:
         Centre patches on the body and place cubes, swaps and planes there (a body mask: Otsu / nonzero / HU);
         ``False`` samples anywhere, air included.
     volumes : tuple
-        In-memory scans (:class:`~napari_ssl.volume.Volume` or arrays, e.g. napari layers), used with ``data``;
+        In-memory scans (:class:`~napari_ssl.io.volume.Volume` or arrays, e.g. napari layers), used with ``data``;
         not written to ``meta.json``.
     """
 

@@ -1,7 +1,7 @@
 """Data pipeline: scans from files, folders or in-memory arrays; resampling; normalisation; random patches.
 
 - :func:`load_volumes` reads every scan under the given paths (any readable file, DICOM folders, recursively,
-  through :mod:`napari_ssl.io`) or takes :class:`~napari_ssl.volume.Volume` objects / arrays (napari layers),
+  through :mod:`napari_ssl.io`) or takes :class:`~napari_ssl.io.volume.Volume` objects / arrays (napari layers),
   optionally resamples them to a target spacing, normalises intensities and caches the result in memory.
 - :class:`Normalization` is a frozen dataclass recorded in checkpoints (``meta["normalization"]``), so
   fine-tuning and inference normalise exactly as pretraining did.
@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_ssl.io.volume import Volume
 from napari_ssl.preprocess import Normalization, resample
-from napari_ssl.volume import Volume
 
 # ---------------------------------------------------------------- loading and caching
 _CACHE: OrderedDict[tuple[Any, ...], list[Volume]] = OrderedDict()
@@ -80,7 +80,7 @@ def load_volumes(
     ----------
     sources : sequence
         Paths (a scan file, a DICOM series folder, or a folder searched recursively for both), and/or
-        :class:`~napari_ssl.volume.Volume` objects, and/or (z, y, x) numpy arrays (e.g. napari layer data).
+        :class:`~napari_ssl.io.volume.Volume` objects, and/or (z, y, x) numpy arrays (e.g. napari layer data).
     spacing : (float, float, float), optional
         Target voxel size in mm (z, y, x); ``None`` keeps each scan's own grid.
     normalization : Normalization, optional
@@ -203,7 +203,7 @@ class SampleSpec:
 
     ``pretexts`` maps pretext names to pretext objects (from :mod:`napari_ssl.pretext`); ``patch`` is the
     3D patch (z, y, x) for Rubik and context restoration. With ``foreground``, each volume's body mask
-    (:func:`napari_ssl.foreground.foreground_mask`) centres patches on the body and guides where the pretexts
+    (:func:`napari_ssl.io.foreground.foreground_mask`) centres patches on the body and guides where the pretexts
     put their cubes, swaps and planes.
     """
 
@@ -237,7 +237,7 @@ class PretextDataset:
         self._masks: list[np.ndarray | None] = [None] * len(self._volumes_3d)
         self._centres: list[np.ndarray | None] = [None] * len(self._volumes_3d)
         if spec.foreground:
-            from napari_ssl.foreground import foreground_mask
+            from napari_ssl.io.foreground import foreground_mask
 
             rng = np.random.default_rng([self.seed, 5])
             for i, vol in enumerate(self._volumes_3d):
@@ -300,7 +300,7 @@ class RubikAdapter:
         cached = self._regions.get(id(volume))
         if cached is not None and cached[0] is volume:
             return cached[1]
-        from napari_ssl.foreground import foreground_bbox
+        from napari_ssl.io.foreground import foreground_bbox
 
         array = np.asarray(volume.array, dtype=np.float32)
         box = None if mask is None else foreground_bbox(mask)

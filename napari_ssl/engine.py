@@ -18,8 +18,8 @@ from typing import Any
 
 from napari_ssl import events
 from napari_ssl.config import PretrainConfig
+from napari_ssl.io.volume import Volume
 from napari_ssl.preprocess import Normalization
-from napari_ssl.volume import Volume
 
 
 def make_pretext(name: str, options: Mapping[str, Any] | None = None) -> Any:

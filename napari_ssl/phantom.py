@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_ssl.volume import Volume
+from napari_ssl.io.volume import Volume
 
 __all__ = ["PHANTOM_CLASSES", "make_phantom"]
 

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_ssl.io.volume import Volume, mm_spacing
 from napari_ssl.preprocess import Normalization, canonical_spacing
-from napari_ssl.volume import Volume, mm_spacing
 
 #: voxels of one patch a step can afford, per device type (the default backbone, batch 2)
 PATCH_BUDGET = {"cpu": 64**3, "mps": 96**3, "cuda": 128**3}
@@ -78,9 +78,9 @@ class Fingerprint:
 
 
 def body_mask(array: np.ndarray, modality: str) -> np.ndarray:
-    """Voxels inside the body (:func:`napari_ssl.foreground.foreground_mask`): HU > -500 on CT; on MR the nonzero
+    """Voxels inside the body (:func:`napari_ssl.io.foreground.foreground_mask`): HU > -500 on CT; on MR the nonzero
     voxels of a skull-stripped scan, else Otsu's foreground."""
-    from napari_ssl.foreground import foreground_mask
+    from napari_ssl.io.foreground import foreground_mask
 
     return foreground_mask(array, method="hu" if modality == "CT" else "auto")
 

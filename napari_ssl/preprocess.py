@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_ssl.volume import Volume, mm_spacing
+from napari_ssl.io.volume import Volume, mm_spacing
 
 #: orientation of the arrays the network sees (SimpleITK / DICOM code: +x to Left, +y to Posterior, +z to Superior)
 ORIENTATION = "LPS"

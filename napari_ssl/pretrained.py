@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_ssl.volume import Volume
+from napari_ssl.io.volume import Volume
 
 __all__ = ["PretrainedNetwork", "load_network"]
 

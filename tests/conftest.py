@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from napari_ssl.volume import Volume
+from napari_ssl.io.volume import Volume
 
 os.environ.setdefault("QT_API", "pyqt6")
 os.environ.setdefault("NAPARI_SSL_TEST", "1")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_ssl.io.volume import Volume
 from napari_ssl.phantom import make_phantom
-from napari_ssl.volume import Volume
 
 #: (z, y, x) voxels at 3 mm: 144 x 192 x 192 mm, room for 32^3 patches on the plan's grid
 CT_SHAPE = (48, 64, 64)

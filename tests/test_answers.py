@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from napari_ssl.answers import answer, answer_context, answer_planes, answer_rubik, describe, load_network
+from napari_ssl.io.volume import Volume
 from napari_ssl.phantom import make_phantom
 from napari_ssl.pretext import ContextRestoration, ImagingPlanes, RubikCube
-from napari_ssl.volume import Volume
 
 
 def pretrain_tiny(out: Path, pretexts=("rubik", "context", "planes"), steps: int = 2) -> Path:

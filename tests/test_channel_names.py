@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_ssl.cases import channel_names, modality_of
-from napari_ssl.volume import Volume
+from napari_ssl.io.volume import Volume
 
 
 def vol(path: str | None = None, name: str | None = None) -> Volume:

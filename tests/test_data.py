@@ -9,8 +9,8 @@ import pytest
 
 from napari_ssl import data
 from napari_ssl.data import Normalization, PretextDataset, SampleSpec, load_volumes, resample, split_volumes
+from napari_ssl.io.volume import Volume
 from napari_ssl.pretext import ContextRestoration, ImagingPlanes, RubikCube
-from napari_ssl.volume import Volume
 
 
 def test_normalization_modes() -> None:

@@ -11,7 +11,7 @@ import SimpleITK as sitk
 
 from napari_ssl import io
 from napari_ssl._napari.layers import layer_kwargs, volume_from_layer_data  # no napari import: plain geometry
-from napari_ssl.volume import Volume
+from napari_ssl.io.volume import Volume
 
 REAL_SCANS = [
     "ct_organs/ct.nii.gz",

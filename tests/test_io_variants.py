@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 
 from napari_ssl import io
-from napari_ssl.volume import Volume
+from napari_ssl.io.volume import Volume
 
 SUFFIXES = [".nii.gz", ".nrrd", ".mha"]
 

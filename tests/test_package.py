@@ -80,7 +80,7 @@ def test_wheel_carries_the_real_manifest(tmp_path):
 
 def test_import_loads_neither_torch_nor_qt():
     code = (
-        "import sys, napari_ssl, napari_ssl.volume, napari_ssl.io, napari_ssl.cli;"
+        "import sys, napari_ssl, napari_ssl.io.volume, napari_ssl.io, napari_ssl.cli;"
         "bad = [m for m in ('torch', 'napari', 'qtpy', 'PyQt6', 'magicgui', 'monai') if m in sys.modules];"
         "print(','.join(bad))"
     )

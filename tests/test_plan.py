@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from napari_ssl import io
+from napari_ssl.io.volume import Volume
 from napari_ssl.plan import Plan, check_patch_size, fingerprint, make_plan
 from napari_ssl.preprocess import Normalization, pad_to, prepare_channels
-from napari_ssl.volume import Volume
 
 
 def test_plan_on_ct_uses_the_labelled_foreground(shared_data) -> None:

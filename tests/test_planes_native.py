@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from napari_ssl.io.volume import Volume
 from napari_ssl.pretext import planes_native as pn
 from napari_ssl.pretext._plane_geometry import planes_from_images
-from napari_ssl.volume import Volume
 
 SIZE = 32
 SIGMA = 7.56

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_ssl.foreground import foreground_bbox, foreground_mask, otsu_threshold, resolve_method
+from napari_ssl.io.foreground import foreground_bbox, foreground_mask, otsu_threshold, resolve_method
 from napari_ssl.pretext import ContextRestoration, ImagingPlanes, RubikCube
 from napari_ssl.pretext.context import MIN_INSIDE
 

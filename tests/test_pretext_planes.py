@@ -12,9 +12,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from napari_ssl.io.volume import Volume
 from napari_ssl.pretext import ImagingPlanes
 from napari_ssl.pretext._plane_geometry import intersection
-from napari_ssl.volume import Volume
 
 FAST = settings(max_examples=25, deadline=None)
 

@@ -137,7 +137,7 @@ def test_toy_pretext_trains_and_scores(tmp_path: Path, capsys) -> None:
         finished = seen[-1]
         assert isinstance(finished, events.Finished) and finished.metrics["flip/axis_acc"] == 1.0, finished.metrics
         from napari_ssl import checkpoint, io
-        from napari_ssl.volume import Volume
+        from napari_ssl.io.volume import Volume
 
         meta = checkpoint.open_checkpoint(tmp_path / "ck")
         assert meta.pretexts == ("flip",) and meta.prefixes == {"3d": "backbone3d."}

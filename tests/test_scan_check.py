@@ -13,9 +13,9 @@ from napari_ssl.inference.scan_check import (
     short_number,
     summarize_scan,
 )
+from napari_ssl.io.volume import Volume
 from napari_ssl.meta import build
 from napari_ssl.plan import fingerprint
-from napari_ssl.volume import Volume
 
 
 def brain_mr(seed: int = 0, spacing=(1.0, 1.0, 1.0), scale: float = 2000.0) -> Volume:

@@ -19,7 +19,7 @@ from napari_ssl.inference.segment import (
     segment,
     segment_iter,
 )
-from napari_ssl.volume import Volume
+from napari_ssl.io.volume import Volume
 
 
 def _reoriented(volume: Volume) -> Volume:

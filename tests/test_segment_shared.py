@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_ssl.volume import Volume
+from napari_ssl.io.volume import Volume
 
 _LIVER: dict[str, object] = {}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_ssl.volume import Volume
+from napari_ssl.io.volume import Volume
 
 
 def _rotation(seed: int) -> np.ndarray:
@@ -61,7 +61,7 @@ def test_array_from_sitk_shares_and_keeps_the_buffer():
 
     import SimpleITK as sitk
 
-    from napari_ssl.volume import array_from_sitk
+    from napari_ssl.io.volume import array_from_sitk
 
     values = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
     image = sitk.GetImageFromArray(values)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_ssl.volume import Volume
+from napari_ssl.io.volume import Volume
 
 __all__ = [
     "PALETTE",
@@ -77,7 +77,7 @@ class PreviewRequest:
     contrast : (float, float) or None
         The source layer's contrast limits (Rubik dims the voxels outside the cubes towards the low one).
     foreground : bool
-        Place patches and cubes on the body (:func:`napari_ssl.foreground.foreground_mask`) rather than
+        Place patches and cubes on the body (:func:`napari_ssl.io.foreground.foreground_mask`) rather than
         anywhere in the volume.
     """
 
@@ -333,7 +333,7 @@ def _foreground(req: PreviewRequest) -> tuple[np.ndarray | None, str]:
     """The foreground mask of the request's volume (``None`` when off or empty) and a few words on it."""
     if not req.foreground or req.volume is None:
         return None, ""
-    from napari_ssl.foreground import foreground_mask, resolve_method
+    from napari_ssl.io.foreground import foreground_mask, resolve_method
 
     array = np.asarray(req.volume.array)
     method = resolve_method(array)

@@ -57,7 +57,7 @@ def on_body(source: np.ndarray, image: np.ndarray, mask: np.ndarray | None) -> t
     the corruption was not placed with one), the rest set to the source's minimum (black); the limits are the
     source's percentiles 1 and 99.5 on the body. ``(None, None)`` for a volume without a body."""
     if mask is None:
-        from napari_ssl.foreground import foreground_mask, resolve_method
+        from napari_ssl.io.foreground import foreground_mask, resolve_method
 
         mask = foreground_mask(source, resolve_method(source))
     if mask is None or not mask.any():

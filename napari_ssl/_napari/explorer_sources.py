@@ -10,7 +10,7 @@ from napari_ssl._napari.explorer_compute import PreviewRequest
 from napari_ssl._napari.layers import layer_to_volume
 from napari_ssl._napari.overlays import META
 from napari_ssl._napari.proxy import kind
-from napari_ssl.volume import Volume
+from napari_ssl.io.volume import Volume
 
 __all__ = [
     "SourceError",

@@ -1,7 +1,7 @@
 """Volume <-> napari layers: geometry in, geometry out.
 
 A layer built here sits at its true world position in mm (patient coordinates, see
-:mod:`napari_ssl.volume`), so scans, single-slice views and overlays from different series line up.
+:mod:`napari_ssl.io.volume`), so scans, single-slice views and overlays from different series line up.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_ssl.volume import Volume
+from napari_ssl.io.volume import Volume
 
 if TYPE_CHECKING:
     import napari

@@ -15,7 +15,7 @@ from typing import Any
 from napari_ssl import io
 from napari_ssl._napari.layers import arrange_case_layers, volume_to_layer_data
 from napari_ssl._napari.view_hook import is_oblique
-from napari_ssl.volume import Volume
+from napari_ssl.io.volume import Volume
 
 LayerData = tuple[Any, dict[str, Any], str]
 PathLike = str | os.PathLike[str]

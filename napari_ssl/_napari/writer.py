@@ -9,7 +9,7 @@ import numpy as np
 
 from napari_ssl import io
 from napari_ssl._napari.layers import volume_from_layer_data
-from napari_ssl.volume import Volume
+from napari_ssl.io.volume import Volume
 
 
 def _volume(data: Any, meta: dict[str, Any]) -> Volume:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_ssl.volume import Volume
+from napari_ssl.io.volume import Volume
 
 __all__ = ["MIN_OVERLAP", "SPACING_RATIO", "ScanCheck", "ScanSummary", "TrainedOn", "check_scan", "short_number",
            "summarize_scan"]

@@ -31,6 +31,7 @@ from napari_ssl.inference.sliding import (
     largest_components,
     predict_labels,
 )
+from napari_ssl.io.volume import Volume
 from napari_ssl.meta import SegmenterCheckpoint
 from napari_ssl.preprocess import (
     ORIENTATION,
@@ -41,7 +42,6 @@ from napari_ssl.preprocess import (
     prepare_channels,
     to_model_grid,
 )
-from napari_ssl.volume import Volume
 
 
 # ---------------------------------------------------------------- the model

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_ssl.volume import mm_spacing
+from napari_ssl.io.volume import mm_spacing
 
 __all__ = [
     "ParamSpec",
@@ -71,7 +71,7 @@ def as_rng(rng: Any) -> np.random.Generator:
 def shape_and_spacing(
     shape: Any, spacing: Any = None
 ) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
-    """Spatial shape ``(z, y, x)`` and spacing (mm) from a shape tuple or a :class:`~napari_ssl.volume.Volume`.
+    """Spatial shape ``(z, y, x)`` and spacing (mm) from a shape tuple or a :class:`~napari_ssl.io.volume.Volume`.
 
     A longer shape (batch / channel axes first) is accepted; its last three axes are used.
     """

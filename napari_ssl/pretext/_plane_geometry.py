@@ -1,6 +1,6 @@
 """Geometry of imaging planes in world space: parameters, intersection lines, heatmaps, slice positions.
 
-A plane is a 2D image placed in 3D like a ``(1, H, W)`` :class:`~napari_ssl.volume.Volume`: pixel ``(r, c)``
+A plane is a 2D image placed in 3D like a ``(1, H, W)`` :class:`~napari_ssl.io.volume.Volume`: pixel ``(r, c)``
 sits at ``origin + r * row_spacing * row + c * col_spacing * col`` (world mm, array order ``(Z, Y, X)``);
 its normal is ``row x col`` (the direction of a Volume's first axis). Everything here is numpy, exact in
 float64, and independent of how the planes were obtained (sampled from a volume or read from DICOM).

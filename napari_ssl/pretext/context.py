@@ -197,11 +197,11 @@ class ContextRestoration:
     ) -> ContextParams:
         """Draw ``n_swaps`` pairs of disjoint patches for a volume of spatial shape ``shape``.
 
-        ``shape`` may be a :class:`~napari_ssl.volume.Volume` (its spacing is then used); ``spacing``
+        ``shape`` may be a :class:`~napari_ssl.io.volume.Volume` (its spacing is then used); ``spacing``
         (mm, ``(z, y, x)``) matters only for ``unit="mm"``.
 
         ``foreground`` (optional) is a boolean mask of the spatial shape (e.g. from
-        :func:`napari_ssl.foreground.foreground_mask`): patches are then drawn among those whose centre voxel
+        :func:`napari_ssl.io.foreground.foreground_mask`): patches are then drawn among those whose centre voxel
         and at least :data:`MIN_INSIDE` of their voxels lie in the mask, so the swaps happen on the body, not
         in the air. When the mask cannot hold them all, the grid fallback takes the slots most inside the mask
         first. ``None`` or an empty mask: anywhere (the draws are then those of a call without ``foreground``).

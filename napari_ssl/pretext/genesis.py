@@ -168,7 +168,7 @@ class ModelsGenesis:
 
     # ------------------------------------------------------------------ sample
     def sample(self, shape: Any, rng: Any = None, spacing: Any = None, foreground: Any = None) -> GenesisParams:
-        """Draw every choice for a volume of spatial shape ``shape`` (a :class:`~napari_ssl.volume.Volume` too).
+        """Draw every choice for a volume of spatial shape ``shape`` (a :class:`~napari_ssl.io.volume.Volume` too).
 
         ``foreground`` (a bool mask of ``shape``) centres the painting boxes on it; ``spacing`` is accepted for
         the common signature and unused (the boxes are fractions of the patch).

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from napari_ssl.foreground import foreground_bbox
+from napari_ssl.io.foreground import foreground_bbox
 
 from ._base import ParamSpec, as_rng, check_array, check_choice, check_range, is_torch, shape_and_spacing
 from ._base import check_foreground as _foreground
@@ -196,13 +196,13 @@ class ImagingPlanes:
         Parameters
         ----------
         shape : tuple of int or Volume
-            Spatial shape ``(z, y, x)``; or a :class:`~napari_ssl.volume.Volume`, whose spacing, origin and
+            Spatial shape ``(z, y, x)``; or a :class:`~napari_ssl.io.volume.Volume`, whose spacing, origin and
             direction then place the planes in its world (patient) coordinates.
         rng : numpy.random.Generator or int, optional
         spacing : tuple of float, optional
             Voxel size in mm ``(z, y, x)`` for a plain shape (default 1 mm); world is then ``index * spacing``.
         foreground : numpy.ndarray of bool, optional
-            Mask of the body (e.g. :func:`napari_ssl.foreground.foreground_mask`): the region of interest is
+            Mask of the body (e.g. :func:`napari_ssl.io.foreground.foreground_mask`): the region of interest is
             then ``roi`` of the mask's bounding box, centred on it, instead of ``roi`` of the whole volume.
             The random draws are the same with and without it.
         """
@@ -270,7 +270,7 @@ class ImagingPlanes:
     def from_images(cls, volumes: Sequence[Any], names: Sequence[str] | None = None) -> PlanesParams:
         """Planes of native 2D acquisitions from their own geometry (e.g. cardiac MR views read from DICOM).
 
-        Each :class:`~napari_ssl.volume.Volume` gives: a ``(1, H, W)`` plane, one view; a ``(Z, H, W)``
+        Each :class:`~napari_ssl.io.volume.Volume` gives: a ``(1, H, W)`` plane, one view; a ``(Z, H, W)``
         stack, ``Z`` parallel planes sharing a stack id (slice positions follow their world positions);
         a ``(t, 1, H, W)`` cine or ``(t, Z, H, W)`` series, the geometry of its first frame. The result
         has no source volume, so :meth:`apply` refuses it: the images are the volumes' own arrays.

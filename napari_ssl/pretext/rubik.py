@@ -245,12 +245,12 @@ class RubikCube:
     def sample(self, shape: Any, rng: Any = None, spacing: Any = None, foreground: Any = None) -> RubikParams:
         """Draw the permutation, rotations and jitter for a volume of spatial shape ``shape``.
 
-        ``shape`` may also be a :class:`~napari_ssl.volume.Volume`; ``spacing`` is accepted for a
+        ``shape`` may also be a :class:`~napari_ssl.io.volume.Volume`; ``spacing`` is accepted for a
         uniform signature across pretexts and unused (the grid is in voxels).
 
         ``foreground`` (optional) is a boolean mask of the spatial shape (e.g. from
-        :func:`napari_ssl.foreground.foreground_mask`): the grid then covers the bulk of the mask
-        (:func:`~napari_ssl.foreground.foreground_bbox`, grown where needed to fit ``grid`` cubes of at least
+        :func:`napari_ssl.io.foreground.foreground_mask`): the grid then covers the bulk of the mask
+        (:func:`~napari_ssl.io.foreground.foreground_bbox`, grown where needed to fit ``grid`` cubes of at least
         one voxel), so the cubes sit on the body rather than in the air around it. ``None`` or an empty
         mask: the grid covers the whole volume. The random draws are the same either way, so a seed gives
         the same permutation, rotations and jitter with and without a mask.
@@ -295,7 +295,7 @@ class RubikCube:
         self, mask: np.ndarray, size: tuple[int, int, int]
     ) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
         """Grid start and cell size covering the bulk of ``mask``, each cell larger than the gap."""
-        from napari_ssl.foreground import foreground_bbox
+        from napari_ssl.io.foreground import foreground_bbox
 
         box = foreground_bbox(mask)
         assert box is not None  # check_foreground returns None for an empty mask

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_ssl.foreground import foreground_mask
+from napari_ssl.io.foreground import foreground_mask
 
 pytestmark = pytest.mark.gui
 

@@ -11,7 +11,7 @@ import pytest
 
 from napari_ssl import io
 from napari_ssl._napari.layers import volume_to_layer_data
-from napari_ssl.foreground import foreground_mask
+from napari_ssl.io.foreground import foreground_mask
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from plugin_path import open_dock

@@ -13,7 +13,7 @@ from napari_ssl._napari.layers import (
     volume_to_layer_data,
 )
 from napari_ssl._napari.reader import read_layers
-from napari_ssl.volume import Volume
+from napari_ssl.io.volume import Volume
 
 
 def test_volume_has_no_napari_conventions():

@@ -13,7 +13,7 @@ import pytest
 from napari_ssl._napari import masks_show
 from napari_ssl._napari.segment_info import MaskTarget, prepare_masks
 from napari_ssl.inference.segment import SegmentResult
-from napari_ssl.volume import Volume
+from napari_ssl.io.volume import Volume
 
 pytestmark = [pytest.mark.gui]
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from napari_ssl import io
-from napari_ssl.volume import Volume
+from napari_ssl.io.volume import Volume
 
 pytestmark = pytest.mark.gui
 

@@ -15,7 +15,7 @@ import toy_pretext
 from plugin_path import open_dock
 
 from napari_ssl._napari.layers import volume_to_layer_data
-from napari_ssl.volume import Volume
+from napari_ssl.io.volume import Volume
 
 pytestmark = pytest.mark.gui
 

@@ -1,6 +1,6 @@
 """What reading or writing a scan can go wrong with: the errors and the warning the readers and writers raise.
 
-Its own module, below both :mod:`napari_ssl.io` and :mod:`napari_ssl.dicom` (which raise them), so neither imports
+Its own module, below both :mod:`napari_ssl.io` and :mod:`napari_ssl.io.dicom` (which raise them), so neither imports
 the other to name them; :mod:`napari_ssl.io` re-exports them.
 """
 

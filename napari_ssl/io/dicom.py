@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_ssl.scan_errors import ScanReadError, ScanWarning
-from napari_ssl.volume import Volume
+from napari_ssl.io.errors import ScanReadError, ScanWarning
+from napari_ssl.io.volume import Volume
 
 __all__ = ["is_dicom_file", "is_dicomdir", "read_folder", "read_series"]
 

@@ -1,4 +1,9 @@
-"""Read and write scans with their physical geometry (SimpleITK underneath; no Qt, no napari).
+"""Scans in, scans out, with their geometry: the ``io`` stage. The package holds :class:`~.volume.Volume` (an array
+with spacing, origin and direction: what every stage passes on), DICOM series and exams (:mod:`.dicom`), the body's
+foreground mask (:mod:`.foreground`) and the read/write errors (:mod:`.errors`); this module reads and writes.
+It is the ground floor: it imports nothing of napari-ssl outside itself, and no Qt, no napari, no torch.
+
+Read and write scans with their physical geometry (SimpleITK underneath).
 
 Formats: NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr``), MetaImage (``.mha``, ``.mhd``) and DICOM
 (a single file, or a folder holding one or more series). Every failure to read raises :class:`ScanReadError`,
@@ -17,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_ssl.volume import Volume, array_from_sitk
+from napari_ssl.io.volume import Volume, array_from_sitk
 
 __all__ = [
     "READ_SUFFIXES",
@@ -40,7 +45,7 @@ READ_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 WRITE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")
 
 
-from napari_ssl.scan_errors import ScanReadError, ScanWarning, ScanWriteError  # noqa: E402  (re-exported)
+from napari_ssl.io.errors import ScanReadError, ScanWarning, ScanWriteError  # noqa: E402  (re-exported)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -63,7 +68,7 @@ def _known_suffix(path: Path) -> str:
 
 def is_dicom_file(path: str | os.PathLike[str]) -> bool:
     """True for a file whose content is DICOM (preamble + ``DICM``, or a bare data set), whatever its name."""
-    from napari_ssl import dicom
+    from napari_ssl.io import dicom
 
     return dicom.is_dicom_file(path)
 
@@ -90,7 +95,7 @@ def is_scan_file(path: str | os.PathLike[str]) -> bool:
 
 
 def _is_dicomdir(path: Path) -> bool:
-    from napari_ssl import dicom
+    from napari_ssl.io import dicom
 
     return dicom.is_dicomdir(path)
 
@@ -215,7 +220,7 @@ def _read_file(path: Path) -> Volume:
 
 
 def _read_dicom_folder(folder: Path, recursive: bool = False) -> list[Volume]:
-    from napari_ssl import dicom
+    from napari_ssl.io import dicom
 
     return dicom.read_folder(folder, recursive=recursive)
 
