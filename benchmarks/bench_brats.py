@@ -68,8 +68,8 @@ def step_flops(model, batch_size: int) -> float:
 def run(n_cases: int, minutes: float | None, out: Path, seed: int, modality: str, data: Path = DATA,
         device: str = "auto", peak_tflops: float = 989.0, overrides: dict | None = None) -> dict:
     from napari_ssl import events, io
-    from napari_ssl.finetune import FinetuneConfig, finetune
     from napari_ssl.inference.segment import load_model, segment
+    from napari_ssl.training.finetune import FinetuneConfig, finetune
 
     cases = sorted(p for p in data.iterdir() if p.is_dir())
     test, train = cases[-3:], cases[: min(n_cases, len(cases) - 3)]
@@ -186,7 +186,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     from dataclasses import fields
 
-    from napari_ssl.finetune import FinetuneConfig
+    from napari_ssl.training.finetune import FinetuneConfig
 
     overrides = {}
     allowed = {f.name for f in fields(FinetuneConfig)} - {"images", "labels", "classes", "out", "minutes", "seed",

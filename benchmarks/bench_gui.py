@@ -68,8 +68,8 @@ def config_kwargs(args: argparse.Namespace, out: str) -> dict:
 def engine_child(args: argparse.Namespace) -> None:
     """Runs in a fresh interpreter: the engine generator with no GUI; prints JSON timings."""
     t_start = time.perf_counter()
-    from napari_ssl.engine import PretrainConfig, pretrain
     from napari_ssl.events import Progress
+    from napari_ssl.training.pretrain import PretrainConfig, pretrain
 
     with tempfile.TemporaryDirectory() as tmp:
         times, steps, cpu = [], [], []

@@ -95,7 +95,7 @@ def synthesise(work: Path) -> None:
 
 
 def finetune_model(work: Path, steps: int) -> dict:
-    from napari_ssl.finetune import FinetuneConfig, finetune
+    from napari_ssl.training.finetune import FinetuneConfig, finetune
 
     config = FinetuneConfig(
         images=(str(DATA / "ct_organs" / "ct.nii.gz"),),

@@ -23,7 +23,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct_organs"
 
 def main() -> None:
     from napari_ssl import events
-    from napari_ssl.finetune import FinetuneConfig, finetune
+    from napari_ssl.training.finetune import FinetuneConfig, finetune
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=5.0)

@@ -23,9 +23,9 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cardiac_views"
 
 def _run(out: Path, steps: int, lr: float, minutes: float | None, args: argparse.Namespace) -> dict:
     from napari_ssl import events
-    from napari_ssl.config import PretrainConfig
-    from napari_ssl.engine import pretrain
     from napari_ssl.study.score import score
+    from napari_ssl.training.config import PretrainConfig
+    from napari_ssl.training.pretrain import pretrain
 
     cfg = PretrainConfig(pretexts=("planes",), data=(str(DATA),), out=str(out), steps=steps, lr=lr, minutes=minutes,
                          batch_size=args.batch_size, patch_size=args.size, backbone=args.backbone, device=args.device,

@@ -65,8 +65,8 @@ def make_model(tmp: Path, size: str, roi: int, spacing: tuple[float, float, floa
     import torch
 
     from napari_ssl import checkpoint
-    from napari_ssl.data import Normalization
     from napari_ssl.models import BackboneSpec, build_unet
+    from napari_ssl.training.data import Normalization
 
     spec = BackboneSpec(size=size)
     torch.manual_seed(0)

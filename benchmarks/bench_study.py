@@ -77,7 +77,7 @@ def liver_data(out: Path, slabs: int) -> tuple[list[str], list[tuple[str, str]],
 def pretrain_all(pretexts: list[str], data: list[str], out: Path, args: argparse.Namespace) -> dict[str, dict]:
     """Pretrain each pretext (comma-joined names: one combined run) for ``--pretrain-minutes``; reuses checkpoints."""
     from napari_ssl import checkpoint
-    from napari_ssl.engine import PretrainConfig, pretrain
+    from napari_ssl.training.pretrain import PretrainConfig, pretrain
 
     info = {}
     for spec in pretexts:

@@ -1,6 +1,6 @@
 """Benchmark of the one training loop against a bare MONAI loop, in one process (ratios, not timed tests).
 
-Both tasks run through :class:`napari_ssl.trainer.Trainer`: pretraining (context restoration) and fine-tuning
+Both tasks run through :class:`napari_ssl.training.trainer.Trainer`: pretraining (context restoration) and fine-tuning
 (a BraTS case, whole tumour, with the plan's augmentation).
 
 1. Step time: our training step (``Trainer.train_step``: schedule, task losses, autocast and scaler wrappers)
@@ -58,13 +58,13 @@ def _time_steps(step, n: int, warmup: int, device: torch.device) -> list[float]:
 
 
 def make_trainer(args: argparse.Namespace, backbone: str, device: str, amp: bool, channels_last: bool, task: str):
-    from napari_ssl.trainer import LoopSettings, Trainer
+    from napari_ssl.training.trainer import LoopSettings, Trainer
 
     out = f"/tmp/napari-ssl-bench-{task}"
     settings = LoopSettings(steps=10**6, out=out, device=device, num_threads=args.threads, amp=amp,
                             channels_last=channels_last, schedule="poly" if task == "finetune" else "constant")
     if task == "pretrain":
-        from napari_ssl.engine import PretrainConfig, PretrainTask
+        from napari_ssl.training.pretrain import PretrainConfig, PretrainTask
 
         config = PretrainConfig(
             pretexts=("context",), data=(str(DATA / "ct_unlabeled"),), out=out, steps=10**6, batch_size=args.batch,
@@ -73,7 +73,7 @@ def make_trainer(args: argparse.Namespace, backbone: str, device: str, amp: bool
         )
         trainer = Trainer(PretrainTask(config), settings)
     else:
-        from napari_ssl.finetune import FinetuneConfig, FinetuneTask
+        from napari_ssl.training.finetune import FinetuneConfig, FinetuneTask
 
         case = sorted(p for p in (DATA / "brats").iterdir() if p.is_dir())[0]
         config = FinetuneConfig(

@@ -15,7 +15,7 @@ plain arrays and numbers next to the truth:
 
 :func:`answer` and :func:`describe` find a pretext's functions in its registry record
 (:class:`~napari_ssl.pretext.registry.AnswerSpec`, ``ExplorerSpec.answer``), so that a pretext brings its own;
-:func:`~napari_ssl.pretrained.load_network` loads the network. No Qt here; the explorer runs these in a worker
+:func:`~napari_ssl.training.pretrained.load_network` loads the network. No Qt here; the explorer runs these in a worker
 thread.
 """
 
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from napari_ssl.io.volume import Volume
-from napari_ssl.pretrained import PretrainedNetwork, load_network
+from napari_ssl.training.pretrained import PretrainedNetwork, load_network
 
 __all__ = [
     "PretrainedNetwork",

@@ -258,7 +258,7 @@ def prepare_channels(channels: Sequence[Volume], *, spacing: Sequence[float] | N
                      orientation: str = ORIENTATION) -> tuple[np.ndarray, Volume]:
     """Steps 1-3 for the channels of one case: (C, z, y, x) float32 on the model grid, and that grid.
 
-    Training (:mod:`napari_ssl.finetune`) and inference (:mod:`napari_ssl.inference.segment`) both call this, so a scan
+    Training (:mod:`napari_ssl.training.finetune`) and inference (:mod:`napari_ssl.inference.segment`) both call this, so a scan
     is prepared identically in both.
     """
     first = channels[0]

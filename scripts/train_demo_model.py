@@ -2,7 +2,7 @@
 
 The model ships inside the package (``napari_ssl/models_bundled/phantom_lesion``) so the Segment dock has a model
 to click on first launch: *File > Open Sample > napari SSL > Head phantom*, then *Segment*. It is trained by the
-project's own fine-tuning (:func:`napari_ssl.finetune.finetune`, as ``napari-ssl finetune`` runs it) from scratch
+project's own fine-tuning (:func:`napari_ssl.training.finetune.finetune`, as ``napari-ssl finetune`` runs it) from scratch
 on phantoms of seeds 1-8, validated on seeds 9-10, and scored here on seed 0 (the sample data), which it never
 saw. Float32 on one CPU thread with fixed seeds: the same numbers on every run of the same torch build.
 
@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from napari_ssl import checkpoint
-    from napari_ssl.finetune import FinetuneConfig, finetune
     from napari_ssl.inference.segment import load_model, segment
+    from napari_ssl.training.finetune import FinetuneConfig, finetune
 
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:

@@ -16,8 +16,8 @@ from napari_ssl.pretext import ContextRestoration, ImagingPlanes, RubikCube
 
 
 def pretrain_tiny(out: Path, pretexts=("rubik", "context", "planes"), steps: int = 2) -> Path:
-    """A few steps of napari_ssl.engine.pretrain: tiny backbone, 32^3 patches, 6 planes of 32 px."""
-    from napari_ssl.engine import PretrainConfig, pretrain
+    """A few steps of napari_ssl.training.pretrain.pretrain: tiny backbone, 32^3 patches, 6 planes of 32 px."""
+    from napari_ssl.training.pretrain import PretrainConfig, pretrain
 
     image, _ = make_phantom(shape=(32, 40, 40), spacing=(2.0, 2.0, 2.0))
     options = {"rubik": {"n_permutations": 10}, "planes": {"n_stack": 4, "n_oblique": 2}}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_ssl.cases import channel_names, modality_of
 from napari_ssl.io.volume import Volume
+from napari_ssl.training.cases import channel_names, modality_of
 
 
 def vol(path: str | None = None, name: str | None = None) -> Volume:

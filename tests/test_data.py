@@ -7,10 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_ssl import data
-from napari_ssl.data import Normalization, PretextDataset, SampleSpec, load_volumes, resample, split_volumes
 from napari_ssl.io.volume import Volume
 from napari_ssl.pretext import ContextRestoration, ImagingPlanes, RubikCube
+from napari_ssl.training import data
+from napari_ssl.training.data import (
+    Normalization,
+    PretextDataset,
+    SampleSpec,
+    load_volumes,
+    resample,
+    split_volumes,
+)
 
 
 def test_normalization_modes() -> None:

@@ -302,7 +302,7 @@ def test_dicomdir(tmp_path, ct):
 
 def test_folder_pretraining_finds_uid_named_series(tmp_path, ct):
     """The issue's report: folder pretraining said "folder holds no readable scans" for a PACS export."""
-    from napari_ssl.data import load_volumes
+    from napari_ssl.training.data import load_volumes
 
     write_series(tmp_path / "export" / "1.2.840.113619.2.55.3", ct, names=lambda k: f"1.2.840.113619.2.55.3.{k + 1}")
     (vol,) = load_volumes([tmp_path / "export"], cache=False)

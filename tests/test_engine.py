@@ -16,7 +16,7 @@ import torch
 from synthetic import write_ct
 
 from napari_ssl import checkpoint, events
-from napari_ssl.engine import PretrainConfig, finetune, pretrain
+from napari_ssl.training.pretrain import PretrainConfig, finetune, pretrain
 
 
 @pytest.fixture(scope="module")
@@ -250,7 +250,7 @@ def test_dataloader_workers_draw_the_training_samples(ct: Path, tmp_path: Path, 
     the two workers in turn (seen through a side channel: each draw leaves a file naming its process and worker)."""
     import multiprocessing
 
-    from napari_ssl.data import PretextDataset
+    from napari_ssl.training.data import PretextDataset
 
     if multiprocessing.get_start_method() != "fork":
         pytest.skip("DataLoader workers are not forked here: the recording patch would not reach them")
@@ -316,9 +316,9 @@ def test_resume_checks(ct: Path, tmp_path: Path) -> None:
 
 
 def test_finetune_is_a_lazy_wrapper(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = types.ModuleType("napari_ssl.finetune")
+    fake = types.ModuleType("napari_ssl.training.finetune")
     fake.finetune = lambda config: iter([events.Finished(step=config, metrics={"dice": 0.5})])
-    monkeypatch.setitem(sys.modules, "napari_ssl.finetune", fake)
+    monkeypatch.setitem(sys.modules, "napari_ssl.training.finetune", fake)
     assert list(finetune(3)) == [events.Finished(step=3, metrics={"dice": 0.5})]
 
 
@@ -370,8 +370,9 @@ def test_config_and_events_import_neither_torch_nor_monai() -> None:
 
     code = (
         "import sys\n"
-        "from napari_ssl.engine import PretrainConfig\n"
-        "from napari_ssl import events, runner, device, checkpoint, data\n"
+        "from napari_ssl.training.pretrain import PretrainConfig\n"
+        "from napari_ssl import events, runner, device, checkpoint\n"
+        "from napari_ssl.training import data\n"
         "import napari_ssl.commands.pretrain\n"
         "from napari_ssl.models.sizes import SIZES\n"
         "PretrainConfig(pretexts='rubik,planes', data=('x',), backbone='tiny')\n"

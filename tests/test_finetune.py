@@ -10,7 +10,7 @@ import pytest
 from test_segment_shared import LIVER_STEPS, finetune_from_pretraining, liver_model, phantom
 
 from napari_ssl import checkpoint, events
-from napari_ssl.finetune import (
+from napari_ssl.training.finetune import (
     FinetuneConfig,
     Validated,
     dice_per_class,

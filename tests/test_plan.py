@@ -100,7 +100,7 @@ def test_normalisation_is_in_place_float32_and_masks_the_background() -> None:
 def test_training_and_inference_prepare_a_scan_identically(shared_data, tmp_path) -> None:
     """The fine-tuning case preparation and segmentation's preparation give equal arrays on the same scan."""
     from napari_ssl.classes import parse_classes
-    from napari_ssl.finetune import prepare_case
+    from napari_ssl.training.finetune import prepare_case
 
     case = sorted(p for p in (shared_data / "brats").iterdir() if p.is_dir())[0]
     scan, seg = io.read(case / "flair.nii.gz"), io.read(case / "seg.nii.gz")

@@ -135,8 +135,8 @@ def test_resized_geometry_places_pixels_where_the_original_had_them() -> None:
 
 @pytest.fixture(scope="module")
 def trained(exam_dir, tmp_path_factory):
-    from napari_ssl.config import PretrainConfig
-    from napari_ssl.engine import pretrain
+    from napari_ssl.training.config import PretrainConfig
+    from napari_ssl.training.pretrain import pretrain
 
     out = tmp_path_factory.mktemp("native") / "ssl"
     cfg = PretrainConfig(pretexts=("planes",), data=(str(exam_dir),), out=str(out), steps=10, batch_size=2,

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from napari_ssl import checkpoint
-from napari_ssl.engine import PretrainConfig, default_batch_size, make_pretext, pretrain
 from napari_ssl.io.volume import Volume
 from napari_ssl.plan import DEFAULT_BATCH, fingerprint, make_plan
 from napari_ssl.pretext import registry
+from napari_ssl.training.pretrain import PretrainConfig, default_batch_size, make_pretext, pretrain
 
 
 @pytest.mark.parametrize(("patch", "options"), [(48, {}), (96, {}), (32, {"n_stack": 4, "n_oblique": 2}),

@@ -20,8 +20,8 @@ def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
 
 @pytest.mark.slow
 def test_default_recipe_beats_trivial_masks_on_an_unseen_case(shared_data, tmp_path) -> None:
-    from napari_ssl.finetune import FinetuneConfig, finetune
     from napari_ssl.inference.segment import load_model, segment
+    from napari_ssl.training.finetune import FinetuneConfig, finetune
 
     cases = sorted(p for p in (shared_data / "brats").iterdir() if p.is_dir())
     train, test = cases[0], cases[-1]

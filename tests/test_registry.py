@@ -69,12 +69,12 @@ def test_register_and_unregister() -> None:
         with pytest.raises(ValueError, match="already registered"):
             registry.register(PretextSpec(name="flip", label="other", colour="#000000", task=object,
                                           adapter=object, hooks=object))
-        from napari_ssl.config import PRETEXT_NAMES, PretrainConfig
+        from napari_ssl.training.config import PRETEXT_NAMES, PretrainConfig
 
         assert "flip" in PRETEXT_NAMES
         assert PretrainConfig(pretexts="flip,context", data=("x",)).pretexts == ("flip", "context")
     assert "flip" not in registry.names()
-    from napari_ssl.config import PretrainConfig
+    from napari_ssl.training.config import PretrainConfig
 
     with pytest.raises(ValueError, match="pretext must be distinct names among"):
         PretrainConfig(pretexts="flip", data=("x",))
@@ -86,7 +86,8 @@ def test_no_pretext_names_in_engine_or_docks() -> None:
     """The engine and the docks learn pretexts from the registry: none of them names one."""
     names = "|".join(BUILTINS)
     pattern = re.compile(rf"""["']({names})["']""")
-    files = [REPO / "napari_ssl" / "engine.py", REPO / "napari_ssl" / "data.py", REPO / "napari_ssl" / "score.py",
+    files = [REPO / "napari_ssl" / "training" / "pretrain.py", REPO / "napari_ssl" / "training" / "data.py",
+             REPO / "napari_ssl" / "study" / "score.py",
              REPO / "napari_ssl" / "models" / "pretrain.py", REPO / "napari_ssl" / "commands" / "pretrain.py"]
     # the docks; explorer_planes.py is the planes' own drawing code, named by their registry record
     files += [f for f in sorted((REPO / "napari_ssl" / "_napari").glob("*.py")) if f.name != "explorer_planes.py"]
@@ -121,7 +122,7 @@ def test_toy_pretext_trains_and_scores(tmp_path: Path, capsys) -> None:
 
     from napari_ssl import events
     from napari_ssl.cli import main
-    from napari_ssl.engine import PretrainConfig, pretrain
+    from napari_ssl.training.pretrain import PretrainConfig, pretrain
 
     rng = np.random.default_rng(0)
     scans = tuple(rng.normal(size=(34, 34, 34)).astype(np.float32) for _ in range(2))

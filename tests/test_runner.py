@@ -79,9 +79,9 @@ def test_a_run_yields_the_cpu_to_the_viewer() -> None:
 
 
 def test_resolve_target() -> None:
-    assert resolve_target("napari_ssl.engine:pretrain").__name__ == "pretrain"
+    assert resolve_target("napari_ssl.training.pretrain:pretrain").__name__ == "pretrain"
     with pytest.raises(ValueError, match="module:function"):
-        resolve_target("napari_ssl.engine")
+        resolve_target("napari_ssl.training.pretrain")
 
 
 def test_events_are_relayed_in_order() -> None:
@@ -150,7 +150,7 @@ def test_pretrain_in_child_stop_and_save(tmp_path: Path) -> None:
     from synthetic import write_ct
 
     from napari_ssl import checkpoint
-    from napari_ssl.engine import PretrainConfig
+    from napari_ssl.training.pretrain import PretrainConfig
 
     out = tmp_path / "ck"
     config = PretrainConfig(
@@ -165,7 +165,7 @@ def test_pretrain_in_child_stop_and_save(tmp_path: Path) -> None:
         save_every=0,
         val_samples=1,
     )
-    runner = Runner("napari_ssl.engine:pretrain", config).start()
+    runner = Runner("napari_ssl.training.pretrain:pretrain", config).start()
     seen = []
     for event in runner:
         seen.append(event)

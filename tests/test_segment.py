@@ -155,9 +155,9 @@ def test_cli_finetune_then_segment(tmp_path, capsys) -> None:
 @pytest.mark.slow
 def test_liver_mask_lands_on_the_same_physical_voxels(shared_data, tmp_path_factory) -> None:
     """The liver model on the CT, and on a resampled + re-oriented copy: masks agree in world space."""
-    from napari_ssl.data import resample
-    from napari_ssl.finetune import dice_per_class, parse_classes, remap_labels
     from napari_ssl.inference.segment import back_to_grid
+    from napari_ssl.training.data import resample
+    from napari_ssl.training.finetune import dice_per_class, parse_classes, remap_labels
 
     path, _ = liver_model(shared_data, tmp_path_factory.mktemp("liver"))
     model = load_model(path)

@@ -28,9 +28,9 @@ def random_checkpoint(path: Path, *, in_channels: int = 1, classes=(("lesion", (
     import torch
 
     from napari_ssl import checkpoint
-    from napari_ssl.data import Normalization
-    from napari_ssl.finetune import PALETTE
     from napari_ssl.models import BackboneSpec, build_unet
+    from napari_ssl.training.data import Normalization
+    from napari_ssl.training.finetune import PALETTE
 
     spec = BackboneSpec(size="tiny", in_channels=in_channels)
     torch.manual_seed(seed)
@@ -68,9 +68,9 @@ def finetune_from_pretraining(tmp_path: Path, pretexts: tuple[str, ...], **chang
     """One pretraining step of ``pretexts`` (tiny backbone, 32^3) on a phantom, then one fine-tuning step from it
     (a learning rate too small to move the weights): ``(pretrained state, fine-tuned model, its config)``."""
     from napari_ssl import checkpoint
-    from napari_ssl.engine import PretrainConfig, pretrain
-    from napari_ssl.finetune import FinetuneConfig, finetune
     from napari_ssl.inference.segment import load_model
+    from napari_ssl.training.finetune import FinetuneConfig, finetune
+    from napari_ssl.training.pretrain import PretrainConfig, pretrain
 
     image, labels = phantom(shape=(34, 36, 36))
     pre = PretrainConfig(pretexts=pretexts, volumes=(image,), out=str(tmp_path / "ssl"), steps=1, batch_size=1,
@@ -86,8 +86,8 @@ def finetune_from_pretraining(tmp_path: Path, pretexts: tuple[str, ...], **chang
 def liver_model(shared_data: Path, root: Path) -> tuple[Path, list]:
     """Fine-tune liver once per session; returns the checkpoint folder and the events."""
     if "path" not in _LIVER:
-        from napari_ssl.data import Normalization
-        from napari_ssl.finetune import FinetuneConfig, finetune
+        from napari_ssl.training.data import Normalization
+        from napari_ssl.training.finetune import FinetuneConfig, finetune
 
         data = shared_data / "ct_organs"
         config = FinetuneConfig(

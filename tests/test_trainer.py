@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from napari_ssl import checkpoint, events
-from napari_ssl.trainer import LoopSettings, train
+from napari_ssl.training.trainer import LoopSettings, train
 
 
 class StubTask:
@@ -98,7 +98,7 @@ def test_the_best_held_out_weights_are_kept(tmp_path) -> None:
 
 def test_foreground_oversampling_is_a_third() -> None:
     """With a tiny foreground, patches centred on it come (almost) only from the forced third."""
-    from napari_ssl.augment import Case, PatchSampler
+    from napari_ssl.training.augment import Case, PatchSampler
 
     labels = np.zeros((40, 48, 48), np.uint8)
     labels[30:32, 40:42, 5:7] = 1  # 8 voxels in a corner: a random 16^3 patch rarely contains them
@@ -120,7 +120,7 @@ def test_parallel_patch_threads_give_the_same_batches() -> None:
     """Beside a GPU several threads augment side by side; the batches of each step stay the same, in order."""
     import threading
 
-    from napari_ssl.augment import Case, PatchSampler, loader_threads
+    from napari_ssl.training.augment import Case, PatchSampler, loader_threads
 
     labels = np.zeros((24, 24, 24), np.uint8)
     labels[8:14, 6:12, 10:16] = 1

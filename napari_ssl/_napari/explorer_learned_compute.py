@@ -61,7 +61,7 @@ def _stamp(path: Path) -> tuple[int, ...]:
 
 def network(path: str) -> Any:
     """The loaded :class:`~napari_ssl.answers.PretrainedNetwork` of ``path`` (reloaded when its files change)."""
-    from napari_ssl.pretrained import load_network
+    from napari_ssl.training.pretrained import load_network
 
     folder = Path(path)
     if folder.is_file():

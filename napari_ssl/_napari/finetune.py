@@ -1,6 +1,6 @@
 """The Fine-tune dock: train a segmenter from image / label layer pairs (or folder pairs) in a child process.
 
-Like the Pretrain dock, the run (:func:`napari_ssl.finetune.finetune`, its config built in the child by
+Like the Pretrain dock, the run (:func:`napari_ssl.training.finetune.finetune`, its config built in the child by
 :mod:`~napari_ssl._napari.jobs`) happens in a child process through :class:`~napari_ssl._napari.relay.Relay`;
 the dock shows progress, the loss and the held-out Dice per class live (:class:`~napari_ssl._napari.plot.CurvePlot`),
 and Cancel saves a valid checkpoint. The classes to learn are offered from the values present in the chosen
@@ -249,7 +249,7 @@ class FinetuneDock(JobDock):
         self.pair_list.remove_current()
 
     def collect(self) -> dict[str, Any]:
-        """Keyword arguments of :class:`~napari_ssl.finetune.FinetuneConfig`, checked (GUI thread, no torch).
+        """Keyword arguments of :class:`~napari_ssl.training.finetune.FinetuneConfig`, checked (GUI thread, no torch).
 
         Raises
         ------
@@ -340,7 +340,7 @@ class FinetuneDock(JobDock):
 
     def _on_event(self, event: Any) -> None:
         from napari_ssl.events import Finished, Progress, Started, Stopped
-        from napari_ssl.finetune import Validated
+        from napari_ssl.training.finetune import Validated
 
         if isinstance(event, Started):
             self._set_total(event.total)

@@ -52,14 +52,14 @@ class ConfigRequest:
 
 def pretrain_job(request: ConfigRequest) -> Iterator[Any]:
     """``engine.pretrain(PretrainConfig(**kwargs))``; a refused config raises before any training."""
-    from napari_ssl.engine import PretrainConfig, pretrain
+    from napari_ssl.training.pretrain import PretrainConfig, pretrain
 
     yield from pretrain(PretrainConfig(**dict(request.kwargs)))
 
 
 def finetune_job(request: ConfigRequest) -> Iterator[Any]:
     """``finetune(FinetuneConfig(**kwargs))``; a refused config raises before any training."""
-    from napari_ssl.finetune import FinetuneConfig, finetune
+    from napari_ssl.training.finetune import FinetuneConfig, finetune
 
     yield from finetune(FinetuneConfig(**dict(request.kwargs)))
 

@@ -3,7 +3,7 @@
 The dock never trains in the viewer's process. Start collects the form's values
 (:mod:`~napari_ssl._napari.pretrain_form`) and hands them to a :class:`~napari_ssl._napari.relay.Relay`:
 :mod:`napari_ssl.runner` starts a child from a clean entry point, forked from a warm worker where possible
-(the CLI's code path: :func:`napari_ssl.engine.pretrain`, see :mod:`~napari_ssl._napari.jobs`) and
+(the CLI's code path: :func:`napari_ssl.training.pretrain.pretrain`, see :mod:`~napari_ssl._napari.jobs`) and
 a napari thread worker relays its events to slots on the GUI thread, which update the progress bar (step, samples/s, ETA), the live loss plot
 (:class:`~napari_ssl._napari.plot.CurvePlot`, one curve per pretext), the metrics and the last checkpoint.
 

@@ -1,7 +1,7 @@
 """The inputs of the Pretrain dock: data, pretexts with their parameters, budget, device, folders.
 
 :class:`PretrainForm` only collects and checks values (:meth:`PretrainForm.collect`: the keyword arguments of
-:class:`~napari_ssl.engine.PretrainConfig`, which the child process builds); the run itself lives in
+:class:`~napari_ssl.training.pretrain.PretrainConfig`, which the child process builds); the run itself lives in
 :mod:`napari_ssl._napari.pretrain`.
 Pretext parameters come from :func:`~napari_ssl._napari.params.pretext_param_widget` (the explorer's widgets:
 one definition, two uses). Only values the user changed are passed to the engine, so the others keep the
@@ -187,7 +187,7 @@ class PretrainForm(QWidget):
         return patch_for(device)
 
     def show_run_defaults(self, *_: Any) -> None:
-        """Every pretext's parameters at the run's patch (:func:`napari_ssl.engine.default_pretext_options`)."""
+        """Every pretext's parameters at the run's patch (:func:`napari_ssl.training.pretrain.default_pretext_options`)."""
         from napari_ssl.pretext import registry
 
         patch = self.run_patch()
@@ -220,7 +220,7 @@ class PretrainForm(QWidget):
 
     # ------------------------------------------------------------ config
     def collect(self, *, resume: str | None = None) -> dict[str, Any]:
-        """Keyword arguments of :class:`~napari_ssl.engine.PretrainConfig` from the widgets (GUI thread only:
+        """Keyword arguments of :class:`~napari_ssl.training.pretrain.PretrainConfig` from the widgets (GUI thread only:
         selected layers are read here). ``resume`` continues that checkpoint, writing back into it.
 
         Raises

@@ -5,7 +5,7 @@ They run ``"module:function"(config)`` in a child process through :class:`~napar
 same code path as the CLI; a clean entry point, forked from a warm worker where possible) and a thin
 generator worker relays each event to the GUI thread::
 
-    relay = Relay("napari_ssl.engine:pretrain", config, label="Pretraining")
+    relay = Relay("napari_ssl.training.pretrain:pretrain", config, label="Pretraining")
     relay.worker.yielded.connect(on_event)       # Started / Progress / Saved / Finished / Stopped
     relay.worker.errored.connect(on_error)       # RunFailed: the child raised, crashed or was killed
     relay.worker.finished.connect(on_done)       # always last; the child has ended by then
@@ -137,7 +137,7 @@ class Relay:
     Parameters
     ----------
     target : str
-        ``"module:function"`` run in the child, e.g. ``"napari_ssl.engine:pretrain"``.
+        ``"module:function"`` run in the child, e.g. ``"napari_ssl.training.pretrain:pretrain"``.
     config : object
         Picklable argument of ``target`` (a frozen config dataclass; in-memory volumes travel pickled with it).
     make_config : callable, optional

@@ -54,8 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_ssl.data import Normalization
     from napari_ssl.study.evaluate import EvaluateConfig, evaluate, split_method
+    from napari_ssl.training.data import Normalization
 
     for path in [p for item in [*args.images, *args.test_images] for p in item.split(",") if p] + [
         *args.labels, *args.test_labels, *[split_method(p)[1] for p in args.pretrained]

@@ -71,8 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_config(args: argparse.Namespace) -> Any:
-    from napari_ssl.finetune import FinetuneConfig
     from napari_ssl.preprocess import Normalization
+    from napari_ssl.training.finetune import FinetuneConfig
 
     for path in [p for item in [*args.images, *args.val_images] for p in item.split(",") if p] + [
             *args.labels, *args.val_labels]:
@@ -97,7 +97,7 @@ def build_config(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     from napari_ssl import checkpoint, events
     from napari_ssl.commands.pretrain import ProgressBar
-    from napari_ssl.finetune import Validated, finetune
+    from napari_ssl.training.finetune import Validated, finetune
 
     config = build_config(args)
     bar = ProgressBar(sys.stderr)

@@ -7,7 +7,7 @@ Examples::
     torchrun --nproc_per_node=4 -m napari_ssl.cli pretrain --pretext context --data scans/ --out runs/ddp
 
 Ctrl-C saves a checkpoint and exits with a one-line message. Settings come from the resumed checkpoint,
-then ``--config FILE`` (JSON or TOML with the keys of ``napari_ssl.engine.PretrainConfig``), then the options.
+then ``--config FILE`` (JSON or TOML with the keys of ``napari_ssl.training.pretrain.PretrainConfig``), then the options.
 """
 
 from __future__ import annotations
@@ -139,10 +139,10 @@ def _read_config_file(path: str) -> dict[str, Any]:
 
 
 def build_config(args: argparse.Namespace) -> Any:
-    """The :class:`~napari_ssl.engine.PretrainConfig` of the command line (checkpoint < file < options)."""
+    """The :class:`~napari_ssl.training.pretrain.PretrainConfig` of the command line (checkpoint < file < options)."""
     from napari_ssl import checkpoint
-    from napari_ssl.data import Normalization
-    from napari_ssl.engine import PretrainConfig
+    from napari_ssl.training.data import Normalization
+    from napari_ssl.training.pretrain import PretrainConfig
 
     values: dict[str, Any] = {}
     if args.resume:
@@ -229,7 +229,7 @@ def _duration(seconds: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from napari_ssl import checkpoint, events
-    from napari_ssl.engine import pretrain
+    from napari_ssl.training.pretrain import pretrain
 
     config = build_config(args)
     rank = int(os.environ.get("RANK", "0"))

@@ -1,6 +1,6 @@
 """Task heads of the pretexts (Rubik's Siamese head, plane-position head) and their losses and metrics.
 
-Batches are dicts of tensors built by :mod:`napari_ssl.data` (keys ``"<pretext>.<name>"``):
+Batches are dicts of tensors built by :mod:`napari_ssl.training.data` (keys ``"<pretext>.<name>"``):
 
 - Rubik: ``rubik.cubes`` (B, n_cubes, C, s, s, s), ``rubik.perm`` (B,) int64, ``rubik.rot`` (B, n_cubes, A) 0/1.
 - context: ``context.input`` and ``context.target`` (B, C, z, y, x).

@@ -210,7 +210,7 @@ def build_exams(volumes: Sequence[Any], size: int, sigma: float, norm: Any = Non
 
 # ---------------------------------------------------------------- samples
 class NativeViewsDataset:
-    """Map-style dataset of native-view samples, keys as :class:`~napari_ssl.data.PlanesAdapter`'s.
+    """Map-style dataset of native-view samples, keys as :class:`~napari_ssl.training.data.PlanesAdapter`'s.
 
     Item ``i`` draws from ``default_rng([seed, i])``: an exam, then one image per view (``channels`` fixes the
     views' order; a view the exam lacks, or with no image in the split, is a blank image with zero targets).

@@ -88,7 +88,7 @@ class AnswerSpec:
     ----------
     compute : str or callable
         ``compute(network, volume, task, params, name) -> dict`` (no Qt; runs in a worker thread): the network
-        of a :class:`~napari_ssl.pretrained.PretrainedNetwork` on the sample ``task.apply(volume, params)``, the
+        of a :class:`~napari_ssl.training.pretrained.PretrainedNetwork` on the sample ``task.apply(volume, params)``, the
         pretext registered as ``name``; ``ValueError`` with one sentence for a network or parameters it cannot
         answer (see :mod:`napari_ssl.answers`).
     describe : str or callable

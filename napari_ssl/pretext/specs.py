@@ -1,5 +1,5 @@
 """The registry records of the three original pretexts (their task classes live in ``rubik.py``, ``context.py`` and
-``planes.py``, their sample builders in :mod:`napari_ssl.data`, their network hooks in
+``planes.py``, their sample builders in :mod:`napari_ssl.training.data`, their network hooks in
 :mod:`napari_ssl.models.tasks`). Nothing here imports torch."""
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ RUBIK = PretextSpec(
     label="Rubik's cube",
     colour="#4c9be8",
     task="napari_ssl.pretext.rubik:RubikCube",
-    adapter="napari_ssl.data:RubikAdapter",
+    adapter="napari_ssl.training.data:RubikAdapter",
     hooks="napari_ssl.models.tasks:RubikHooks",
     backbone="3d-encoder",
     metrics=("rubik/perm_top1", "rubik/rot_acc"),
@@ -69,7 +69,7 @@ CONTEXT = PretextSpec(
     label="Context restoration",
     colour="#f28e2b",
     task="napari_ssl.pretext.context:ContextRestoration",
-    adapter="napari_ssl.data:ContextAdapter",
+    adapter="napari_ssl.training.data:ContextAdapter",
     hooks="napari_ssl.models.tasks:RestorationHooks",
     backbone="3d",
     transfer_decoder=False,  # its residual decoder outputs only the swaps' correction (registry.PretextSpec)
@@ -87,7 +87,7 @@ PLANES = PretextSpec(
     label="Imaging planes",
     colour="#59a14f",
     task="napari_ssl.pretext.planes:ImagingPlanes",
-    adapter="napari_ssl.data:PlanesAdapter",
+    adapter="napari_ssl.training.data:PlanesAdapter",
     hooks="napari_ssl.models.tasks:PlanesHooks",
     backbone="2d",
     metrics=("planes/angle_error_deg", "planes/position_mae"),

@@ -3,7 +3,7 @@
 Training inside the viewer's process holds GPU memory and makes the GUI stutter, so the docks start
 the engine here and relay the events from a ``thread_worker``::
 
-    runner = Runner("napari_ssl.engine:pretrain", config).start()
+    runner = Runner("napari_ssl.training.pretrain:pretrain", config).start()
     for event in runner:          # blocks; ends after the generator ends
         ...                       # Started, Progress, Saved, Finished, or Stopped after runner.stop()
     runner.stop()                 # from any thread, returns at once: close the generator (it saves), then end
@@ -68,7 +68,7 @@ class Runner:
     Parameters
     ----------
     target : str
-        ``"module:function"``, e.g. ``"napari_ssl.engine:pretrain"`` or ``"napari_ssl.finetune:finetune"``.
+        ``"module:function"``, e.g. ``"napari_ssl.training.pretrain:pretrain"`` or ``"napari_ssl.training.finetune:finetune"``.
     config : object
         Picklable argument of the function (large numpy arrays are fine: they travel by file).
     stop_timeout : float

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_ssl.data import Normalization
 from napari_ssl.study.report import markdown, paired_gains, plot, summarize, write_tables
+from napari_ssl.training.data import Normalization
 
 DEFAULT_FRACTIONS = (0.25, 0.5, 1.0)
 
@@ -49,7 +49,7 @@ class EvaluateConfig:
     ``NAME=DIR`` to name its method; ``scratch`` adds the baseline. ``backbone`` defaults to the pretrained
     checkpoints'. The budget is ``steps`` and/or ``minutes`` per run (200 steps when neither is given).
     ``transfer``, ``pretrained_lr_scale``, ``warmup`` and ``lr`` are the fine-tuning recipe
-    (:class:`~napari_ssl.config.FinetuneConfig`), the same for every run.
+    (:class:`~napari_ssl.training.config.FinetuneConfig`), the same for every run.
     """
 
     images: tuple[str, ...]
@@ -197,7 +197,8 @@ def _runs(config: EvaluateConfig, log: Callable[[str], None]) -> Iterator[dict[s
     from dataclasses import replace
 
     from napari_ssl import io
-    from napari_ssl.finetune import (
+    from napari_ssl.inference.segment import load_model, segment
+    from napari_ssl.training.finetune import (
         FinetuneConfig,
         dice_per_class,
         finetune,
@@ -205,7 +206,6 @@ def _runs(config: EvaluateConfig, log: Callable[[str], None]) -> Iterator[dict[s
         read_class_names,
         remap_labels,
     )
-    from napari_ssl.inference.segment import load_model, segment
 
     names = read_class_names(config.classes_file) if config.classes_file else None
     classes = parse_classes(config.classes, names)

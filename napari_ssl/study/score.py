@@ -25,10 +25,10 @@ def score(model: str | os.PathLike[str], data: Sequence[Any], *, samples: int = 
     ValueError
         A checkpoint that is not a pretraining one, no 3D scan in ``data``, ``samples`` < 1.
     """
-    from napari_ssl.data import PretextDataset, SampleSpec, load_volumes, read_sources
-    from napari_ssl.engine import make_pretext
     from napari_ssl.pretext.planes_native import check_3d
-    from napari_ssl.pretrained import load_network
+    from napari_ssl.training.data import PretextDataset, SampleSpec, load_volumes, read_sources
+    from napari_ssl.training.pretrain import make_pretext
+    from napari_ssl.training.pretrained import load_network
 
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")

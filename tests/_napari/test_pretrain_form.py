@@ -13,9 +13,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from plugin_path import open_dock
 
-from napari_ssl.config import PretrainConfig
 from napari_ssl.device import patch_for
-from napari_ssl.engine import default_pretext_options
+from napari_ssl.training.config import PretrainConfig
+from napari_ssl.training.pretrain import default_pretext_options
 
 pytestmark = pytest.mark.gui
 SHOWN = {"rubik": "gap", "context": "patch_size", "planes": "size"}

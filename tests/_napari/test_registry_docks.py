@@ -53,7 +53,7 @@ def test_toy_pretext_appears_in_the_pretrain_dock(make_napari_viewer, tmp_path) 
         values = form.collect()
         assert tuple(values["pretexts"]) == ("genesis", "flip")  # in the dock's order
         assert values["pretext_options"]["flip"] == {"p_flip": 0.25}
-        from napari_ssl.config import PretrainConfig
+        from napari_ssl.training.config import PretrainConfig
 
         config = PretrainConfig(**values)  # the core accepts what the dock built
         assert config.pretexts == ("genesis", "flip")

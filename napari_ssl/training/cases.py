@@ -118,8 +118,8 @@ def check_pair(channels: list[Volume], label: Volume, lenient: bool) -> Volume:
 def prepare_case(channels: Sequence[Volume], label: Volume, classes: Sequence[SegClass], spacing: Sequence[float],
                  norm: Normalization) -> Any:
     """One labelled case on the model grid (:func:`napari_ssl.preprocess.prepare_channels`, as inference does)."""
-    from napari_ssl.augment import Case
     from napari_ssl.preprocess import back_to_grid, backgrounds, prepare_channels
+    from napari_ssl.training.augment import Case
 
     array, grid = prepare_channels(list(channels), spacing=spacing, normalization=norm)
     mapped = remap_labels(back_to_grid(label, grid).array, classes)

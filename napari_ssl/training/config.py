@@ -1,5 +1,5 @@
 """Run settings: :class:`PretrainConfig` and :class:`FinetuneConfig` (frozen dataclasses, validated on creation,
-stored in the checkpoint's ``meta.json`` as ``config``). :mod:`napari_ssl.engine` and :mod:`napari_ssl.finetune`
+stored in the checkpoint's ``meta.json`` as ``config``). :mod:`napari_ssl.training.pretrain` and :mod:`napari_ssl.training.finetune`
 re-export them; ``None`` values are filled by the plan from the data (:mod:`napari_ssl.plan`)."""
 
 from __future__ import annotations

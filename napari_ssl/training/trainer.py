@@ -1,4 +1,4 @@
-"""The one training loop, shared by pretraining (:mod:`napari_ssl.engine`) and fine-tuning (:mod:`napari_ssl.finetune`).
+"""The one training loop, shared by pretraining (:mod:`napari_ssl.training.pretrain`) and fine-tuning (:mod:`napari_ssl.training.finetune`).
 
 The loop owns what every run needs (MONAI ``SupervisedTrainer`` / Lightning's split): CPU threads, the device,
 mixed precision (CUDA; bfloat16 on CPUs that compute it natively, there with ``channels_last_3d``),

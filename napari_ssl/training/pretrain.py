@@ -1,4 +1,4 @@
-"""Pretraining: the pretext task that feeds the one training loop (:mod:`napari_ssl.trainer`).
+"""Pretraining: the pretext task that feeds the one training loop (:mod:`napari_ssl.training.trainer`).
 
 ``pretrain(config)`` yields :mod:`napari_ssl.events` (``Started``, ``Progress`` every step, ``Saved``, ``Finished``).
 Closing the generator (cancel) or a ``KeyboardInterrupt`` saves a valid checkpoint in its ``finally`` block.
@@ -17,9 +17,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from napari_ssl import events
-from napari_ssl.config import PretrainConfig
 from napari_ssl.io.volume import Volume
 from napari_ssl.preprocess import Normalization
+from napari_ssl.training.config import PretrainConfig
 
 
 def make_pretext(name: str, options: Mapping[str, Any] | None = None) -> Any:
@@ -49,8 +49,8 @@ def default_batch_size(pretexts: Mapping[str, Any], patch: int, *, native: bool 
 
 
 def finetune(config: Any) -> Iterator[Any]:
-    """Fine-tuning generator: delegates to :func:`napari_ssl.finetune.finetune` (imported on first use)."""
-    from napari_ssl.finetune import finetune as _finetune
+    """Fine-tuning generator: delegates to :func:`napari_ssl.training.finetune.finetune` (imported on first use)."""
+    from napari_ssl.training.finetune import finetune as _finetune
 
     yield from _finetune(config)
 
@@ -61,7 +61,7 @@ def pretrain(config: PretrainConfig) -> Iterator[events.Event]:
     Bad input (missing path, unreadable scan, unknown option) raises ``ValueError`` / ``OSError`` at the first
     ``next()``, before any training. Scans smaller than the patch are padded.
     """
-    from napari_ssl.trainer import LoopSettings, train
+    from napari_ssl.training.trainer import LoopSettings, train
 
     settings = LoopSettings(
         steps=config.steps, out=config.out, lr=config.lr, weight_decay=config.weight_decay, schedule=config.schedule,
@@ -79,7 +79,7 @@ __all__ = [
 
 # ---------------------------------------------------------------- the task
 class PretrainTask:
-    """The pretexts' batches, losses and held-out metrics for :class:`~napari_ssl.trainer.Trainer`."""
+    """The pretexts' batches, losses and held-out metrics for :class:`~napari_ssl.training.trainer.Trainer`."""
 
     kind = "pretrain"
     periodic_validation = False  # metrics once, at the end (held-out samples are cheap but resume must match)
@@ -104,10 +104,16 @@ class PretrainTask:
         import torch
 
         from napari_ssl import checkpoint
-        from napari_ssl.data import PretextDataset, SampleSpec, load_volumes, read_sources, split_volumes
         from napari_ssl.device import data_workers, default_backbone, default_patch_size
         from napari_ssl.models import ModelSpec, PretrainModel
         from napari_ssl.pretext import registry
+        from napari_ssl.training.data import (
+            PretextDataset,
+            SampleSpec,
+            load_volumes,
+            read_sources,
+            split_volumes,
+        )
 
         cfg = self.config
         self.trainer = trainer

@@ -4,7 +4,7 @@
 held-out Dice per class, ``Saved``, ``Finished``) like ``engine.pretrain``; closing it (cancel) saves a valid
 checkpoint. The recipe comes from the data (:mod:`napari_ssl.plan`: spacing, patch, batch, normalisation, steps;
 from a pretrained checkpoint its spacing and normalisation), the cases are prepared by :mod:`napari_ssl.preprocess`
-exactly as inference prepares a scan, and the patches by :mod:`napari_ssl.augment` (foreground oversampling and
+exactly as inference prepares a scan, and the patches by :mod:`napari_ssl.training.augment` (foreground oversampling and
 MONAI augmentation). Dice + cross-entropy, warm-up then poly decay, sliding-window validation on held-out cases
 during training, and the best held-out weights are the ones saved. The checkpoint (``kind: "segment"``) records
 what inference needs: classes, backbone, channels, the plan, orientation.
@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from napari_ssl.cases import channel_names, check_pair, prepare_case, read_pairs
 from napari_ssl.classes import (
     PALETTE,
     SegClass,
@@ -28,8 +27,9 @@ from napari_ssl.classes import (
     region_members,
     remap_labels,
 )
-from napari_ssl.config import FinetuneConfig
 from napari_ssl.events import Validated
+from napari_ssl.training.cases import channel_names, check_pair, prepare_case, read_pairs
+from napari_ssl.training.config import FinetuneConfig
 
 
 def finetune(config: FinetuneConfig) -> Iterator[Any]:
@@ -39,7 +39,7 @@ def finetune(config: FinetuneConfig) -> Iterator[Any]:
     pretrained checkpoint of another kind) raises ``ValueError`` / ``OSError`` at the first ``next()``, before
     any training and before anything is written.
     """
-    from napari_ssl.trainer import LoopSettings, train
+    from napari_ssl.training.trainer import LoopSettings, train
 
     task = FinetuneTask(config)
     settings = LoopSettings(
@@ -69,7 +69,7 @@ __all__ = [
 
 # ---------------------------------------------------------------- the task
 class FinetuneTask:
-    """Cases, plan, patches, Dice+CE loss and held-out Dice for :class:`~napari_ssl.trainer.Trainer`."""
+    """Cases, plan, patches, Dice+CE loss and held-out Dice for :class:`~napari_ssl.training.trainer.Trainer`."""
 
     kind = "segment"
     cpu_bfloat16_ok = True  # Dice+CE learns as well in bfloat16 on a CPU (BraTS, liver measured)
@@ -102,9 +102,9 @@ class FinetuneTask:
         import torch
         from monai.losses import DiceCELoss
 
-        from napari_ssl.augment import PatchSampler, loader_threads
         from napari_ssl.models import BackboneSpec, build_unet
         from napari_ssl.plan import fingerprint, make_plan
+        from napari_ssl.training.augment import PatchSampler, loader_threads
 
         cfg = self.config
         self.trainer = trainer
