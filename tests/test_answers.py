@@ -1,4 +1,4 @@
-"""The network's answer on one pretext sample (napari_ssl.answers): what the explorer shows of a checkpoint."""
+"""The network's answer on one pretext sample (napari_ssl.study.answers): what the explorer shows of a checkpoint."""
 
 from __future__ import annotations
 
@@ -9,10 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from napari_ssl.answers import answer, answer_context, answer_planes, answer_rubik, describe, load_network
 from napari_ssl.io.volume import Volume
 from napari_ssl.phantom import make_phantom
 from napari_ssl.pretext import ContextRestoration, ImagingPlanes, RubikCube
+from napari_ssl.study.answers import (
+    answer,
+    answer_context,
+    answer_planes,
+    answer_rubik,
+    describe,
+    load_network,
+)
 
 
 def pretrain_tiny(out: Path, pretexts=("rubik", "context", "planes"), steps: int = 2) -> Path:

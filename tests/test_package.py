@@ -186,3 +186,44 @@ def test_no_import_circles() -> None:
                     seen.add(nxt)
                     stack.append((nxt, [*path, nxt]))
     assert not circles, "import circles:\n" + "\n".join(circles)
+
+
+#: the stages, lowest first: a module imports only modules of its own stage or of a stage at or below its rank
+#: (the longest matching name decides: ``models.sizes``, the torch-free backbone sizes, sits with the leaves)
+STAGES = {
+    "napari_ssl": 0, "io": 0, "events": 0, "device": 0, "metrics": 0, "classes": 0, "models.sizes": 0,
+    "runner": 1, "phantom": 1, "preprocess": 1,
+    "plan": 2,
+    "pretext": 3,
+    "models": 4,
+    "meta": 5,
+    "checkpoint": 6,
+    "inference": 7,
+    "training": 8,
+    "study": 9,
+    "commands": 10, "_napari": 10,
+    "cli": 11,
+}
+
+
+def _stage(module: str) -> tuple[str, int]:
+    name = module.removeprefix("napari_ssl.") if module != "napari_ssl" else "napari_ssl"
+    parts = name.split(".")
+    for n in range(len(parts), 0, -1):
+        key = ".".join(parts[:n])
+        if key in STAGES:
+            return key, STAGES[key]
+    raise AssertionError(f"{module} belongs to no stage: add it to STAGES in tests/test_package.py")
+
+
+def test_imports_go_down_the_stages() -> None:
+    """Data flows one way (DESIGN.md): reader -> Volume -> plan -> pretext/models -> checkpoint -> inference ->
+    training -> study, with the docks and commands on top; no module imports a stage above its own."""
+    upward = []
+    for module, targets in sorted(_import_graph(REPO / "napari_ssl").items()):
+        stage, rank = _stage(module)
+        for target in sorted(targets):
+            other, other_rank = _stage(target)
+            if other != stage and other_rank > rank:
+                upward.append(f"{module} ({stage}) imports {target} ({other}, higher)")
+    assert not upward, "imports against the stages:\n" + "\n".join(upward)

@@ -1,7 +1,7 @@
 """The explorer's "what the network learned", worker side (no Qt): the network's answer on the shown preview.
 
 :func:`compute_answer` runs in a napari ``thread_worker``: it loads the pretraining checkpoint once (kept while
-its files are unchanged) and calls :func:`napari_ssl.answers.answer` on exactly the sample the preview shows
+its files are unchanged) and calls :func:`napari_ssl.study.answers.answer` on exactly the sample the preview shows
 (the same scan, pretext object and params; where the pretext's ``AnswerSpec.at_step`` says so, the steps shown by
 the slider, e.g. context restoration's swaps).
 """
@@ -21,7 +21,7 @@ _NETWORKS: dict[str, tuple[tuple[int, ...], Any]] = {}
 
 @dataclass(eq=False)
 class LearnedAnswer:
-    """The network's answer on one preview: ``result`` from :func:`napari_ssl.answers.answer` and a sentence."""
+    """The network's answer on one preview: ``result`` from :func:`napari_ssl.study.answers.answer` and a sentence."""
 
     preview: Any
     path: str
@@ -60,7 +60,7 @@ def _stamp(path: Path) -> tuple[int, ...]:
 
 
 def network(path: str) -> Any:
-    """The loaded :class:`~napari_ssl.answers.PretrainedNetwork` of ``path`` (reloaded when its files change)."""
+    """The loaded :class:`~napari_ssl.study.answers.PretrainedNetwork` of ``path`` (reloaded when its files change)."""
     from napari_ssl.training.pretrained import load_network
 
     folder = Path(path)
@@ -87,8 +87,8 @@ def compute_answer(path: str, preview: Any) -> LearnedAnswer:
         Not a pretraining checkpoint, a pretext it did not learn, parameters it cannot answer (the message
         says which), or a preview of acquired views rather than of one 3D scan.
     """
-    from napari_ssl.answers import answer, answer_spec, describe
     from napari_ssl.pretext.registry import resolve
+    from napari_ssl.study.answers import answer, answer_spec, describe
 
     request = preview.request
     spec = answer_spec(request.pretext)  # ValueError: this pretext has no network answer view

@@ -186,8 +186,8 @@ def planes_text(result: LearnedAnswer, label: str) -> str:
 
 
 def _answer_spec(result: LearnedAnswer) -> tuple[Any, str]:
-    from napari_ssl.answers import answer_spec
     from napari_ssl.pretext import registry
+    from napari_ssl.study.answers import answer_spec
 
     return answer_spec(result.pretext), registry.get(result.pretext).label
 

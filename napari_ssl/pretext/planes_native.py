@@ -304,7 +304,7 @@ def native_score(net: Any, native: Mapping[str, Any], raw: Sequence[Any], norm: 
     ``planes/stack_angle_error_deg`` is the angle error on held-out stack slices alone (their lines differ from
     every trained slice's; a held-out cine frame shares its lines with the trained frames). ``native``: the
     checkpoint's ``native_views`` (channels, series, size, sigma, val_fraction)."""
-    from napari_ssl.study.metrics import mean_metrics
+    from napari_ssl.metrics import mean_metrics
 
     exams = build_exams(raw, int(native["size"]), float(native["sigma"]), norm, float(native["val_fraction"]))
     channels = list(native["channels"])

@@ -90,7 +90,7 @@ class AnswerSpec:
         ``compute(network, volume, task, params, name) -> dict`` (no Qt; runs in a worker thread): the network
         of a :class:`~napari_ssl.training.pretrained.PretrainedNetwork` on the sample ``task.apply(volume, params)``, the
         pretext registered as ``name``; ``ValueError`` with one sentence for a network or parameters it cannot
-        answer (see :mod:`napari_ssl.answers`).
+        answer (see :mod:`napari_ssl.study.answers`).
     describe : str or callable
         ``describe(result, label) -> str``: one sentence on ``compute``'s result (the explorer's status line).
     draw : str or callable

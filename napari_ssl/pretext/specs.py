@@ -12,7 +12,7 @@ from napari_ssl.pretext.registry import AnswerSpec, ExplorerSpec, PretextSpec
 __all__ = ["CONTEXT", "PLANES", "RESTORATION_ANSWER", "RUBIK"]
 
 _PREVIEWS = "napari_ssl._napari.explorer_compute"
-_ANSWERS = "napari_ssl.answers"
+_ANSWERS = "napari_ssl.study.answers"
 _DRAW = "napari_ssl._napari.explorer_learned_draw"
 
 #: what a restoration network answers (context restoration, Models Genesis): the restored scan beside the

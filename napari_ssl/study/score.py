@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from napari_ssl.study.metrics import mean_metrics  # re-exported: score's own measure
+from napari_ssl.metrics import mean_metrics  # re-exported: score's own measure
 
 
 def score(model: str | os.PathLike[str], data: Sequence[Any], *, samples: int = 32, batch_size: int = 4,

@@ -13,8 +13,14 @@ import pytest
 from test_answers import pretrain_tiny
 
 from napari_ssl._napari.layers import volume_to_layer_data
-from napari_ssl.answers import answer_context, answer_planes, answer_rubik, context_step_params, load_network
 from napari_ssl.phantom import make_phantom
+from napari_ssl.study.answers import (
+    answer_context,
+    answer_planes,
+    answer_rubik,
+    context_step_params,
+    load_network,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from plugin_path import open_dock
