@@ -29,7 +29,13 @@ from qtpy.QtWidgets import (
 from napari_ssl._napari.activity import Activity
 from napari_ssl._napari.checks import scan_problem
 from napari_ssl._napari.dock import JobDock
-from napari_ssl._napari.finetune_inputs import ClassPicker, PairList, checkpoint_backbone, folder_pairs
+from napari_ssl._napari.finetune_inputs import (
+    ClassPicker,
+    PairList,
+    checkpoint_backbone,
+    folder_classes,
+    folder_pairs,
+)
 from napari_ssl._napari.hub import checkpoint_hub
 from napari_ssl._napari.jobs import FINETUNE, ConfigRequest
 from napari_ssl._napari.plot import CurvePlot
@@ -278,6 +284,8 @@ class FinetuneDock(JobDock):
         classes = self.chosen_classes()
         if pairs and not classes:
             raise ValueError("tick at least one class to learn")
+        if not classes:  # folders alone: the classes their first label file offers (whole tumour for BraTS)
+            classes = folder_classes(labels_[0])
         pretrained = self.pretrained.path
         if pretrained:
             if not Path(pretrained).is_dir():

@@ -13,7 +13,9 @@ from qtpy.QtWidgets import QListWidget, QListWidgetItem, QPushButton, QVBoxLayou
 
 from napari_ssl._napari.proxy import holds
 
-__all__ = ["ClassPicker", "PairList", "checkpoint_backbone", "class_presets", "folder_pairs", "label_values"]
+__all__ = [
+    "ClassPicker", "PairList", "checkpoint_backbone", "class_presets", "folder_classes", "folder_pairs", "label_values",
+]
 
 
 class PairList(QListWidget):
@@ -211,6 +213,21 @@ def label_values(layer: Any) -> dict[int, str]:
     for key, value in ((layer.metadata.get("napari_ssl") or {}).get("classes") or {}).items():
         names.setdefault(int(key), str(value))
     return {int(v): names.get(int(v), f"label {int(v)}") for v in present if v != 0}
+
+
+def folder_classes(label_file: str) -> tuple[str, ...]:
+    """The classes a folder run learns when no Labels layer offers them: those ticked by default for the values of
+    its first label file (:func:`class_presets`: whole tumour for BraTS-like labels, else every value)."""
+    from napari_ssl import io
+
+    present = np.unique(np.asarray(io.read(label_file).array))
+    values = {int(v): f"class_{int(v)}" for v in present if v > 0}
+    if brats_like(set(values)):
+        values = {v: BRATS_NAMES[v] for v in values}
+    chosen = tuple(f"{name}={'+'.join(map(str, ids))}" for name, ids, ticked in class_presets(values) if ticked)
+    if not chosen:
+        raise ValueError(f"{label_file} holds no label: nothing to learn")
+    return chosen
 
 
 def folder_pairs(images: str, labels: str) -> tuple[tuple[str, ...], tuple[str, ...]]:

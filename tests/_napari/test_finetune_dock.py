@@ -142,3 +142,70 @@ def test_a_pretrained_checkpoint_does_not_widen_the_dock(make_napari_viewer, qtb
     qtbot.wait(100)
     assert dock.backbone_note.isVisible() and "tiny" in dock.backbone_note.text()
     assert dock.width() <= before + 4, (before, dock.width())
+
+
+def _tiny(dock, out, steps: int) -> None:
+    dock.backbone.setCurrentIndex(dock.backbone.findData("tiny"))
+    dock.steps.setValue(steps)
+    dock.patch.setValue(32)
+    dock.device.setCurrentIndex(dock.device.findData("cpu"))
+    dock.out.path = out
+
+
+@pytest.mark.slow
+def test_cancel_a_real_run_saves_where_it_stopped(make_napari_viewer, qtbot, tmp_path) -> None:
+    from test_segment_shared import phantom
+
+    from napari_ssl.checkpoint import open_checkpoint
+    from napari_ssl.events import Progress
+
+    viewer = make_napari_viewer()
+    image, labels = phantom(shape=(34, 36, 36))
+    viewer.add_image(image.array, name="scan", scale=image.spacing)
+    viewer.add_labels(labels.array, name="truth", scale=image.spacing)
+    dock = open_dock(viewer, "Fine-tune")
+    dock.add_pair()
+    _tiny(dock, tmp_path / "cancelled", 100_000)
+    relay = dock.start()
+    assert relay is not None
+    with qtbot.waitSignal(relay.worker.yielded, timeout=240_000, check_params_cb=lambda e: isinstance(e, Progress)):
+        pass
+    with qtbot.waitSignal(relay.worker.finished, timeout=120_000):
+        dock.cancel()
+    assert dock.relay is None and dock.start_button.isEnabled() and not dock.cancel_button.isEnabled()
+    assert dock.status.text().startswith("cancelled; checkpoint in") and "ETA" not in dock.progress.text()
+    saved = open_checkpoint(tmp_path / "cancelled")
+    assert saved.step >= 1 and dock.progress.text().startswith(f"cancelled at step {dock.progress.value()}")
+    assert saved.step == dock.progress.value()  # the checkpoint is where the bar stopped
+
+
+@pytest.mark.slow
+def test_folder_pairs_and_a_minutes_budget(make_napari_viewer, qtbot, tmp_path) -> None:
+    """Folders of scans and label files of the same names, no Labels layer open: the classes come from the label
+    files; a 0.1-minute budget ends a 100,000-step run, and the dock says so."""
+    from test_segment_shared import phantom
+
+    from napari_ssl import io
+    from napari_ssl.checkpoint import open_checkpoint
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for seed in (0, 1):
+        image, labels = phantom(shape=(34, 36, 36), seed=seed)
+        io.write(image, tmp_path / "images" / f"case{seed}.nii.gz")
+        io.write(labels, tmp_path / "labels" / f"case{seed}.nii.gz")
+    viewer = make_napari_viewer()
+    dock = open_dock(viewer, "Fine-tune")
+    dock.image_dir.path = tmp_path / "images"
+    dock.label_dir.path = tmp_path / "labels"
+    _tiny(dock, tmp_path / "folders", 100_000)
+    dock.minutes.setValue(0.1)
+    relay = dock.start()
+    assert relay is not None, dock.status.text()
+    with qtbot.waitSignal(relay.worker.finished, timeout=300_000):
+        pass
+    saved = open_checkpoint(tmp_path / "folders")
+    assert 1 <= saved.step < 100_000 and [c.name for c in saved.classes] == ["class_1"]
+    assert dock.status.text().startswith(
+        f"finished at step {saved.step} (the 0.1-minute budget ended it before step 100000)")
+    assert dock.progress.value() == dock.progress.maximum() == saved.step
