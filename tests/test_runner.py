@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,3 +274,12 @@ def test_the_server_refuses_a_connection_without_its_token() -> None:
         assert server.proc.returncode == 0
     finally:
         server.close()
+
+
+def test_the_server_entry_point_starts_without_a_warning() -> None:
+    """``python -m napari_ssl.runner`` runs the server's main once: started as ``-m napari_ssl.runner.server``, runpy
+    warned (RuntimeWarning) on every child's stderr that the package's own import had loaded the module already."""
+    out = subprocess.run([sys.executable, "-W", "error", "-m", "napari_ssl.runner"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2 and "Warning" not in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip() == "usage: python -m napari_ssl.runner serve|once FOLDER [MODULE ...]"

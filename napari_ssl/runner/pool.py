@@ -101,7 +101,7 @@ class Server:
             [
                 sys.executable,
                 "-m",
-                "napari_ssl.runner.server",
+                "napari_ssl.runner",  # its __main__: the server
                 "serve" if fork else "once",
                 str(self.folder),
                 *modules,

@@ -1,6 +1,6 @@
 """The child side of :mod:`napari_ssl.runner`: a clean entry point that serves runs over a local socket.
 
-Started as ``python -m napari_ssl.runner.server serve FOLDER [MODULE ...]`` (never by ``multiprocessing``'s
+Started as ``python -m napari_ssl.runner serve FOLDER [MODULE ...]`` (never by ``multiprocessing``'s
 spawn, which re-runs the user's ``__main__``: a napari script without a main guard would open a second
 viewer in the child and hang). It imports the ``MODULE`` s once (torch, MONAI, the engine), listens on
 ``FOLDER/sock`` and writes ``ready`` on stdout. Then, for every connection:
@@ -272,12 +272,6 @@ def serve(folder: str | Path, modules: Sequence[str] = (), *, fork: bool = True)
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) < 2 or args[0] not in {"serve", "once"}:
-        sys.stderr.write("usage: python -m napari_ssl.runner.server serve|once FOLDER [MODULE ...]\n")
+        sys.stderr.write("usage: python -m napari_ssl.runner serve|once FOLDER [MODULE ...]\n")
         return 2
     return serve(args[1], args[2:], fork=args[0] == "serve")
-
-
-if __name__ == "__main__":
-    from napari_ssl.runner.server import main as _main  # the canonical module, not this __main__ copy
-
-    sys.exit(_main())
