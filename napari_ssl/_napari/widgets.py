@@ -214,29 +214,27 @@ class PathEdit(QWidget):
         self.line.setText("" if value is None else str(value))
 
 
-def spin(lo: int, hi: int, value: int, step: int = 1, special: str = "", tip: str = "") -> QSpinBox:
-    box = QSpinBox()
+def _spin_box(box: Any, lo: float, hi: float, value: float, step: float, special: str, tip: str) -> Any:
     box.setRange(lo, hi)
     box.setSingleStep(step)
     box.setValue(value)
-    if special:
+    if special:  # the text shown at ``lo``
         box.setSpecialValueText(special)
     box.setToolTip(tip)
     return box
+
+
+def spin(lo: int, hi: int, value: int, step: int = 1, special: str = "", tip: str = "") -> QSpinBox:
+    """A spin box of whole numbers (``special``: the text shown at ``lo``)."""
+    return _spin_box(QSpinBox(), lo, hi, value, step, special, tip)  # type: ignore[no-any-return]
 
 
 def decimal_spin(lo: float, hi: float, value: float, step: float, decimals: int = 2, special: str = "",
                  tip: str = "") -> QDoubleSpinBox:
-    """:func:`spin` for decimals (``special``: the text shown at ``lo``)."""
+    """:func:`spin` for decimals."""
     box = QDoubleSpinBox()
-    box.setRange(lo, hi)
-    box.setSingleStep(step)
-    box.setDecimals(decimals)
-    box.setValue(value)
-    if special:
-        box.setSpecialValueText(special)
-    box.setToolTip(tip)
-    return box
+    box.setDecimals(decimals)  # before the value, which it rounds
+    return _spin_box(box, lo, hi, value, step, special, tip)  # type: ignore[no-any-return]
 
 
 class _FormScroll(QScrollArea):
