@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "_napari"
 def one(mb: int, after_ms: int) -> dict[str, float]:
     from test_relay_jobs import BigJob
 
-    from napari_ssl._napari.pretrain_probe import StallProbe
+    from napari_ssl._napari.pretrain.probe import StallProbe
     from napari_ssl._napari.relay import Relay
 
     array = np.ones((mb * (1 << 20) // 4,), dtype=np.float32)

@@ -71,9 +71,9 @@ def main() -> None:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_ssl._napari.explorer import PretextExplorer
-    from napari_ssl._napari.explorer_compute import PreviewRequest
-    from napari_ssl._napari.explorer_preview import compute_preview
+    from napari_ssl._napari.explorer.compute import PreviewRequest
+    from napari_ssl._napari.explorer.dock import PretextExplorer
+    from napari_ssl._napari.explorer.preview import compute_preview
     from napari_ssl._napari.layers import volume_to_layer_data
     from napari_ssl.io.foreground import foreground_mask
 
@@ -160,7 +160,7 @@ def explorer_window():
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_ssl._napari.explorer import PretextExplorer
+    from napari_ssl._napari.explorer.dock import PretextExplorer
 
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1366, 768)
@@ -180,7 +180,7 @@ def screenshots(out: Path) -> None:
     """Every pretext in 2D and 3D on a BraTS flair and the CT, and the native cardiac views, as PNGs."""
 
     from napari_ssl import io
-    from napari_ssl._napari.explorer import ALL_VIEWS
+    from napari_ssl._napari.explorer.dock import ALL_VIEWS
     from napari_ssl._napari.layers import volume_to_layer_data
     from napari_ssl._napari.reader import read_layers
 

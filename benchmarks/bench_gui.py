@@ -4,7 +4,7 @@ Run under a display (Xvfb is fine)::
 
     xvfb-run -a python benchmarks/bench_gui.py [--steps 60] [--screenshot docs/pretrain_dock.png]
 
-1. **Stalls.** A 10 ms ``QTimer`` probe (:class:`napari_ssl._napari.pretrain_probe.StallProbe`) measures how
+1. **Stalls.** A 10 ms ``QTimer`` probe (:class:`napari_ssl._napari.pretrain.probe.StallProbe`) measures how
    late the viewer's event loop serves it: for ``--idle`` seconds with the dock open and nothing running, then
    during a dock run (from Start to the end, child start-up included, and the training steps alone).
    Goal: p99 <= 33 ms, max <= 100 ms.
@@ -150,9 +150,9 @@ def run_dock(args: argparse.Namespace) -> dict:
 
     from napari_ssl import io
     from napari_ssl._napari.layers import volume_to_layer_data
-    from napari_ssl._napari.pretrain import PretrainDock
-    from napari_ssl._napari.pretrain_form import FOLDER
-    from napari_ssl._napari.pretrain_probe import StallProbe, stall_stats
+    from napari_ssl._napari.pretrain.dock import PretrainDock
+    from napari_ssl._napari.pretrain.form import FOLDER
+    from napari_ssl._napari.pretrain.probe import StallProbe, stall_stats
     from napari_ssl.events import Finished, Progress, Started
 
     viewer = napari.Viewer(show=True)

@@ -52,8 +52,8 @@ def run_dock(model: Path, scan: Path, runs: int = 2) -> list[dict]:
 
     from napari_ssl import io
     from napari_ssl._napari.layers import volume_to_layer_data
-    from napari_ssl._napari.pretrain_probe import StallProbe
-    from napari_ssl._napari.segment import SegmentDock
+    from napari_ssl._napari.pretrain.probe import StallProbe
+    from napari_ssl._napari.segment.dock import SegmentDock
 
     viewer = napari.Viewer(show=True)
     data, kwargs, kind = volume_to_layer_data(io.read(scan), "image", name="flair")
@@ -64,7 +64,7 @@ def run_dock(model: Path, scan: Path, runs: int = 2) -> list[dict]:
         loop.exec()
 
     try:
-        from napari_ssl._napari.masks_show import WARMED as warmed
+        from napari_ssl._napari.segment.masks import WARMED as warmed
     except ImportError:  # an older dock (no warm-up): the same measurement, for before/after
         warmed = None
     probe = StallProbe(10)

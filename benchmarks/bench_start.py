@@ -14,8 +14,8 @@ from qtpy.QtCore import QEventLoop
 
 from napari_ssl import io
 from napari_ssl._napari.layers import volume_to_layer_data
-from napari_ssl._napari.pretrain import PretrainDock
-from napari_ssl._napari.pretrain_probe import StallProbe
+from napari_ssl._napari.pretrain.dock import PretrainDock
+from napari_ssl._napari.pretrain.probe import StallProbe
 from napari_ssl.events import Progress, Stopped
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ def layer_overlays(layer: Any) -> Mapping[str, Any]:
     napari keeps every layer overlay in the private evented dict ``Layer._overlays`` and exposes only some as
     properties (``bounding_box``, ``selection_box``...); the Labels editing overlays have none. The Segment dock hides
     them on a new masks layer in the worker thread and shows them one event-loop turn at a time
-    (:mod:`~napari_ssl._napari.masks_show`), so building their visuals never stalls the window. Public overlay access
+    (:mod:`~napari_ssl._napari.segment.masks`), so building their visuals never stalls the window. Public overlay access
     is discussed upstream in napari#3755 and was planned with napari#4894 ("eventually expose it to plugins").
     A napari without the dict gives an empty mapping: the overlays are then shown as napari shows them.
     """

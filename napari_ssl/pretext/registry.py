@@ -95,7 +95,7 @@ class AnswerSpec:
         ``describe(result, label) -> str``: one sentence on ``compute``'s result (the explorer's status line).
     draw : str or callable
         ``draw(viewer, answer, source_layer) -> list of (name, layer_type, data, kwargs, role)`` (GUI thread;
-        ``answer`` is a :class:`~napari_ssl._napari.explorer_learned_compute.LearnedAnswer`): the layers to show.
+        ``answer`` is a :class:`~napari_ssl._napari.explorer.learned_compute.LearnedAnswer`): the layers to show.
     canvas : str or callable
         ``canvas(answer, label) -> str``: the lines written on the canvas.
     at_step : str or callable, optional
@@ -124,7 +124,7 @@ class ExplorerSpec:
     Parameters
     ----------
     preview : str or callable, optional
-        ``compute(request, task, rng) -> Preview`` (see :mod:`napari_ssl._napari.explorer_compute`); ``None``
+        ``compute(request, task, rng) -> Preview`` (see :mod:`napari_ssl._napari.explorer.compute`); ``None``
         uses the generic preview: ``task.apply`` on the scan and the boxes of ``task.overlay(params)["boxes"]``
         (``(n, 2, 3)`` start / stop voxel corners) outlined, with ``task.describe(params)`` as the summary.
     restore : bool

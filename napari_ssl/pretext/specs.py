@@ -11,9 +11,9 @@ from napari_ssl.pretext.registry import AnswerSpec, ExplorerSpec, PretextSpec
 
 __all__ = ["CONTEXT", "PLANES", "RESTORATION_ANSWER", "RUBIK"]
 
-_PREVIEWS = "napari_ssl._napari.explorer_compute"
+_PREVIEWS = "napari_ssl._napari.explorer.compute"
 _ANSWERS = "napari_ssl.study.answers"
-_DRAW = "napari_ssl._napari.explorer_learned_draw"
+_DRAW = "napari_ssl._napari.explorer.learned_draw"
 
 #: what a restoration network answers (context restoration, Models Genesis): the restored scan beside the
 #: corrupted one and the original, their PSNRs
@@ -94,7 +94,7 @@ PLANES = PretextSpec(
     defaults=_planes_defaults,
     batch=_planes_batch,
     explorer=ExplorerSpec(
-        preview="napari_ssl._napari.explorer_planes:planes_preview", step="plane", planes=True,
+        preview="napari_ssl._napari.explorer.planes:planes_preview", step="plane", planes=True,
         answer=AnswerSpec(compute=f"{_ANSWERS}:answer_planes", describe=f"{_ANSWERS}:describe_planes",
                           draw=f"{_DRAW}:planes_specs", canvas=f"{_DRAW}:planes_text",
                           text_position="bottom_left"),  # clear of the grids of planes

@@ -227,7 +227,7 @@ def test_view_switch_and_one_click_removal(dock, qtbot, brain):
 @pytest.fixture
 def warnings_seen(monkeypatch):
     seen: list[str] = []
-    monkeypatch.setattr("napari_ssl._napari.explorer.show_warning", seen.append)
+    monkeypatch.setattr("napari_ssl._napari.explorer.dock.show_warning", seen.append)
     return seen
 
 
@@ -297,7 +297,7 @@ def test_param_widget_is_built_from_the_spec():
 
 
 def test_dock_opens_from_the_plugin_menu(make_napari_viewer):
-    from napari_ssl._napari.explorer import PretextExplorer
+    from napari_ssl._napari.explorer.dock import PretextExplorer
 
     viewer = make_napari_viewer()
     _, widget = viewer.window.add_plugin_dock_widget("napari-ssl", "Pretext explorer")

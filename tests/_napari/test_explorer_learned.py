@@ -59,7 +59,7 @@ def dock(make_napari_viewer, scan):
 @pytest.fixture
 def warnings_seen(monkeypatch):
     seen: list[str] = []
-    monkeypatch.setattr("napari_ssl._napari.explorer_learned.show_warning", seen.append)
+    monkeypatch.setattr("napari_ssl._napari.explorer.learned.show_warning", seen.append)
     return seen
 
 
@@ -124,7 +124,7 @@ def _forced_rubik(src, out, perm_class: int, flags: np.ndarray):
 
 
 def test_rubik_cube_colours_follow_the_networks_answer(dock, qtbot, ckpt, tmp_path) -> None:
-    from napari_ssl._napari.explorer_learned_draw import CUBE_COLOURS
+    from napari_ssl._napari.explorer.learned_draw import CUBE_COLOURS
 
     viewer = dock.viewer
     dock.set_pretext("rubik")

@@ -139,8 +139,8 @@ def test_planes_from_volume_at_true_positions(dock, qtbot, shared_data, scan):
 
 
 def test_native_cardiac_views(dock, qtbot, shared_data):
-    from napari_ssl._napari.explorer import ALL_VIEWS
-    from napari_ssl._napari.explorer_sources import view_volumes
+    from napari_ssl._napari.explorer.dock import ALL_VIEWS
+    from napari_ssl._napari.explorer.sources import view_volumes
     from napari_ssl._napari.reader import read_layers
     from napari_ssl.pretext import ImagingPlanes
 
@@ -184,7 +184,7 @@ def test_native_cardiac_views(dock, qtbot, shared_data):
         "views · planes text",
     }
     # 2D (napari cannot slice these oblique views in 2D itself): one grid of every view instead
-    from napari_ssl._napari.explorer_planes import plane_layer_specs
+    from napari_ssl._napari.explorer.planes import plane_layer_specs
 
     (spec,) = plane_layer_specs(preview, "views · planes", None, 2, 0, None)
     assert spec[0] == "views · planes grid" and spec[2].ndim == 3 and spec[2].shape[-1] == 3
@@ -233,7 +233,7 @@ def test_planes_grid_in_view_and_the_slice_kept_after_3d(make_napari_viewer, qtb
 def test_3d_planes_read_at_a_glance(dock, qtbot, shared_data):
     """Issue 21: eleven planes with thick lines were a tangle. Thin lines; the selected plane, its outline and the
     lines that cut it bright, the rest faint; the selected plane's name."""
-    from napari_ssl._napari.explorer_planes import FAINT, FAINT_PLANE
+    from napari_ssl._napari.explorer.planes import FAINT, FAINT_PLANE
 
     vol = io.read(shared_data / "brain_tumor" / "image.nrrd")
     vol = vol.with_array(

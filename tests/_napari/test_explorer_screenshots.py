@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from napari_ssl import io
-from napari_ssl._napari.explorer_compute import PALETTE
+from napari_ssl._napari.explorer.compute import PALETTE
 from napari_ssl._napari.layers import volume_to_layer_data
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -75,7 +75,7 @@ def test_screenshots_every_pretext_2d_and_3d_and_cardiac_views(
     make_napari_viewer, qtbot, shared_data, tmp_path
 ):
     """One viewer (creating one costs seconds under Xvfb): brain MR, then CT, then the cardiac exam."""
-    from napari_ssl._napari.explorer import ALL_VIEWS
+    from napari_ssl._napari.explorer.dock import ALL_VIEWS
     from napari_ssl._napari.reader import read_layers
 
     viewer = make_napari_viewer(show=True)
@@ -104,7 +104,7 @@ def test_screenshots_every_pretext_2d_and_3d_and_cardiac_views(
     with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
         pass
     # oblique acquired views cannot be sliced in 2D (the viewer is in 3D): the grid they would get there
-    from napari_ssl._napari.explorer_planes import plane_layer_specs
+    from napari_ssl._napari.explorer.planes import plane_layer_specs
 
     (spec,) = plane_layer_specs(dock.last_preview, "views · planes", None, 2, 0, None)
     check(spec[2], "cardiac views grid", 100)

@@ -10,8 +10,8 @@ import threading
 import numpy as np
 import pytest
 
-from napari_ssl._napari import masks_show
-from napari_ssl._napari.segment_info import MaskTarget, prepare_masks
+from napari_ssl._napari.segment import masks as masks_show
+from napari_ssl._napari.segment.info import MaskTarget, prepare_masks
 from napari_ssl.inference.segment import SegmentResult
 from napari_ssl.io.volume import Volume
 

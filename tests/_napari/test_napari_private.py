@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_ssl._napari.masks_show import EDIT_OVERLAYS
 from napari_ssl._napari.napari_private import layer_overlays
+from napari_ssl._napari.segment.masks import EDIT_OVERLAYS
 
 pytestmark = pytest.mark.gui
 

@@ -89,7 +89,7 @@ def test_start_trains_shows_progress_and_losses_and_stays_responsive(
     from qtpy.QtWidgets import QApplication
 
     from napari_ssl._napari.hub import checkpoint_hub
-    from napari_ssl._napari.pretrain_probe import StallProbe
+    from napari_ssl._napari.pretrain.probe import StallProbe
     from napari_ssl._napari.widgets import PRETEXT_COLORS
     from napari_ssl.runner import Runner
 
@@ -214,7 +214,7 @@ def test_child_killed_from_outside_is_reported(dock_viewer, qtbot) -> None:
 
 
 def test_unreadable_scan_becomes_a_notification_and_the_dock_is_ready(dock_viewer, qtbot, tmp_path) -> None:
-    from napari_ssl._napari.pretrain_form import FOLDER
+    from napari_ssl._napari.pretrain.form import FOLDER
 
     dock, _ = dock_viewer
     bad = tmp_path / "scans"
@@ -232,7 +232,7 @@ def test_unreadable_scan_becomes_a_notification_and_the_dock_is_ready(dock_viewe
 
 
 def test_bad_inputs_are_refused_before_any_process(dock_viewer) -> None:
-    from napari_ssl._napari.pretrain_form import FOLDER
+    from napari_ssl._napari.pretrain.form import FOLDER
 
     dock, viewer = dock_viewer
     viewer.layers.selection.clear()

@@ -24,7 +24,7 @@ def first_launch(monkeypatch, tmp_path):
     from qtpy.QtCore import QSettings
 
     import napari_ssl._napari.hub as hub
-    import napari_ssl._napari.segment_info as segment_info
+    import napari_ssl._napari.segment.info as segment_info
 
     path = str(tmp_path / "settings.ini")
     monkeypatch.setattr(segment_info, "_settings", lambda: QSettings(path, QSettings.Format.IniFormat))
@@ -34,7 +34,7 @@ def first_launch(monkeypatch, tmp_path):
 @pytest.fixture
 def notes(monkeypatch):
     """The Segment dock's error and warning notifications."""
-    import napari_ssl._napari.segment as seg
+    import napari_ssl._napari.segment.dock as seg
 
     seen: dict[str, list[str]] = {"error": [], "warning": []}
     monkeypatch.setattr(seg, "show_error", seen["error"].append)
@@ -75,13 +75,13 @@ def test_first_launch_segments_the_sample_lesion_with_the_demo_model(make_napari
     dice = 2 * np.sum(truth & found) / (truth.sum() + found.sum())
     assert dice > 0.8, dice
     assert dock.status.text().startswith("found lesion")
-    from napari_ssl._napari.segment_info import recent_models
+    from napari_ssl._napari.segment.info import recent_models
 
     assert recent_models() == []  # the bundled model is always listed: never remembered as a recent one
 
 
 def test_known_models_come_first_and_the_demo_stays_listed(make_napari_viewer, first_launch, tmp_path) -> None:
-    from napari_ssl._napari.segment_info import recent_models, remember_model
+    from napari_ssl._napari.segment.info import recent_models, remember_model
 
     mine = random_checkpoint(tmp_path / "mine")
     remember_model(str(mine))

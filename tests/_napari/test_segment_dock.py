@@ -23,8 +23,8 @@ pytestmark = [pytest.mark.gui]
 def errors(monkeypatch):
     """Messages the docks send to napari's error notifications."""
     seen: list[str] = []
-    import napari_ssl._napari.finetune as ft
-    import napari_ssl._napari.segment as seg
+    import napari_ssl._napari.finetune.dock as ft
+    import napari_ssl._napari.segment.dock as seg
 
     for module in (seg, ft):
         monkeypatch.setattr(module, "show_error", seen.append)
@@ -74,7 +74,7 @@ def test_one_click_masks_with_geometry_names_and_save(viewer_dock, tmp_path, qtb
     assert back.same_geometry(image) and np.array_equal(back.array, masks.data)
     assert back.array.dtype == np.uint8  # ids written narrow, as the Labels writer does
     assert str(model) in dock.model_box.itemText(0)
-    from napari_ssl._napari.segment_info import recent_models
+    from napari_ssl._napari.segment.info import recent_models
 
     assert recent_models()[0] == str(model)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_ssl._napari.segment_scans import ScanPickers
+from napari_ssl._napari.segment.scans import ScanPickers
 
 pytestmark = [pytest.mark.gui]
 

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.gui
 
 
 def test_recent_models_are_remembered_in_the_suites_home(qapp, tmp_path) -> None:
-    from napari_ssl._napari.segment_info import _settings, recent_models, remember_model
+    from napari_ssl._napari.segment.info import _settings, recent_models, remember_model
 
     real = Path(os.environ["NAPARI_SSL_TEST_REAL_HOME"])
     home = Path.home()

@@ -195,7 +195,7 @@ def test_story_brats_case(make_napari_viewer, qtbot, tmp_path, notes, shared_dat
     other = shared_data / "brats" / "Brats18_2013_23_1" / "flair.nii.gz"
     (scan,) = viewer.open(other, plugin="napari-ssl")
     scan.name = "another flair"
-    from napari_ssl._napari.segment_info import read_model_info
+    from napari_ssl._napari.segment.info import read_model_info
 
     assert read_model_info(model).channels == ("flair",)  # the input is named by modality, not by the case
     _segment(viewer, qtbot, scan, model, tmp_path, io.read(other), ["whole_tumor"])

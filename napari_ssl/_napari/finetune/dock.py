@@ -29,7 +29,7 @@ from qtpy.QtWidgets import (
 from napari_ssl._napari.activity import Activity
 from napari_ssl._napari.checks import scan_problem
 from napari_ssl._napari.dock import JobDock
-from napari_ssl._napari.finetune_inputs import (
+from napari_ssl._napari.finetune.inputs import (
     ClassPicker,
     PairList,
     checkpoint_backbone,

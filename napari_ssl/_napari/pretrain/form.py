@@ -2,7 +2,7 @@
 
 :class:`PretrainForm` only collects and checks values (:meth:`PretrainForm.collect`: the keyword arguments of
 :class:`~napari_ssl.training.pretrain.PretrainConfig`, which the child process builds); the run itself lives in
-:mod:`napari_ssl._napari.pretrain`.
+:mod:`napari_ssl._napari.pretrain.dock`.
 Pretext parameters come from :func:`~napari_ssl._napari.params.pretext_param_widget` (the explorer's widgets:
 one definition, two uses). Only values the user changed are passed to the engine, so the others keep the
 engine's defaults scaled to the patch size.

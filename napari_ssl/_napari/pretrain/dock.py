@@ -1,7 +1,7 @@
 """The Pretrain dock: pretraining from napari in a child process, with progress, live losses, cancel and resume.
 
 The dock never trains in the viewer's process. Start collects the form's values
-(:mod:`~napari_ssl._napari.pretrain_form`) and hands them to a :class:`~napari_ssl._napari.relay.Relay`:
+(:mod:`~napari_ssl._napari.pretrain.form`) and hands them to a :class:`~napari_ssl._napari.relay.Relay`:
 :mod:`napari_ssl.runner` starts a child from a clean entry point, forked from a warm worker where possible
 (the CLI's code path: :func:`napari_ssl.training.pretrain.pretrain`, see :mod:`~napari_ssl._napari.jobs`) and
 a napari thread worker relays its events to slots on the GUI thread, which update the progress bar (step, samples/s, ETA), the live loss plot
@@ -34,7 +34,7 @@ from napari_ssl._napari.dock import JobDock
 from napari_ssl._napari.hub import checkpoint_hub
 from napari_ssl._napari.jobs import PRETRAIN, ConfigRequest
 from napari_ssl._napari.plot import CurvePlot
-from napari_ssl._napari.pretrain_form import PretrainForm
+from napari_ssl._napari.pretrain.form import PretrainForm
 from napari_ssl._napari.relay import Relay, RunFailed
 from napari_ssl._napari.widgets import (
     ProgressBar,

@@ -2,8 +2,8 @@
 
 Pick an Image layer (or, for imaging planes, all the acquired views at once), a pretext, its parameters
 and a seed; every change schedules a preview (debounced), computed in a napari ``thread_worker`` by
-:func:`~napari_ssl._napari.explorer_preview.compute_preview` and drawn by
-:mod:`~napari_ssl._napari.overlays` / :mod:`~napari_ssl._napari.explorer_planes` as layers named
+:func:`~napari_ssl._napari.explorer.preview.compute_preview` and drawn by
+:mod:`~napari_ssl._napari.explorer.overlays` / :mod:`~napari_ssl._napari.explorer.planes` as layers named
 ``<scan> · <pretext> ...`` placed like the source. The source layer is never modified.
 """
 
@@ -17,20 +17,9 @@ from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QWidget
 
-from napari_ssl._napari.explorer_compute import Preview, PreviewRequest
-from napari_ssl._napari.explorer_controls import ExplorerControls
-from napari_ssl._napari.explorer_preview import compute_preview
-from napari_ssl._napari.explorer_sources import (
-    SourceError,
-    displayed_extent,
-    go_to,
-    sliced_axis,
-    source_names,
-    source_request,
-)
-from napari_ssl._napari.explorer_view import frame, restore_slice, show_boxes
-from napari_ssl._napari.gl_context import make_canvas_current
-from napari_ssl._napari.overlays import (
+from napari_ssl._napari.explorer.compute import Preview, PreviewRequest
+from napari_ssl._napari.explorer.controls import ExplorerControls
+from napari_ssl._napari.explorer.overlays import (
     SEP,
     box_layer_specs,
     explorer_layers,
@@ -38,6 +27,17 @@ from napari_ssl._napari.overlays import (
     remove_previews,
     upsert,
 )
+from napari_ssl._napari.explorer.preview import compute_preview
+from napari_ssl._napari.explorer.sources import (
+    SourceError,
+    displayed_extent,
+    go_to,
+    sliced_axis,
+    source_names,
+    source_request,
+)
+from napari_ssl._napari.explorer.view import frame, restore_slice, show_boxes
+from napari_ssl._napari.gl_context import make_canvas_current
 from napari_ssl._napari.widgets import pretext_labels
 from napari_ssl.pretext import registry
 
@@ -109,7 +109,7 @@ class PretextExplorer(ExplorerControls):
         self.destroyed.connect(lambda *_: [emitter.disconnect(cb) for emitter, cb in links])
         self._refresh_sources()
         self._on_pretext(schedule=False)  # opening the dock previews nothing until the user acts
-        from napari_ssl._napari.explorer_learned import attach_learned
+        from napari_ssl._napari.explorer.learned import attach_learned
 
         self.learned = attach_learned(self)  # a pretraining checkpoint's answer on every preview
 
@@ -321,7 +321,7 @@ class PretextExplorer(ExplorerControls):
         active = self.viewer.layers.selection.active
         tag = {"source": source, "pretext": preview.request.pretext}
         if self._shows(preview.request.pretext).planes:
-            from napari_ssl._napari.explorer_planes import plane_layer_specs
+            from napari_ssl._napari.explorer.planes import plane_layer_specs
 
             source_layer = None if preview.world else self.viewer.layers[source]
             focus = min(self.step.value(), len(preview.planes) - 1)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from napari_ssl._napari.masks_show import masks_layer_kwargs, stage
+from napari_ssl._napari.segment.masks import masks_layer_kwargs, stage
 from napari_ssl.meta import SegmenterCheckpoint
 from napari_ssl.preprocess import Normalization
 
@@ -187,7 +187,7 @@ class MaskTarget:
 @dataclass
 class PreparedMasks:
     """A finished segmentation made ready off the GUI thread: its ``Labels`` layer, voxel count per class, and
-    the steps that show it (:func:`~napari_ssl._napari.masks_show.stage`)."""
+    the steps that show it (:func:`~napari_ssl._napari.segment.masks.stage`)."""
 
     layer: Any
     counts: dict[str, int]

@@ -1,15 +1,15 @@
 """The Pretext explorer worker's whole job, :func:`compute_preview`: sample a pretext's parameters, apply it and lay
 out what the dock draws. It dispatches to the pretext's registered preview (Rubik's cube and context restoration in
-:mod:`~napari_ssl._napari.explorer_compute`, the planes in :mod:`~napari_ssl._napari.explorer_planes`) or to the
-generic one (:mod:`~napari_ssl._napari.explorer_generic`), so it sits above both: no module imports its caller.
+:mod:`~napari_ssl._napari.explorer.compute`, the planes in :mod:`~napari_ssl._napari.explorer.planes`) or to the
+generic one (:mod:`~napari_ssl._napari.explorer.generic`), so it sits above both: no module imports its caller.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from napari_ssl._napari.explorer_compute import Preview, PreviewRequest, make_task
-from napari_ssl._napari.explorer_generic import boxes_preview
+from napari_ssl._napari.explorer.compute import Preview, PreviewRequest, make_task
+from napari_ssl._napari.explorer.generic import boxes_preview
 
 __all__ = ["compute_preview"]
 

@@ -11,7 +11,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QComboBox, QWidget
 
 from napari_ssl._napari.hub import checkpoint_hub
-from napari_ssl._napari.segment_info import recent_models
+from napari_ssl._napari.segment.info import recent_models
 from napari_ssl.inference.bundled import BUNDLED, DEMO_DESCRIPTION, bundled_path, resolve_model
 
 __all__ = ["ModelBox"]

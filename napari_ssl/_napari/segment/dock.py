@@ -1,9 +1,9 @@
 """The Segment dock: pick a fine-tuned model and an Image layer, one click gives a Labels layer ``<scan> masks``.
 
-- Models (:mod:`~napari_ssl._napari.segment_models`): the last ones used (``QSettings``), every model the Fine-tune
+- Models (:mod:`~napari_ssl._napari.segment.models`): the last ones used (``QSettings``), every model the Fine-tune
   dock finishes (the checkpoint hub: listed and selected at once), and the bundled demonstration model
   (:mod:`napari_ssl.inference.bundled`: the sample phantom's lesion), chosen on a first launch when nothing else is known. The
-  dock shows what the model is (:mod:`~napari_ssl._napari.segment_info`: classes, inputs, plan, steps, held-out Dice,
+  dock shows what the model is (:mod:`~napari_ssl._napari.segment.info`: classes, inputs, plan, steps, held-out Dice,
   a warning when that Dice is low), read from ``meta.json`` only.
 - Before running, the scan is compared with the model's training data (:mod:`napari_ssl.inference.scan_check`: modality,
   channels, voxel size, intensities, on at most ~2M voxels: a tenth of a second): a mismatch is one sentence in a
@@ -17,7 +17,7 @@
   and repaints the bar and napari's activity dock together. Cancel stops before the next window.
 - The Labels layer has the scan's geometry (scale, translate, affine), the checkpoint's colours, and a
   ``class`` feature, so napari's status bar names the class under the cursor. The user's layers are only read.
-  It is built in the worker thread and shown in event-loop turns (:mod:`~napari_ssl._napari.masks_show`);
+  It is built in the worker thread and shown in event-loop turns (:mod:`~napari_ssl._napari.segment.masks`);
   what the first result would import is imported while the user picks a model.
 - ``Save masks`` writes the selected masks layer (NIfTI / NRRD / MHA) with its geometry, next to the scan.
 """
@@ -49,9 +49,8 @@ from napari_ssl._napari.checks import scan_problem
 from napari_ssl._napari.dock import JobDock
 from napari_ssl._napari.hub import checkpoint_hub
 from napari_ssl._napari.jobs import SEGMENT, ModelLoaded, SegmentRequest
-from napari_ssl._napari.masks_show import StagedShow, move_into, same_grid, start_warm_up
 from napari_ssl._napari.relay import Relay, RunFailed
-from napari_ssl._napari.segment_info import (
+from napari_ssl._napari.segment.info import (
     MaskTarget,
     ModelInfo,
     PreparedMasks,
@@ -60,8 +59,9 @@ from napari_ssl._napari.segment_info import (
     read_model_info,
     remember_model,
 )
-from napari_ssl._napari.segment_models import ModelBox
-from napari_ssl._napari.segment_scans import ScanPickers
+from napari_ssl._napari.segment.masks import StagedShow, move_into, same_grid, start_warm_up
+from napari_ssl._napari.segment.models import ModelBox
+from napari_ssl._napari.segment.scans import ScanPickers
 from napari_ssl._napari.widgets import (
     ProgressBar,
     fill_devices,
@@ -332,7 +332,7 @@ class SegmentDock(JobDock):
 
         A re-run on the same scan moves the new data into the earlier ``<scan> masks`` layer this dock made
         (napari builds no new visuals); a new layer is added with its editing overlays' visuals built in the
-        next event-loop turns (:mod:`~napari_ssl._napari.masks_show`), so no single turn holds the GUI for
+        next event-loop turns (:mod:`~napari_ssl._napari.segment.masks`), so no single turn holds the GUI for
         long. A layer of the same name the user made is never touched (ours carry the model's path).
         """
         new = prepared.layer

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_ssl._napari.explorer_compute import Preview, PreviewRequest, _foreground, paint_boxes
+from napari_ssl._napari.explorer.compute import Preview, PreviewRequest, _foreground, paint_boxes
 
 __all__ = ["boxes_preview", "on_body"]
 

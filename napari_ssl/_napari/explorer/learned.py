@@ -3,7 +3,7 @@
 A row under the explorer's parameters picks a pretraining checkpoint (those the Pretrain dock published in this
 session, through :mod:`~napari_ssl._napari.hub`, or any folder through "Choose..."). With one chosen, every
 preview is followed by the network's answer on that same sample, computed in a ``thread_worker``
-(:func:`~napari_ssl._napari.explorer_learned_compute.compute_answer`) and drawn as layers named
+(:func:`~napari_ssl._napari.explorer.learned_compute.compute_answer`) and drawn as layers named
 ``<scan> · network ...``. What is computed and drawn comes from the pretext's registry record
 (``ExplorerSpec.answer``, an :class:`~napari_ssl.pretext.registry.AnswerSpec`); a pretext without one gets a status
 line saying so. The built-ins:
@@ -30,14 +30,14 @@ from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from napari_ssl._napari.explorer_learned_compute import (
+from napari_ssl._napari.explorer.learned_compute import (
     LearnedAnswer,
     checkpoint_label,
     compute_answer,
     pretrain_meta,
 )
+from napari_ssl._napari.explorer.overlays import _set_shapes
 from napari_ssl._napari.hub import checkpoint_hub
-from napari_ssl._napari.overlays import _set_shapes
 from napari_ssl._napari.proxy import kind
 from napari_ssl.pretext import registry
 
@@ -278,7 +278,7 @@ class LearnedPanel(QWidget):
             self._draw(self.last_answer)
 
     def _draw(self, result: LearnedAnswer) -> None:
-        from napari_ssl._napari import explorer_learned_draw as draw
+        from napari_ssl._napari.explorer import learned_draw as draw
 
         source = result.preview.request.source
         specs = draw.answer_layers(self.viewer, result, self.viewer.layers[source])

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_ssl._napari.explorer_compute import Preview, box_path, colour
+from napari_ssl._napari.explorer.compute import Preview, box_path, colour
 from napari_ssl._napari.proxy import kind
 
 if TYPE_CHECKING:

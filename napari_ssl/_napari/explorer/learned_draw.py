@@ -1,6 +1,6 @@
 """Layers of the network's answer (GUI thread): ``(name, layer_type, data, kwargs, role)`` per pretext, and the
 canvas text. Each pretext's registry record names its functions here (``AnswerSpec.draw`` / ``.canvas``);
-:func:`answer_layers` and :func:`canvas_text` call them. See :mod:`~napari_ssl._napari.explorer_learned`."""
+:func:`answer_layers` and :func:`canvas_text` call them. See :mod:`~napari_ssl._napari.explorer.learned`."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from napari_ssl._napari.explorer_compute import PlaneView, box_path, paint_boxes
-from napari_ssl._napari.explorer_learned_compute import LearnedAnswer
-from napari_ssl._napari.overlays import SEP, contour_width, line_width, placement
+from napari_ssl._napari.explorer.compute import PlaneView, box_path, paint_boxes
+from napari_ssl._napari.explorer.learned_compute import LearnedAnswer
+from napari_ssl._napari.explorer.overlays import SEP, contour_width, line_width, placement
 
 __all__ = [
     "CUBE_COLOURS",
@@ -130,7 +130,7 @@ def answer_planes(result: LearnedAnswer) -> list[PlaneView]:
 
 def planes_specs(viewer: Any, result: LearnedAnswer, source_layer: Any) -> list[tuple]:
     """In 2D, a grid of the planes with the network's heatmaps under the explorer's grid of targets."""
-    from napari_ssl._napari.explorer_gallery import mosaic
+    from napari_ssl._napari.explorer.gallery import mosaic
 
     if viewer.dims.ndisplay != 2:
         return []

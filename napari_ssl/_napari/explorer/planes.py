@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_ssl._napari.explorer_compute import PlaneView, Preview, PreviewRequest, colour
-from napari_ssl._napari.overlays import text_kwargs
+from napari_ssl._napari.explorer.compute import PlaneView, Preview, PreviewRequest, colour
+from napari_ssl._napari.explorer.overlays import text_kwargs
 
 __all__ = [
     "FAINT",
@@ -63,7 +63,7 @@ def _native_images(views: tuple[Any, ...]) -> list[np.ndarray]:
 def planes_preview(req: PreviewRequest, task: Any, rng: np.random.Generator) -> Preview:
     """Sample (or read) the planes, resample them, and compute heatmaps, lines and slice positions."""
     if req.volume is not None:
-        from napari_ssl._napari.explorer_compute import _foreground
+        from napari_ssl._napari.explorer.compute import _foreground
 
         mask, _ = _foreground(req)
         params = task.sample(req.volume, rng, foreground=mask)
@@ -134,7 +134,7 @@ def plane_layer_specs(
     In 3D: each plane an Image layer at its world position (mm), the outlines (the ``focus`` plane's wider),
     the intersection lines, and the ``focus`` plane's name and slice position. In 2D an oblique plane has no
     sensible slice, so instead one RGB layer ``<base> grid`` shows every plane as a tile with its heatmaps and
-    lines (:func:`~napari_ssl._napari.explorer_gallery.mosaic`), placed to the right of ``beside`` (the world
+    lines (:func:`~napari_ssl._napari.explorer.gallery.mosaic`), placed to the right of ``beside`` (the world
     ``(lo, hi)`` of the displayed axes) and as tall as it: the 3D layers are left out, so that they neither
     clutter the slice nor stretch the slice slider.
     """
@@ -209,7 +209,7 @@ def _label(plane: PlaneView) -> str:
 
 
 def _grid_spec(preview: Preview, base: str, focus: int | None, beside: np.ndarray | None) -> tuple:
-    from napari_ssl._napari.explorer_gallery import mosaic
+    from napari_ssl._napari.explorer.gallery import mosaic
 
     rgb = mosaic(preview.planes, focus)
     lo, hi = (np.zeros(2), np.asarray(rgb.shape[:2], float)) if beside is None else np.asarray(beside)
@@ -241,7 +241,7 @@ def _scene_size(preview: Preview) -> float:
 
 
 def _rows(preview: Preview) -> int:
-    from napari_ssl._napari.explorer_gallery import grid_shape
+    from napari_ssl._napari.explorer.gallery import grid_shape
 
     return grid_shape(len(preview.planes))[0]
 
