@@ -14,15 +14,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "ANSWER",
     "DEVICES",
     "FINETUNE",
     "PRETRAIN",
     "PROGRESS_INTERVAL",
     "SEGMENT",
+    "AnswerRequest",
+    "Answered",
     "ConfigRequest",
     "Devices",
     "ModelLoaded",
     "SegmentRequest",
+    "answer_job",
     "device_labels",
     "devices_job",
     "finetune_job",
@@ -30,6 +34,7 @@ __all__ = [
     "segment_job",
 ]
 
+ANSWER = "napari_ssl._napari.jobs:answer_job"
 DEVICES = "napari_ssl._napari.jobs:devices_job"
 FINETUNE = "napari_ssl._napari.jobs:finetune_job"
 PRETRAIN = "napari_ssl._napari.jobs:pretrain_job"
@@ -129,3 +134,43 @@ def device_labels(threads: int) -> tuple[tuple[str, str], ...]:
 def devices_job(threads: int) -> Iterator[Any]:
     """The device list, found in the worker process (querying names allocates no GPU memory)."""
     yield Devices(device_labels(int(threads)))
+
+
+@dataclass(frozen=True)
+class AnswerRequest:
+    """The explorer's question to a pretraining network (folder ``path``): its answer on the sample ``task`` makes of
+    ``volume`` with ``params`` (at slider ``step`` where the pretext's answer follows the slider)."""
+
+    path: str
+    pretext: str
+    volume: Any
+    task: Any
+    params: Any
+    step: Any = None
+    out: str | None = None
+
+
+@dataclass(frozen=True)
+class Answered:
+    """The network's answer (:func:`napari_ssl.study.answers.answer`) and its sentence."""
+
+    result: Mapping[str, Any]
+    summary: str
+
+
+def answer_job(request: AnswerRequest) -> Iterator[Any]:
+    """Load the pretraining network and answer on one sample, in the child as every other model load (the viewer's
+    process never imports torch); a network or parameters it cannot answer raise a ``ValueError`` sentence."""
+    from pathlib import Path
+
+    from napari_ssl.pretext.registry import resolve
+    from napari_ssl.study.answers import answer, answer_spec, describe
+    from napari_ssl.training.pretrained import load_network
+
+    spec = answer_spec(request.pretext)
+    folder = Path(request.path)
+    net = load_network(folder.parent if folder.is_file() else folder, "cpu",
+                       purpose="the explorer shows what a pretraining network learned")
+    params = resolve(spec.at_step)(request.params, request.step) if spec.at_step is not None else request.params
+    result = answer(net, request.pretext, request.volume, request.task, params)
+    yield Answered(result=result, summary=describe(request.pretext, result))

@@ -67,6 +67,7 @@ def answered(dock, qtbot, start=None):
     """Run a preview (or ``start``) and wait for the network's answer drawn after it."""
     with qtbot.waitSignal(dock.learned.answer_ready, timeout=WAIT_MS) as blocker:
         (start or dock.preview)()
+    assert type(dock.learned.worker).__name__ == "RelayWorker"  # asked in a child, as every model load of the docks
     return blocker.args[0]
 
 

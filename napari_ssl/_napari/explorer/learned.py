@@ -3,7 +3,7 @@
 A row under the explorer's parameters picks a pretraining checkpoint (those the Pretrain dock published in this
 session, through :mod:`~napari_ssl._napari.hub`, or any folder through "Choose..."). With one chosen, every
 preview is followed by the network's answer on that same sample, computed in a ``thread_worker``
-(:func:`~napari_ssl._napari.explorer.learned_compute.compute_answer`) and drawn as layers named
+(:func:`~napari_ssl._napari.jobs.answer_job`, in a child process like every model load) and drawn as layers named
 ``<scan> · network ...``. What is computed and drawn comes from the pretext's registry record
 (``ExplorerSpec.answer``, an :class:`~napari_ssl.pretext.registry.AnswerSpec`); a pretext without one gets a status
 line saying so. The built-ins:
@@ -25,20 +25,21 @@ import contextlib
 from typing import Any
 
 import numpy as np
-from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from napari_ssl._napari.explorer.learned_compute import (
     LearnedAnswer,
+    answer_request,
     checkpoint_label,
-    compute_answer,
     pretrain_meta,
 )
 from napari_ssl._napari.explorer.overlays import _set_shapes
 from napari_ssl._napari.hub import checkpoint_hub
+from napari_ssl._napari.jobs import ANSWER, Answered
 from napari_ssl._napari.proxy import kind
+from napari_ssl._napari.relay import Relay, RunFailed
 from napari_ssl.pretext import registry
 
 __all__ = ["LEARNED", "LearnedPanel", "attach_learned", "learned_layers"]
@@ -70,6 +71,7 @@ class LearnedPanel(QWidget):
         self.explorer = explorer
         self.viewer = explorer.viewer
         self.worker: Any = None
+        self.relay: Any = None  # the child answering now
         self.last_answer: LearnedAnswer | None = None
         self._pending: Any = None
         self._running = False
@@ -215,18 +217,27 @@ class LearnedPanel(QWidget):
         if self._running:
             self._pending = preview
             return self.worker
-        worker = thread_worker(compute_answer, start_thread=False, ignore_errors=True)(self.path, preview)
-        worker.returned.connect(self._on_returned)
-        worker.errored.connect(self._on_errored)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
+        try:
+            request = answer_request(self.path, preview)
+        except ValueError as exc:
+            self._on_errored(exc)
+            return None
+        path = self.path
+        relay = Relay(ANSWER, request, label="The network's answer", stop_timeout=5.0)  # a child, as every model load
+        relay.worker.yielded.connect(
+            lambda event: self._on_returned(LearnedAnswer(preview, path, dict(event.result), event.summary))
+            if isinstance(event, Answered) else None)
+        relay.worker.errored.connect(self._on_errored)
+        relay.worker.finished.connect(self._on_finished)
+        self.relay, self.worker = relay, relay.worker
         self._running = True
         self.status.setText("the network is answering ...")
-        QTimer.singleShot(0, worker.start)  # the caller can still connect to the worker's signals
-        return worker
+        QTimer.singleShot(0, relay.start)  # the caller can still connect to the worker's signals
+        return relay.worker
 
     def _on_finished(self) -> None:
         self._running = False
+        self.relay = None
         if self._pending is not None:
             preview, self._pending = self._pending, None
             if preview is self.explorer.last_preview:
@@ -234,7 +245,10 @@ class LearnedPanel(QWidget):
 
     def _on_errored(self, exc: BaseException) -> None:
         self.remove_layers()
-        if isinstance(exc, (ValueError, OSError)):  # our own sentences: checkpoint, pretext, parameters
+        if isinstance(exc, RunFailed) and exc.error_type in ("ValueError", "OSError", "FileNotFoundError",
+                                                             "CheckpointError", "CheckpointKindError"):
+            self._notify(exc.reason)  # the child's own sentence: the network, the pretext, the parameters
+        elif isinstance(exc, (ValueError, OSError)):  # our own sentences: checkpoint, pretext, parameters
             self._notify(str(exc))
         else:
             self._notify(f"{type(exc).__name__}: {exc}", error=True)

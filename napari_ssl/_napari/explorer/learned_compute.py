@@ -1,22 +1,20 @@
-"""The explorer's "what the network learned", worker side (no Qt): the network's answer on the shown preview.
+"""The explorer's "what the network learned", GUI-thread side (no torch here): the question put to the network and
+the answer it gives back.
 
-:func:`compute_answer` runs in a napari ``thread_worker``: it loads the pretraining checkpoint once (kept while
-its files are unchanged) and calls :func:`napari_ssl.study.answers.answer` on exactly the sample the preview shows
-(the same scan, pretext object and params; where the pretext's ``AnswerSpec.at_step`` says so, the steps shown by
-the slider, e.g. context restoration's swaps).
+:func:`answer_request` turns the shown preview into a :class:`~napari_ssl._napari.jobs.AnswerRequest` (the same scan,
+pretext object and params; where the pretext's ``AnswerSpec.at_step`` says so, the step the slider shows); the
+network is loaded and asked in a child process (:func:`~napari_ssl._napari.jobs.answer_job`), as every other model
+load of the docks, and its :class:`~napari_ssl._napari.jobs.Answered` becomes a :class:`LearnedAnswer` of that
+preview.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LearnedAnswer", "checkpoint_label", "compute_answer", "network", "pretrain_meta"]
-
-_LOCK = threading.Lock()
-_NETWORKS: dict[str, tuple[tuple[int, ...], Any]] = {}
+__all__ = ["LearnedAnswer", "answer_request", "checkpoint_label", "pretrain_meta"]
 
 
 @dataclass(eq=False)
@@ -53,50 +51,20 @@ def checkpoint_label(path: str, meta: Any) -> str:
     return f"{Path(path).name} ({', '.join(meta.pretexts)}, step {meta.step})"
 
 
-def _stamp(path: Path) -> tuple[int, ...]:
-    from napari_ssl.checkpoint import META_FILE, MODEL_FILE
-
-    return tuple((path / name).stat().st_mtime_ns for name in (META_FILE, MODEL_FILE) if (path / name).exists())
-
-
-def network(path: str) -> Any:
-    """The loaded :class:`~napari_ssl.study.answers.PretrainedNetwork` of ``path`` (reloaded when its files change)."""
-    from napari_ssl.training.pretrained import load_network
-
-    folder = Path(path)
-    if folder.is_file():
-        folder = folder.parent
-    key = str(folder.resolve())
-    with _LOCK:  # worker threads only
-        stamp = _stamp(folder)
-        cached = _NETWORKS.get(key)
-        if cached is not None and cached[0] == stamp:
-            return cached[1]
-        loaded = load_network(folder, "cpu", purpose="the explorer shows what a pretraining network learned")
-        _NETWORKS.clear()  # one network at a time in memory
-        _NETWORKS[key] = (stamp, loaded)
-        return loaded
-
-
-def compute_answer(path: str, preview: Any) -> LearnedAnswer:
-    """The network of ``path`` on the sample ``preview`` shows (the worker's whole job).
+def answer_request(path: str, preview: Any) -> Any:
+    """What to ask the network of ``path`` about the sample ``preview`` shows.
 
     Raises
     ------
     ValueError
-        Not a pretraining checkpoint, a pretext it did not learn, parameters it cannot answer (the message
-        says which), or a preview of acquired views rather than of one 3D scan.
+        A pretext without a network answer view, or a preview of acquired views rather than of one 3D scan.
     """
-    from napari_ssl.pretext.registry import resolve
-    from napari_ssl.study.answers import answer, answer_spec, describe
+    from napari_ssl._napari.jobs import AnswerRequest
+    from napari_ssl.study.answers import answer_spec
 
     request = preview.request
-    spec = answer_spec(request.pretext)  # ValueError: this pretext has no network answer view
+    answer_spec(request.pretext)  # ValueError: this pretext has no network answer view
     if request.volume is None or preview.world:
         raise ValueError("the network answers on planes resampled from one 3D scan; pick a scan, not 'All views'")
-    net = network(path)
-    params = preview.params
-    if spec.at_step is not None:  # the network answers on what the step slider shows
-        params = resolve(spec.at_step)(params, request.step)
-    result = answer(net, request.pretext, request.volume, preview.task, params)
-    return LearnedAnswer(preview=preview, path=str(path), result=result, summary=describe(request.pretext, result))
+    return AnswerRequest(path=str(path), pretext=request.pretext, volume=request.volume, task=preview.task,
+                         params=preview.params, step=request.step)
