@@ -34,13 +34,18 @@ def canvas_widget(widget: QWidget) -> QOpenGLWidget | None:
     own = _root(widget).findChildren(QOpenGLWidget)
     if own:
         return own[0]
-    every = [canvas for top in QApplication.topLevelWidgets() for canvas in top.findChildren(QOpenGLWidget)]
+    every = _canvases()
     return every[0] if len(every) == 1 else None
+
+
+def _canvases() -> list[QOpenGLWidget]:
+    """Every viewer canvas the application shows."""
+    return [canvas for top in QApplication.topLevelWidgets() for canvas in top.findChildren(QOpenGLWidget)]
 
 
 def viewer_canvas() -> QOpenGLWidget | None:
     """The viewer canvas when the application shows one, else the active window's (None when that is ambiguous)."""
-    every = [canvas for top in QApplication.topLevelWidgets() for canvas in top.findChildren(QOpenGLWidget)]
+    every = _canvases()
     if len(every) == 1:
         return every[0]
     active = QApplication.activeWindow()

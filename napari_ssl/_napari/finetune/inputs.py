@@ -62,6 +62,13 @@ def brats_like(values: set[int]) -> bool:
     return bool(values) and values <= set(BRATS_NAMES) and 2 in values and bool(values & {1, 4})
 
 
+def named_values(values: dict[int, str]) -> dict[int, str]:
+    """Label values with the names a class list shows: the layer's own names, BraTS's for BraTS-like labels that
+    have none, else ``class_N`` (the CLI's name for an id alone)."""
+    brats = brats_like(set(values))
+    return {v: n if n != f"label {v}" else BRATS_NAMES[v] if brats else f"class_{v}" for v, n in values.items()}
+
+
 def class_presets(values: dict[int, str]) -> list[tuple[str, tuple[int, ...], bool]]:
     """The classes offered for label values ``values`` (value -> name), as (name, ids, ticked).
 
@@ -100,12 +107,10 @@ class ClassPicker(QListWidget):
 
     def show_layer(self, layer: Any) -> None:
         """Offer the values present in ``layer`` and their presets (earlier ticks, names and groups kept)."""
-        values = label_values(layer)
-        if set(values) <= set(BRATS_NAMES) and brats_like(set(values)):
-            values = {v: (BRATS_NAMES[v] if n == f"label {v}" else n) for v, n in values.items()}
+        values = named_values(label_values(layer))
         kept = {self.ids(item): (item.checkState(), self.name(item)) for item in self._items()}
         self.clear()
-        offered = class_presets({v: (f"class_{v}" if n == f"label {v}" else n) for v, n in values.items()})
+        offered = class_presets(values)
         offered_ids = {ids for _, ids, _ in offered}
         # the user's own merged groups stay while their ids are all present
         own = [(name, ids, state == Qt.CheckState.Checked) for ids, (state, name) in kept.items()
@@ -221,9 +226,7 @@ def folder_classes(label_file: str) -> tuple[str, ...]:
     from napari_ssl import io
 
     present = np.unique(np.asarray(io.read(label_file).array))
-    values = {int(v): f"class_{int(v)}" for v in present if v > 0}
-    if brats_like(set(values)):
-        values = {v: BRATS_NAMES[v] for v in values}
+    values = named_values({int(v): f"label {int(v)}" for v in present if v > 0})
     chosen = tuple(f"{name}={'+'.join(map(str, ids))}" for name, ids, ticked in class_presets(values) if ticked)
     if not chosen:
         raise ValueError(f"{label_file} holds no label: nothing to learn")

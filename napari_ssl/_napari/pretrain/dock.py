@@ -122,6 +122,7 @@ class PretrainDock(JobDock):
         self._batch = 1
         self._world = 1
         self._trained = False
+        self._rate = ""  # the last "N samples/s" shown, kept on the bar when the run ends
         self._t0 = 0.0
         self._latest: Progress | None = None
         self._text_timer = QTimer(self)
@@ -206,6 +207,7 @@ class PretrainDock(JobDock):
         self.events = []
         self._batch, self._world, self._trained = kwargs["batch_size"] or DEFAULT_BATCH, 1, False  # auto: see Started
         self._latest = None
+        self._rate = ""
         self.plot.clear()
         if kwargs["resume"]:
             self._load_history(kwargs["resume"])
@@ -347,7 +349,8 @@ class PretrainDock(JobDock):
         rate = event.samples_per_s
         steps_per_s = rate / (self._batch * self._world) if rate > 0 else 0.0
         eta = _clock((event.total - event.step) / steps_per_s) if steps_per_s > 0 else "?"
-        self.progress.setFormat(f"step {event.step}/{event.total} · {rate:.1f} samples/s · ETA {eta}")
+        self._rate = f"{rate:.1f} samples/s"
+        self.progress.setFormat(f"step {event.step}/{event.total} · {self._rate} · ETA {eta}")
         if self._activity is not None:
             self._activity.set(event.step, event.total)
         parts = " · ".join(f"{k} {v:.3g}" for k, v in event.losses.items())
@@ -384,8 +387,7 @@ class PretrainDock(JobDock):
         elif self.outcome == "cancelled" and not self._trained:
             self.progress.setFormat("cancelled")
         elif self.outcome in ("cancelled", "finished"):  # the last rate stays; no ETA on a run that ended
-            rate = [part for part in self.progress.format().split(" · ") if part.endswith("samples/s")]
-            self.progress.setFormat(" · ".join([f"{self.outcome} at step {self.progress.value()}", *rate]))
+            self.progress.setFormat(" · ".join(filter(None, [f"{self.outcome} at step {self.progress.value()}", self._rate])))
         if self.outcome == "finished":
             self.status.setText(f"finished in {_clock(time.monotonic() - self._t0)}; ready")
         self._set_running(False)

@@ -170,10 +170,10 @@ class SegmentDock(JobDock):
         for i in range(self.model_box.count()):
             path = self.model_box.path_of(self.model_box.itemText(i))
             try:
-                read_model_info(path)
+                info = read_model_info(path)
             except (ValueError, OSError):
                 continue
-            self.load_model(path, quiet=True)
+            self._use_model(info, quiet=True)
             return
 
     @property
@@ -216,6 +216,11 @@ class SegmentDock(JobDock):
         except (ValueError, OSError) as exc:
             self._fail(f"cannot use model: {exc}")
             return False
+        self._use_model(info, quiet=quiet)
+        return True
+
+    def _use_model(self, info: ModelInfo, *, quiet: bool) -> None:
+        """Make the model ``info`` describes the dock's choice (remembered unless bundled; its inputs' pickers)."""
         self.info = info
         if bundled_name(info.path) is None:
             remember_model(info.path)
@@ -227,7 +232,6 @@ class SegmentDock(JobDock):
                 "(train longer or on more cases)"
             )
         self.scans.set_inputs(info.channels)
-        return True
 
     # ------------------------------------------------------------ run
     def run(self) -> Any:
