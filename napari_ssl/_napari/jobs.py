@@ -79,6 +79,7 @@ class SegmentRequest:
     options: Mapping[str, Any] = field(default_factory=dict)
     threads: int = 0
     out: str | None = None
+    trust: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,17 +92,17 @@ class ModelLoaded:
 
 def segment_job(request: SegmentRequest) -> Iterator[Any]:
     """Load the model, segment, yield :class:`ModelLoaded`, throttled ``SegmentProgress``, ``SegmentResult``."""
-    from napari_ssl.inference.segment import SegmentProgress, load_model, segment_iter
+    from napari_ssl.inference.segmenter import SegmentProgress, open_segmenter, predict_iter
 
     if request.threads:
         import torch
 
         torch.set_num_threads(request.threads)
     t0 = time.monotonic()
-    model = load_model(request.model, device=request.device)
+    model = open_segmenter(request.model, device=request.device, trust=request.trust)
     yield ModelLoaded(str(model.device), time.monotonic() - t0)
     last = 0.0
-    for event in segment_iter(list(request.volumes), model, **dict(request.options)):
+    for event in predict_iter(model, list(request.volumes), **dict(request.options)):
         if isinstance(event, SegmentProgress):
             now = time.monotonic()
             if now - last < PROGRESS_INTERVAL and event.fraction < 1.0:

@@ -5,7 +5,8 @@ Example::
     napari-ssl segment --model runs/organs --input ct.nii.gz --output ct_masks.nii.gz
     napari-ssl segment --model phantom-demo --input phantom.nii.gz --output phantom_masks.nii.gz
 
-``--model`` takes a checkpoint folder or a bundled model's name (``phantom-demo``: the demonstration model for the
+``--model`` takes a napari-ssl checkpoint folder, another tool's model
+(:mod:`napari_ssl.inference.segmenter`) or a bundled model's name (``phantom-demo``: the demonstration model for the
 sample head phantom, :mod:`napari_ssl.inference.bundled`). Before segmenting, the scan is compared with the model's training
 data (:mod:`napari_ssl.inference.scan_check`); a mismatch (a CT given to an MR model, voxels 3x coarser) is one warning line
 on stderr, and the run goes on.
@@ -33,30 +34,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--largest-component", action="store_true", help="keep each class's largest component only")
     parser.add_argument("--max-memory-mb", type=float, default=1024, metavar="MB",
                         help="bound on stitched logits per pass; larger scans go in slabs (default 1024)")
+    parser.add_argument("--trust", action="store_true",
+                        help="open a model whose loading runs code stored with it (nnU-Net pickles, MONAI bundle "
+                             "config expressions); only for models from a source you trust")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
 
 
 def run(args: argparse.Namespace) -> int:
     from napari_ssl import io
-    from napari_ssl.inference.bundled import resolve_model
-    from napari_ssl.inference.scan_check import TrainedOn, check_scan, summarize_scan
-    from napari_ssl.inference.segment import SegmentProgress, SegmentResult, load_model, segment_iter
+    from napari_ssl.inference.scan_check import check_scan, summarize_scan
+    from napari_ssl.inference.segmenter import (
+        SegmentProgress,
+        SegmentResult,
+        describe_segmenter,
+        open_segmenter,
+        predict_iter,
+    )
     from napari_ssl.io import WRITE_SUFFIXES, scan_suffix
 
     if scan_suffix(args.output) not in WRITE_SUFFIXES:
         raise ValueError(f"--output must end in one of {', '.join(WRITE_SUFFIXES)}, got {args.output}")
-    model = load_model(resolve_model(args.model), device=args.device)
+    info = describe_segmenter(args.model)  # a folder of no known format is refused before any scan is read
     channels = [io.read(p.strip()) for p in args.input.split(",") if p.strip()]
     if not channels:
         raise ValueError("--input names no scan")
-    check = check_scan(TrainedOn.from_checkpoint(model.checkpoint), summarize_scan(channels))
+    check = check_scan(info.fingerprint(), summarize_scan(channels))
     if check.error:
         raise ValueError(check.error)
     if check.warning:
         print(f"napari-ssl segment: warning: {check.warning}", file=sys.stderr, flush=True)
+    model = open_segmenter(info, device=args.device, trust=args.trust)
     result = None
     shown = -1
-    for event in segment_iter(channels, model, overlap=args.overlap, sw_batch_size=args.sw_batch_size,
+    for event in predict_iter(model, channels, overlap=args.overlap, sw_batch_size=args.sw_batch_size,
                               largest_component=args.largest_component, max_memory_mb=args.max_memory_mb):
         if isinstance(event, SegmentProgress) and not args.quiet:
             pct = int(event.fraction * 100)

@@ -18,13 +18,22 @@ closing the generator) and the CLI's progress line. No Qt or napari here.
 from __future__ import annotations
 
 import os
-import queue
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from napari_ssl.inference.segmenter import (
+    InputChannel,
+    OutputClass,
+    Segmenter,
+    SegmenterInfo,
+    SegmentProgress,
+    SegmentResult,
+    predict_iter,
+    split_channels,
+)
 from napari_ssl.inference.sliding import (
     MAX_MEMORY_MB,
     SegmentationCancelled,
@@ -95,18 +104,53 @@ def load_model(path: str | os.PathLike[str], device: str | Any = "cpu") -> Segme
     return SegmentationModel(net=net, checkpoint=ck, device=dev)
 
 
+def info_of(ck: Any) -> SegmenterInfo:
+    """The contract's description of a typed :class:`~napari_ssl.meta.SegmenterCheckpoint`."""
+    from napari_ssl.inference.scan_check import TrainedOn, short_number
+
+    fp = ck.fingerprint or {}
+    modality = str(fp.get("modality") or "").upper() or None
+    channels = tuple(InputChannel(name, modality if modality in ("CT", "MR") else None) for name in ck.channel_names)
+    classes = tuple(OutputClass(c.index, c.name, c.color) for c in ck.classes)
+    details = []
+    if ck.spacing:
+        details.append(("voxels", " x ".join(short_number(s) for s in ck.spacing) + " mm"))
+    details.append(("windows", " x ".join(str(p) for p in ck.patch_size)))
+    total = ck.total or ck.step
+    details.append(("trained", f"{ck.step} of {total} steps" + (f" on {ck.n_train} case(s)" if ck.n_train else "")))
+    dice = ck.dice
+    if dice:
+        mean = dice.get("mean", sum(dice.values()) / len(dice))
+        details.append(("held-out Dice", f"{mean:.2f}"))
+    from napari_ssl.inference.bundled import bundled_name
+
+    return SegmenterInfo(
+        path=str(ck.path), format="napari-ssl", title=bundled_name(ck.path) or Path(ck.path).name, channels=channels, classes=classes,
+        spacing=tuple(float(s) for s in ck.spacing) if ck.spacing else None,  # type: ignore[arg-type]
+        orientation=ck.orientation, description=ck.description, details=tuple(details),
+        trained_on=TrainedOn.from_checkpoint(ck),
+    )
+
+
+
+class NativeSegmenter(Segmenter):
+    """A loaded :class:`~napari_ssl.inference.segment.SegmentationModel` behind the contract."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.info = info_of(model.checkpoint)
+        self.device = str(model.device)
+
+    def predict(self, channels: Sequence[Volume], *, progress: Callable[[float], None] | None = None,
+                should_stop: Callable[[], bool] | None = None, **options: Any) -> Volume:
+        """:func:`~napari_ssl.inference.segment.segment` (options: ``overlap``, ``sw_batch_size``,
+        ``largest_component``, ``max_memory_mb``, ``device``, ``sw_device``)."""
+        known = ("overlap", "sw_batch_size", "largest_component", "max_memory_mb", "device", "sw_device")
+        return segment(self.check_inputs(channels), self.model, progress=progress, should_stop=should_stop,
+                       **{k: v for k, v in options.items() if k in known})
+
+
 # ---------------------------------------------------------------- the public entry points
-def _channels(image: Volume | Sequence[Volume]) -> list[Volume]:
-    if isinstance(image, Volume):
-        if image.array.ndim == 4:  # a (c, z, y, x) volume: channels
-            return [image.with_array(frame) for frame in image.array]
-        return [image]
-    chans = list(image)
-    if not chans:
-        raise ValueError("no image given")
-    return chans
-
-
 def segment(
     image: Volume | Sequence[Volume],
     model: SegmentationModel | str | os.PathLike[str],
@@ -151,7 +195,7 @@ def segment(
     if not isinstance(model, SegmentationModel):
         model = load_model(model, device=sw_device or "auto")
     ck = model.checkpoint
-    channels = _channels(image)
+    channels = split_channels(image)
     if len(channels) != ck.in_channels:
         raise ValueError(
             f"model {model.path} expects {ck.in_channels} input channel(s) "
@@ -182,59 +226,19 @@ def segment(
     return Volume(mask.array, mask.spacing, mask.origin, mask.direction, None, name, meta)
 
 
-@dataclass(frozen=True)
-class SegmentProgress:
-    """Fraction of the windows done."""
-
-    fraction: float
-
-
-@dataclass(frozen=True)
-class SegmentResult:
-    """The finished label volume."""
-
-    labels: Volume
-    names: Mapping[int, str] = field(default_factory=dict)
-    colors: Mapping[int, str] = field(default_factory=dict)
-
-
 def segment_iter(
     image: Volume | Sequence[Volume], model: SegmentationModel | str | os.PathLike[str], *,
     cancel: threading.Event | None = None, **options: Any
 ) -> Iterator[SegmentProgress | SegmentResult]:
-    """:func:`segment` in a helper thread: yields :class:`SegmentProgress`, then one :class:`SegmentResult`.
+    """:func:`segment` in a helper thread: yields :class:`SegmentProgress`, then one :class:`SegmentResult`
+    (:func:`napari_ssl.inference.segmenter.predict_iter` on this checkpoint).
 
     Closing the generator, or setting ``cancel``, stops the run before its next window (the latter raises
     :class:`SegmentationCancelled` from the generator). Errors of :func:`segment` are raised from the generator.
     """
     if not isinstance(model, SegmentationModel):
         model = load_model(model, device=options.pop("sw_device", None) or "auto")
-    messages: queue.Queue[tuple[str, Any]] = queue.Queue()
-    stop = cancel if cancel is not None else threading.Event()
-
-    def work() -> None:
-        try:
-            result = segment(image, model, progress=lambda f: messages.put(("progress", f)),
-                             should_stop=stop.is_set, **options)
-            messages.put(("result", result))
-        except BaseException as exc:  # relayed to the generator's caller
-            messages.put(("error", exc))
-
-    thread = threading.Thread(target=work, name="napari-ssl-segment", daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, value = messages.get()
-            if kind == "progress":
-                yield SegmentProgress(float(value))
-            elif kind == "result":
-                yield SegmentResult(value, model.checkpoint.names, model.checkpoint.colors)
-                return
-            else:
-                raise value
-    finally:
-        stop.set()
-        thread.join()
+    yield from predict_iter(NativeSegmenter(model), split_channels(image), cancel=cancel, **options)
 
 
 def default_output_path(scan_path: str | os.PathLike[str] | None, name: str = "scan") -> Path:
@@ -253,12 +257,14 @@ def default_output_path(scan_path: str | os.PathLike[str] | None, name: str = "s
 
 __all__ = [
     "ORIENTATION",
+    "NativeSegmenter",
     "SegmentProgress",
     "SegmentResult",
     "SegmentationCancelled",
     "SegmentationModel",
     "back_to_grid",
     "canonical",
+    "info_of",
     "load_model",
     "predict_labels",
     "segment",

@@ -47,6 +47,7 @@ PRELOAD = (
     "napari_ssl.training.pretrain",
     "napari_ssl.training.finetune",
     "napari_ssl.inference.segment",
+    "napari_ssl.inference.formats.native",
     "napari_ssl.training.trainer",
     "napari_ssl.plan",
     "napari_ssl.training.augment",

@@ -197,7 +197,7 @@ def _runs(config: EvaluateConfig, log: Callable[[str], None]) -> Iterator[dict[s
     from dataclasses import replace
 
     from napari_ssl import io
-    from napari_ssl.inference.segment import load_model, segment
+    from napari_ssl.inference.segmenter import open_segmenter
     from napari_ssl.training.finetune import (
         FinetuneConfig,
         dice_per_class,
@@ -253,10 +253,10 @@ def _runs(config: EvaluateConfig, log: Callable[[str], None]) -> Iterator[dict[s
                 for event in finetune(run_cfg):
                     final = event
                 train_s = time.perf_counter() - t0
-                model = load_model(final.path, device=config.device)
+                model = open_segmenter(final.path, device=config.device)
                 scores: dict[str, list[float]] = {}
                 for channels, truth in test_data:
-                    pred = segment(channels, model, overlap=config.overlap).array
+                    pred = model.predict(channels, overlap=config.overlap).array
                     for name, value in dice_per_class(pred, truth, classes).items():
                         scores.setdefault(name, []).append(value)
                 row = {"method": method, "n_labelled": n_lab, "fraction": fraction, "seed": seed,

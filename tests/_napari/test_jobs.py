@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-import napari_ssl.inference.segment as seg
+import napari_ssl.inference.segmenter as seg
 from napari_ssl._napari.jobs import PROGRESS_INTERVAL, ModelLoaded, SegmentRequest, segment_job
 
 
@@ -19,8 +19,8 @@ def test_segment_progress_is_throttled(monkeypatch) -> None:
             yield seg.SegmentProgress(i / 2000)
         yield seg.SegmentResult(labels=None)
 
-    monkeypatch.setattr(seg, "load_model", lambda path, device: FakeModel())
-    monkeypatch.setattr(seg, "segment_iter", many_windows)
+    monkeypatch.setattr(seg, "open_segmenter", lambda path, device, trust: FakeModel())
+    monkeypatch.setattr(seg, "predict_iter", many_windows)
     t0 = time.monotonic()
     events = list(segment_job(SegmentRequest(model="m", volumes=())))
     elapsed = time.monotonic() - t0

@@ -1,0 +1,3 @@
+"""The model formats :mod:`napari_ssl.inference.segmenter` opens, one module each, every one declaring ``FORMAT``
+(a :class:`~napari_ssl.inference.segmenter.Format`): :mod:`.native` (napari-ssl checkpoints). Importing a format
+module imports no torch; its ``open`` does."""
