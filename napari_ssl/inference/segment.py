@@ -104,6 +104,25 @@ def load_model(path: str | os.PathLike[str], device: str | Any = "cpu") -> Segme
     return SegmentationModel(net=net, checkpoint=ck, device=dev)
 
 
+def describe_normalization(norm: Any) -> str:
+    """The checkpoint's intensity normalisation in words (``zscore_nonzero`` -> "z-score over the body ...")."""
+    from napari_ssl.inference.scan_check import short_number
+
+    def hu(pair: Any) -> str:
+        low, high = pair
+        return f"{short_number(float(low))}..{short_number(float(high))} HU"
+
+    words = {
+        "zscore_nonzero": "z-score over the body (non-zero voxels)",
+        "ct_zscore": f"CT clipped to {hu(norm.clip or (-1000, 1000))}, then z-score",
+        "ct": f"CT window {hu(norm.window)}",
+        "zscore": "z-score of the whole scan (percentile-clipped)",
+        "minmax": "intensity percentiles scaled to -1..1",
+        "none": "raw intensities (no normalisation)",
+    }
+    return words.get(norm.mode, f"{norm.mode.replace('_', ' ')} intensity normalisation")
+
+
 def info_of(ck: Any) -> SegmenterInfo:
     """The contract's description of a typed :class:`~napari_ssl.meta.SegmenterCheckpoint`."""
     from napari_ssl.inference.scan_check import TrainedOn, short_number
@@ -112,23 +131,18 @@ def info_of(ck: Any) -> SegmenterInfo:
     modality = str(fp.get("modality") or "").upper() or None
     channels = tuple(InputChannel(name, modality if modality in ("CT", "MR") else None) for name in ck.channel_names)
     classes = tuple(OutputClass(c.index, c.name, c.color) for c in ck.classes)
-    details = []
-    if ck.spacing:
-        details.append(("voxels", " x ".join(short_number(s) for s in ck.spacing) + " mm"))
-    details.append(("windows", " x ".join(str(p) for p in ck.patch_size)))
+    voxels = " x ".join(short_number(s) for s in ck.spacing) + " mm" if ck.spacing else "the scan's own grid"
+    patch = " x ".join(str(p) for p in ck.patch_size)
+    details = [("plan", f"voxels {voxels}, windows of {patch}, {describe_normalization(ck.normalization)}")]
     total = ck.total or ck.step
     details.append(("trained", f"{ck.step} of {total} steps" + (f" on {ck.n_train} case(s)" if ck.n_train else "")))
-    dice = ck.dice
-    if dice:
-        mean = dice.get("mean", sum(dice.values()) / len(dice))
-        details.append(("held-out Dice", f"{mean:.2f}"))
     from napari_ssl.inference.bundled import bundled_name
 
     return SegmenterInfo(
         path=str(ck.path), format="napari-ssl", title=bundled_name(ck.path) or Path(ck.path).name, channels=channels, classes=classes,
         spacing=tuple(float(s) for s in ck.spacing) if ck.spacing else None,  # type: ignore[arg-type]
         orientation=ck.orientation, description=ck.description, details=tuple(details),
-        trained_on=TrainedOn.from_checkpoint(ck),
+        trained_on=TrainedOn.from_checkpoint(ck), dice=ck.dice,
     )
 
 
@@ -264,6 +278,7 @@ __all__ = [
     "SegmentationModel",
     "back_to_grid",
     "canonical",
+    "describe_normalization",
     "info_of",
     "load_model",
     "predict_labels",

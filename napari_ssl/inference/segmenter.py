@@ -111,6 +111,9 @@ class SegmenterInfo:
         Format-specific lines for the dock: ``("folds", "0, 1, 2")``, ``("held-out Dice", "0.81")``.
     trained_on : object, optional
         A :class:`~napari_ssl.inference.scan_check.TrainedOn` fingerprint of the training data, when recorded.
+    dice : mapping of str to float
+        Held-out Dice per class name (and ``mean``) where the model records it (napari-ssl's validation, nnU-Net's
+        fold summaries); empty when not measured.
     """
 
     path: str
@@ -125,6 +128,7 @@ class SegmenterInfo:
     description: str = ""
     details: tuple[tuple[str, str], ...] = ()
     trained_on: Any = None
+    dice: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def channel_names(self) -> tuple[str, ...]:

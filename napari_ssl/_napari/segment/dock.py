@@ -1,4 +1,9 @@
-"""The Segment dock: pick a fine-tuned model and an Image layer, one click gives a Labels layer ``<scan> masks``.
+"""The Segment dock: pick a model and an Image layer, one click gives a Labels layer ``<scan> masks``.
+
+- Any model of :mod:`napari_ssl.inference.segmenter`: a napari-ssl checkpoint, an nnU-Net v2 results folder, a MONAI
+  bundle, a TorchScript file with its sidecar. A format whose loading runs code stored with the model (nnU-Net's
+  pickles, a bundle's config expressions) shows "I trust this model" with the reason; it runs only when ticked, and
+  the tick is given to that model only.
 
 - Models (:mod:`~napari_ssl._napari.segment.models`): the last ones used (``QSettings``), every model the Fine-tune
   dock finishes (the checkpoint hub: listed and selected at once), and the bundled demonstration model
@@ -55,6 +60,7 @@ from napari_ssl._napari.segment.info import (
     ModelInfo,
     PreparedMasks,
     masks_layer_kwargs,
+    model_root,
     prepare_masks,
     read_model_info,
     remember_model,
@@ -69,7 +75,7 @@ from napari_ssl._napari.widgets import (
     training_threads,
 )
 from napari_ssl.inference.bundled import bundled_name
-from napari_ssl.inference.scan_check import TrainedOn, check_scan, summarize_scan
+from napari_ssl.inference.scan_check import check_scan, summarize_scan
 
 if TYPE_CHECKING:
     import napari
@@ -104,13 +110,17 @@ class SegmentDock(JobDock):
 
         self.model_box = ModelBox()
         self.model_box.activated.connect(lambda _=0: self.load_model(self.model_box.currentText()))
-        self.browse = QPushButton("Browse…")
+        self.browse = QPushButton("Choose…")
+        self.browse.setToolTip("a napari-ssl checkpoint (its meta.json), an nnU-Net results folder (its dataset.json), "
+                               "a MONAI bundle (configs/metadata.json) or a TorchScript file (.ts, .pt)")
         self.browse.clicked.connect(self._browse)
         row = QHBoxLayout()
         row.addWidget(self.model_box, 1)
         row.addWidget(self.browse)
         self.info_label = QLabel("no model chosen")
         self.info_label.setWordWrap(True)
+        self.trust = QCheckBox("I trust this model")
+        self.trust.setVisible(False)
 
         self.scans = ScanPickers(viewer)
         self.overlap = QDoubleSpinBox()
@@ -149,6 +159,7 @@ class SegmentDock(JobDock):
         inner.addWidget(QLabel("<b>Model</b>"))
         inner.addLayout(row)
         inner.addWidget(self.info_label)
+        inner.addWidget(self.trust)
         inner.addWidget(QLabel("<b>Scan</b>"))
         inner.addWidget(self.scans)
         inner.addLayout(options)
@@ -191,9 +202,12 @@ class SegmentDock(JobDock):
             self.load_model(path, quiet=True)
 
     def _browse(self) -> None:  # pragma: no cover - modal dialog
-        folder = QFileDialog.getExistingDirectory(self, "Fine-tuned model folder", self.model_box.currentText())
-        if folder:
-            self.load_model(folder)
+        chosen, _ = QFileDialog.getOpenFileName(
+            self, "Choose a model", self.model_box.currentText(),
+            "Models (meta.json dataset.json plans.json metadata.json *.ts *.pt);;All files (*)",
+        )
+        if chosen:
+            self.load_model(model_root(chosen))
 
     def _fail(self, message: str) -> None:
         """An error in words: a notification and the status line (no earlier result's text stays there)."""
@@ -226,12 +240,19 @@ class SegmentDock(JobDock):
             remember_model(info.path)
         self.model_box.select(info.path)
         self.info_label.setText(info.summary())
+        if self.trust.property("model") != info.path:  # trust is given to one model, never carried to the next
+            self.trust.setChecked(False)
+            self.trust.setProperty("model", info.path)
+        self.trust.setVisible(info.needs_trust)
+        reason = info.segmenter.trust_reason
+        self.trust.setText(f"I trust this model: {reason}" if reason else "I trust this model")
+        self.trust.setToolTip(reason)
         if info.low_dice and not quiet:
             show_warning(
                 f"Segment: this model's held-out Dice is {info.mean_dice:.2f}; expect wrong masks "
                 "(train longer or on more cases)"
             )
-        self.scans.set_inputs(info.channels)
+        self.scans.set_inputs(info.channels, modalities=[c.modality for c in info.segmenter.channels])
 
     # ------------------------------------------------------------ run
     def run(self) -> Any:
@@ -246,6 +267,10 @@ class SegmentDock(JobDock):
             return None
         info = self.info
         assert info is not None
+        if info.needs_trust and not self.trust.isChecked():
+            self._fail(f"{info.segmenter.trust_reason} Tick 'I trust this model' to run it, only if you trust "
+                       "where it comes from")
+            return None
         layers = {layer.name: layer for layer in self.viewer.layers}
         chosen = self.scans.chosen()
         if not chosen or any(name not in layers for name in chosen) or len(set(chosen)) != len(chosen):
@@ -262,7 +287,7 @@ class SegmentDock(JobDock):
                 self._fail(problem)
                 return None
         volumes = tuple(layer_to_volume(layers[name]) for name in chosen)  # no copy: written to file off-thread
-        check = check_scan(info.trained_on or TrainedOn(n_channels=len(info.channels)), summarize_scan(volumes))
+        check = check_scan(info.trained_on, summarize_scan(volumes))
         if check.error:
             self._fail(check.error)
             return None
@@ -276,6 +301,7 @@ class SegmentDock(JobDock):
             device=self.device.currentData() or "auto",
             options={"overlap": float(self.overlap.value()), "largest_component": self.largest.isChecked()},
             threads=self.threads,
+            trust=info.needs_trust and self.trust.isChecked(),
         )
         target = MaskTarget(
             name=f"{self._source.name} masks",

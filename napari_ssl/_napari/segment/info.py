@@ -1,10 +1,12 @@
-"""What the Segment dock shows about a model, from its typed checkpoint only (no torch on the GUI thread).
+"""What the Segment dock shows about a model, from its text files only (no torch on the GUI thread).
 
-:func:`read_model_info` checks a checkpoint folder the way loading it would (a segmentation head, the weights
-file of the size ``meta.json`` records) and returns :class:`ModelInfo`, a view of the
-:class:`~napari_ssl.meta.SegmenterCheckpoint` inference uses: classes, input channels, the plan (spacing, patch,
-normalisation), the steps trained, the held-out Dice, a description (the bundled demonstration model says what it
-is) and the training data's fingerprint (:mod:`napari_ssl.inference.scan_check`). Also the remembered recent models,
+:func:`read_model_info` describes a model of any format the way opening it would check it
+(:func:`napari_ssl.inference.segmenter.describe_segmenter`: a napari-ssl checkpoint's segmentation head and the
+weights file of the size ``meta.json`` records, an nnU-Net folder's folds, a bundle's weights) and returns
+:class:`ModelInfo`, a view of its :class:`~napari_ssl.inference.segmenter.SegmenterInfo`: format, classes in their
+colours, input channels, the format's own lines (plan, training, folds), the held-out Dice, whether opening it runs
+code stored with it, a description (the bundled demonstration model says what it is) and the training data's
+fingerprint (:mod:`napari_ssl.inference.scan_check`). Also the remembered recent models,
 the masks layer's colours and ``class`` feature, and :func:`prepare_masks`, which builds the masks layer in the
 relay's worker thread (napari's ``Labels`` constructor imports pandas and scikit-image on first use and scans
 the data: a quarter of a second the GUI thread no longer spends).
@@ -18,14 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from napari_ssl._napari.segment.masks import masks_layer_kwargs, stage
-from napari_ssl.meta import SegmenterCheckpoint
-from napari_ssl.preprocess import Normalization
+from napari_ssl.inference.segmenter import SegmenterInfo
 
 __all__ = [
     "LOW_DICE",
     "MaskTarget",
     "ModelInfo",
     "PreparedMasks",
+    "model_root",
     "prepare_masks",
     "read_model_info",
     "recent_models",
@@ -40,33 +42,39 @@ MAX_RECENT = 8
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """A segmentation checkpoint as the dock describes it: a view of its typed
-    :class:`~napari_ssl.meta.SegmenterCheckpoint`, showing the values inference uses."""
+    """A segmenter as the dock describes it: a view of its :class:`~napari_ssl.inference.segmenter.SegmenterInfo`
+    (any format: napari-ssl, nnU-Net, MONAI bundle, TorchScript), showing the values inference uses."""
 
-    checkpoint: SegmenterCheckpoint
+    segmenter: SegmenterInfo
 
     @property
     def path(self) -> str:
-        return self.checkpoint.path
+        return self.segmenter.path
+
+    @property
+    def format(self) -> str:
+        return self.segmenter.format
 
     @property
     def classes(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.checkpoint.classes)
+        return tuple(c.name for c in self.segmenter.classes)
 
     @property
     def channels(self) -> tuple[str, ...]:
-        return self.checkpoint.channel_names
+        return self.segmenter.channel_names
 
     @property
     def dice(self) -> dict[str, float]:
-        return self.checkpoint.dice
+        return dict(self.segmenter.dice)
+
+    @property
+    def needs_trust(self) -> bool:
+        return self.segmenter.needs_trust
 
     @property
     def trained_on(self) -> Any:
         """A :class:`napari_ssl.inference.scan_check.TrainedOn`: what a scan is compared with before segmenting."""
-        from napari_ssl.inference.scan_check import TrainedOn
-
-        return TrainedOn.from_checkpoint(self.checkpoint)
+        return self.segmenter.fingerprint()
 
     @property
     def mean_dice(self) -> float | None:
@@ -80,20 +88,26 @@ class ModelInfo:
         return self.mean_dice is not None and self.mean_dice < LOW_DICE
 
     def summary(self) -> str:
-        """Rich text for the dock: classes, inputs, plan, training, held-out Dice (with a warning when low)."""
-        from napari_ssl.inference.scan_check import short_number
+        """Rich text for the dock: format, classes in their colours, inputs, the format's own lines (plan, training,
+        folds), held-out Dice (with a warning when low)."""
+        from html import escape
 
-        ck = self.checkpoint
-        spacing = " x ".join(short_number(s) for s in ck.spacing) + " mm" if ck.spacing else "the scan's own grid"
-        patch = " x ".join(str(p) for p in ck.patch_size)
-        total = ck.total or ck.step
-        lines = [f'<span style="color:#f0a030">{ck.description}</span>'] if ck.description else []
+        from napari_ssl.classes import PALETTE
+
+        info = self.segmenter
+        lines = [f'<span style="color:#f0a030">{escape(info.description)}</span>'] if info.description else []
+        swatches = []
+        for i, c in enumerate(info.classes):
+            colour = c.colour or PALETTE[i % len(PALETTE)]
+            swatches.append(f'<span style="color:{colour}">&#9632;</span> {escape(c.name)}')
+        inputs = [escape(c.name) + (f" ({c.modality})" if c.modality and c.modality.lower() != c.name.lower() else "")
+                  for c in info.channels]
         lines += [
-            f"<b>classes</b>: {', '.join(self.classes)}",
-            f"<b>inputs</b>: {', '.join(self.channels)}",
-            f"<b>plan</b>: voxels {spacing}, windows of {patch}, {_normalization_words(ck.normalization)}",
-            f"<b>trained</b>: {ck.step} of {total} steps" + (f" on {ck.n_train} case(s)" if ck.n_train else ""),
+            f"<b>format</b>: {FORMAT_WORDS.get(info.format, info.format)}",
+            f"<b>classes</b>: {', '.join(swatches)}",
+            f"<b>inputs</b>: {', '.join(inputs)}",
         ]
+        lines += [f"<b>{escape(key)}</b>: {escape(value)}" for key, value in info.details]
         if self.dice:
             per_class = ", ".join(f"{k} {v:.2f}" for k, v in self.dice.items() if k != "mean")
             lines.append(f"<b>held-out Dice</b>: {self.mean_dice:.2f} ({per_class})")
@@ -102,57 +116,50 @@ class ModelInfo:
                     f'<span style="color:#f0a030">held-out Dice below {LOW_DICE}: expect wrong masks; '
                     "train longer or on more cases</span>"
                 )
-        else:
+        elif info.format == "napari-ssl":
             lines.append("<b>held-out Dice</b>: not measured")
         return "<br>".join(lines)
 
 
-def _normalization_words(norm: Normalization) -> str:
-    """The checkpoint's intensity normalisation in words (``zscore_nonzero`` -> "z-score over the body ...")."""
-    from napari_ssl.inference.scan_check import short_number
-
-    def hu(pair: Any) -> str:
-        low, high = pair
-        return f"{short_number(float(low))}..{short_number(float(high))} HU"
-
-    words = {
-        "zscore_nonzero": "z-score over the body (non-zero voxels)",
-        "ct_zscore": f"CT clipped to {hu(norm.clip or (-1000, 1000))}, then z-score",
-        "ct": f"CT window {hu(norm.window)}",
-        "zscore": "z-score of the whole scan (percentile-clipped)",
-        "minmax": "intensity percentiles scaled to -1..1",
-        "none": "raw intensities (no normalisation)",
-    }
-    return words.get(norm.mode, f"{norm.mode.replace('_', ' ')} intensity normalisation")
+#: the formats in words
+FORMAT_WORDS = {
+    "napari-ssl": "napari-ssl checkpoint",
+    "nnunet": "nnU-Net v2 results folder",
+    "monai-bundle": "MONAI bundle",
+    "torchscript": "TorchScript module",
+}
 
 
 def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
-    """Describe the segmentation checkpoint at ``path`` (its typed checkpoint; no torch, the weights not read).
+    """Describe the model at ``path`` (any format, :func:`napari_ssl.inference.segmenter.describe_segmenter`: its
+    text files only, no torch, nothing executed).
 
     Raises
     ------
     FileNotFoundError
-        No such folder.
+        No such folder or file.
     ValueError
-        Not a napari-ssl checkpoint, a pretraining checkpoint (no segmentation head), or a weights file
-        whose size differs from ``meta.json`` (truncated or altered).
+        A folder of no known format (the sentence names what was looked for), an incomplete one (a missing or
+        truncated weights file), or a pretraining checkpoint (no segmentation head).
     """
-    from napari_ssl import checkpoint
     from napari_ssl.inference.bundled import resolve_model
+    from napari_ssl.inference.segmenter import describe_segmenter
 
-    folder = resolve_model(path)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such model folder")
-    try:
-        ck = checkpoint.open_checkpoint(folder, kinds=("segment",))
-    except checkpoint.CheckpointKindError as exc:
-        raise ValueError(
-            f"{folder} has no segmentation head: it is a {exc.kind or 'unknown'} checkpoint; fine-tune it first "
-            "(Fine-tune dock) and segment with the fine-tuned model"
-        ) from None
-    assert isinstance(ck, SegmenterCheckpoint)
-    checkpoint.check_weights(ck)
-    return ModelInfo(ck)
+    if not resolve_model(path).exists():
+        raise FileNotFoundError(f"{resolve_model(path)}: no such model folder or file")
+    return ModelInfo(describe_segmenter(path))
+
+
+def model_root(chosen: str | os.PathLike[str]) -> str:
+    """The model a file picked in the Choose dialog stands for: a napari-ssl checkpoint's ``meta.json`` or an nnU-Net
+    folder's ``dataset.json`` / ``plans.json`` -> its folder, a bundle's ``configs/metadata.json`` -> the bundle,
+    anything else (a TorchScript file) as chosen."""
+    path = Path(chosen)
+    if path.name == "metadata.json" and path.parent.name == "configs":
+        return str(path.parent.parent)
+    if path.name in ("meta.json", "dataset.json", "plans.json"):
+        return str(path.parent)
+    return str(path)
 
 
 def _settings() -> Any:
@@ -167,7 +174,7 @@ def recent_models() -> list[str]:
 
     value = _settings().value(RECENT_KEY, [])
     items = [value] if isinstance(value, str) else list(value or [])
-    return [p for p in items if Path(p).is_dir() and bundled_name(p) is None]
+    return [p for p in items if Path(p).exists() and bundled_name(p) is None]
 
 
 def remember_model(path: str) -> None:
