@@ -206,9 +206,17 @@ STAGES = {
 }
 
 
+#: a pretext unit (``pretext/<unit>/``) holds parts of several stages, ranked by what they are: its network (heads,
+#: losses, metrics; torch) with the models, its network answer in the explorer (a loaded checkpoint) with the study;
+#: its task, training sample and explorer drawing stay at the pretext stage
+UNIT_PARTS = {"network": "models", "answer": "study"}
+
+
 def _stage(module: str) -> tuple[str, int]:
     name = module.removeprefix("napari_ssl.") if module != "napari_ssl" else "napari_ssl"
     parts = name.split(".")
+    if len(parts) == 3 and parts[0] == "pretext" and parts[2] in UNIT_PARTS:
+        return UNIT_PARTS[parts[2]], STAGES[UNIT_PARTS[parts[2]]]
     for n in range(len(parts), 0, -1):
         key = ".".join(parts[:n])
         if key in STAGES:

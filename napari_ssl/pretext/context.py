@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from . import specs
 from ._base import (
     ParamSpec,
     as_rng,
@@ -390,3 +391,6 @@ class ContextRestoration:
             "pairs": corners,
             "boxes": boxes,
         }
+
+
+SPEC = specs.CONTEXT  # the registry record, until the unit moves

@@ -48,6 +48,7 @@ def _planes_batch(task: Any, patch: int) -> int:
 
 RUBIK = PretextSpec(
     name="rubik",
+    order=10,
     label="Rubik's cube",
     colour="#4c9be8",
     task="napari_ssl.pretext.rubik:RubikCube",
@@ -66,6 +67,7 @@ RUBIK = PretextSpec(
 
 CONTEXT = PretextSpec(
     name="context",
+    order=20,
     label="Context restoration",
     colour="#f28e2b",
     task="napari_ssl.pretext.context:ContextRestoration",
@@ -84,6 +86,7 @@ CONTEXT = PretextSpec(
 
 PLANES = PretextSpec(
     name="planes",
+    order=30,
     label="Imaging planes",
     colour="#59a14f",
     task="napari_ssl.pretext.planes:ImagingPlanes",
