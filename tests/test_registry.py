@@ -231,4 +231,4 @@ def test_answer_specs_of_the_builtins() -> None:
     with pytest.raises(ValueError, match="text_position"):
         AnswerSpec(compute=len, describe=len, draw=len, canvas=len, text_position="middle")
     with pytest.raises(ValueError, match="AnswerSpec"):
-        ExplorerSpec(answer="napari_ssl.study.answers:answer_context")
+        ExplorerSpec(answer="napari_ssl.pretext._restoration.answer:answer_restoration")

@@ -19,10 +19,9 @@ from typing import Any
 
 from . import registry
 from ._base import ParamSpec
-from ._plane_geometry import PlanesParams
 from .context import ContextParams, ContextRestoration
 from .genesis import GenesisParams, ModelsGenesis
-from .planes import ImagingPlanes
+from .planes import ImagingPlanes, PlanesParams
 from .registry import PretextSpec
 from .rubik import RubikCube, RubikParams, permutation_set
 

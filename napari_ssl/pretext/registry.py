@@ -20,11 +20,16 @@ explorer preview are named as ``"module:attribute"`` strings (or given as object
 unit names its own parts relative to itself (``".network:Hooks"``, with ``module=__name__``), so importing the
 unit stays light too.
 
-The network hooks (``PretextSpec.hooks``) are an object with these methods, all called with torch loaded:
+The network hooks (``PretextSpec.hooks``) are an object with these attributes and methods, all used with torch loaded
+(:class:`napari_ssl.models.hooks.Hooks` gives the defaults):
 
-- ``model_fields(task, probe) -> dict``: :class:`~napari_ssl.models.pretrain.ModelSpec` fields this pretext
-  needs (from its task object and one sample of the dataset), e.g. Rubik's cube shape;
-- ``check(spec)``: raise ``ValueError`` for a ModelSpec this pretext cannot use;
+- ``FIELDS`` (optional): its head fields in :attr:`~napari_ssl.models.pretrain.ModelSpec.heads` and their defaults
+  (``LEGACY``: their values in checkpoints written before them; ``CHOICES``: the ones a resumed run keeps; ``FLAT``:
+  where the flat ``meta.json`` of old kept them);
+- ``model_fields(task, probe) -> dict``: head fields this pretext reads from its task object and one sample of the
+  dataset, e.g. Rubik's cube shape;
+- ``check(spec)``: raise ``ValueError`` for head fields (``spec.heads[name]``) this pretext cannot use;
+- ``out_channels(spec)`` (optional): channels of its backbone's output convolution (``None``: the image channels);
 - ``build(model)``: add its heads to the :class:`~napari_ssl.models.pretrain.PretrainModel` (``model.spec`` is the
   ModelSpec; ``model.backbone3d`` / ``model.backbone2d`` exist as ``backbone`` asks);
 - ``forward(model, batch) -> dict`` of outputs keyed ``"<name>.<what>"``;
@@ -101,12 +106,13 @@ class AnswerSpec:
         ``compute(network, volume, task, params, name) -> dict`` (no Qt; runs in a worker thread): the network
         of a :class:`~napari_ssl.training.pretrained.PretrainedNetwork` on the sample ``task.apply(volume, params)``, the
         pretext registered as ``name``; ``ValueError`` with one sentence for a network or parameters it cannot
-        answer (see :mod:`napari_ssl.study.answers`).
+        answer (see :mod:`napari_ssl.study.answers`; e.g. :mod:`napari_ssl.pretext.rubik.answer`).
     describe : str or callable
         ``describe(result, label) -> str``: one sentence on ``compute``'s result (the explorer's status line).
     draw : str or callable
         ``draw(viewer, answer, source_layer) -> list of (name, layer_type, data, kwargs, role)`` (GUI thread;
-        ``answer`` is a :class:`~napari_ssl._napari.explorer.learned_compute.LearnedAnswer`): the layers to show.
+        ``answer`` is the dock's answer on one preview: ``preview``, ``path``, ``result``): the layers to show, in
+        plain data (no napari import; a napari object described as :mod:`napari_ssl.pretext._explore` says).
     canvas : str or callable
         ``canvas(answer, label) -> str``: the lines written on the canvas.
     at_step : str or callable, optional
@@ -135,7 +141,7 @@ class ExplorerSpec:
     Parameters
     ----------
     preview : str or callable, optional
-        ``compute(request, task, rng) -> Preview`` (see :mod:`napari_ssl._napari.explorer.compute`); ``None``
+        ``compute(request, task, rng) -> Preview`` (see :mod:`napari_ssl.pretext._explore`); ``None``
         uses the generic preview: ``task.apply`` on the scan and the boxes of ``task.overlay(params)["boxes"]``
         (``(n, 2, 3)`` start / stop voxel corners) outlined, with ``task.describe(params)`` as the summary.
     restore : bool
@@ -222,7 +228,7 @@ class PretextSpec:
     native_views : str or callable, optional
         ``native_views(raw, task, data, norm, seed, train_length, val_length, val_fraction) -> dict`` (``train``,
         ``val``, ``n_train``, ``n_val``, ``meta``): its samples from native 2D acquisitions (DICOM views of an exam,
-        :mod:`napari_ssl.pretext.planes_native`); ``None``: it needs 3D scans.
+        :mod:`napari_ssl.pretext.planes.native`); ``None``: it needs 3D scans.
     paper : str
         The reference (for docs and tooltips).
     """

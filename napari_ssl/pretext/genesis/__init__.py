@@ -9,9 +9,9 @@ resolved against this package on use.
 
 from __future__ import annotations
 
+from napari_ssl.pretext._restoration import HOOKS, RESTORATION_ANSWER
 from napari_ssl.pretext.genesis.task import INNER, OUTER, GenesisParams, ModelsGenesis, bezier_map
 from napari_ssl.pretext.registry import ExplorerSpec, PretextSpec
-from napari_ssl.pretext.specs import RESTORATION_ANSWER
 
 __all__ = ["INNER", "OUTER", "SPEC", "GenesisParams", "ModelsGenesis", "bezier_map"]
 
@@ -23,7 +23,7 @@ SPEC = PretextSpec(
     module=__name__,
     task=".task:ModelsGenesis",
     adapter=".sample:GenesisAdapter",
-    hooks="napari_ssl.models.tasks:RestorationHooks",
+    hooks=HOOKS,
     backbone="3d",
     metrics=("genesis/psnr_gain", "genesis/psnr", "genesis/psnr_input"),
     # the network's answer: the restoration view of context restoration (the same U-Net and hooks)

@@ -12,8 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from . import specs
-from ._base import (
+from napari_ssl.pretext._base import (
     ParamSpec,
     as_rng,
     check_array,
@@ -391,6 +390,3 @@ class ContextRestoration:
             "pairs": corners,
             "boxes": boxes,
         }
-
-
-SPEC = specs.CONTEXT  # the registry record, until the unit moves

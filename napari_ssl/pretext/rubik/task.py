@@ -14,8 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from . import specs
-from ._base import (
+from napari_ssl.pretext._base import (
     ParamSpec,
     as_rng,
     check_array,
@@ -381,6 +380,3 @@ class RubikCube:
             "rotations": np.array(params.rotations, dtype=bool).reshape(-1, 2),
             "permutation_index": params.permutation_index,
         }
-
-
-SPEC = specs.RUBIK  # the registry record, until the unit moves
