@@ -71,11 +71,11 @@ def main() -> None:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_ssl._napari.explorer.compute import PreviewRequest
     from napari_ssl._napari.explorer.dock import PretextExplorer
     from napari_ssl._napari.explorer.preview import compute_preview
     from napari_ssl._napari.layers import volume_to_layer_data
     from napari_ssl.io.foreground import foreground_mask
+    from napari_ssl.pretext._explore import PreviewRequest
 
     vol = volume_256()
     copy_s = time_copy(vol.array)

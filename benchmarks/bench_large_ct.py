@@ -134,8 +134,8 @@ def run_stage(stage: str, work: Path, steps: int) -> dict:
         out["shape"], out["dtype"] = list(vol.array.shape), str(vol.array.dtype)
         out["spacing"] = [round(s, 4) for s in vol.spacing]
     elif stage.startswith("preview-"):
-        from napari_ssl._napari.explorer.compute import PreviewRequest
         from napari_ssl._napari.explorer.preview import compute_preview
+        from napari_ssl.pretext._explore import PreviewRequest
 
         vol = io.read(work / "ct.nii.gz")
         out["rss_after_open_mib"] = _peak_mib()

@@ -1,7 +1,7 @@
 """Imaging planes on the native cardiac exam: held-out angle error and slice-position error, trained vs untrained.
 
 The shared exam (``cardiac_views/056B``: 2-/4-chamber localizers, an 8-slice short-axis stack, four 25-frame cines)
-trains the planes network on its training views (``napari_ssl.pretext.planes_native``: every 5th cine frame and
+trains the planes network on its training views (``napari_ssl.pretext.planes.native``: every 5th cine frame and
 short-axis slices 2 and 5 held out); ``score`` then measures it on the held-out views only. The same network at step
 0 (one step at lr 1e-12) is the reference that gives the numbers a meaning.
 

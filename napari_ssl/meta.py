@@ -179,7 +179,7 @@ class PretrainCheckpoint(Checkpoint):
     model: Mapping[str, Any] | None = None  # a models.ModelSpec as a dict (building it needs torch: model_spec())
     backbones: Mapping[str, BackboneSpec | None] = field(default_factory=dict)
     prefixes: Mapping[str, str] = field(default_factory=dict)
-    native_views: Mapping[str, Any] | None = None  # planes on native 2D views: channels, split (pretext.planes_native)
+    native_views: Mapping[str, Any] | None = None  # planes on native 2D views: channels, split (pretext.planes.native)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -1,5 +1,5 @@
 """Held-out measures of a network over a dataset: :func:`mean_metrics`, shared by :mod:`napari_ssl.study.score` and the
-native-views scoring of :mod:`napari_ssl.pretext.planes_native` (its own module so neither imports the other's
+native-views scoring of :mod:`napari_ssl.pretext.planes.native` (its own module so neither imports the other's
 caller: no import circle through the pretraining task)."""
 
 from __future__ import annotations

@@ -12,14 +12,10 @@ import torch
 from napari_ssl.io.volume import Volume
 from napari_ssl.phantom import make_phantom
 from napari_ssl.pretext import ContextRestoration, ImagingPlanes, RubikCube
-from napari_ssl.study.answers import (
-    answer,
-    answer_context,
-    answer_planes,
-    answer_rubik,
-    describe,
-    load_network,
-)
+from napari_ssl.pretext._restoration.answer import answer_restoration
+from napari_ssl.pretext.planes.answer import answer_planes
+from napari_ssl.pretext.rubik.answer import answer_rubik
+from napari_ssl.study.answers import answer, describe, load_network
 
 
 def pretrain_tiny(out: Path, pretexts=("rubik", "context", "planes"), steps: int = 2) -> Path:
@@ -58,7 +54,7 @@ def test_context_identity_network_returns_the_corrupted_scan(tiny_ckpt, scan) ->
         head.bias.zero_()
     task = ContextRestoration(patch_size=4, n_swaps=6)
     params = task.sample(scan.spatial_shape, np.random.default_rng(1))
-    out = answer_context(net, scan, task, params)
+    out = answer_restoration(net, scan, task, params)
     corrupted = task.apply(scan.array, params)
     assert out["restored"].shape == scan.spatial_shape
     np.testing.assert_allclose(out["restored"], corrupted, rtol=0, atol=1e-3 * np.ptp(scan.array))
@@ -75,7 +71,7 @@ def test_context_answer_is_deterministic_and_measured_against_the_original(tiny_
     np.testing.assert_array_equal(first["restored"], second["restored"])
     assert first["psnr_gain"] == pytest.approx(first["psnr"] - first["psnr_input"])
     assert not np.array_equal(first["restored"], first["corrupted"])  # a trained net changes something
-    no_swap = answer_context(net, scan, task, type(params)(**{**params.__dict__, "pairs": ()}))
+    no_swap = answer_restoration(net, scan, task, type(params)(**{**params.__dict__, "pairs": ()}))
     assert no_swap["psnr_input"] > first["psnr_input"]  # an unswapped input is the original itself
     assert "dB" in describe("context", first)
 

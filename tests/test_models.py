@@ -19,17 +19,10 @@ from napari_ssl.models import (
     load_parts,
     sub_state,
 )
-from napari_ssl.models.heads import (
-    LineHead,
-    RubikCellHead,
-    RubikHead,
-    heatmap_angles,
-    planes_losses,
-    planes_metrics,
-    psnr,
-    rubik_metrics,
-)
+from napari_ssl.models.heads import psnr
+from napari_ssl.pretext.planes.network import LineHead, heatmap_angles, planes_losses, planes_metrics
 from napari_ssl.pretext.rubik import permutation_set
+from napari_ssl.pretext.rubik.network import RubikCellHead, RubikHead, cube_levels, rubik_metrics
 
 
 @pytest.mark.parametrize("size", list(SIZES))
@@ -117,12 +110,12 @@ def test_pretrain_model_outputs_losses_and_gradients() -> None:
     spec = ModelSpec(
         pretexts=("rubik", "context", "planes"),
         backbone="tiny",
-        cube_shape=(12, 12, 12),
-        n_permutations=10,
-        n_views=3,
+        heads={"rubik": {"cube_shape": (12, 12, 12), "n_permutations": 10}, "planes": {"n_views": 3}},
     )
     assert ModelSpec.from_dict(spec.to_dict()) == spec
-    assert spec.rubik_levels == 2  # 12 -> 6 -> 3: the deepest level with >= 2 voxels
+    assert spec.heads["rubik"] == {"cube_shape": (12, 12, 12), "n_cubes": 8, "n_permutations": 10, "n_axes": 2,
+                                   "alpha": 0.5, "head": "cells"}  # the unit's defaults filled in
+    assert cube_levels(spec.heads["rubik"]["cube_shape"]) == 2  # 12 -> 6 -> 3: the deepest level with >= 2 voxels
     model = PretrainModel(spec)
     batch = _batch()
     out = model(batch)
@@ -146,15 +139,38 @@ def test_pretrain_model_outputs_losses_and_gradients() -> None:
     }
     assert not model.unused_parameters_possible()
     assert PretrainModel(
-        ModelSpec(pretexts=("rubik",), backbone="tiny", cube_shape=(12,) * 3)
+        ModelSpec(pretexts=("rubik",), backbone="tiny", heads={"rubik": {"cube_shape": (12,) * 3}})
     ).unused_parameters_possible()
+
+
+def test_a_flat_model_dict_from_before_the_heads_builds_the_same_network() -> None:
+    """meta.json written before ``ModelSpec.heads`` kept every head field flat: it still opens, as the same network
+    (same fields, same weights from the same seed); the new form is written back."""
+    spec = ModelSpec(pretexts=("rubik", "context", "planes"), backbone="tiny",
+                     heads={"rubik": {"cube_shape": (12, 12, 12), "n_permutations": 10}, "planes": {"n_views": 3}})
+    flat = {"pretexts": ["rubik", "context", "planes"], "backbone": "tiny", "in_channels": 1,
+            "cube_shape": [12, 12, 12], "n_cubes": 8, "n_permutations": 10, "n_axes": 2, "n_views": 3, "alpha": 0.5,
+            "context_residual": True, "rubik_head": "cells", "planes_head": "conv"}
+    old = ModelSpec.from_dict(flat)
+    assert old == spec and old.to_dict() == spec.to_dict() and "heads" in old.to_dict()
+    torch.manual_seed(0)
+    new_state = PretrainModel(spec).state_dict()
+    torch.manual_seed(0)
+    old_state = PretrainModel(old).state_dict()
+    assert new_state.keys() == old_state.keys() and all(torch.equal(new_state[k], old_state[k]) for k in new_state)
 
 
 def test_model_spec_validation() -> None:
     with pytest.raises(ValueError, match="pretexts must be distinct names"):
-        ModelSpec(pretexts=("rubik", "rubik"), cube_shape=(8, 8, 8))
+        ModelSpec(pretexts=("rubik", "rubik"), heads={"rubik": {"cube_shape": (8, 8, 8)}})
     with pytest.raises(ValueError, match="rubik needs cube_shape"):
         ModelSpec(pretexts=("rubik",))
+    with pytest.raises(ValueError, match="rubik has no head field n_views"):  # each pretext owns its fields
+        ModelSpec(pretexts=("rubik",), heads={"rubik": {"cube_shape": (8, 8, 8), "n_views": 3}})
+    with pytest.raises(ValueError, match=r"head fields given for \['planes'\]"):
+        ModelSpec(pretexts=("context",), heads={"planes": {"n_views": 3}})
+    with pytest.raises(ValueError, match="rubik alpha must be in"):
+        ModelSpec(pretexts=("rubik",), heads={"rubik": {"cube_shape": (8, 8, 8), "alpha": 2.0}})
 
 
 def test_rubik_metrics_perfect_and_wrong() -> None:
@@ -196,25 +212,31 @@ def test_rubik_cell_head_reads_the_permutation_and_turns_from_each_cubes_answer(
 
 
 def test_rubik_checkpoints_from_before_the_cell_head_still_load() -> None:
-    spec = ModelSpec(pretexts=("rubik",), backbone="tiny", cube_shape=(8, 8, 8), n_permutations=10)
-    assert spec.rubik_head == "cells" and isinstance(PretrainModel(spec).rubik_head, RubikCellHead)
-    old = {k: v for k, v in spec.to_dict().items() if k != "rubik_head"}  # meta.json written before it
+    spec = ModelSpec(pretexts=("rubik",), backbone="tiny",
+                     heads={"rubik": {"cube_shape": (8, 8, 8), "n_permutations": 10}})
+    assert spec.heads["rubik"]["head"] == "cells" and isinstance(PretrainModel(spec).rubik_head, RubikCellHead)
+    old = spec.to_dict()
+    del old["heads"]["rubik"]["head"]  # meta.json written before it
     old_spec = ModelSpec.from_dict(old)
-    assert old_spec.rubik_head == "concat"
+    assert old_spec.heads["rubik"]["head"] == "concat"
+    flat = {"pretexts": ["rubik"], "backbone": "tiny", "in_channels": 1, "cube_shape": [8, 8, 8], "n_cubes": 8,
+            "n_permutations": 10, "n_axes": 2, "n_views": 3, "alpha": 0.5, "context_residual": True,
+            "planes_head": "conv"}  # the flat meta.json of that time, before ModelSpec.heads
+    assert ModelSpec.from_dict(flat) == old_spec
     model = PretrainModel(old_spec)
     assert type(model.rubik_head) is RubikHead
     state = {k: v for k, v in PretrainModel(spec).state_dict().items() if not k.startswith("rubik_head.cells")}
     model.load_state_dict(state)  # the old weights are exactly the FC heads'
-    with pytest.raises(ValueError, match="rubik_head must be one of"):
-        ModelSpec(pretexts=("rubik",), cube_shape=(8, 8, 8), rubik_head="bogus")
+    with pytest.raises(ValueError, match="rubik head must be one of"):
+        ModelSpec(pretexts=("rubik",), heads={"rubik": {"cube_shape": (8, 8, 8), "head": "bogus"}})
 
 
 def test_planes_line_head_replaces_the_output_conv_and_old_checkpoints_still_load() -> None:
     """The default planes network draws its line maps with a LineHead on the last decoder level (the U-Net's 1x1
     output conv, a linear map of 4-8 features to every view's map, is gone); a meta.json from before it rebuilds the
     1x1 conv and loads its weights."""
-    spec = ModelSpec(pretexts=("planes",), backbone="tiny", n_views=3)
-    assert spec.planes_head == "conv"
+    spec = ModelSpec(pretexts=("planes",), backbone="tiny", heads={"planes": {"n_views": 3}})
+    assert spec.heads["planes"]["head"] == "conv"
     model = PretrainModel(spec)
     assert isinstance(model.line_head, LineHead)
     assert not any(k.startswith("backbone2d.net.final_conv") for k in model.state_dict())  # no unused weights
@@ -223,16 +245,22 @@ def test_planes_line_head_replaces_the_output_conv_and_old_checkpoints_still_loa
     assert out["planes.heatmaps"].shape == (2, 3, 3, 32, 32)
     model.losses(out, batch)["loss"].backward()
     assert all(p.grad is not None for p in model.parameters())  # every weight trains (DDP needs no unused search)
-    old_spec = ModelSpec.from_dict({k: v for k, v in spec.to_dict().items() if k != "planes_head"})
-    assert old_spec.planes_head == "linear"
+    old = spec.to_dict()
+    del old["heads"]["planes"]["head"]  # meta.json written before the line head
+    old_spec = ModelSpec.from_dict(old)
+    assert old_spec.heads["planes"]["head"] == "linear"
+    flat = {"pretexts": ["planes"], "backbone": "tiny", "in_channels": 1, "cube_shape": [], "n_cubes": 8,
+            "n_permutations": 100, "n_axes": 2, "n_views": 3, "alpha": 0.5, "context_residual": True,
+            "rubik_head": "cells"}  # the flat meta.json of that time
+    assert ModelSpec.from_dict(flat) == old_spec
     old = PretrainModel(old_spec)
     assert not hasattr(old, "line_head") and old.backbone2d.net.final_conv(torch.zeros(1, 4, 8, 8)).shape[1] == 3
     state = {k: torch.randn_like(v) for k, v in old.state_dict().items()}
     reloaded = PretrainModel(old_spec)
     reloaded.load_state_dict(state)  # strict: the old weights are exactly this network's
     assert torch.equal(reloaded.backbone2d.net.final_conv.weight, state["backbone2d.net.final_conv.weight"])
-    with pytest.raises(ValueError, match="planes_head must be one of"):
-        ModelSpec(pretexts=("planes",), planes_head="bogus")
+    with pytest.raises(ValueError, match="planes head must be one of"):
+        ModelSpec(pretexts=("planes",), heads={"planes": {"head": "bogus"}})
 
 
 def test_psnr() -> None:
@@ -292,4 +320,6 @@ def test_context_restoration_starts_as_the_identity() -> None:
     assert abs(metrics["context/psnr_gain"]) < 1e-4
     assert metrics["context/psnr"] == pytest.approx(metrics["context/psnr_input"], abs=1e-4)
     old = ModelSpec.from_dict({"pretexts": ["context"], "backbone": "tiny"})  # a checkpoint from before: not residual
-    assert old.context_residual is False
+    assert old.heads["context"]["residual"] is False
+    assert ModelSpec.from_dict({"pretexts": ["context"], "heads": {"context": {}}}).heads["context"]["residual"] is False
+    assert ModelSpec(pretexts=("genesis",)).heads["genesis"]["residual"] is True  # the same head, its own field

@@ -118,6 +118,36 @@ def test_core_imports_no_qt_or_napari():
     assert offenders == {}
 
 
+def _code_strings(path: Path) -> list[tuple[int, str]]:
+    """The string constants of ``path`` that are code, not docstrings (f-string parts included)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docs = {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body
+            and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs]
+
+
+def test_core_never_names_the_gui() -> None:
+    """The core reaches the GUI through nothing: no module outside ``napari_ssl/_napari`` names ``_napari``, not even in
+    a ``"module:attribute"`` string that the registry would import (a pretext's records name its own core modules;
+    the dock finds them through the registry)."""
+    found = []
+    for path in sorted((REPO / "napari_ssl").rglob("*.py")):
+        if "_napari" in path.relative_to(REPO / "napari_ssl").parts:
+            continue
+        found += [f"{path.relative_to(REPO)}:{line}: {text!r}" for line, text in _code_strings(path)
+                  if re.search(r"\b_napari\b", text)]
+    assert not found, "core modules naming napari_ssl._napari:\n" + "\n".join(found)
+
+
+def test_the_gui_name_check_sees_strings(tmp_path: Path) -> None:
+    """The check above finds a reference in a string (and skips a docstring's words)."""
+    module = tmp_path / "m.py"
+    module.write_text('"""Drawn by napari_ssl._napari.explorer."""\nPREVIEW = "napari_ssl._napari.explorer.x:f"\n')
+    assert _code_strings(module) == [(2, "napari_ssl._napari.explorer.x:f")]
+
+
 PRIVATE_NAPARI = re.compile(
     r"\b(viewer|window|layers?|canvas|dims|camera|qt_viewer|existing|target|Viewer)\._[a-z]\w*"
     r"|\._(qt_window|qt_viewer|overlays|activate_on_insert|clear_extent|add_layer_from_data|instances)\b"
@@ -206,9 +236,17 @@ STAGES = {
 }
 
 
+#: a pretext unit (``pretext/<unit>/``) holds parts of several stages, ranked by what they are: its network (heads,
+#: losses, metrics; torch) with the models, its network answer in the explorer (a loaded checkpoint) with the study;
+#: its task, training sample and explorer drawing stay at the pretext stage
+UNIT_PARTS = {"network": "models", "answer": "study"}
+
+
 def _stage(module: str) -> tuple[str, int]:
     name = module.removeprefix("napari_ssl.") if module != "napari_ssl" else "napari_ssl"
     parts = name.split(".")
+    if len(parts) == 3 and parts[0] == "pretext" and parts[2] in UNIT_PARTS:
+        return UNIT_PARTS[parts[2]], STAGES[UNIT_PARTS[parts[2]]]
     for n in range(len(parts), 0, -1):
         key = ".".join(parts[:n])
         if key in STAGES:

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from napari_ssl.io.volume import Volume
-from napari_ssl.pretext import planes_native as pn
-from napari_ssl.pretext._plane_geometry import planes_from_images
+from napari_ssl.pretext.planes import native as pn
+from napari_ssl.pretext.planes.geometry import planes_from_images
 
 SIZE = 32
 SIGMA = 7.56
@@ -162,7 +162,7 @@ def test_planes_train_on_native_views(trained, untrained) -> None:
     meta = json.loads((out / "meta.json").read_text())
     loss = meta["history"]["loss"]
     assert len(loss) == 10 and np.mean(loss[:3]) > np.mean(loss[-3:]), loss
-    assert meta["model"]["n_views"] == 7 and len(meta["native_views"]["channels"]) == 7
+    assert meta["model"]["heads"]["planes"]["n_views"] == 7 and len(meta["native_views"]["channels"]) == 7
     assert meta["n_val"] == 4 * 5 + 2 and meta["n_train"] == 2 + 6 + 4 * 20
     # the held-out views' metrics beat those of the network before training (33 vs 37 degrees, 0.06 vs 0.58)
     assert finished.metrics["planes/angle_error_deg"] < untrained["planes/angle_error_deg"], (finished, untrained)

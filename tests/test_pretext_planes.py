@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from napari_ssl.io.volume import Volume
 from napari_ssl.pretext import ImagingPlanes
-from napari_ssl.pretext._plane_geometry import intersection
+from napari_ssl.pretext.planes.geometry import intersection
 
 FAST = settings(max_examples=25, deadline=None)
 
@@ -315,7 +315,7 @@ def test_outside_the_volume_is_its_background():
 
 def _line_angles(task, shape, seeds):
     """In-image angle (radians, modulo pi) of every line of every sample, (samples, N, N)."""
-    from napari_ssl.models.heads import heatmap_angles
+    from napari_ssl.pretext.planes.network import heatmap_angles
 
     heat = np.stack([task.targets(task.sample(shape, s, spacing=(1.5, 1.0, 1.0)))["heatmaps"] for s in seeds])
     return heatmap_angles(torch.from_numpy(heat))[0].numpy(), heat
@@ -341,7 +341,7 @@ def test_anatomical_views_are_fixed_in_the_anatomy_up_to_jitter():
 def test_rotated_views_cannot_be_answered_without_looking():
     """With the default in-plane rotation the line angles are spread over every direction, so the best answer that
     ignores the image (the mean target heatmap) is near chance (45 degrees): the score measures reading the anatomy."""
-    from napari_ssl.models.heads import planes_metrics
+    from napari_ssl.pretext.planes.network import planes_metrics
 
     task = ImagingPlanes(n_stack=4, n_oblique=3, size=24)
     _, heat = _line_angles(task, (30, 40, 40), range(64))

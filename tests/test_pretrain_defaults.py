@@ -84,7 +84,8 @@ def test_pretraining_uses_and_records_the_default_batch_and_the_user_wins(tmp_pa
 
 
 def test_a_checkpoint_from_before_the_planes_line_head_resumes_with_its_own_head(tmp_path: Path) -> None:
-    """A planes checkpoint written before ``ModelSpec.planes_head`` (its 1x1 output conv) resumes as that network."""
+    """A planes checkpoint written before the planes' head field ``head`` (its 1x1 output conv) resumes as that
+    network, in the flat ``model`` dict of that time too."""
     import json
 
     import torch
@@ -92,17 +93,19 @@ def test_a_checkpoint_from_before_the_planes_line_head_resumes_with_its_own_head
     from napari_ssl.models import ModelSpec, PretrainModel
 
     first = _run(tmp_path, "old", ("planes",), batch_size=1)
-    assert first["model"]["planes_head"] == "conv"
+    assert first["model"]["heads"]["planes"]["head"] == "conv"
     folder = tmp_path / "old"
     meta = json.loads((folder / "meta.json").read_text())
-    del meta["model"]["planes_head"]  # as written before the line head
+    fields = meta["model"].pop("heads")["planes"]
+    meta["model"]["n_views"] = fields["n_views"]  # the flat dict written before the line head (and before heads)
     old_spec = ModelSpec.from_dict(meta["model"])
+    assert old_spec.heads["planes"] == {"n_views": fields["n_views"], "head": "linear"}
     torch.manual_seed(0)
     old_model = PretrainModel(old_spec)
     optimizer = torch.optim.AdamW(old_model.parameters())
     checkpoint.save(folder, old_model.state_dict(), meta, {"optimizer": optimizer.state_dict()})
     resumed = _run(tmp_path, "old", ("planes",), batch_size=1, steps=2, resume=str(folder))
-    assert resumed["step"] == 2 and resumed["model"]["planes_head"] == "linear"
+    assert resumed["step"] == 2 and resumed["model"]["heads"]["planes"]["head"] == "linear"
     state, _ = checkpoint.load(folder)
     assert "backbone2d.net.final_conv.weight" in state and not any(k.startswith("line_head") for k in state)
 

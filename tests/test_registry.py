@@ -156,6 +156,56 @@ def test_toy_pretext_trains_and_scores(tmp_path: Path, capsys) -> None:
         assert scores["trained"]["flip/axis_acc"] == 1.0 > scores["untrained"]["flip/axis_acc"], scores
 
 
+def test_a_pretext_is_one_module_and_no_registry_edit(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Adding a pretext touches one file: the toy pretext written as a module with a ``SPEC``, in a folder on
+    ``napari_ssl.pretext.__path__``, is found by the registry (nothing registers it, no list names it), listed after
+    the built-ins, trains for two steps and scores."""
+    import napari_ssl.pretext
+    from napari_ssl import events
+    from napari_ssl.cli import main
+    from napari_ssl.training.pretrain import PretrainConfig, pretrain
+
+    unit = tmp_path / "units"
+    unit.mkdir()
+    source = (Path(__file__).parent / "toy_pretext.py").read_text(encoding="utf-8")
+    (unit / "flipunit.py").write_text(source + "\n\nSPEC = FLIP\n", encoding="utf-8")
+    monkeypatch.setattr(napari_ssl.pretext, "__path__", [*napari_ssl.pretext.__path__, str(unit)])
+    monkeypatch.setattr(registry, "_REGISTRY", {})
+    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.delitem(sys.modules, "napari_ssl.pretext.flipunit", raising=False)
+    before = {p: p.stat().st_mtime_ns for p in (REPO / "napari_ssl").rglob("*.py")}
+    assert registry.names() == (*BUILTINS, "flip")
+    assert registry.get("flip").task_class().__module__ == "napari_ssl.pretext.flipunit"
+    rng = np.random.default_rng(0)
+    scans = tuple(rng.normal(size=(34, 34, 34)).astype(np.float32) for _ in range(2))
+    config = PretrainConfig(pretexts=("flip",), volumes=scans, out=str(tmp_path / "ck"), steps=2, batch_size=2,
+                            patch_size=32, backbone="tiny", num_threads=1, num_workers=0, val_samples=2,
+                            save_every=0, foreground=False, device="cpu", lr=0.05)
+    seen = list(pretrain(config))
+    assert sum(isinstance(e, events.Progress) for e in seen) == 2
+    assert isinstance(seen[-1], events.Finished) and "flip/axis_acc" in seen[-1].metrics
+    from napari_ssl import io
+    from napari_ssl.io.volume import Volume
+
+    scan = io.write(Volume(rng.normal(size=(36, 36, 36)).astype(np.float32)), tmp_path / "held_out.nii.gz")
+    capsys.readouterr()
+    assert main(["score", "--model", str(tmp_path / "ck"), "--data", str(scan), "--samples", "2",
+                 "--device", "cpu"]) == 0
+    assert set(json.loads(capsys.readouterr().out.strip())) == {"flip/axis_acc"}
+    assert {p: p.stat().st_mtime_ns for p in (REPO / "napari_ssl").rglob("*.py")} == before  # no other file
+
+
+def test_relative_references_resolve_against_the_unit() -> None:
+    spec = registry.get("genesis")
+    assert spec.module == "napari_ssl.pretext.genesis"
+    assert spec.task == "napari_ssl.pretext.genesis.task:ModelsGenesis"
+    assert spec.make_adapter(spec.make()).__class__.__name__ == "GenesisAdapter"
+    with pytest.raises(ValueError, match="needs the spec's module"):
+        PretextSpec(name="ok", label="x", colour="#000000", task=".task:T", adapter="a:b", hooks="a:b")
+    with pytest.raises(ValueError, match="package.module:attribute"):
+        registry.resolve(".task:T")
+
+
 def test_backbones_prefixes_and_decoder_transfer_follow_the_records() -> None:
     from napari_ssl.models.pretrain import backbone_prefixes, has_decoder
 
@@ -181,4 +231,4 @@ def test_answer_specs_of_the_builtins() -> None:
     with pytest.raises(ValueError, match="text_position"):
         AnswerSpec(compute=len, describe=len, draw=len, canvas=len, text_position="middle")
     with pytest.raises(ValueError, match="AnswerSpec"):
-        ExplorerSpec(answer="napari_ssl.study.answers:answer_context")
+        ExplorerSpec(answer="napari_ssl.pretext._restoration.answer:answer_restoration")

@@ -1,8 +1,8 @@
 """The pretraining network: shared backbones plus the heads of the pretexts, combined with weighted losses.
 
 Every pretext comes from :mod:`napari_ssl.pretext.registry`; its ``backbone`` says which network it uses and its
-network hooks (:mod:`napari_ssl.models.tasks` for the built-ins) add its heads, run its forward pass and give its
-losses and metrics.
+network hooks (each unit's ``network`` module, e.g. :mod:`napari_ssl.pretext.rubik.network`) add its heads, run its
+forward pass and give its losses and metrics; its head fields are its own (``ModelSpec.heads[name]``).
 
 - The 3D pretexts share one 3D :class:`~napari_ssl.models.backbone.UNet` (``backbone3d``): Rubik's Siamese head
   reads its encoder on every cube, the restoration pretexts (context, Models Genesis) use the whole U-Net.
@@ -16,25 +16,28 @@ Weight names are stable (``backbone3d.net.conv_0...``, ``backbone2d.net...``, ``
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 from torch import nn
 
-from napari_ssl.models.backbone import LEVELS, BackboneSpec, UNet
+from napari_ssl.models.backbone import BackboneSpec, UNet
 from napari_ssl.pretext import registry
 
 PREFIX_3D = "backbone3d."
 PREFIX_2D = "backbone2d."
-RUBIK_HEADS = ("cells", "concat")
-PLANES_HEADS = ("conv", "linear")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """Everything that shapes the pretraining network (stored in ``meta.json`` as ``model``).
+
+    The shared fields are here; each pretext owns its head fields (its network hooks'
+    :attr:`~napari_ssl.models.hooks.Hooks.FIELDS`, e.g. Rubik's ``cube_shape``, the planes' ``n_views``), kept in
+    ``heads[name]`` with its defaults filled in.
 
     Parameters
     ----------
@@ -44,43 +47,15 @@ class ModelSpec:
         Size of both backbones (``tiny`` ... ``large``).
     in_channels : int
         Image channels.
-    cube_shape : tuple of int
-        Rubik: spatial shape of one cube (after cropping), to pick the encoder depth.
-    n_cubes, n_permutations, n_axes : int
-        Rubik: cubes per sample, permutation classes K, rotation axes per cube.
-    n_views : int
-        Planes: views per sample; each view gets ``n_views`` heatmap channels (channel ``j``: its line
-        with view ``j``; zero for itself and for parallel views).
-    alpha : float
-        Rubik: weight of the permutation loss (``1 - alpha`` for rotation).
-    context_residual : bool
-        The restoration pretexts (context restoration, Models Genesis) predict the correction added to their input,
-        from a zero output layer: the network starts as the identity (PSNR gain 0, not the -50 dB of a random decoder) and learns only the repair.
-    rubik_head : str
-        ``"cells"`` (default): :class:`~napari_ssl.models.heads.RubikCellHead`, a classifier shared by every cube
-        (source cell and orientation) added to the paper's concatenated FC heads; ``"concat"``: the FC heads
-        alone (:class:`~napari_ssl.models.heads.RubikHead`), as in checkpoints from before the shared classifier.
-    planes_head : str
-        ``"conv"`` (default): the planes' line heatmaps come from a :class:`~napari_ssl.models.heads.LineHead`
-        (conv 3x3, instance norm, leaky ReLU, conv 1x1) on the 2D U-Net's last decoder level, in place of its 1x1
-        output convolution; ``"linear"``: that 1x1 convolution, as in checkpoints from before the line head.
+    heads : dict
+        ``{pretext: {field: value}}``: the head fields each pretext's hooks read (lists become tuples); a field not
+        given takes the pretext's default, a field the pretext does not have is a ``ValueError``.
     """
 
     pretexts: tuple[str, ...]
     backbone: str = "small"
     in_channels: int = 1
-    cube_shape: tuple[int, ...] = ()
-    n_cubes: int = 8
-    n_permutations: int = 100
-    n_axes: int = 2
-    n_views: int = 3
-    alpha: float = 0.5
-    context_residual: bool = True
-    rubik_head: str = "cells"
-    planes_head: str = "conv"
-
-    #: the fields that choose a head (their defaults changed over versions; a resumed run keeps its checkpoint's)
-    HEAD_FIELDS: ClassVar[tuple[str, ...]] = ("context_residual", "rubik_head", "planes_head")
+    heads: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         pretexts = tuple(self.pretexts)
@@ -88,15 +63,25 @@ class ModelSpec:
         if not pretexts or any(p not in known for p in pretexts) or len(set(pretexts)) != len(pretexts):
             raise ValueError(f"pretexts must be distinct names among {known}, got {self.pretexts!r}")
         object.__setattr__(self, "pretexts", pretexts)
-        object.__setattr__(self, "cube_shape", tuple(int(c) for c in self.cube_shape))
-        if self.rubik_head not in RUBIK_HEADS:
-            raise ValueError(f"rubik_head must be one of {RUBIK_HEADS}, got {self.rubik_head!r}")
-        if self.planes_head not in PLANES_HEADS:
-            raise ValueError(f"planes_head must be one of {PLANES_HEADS}, got {self.planes_head!r}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
-        for hooks in self.hooks().values():
-            hooks.check(self)
+        given = {str(k): dict(v or {}) for k, v in dict(self.heads or {}).items()}
+        stray = sorted(set(given) - set(pretexts))
+        if stray:
+            raise ValueError(f"head fields given for {stray}, which this network does not learn ({list(pretexts)})")
+        hooks = self.hooks()
+        heads: dict[str, dict[str, Any]] = {}
+        for name, hook in hooks.items():
+            defaults = dict(getattr(hook, "FIELDS", {}))
+            unknown = sorted(set(given.get(name, {})) - set(defaults))
+            if unknown:
+                raise ValueError(f"{name} has no head field {', '.join(unknown)}; its fields: {sorted(defaults)}")
+            merged = {**defaults, **given.get(name, {})}
+            heads[name] = {k: tuple(v) if isinstance(v, list) else v for k, v in merged.items()}
+        object.__setattr__(self, "heads", heads)
+        for hook in hooks.values():
+            hook.check(self)
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
 
     def hooks(self) -> dict[str, Any]:
         """The network hooks of each pretext (see :mod:`napari_ssl.pretext.registry`)."""
@@ -119,30 +104,43 @@ class ModelSpec:
             return BackboneSpec(size=self.backbone, spatial_dims=2, in_channels=self.in_channels)
         return None
 
-    @property
-    def rubik_levels(self) -> int:
-        """Encoder depth used on a cube: the deepest level that keeps >= 2 voxels per edge."""
-        edge = min(self.cube_shape)
-        level = 0
-        while level < LEVELS and edge // 2 ** (level + 1) >= 2:
-            level += 1
-        return level
+    def with_choices_of(self, saved: ModelSpec) -> ModelSpec:
+        """This network with the head choices of ``saved`` (each pretext's hooks'
+        :attr:`~napari_ssl.models.hooks.Hooks.CHOICES`, whose defaults changed over versions): a resumed run keeps
+        its checkpoint's heads."""
+        heads = {}
+        for name, hook in self.hooks().items():
+            kept = saved.heads.get(name, {})
+            heads[name] = {**self.heads[name],
+                           **{k: kept[k] for k in getattr(hook, "CHOICES", ()) if k in kept}}
+        return replace(self, heads=heads)
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["pretexts"] = list(self.pretexts)
-        out["cube_shape"] = list(self.cube_shape)
-        return out
+        """JSON-ready: ``pretexts``, ``backbone``, ``in_channels`` and ``heads`` (tuples as lists)."""
+        return {
+            "pretexts": list(self.pretexts),
+            "backbone": self.backbone,
+            "in_channels": self.in_channels,
+            "heads": {name: {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
+                      for name, fields in self.heads.items()},
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        known.setdefault("context_residual", False)  # checkpoints from before the residual head
-        known.setdefault("rubik_head", "concat")  # checkpoints from before the shared cube classifier
-        known.setdefault("planes_head", "linear")  # checkpoints from before the line head
-        known["pretexts"] = tuple(known["pretexts"])
-        known["cube_shape"] = tuple(known.get("cube_shape", ()))
-        return cls(**known)
+        """The network of a ``meta.json`` ``model`` dict: :meth:`to_dict`'s, or the flat one written before
+        ``heads`` (each pretext's hooks' :attr:`~napari_ssl.models.hooks.Hooks.FLAT` says where its fields were). A
+        head field the checkpoint lacks takes the pretext's legacy value (the head of its time)."""
+        pretexts = tuple(data["pretexts"])
+        heads = {}
+        for name in pretexts:
+            hook = registry.get(name).network()
+            if "heads" in data:
+                own = dict((data["heads"] or {}).get(name) or {})
+            else:  # meta.json written before ModelSpec.heads: every head field flat beside the shared ones
+                own = {f: data[key] for key, f in getattr(hook, "FLAT", {}).items() if key in data}
+            heads[name] = {**dict(getattr(hook, "LEGACY", {})), **own}
+        shared = {k: data[k] for k in ("backbone", "in_channels") if k in data}
+        return cls(pretexts=pretexts, heads=heads, **shared)
 
 
 class PretrainModel(nn.Module):
@@ -153,11 +151,21 @@ class PretrainModel(nn.Module):
         self.spec = spec
         self._hooks = spec.hooks()
         if spec.spec3d is not None:
-            self.backbone3d = UNet(spec.spec3d, out_channels=spec.in_channels)
+            self.backbone3d = UNet(spec.spec3d, out_channels=self._out_channels({"3d", "3d-encoder"}))
         if spec.spec2d is not None:
-            self.backbone2d = UNet(spec.spec2d, out_channels=spec.n_views)
+            self.backbone2d = UNet(spec.spec2d, out_channels=self._out_channels({"2d"}))
         for hooks in self._hooks.values():
             hooks.build(self)
+
+    def _out_channels(self, backbones: set[str]) -> int:
+        """The output channels a pretext on these backbones asks for (its hooks' ``out_channels``), else the image
+        channels."""
+        for name, hooks in self._hooks.items():
+            ask = getattr(hooks, "out_channels", None)
+            wanted = ask(self.spec) if ask is not None and registry.get(name).backbone in backbones else None
+            if wanted is not None:
+                return int(wanted)
+        return int(self.spec.in_channels)
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}

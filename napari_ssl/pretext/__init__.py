@@ -1,8 +1,10 @@
 """Pretext tasks for self-supervised pretraining: Rubik's cube, context restoration, imaging planes, Models Genesis.
 
-Every pretext is registered in :mod:`napari_ssl.pretext.registry` (one :class:`~.registry.PretextSpec` each:
-task class, data adapter, network hooks, metrics, parameters, GUI label and colour); the engine, the data
-pipeline, the network, ``score``, the CLI and the docks find them there.
+Every pretext is one unit here, a module or subpackage with a ``SPEC`` (:class:`~.registry.PretextSpec`: task class,
+training sample, network hooks, metrics, parameters, explorer views, GUI label and colour), which
+:mod:`napari_ssl.pretext.registry` finds on its own: the built-ins :mod:`.rubik`, :mod:`.context`, :mod:`.planes` and
+:mod:`.genesis`, each with its ``task``, ``sample``, ``network``, ``answer`` and ``explore`` modules. The engine, the
+data pipeline, the network, ``score``, the CLI and the docks find them in the registry.
 
 Each task follows one contract (see ``docs``/DESIGN.md): ``sample(shape, rng) -> params`` (a frozen
 dataclass of every random choice), ``apply(x, params)`` (numpy or torch, last axes ``(z, y, x)``, input never
@@ -19,10 +21,9 @@ from typing import Any
 
 from . import registry
 from ._base import ParamSpec
-from ._plane_geometry import PlanesParams
 from .context import ContextParams, ContextRestoration
 from .genesis import GenesisParams, ModelsGenesis
-from .planes import ImagingPlanes
+from .planes import ImagingPlanes, PlanesParams
 from .registry import PretextSpec
 from .rubik import RubikCube, RubikParams, permutation_set
 

@@ -1,9 +1,11 @@
 """One registry of pretext tasks: everything the engine, the data pipeline, the network, ``score``, the CLI and the
 docks need to know about a pretext, declared once in a :class:`PretextSpec`.
 
-A pretext is one module that declares ``SPEC = PretextSpec(...)``; the registry lists the built-in modules in
-:data:`BUILTIN` (the one place a new built-in pretext is added) and loads them on first use. Other code (a plugin,
-a test) calls :func:`register`. Installed packages can also add pretexts through the ``napari_ssl.pretexts``
+A pretext is one unit: a module or subpackage directly in :mod:`napari_ssl.pretext` that declares
+``SPEC = PretextSpec(...)``. On first use the registry imports every such module whose name does not start with
+``_`` (it walks ``napari_ssl.pretext.__path__``) and registers its ``SPEC``, in the order of
+:attr:`PretextSpec.order`: adding a pretext is adding one module, with no list to edit. Other code (a plugin, a
+test) calls :func:`register`. Installed packages can also add pretexts through the ``napari_ssl.pretexts``
 entry-point group (each entry point names a ``PretextSpec``), which makes them visible to the training child
 processes too.
 
@@ -14,13 +16,20 @@ processes too.
 'Models Genesis'
 
 Importing this module does not import torch: the task class, the data adapter, the network hooks and the
-explorer preview are named as ``"module:attribute"`` strings (or given as objects) and resolved on first use.
+explorer preview are named as ``"module:attribute"`` strings (or given as objects) and resolved on first use; a
+unit names its own parts relative to itself (``".network:Hooks"``, with ``module=__name__``), so importing the
+unit stays light too.
 
-The network hooks (``PretextSpec.hooks``) are an object with these methods, all called with torch loaded:
+The network hooks (``PretextSpec.hooks``) are an object with these attributes and methods, all used with torch loaded
+(:class:`napari_ssl.models.hooks.Hooks` gives the defaults):
 
-- ``model_fields(task, probe) -> dict``: :class:`~napari_ssl.models.pretrain.ModelSpec` fields this pretext
-  needs (from its task object and one sample of the dataset), e.g. Rubik's cube shape;
-- ``check(spec)``: raise ``ValueError`` for a ModelSpec this pretext cannot use;
+- ``FIELDS`` (optional): its head fields in :attr:`~napari_ssl.models.pretrain.ModelSpec.heads` and their defaults
+  (``LEGACY``: their values in checkpoints written before them; ``CHOICES``: the ones a resumed run keeps; ``FLAT``:
+  where the flat ``meta.json`` of old kept them);
+- ``model_fields(task, probe) -> dict``: head fields this pretext reads from its task object and one sample of the
+  dataset, e.g. Rubik's cube shape;
+- ``check(spec)``: raise ``ValueError`` for head fields (``spec.heads[name]``) this pretext cannot use;
+- ``out_channels(spec)`` (optional): channels of its backbone's output convolution (``None``: the image channels);
 - ``build(model)``: add its heads to the :class:`~napari_ssl.models.pretrain.PretrainModel` (``model.spec`` is the
   ModelSpec; ``model.backbone3d`` / ``model.backbone2d`` exist as ``backbone`` asks);
 - ``forward(model, batch) -> dict`` of outputs keyed ``"<name>.<what>"``;
@@ -31,12 +40,13 @@ The network hooks (``PretextSpec.hooks``) are an object with these methods, all 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import pkgutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 __all__ = [
-    "BUILTIN",
     "AnswerSpec",
     "ExplorerSpec",
     "PretextSpec",
@@ -46,16 +56,12 @@ __all__ = [
     "register",
     "resolve",
     "specs",
+    "units",
     "unregister",
 ]
 
-#: the modules of the built-in pretexts, each with a ``SPEC`` (the one place a built-in pretext is registered)
-BUILTIN = (
-    "napari_ssl.pretext.specs:RUBIK",
-    "napari_ssl.pretext.specs:CONTEXT",
-    "napari_ssl.pretext.specs:PLANES",
-    "napari_ssl.pretext.genesis:SPEC",
-)
+#: the package whose units (non-underscore modules and subpackages with a ``SPEC``) are the built-in pretexts
+UNITS = "napari_ssl.pretext"
 #: entry-point group through which installed packages add pretexts
 ENTRY_POINT_GROUP = "napari_ssl.pretexts"
 #: where a pretext's network lives: the 3D encoder only, the whole 3D U-Net, or the 2D U-Net
@@ -67,12 +73,22 @@ def resolve(ref: Any) -> Any:
     if not isinstance(ref, str):
         return ref
     module, sep, attr = ref.partition(":")
-    if not sep or not module or not attr:
+    if not sep or not module or not attr or module.startswith("."):
         raise ValueError(f"a reference must read 'package.module:attribute', got {ref!r}")
     obj: Any = importlib.import_module(module)
     for part in attr.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+def _absolute(ref: Any, package: str) -> Any:
+    """``ref`` with a relative module (``".network:Hooks"``) made absolute against ``package``; others as given."""
+    if not isinstance(ref, str) or not ref.startswith("."):
+        return ref
+    if not package:
+        raise ValueError(f"the relative reference {ref!r} needs the spec's module (module=__name__)")
+    module, sep, attr = ref.partition(":")
+    return f"{importlib.util.resolve_name(module, package)}{sep}{attr}"
 
 
 #: where the explorer writes an answer's words on the canvas (napari's text-overlay positions)
@@ -90,12 +106,13 @@ class AnswerSpec:
         ``compute(network, volume, task, params, name) -> dict`` (no Qt; runs in a worker thread): the network
         of a :class:`~napari_ssl.training.pretrained.PretrainedNetwork` on the sample ``task.apply(volume, params)``, the
         pretext registered as ``name``; ``ValueError`` with one sentence for a network or parameters it cannot
-        answer (see :mod:`napari_ssl.study.answers`).
+        answer (see :mod:`napari_ssl.study.answers`; e.g. :mod:`napari_ssl.pretext.rubik.answer`).
     describe : str or callable
         ``describe(result, label) -> str``: one sentence on ``compute``'s result (the explorer's status line).
     draw : str or callable
         ``draw(viewer, answer, source_layer) -> list of (name, layer_type, data, kwargs, role)`` (GUI thread;
-        ``answer`` is a :class:`~napari_ssl._napari.explorer.learned_compute.LearnedAnswer`): the layers to show.
+        ``answer`` is the dock's answer on one preview: ``preview``, ``path``, ``result``): the layers to show, in
+        plain data (no napari import; a napari object described as :mod:`napari_ssl.pretext._explore` says).
     canvas : str or callable
         ``canvas(answer, label) -> str``: the lines written on the canvas.
     at_step : str or callable, optional
@@ -124,7 +141,7 @@ class ExplorerSpec:
     Parameters
     ----------
     preview : str or callable, optional
-        ``compute(request, task, rng) -> Preview`` (see :mod:`napari_ssl._napari.explorer.compute`); ``None``
+        ``compute(request, task, rng) -> Preview`` (see :mod:`napari_ssl.pretext._explore`); ``None``
         uses the generic preview: ``task.apply`` on the scan and the boxes of ``task.overlay(params)["boxes"]``
         (``(n, 2, 3)`` start / stop voxel corners) outlined, with ``task.describe(params)`` as the summary.
     restore : bool
@@ -202,10 +219,16 @@ class PretextSpec:
         imaging planes' 2D network takes as many plane pixels per step as two 3D patches hold voxels.
     explorer : ExplorerSpec
         How the Pretext explorer shows it.
+    order : float
+        Where the docks and ``names()`` list it: lower first (the built-ins: 10, 20, 30, 40), ties by name.
+    module : str
+        The package its relative references (``".task:MyTask"``) are resolved against: the unit's ``__name__``.
+        Every relative reference (task, adapter, hooks, native views, explorer preview and answer) is made absolute
+        when the spec is built.
     native_views : str or callable, optional
         ``native_views(raw, task, data, norm, seed, train_length, val_length, val_fraction) -> dict`` (``train``,
         ``val``, ``n_train``, ``n_val``, ``meta``): its samples from native 2D acquisitions (DICOM views of an exam,
-        :mod:`napari_ssl.pretext.planes_native`); ``None``: it needs 3D scans.
+        :mod:`napari_ssl.pretext.planes.native`); ``None``: it needs 3D scans.
     paper : str
         The reference (for docs and tooltips).
     """
@@ -224,6 +247,8 @@ class PretextSpec:
     explorer: ExplorerSpec = field(default_factory=ExplorerSpec)
     native_views: Any = None
     paper: str = ""
+    order: float = 100.0
+    module: str = ""
 
     def __post_init__(self) -> None:
         name = str(self.name)
@@ -238,6 +263,16 @@ class PretextSpec:
         if bad:
             raise ValueError(f"metric keys of pretext {name!r} must start with '{name}/', got {bad}")
         object.__setattr__(self, "metrics", tuple(self.metrics))
+        pkg = str(self.module)
+        for key in ("task", "adapter", "hooks", "native_views"):
+            object.__setattr__(self, key, _absolute(getattr(self, key), pkg))
+        explorer = self.explorer
+        answer = explorer.answer
+        if answer is not None:
+            answer = replace(answer, **{k: _absolute(getattr(answer, k), pkg)
+                                        for k in ("compute", "describe", "draw", "canvas", "at_step")})
+        object.__setattr__(self, "explorer", replace(explorer, preview=_absolute(explorer.preview, pkg),
+                                                     answer=answer))
 
     # -- resolved on use (torch and heavy modules only here)
     def task_class(self) -> type:
@@ -291,13 +326,26 @@ _REGISTRY: dict[str, PretextSpec] = {}
 _loaded = False
 
 
+def units() -> list[PretextSpec]:
+    """The ``SPEC`` of every unit in :mod:`napari_ssl.pretext` (each non-underscore module or subpackage directly in
+    it, wherever its ``__path__`` reaches), sorted by :attr:`PretextSpec.order` then name."""
+    package = importlib.import_module(UNITS)
+    found = []
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name.startswith("_"):
+            continue
+        spec = getattr(importlib.import_module(f"{UNITS}.{info.name}"), "SPEC", None)
+        if isinstance(spec, PretextSpec):
+            found.append(spec)
+    return sorted(found, key=lambda s: (s.order, s.name))
+
+
 def _load_builtins() -> None:
     global _loaded
     if _loaded:
         return
     _loaded = True
-    for ref in BUILTIN:
-        spec = resolve(ref)
+    for spec in units():
         _REGISTRY.setdefault(spec.name, spec)
     try:
         from importlib.metadata import entry_points

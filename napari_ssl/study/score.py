@@ -25,7 +25,7 @@ def score(model: str | os.PathLike[str], data: Sequence[Any], *, samples: int = 
     ValueError
         A checkpoint that is not a pretraining one, no 3D scan in ``data``, ``samples`` < 1.
     """
-    from napari_ssl.pretext.planes_native import check_3d
+    from napari_ssl.pretext.planes.native import check_3d
     from napari_ssl.training.data import PretextDataset, SampleSpec, load_volumes, read_sources
     from napari_ssl.training.pretrain import make_pretext
     from napari_ssl.training.pretrained import load_network
@@ -36,7 +36,7 @@ def score(model: str | os.PathLike[str], data: Sequence[Any], *, samples: int = 
     info, net, dev = network.info, network.net, network.device
     sources = read_sources(list(data))
     if info.native_views:  # planes trained on native 2D views: score the views never trained on
-        from napari_ssl.pretext.planes_native import native_score
+        from napari_ssl.pretext.planes.native import native_score
 
         return native_score(net, info.native_views, sources, info.normalization, samples=samples,
                             batch_size=batch_size, seed=seed, device=dev)

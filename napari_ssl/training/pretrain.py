@@ -150,7 +150,7 @@ class PretrainTask:
             bad = next(v for v in raw if v.array.ndim not in (3, 4))
             raise ValueError(f"{bad.name or 'scan'} must be 3D (z, y, x) or 4D, got shape {bad.array.shape}")
         self.plan = None
-        from napari_ssl.pretext.planes_native import check_3d, is_native  # native 2D views: no grid, no plan
+        from napari_ssl.pretext.planes.native import check_3d, is_native  # native 2D views: no grid, no plan
 
         check_3d(cfg.pretexts, raw, cfg.data)
         hook = registry.get(cfg.pretexts[0]).native_views if len(cfg.pretexts) == 1 else None
@@ -200,20 +200,17 @@ class PretrainTask:
             self.val_ds = PretextDataset(val, sample_spec, cfg.seed + 1_000_003, max(1, cfg.val_samples))
 
         probe = self.train_ds[0]
-        fields: dict[str, Any] = {}
-        for name, task in pretexts.items():  # what each pretext's network needs to know (e.g. Rubik's cube shape)
-            fields.update(registry.get(name).network().model_fields(task, probe))
-        self.spec = ModelSpec(pretexts=cfg.pretexts, backbone=self.backbone, in_channels=1, **fields)
+        heads = {}  # what each pretext's network needs to know (e.g. Rubik's cube shape): its own head fields
+        for name, task in pretexts.items():
+            heads[name] = registry.get(name).network().model_fields(task, probe)
+        self.spec = ModelSpec(pretexts=cfg.pretexts, backbone=self.backbone, in_channels=1, heads=heads)
         if self.resumed is not None:
-            from dataclasses import replace
-
             # a resumed run continues the checkpoint's heads (older checkpoints: the heads of their time)
             saved_spec = self.resumed.model_spec()
-            self.spec = replace(self.spec, **{k: getattr(saved_spec, k) for k in ModelSpec.HEAD_FIELDS})
-            saved = saved_spec.to_dict()
-            if saved != self.spec.to_dict():
-                diff = sorted(k for k in set(saved) | set(self.spec.to_dict())
-                              if saved.get(k) != self.spec.to_dict().get(k))
+            self.spec = self.spec.with_choices_of(saved_spec)
+            saved, now = _flat(saved_spec.to_dict()), _flat(self.spec.to_dict())
+            if saved != now:
+                diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
                 raise ValueError(
                     f"cannot resume from {cfg.resume}: it was trained with a different network ({', '.join(diff)} differ)"
                 )
@@ -292,3 +289,10 @@ class PretrainTask:
             "n_val": self.n_val,
             **({"native_views": self.native_meta} if getattr(self, "native_meta", None) else {}),
         }
+
+
+def _flat(model: dict[str, Any]) -> dict[str, Any]:
+    """A ModelSpec dict with each head field keyed ``pretext.field`` beside the shared fields (to name what differs)."""
+    out = {k: v for k, v in model.items() if k != "heads"}
+    out.update({f"{name}.{k}": v for name, fields in model.get("heads", {}).items() for k, v in fields.items()})
+    return out

@@ -14,13 +14,11 @@ from test_answers import pretrain_tiny
 
 from napari_ssl._napari.layers import volume_to_layer_data
 from napari_ssl.phantom import make_phantom
-from napari_ssl.study.answers import (
-    answer_context,
-    answer_planes,
-    answer_rubik,
-    context_step_params,
-    load_network,
-)
+from napari_ssl.pretext._restoration.answer import answer_restoration
+from napari_ssl.pretext.context.explore import context_step_params
+from napari_ssl.pretext.planes.answer import answer_planes
+from napari_ssl.pretext.rubik.answer import answer_rubik
+from napari_ssl.study.answers import load_network
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from plugin_path import open_dock
@@ -84,7 +82,7 @@ def test_context_restored_layer_is_the_networks_output(dock, qtbot, ckpt, scan) 
     result = answered(dock, qtbot)
     preview = dock.last_preview
     assert result.preview is preview
-    expected = answer_context(load_network(ckpt), preview.request.volume, preview.task,
+    expected = answer_restoration(load_network(ckpt), preview.request.volume, preview.task,
                               context_step_params(preview.params, preview.request.step))
     restored = viewer.layers["scan · network restored"]
     np.testing.assert_allclose(restored.data, expected["restored"], rtol=0, atol=1e-4)
@@ -125,7 +123,7 @@ def _forced_rubik(src, out, perm_class: int, flags: np.ndarray):
 
 
 def test_rubik_cube_colours_follow_the_networks_answer(dock, qtbot, ckpt, tmp_path) -> None:
-    from napari_ssl._napari.explorer.learned_draw import CUBE_COLOURS
+    from napari_ssl.pretext.rubik.explore import CUBE_COLOURS
 
     viewer = dock.viewer
     dock.set_pretext("rubik")
@@ -230,7 +228,7 @@ def test_genesis_and_a_pretext_without_an_answer_view(make_napari_viewer, qtbot,
         assert dock.learned.add_checkpoint(str(ck))
         result = answered(dock, qtbot)
         preview = dock.last_preview
-        expected = answer_context(load_network(ck), preview.request.volume, preview.task, preview.params, "genesis")
+        expected = answer_restoration(load_network(ck), preview.request.volume, preview.task, preview.params, "genesis")
         np.testing.assert_allclose(viewer.layers["scan · network restored"].data, expected["restored"], atol=1e-4)
         assert result.pretext == "genesis" and "Models Genesis" in viewer.text_overlay.text
         assert f"{expected['psnr']:.1f} dB" in viewer.text_overlay.text

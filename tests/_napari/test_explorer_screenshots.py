@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from napari_ssl import io
-from napari_ssl._napari.explorer.compute import PALETTE
 from napari_ssl._napari.layers import volume_to_layer_data
+from napari_ssl.pretext._explore import PALETTE
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from plugin_path import open_dock

@@ -17,7 +17,6 @@ from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QWidget
 
-from napari_ssl._napari.explorer.compute import Preview, PreviewRequest
 from napari_ssl._napari.explorer.controls import ExplorerControls
 from napari_ssl._napari.explorer.overlays import (
     SEP,
@@ -40,6 +39,7 @@ from napari_ssl._napari.explorer.view import frame, restore_slice, show_boxes
 from napari_ssl._napari.gl_context import make_canvas_current
 from napari_ssl._napari.widgets import pretext_labels
 from napari_ssl.pretext import registry
+from napari_ssl.pretext._explore import Preview, PreviewRequest
 
 __all__ = ["ALL_VIEWS", "PretextExplorer", "SourceError", "make_explorer"]
 

@@ -16,7 +16,7 @@ import numpy as np
 from qtpy.QtCore import QPointF, QRectF, Qt
 from qtpy.QtGui import QColor, QFont, QImage, QPainter, QPen, QPixmap
 
-from napari_ssl._napari.explorer.compute import PlaneView, colour
+from napari_ssl.pretext._explore import PlaneView, colour
 
 __all__ = ["TILE", "grid_shape", "mosaic", "plane_rgb", "render_plane"]
 

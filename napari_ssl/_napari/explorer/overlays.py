@@ -18,16 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_ssl._napari.explorer.compute import Preview, box_path, colour
 from napari_ssl._napari.proxy import kind
+from napari_ssl.pretext._explore import SEP, Preview, box_path, colour, contour_width, line_width, placement
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["META", "SEP", "explorer_layers", "placement", "remove_previews", "upsert"]
+__all__ = ["META", "SEP", "contour_width", "explorer_layers", "line_width", "placement", "remove_previews", "upsert"]
 
 META = "napari_ssl_explorer"
-SEP = " · "
 TRANSPARENT = np.zeros(4)
 #: 3D view of a corrupted volume with its own ``body_3d`` (Models Genesis): rays stop at the first bright voxels,
 #: so the head's surface and the noise of the painted boxes read; a plain maximum projection is a bright blob
@@ -35,18 +34,6 @@ RENDERING_3D = "attenuated_mip"
 ATTENUATION = 0.1
 
 
-def placement(layer: Any) -> dict[str, Any]:
-    """``scale``, ``translate``, ``rotate`` and ``affine`` of ``layer`` for its last three axes."""
-    nd = layer.ndim
-    lead = nd - 3
-    affine = np.asarray(layer.affine.affine_matrix, dtype=float)[lead:, lead:]
-    rotate = np.asarray(layer.rotate, dtype=float)[lead:, lead:]
-    return {
-        "scale": tuple(float(s) for s in layer.scale[lead:]),
-        "translate": tuple(float(t) for t in layer.translate[lead:]),
-        "rotate": rotate,
-        "affine": affine,
-    }
 
 
 def explorer_layers(viewer: napari.Viewer, source: str | None = None) -> list[Any]:
@@ -292,9 +279,6 @@ def text_features(labels: list[str], rgba: np.ndarray) -> dict[str, list[str]]:
     return {"label": list(labels), "colour": hexes}
 
 
-def line_width(shape: tuple[int, ...]) -> float:
-    """Wireframe edge width in voxels: Shapes widths are data units, so scale them with the volume size."""
-    return max(0.15, 0.0025 * max(shape))
 
 
 def text_points(
@@ -380,9 +364,6 @@ def transform_colour(colour: Any) -> np.ndarray:
     return np.asarray(transform_color(colour)[0])
 
 
-def contour_width(shape: tuple[int, ...]) -> int:
-    """Contour thickness (pixels of the label volume) of the 2D box outlines."""
-    return max(1, round(min(shape[1:]) / 128))
 
 
 def recycle(viewer: Any, source: str, specs: list[tuple]) -> None:

@@ -1,7 +1,8 @@
 """Imaging planes in the explorer: planes resampled from a volume, or the acquired views of a multi-view exam.
 
-:func:`planes_preview` (worker thread, numpy + torch) samples the planes, resamples them and computes the
-targets; :func:`plane_layer_specs` (GUI thread) lays them out as layers in **world mm**: each plane an Image
+The preview (:func:`napari_ssl.pretext.planes.explore.planes_preview`, worker thread) samples the planes, resamples
+them and computes the targets; :func:`plane_layer_specs` (GUI thread) lays out any preview of planes
+(``ExplorerSpec.planes``) as layers in **world mm**: each plane an Image
 layer ``(1, H, W)`` whose affine puts pixel ``(r, c)`` at its true position, the plane outlines and the
 intersection lines as Shapes, and the plane names / slice positions as Points text. In native multi-view mode
 the views already are layers, so only the outlines, lines and text are added.
@@ -13,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_ssl._napari.explorer.compute import PlaneView, Preview, PreviewRequest, colour
 from napari_ssl._napari.explorer.overlays import text_kwargs
+from napari_ssl.pretext._explore import PlaneView, Preview, colour
 
 __all__ = [
     "FAINT",
@@ -23,7 +24,6 @@ __all__ = [
     "SELECTED_WIDTH",
     "plane_affine",
     "plane_layer_specs",
-    "planes_preview",
 ]
 
 #: 3D view: outline and line widths as fractions of the scene size (thin: eleven planes must not be a tangle)
@@ -47,78 +47,6 @@ def plane_affine(params: Any, k: int, thickness: float = 1.0) -> np.ndarray:
     out[:3, 2] = a["col"][k] * a["spacing"][k, 1]
     out[:3, 3] = a["origin"][k]
     return out
-
-
-def _native_images(views: tuple[Any, ...]) -> list[np.ndarray]:
-    """The 2D image of every plane from_images() makes of ``views``, in the same order."""
-    images = []
-    for vol in views:
-        array = np.asarray(vol.array)
-        while array.ndim > 3:  # a cine without a chosen frame: its first frame
-            array = array[0]
-        images.extend(np.asarray(array[z], dtype=np.float32) for z in range(array.shape[0]))
-    return images
-
-
-def planes_preview(req: PreviewRequest, task: Any, rng: np.random.Generator) -> Preview:
-    """Sample (or read) the planes, resample them, and compute heatmaps, lines and slice positions."""
-    if req.volume is not None:
-        from napari_ssl._napari.explorer.compute import _foreground
-
-        mask, _ = _foreground(req)
-        params = task.sample(req.volume, rng, foreground=mask)
-        images = list(task.apply(np.asarray(req.volume.array, dtype=np.float32), params))
-        world = False
-    else:
-        params = type(task).from_images(list(req.views))
-        images = _native_images(req.views)
-        world = True
-    overlay = task.overlay(params)
-    targets = task.targets(params)
-    heat = targets["heatmaps"]
-    has_line = np.asarray(targets["has_line"])
-    positions = np.asarray(targets["slice_position"])
-    in_stack = np.asarray(targets["in_stack"])
-    n = params.n_planes
-    planes: list[PlaneView] = []
-    for k in range(n):
-        others = [j for j in range(n) if has_line[k, j]]
-        planes.append(
-            PlaneView(
-                name=params.names[k],
-                image=np.asarray(images[k]),
-                corners=np.asarray(overlay["planes"][k]["corners_world"]),
-                heatmaps=np.asarray(heat[k])[others] if others else None,
-                heat_index=others,
-                slice_position=float(positions[k]) if in_stack[k] else None,
-                stack=None if params.stack[k] < 0 else f"stack {params.stack[k]}",
-            )
-        )
-    segments, pairs = [], []
-    for line in overlay["lines"]:
-        if line["segment_world"] is None:
-            continue
-        i, j = line["i"], line["j"]
-        segments.append(np.asarray(line["segment_world"]))
-        pairs.append((i, j))
-        planes[i].lines.append((j, *np.asarray(line["pixels_i"])))
-        planes[j].lines.append((i, *np.asarray(line["pixels_j"])))
-    n_stack = int(in_stack.sum())
-    summary = (
-        f"{n} planes ({n_stack} in stacks, {n - n_stack} single views); {len(segments)} intersection lines"
-        f" inside both images; heatmap sigma {task.sigma:g} mm"
-    )
-    return Preview(
-        request=req,
-        task=task,
-        params=params,
-        overlay=overlay,
-        planes=planes,
-        segments=np.asarray(segments, dtype=float).reshape(-1, 2, 3),
-        segment_pairs=pairs,
-        world=world,
-        summary=summary,
-    )
 
 
 def plane_layer_specs(

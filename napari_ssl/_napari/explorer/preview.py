@@ -1,17 +1,24 @@
 """The Pretext explorer worker's whole job, :func:`compute_preview`: sample a pretext's parameters, apply it and lay
-out what the dock draws. It dispatches to the pretext's registered preview (Rubik's cube and context restoration in
-:mod:`~napari_ssl._napari.explorer.compute`, the planes in :mod:`~napari_ssl._napari.explorer.planes`) or to the
-generic one (:mod:`~napari_ssl._napari.explorer.generic`), so it sits above both: no module imports its caller.
+out what the dock draws. It dispatches to the pretext's registered preview (each unit's ``explore`` module, e.g.
+:mod:`napari_ssl.pretext.rubik.explore`) or to the generic one (:func:`napari_ssl.pretext._explore.boxes_preview`).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from napari_ssl._napari.explorer.compute import Preview, PreviewRequest, make_task
-from napari_ssl._napari.explorer.generic import boxes_preview
+from napari_ssl.pretext._explore import Preview, PreviewRequest, boxes_preview
 
-__all__ = ["compute_preview"]
+__all__ = ["compute_preview", "make_task"]
+
+
+def make_task(pretext: str, values: dict[str, Any]) -> Any:
+    """A pretext instance; its constructor raises ``ValueError`` naming any bad parameter."""
+    from napari_ssl._napari.params import pretext_class
+
+    return pretext_class(pretext)(**values)
 
 
 def compute_preview(req: PreviewRequest) -> Preview:

@@ -6,11 +6,11 @@ from typing import Any
 
 import numpy as np
 
-from napari_ssl._napari.explorer.compute import PreviewRequest
 from napari_ssl._napari.explorer.overlays import META
 from napari_ssl._napari.layers import layer_to_volume
 from napari_ssl._napari.proxy import kind
 from napari_ssl.io.volume import Volume
+from napari_ssl.pretext._explore import PreviewRequest
 
 __all__ = [
     "SourceError",

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from napari_ssl._napari.explorer.compute import Preview
 from napari_ssl._napari.explorer.overlays import META, contour_width, explorer_layers, set_text, text_points
 from napari_ssl._napari.explorer.sources import sliced_axis
+from napari_ssl.pretext._explore import Preview
 
 __all__ = ["frame", "restore_slice", "show_boxes"]
 

@@ -15,11 +15,32 @@ from typing import Any, ClassVar
 import numpy as np
 
 from napari_ssl.io.foreground import foreground_bbox
-
-from ._base import ParamSpec, as_rng, check_array, check_choice, check_range, is_torch, shape_and_spacing
-from ._base import check_foreground as _foreground
-from ._plane_geometry import PlanesParams, intersection, plane_heatmaps, planes_from_images, slice_positions
-from ._plane_views import add_anatomical, add_random, add_stack, cross, new_views, rotate_in_plane, stack_axis
+from napari_ssl.pretext._base import (
+    ParamSpec,
+    as_rng,
+    check_array,
+    check_choice,
+    check_range,
+    is_torch,
+    shape_and_spacing,
+)
+from napari_ssl.pretext._base import check_foreground as _foreground
+from napari_ssl.pretext.planes.geometry import (
+    PlanesParams,
+    intersection,
+    plane_heatmaps,
+    planes_from_images,
+    slice_positions,
+)
+from napari_ssl.pretext.planes.views import (
+    add_anatomical,
+    add_random,
+    add_stack,
+    cross,
+    new_views,
+    rotate_in_plane,
+    stack_axis,
+)
 
 __all__ = ["ImagingPlanes", "PlanesParams"]
 

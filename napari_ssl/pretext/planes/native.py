@@ -4,7 +4,7 @@ An exam (a folder of DICOM series: cardiac 2-/4-chamber views, a short-axis stac
 their world geometry. Each series is one *view* and one output channel of the planes network. A training sample
 takes one image of every view of one exam (a random cine frame, a random slice of a stack), resized to the
 network's square input (padded to a square, then resampled: the geometry follows exactly), and its targets from
-the geometry of the exam's other views, in the format of :class:`~napari_ssl.pretext.planes.ImagingPlanes`:
+the geometry of the exam's other views, in the format of :class:`~napari_ssl.pretext.planes.task.ImagingPlanes`:
 channel ``j`` of view ``i`` is the heatmap of view ``i``'s intersection line with view ``j`` (its middle slice for
 a stack; zero when parallel), and a stack slice's relative position in its stack. Cine frames share their series'
 geometry: the cardiac phases are a natural augmentation.
@@ -24,7 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from ._plane_geometry import PlanesParams, plane_heatmaps, planes_from_images, slice_positions
+from napari_ssl.pretext.planes.geometry import (
+    PlanesParams,
+    plane_heatmaps,
+    planes_from_images,
+    slice_positions,
+)
 
 __all__ = [
     "NativeExam", "NativeViewsDataset", "build_exams", "check_3d", "group_exams", "held_out_members",
@@ -210,7 +215,7 @@ def build_exams(volumes: Sequence[Any], size: int, sigma: float, norm: Any = Non
 
 # ---------------------------------------------------------------- samples
 class NativeViewsDataset:
-    """Map-style dataset of native-view samples, keys as :class:`~napari_ssl.training.data.PlanesAdapter`'s.
+    """Map-style dataset of native-view samples, keys as :class:`~napari_ssl.pretext.planes.sample.PlanesAdapter`'s.
 
     Item ``i`` draws from ``default_rng([seed, i])``: an exam, then one image per view (``channels`` fixes the
     views' order; a view the exam lacks, or with no image in the split, is a blank image with zero targets).

@@ -1,8 +1,14 @@
-"""The explorer's heavy work, pure numpy: sample a pretext, apply it, and turn its overlay into drawables.
+"""What the Pretext explorer draws of any pretext, in plain data (numpy; neither napari nor Qt): the request of one
+preview (:class:`PreviewRequest`), its result (:class:`Preview`, :class:`PlaneView`), the box and colour helpers the
+units' previews share, the generic preview of a pretext that brings none (:func:`boxes_preview`), and the placement
+helpers of the network-answer drawings (:func:`placement`, :func:`panel_offset`).
 
-Runs in a :func:`napari.qt.threading.thread_worker`; imports neither napari nor Qt, so it can be timed and
-tested on its own. Everything here is in the source's **voxel** coordinates ``(z, y, x)``, except the world
-geometry of native multi-view planes (which have no common voxel grid).
+A unit's ``explore`` module builds on these: its preview runs in the explorer's worker thread, its answer drawing
+returns ``(name, layer_type, data, kwargs, role)`` tuples that the dock (:mod:`napari_ssl._napari.explorer`) turns into
+layers. Where a drawing needs a napari object (a label colormap, a Qt-rendered mosaic of planes), it describes it in
+plain data (:func:`direct_colormap`, :func:`mosaic_of`) and the dock builds it. Everything here is in the source's
+**voxel** coordinates ``(z, y, x)``, except the world geometry of native multi-view planes (which have no common
+voxel grid).
 """
 
 from __future__ import annotations
@@ -15,13 +21,29 @@ import numpy as np
 from napari_ssl.io.volume import Volume
 
 __all__ = [
+    "DIMMED_ALPHA",
+    "GAP",
     "PALETTE",
+    "SEP",
+    "TRANSPARENT",
+    "UNTOUCHED_GAIN",
+    "PlaneView",
     "Preview",
     "PreviewRequest",
     "box_path",
-    "context_preview",
+    "boxes_preview",
+    "colour",
+    "contour_width",
+    "dim_outside",
+    "direct_colormap",
+    "foreground",
+    "line_width",
+    "mosaic_of",
+    "on_body",
     "paint_boxes",
-    "rubik_preview",
+    "panel_offset",
+    "placement",
+    "shifted",
 ]
 
 
@@ -44,6 +66,11 @@ PALETTE = _palette(24)
 DIMMED_ALPHA = 0.45
 #: brightness kept by the voxels a Rubik shuffle leaves untouched (gaps and borders): the network never sees them
 UNTOUCHED_GAIN = 0.3
+#: between the scan's name and the rest of a preview layer's name (``<scan> · <pretext> ...``)
+SEP = " · "
+TRANSPARENT = np.zeros(4)
+#: space between side-by-side panels of a network answer, as a fraction of the scan's width
+GAP = 0.06
 
 
 def colour(i: int) -> np.ndarray:
@@ -186,13 +213,6 @@ class Preview:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def make_task(pretext: str, values: dict[str, Any]) -> Any:
-    """A pretext instance; its constructor raises ``ValueError`` naming any bad parameter."""
-    from napari_ssl._napari.params import pretext_class
-
-    return pretext_class(pretext)(**values)
-
-
 def box_path(start: Any, stop: Any) -> np.ndarray:
     """One path of 16 vertices tracing the 12 edges of the box ``[start, stop]`` (voxel corners).
 
@@ -231,105 +251,7 @@ def paint_boxes(shape: tuple[int, ...], boxes: np.ndarray, values: np.ndarray) -
     return out
 
 
-# ---------------------------------------------------------------------------------------------- pretexts
-def rubik_preview(req: PreviewRequest, task: Any, rng: np.random.Generator) -> Preview:
-    """Rubik's cube: the shuffled (or restored) scan, every cube outlined and labelled with where it came from."""
-    vol = req.volume
-    assert vol is not None
-    mask, where = _foreground(req)
-    params = task.sample(vol.spatial_shape, rng, vol.spacing, foreground=mask)
-    overlay = task.overlay(params)
-    shuffled = task.apply(vol.array, params)
-    image = task.invert(shuffled, params) if req.restore else shuffled
-    boxes = np.asarray(overlay["boxes"], dtype=int)
-    n = len(boxes)
-    rotations = np.asarray(overlay["rotations"], dtype=bool).reshape(n, -1)
-    source = np.asarray(overlay["source"], dtype=int)
-    text = []
-    for i in range(n):
-        rot = "+".join(ax for ax, on in zip(("x", "y"), rotations[i], strict=False) if on)
-        text.append(f"{source[i]}→{i}" + (f" ↻{rot}" if rot else ""))
-    if req.restore:  # every cube back home: outline the source cells with their own number
-        boxes = np.asarray(overlay["source_boxes"], dtype=int)
-        text = [f"{source[i]}" for i in range(n)]
-    values = (source if req.restore else np.arange(n)) + 1
-    labels = paint_boxes(vol.spatial_shape, boxes, values)
-    return Preview(
-        request=req,
-        task=task,
-        params=params,
-        overlay=overlay,
-        boxes=boxes,
-        box_values=values,
-        box_text=text,
-        box_width=np.full(n, 1.0),
-        box_alpha=np.ones(n),
-        labels=labels,
-        image=dim_outside(image, boxes, req.contrast),
-        focus=(boxes[0, 0] + boxes[0, 1] - 1) / 2.0,  # a slice through the cubes, not through a gap
-        foreground=where,
-        summary=(
-            f"permutation {overlay['permutation_index']} of {task.n_permutations}; "
-            f"{int(rotations.any(axis=1).sum())} of {n} cubes rotated"
-            + (" (restored view)" if req.restore else "")
-            + ". Label 'a→b ↻x': the cube of cell a now sits in cell b, turned 180° about x. "
-            "Voxels outside the cubes are dimmed: the network never sees them"
-            + (f". Grid on the body ({where})" if where else "")
-        ),
-    )
-
-
-def context_preview(req: PreviewRequest, task: Any, rng: np.random.Generator) -> Preview:
-    """Context restoration: the scan after the first ``step`` swaps, the swapped pairs outlined in pair colours."""
-    import dataclasses
-
-    vol = req.volume
-    assert vol is not None
-    mask, where = _foreground(req)
-    params = task.sample(vol.spatial_shape, rng, vol.spacing, foreground=mask)
-    overlay = task.overlay(params)
-    n_pairs = len(params.pairs)
-    step = n_pairs if req.step is None else int(np.clip(req.step, 0, n_pairs))
-    shown = params if step == n_pairs else dataclasses.replace(params, pairs=params.pairs[:step])
-    image = task.apply(vol.array, shown)
-    pair_boxes = np.asarray(overlay["boxes"], dtype=int).reshape(-1, 2, 2, 3)[:step]
-    boxes = pair_boxes.reshape(-1, 2, 3)
-    values = np.repeat(np.arange(step) + 1, 2)
-    text = [f"{t + 1}{ab}" for t in range(step) for ab in ("a", "b")]
-    current = values == step
-    focus, where_now = None, ""
-    if step:
-        lo, hi = pair_boxes[step - 1, 0]
-        focus = (lo + hi - 1) / 2.0
-        za, zb = (int(b[0, 0] + b[1, 0] - 1) // 2 for b in pair_boxes[step - 1])
-        where_now = f" ({step}a around slice {za}, {step}b around slice {zb})"
-    on_body = ""
-    if mask is not None and step:
-        inside = [mask[tuple(slice(a, b) for a, b in zip(*box, strict=True))].mean() >= 0.5 for box in boxes]
-        on_body = f"; {int(np.sum(inside))} of {len(boxes)} patches on the body ({where})"
-    return Preview(
-        request=req,
-        task=task,
-        params=params,
-        overlay=overlay,
-        image=image,
-        boxes=boxes,
-        box_values=values,
-        box_text=text,
-        box_width=np.where(current, 2.5, 1.0),
-        box_alpha=np.where(current, 1.0, DIMMED_ALPHA),
-        labels=paint_boxes(vol.spatial_shape, boxes, values),
-        focus=focus,
-        foreground=where,
-        summary=(
-            f"swap {step} of {n_pairs}{where_now}, bright; earlier swaps faint. "
-            f"Patches of {tuple(params.patch)} voxels"
-            f"{on_body}. Boxes 'ta' and 'tb' (same colour) traded places at swap t"
-        ),
-    )
-
-
-def _foreground(req: PreviewRequest) -> tuple[np.ndarray | None, str]:
+def foreground(req: PreviewRequest) -> tuple[np.ndarray | None, str]:
     """The foreground mask of the request's volume (``None`` when off or empty) and a few words on it."""
     if not req.foreground or req.volume is None:
         return None, ""
@@ -362,3 +284,123 @@ def dim_outside(image: np.ndarray, boxes: np.ndarray, limits: tuple[float, float
         box = (..., *(slice(a, b) for a, b in zip(start, stop, strict=True)))
         out[box] = arr[box]
     return out
+
+
+# ---------------------------------------------------------------------------------------------- generic preview
+def boxes_preview(req: PreviewRequest, task: Any, rng: np.random.Generator) -> Preview:
+    """The generic preview of a registered pretext: ``task.apply`` on the scan (or ``task.invert`` of it with
+    "restore"), the boxes of ``task.overlay(params)["boxes"]`` (``(n, 2, 3)`` start / stop voxel corners, if any)
+    outlined, ``task.describe(params)`` (if any) as the summary."""
+    vol = req.volume
+    if vol is None:
+        raise ValueError("this pretext previews on one 3D scan; pick a scan, not 'All views'")
+    mask, where = foreground(req)
+    params = task.sample(vol.spatial_shape, rng, vol.spacing, foreground=mask)
+    overlay = task.overlay(params)
+    image = task.apply(vol.array, params)
+    if req.restore and hasattr(task, "invert"):
+        image = task.invert(image, params)
+    image = np.asarray(image).astype(np.asarray(vol.array).dtype, copy=False)
+    body_3d, limits_3d = on_body(np.asarray(vol.array), image, mask)
+    boxes = np.asarray(overlay.get("boxes", np.zeros((0, 2, 3))), dtype=int).reshape(-1, 2, 3)
+    n = len(boxes)
+    values = np.arange(n) + 1
+    describe = getattr(task, "describe", None)
+    summary = describe(params) if callable(describe) else type(params).__name__
+    return Preview(
+        request=req,
+        task=task,
+        params=params,
+        overlay=overlay,
+        image=image,
+        boxes=boxes,
+        box_values=values,
+        box_text=[str(v) for v in values],
+        box_width=np.full(n, 1.5),
+        box_alpha=np.ones(n),
+        labels=paint_boxes(vol.spatial_shape, boxes, values),
+        focus=(boxes[0, 0] + boxes[0, 1] - 1) / 2.0 if n else None,
+        foreground=where,
+        summary=summary + (f". Placed on the body ({where})" if where and n else ""),
+        body_3d=body_3d,
+        limits_3d=limits_3d,
+    )
+
+
+def on_body(source: np.ndarray, image: np.ndarray, mask: np.ndarray | None) -> tuple[Any, Any]:
+    """The 3D view of a corrupted volume: ``image`` on the source's body (``mask``, or the foreground mask when
+    the corruption was not placed with one), the rest set to the source's minimum (black); the limits are the
+    source's percentiles 1 and 99.5 on the body. ``(None, None)`` for a volume without a body."""
+    if mask is None:
+        from napari_ssl.io.foreground import foreground_mask, resolve_method
+
+        mask = foreground_mask(source, resolve_method(source))
+    if mask is None or not mask.any():
+        return None, None
+    lo, hi = (float(v) for v in np.percentile(source[mask], (1.0, 99.5)))
+    if hi <= lo:
+        hi = lo + 1.0
+    out = np.array(image, copy=True)
+    out[~mask] = np.asarray(min(lo, float(source.min()))).astype(out.dtype)
+    return out, (lo, hi)
+
+
+# ---------------------------------------------------------------------------------------------- answer drawings
+def placement(layer: Any) -> dict[str, Any]:
+    """``scale``, ``translate``, ``rotate`` and ``affine`` of ``layer`` (any object with a napari layer's
+    ``ndim``, ``affine``, ``rotate``, ``scale`` and ``translate``) for its last three axes."""
+    nd = layer.ndim
+    lead = nd - 3
+    affine = np.asarray(layer.affine.affine_matrix, dtype=float)[lead:, lead:]
+    rotate = np.asarray(layer.rotate, dtype=float)[lead:, lead:]
+    return {
+        "scale": tuple(float(s) for s in layer.scale[lead:]),
+        "translate": tuple(float(t) for t in layer.translate[lead:]),
+        "rotate": rotate,
+        "affine": affine,
+    }
+
+
+def line_width(shape: tuple[int, ...]) -> float:
+    """Wireframe edge width in voxels: Shapes widths are data units, so scale them with the volume size."""
+    return max(0.15, 0.0025 * max(shape))
+
+
+def contour_width(shape: tuple[int, ...]) -> int:
+    """Contour thickness (pixels of the label volume) of the 2D box outlines."""
+    return max(1, round(min(shape[1:]) / 128))
+
+
+def _shift_axis(viewer: Any) -> int:
+    """The scan axis (0..2) drawn left to right in the canvas: the last displayed one."""
+    return int(viewer.dims.displayed[-1]) - (int(viewer.dims.ndim) - 3)
+
+
+def panel_offset(viewer: Any, source_layer: Any) -> np.ndarray:
+    """World shift (3,) from one side-by-side panel to the next: the scan's width plus a gap, left to right."""
+    axis = _shift_axis(viewer)
+    ext = np.asarray(source_layer.extent.world, dtype=float)[:, -3:]
+    width = float(ext[1, axis] - ext[0, axis]) + float(np.abs(source_layer.scale[-3:][axis]))
+    out = np.zeros(3)
+    out[axis] = width * (1 + GAP)
+    return out
+
+
+def shifted(place: dict[str, Any], offset: np.ndarray) -> dict[str, Any]:
+    """``place`` (from :func:`placement`) moved by the world translation ``offset``, applied after the layer's own
+    transform."""
+    affine = np.array(place["affine"], dtype=float)
+    affine[:3, 3] += offset
+    return {**place, "affine": affine}
+
+
+def direct_colormap(colours: dict[Any, Any]) -> dict[str, Any]:
+    """A label colormap in plain data: ``{label value (or None, the default): RGBA}``; the dock builds napari's
+    ``DirectLabelColormap`` of it (a layer kwarg ``colormap``)."""
+    return {"direct": dict(colours)}
+
+
+def mosaic_of(planes: list[PlaneView], focus: int | None = None) -> dict[str, Any]:
+    """An RGB grid of ``planes`` (each tile its image, heatmaps and lines; the ``focus`` one framed) in plain data:
+    the layer data the dock renders (with Qt) before adding the layer."""
+    return {"mosaic": list(planes), "focus": focus}

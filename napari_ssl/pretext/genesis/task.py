@@ -1,12 +1,8 @@
-"""Models Genesis: corrupt a 3D patch (non-linear intensity curve, local pixel shuffling, in- or out-painting); the
-whole U-Net restores the original.
+"""The Models Genesis task: corrupt a 3D patch (non-linear intensity curve, local pixel shuffling, in- or
+out-painting); the whole U-Net restores the original.
 
 Zhou, Sodha, Pang, Gotway, Liang. "Models Genesis." Medical Image Analysis 67 (2021) 101840,
 doi:10.1016/j.media.2020.101840 (MICCAI 2019 first).
-
-This module is the whole pretext: the task (:class:`ModelsGenesis`), its sample builder (:class:`GenesisAdapter`)
-and its registry record (:data:`SPEC`); the network is the restoration U-Net shared with context restoration
-(:class:`napari_ssl.models.tasks.RestorationHooks`), predicting the correction from a zero output layer.
 """
 
 from __future__ import annotations
@@ -16,11 +12,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._base import ParamSpec, as_rng, check_array, check_foreground, check_range, is_torch, shape_and_spacing
-from .registry import ExplorerSpec, PretextSpec
-from .specs import RESTORATION_ANSWER
+from napari_ssl.pretext._base import (
+    ParamSpec,
+    as_rng,
+    check_array,
+    check_foreground,
+    check_range,
+    is_torch,
+    shape_and_spacing,
+)
 
-__all__ = ["SPEC", "GenesisAdapter", "GenesisParams", "ModelsGenesis", "bezier_map"]
+__all__ = ["INNER", "OUTER", "GenesisParams", "ModelsGenesis", "bezier_map"]
 
 #: in-painting boxes span 1/6 .. 1/3 of each axis, out-painting (kept) boxes 3/7 .. 4/7 (the authors' code)
 INNER = (1 / 6, 1 / 3)
@@ -362,35 +364,3 @@ def _shuffle(u: np.ndarray, params: GenesisParams) -> np.ndarray:
     out = u.copy()
     out[box] = back.reshape(*lead, *(n * b))
     return out
-
-
-class GenesisAdapter:
-    """Models Genesis sample: the corrupted patch (``genesis.input``) and the clean one (``genesis.target``)."""
-
-    uses_patch = True
-
-    def __init__(self, task: ModelsGenesis) -> None:
-        self.task = task
-
-    def __call__(self, volume: Any, patch: np.ndarray, rng: np.random.Generator,
-                 mask: np.ndarray | None = None) -> dict[str, Any]:
-        params = self.task.sample(patch.shape[-3:], rng, foreground=mask)
-        return {
-            "genesis.input": np.ascontiguousarray(self.task.apply(patch, params), dtype=np.float32),
-            "genesis.target": np.ascontiguousarray(patch, dtype=np.float32),
-        }
-
-
-SPEC = PretextSpec(
-    name="genesis",
-    label="Models Genesis",
-    colour="#b07aa1",
-    task=ModelsGenesis,
-    adapter=GenesisAdapter,
-    hooks="napari_ssl.models.tasks:RestorationHooks",
-    backbone="3d",
-    metrics=("genesis/psnr_gain", "genesis/psnr", "genesis/psnr_input"),
-    # the network's answer: the restoration view of context restoration (the same U-Net and hooks)
-    explorer=ExplorerSpec(restore=False, answer=RESTORATION_ANSWER),
-    paper="Zhou et al., Models Genesis, MedIA 2021",
-)

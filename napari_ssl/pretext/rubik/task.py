@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._base import (
+from napari_ssl.pretext._base import (
     ParamSpec,
     as_rng,
     check_array,
