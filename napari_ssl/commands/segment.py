@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="nnU-Net models: test-time mirroring, as nnU-Net does by default; off on a CPU by "
                              "default, where it costs up to 8x the time of a 3D model (default: on a GPU only)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="nnU-Net models: CPU threads while segmenting (default: the cores this process may use)")
+                        help="nnU-Net models: CPU threads while segmenting (default: torch's, the CPU cores)")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
 
 

@@ -239,7 +239,7 @@ def open_nnunet(info: SegmenterInfo, device: str = "auto", *, folds: Any = None,
 
     Options: ``folds`` (``"0,1"`` or a sequence; default all trained folds), ``mirroring`` (test-time mirroring;
     default off on a CPU, where it costs up to 8x the time of a 3D model, on elsewhere as in nnU-Net), ``threads``
-    (torch's CPU threads while predicting; default the cores this process may use).
+    (torch's CPU threads while predicting; default torch's current setting: the cores, or what the caller set).
     """
     try:
         import torch
@@ -248,14 +248,15 @@ def open_nnunet(info: SegmenterInfo, device: str = "auto", *, folds: Any = None,
         raise SegmenterError(
             f"{info.path} is an nnU-Net model, which needs the nnunetv2 package: pip install 'napari-ssl[nnunet]'"
         ) from None
-    from napari_ssl.device import available_cores, resolve_device
+    from napari_ssl.device import resolve_device
 
     folder = Path(info.path)
     found, checkpoint = find_folds(folder)
     chosen = _fold_list(folds, found, info.path)
     dev = resolve_device(device)
     use_mirroring = dev.type != "cpu" if mirroring is None else bool(mirroring)
-    n_threads = int(threads) if threads else available_cores()
+    n_threads = int(threads) if threads else torch.get_num_threads()  # torch's own default: the cores; the
+    # Segment dock's child has set it to the dock's choice
     if n_threads < 1:
         raise SegmenterError(f"threads must be at least 1, got {threads}")
 
