@@ -165,6 +165,25 @@ def test_a_folder_without_folds_names_what_was_looked_for(nnunet_model, tmp_path
     assert "without a trained fold" in message and "fold_N/checkpoint_final.pth" in message and "\n" not in message
 
 
+def test_region_based_labels_and_mr_channels_are_described(nnunet_model, tmp_path) -> None:
+    """BraTS-style region training: each region's output value is its regions_class_order entry."""
+    folder = tmp_path / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+    shutil.copytree(nnunet_model, folder)
+    dataset = json.loads((folder / "dataset.json").read_text())
+    dataset["channel_names"] = {"0": "FLAIR", "1": "T1w", "2": "noNorm"}
+    dataset["labels"] = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing": 3}
+    dataset["regions_class_order"] = [1, 2, 3]
+    (folder / "dataset.json").write_text(json.dumps(dataset))
+    info = describe_segmenter(folder)
+    assert [(c.name, c.modality) for c in info.channels] == [("FLAIR", "MR"), ("T1w", "MR"), ("noNorm", None)]
+    assert info.names == {0: "background", 1: "whole tumor", 2: "tumor core", 3: "enhancing"}
+    assert "region-based" in dict(info.details)["labels"]
+    del dataset["regions_class_order"]
+    (folder / "dataset.json").write_text(json.dumps(dataset))
+    with pytest.raises(SegmenterError, match="regions_class_order"):
+        describe_segmenter(folder)
+
+
 def test_unknown_folds_and_channel_count_are_one_sentence(nnunet_model, ours, shared_data) -> None:
     with pytest.raises(SegmenterError, match=r"no trained fold 3; its folds are 0$"):
         open_segmenter(nnunet_model, device="cpu", trust=True, folds="3")
