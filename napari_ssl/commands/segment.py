@@ -14,6 +14,13 @@ on stderr, and the run goes on.
 The mask (uint8 label values, classes in the model's ``meta.json``) lies on the scan's own grid, so it
 opens aligned with the scan in any viewer. ``--input`` may be a DICOM folder; a multi-channel model takes
 one file per channel, joined by commas.
+
+An nnU-Net v2 results folder (``dataset.json``, ``plans.json``, ``fold_N/checkpoint_final.pth``) runs through
+nnU-Net's own predictor on the scan as its file stores it (no reorientation, as in nnU-Net); its checkpoints are
+pickles, so it opens only with ``--trust``. ``--folds`` picks folds, ``--mirror`` turns on test-time mirroring::
+
+    napari-ssl segment --model Dataset501_Organs/nnUNetTrainer__nnUNetPlans__3d_fullres --trust \
+        --input ct.nii.gz --output ct_masks.nii.gz
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ import sys
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="DIR|NAME",
-                        help="fine-tuned checkpoint folder, or a bundled model's name (phantom-demo)")
+                        help="fine-tuned checkpoint folder, an nnU-Net v2 results folder (with --trust), or a bundled "
+                             "model's name (phantom-demo)")
     parser.add_argument("--input", required=True, metavar="SCAN_OR_DICOM_DIR",
                         help="the scan (file or DICOM folder); channels of a multi-channel model joined by commas")
     parser.add_argument("--output", required=True, metavar="MASK.nii.gz", help="mask file (.nii.gz, .nii, .nrrd, .mha)")
@@ -37,6 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust", action="store_true",
                         help="open a model whose loading runs code stored with it (nnU-Net pickles, MONAI bundle "
                              "config expressions); only for models from a source you trust")
+    parser.add_argument("--folds", default=None, metavar="0,1,...",
+                        help="nnU-Net models: the folds to average (default: every trained fold)")
+    parser.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
+                        help="nnU-Net models: test-time mirroring, as nnU-Net does by default; off on a CPU by "
+                             "default, where it costs up to 8x the time of a 3D model (default: on a GPU only)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="nnU-Net models: CPU threads while segmenting (default: torch's, the CPU cores)")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
 
 
@@ -63,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(check.error)
     if check.warning:
         print(f"napari-ssl segment: warning: {check.warning}", file=sys.stderr, flush=True)
-    model = open_segmenter(info, device=args.device, trust=args.trust)
+    nnunet = {k: v for k, v in (("folds", args.folds), ("mirroring", args.mirror), ("threads", args.threads))
+              if v is not None}
+    model = open_segmenter(info, device=args.device, trust=args.trust, **nnunet)
     result = None
     shown = -1
     for event in predict_iter(model, channels, overlap=args.overlap, sw_batch_size=args.sw_batch_size,
