@@ -4,6 +4,7 @@ with a reason when that folder is absent (a user's fresh clone)."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,21 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real scans not found at {SHARED_DATA} (set NAPARI_SSL_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def nnunet_model(tmp_path_factory, shared_data) -> Path:
+    """A trained nnU-Net results folder (dataset.json, plans.json, fold_0/checkpoint_final.pth), built once per
+    session with nnU-Net's own API (tests/nnunet_folder.py); skipped where nnU-Net is not installed."""
+    pytest.importorskip("nnunetv2", reason="nnU-Net v2 is not installed (pip install 'napari-ssl[nnunet]')")
+    from nnunet_folder import build_in_child
+
+    root = tmp_path_factory.mktemp("nnunet")
+    started = time.perf_counter()
+    folder = build_in_child(root, shared_data)
+    print(f"\nnnU-Net folder built in {time.perf_counter() - started:.1f} s: {folder}")
+    assert (folder / "fold_0" / "checkpoint_final.pth").is_file()
+    return folder
 
 
 @pytest.fixture

@@ -14,13 +14,11 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from nnunet_folder import build_in_child
 
 from napari_ssl import io
 from napari_ssl.inference.segmenter import (
@@ -43,17 +41,6 @@ pytestmark = pytest.mark.slow
 def _cli() -> str:
     beside = Path(sys.executable).with_name("napari-ssl")
     return str(beside) if beside.is_file() else "napari-ssl"
-
-
-@pytest.fixture(scope="session")
-def nnunet_model(tmp_path_factory, shared_data) -> Path:
-    """A trained nnU-Net results folder (dataset.json, plans.json, fold_0/checkpoint_final.pth)."""
-    root = tmp_path_factory.mktemp("nnunet")
-    started = time.perf_counter()
-    folder = build_in_child(root, shared_data)
-    print(f"\nnnU-Net folder built in {time.perf_counter() - started:.1f} s: {folder}")
-    assert (folder / "fold_0" / "checkpoint_final.pth").is_file()
-    return folder
 
 
 @pytest.fixture(scope="session")

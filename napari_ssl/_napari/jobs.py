@@ -71,7 +71,8 @@ def finetune_job(request: ConfigRequest) -> Iterator[Any]:
 
 @dataclass(frozen=True)
 class SegmentRequest:
-    """One segmentation: the model folder, the channels' volumes, where to run, ``segment`` options."""
+    """One segmentation: the model, the channels' volumes, where to run, ``predict`` options, whether the user trusts
+    a model that runs code on load, and the format's opening options (nnU-Net's ``folds``, ``mirroring``)."""
 
     model: str
     volumes: tuple[Any, ...]
@@ -80,6 +81,7 @@ class SegmentRequest:
     threads: int = 0
     out: str | None = None
     trust: bool = False
+    open_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ def segment_job(request: SegmentRequest) -> Iterator[Any]:
 
         torch.set_num_threads(request.threads)
     t0 = time.monotonic()
-    model = open_segmenter(request.model, device=request.device, trust=request.trust)
+    model = open_segmenter(request.model, device=request.device, trust=request.trust, **dict(request.open_options))
     yield ModelLoaded(str(model.device), time.monotonic() - t0)
     last = 0.0
     for event in predict_iter(model, list(request.volumes), **dict(request.options)):

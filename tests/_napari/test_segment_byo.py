@@ -84,3 +84,39 @@ def test_the_choose_dialog_file_stands_for_its_model(tmp_path) -> None:
     assert model_root(tmp_path / "spleen" / "configs" / "metadata.json") == str(tmp_path / "spleen")
     assert model_root(tmp_path / "net.ts") == str(tmp_path / "net.ts")
     assert model_root(tmp_path / "other" / "metadata.json") == str(tmp_path / "other" / "metadata.json")
+
+
+@pytest.mark.slow
+def test_segment_dock_runs_an_nnunet_folder_once_trusted(make_napari_viewer, qtbot, nnunet_model, shared_data,
+                                                         monkeypatch) -> None:
+    """A user's nnU-Net results folder in the dock: described (CT input, organ classes, folds), refused until
+    trusted, then segmented in the child into the same masks as the contract gives in this process."""
+    import napari_ssl._napari.segment.dock as seg
+    from napari_ssl import io
+    from napari_ssl.inference.segmenter import open_segmenter
+
+    errors: list[str] = []
+    monkeypatch.setattr(seg, "show_error", errors.append)
+    scan = shared_data / "ct_organs" / "ct.nii.gz"
+    viewer = make_napari_viewer()
+    viewer.open(str(scan), plugin="napari-ssl")
+    dock = open_dock(viewer, "Segment")
+    assert dock.load_model(str(nnunet_model))
+    assert dock.info.format == "nnunet" and dock.info.channels == ("CT",) and len(dock.info.classes) == 3
+    assert "nnU-Net v2 results folder" in dock.info_label.text() and not dock.trust.isHidden()
+    assert not dock.folds.isHidden() and "0" in dock.folds.placeholderText()
+    assert dock.run() is None and errors and "pickle" in errors[-1]  # nothing starts untrusted
+    dock.trust.setChecked(True)
+    dock.folds.setText("0")
+    worker = dock.run()
+    assert worker is not None, dock.status.text()
+    with qtbot.waitSignal(worker.finished, timeout=300_000):
+        pass
+    if dock.staged.pending:
+        with qtbot.waitSignal(dock.staged.done, timeout=10_000):
+            pass
+    assert not errors[1:], errors
+    masks = dock.last_masks
+    assert masks is not None and masks.metadata["napari_ssl"]["model"] == str(nnunet_model)
+    expected = open_segmenter(nnunet_model, device="cpu", trust=True, folds="0").predict([io.read(scan)])
+    assert masks.data.shape == expected.array.shape and np.array_equal(np.asarray(masks.data), expected.array)
