@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("napari_ssl.commands.pretrain", "self-supervised pretraining on a folder of scans"),
     "finetune": ("napari_ssl.commands.finetune", "fine-tune a segmenter from a pretrained encoder"),
     "segment": ("napari_ssl.commands.segment", "segment a scan with a fine-tuned model"),
+    "export": ("napari_ssl.commands.export", "write a fine-tuned model as a MONAI bundle or TorchScript file"),
     "evaluate": ("napari_ssl.commands.evaluate", "compare pretrained vs scratch at several label fractions"),
     "score": ("napari_ssl.commands.score", "what a pretraining checkpoint learned, on held-out scans (JSON)"),
     "reader": ("napari_ssl.commands.reader", "make napari-ssl napari's reader for scans (File > Open asks no more)"),

@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 #: the format modules, tried in this order (``napari_ssl.inference.formats.<name>``, each with ``FORMAT``)
-FORMATS = ("native", "nnunet")
+FORMATS = ("native", "nnunet", "bundle", "torchscript")
 
 
 class SegmenterError(ValueError):
