@@ -13,25 +13,31 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from plugin_path import open_dock
 
-from napari_ssl._napari.segment.info import ModelInfo, model_root
-from napari_ssl.inference.segmenter import InputChannel, OutputClass, SegmenterInfo
+from napari_ssl._napari.segment.info import model_root
+from napari_ssl.inference.segmenter import InputChannel, OutputClass
 
 pytestmark = [pytest.mark.gui]
 
 BRATS = ("flair", "t1", "t1ce", "t2")
 
 
-def four_channel_info(path: str, needs_trust: bool = False) -> ModelInfo:
-    """How describe_segmenter describes a 4-modality brain-tumour model (an nnU-Net folder's dataset.json says
-    this); the dock reads nothing else of it before Segment."""
-    return ModelInfo(SegmenterInfo(
-        path=path, format="nnunet", title="Dataset001_BraTS", channels=tuple(InputChannel(n, "MR") for n in BRATS),
-        classes=(OutputClass(1, "edema", "#3cb44b"), OutputClass(2, "non-enhancing"), OutputClass(3, "enhancing")),
-        spacing=(1.0, 1.0, 1.0), needs_trust=needs_trust,
-        trust_reason="its checkpoint_final.pth files are Python pickles, which can run any code when opened." if
-        needs_trust else "",
-        details=(("folds", "0, 1"),),
-    ))
+def four_channel_torchscript(folder: Path) -> Path:
+    """A real 4-modality brain-tumour segmenter file: a MONAI BasicUNet (4 inputs, background + 3 classes) scripted
+    with torch.jit, and the sidecar this tool defines beside it."""
+    import torch
+    from monai.networks.nets import BasicUNet
+
+    from napari_ssl.inference.formats.torchscript import Sidecar, write_sidecar
+    from napari_ssl.preprocess import Normalization
+
+    net = BasicUNet(spatial_dims=3, in_channels=4, out_channels=4, features=(4, 4, 8, 8, 16, 4)).eval()
+    path = folder / "brats4.ts"
+    torch.jit.save(torch.jit.script(net), str(path))
+    write_sidecar(path, Sidecar(tuple(InputChannel(n, "MR") for n in BRATS),
+                                (OutputClass(1, "edema", "#3cb44b"), OutputClass(2, "non-enhancing"),
+                                 OutputClass(3, "enhancing")),
+                                (1.0, 1.0, 1.0), "LPS", Normalization("zscore_nonzero"), (16, 16, 16)))
+    return path
 
 
 def test_a_four_channel_model_gets_one_picker_per_input_filled_by_name(make_napari_viewer, tmp_path) -> None:
@@ -39,43 +45,60 @@ def test_a_four_channel_model_gets_one_picker_per_input_filled_by_name(make_napa
     for name in ("case7_T2", "case7_flair", "case7_t1ce", "notes", "case7_t1"):  # opened in no particular order
         viewer.add_image(np.zeros((8, 8, 8), np.float32), name=name)
     dock = open_dock(viewer, "Segment")
-    dock._use_model(four_channel_info(str(tmp_path)), quiet=True)
+    assert dock.load_model(str(four_channel_torchscript(tmp_path)))
+    assert dock.info.format == "torchscript" and dock.info.channels == BRATS
     assert [dock.scans.form.labelForField(b).text() for b in dock.channel_boxes] == list(BRATS)
     assert dock.scans.chosen() == ["case7_flair", "case7_t1", "case7_t1ce", "case7_T2"]
     text = dock.info_label.text()
-    assert "nnU-Net v2 results folder" in text and "#3cb44b" in text and "folds" in text
-    assert not dock.trust.isVisible() and dock.trust.isHidden()
+    assert "TorchScript module" in text and "#3cb44b" in text and "edema" in text and "flair (MR)" in text
+    assert dock.trust.isHidden() and dock.folds.isHidden()  # a scripted module runs no Python: no trust asked
+
+
+def test_a_four_channel_model_given_one_layer_is_one_sentence(make_napari_viewer, tmp_path, monkeypatch) -> None:
+    import napari_ssl._napari.segment.dock as seg
+
+    errors: list[str] = []
+    monkeypatch.setattr(seg, "show_error", errors.append)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((16, 16, 16), np.float32), name="flair")
+    dock = open_dock(viewer, "Segment")
+    assert dock.load_model(str(four_channel_torchscript(tmp_path)))
+    assert dock.run() is None and dock.relay is None  # refused before any process starts
+    assert errors and "takes 4 input(s) (flair, t1, t1ce, t2)" in errors[-1] and "\n" not in errors[-1]
 
 
 def test_layers_opened_after_the_model_are_matched_too(make_napari_viewer, tmp_path) -> None:
     viewer = make_napari_viewer()
     dock = open_dock(viewer, "Segment")
-    dock._use_model(four_channel_info(str(tmp_path)), quiet=True)
+    assert dock.load_model(str(four_channel_torchscript(tmp_path)))
     for name in ("b_t1ce", "b_t2", "b_t1", "b_flair"):
         viewer.add_image(np.zeros((8, 8, 8), np.float32), name=name)
     assert dock.scans.chosen() == ["b_flair", "b_t1", "b_t1ce", "b_t2"]
 
 
 def test_a_model_that_runs_code_on_load_waits_for_trust(make_napari_viewer, tmp_path, monkeypatch) -> None:
+    """A MONAI bundle (its config runs expressions): the trust question with the reason; Segment refuses until it is
+    ticked; the tick stays with that model only; the user's layers are untouched."""
+    from monai_bundles import write_zoo_bundle
+
     import napari_ssl._napari.segment.dock as seg
 
     errors: list[str] = []
     monkeypatch.setattr(seg, "show_error", errors.append)
     viewer = make_napari_viewer()
-    for name in BRATS:
-        viewer.add_image(np.zeros((16, 16, 16), np.float32), name=name)
+    viewer.add_image(np.random.default_rng(0).random((16, 16, 16), np.float32), name="head")
     dock = open_dock(viewer, "Segment")
-    layers_before = [(layer.name, layer.data.copy()) for layer in viewer.layers]
-    monkeypatch.setattr(dock, "load_model", lambda *a, **k: True)
-    dock._use_model(four_channel_info(str(tmp_path / "a"), needs_trust=True), quiet=True)
-    assert not dock.trust.isHidden() and not dock.trust.isChecked() and "pickles" in dock.trust.text()
+    before = [(layer.name, layer.data.copy()) for layer in viewer.layers]
+    first, second = write_zoo_bundle(tmp_path / "a"), write_zoo_bundle(tmp_path / "b", seed=1)
+    assert dock.load_model(str(first)) and dock.info.format == "monai-bundle"
+    assert not dock.trust.isHidden() and not dock.trust.isChecked() and "expression" in dock.trust.text()
     assert dock.run() is None and dock.relay is None  # refused before any process starts
-    assert errors and "pickles" in errors[-1] and "I trust this model" in errors[-1] and "\n" not in errors[-1]
+    assert errors and "I trust this model" in errors[-1] and "\n" not in errors[-1]
     dock.trust.setChecked(True)
-    dock._use_model(four_channel_info(str(tmp_path / "b"), needs_trust=True), quiet=True)  # another model
+    assert dock.load_model(str(second))  # another model
     assert not dock.trust.isChecked()  # trust is given to one model, never carried to the next
-    assert [layer.name for layer in viewer.layers] == [name for name, _ in layers_before]  # the user's layers
-    assert all(np.array_equal(data, layer.data) for (_, data), layer in zip(layers_before, viewer.layers, strict=True))
+    assert [layer.name for layer in viewer.layers] == [name for name, _ in before]  # the user's layers
+    assert all(np.array_equal(data, layer.data) for (_, data), layer in zip(before, viewer.layers, strict=True))
 
 
 def test_the_choose_dialog_file_stands_for_its_model(tmp_path) -> None:
