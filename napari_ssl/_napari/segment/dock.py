@@ -293,8 +293,9 @@ class SegmentDock(JobDock):
         info = self.info
         assert info is not None
         if info.needs_trust and not self.trust.isChecked():
-            self._fail(f"{info.segmenter.trust_reason} Tick 'I trust this model' to run it, only if you trust "
-                       "where it comes from")
+            reason = info.segmenter.trust_reason.strip().rstrip(".") or "opening it runs code stored with it"
+            self._fail(f"this model is not trusted yet: {reason}; tick 'I trust this model' to run it, only if you "
+                       "trust where it comes from")
             return None
         layers = {layer.name: layer for layer in self.viewer.layers}
         chosen = self.scans.chosen()
