@@ -1,6 +1,7 @@
 """napari-ssl export (napari_ssl.inference.export): the bundled demonstration model written as a MONAI bundle runs in
 MONAI's own monai.bundle workflow without napari-ssl and gives napari-ssl's masks on a scan with a non-identity
-direction; our bundle reader gives them too; the TorchScript export round-trips through our own format; the command
+direction and on a real MR (both resampled to our model grid, which Spacingd does not give); our bundle reader gives
+them too; the TorchScript export round-trips through our own format; the command
 line writes both through the installed entry point and refuses a bad --format in one line."""
 
 from __future__ import annotations
@@ -47,8 +48,7 @@ def oblique_scan(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def native_masks(oblique_scan) -> np.ndarray:
+def _native(scan: Path) -> np.ndarray:
     import os
 
     from napari_ssl.inference.bundled import resolve_model
@@ -56,11 +56,27 @@ def native_masks(oblique_scan) -> np.ndarray:
 
     os.environ["NAPARI_SSL_AMP"] = "0"  # float32, as MONAI's workflow runs
     try:
-        masks = segment(io.read(oblique_scan), resolve_model("phantom-demo"), overlap=0.5, sw_device="cpu").array
+        return segment(io.read(scan), resolve_model("phantom-demo"), overlap=0.5, sw_device="cpu").array
     finally:
         del os.environ["NAPARI_SSL_AMP"]
+
+
+@pytest.fixture(scope="module")
+def native_masks(oblique_scan) -> np.ndarray:
+    masks = _native(oblique_scan)
     assert (masks == 1).sum() > 100  # the demonstration model finds the lesion
     return masks
+
+
+@pytest.fixture(scope="module")
+def exported_bundle(tmp_path_factory) -> Path:
+    """``phantom-demo`` written by the command line as a MONAI bundle."""
+    tmp = tmp_path_factory.mktemp("export")
+    out = _cli("export", "--model", "phantom-demo", "--format", "monai-bundle", "--out", str(tmp / "bundle"))
+    assert out.returncode == 0, out.stderr
+    root = tmp / "bundle"
+    assert str(root) in out.stdout and not list(tmp.glob(".bundle.*"))  # renamed into place, no temp left
+    return root
 
 
 def _agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -68,13 +84,17 @@ def _agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float((a == b).mean()), float(2 * (lesion_a & lesion_b).sum() / (lesion_a.sum() + lesion_b.sum()))
 
 
+def _monai_workflow(root: Path, scan: Path, out: Path) -> Volume:
+    run = subprocess.run([sys.executable, "-c", MONAI_ONLY, str(root), str(scan), str(out)], capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return io.read(next(out.glob("*_seg.nii.gz")))
+
+
 @pytest.mark.slow
-def test_exported_bundle_reproduces_our_masks_in_monais_own_workflow(tmp_path, oblique_scan, native_masks,
-                                                                      monkeypatch) -> None:
-    out = _cli("export", "--model", "phantom-demo", "--format", "monai-bundle", "--out", str(tmp_path / "bundle"))
-    assert out.returncode == 0, out.stderr
-    root = tmp_path / "bundle"
-    assert str(root) in out.stdout and not list(tmp_path.glob(".bundle.*"))  # renamed into place, no temp left
+def test_exported_bundle_reproduces_our_masks_in_monais_own_workflow(tmp_path, exported_bundle, oblique_scan,
+                                                                      native_masks, monkeypatch) -> None:
+    root = exported_bundle
     for name in ("configs/inference.json", "configs/metadata.json", "models/model.pt", "models/model.ts"):
         assert (root / name).is_file(), name
     assert "napari_ssl" not in (root / "configs" / "inference.json").read_text()
@@ -82,16 +102,16 @@ def test_exported_bundle_reproduces_our_masks_in_monais_own_workflow(tmp_path, o
     fmt = meta["network_data_format"]
     assert fmt["inputs"]["image"]["num_channels"] == 1 and fmt["inputs"]["image"]["channel_def"] == {"0": "phantom"}
     assert fmt["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "lesion"}
+    assert "NAPARI_SSL_AMP=0" in meta["description"] and "NAPARI_SSL_AMP=0" in (root / "docs" / "README.md").read_text()
 
-    run = subprocess.run([sys.executable, "-c", MONAI_ONLY, str(root), str(oblique_scan), str(tmp_path / "masks")],
-                         capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-2000:]
-    written = io.read(next((tmp_path / "masks").glob("*_seg.nii.gz")))
-    assert written.same_geometry(io.read(oblique_scan), atol=1e-3)
+    written = _monai_workflow(root, oblique_scan, tmp_path / "masks")
+    assert written.same_geometry(io.read(oblique_scan), atol=1e-3)  # Invertd: back on the scan's grid
     voxels, dice = _agreement(written.array, native_masks)
-    # the target is voxels >= 99.9 %; the lesion's Dice is lower than 1 where MONAI's Spacingd sizes the grid
-    # round((n - 1) s / t) + 1 and SimpleITK round(n s / t) (here 126 and 127 voxels along x: windows one voxel apart)
-    assert voxels >= 0.999 and dice >= 0.95, (voxels, dice)
+    # the issue's target: >= 99.9 % of voxels, and the lesion's Dice near 1 (measured: 3 voxels of 616,000 differ,
+    # Dice 0.992; 0.975 when the bundle used Spacingd, whose round((n - 1) s / t) + 1 voxels put the windows one
+    # voxel off ours). The bundle resamples to our model grid; what is left is SimpleITK's float noise (~1e-14
+    # instead of 0 at a few dozen voxels of the scan's zero background, which zscore_nonzero's mask then keeps)
+    assert voxels >= 0.999 and dice >= 0.98, (voxels, dice)
 
     monkeypatch.setenv("NAPARI_SSL_AMP", "0")
     info = describe_segmenter(root)
@@ -99,7 +119,20 @@ def test_exported_bundle_reproduces_our_masks_in_monais_own_workflow(tmp_path, o
     assert info.spacing == (2.5, 1.5, 1.5) and info.orientation == "LPS"
     ours = open_segmenter(info, device="cpu", trust=True).predict([io.read(oblique_scan)])
     voxels, dice = _agreement(ours.array, native_masks)
-    assert voxels >= 0.999 and dice >= 0.95, (voxels, dice)
+    assert voxels >= 0.999 and dice >= 0.98, (voxels, dice)
+
+
+@pytest.mark.slow
+def test_exported_bundle_reproduces_our_masks_on_a_real_mr(tmp_path, exported_bundle, shared_data) -> None:
+    """mr_organs (3 mm voxels, upsampled to 1.5 x 1.5 x 2.5 mm): Spacingd would make 233 x 181 voxels where we make
+    234 x 182, and SimpleITK leaves the last plane of each (beyond the scan's extent) 0, as the bundle now does."""
+    scan = shared_data / "mr_organs" / "mr.nii.gz"
+    native = _native(scan)
+    written = _monai_workflow(exported_bundle, scan, tmp_path / "masks")
+    assert written.same_geometry(io.read(scan), atol=1e-3)
+    assert (native == 1).sum() > 1000  # the phantom's model draws on the MR: enough voxels to compare
+    voxels, dice = _agreement(written.array, native)
+    assert voxels >= 0.999 and dice >= 0.98, (voxels, dice)
 
 
 def test_torchscript_export_round_trips_through_our_format(tmp_path, oblique_scan, native_masks, monkeypatch) -> None:

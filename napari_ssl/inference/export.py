@@ -2,15 +2,18 @@
 
 - ``monai-bundle``: ``configs/metadata.json`` (``network_data_format`` with our channels and classes, versions,
   intended use), ``configs/inference.json`` reproducing napari-ssl's pipeline with MONAI transforms (``LoadImaged``,
-  ``EnsureChannelFirstd``, ``Orientationd`` to the model's orientation, ``Spacingd`` to its spacing, the checkpoint's
-  normalisation, ``SpatialPadd`` to the window with the background value, ``SlidingWindowInferer`` with Gaussian
-  blending, ``AsDiscreted`` argmax, ``Invertd`` back to the scan's grid, ``SaveImaged``), and the network as a MONAI
-  ``BasicUNet`` (``network_def``) with ``models/model.pt`` (a plain state dict with BasicUNet's keys, its kernels
-  turned to MONAI's (x, y, z) axis order: :func:`xyz_state`) and
+  ``EnsureChannelFirstd``, ``Orientationd`` to the model's orientation, ``ResampleToMatchd`` to napari-ssl's model
+  grid (:data:`MODEL_GRID`: its spacing, ``round(n s / t)`` voxels, the first voxel centre kept; MONAI's ``Spacingd``
+  would make ``round((n - 1) s / t) + 1`` voxels and put the sliding windows a voxel apart) with SimpleITK's zeros
+  outside the scan (:data:`OUTSIDE_ZERO`), the checkpoint's normalisation, ``SpatialPadd`` to the window with the
+  background value, ``SlidingWindowInferer`` with Gaussian blending, ``AsDiscreted`` argmax, ``Invertd`` back to the
+  scan's grid, ``SaveImaged``), and the network as a MONAI ``BasicUNet`` (``network_def``) with ``models/model.pt`` (a
+  plain state dict with BasicUNet's keys, its kernels turned to MONAI's (x, y, z) axis order: :func:`xyz_state`) and
   ``models/model.ts`` (the same network scripted, for MONAI Deploy). The bundle needs MONAI, torch and numpy only, not
   napari-ssl; ``monai.bundle``'s ``ConfigWorkflow`` runs it (its ``run`` loops over the data loader as MONAI's
   evaluator does, so pytorch-ignite is not needed), and MONAI Label / MONAI Deploy read its ``network_def``,
-  ``preprocessing``, ``inferer`` and ``postprocessing``.
+  ``preprocessing``, ``inferer`` and ``postprocessing``. It runs in float32; napari-ssl's own pipeline runs a CPU in
+  bfloat16 autocast unless ``NAPARI_SSL_AMP=0``, which is the setting to compare the two with.
 - ``torchscript``: ``model.ts`` (the scripted ``BasicUNet``) and ``model.json``, the sidecar of
   :mod:`napari_ssl.inference.formats.torchscript`.
 
@@ -31,6 +34,8 @@ from napari_ssl.preprocess import Normalization
 
 __all__ = [
     "EXPORT_FORMATS",
+    "MODEL_GRID",
+    "OUTSIDE_ZERO",
     "RUN_EXPRESSION",
     "bundle_config",
     "bundle_metadata",
@@ -55,6 +60,26 @@ _ZSCORE_NONZERO = (
     "hi).astype(np.float64)))(*np.percentile(v, p)))((b[m] if m is not None else b).reshape(-1)[:: max(1, (b[m] if m "
     "is not None else b).size // 2000000)]))(None if (b != 0).mean() > 0.98 else b != 0))(np.array(a, "
     "dtype=np.float32).T).T")
+
+
+#: napari-ssl's model grid (:func:`napari_ssl.preprocess.resample`) for the oriented scan ``d['image']``: spacing
+#: ``@pixdim``, ``round(n s / t)`` voxels along each axis and the first voxel's centre on the scan's first voxel centre
+#: (MONAI's ``Spacingd`` makes ``round((n - 1) s / t) + 1`` voxels). ``grid`` is an empty template for
+#: ``ResampleToMatchd`` (invertible: ``Invertd`` brings the labels back to the scan's grid); ``inside`` counts, per
+#: axis, the voxels whose centres lie inside the scan's extent (continuous index < n - 1/2; SimpleITK gives 0 beyond)
+MODEL_GRID = (
+    "$lambda d: (lambda img, s, t: (lambda m: {**d, 'grid': monai.data.MetaTensor(torch.zeros(()).expand(1, *m), "
+    "affine=img.affine.matmul(torch.diag(torch.as_tensor([*(t / s), 1.0], dtype=img.affine.dtype))), "
+    "meta={k: v for k, v in img.meta.items() if k != 'affine'}), 'inside': [min(int(a), int(np.ceil(b - 1e-6))) "
+    "for a, b in zip(m, (np.asarray(img.shape[1:]) - 0.5) * s / t)]})([max(1, int(v)) for v in "
+    "np.round(np.asarray(img.shape[1:]) * s / t)]))(d['image'], np.asarray(d['image'].pixdim, dtype=np.float64), "
+    "np.asarray(@pixdim, dtype=np.float64))")
+#: after ``ResampleToMatchd`` (``border``, in float64): what SimpleITK's linear resampling gives, exactly: 0 at the
+#: voxels outside the scan's extent, and 0 (not float noise of ~1e-14) where every neighbour is 0: both before
+#: normalisation, so ``zscore_nonzero``'s nonzero mask is napari-ssl's
+OUTSIDE_ZERO = ("$lambda d: [[d['image'][(slice(None),) * (1 + a) + (slice(k, None),)].zero_() for a, k in "
+                "enumerate(d['inside'])], d['image'].masked_fill_(d['image'].abs() <= 1e-10 * "
+                "d['image'].abs().max(), 0), {k: v for k, v in d.items() if k not in ('grid', 'inside')}][-1]")
 
 
 def normalization_transforms(norm: Normalization, key: str = "image") -> list[dict[str, Any]]:
@@ -103,8 +128,10 @@ def bundle_config(ck: Any, *, overlap: float = 0.5) -> dict[str, Any]:
         {"_target_": "Orientationd", "keys": "image", "axcodes": ck.orientation, "labels": None},
     ]
     if ck.spacing:
-        pre.append({"_target_": "Spacingd", "keys": "image", "pixdim": [float(s) for s in reversed(ck.spacing)],
-                    "mode": "bilinear", "padding_mode": "border", "dtype": "$np.float32"})
+        pre += ["$@model_grid",
+                {"_target_": "ResampleToMatchd", "keys": "image", "key_dst": "grid", "mode": "bilinear",
+                 "padding_mode": "border", "dtype": "$np.float64"},
+                "$@outside_zero"]
     pre += [{"_target_": "EnsureTyped", "keys": "image", "dtype": "$torch.float32"},
             *normalization_transforms(ck.normalization)]
     pad = _pad_value(ck.normalization)
@@ -112,7 +139,7 @@ def bundle_config(ck: Any, *, overlap: float = 0.5) -> dict[str, Any]:
                 "value": pad if pad is not None else 0.0})
     norm = ["instance", {"affine": True}] if spec.norm == "instance" else spec.norm
     config: dict[str, Any] = {
-        "imports": ["$import glob", "$import os", "$import numpy as np"],
+        "imports": ["$import glob", "$import os", "$import numpy as np", "$import monai"],
         "bundle_root": ".",
         "output_dir": "$@bundle_root + '/eval'",
         "dataset_dir": "$@bundle_root + '/data'",
@@ -122,6 +149,9 @@ def bundle_config(ck: Any, *, overlap: float = 0.5) -> dict[str, Any]:
                         "out_channels": int(ck.out_channels), "features": [int(f) for f in spec.features],
                         "norm": norm, "upsample": spec.upsample},
         "network": "$@network_def.to(@device)",
+        "pixdim": [float(s) for s in reversed(ck.spacing)] if ck.spacing else None,
+        "model_grid": MODEL_GRID,
+        "outside_zero": OUTSIDE_ZERO,
         "zscore_nonzero": _ZSCORE_NONZERO,
         "preprocessing": {"_target_": "Compose", "transforms": pre},
         "dataset": {"_target_": "Dataset", "data": "$[{'image': i} for i in @datalist]",
@@ -144,6 +174,9 @@ def bundle_config(ck: Any, *, overlap: float = 0.5) -> dict[str, Any]:
     }
     if ck.normalization.mode != "zscore_nonzero":
         del config["zscore_nonzero"]
+    if not ck.spacing:
+        for key in ("pixdim", "model_grid", "outside_zero"):
+            del config[key]
     return config
 
 
@@ -173,7 +206,8 @@ def bundle_metadata(ck: Any, name: str) -> dict[str, Any]:
         "monai_version": monai.__version__, "pytorch_version": torch.__version__.split("+")[0],
         "numpy_version": numpy.__version__, "required_packages_version": {"nibabel": "*"},
         "name": name, "task": "segmentation of " + ", ".join(c.name for c in ck.classes),
-        "description": (ck.description or f"a napari-ssl segmenter ({name})") + "; exported by napari-ssl export",
+        "description": (ck.description or f"a napari-ssl segmenter ({name})") + "; exported by napari-ssl export "
+                       "(float32: it reproduces napari-ssl's masks as napari-ssl gives them with NAPARI_SSL_AMP=0)",
         "authors": "napari-ssl", "copyright": "the model's authors",
         "intended_use": "research only; check the masks: the model has seen only its training data"
                         + (f" ({len(ck.train_cases)} cases)" if ck.train_cases else ""),
@@ -281,7 +315,11 @@ def _readme(name: str, ck: Any) -> str:
             f"{' x '.join(str(p) for p in reversed(ck.patch_size))} voxels; the mask is written on the scan's grid.\n\n"
             "    python -m monai.bundle run --config_file configs/inference.json --meta_file configs/metadata.json "
             "--bundle_root . --dataset_dir DATA --output_dir OUT\n\n"
-            "(or `monai.bundle.ConfigWorkflow` with `datalist=[scan files]`).\n")
+            "(or `monai.bundle.ConfigWorkflow` with `datalist=[scan files]`).\n\n"
+            "The bundle resamples to napari-ssl's model grid (`model_grid`, `ResampleToMatchd`: round(n s / t) voxels "
+            "per axis from the scan's first voxel centre, zeros outside the scan as SimpleITK gives) and runs in "
+            "float32. To compare its masks with napari-ssl's own, run napari-ssl with `NAPARI_SSL_AMP=0` (float32; "
+            "by default it runs a CPU in bfloat16 autocast, which moves a few voxels at the boundaries).\n")
 
 
 def describe_export(target: Path) -> str:

@@ -3,7 +3,8 @@
 
 - Described from ``metadata.json``'s ``network_data_format``: the input's ``num_channels``, ``channel_def`` and
   ``modality``, the output's ``channel_def`` / ``num_channels`` (class names), the bundle's name and description. The
-  spacing and orientation shown are read from the literal arguments of the config's ``Spacingd`` / ``Orientationd``.
+  spacing and orientation shown are read from the literal arguments of the config's ``Spacingd`` (or its top-level
+  ``pixdim``) / ``Orientationd``.
 - Opened with :class:`monai.bundle.ConfigParser` on the inference config (``bundle_root`` set to the folder, ``device``
   to ours): the network (``network_def`` with ``models/model.pt`` loaded by ``torch.load(weights_only=True)``, or
   ``models/model.ts``), the bundle's own ``preprocessing`` with its ``LoadImage(d)`` replaced by the scan already in
@@ -111,10 +112,12 @@ def describe(path: Path) -> SegmenterInfo:
         classes = tuple(OutputClass(i, f"class {i}") for i in range(1, max(n_out, 2)))
     config = _read_config(config_file)
     spacing = orientation = None
-    for node in _targets(config, "Spacingd"):
-        pix = node.get("pixdim")
+    # a Spacingd's literal pixdim, else a top-level "pixdim" (napari-ssl's exported bundles resample with
+    # ResampleToMatchd to a grid of that spacing: napari_ssl.inference.export)
+    for pix in [*(node.get("pixdim") for node in _targets(config, "Spacingd")), config.get("pixdim")]:
         if isinstance(pix, list) and len(pix) == 3 and all(isinstance(p, (int, float)) for p in pix):
             spacing = (float(pix[2]), float(pix[1]), float(pix[0]))
+            break
     for node in _targets(config, "Orientationd"):
         if isinstance(node.get("axcodes"), str):
             orientation = node["axcodes"]
