@@ -1,7 +1,9 @@
 """Bring your own segmenter: each format behind ``napari_ssl.inference.segmenter`` against its own library's
 predictor, on the same scan files, in one process with the same CPU threads.
 
-One function per format (``bench_nnunet``; the MONAI bundle part goes beside it), ``main`` runs them.
+One function per format, ``main`` runs them (``--formats nnunet,bundle``): ``bench_nnunet`` here, ``bench_bundle`` in
+``bench_byo_bundle.py`` (a MONAI bundle: our reader against the bundle's own workflow, and MONAI's workflow on an
+exported bundle of ours against our native masks).
 
 nnU-Net: a real results folder built with nnU-Net's own API (tests/nnunet_folder.py: planner, preprocessing, two
 training iterations of the stock trainer on the shared abdominal CT; or ``--nnunet-model DIR``, any folder). For each
@@ -209,8 +211,16 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--nnunet-model", type=Path, default=None, help="an nnU-Net results folder (default: build "
                                                                            "the tests' one)")
+    parser.add_argument("--formats", default="nnunet,bundle", help="which formats to measure (nnunet, bundle)")
     args = parser.parse_args()
-    bench_nnunet(threads=args.threads, repeat=args.repeat, model=args.nnunet_model)
+    formats = {f.strip() for f in args.formats.split(",") if f.strip()}
+    if "nnunet" in formats:
+        bench_nnunet(threads=args.threads, repeat=args.repeat, model=args.nnunet_model)
+    if "bundle" in formats:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_byo_bundle import bench_bundle
+
+        bench_bundle(threads=args.threads, repeat=args.repeat)
 
 
 if __name__ == "__main__":

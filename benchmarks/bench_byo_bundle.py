@@ -95,12 +95,8 @@ def _agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float((a == b).mean() * 100), float(dice)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=2)
-    args = parser.parse_args()
-
+def bench_bundle(threads: int = 2, repeat: int = 2) -> None:
+    """The MONAI bundle figures (see the module docstring); ``bench_byo.py`` runs it beside the nnU-Net ones."""
     from napari_ssl import io
     from napari_ssl.inference.export import export_model
     from napari_ssl.io.volume import Volume
@@ -115,10 +111,10 @@ def main() -> None:
     real = SHARED / "mr_organs" / "mr.nii.gz"
     if real.is_file():
         scans["mr_organs (real MR 20x91x117)"] = real
-    print(f"threads {args.threads}, best of {args.repeat} after a warm-up, float32 on both sides, "
+    print(f"threads {threads}, best of {repeat} after a warm-up, float32 on both sides, "
           f"torch CPU; bundle = phantom-demo exported")
     for name, scan in scans.items():
-        res = {m: _run_child(m, bundle, Path(scan), tmp / name.split()[0], args.threads, args.repeat)
+        res = {m: _run_child(m, bundle, Path(scan), tmp / name.split()[0], threads, repeat)
                for m in ("workflow", "reader", "native")}
         masks = {m: io.read(r["mask"]).array for m, r in res.items()}
         reader_vs_wf = _agreement(masks["reader"], masks["workflow"])
@@ -132,6 +128,14 @@ def main() -> None:
               f"{reader_vs_wf[1]:.4f} (target >= 99.9 %)")
         print(f"  exported bundle in MONAI's workflow vs our native masks: {wf_vs_native[0]:.4f} % voxels, "
               f"foreground Dice {wf_vs_native[1]:.4f} (target >= 99.9 %)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+    bench_bundle(threads=args.threads, repeat=args.repeat)
 
 
 if __name__ == "__main__":
