@@ -25,12 +25,10 @@ the process's peak RSS; then the time cost of test-time mirroring on the CPU.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import resource
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,40 +39,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from bench_segment import PeakRSS  # noqa: E402  (the same peak-RSS watcher as the segmentation benchmark)
+
 DATA = Path(os.environ.get("NAPARI_SSL_DATA", REPO.parent / "shared" / "data"))
-
-
-class PeakRSS:
-    """Peak RSS (bytes) above the starting level while the ``with`` block runs."""
-
-    def __init__(self, interval: float = 0.002) -> None:
-        import psutil
-
-        self.proc = psutil.Process(os.getpid())
-        self.interval = interval
-        self.peak = self.base = 0
-
-    def __enter__(self) -> PeakRSS:
-        gc.collect()
-        self.base = self.peak = self.proc.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-        return self
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(self.interval)
-
-    def __exit__(self, *exc: object) -> None:
-        self.peak = max(self.peak, self.proc.memory_info().rss)
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def increase_mib(self) -> float:
-        return (self.peak - self.base) / 2**20
 
 
 def _measure(fn: Callable[[], Any]) -> tuple[float, float, Any]:
@@ -82,7 +50,7 @@ def _measure(fn: Callable[[], Any]) -> tuple[float, float, Any]:
         t0 = time.perf_counter()
         out = fn()
         dt = time.perf_counter() - t0
-    return dt, mem.increase_mib, out
+    return dt, mem.increase / 2**20, out
 
 
 def _write_dicom_series(image: Any, folder: Path) -> None:
