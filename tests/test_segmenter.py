@@ -54,3 +54,14 @@ def test_contract_masks_equal_the_native_pipeline_and_check_channels() -> None:
     assert events[-1].names == {0: "background", 1: "lesion"}
     with pytest.raises(SegmenterError, match="takes 1 input channel"):
         model.predict([image, image])
+
+
+def test_classes_without_a_colour_get_one_no_other_class_has() -> None:
+    from napari_ssl.classes import PALETTE
+    from napari_ssl.inference.segmenter import InputChannel, OutputClass, SegmenterInfo
+
+    info = SegmenterInfo(path="m", format="torchscript", title="m", channels=(InputChannel("t1"),),
+                         classes=(OutputClass(1, "edema", PALETTE[1]), OutputClass(2, "core"), OutputClass(4, "et")))
+    colours = info.colors
+    assert colours[1] == PALETTE[1] and len(set(colours.values())) == 3  # was: core took edema's green
+    assert set(colours) == {1, 2, 4}

@@ -141,8 +141,15 @@ class SegmenterInfo:
 
     @property
     def colors(self) -> dict[int, str]:
-        """``{label value: colour}`` of the classes that name one."""
-        return {c.index: c.colour for c in self.classes if c.colour}
+        """``{label value: colour}`` of every class: its own, else the next palette colour no other class uses."""
+        from napari_ssl.classes import PALETTE
+
+        used = {c.colour.lower() for c in self.classes if c.colour}
+        free = iter([p for p in PALETTE if p.lower() not in used] or list(PALETTE))
+        out = {}
+        for c in self.classes:
+            out[c.index] = c.colour or next(free, PALETTE[c.index % len(PALETTE)])
+        return out
 
     def fingerprint(self) -> Any:
         """What a scan is compared with before segmenting (:mod:`napari_ssl.inference.scan_check`): the recorded

@@ -91,7 +91,7 @@ def test_a_model_that_runs_code_on_load_waits_for_trust(make_napari_viewer, tmp_
     before = [(layer.name, layer.data.copy()) for layer in viewer.layers]
     first, second = write_zoo_bundle(tmp_path / "a"), write_zoo_bundle(tmp_path / "b", seed=1)
     assert dock.load_model(str(first)) and dock.info.format == "monai-bundle"
-    assert not dock.trust.isHidden() and not dock.trust.isChecked() and "expression" in dock.trust.text()
+    assert not dock.trust.isHidden() and not dock.trust.isChecked() and "expression" in dock.trust_reason.text()
     assert dock.run() is None and dock.relay is None  # refused before any process starts
     assert errors and "I trust this model" in errors[-1] and "\n" not in errors[-1]
     dock.trust.setChecked(True)
@@ -99,6 +99,25 @@ def test_a_model_that_runs_code_on_load_waits_for_trust(make_napari_viewer, tmp_
     assert not dock.trust.isChecked()  # trust is given to one model, never carried to the next
     assert [layer.name for layer in viewer.layers] == [name for name, _ in before]  # the user's layers
     assert all(np.array_equal(data, layer.data) for (_, data), layer in zip(before, viewer.layers, strict=True))
+
+
+def test_the_trust_question_does_not_widen_the_dock(make_napari_viewer, qtbot, tmp_path) -> None:
+    """On a laptop-width window the reason wraps under the check box: as the check box's own text it widened the
+    dock from ~330 to ~720 px, taking the canvas."""
+    from monai_bundles import write_zoo_bundle
+
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    window.resize(1366, 740)
+    dock = open_dock(viewer, "Segment")
+    qtbot.waitExposed(window)
+    qtbot.waitUntil(lambda: "looking" not in dock.device.currentText(), timeout=60_000)  # the device list is in
+    qtbot.waitUntil(lambda: dock.width() >= dock.minimumSizeHint().width())  # laid out
+    before = dock.width()
+    assert dock.load_model(str(write_zoo_bundle(tmp_path / "bundle")))
+    qtbot.wait(100)
+    assert dock.trust.isVisible() and dock.trust_reason.isVisible()
+    assert dock.width() <= before + 4, (before, dock.width())
 
 
 def test_the_choose_dialog_file_stands_for_its_model(tmp_path) -> None:

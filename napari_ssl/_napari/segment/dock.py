@@ -122,6 +122,9 @@ class SegmentDock(JobDock):
         self.info_label.setWordWrap(True)
         self.trust = QCheckBox("I trust this model")
         self.trust.setVisible(False)
+        self.trust_reason = QLabel("")  # the reason wraps: a check box's own text would widen the dock to its length
+        self.trust_reason.setWordWrap(True)
+        self.trust_reason.setVisible(False)
 
         self.scans = ScanPickers(viewer)
         self.overlap = QDoubleSpinBox()
@@ -171,6 +174,7 @@ class SegmentDock(JobDock):
         inner.addLayout(row)
         inner.addWidget(self.info_label)
         inner.addWidget(self.trust)
+        inner.addWidget(self.trust_reason)
         inner.addWidget(QLabel("<b>Scan</b>"))
         inner.addWidget(self.scans)
         inner.addLayout(options)
@@ -255,8 +259,9 @@ class SegmentDock(JobDock):
             self.trust.setChecked(False)
             self.trust.setProperty("model", info.path)
         self.trust.setVisible(info.needs_trust)
-        reason = info.segmenter.trust_reason
-        self.trust.setText(f"I trust this model: {reason}" if reason else "I trust this model")
+        self.trust_reason.setVisible(info.needs_trust)
+        reason = info.segmenter.trust_reason.strip().rstrip(".")
+        self.trust_reason.setText(f'<span style="color:#f0a030">Why it asks: {reason}.</span>' if reason else "")
         self.trust.setToolTip(reason)
         if info.low_dice and not quiet:
             show_warning(

@@ -92,14 +92,10 @@ class ModelInfo:
         folds), held-out Dice (with a warning when low)."""
         from html import escape
 
-        from napari_ssl.classes import PALETTE
-
         info = self.segmenter
         lines = [f'<span style="color:#f0a030">{escape(info.description)}</span>'] if info.description else []
-        swatches = []
-        for i, c in enumerate(info.classes):
-            colour = c.colour or PALETTE[i % len(PALETTE)]
-            swatches.append(f'<span style="color:{colour}">&#9632;</span> {escape(c.name)}')
+        colours = info.colors
+        swatches = [f'<span style="color:{colours[c.index]}">&#9632;</span> {escape(c.name)}' for c in info.classes]
         inputs = [escape(c.name) + (f" ({c.modality})" if c.modality and c.modality.lower() != c.name.lower() else "")
                   for c in info.channels]
         lines += [
