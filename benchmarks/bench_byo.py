@@ -53,27 +53,6 @@ def _measure(fn: Callable[[], Any]) -> tuple[float, float, Any]:
     return dt, mem.increase / 2**20, out
 
 
-def _write_dicom_series(image: Any, folder: Path) -> None:
-    """``image`` (a 3D SimpleITK image) as a CT DICOM series, one file a slice, with its geometry."""
-    import SimpleITK as sitk
-
-    folder.mkdir()
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    d = image.GetDirection()
-    for z in range(image.GetDepth()):
-        sl = image[:, :, z]
-        for key, value in {
-            "0008|0060": "CT", "0020|000e": "1.2.826.0.1.3680043.2.1125.1.91", "0020|000d": "1.2.826.0.1.3680043.2.1125.1.92",
-            "0020|0037": "\\".join(f"{v:.10f}" for v in (*d[0:9:3], *d[1:9:3])),
-            "0020|0032": "\\".join(f"{v:.6f}" for v in image.TransformIndexToPhysicalPoint((0, 0, z))),
-            "0020|0013": str(z + 1), "0008|0018": f"1.2.826.0.1.3680043.2.1125.2.{z}",
-        }.items():
-            sl.SetMetaData(key, value)
-        writer.SetFileName(str(folder / f"IM{z:04d}.dcm"))
-        writer.Execute(sl)
-
-
 def _scans(root: Path) -> dict[str, Path]:
     import SimpleITK as sitk
 
@@ -81,7 +60,11 @@ def _scans(root: Path) -> dict[str, Path]:
     image = sitk.ReadImage(str(ct))
     permuted = root / "permuted_flipped.nrrd"
     sitk.WriteImage(sitk.Flip(sitk.PermuteAxes(image, [2, 0, 1]), [True, False, True]), str(permuted))
-    _write_dicom_series(image, root / "dicom")
+    from dicom_series import write_series
+
+    from napari_ssl import io
+
+    write_series(root / "dicom", io.read(ct), shuffle=False, modality="CT")
     return {"ct_organs (30x101x122)": ct, "ct_thorax_abdomen (112x101x122)":
             DATA / "ct_unlabeled" / "ct_thorax_abdomen.nii.gz", "permuted+flipped (.nrrd)": permuted,
             "DICOM series": root / "dicom"}

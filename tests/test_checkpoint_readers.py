@@ -29,8 +29,12 @@ def reads_raw_meta(source: str) -> bool:
     tree = ast.parse(source)
     docs = _docstrings(tree)
     names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
-    names |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
-    names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    # ``checkpoint.read_meta`` is ours; another library's method of that name (MONAI's ConfigParser.read_meta reads a
+    # bundle's metadata.json) is not
+    names |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+              and isinstance(n.value, ast.Name) and n.value.id == "checkpoint"}
+    names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("napari_ssl")
+              for a in n.names}
     if names & RAW_READERS:
         return True
     parses_json = any(isinstance(n, ast.Attribute) and n.attr in ("load", "loads") and isinstance(n.value, ast.Name)
@@ -56,3 +60,6 @@ def test_the_check_sees_a_raw_reader() -> None:
                           "def f(p):\n    return json.loads((p / META_FILE).read_text())\n")
     assert reads_raw_meta("import json\ndef f(p):\n    return json.load(open(p / 'meta.json'))\n")
     assert not reads_raw_meta('"""Reads meta.json."""\nimport json\nx = json.loads("{}")\n')
+    assert reads_raw_meta("from napari_ssl.checkpoint import read_meta\n")
+    # a MONAI bundle's parser has a read_meta of its own (it reads configs/metadata.json): not ours
+    assert not reads_raw_meta("def f(parser, root):\n    parser.read_meta(str(root / 'configs' / 'metadata.json'))\n")

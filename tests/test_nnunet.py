@@ -103,9 +103,9 @@ def scans(shared_data, tmp_path_factory) -> dict[str, Path]:
     sitk.WriteImage(oblique, str(root / "oblique.nii.gz"))
     permuted = sitk.Flip(sitk.PermuteAxes(ct, [2, 0, 1]), [True, False, True])
     sitk.WriteImage(permuted, str(root / "permuted_flipped.nrrd"))
-    from conftest import _write_dicom_series
+    from dicom_series import write_series
 
-    _write_dicom_series(root / "dicom", io.read(root / "oblique.nii.gz"), shuffle=True)
+    write_series(root / "dicom", io.read(root / "oblique.nii.gz"), shuffle=True, modality="CT")
     return {"shared": ct_path, "oblique": root / "oblique.nii.gz",
             "permuted_flipped": root / "permuted_flipped.nrrd", "dicom": root / "dicom"}
 

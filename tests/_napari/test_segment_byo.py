@@ -161,4 +161,8 @@ def test_segment_dock_runs_an_nnunet_folder_once_trusted(make_napari_viewer, qtb
     masks = dock.last_masks
     assert masks is not None and masks.metadata["napari_ssl"]["model"] == str(nnunet_model)
     expected = open_segmenter(nnunet_model, device="cpu", trust=True, folds="0").predict([io.read(scan)])
-    assert masks.data.shape == expected.array.shape and np.array_equal(np.asarray(masks.data), expected.array)
+    # the child runs with the dock's thread count: a model trained for two iterations has near-ties that another
+    # thread count's float sums can flip, so the bar is the (>= 99.9 % of voxels), not bit equality
+    assert masks.data.shape == expected.array.shape
+    assert (np.asarray(masks.data) == expected.array).mean() >= 0.999
+    assert set(np.unique(expected.array)) - {0} and (expected.array > 0).mean() < 0.99  # a real, non-trivial mask
