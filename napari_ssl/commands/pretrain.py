@@ -242,7 +242,8 @@ def _preparing(bar: ProgressBar, event: Any) -> None:
     elif bar.tty:
         bar.stream.write("\r" + line[:200] + "\033[K")
         bar.stream.flush()
-    elif event.built and int(10 * event.done / max(event.total, 1)) != int(10 * (event.done - 1) / max(event.total, 1)):
+    elif event.built and event.done < event.total and (10 * event.done // max(event.total, 1)
+                                                       != 10 * (event.done - 1) // max(event.total, 1)):
         bar.message(line)
 
 

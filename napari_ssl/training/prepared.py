@@ -186,7 +186,7 @@ def _write_npy(path: Path, array: np.ndarray) -> None:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
     os.replace(tmp, path)
 
@@ -202,6 +202,21 @@ def _box(mask: np.ndarray) -> list[list[int]] | None:
     return [lo, hi]
 
 
+def _check_complete(path: Path) -> None:
+    """A gzip-compressed scan must decompress to its end with a valid checksum: SimpleITK reads a truncated
+    ``.nii.gz`` without an error (the missing voxels are garbage)."""
+    import gzip
+    import zlib
+
+    if path.is_file() and path.name.lower().endswith(".gz"):
+        try:
+            with gzip.open(path, "rb") as f:
+                while f.read(1 << 24):
+                    pass
+        except (EOFError, OSError, zlib.error) as exc:
+            raise ValueError(f"truncated or corrupt gzip data ({_one_line(exc)})") from None
+
+
 def build_entry(job: dict[str, Any]) -> dict[str, Any]:
     """Read, prepare and write one source; returns ``{"status": "built" | "skipped" | "nospace" | "error", ...}``."""
     from napari_ssl import io
@@ -214,6 +229,7 @@ def build_entry(job: dict[str, Any]) -> dict[str, Any]:
     tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
     manifest: dict[str, Any] = {"format": FORMAT, "source": source, "identity": job["identity"], "scans": []}
     try:
+        _check_complete(Path(source))
         frames = [f for vol in io.read_all(source) for f in _prepare(vol, spacing, norm)]
         kept = [f for f in frames if f.array.ndim == 3 and min(f.spatial_shape) >= 2]
         if not kept:
@@ -315,7 +331,10 @@ class _Workers:
                 if proc.poll() is not None and proc.returncode != 0:
                     raise RuntimeError(f"a preparation worker ended unexpectedly (exit code {proc.returncode})")
 
-    def close(self) -> None:
+    def close(self, *, kill: bool = False) -> None:
+        if kill:
+            for proc in self.procs:
+                proc.kill()
         for proc in self.procs:
             if proc.stdin is not None:
                 with contextlib.suppress(OSError):
@@ -385,6 +404,7 @@ def iter_prepare(data: Sequence[str | os.PathLike[str]], spacing: Sequence[float
     yield PrepareProgress(done, len(sources), 0, 0, 0.0, 0.0)
     n = min(os.cpu_count() or 1, len(jobs)) if workers is None else min(max(1, workers), len(jobs))
     pool = _Workers(n) if n > 1 else None
+    finished = False
     try:
         results = pool.run(jobs) if pool is not None else (build_entry(job) for job in jobs)
         for result in results:
@@ -399,9 +419,10 @@ def iter_prepare(data: Sequence[str | os.PathLike[str]], spacing: Sequence[float
             elapsed = time.monotonic() - start
             eta = elapsed / (done - (len(sources) - len(todo))) * (len(sources) - done)
             yield PrepareProgress(done, len(sources), built, n_skipped, elapsed, eta)
+        finished = True
     finally:
-        if pool is not None:
-            pool.close()
+        if pool is not None:  # a cancel or an error: the workers are killed, their temporary entries cleaned later
+            pool.close(kill=not finished)
     scans: list[PreparedScan] = []
     for source, entry in zip(sources, entries, strict=True):
         manifest = _read_manifest(entry)
@@ -413,7 +434,7 @@ def iter_prepare(data: Sequence[str | os.PathLike[str]], spacing: Sequence[float
     _write_json(root / "sources.json", {"format": FORMAT, "preprocessing": prep,
                                         "entries": [[str(s), e.name] for s, e in zip(sources, entries, strict=True)]})
     text = "".join(f"{s.path}\t{s.reason}\n" for s in skipped)
-    tmp = root / (SKIPPED + ".tmp")
+    tmp = root / f"{SKIPPED}.tmp-{os.getpid()}"
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, root / SKIPPED)
     return PreparedDataset(str(root), tuple(scans), tuple(skipped), built, len(sources) - len(todo))

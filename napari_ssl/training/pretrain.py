@@ -58,8 +58,9 @@ def finetune(config: Any) -> Iterator[Any]:
 def pretrain(config: PretrainConfig) -> Iterator[events.Event]:
     """Pretrain on ``config.data`` with ``config.pretexts``; yields events (see the module docstring).
 
-    Bad input (missing path, unreadable scan, unknown option) raises ``ValueError`` / ``OSError`` at the first
-    ``next()``, before any training. Scans smaller than the patch are padded.
+    Bad input (missing path, unreadable scan, unknown option) raises ``ValueError`` / ``OSError`` before
+    ``Started``, before any training (after the prepared dataset's ``Preparing`` events, if any). Scans smaller
+    than the patch are padded.
     """
     from napari_ssl.training.trainer import LoopSettings, train
 
@@ -224,9 +225,11 @@ class PretrainTask:
                 yield events.Preparing(step.done, step.total, step.built, step.skipped, step.eta_s, str(folder))
         finally:
             gen.close()
+        if not dataset.scans:  # the older path reads the sources again and raises its error
+            return None
         yield events.Preparing(len(sources), len(sources), dataset.built, len(dataset.skipped), 0.0, str(folder),
                                dataset.summary(), final=True)
-        return dataset if dataset.scans else None
+        return dataset
 
     def setup(self, trainer: Any) -> Any:
         import torch
