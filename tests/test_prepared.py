@@ -16,7 +16,7 @@ import pytest
 from napari_ssl import events
 from napari_ssl.preprocess import Normalization
 from napari_ssl.pretext import registry
-from napari_ssl.training import prepared
+from napari_ssl.training import prepared_entry
 from napari_ssl.training.data import PretextDataset, SampleSpec, load_volumes
 from napari_ssl.training.prepared import MANIFEST, SKIPPED, prepare_dataset
 
@@ -136,7 +136,7 @@ def test_unreadable_files_are_listed_and_training_goes_on(scans: list[Path], tmp
 def test_disk_full_is_one_sentence_and_no_entry_is_complete(scans: list[Path], tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"n": 0}
-    real = prepared._write_npy
+    real = prepared_entry._write_npy
 
     def full(path: Path, array: np.ndarray) -> None:
         calls["n"] += 1
@@ -144,14 +144,14 @@ def test_disk_full_is_one_sentence_and_no_entry_is_complete(scans: list[Path], t
             raise OSError(errno.ENOSPC, "No space left on device")
         real(path, array)
 
-    monkeypatch.setattr(prepared, "_write_npy", full)
+    monkeypatch.setattr(prepared_entry, "_write_npy", full)
     folder = tmp_path / "cache"
     with pytest.raises(OSError, match=r"^\[Errno 28\] the disk is full: preparing .*b_mr\.nii\.gz in .* stopped") as info:
         prepare_dataset(scans, None, NORM, folder, workers=1)
     assert "\n" not in str(info.value)
     assert len(_entries(folder)) == 1  # the first scan's entry only
     assert not list(folder.glob(".tmp-*"))  # the partial entry was removed
-    monkeypatch.setattr(prepared, "_write_npy", real)
+    monkeypatch.setattr(prepared_entry, "_write_npy", real)
     assert prepare_dataset(scans, None, NORM, folder, workers=1).built == 1  # the next build completes it
 
 

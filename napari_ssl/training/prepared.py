@@ -18,7 +18,7 @@ model grid exactly as :func:`napari_ssl.training.data.load_volumes` makes it in 
   the entries; the reason is cached like an entry. Nothing the user owns is written to.
 - **Disk full**: ``OSError(ENOSPC)`` while writing removes the partial entry and raises one sentence naming the folder.
 - **Parallel**: ``min(cores, sources)`` worker processes started from a clean entry point (``python -m
-  napari_ssl.training.prepared``, as :mod:`napari_ssl.runner` starts its children: never ``multiprocessing``'s spawn,
+  napari_ssl.training.prepared_entry``, as :mod:`napari_ssl.runner` starts its children: never ``multiprocessing``'s spawn,
   which would re-run a user's script without a main guard), one JSON line per job each way.
 
 Why ``.npy``: ``benchmarks/bench_prepared.py`` (2 cores, three shared scans) read a random 48^3 patch in 0.12 ms from a
@@ -46,10 +46,8 @@ import numpy as np
 
 from napari_ssl.io.volume import Volume
 from napari_ssl.preprocess import Normalization
+from napari_ssl.training.prepared_entry import FORMAT, MANIFEST, _write_json, build_entry
 
-#: bump when what an entry holds changes: every entry is rebuilt
-FORMAT = 1
-MANIFEST = "manifest.json"
 SKIPPED = "skipped.txt"
 
 
@@ -171,104 +169,6 @@ def find_sources(data: Sequence[str | os.PathLike[str]]) -> tuple[list[Path], li
     return sources, others
 
 
-# ---------------------------------------------------------------- one entry (any process)
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
-
-
-def _write_npy(path: Path, array: np.ndarray) -> None:
-    """``array`` as a C-order ``.npy`` file (the writer the tests make fail with ENOSPC)."""
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=array.dtype, shape=array.shape)
-    out[...] = array
-    out.flush()
-    del out
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _box(mask: np.ndarray) -> list[list[int]] | None:
-    if not mask.any():
-        return None
-    lo, hi = [], []
-    for axis in range(3):
-        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-        lo.append(int(hits[0]))
-        hi.append(int(hits[-1]) + 1)
-    return [lo, hi]
-
-
-def _check_complete(path: Path) -> None:
-    """A gzip-compressed scan must decompress to its end with a valid checksum: SimpleITK reads a truncated
-    ``.nii.gz`` without an error (the missing voxels are garbage)."""
-    import gzip
-    import zlib
-
-    if path.is_file() and path.name.lower().endswith(".gz"):
-        try:
-            with gzip.open(path, "rb") as f:
-                while f.read(1 << 24):
-                    pass
-        except (EOFError, OSError, zlib.error) as exc:
-            raise ValueError(f"truncated or corrupt gzip data ({_one_line(exc)})") from None
-
-
-def build_entry(job: dict[str, Any]) -> dict[str, Any]:
-    """Read, prepare and write one source; returns ``{"status": "built" | "skipped" | "nospace" | "error", ...}``."""
-    from napari_ssl import io
-    from napari_ssl.io.foreground import foreground_mask
-    from napari_ssl.training.data import _prepare
-
-    source, final = job["source"], Path(job["entry"])
-    spacing = None if job["spacing"] is None else tuple(float(s) for s in job["spacing"])
-    norm = Normalization.from_dict(job["normalization"])
-    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
-    manifest: dict[str, Any] = {"format": FORMAT, "source": source, "identity": job["identity"], "scans": []}
-    try:
-        _check_complete(Path(source))
-        frames = [f for vol in io.read_all(source) for f in _prepare(vol, spacing, norm)]
-        kept = [f for f in frames if f.array.ndim == 3 and min(f.spatial_shape) >= 2]
-        if not kept:
-            shape = frames[0].array.shape if frames else ()
-            raise ValueError(f"a 2D image (shape {tuple(int(s) for s in shape)}), not a 3D scan")
-    except MemoryError:
-        raise
-    except Exception as exc:  # unreadable or unsuitable: listed, cached, the build goes on
-        manifest["skipped"] = _one_line(exc)
-        frames = kept = []
-    try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for i, frame in enumerate(kept):
-            mask = foreground_mask(frame.array)
-            centres = (np.argwhere(mask[::2, ::2, ::2]) * 2).astype(np.int32)
-            _write_npy(tmp / f"{i}.npy", np.ascontiguousarray(frame.array, dtype=np.float32))
-            _write_npy(tmp / f"{i}.mask.npy", mask)
-            _write_npy(tmp / f"{i}.centres.npy", centres)
-            manifest["scans"].append({
-                "array": f"{i}.npy", "mask": f"{i}.mask.npy", "centres": f"{i}.centres.npy",
-                "shape": list(frame.spatial_shape), "spacing": list(frame.spacing), "origin": list(frame.origin),
-                "direction": [float(v) for v in np.asarray(frame.direction).reshape(-1)], "name": frame.name or "",
-                "has_body": bool(mask.any()), "n_centres": len(centres), "box": _box(mask),
-            })
-        _write_json(tmp / MANIFEST, manifest)  # last: an entry without it is incomplete
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another build wrote the same entry first: keep that one
-            if not (final / MANIFEST).is_file():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        status = "nospace" if exc.errno == errno.ENOSPC else "error"
-        return {"status": status, "source": source, "reason": _one_line(exc)}
-    return {"status": "skipped" if "skipped" in manifest else "built", "source": source}
-
-
 def _read_manifest(entry: Path) -> dict[str, Any] | None:
     try:
         data = json.loads((entry / MANIFEST).read_text(encoding="utf-8"))
@@ -288,7 +188,7 @@ def _scans_of(entry: Path, manifest: dict[str, Any]) -> list[PreparedScan]:
 
 # ---------------------------------------------------------------- the pool
 class _Workers:
-    """``n`` clean child processes (``python -m napari_ssl.training.prepared``), one job each at a time."""
+    """``n`` clean child processes (``python -m napari_ssl.training.prepared_entry``), one job each at a time."""
 
     def __init__(self, n: int) -> None:
         import subprocess
@@ -300,7 +200,7 @@ class _Workers:
         env["PYTHONPATH"] = os.pathsep.join([root, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
         for name in ("OMP_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "OPENBLAS_NUM_THREADS"):
             env[name] = "1"  # one core each: the pool is the parallelism
-        self.procs = [subprocess.Popen([sys.executable, "-m", "napari_ssl.training.prepared"], stdin=subprocess.PIPE,
+        self.procs = [subprocess.Popen([sys.executable, "-m", "napari_ssl.training.prepared_entry"], stdin=subprocess.PIPE,
                                        stdout=subprocess.PIPE, env=env, text=True, bufsize=1) for _ in range(n)]
 
     def run(self, jobs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -346,15 +246,6 @@ class _Workers:
             except Exception:  # the build lists it with its reason
                 proc.kill()
                 proc.wait()
-
-
-def _worker_main() -> int:
-    """A pool worker: one JSON job a line on stdin, one JSON result a line on stdout."""
-    for line in sys.stdin:
-        if line.strip():
-            sys.stdout.write(json.dumps(build_entry(json.loads(line))) + "\n")
-            sys.stdout.flush()
-    return 0
 
 
 # ---------------------------------------------------------------- a build
@@ -504,6 +395,3 @@ __all__ = ["FINGERPRINT_SAMPLE", "FORMAT", "PrepareProgress", "PreparedDataset",
            "find_sources", "identity", "iter_prepare", "prepare_dataset", "preprocessing_key",
            "sampled_fingerprint"]
 
-
-if __name__ == "__main__":
-    sys.exit(_worker_main())
