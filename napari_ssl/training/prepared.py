@@ -161,10 +161,12 @@ def find_sources(data: Sequence[str | os.PathLike[str]]) -> tuple[list[Path], li
         found = io.find_scans(path)
         sources += found
         if path.is_dir():
-            covered = {f.resolve() for f in found}
+            covered = {f.resolve() for f in found}  # scan files and DICOM folders (their files are theirs)
             for f in sorted(path.rglob("*")):
-                if (f.is_file() and not f.name.startswith(".") and f.resolve() not in covered
-                        and not any(parent.resolve() in covered for parent in f.parents)):
+                if not f.is_file() or f.name.startswith("."):
+                    continue
+                real = f.resolve()
+                if real not in covered and not any(parent in covered for parent in real.parents):
                     others.append(Skipped(str(f), "not a scan (NIfTI, NRRD, MHA/MHD or DICOM)"))
     return sources, others
 
