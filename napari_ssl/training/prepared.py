@@ -15,7 +15,10 @@ model grid exactly as :func:`napari_ssl.training.data.load_volumes` makes it in 
   build removes, and continues with the entries still missing.
 - **Skips, never stops**: a source that cannot be read or is not a 3D scan (a text file, a 2D image, a corrupt or
   truncated file) is listed with a one-line reason in :attr:`PreparedDataset.skipped` and in ``skipped.txt`` beside
-  the entries; the reason is cached like an entry. Nothing the user owns is written to.
+  the entries; the reason is cached like an entry. Nothing the user owns is written to. Each DICOM series read
+  (2D ones too) is recorded by path and depth, so pretraining tells an exam of native 2D views
+  (:mod:`napari_ssl.pretext.planes.native`) from 3D scans as the in-RAM path does; a 2D NIfTI/NRRD/MHA image
+  beside scans is only an unsuitable file (the in-RAM path takes its folder for an exam of views and refuses it).
 - **Disk full**: ``OSError(ENOSPC)`` while writing removes the partial entry and raises one sentence naming the folder.
 - **Parallel**: ``min(cores, sources)`` worker processes started from a clean entry point (``python -m
   napari_ssl.training.prepared_entry``, as :mod:`napari_ssl.runner` starts its children: never ``multiprocessing``'s spawn,
@@ -101,6 +104,7 @@ class PreparedDataset:
     skipped: tuple[Skipped, ...]
     built: int
     reused: int
+    series: tuple[tuple[str | None, int], ...] = ()  # every DICOM series read (path, depth), 2D ones too
 
     def summary(self) -> str:
         """One line per skipped source, after a header; empty when nothing was skipped."""
@@ -317,6 +321,7 @@ def iter_prepare(data: Sequence[str | os.PathLike[str]], spacing: Sequence[float
         if pool is not None:  # a cancel or an error: the workers are killed, their temporary entries cleaned later
             pool.close(kill=not finished)
     scans: list[PreparedScan] = []
+    series: list[tuple[str | None, int]] = []
     for source, entry in zip(sources, entries, strict=True):
         manifest = _read_manifest(entry)
         if manifest is None:
@@ -324,13 +329,15 @@ def iter_prepare(data: Sequence[str | os.PathLike[str]], spacing: Sequence[float
         if "skipped" in manifest:
             skipped.append(Skipped(str(source), manifest["skipped"]))
         scans += _scans_of(entry, manifest)
+        if manifest.get("dicom"):
+            series += [(v["path"], int(v["depth"])) for v in manifest.get("volumes", ())]
     _write_json(root / "sources.json", {"format": FORMAT, "preprocessing": prep,
                                         "entries": [[str(s), e.name] for s, e in zip(sources, entries, strict=True)]})
     text = "".join(f"{s.path}\t{s.reason}\n" for s in skipped)
     tmp = root / f"{SKIPPED}.tmp-{os.getpid()}"
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, root / SKIPPED)
-    return PreparedDataset(str(root), tuple(scans), tuple(skipped), built, len(sources) - len(todo))
+    return PreparedDataset(str(root), tuple(scans), tuple(skipped), built, len(sources) - len(todo), tuple(series))
 
 
 #: at most this many scans are decoded for the plan's fingerprint (chosen by a hash of their paths, so adding a scan

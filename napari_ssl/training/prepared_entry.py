@@ -20,6 +20,8 @@ from napari_ssl.preprocess import Normalization
 #: bump when what an entry holds changes: every entry is rebuilt
 FORMAT = 1
 MANIFEST = "manifest.json"
+#: scan files that are not DICOM: a 2D one is an unsuitable file, never a native view of an exam
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -80,7 +82,12 @@ def build_entry(job: dict[str, Any]) -> dict[str, Any]:
     manifest: dict[str, Any] = {"format": FORMAT, "source": source, "identity": job["identity"], "scans": []}
     try:
         _check_complete(Path(source))
-        frames = [f for vol in io.read_all(source) for f in _prepare(vol, spacing, norm)]
+        read = io.read_all(source)
+        # each series as read (its path and depth): what tells native 2D views from 3D scans
+        manifest["volumes"] = [{"path": vol.path, "depth": int(vol.spatial_shape[0])} for vol in read]
+        manifest["dicom"] = Path(source).is_dir() or io.scan_suffix(source) not in IMAGE_SUFFIXES
+        frames = [f for vol in read for f in _prepare(vol, spacing, norm)]
+        del read
         kept = [f for f in frames if f.array.ndim == 3 and min(f.spatial_shape) >= 2]
         if not kept:
             shape = frames[0].array.shape if frames else ()

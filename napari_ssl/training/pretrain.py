@@ -205,7 +205,7 @@ class PretrainTask:
         cfg = self.config
         folder = Path(cfg.cache).expanduser() if cfg.cache else Path(str(Path(cfg.out).expanduser()) + ".prepared")
         sources, _ = prep.find_sources(cfg.data)
-        if not sources or (hook is not None and any(s.is_dir() for s in sources)):
+        if not sources:
             return None
         self.batch_size = cfg.batch_size or default_batch_size(self.pretexts, self.patch)
         if norm is None or (spacing is None and not cfg.resume):
@@ -226,6 +226,14 @@ class PretrainTask:
         finally:
             gen.close()
         if not dataset.scans:  # the older path reads the sources again and raises its error
+            return None
+        from types import SimpleNamespace
+
+        from napari_ssl.pretext.planes.native import check_3d, is_native
+
+        series = [SimpleNamespace(path=path, spatial_shape=(depth, 1, 1)) for path, depth in dataset.series]
+        check_3d(cfg.pretexts, series, cfg.data)  # native 2D views (an exam's series) are not 3D scans
+        if hook is not None and is_native(series):  # the pretext learns from them: in RAM, as before
             return None
         yield events.Preparing(len(sources), len(sources), dataset.built, len(dataset.skipped), 0.0, str(folder),
                                dataset.summary(), final=True)
