@@ -4,7 +4,9 @@ Small frozen dataclasses of plain Python values (numbers, strings, dicts of floa
 cheaply across the child-process runner (:mod:`napari_ssl.runner`) and print well in a log.
 A training generator yields, in order::
 
-    Started -> Progress ... (Saved ...) ... -> Saved -> Finished
+    (Preparing ...) -> Started -> Progress ... (Saved ...) ... -> Saved -> Finished
+
+``Preparing`` reports the prepared dataset's build (:mod:`napari_ssl.training.prepared`) before the first step.
 
 ``Stopped`` is added by the runner when a run was asked to stop (its checkpoint was saved by the
 generator's ``finally`` block). An exception in the child reaches the parent as
@@ -110,15 +112,30 @@ class Finished:
 
 
 @dataclass(frozen=True)
+class Preparing:
+    """The prepared dataset is being built: ``done`` of ``total`` scans (``built`` now, the rest reused or
+    skipped), ``eta_s`` seconds left; the last one (``final``) carries the skipped files' ``summary``."""
+
+    done: int
+    total: int
+    built: int = 0
+    skipped: int = 0
+    eta_s: float = 0.0
+    folder: str = ""
+    summary: str = ""
+    final: bool = False
+
+
+@dataclass(frozen=True)
 class Stopped:
     """The run was asked to stop (cancel); the generator saved its checkpoint before ending."""
 
     path: str | None = None
 
 
-Event = Started | Progress | Validated | Saved | Finished | Stopped
+Event = Preparing | Started | Progress | Validated | Saved | Finished | Stopped
 
-__all__ = ["Event", "Finished", "Progress", "Saved", "Started", "Stopped", "Validated"]
+__all__ = ["Event", "Finished", "Preparing", "Progress", "Saved", "Started", "Stopped", "Validated"]
 
 
 def describe(event: Any) -> str:
@@ -143,6 +160,10 @@ def describe(event: Any) -> str:
         )
     if isinstance(event, Stopped):
         return f"stopped; checkpoint in {event.path}"
+    if isinstance(event, Preparing):
+        eta = f", about {event.eta_s:.0f} s left" if event.done < event.total and event.eta_s > 0 else ""
+        return (f"preparing scans in {event.folder}: {event.done}/{event.total} ({event.built} built, "
+                f"{event.skipped} skipped){eta}")
     return repr(event)
 
 

@@ -71,7 +71,9 @@ def test_torchrun_two_processes_write_one_checkpoint(shared_data: Path, tmp_path
         pytest.fail(f"torchrun did not finish in 300 s; stderr tail:\n{stderr[-3000:]}")
     assert proc.returncode == 0, stderr[-3000:]
     assert stdout.count("finished step 3") == 1  # rank 0 only
-    assert sorted(p.name for p in out.parent.iterdir()) == ["ddp"]  # one checkpoint, no temp folders
+    # one checkpoint, no temp folders (beside it the prepared dataset both ranks built)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["ddp", "ddp.prepared"]
+    assert not list((out.parent / "ddp.prepared").glob(".tmp-*"))
     state, meta = checkpoint.load(out)
     assert meta.world_size == 2 and meta.step == 3
     assert len(meta.history["loss"]) == 3

@@ -27,6 +27,16 @@ def ct(tmp_path_factory) -> Path:
     return folder
 
 
+def _run(gen) -> list:
+    """A run's events from Started on (the prepared dataset's Preparing events come first)."""
+    return [e for e in gen if not isinstance(e, events.Preparing)]
+
+
+def _start(gen):
+    """The first event after the prepared dataset's build: where bad input has raised."""
+    return next(e for e in gen if not isinstance(e, events.Preparing))
+
+
 def _config(scans: Path, out: Path, **changes) -> PretrainConfig:
     """A tiny run on the scans of folder ``scans``."""
     values = {
@@ -145,6 +155,9 @@ def test_combined_run_events_and_checkpoint(ct: Path, tmp_path: Path) -> None:
     )
     seen = list(pretrain(config))
     kinds = [type(e).__name__ for e in seen]
+    assert kinds[0] == "Preparing" and kinds.count("Preparing") == kinds.index("Started")  # the prepared dataset
+    seen = seen[kinds.index("Started"):]
+    kinds = [type(e).__name__ for e in seen]
     assert kinds == ["Started", "Progress", "Saved", "Progress", "Saved", "Finished"]
     progress = seen[1]
     expected = 0.5 * progress.losses["rubik"] + progress.losses["context"] + 2.0 * progress.losses["planes"]
@@ -182,7 +195,7 @@ def test_resume_equals_uninterrupted(ct: Path, tmp_path: Path) -> None:
     gen.close()
     assert checkpoint.open_checkpoint(tmp_path / "part").step == n
     # backbone and patch size left open: the checkpoint's are used
-    resumed = list(
+    resumed = _run(
         pretrain(
             _config(
                 ct,
@@ -240,7 +253,7 @@ def test_in_memory_volumes(tmp_path: Path) -> None:
         num_workers=0,
         val_samples=1,
     )
-    seen = list(pretrain(config))
+    seen = _run(pretrain(config))
     assert seen[0].n_train == 1 and seen[0].n_val == 1
     assert "volumes" not in checkpoint.open_checkpoint(tmp_path / "ck").config
 
@@ -296,13 +309,13 @@ def test_bad_config(tmp_path: Path, changes, error, match) -> None:
 
 def test_bad_data_fails_before_training(ct: Path, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no such file"):
-        next(pretrain(_config(ct, tmp_path / "ck", data=(str(tmp_path / "missing"),))))
+        _start(pretrain(_config(ct, tmp_path / "ck", data=(str(tmp_path / "missing"),))))
     bad = tmp_path / "broken.nii.gz"
     bad.write_bytes(b"not a scan at all")
     with pytest.raises(OSError, match="broken.nii.gz"):
-        next(pretrain(_config(ct, tmp_path / "ck", data=(str(bad),))))
+        _start(pretrain(_config(ct, tmp_path / "ck", data=(str(bad),))))
     with pytest.raises(ValueError, match="bad options for pretext 'context'"):
-        next(pretrain(_config(ct, tmp_path / "ck", pretext_options={"context": {"nope": 1}})))
+        _start(pretrain(_config(ct, tmp_path / "ck", pretext_options={"context": {"nope": 1}})))
     assert not (tmp_path / "ck").exists()
 
 
@@ -310,9 +323,9 @@ def test_resume_checks(ct: Path, tmp_path: Path) -> None:
     out = tmp_path / "ck"
     list(pretrain(_config(ct, out, steps=1, batch_size=1)))
     with pytest.raises(ValueError, match="already at step 1"):
-        next(pretrain(_config(ct, out, steps=1, resume=str(out))))
+        _start(pretrain(_config(ct, out, steps=1, resume=str(out))))
     with pytest.raises(ValueError, match="different network"):
-        next(pretrain(_config(ct, out, steps=3, resume=str(out), pretexts=("context", "rubik"))))
+        _start(pretrain(_config(ct, out, steps=3, resume=str(out), pretexts=("context", "rubik"))))
 
 
 def test_finetune_is_a_lazy_wrapper(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -355,7 +368,7 @@ def test_device_discovery() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_mixed_precision_and_channels_last(ct: Path, tmp_path: Path) -> None:
     config = _config(ct, tmp_path / "ck", device="cuda", steps=3, channels_last=True, batch_size=2)
-    seen = list(pretrain(config))
+    seen = _run(pretrain(config))
     assert seen[0].device.startswith("cuda:0")
     assert all(np.isfinite(e.loss) for e in seen if isinstance(e, events.Progress))
     state, meta = checkpoint.load(tmp_path / "ck")

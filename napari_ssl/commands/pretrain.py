@@ -44,6 +44,8 @@ _FIELDS = {
     "threads": "num_threads",
     "val_samples": "val_samples",
     "foreground": "foreground",
+    "cache": "cache",
+    "use_cache": "use_cache",
 }
 
 
@@ -113,6 +115,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-foreground", dest="foreground", action="store_false", default=None,
                         help="sample patches anywhere, air included (default: on the body)")
+    parser.add_argument(
+        "--cache", metavar="DIR",
+        help="the prepared dataset's folder, shared between runs (default: OUT.prepared beside the checkpoint): "
+             "each scan read, resampled and normalised once, then read by patches",
+    )
+    parser.add_argument("--no-cache", dest="use_cache", action="store_false", default=None,
+                        help="read every scan into memory instead of preparing them on disk")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, only the final line")
 
 
@@ -220,6 +229,24 @@ class ProgressBar:
         self.stream.flush()
 
 
+def _preparing(bar: ProgressBar, event: Any) -> None:
+    """The prepared dataset's progress: redrawn on a terminal, else a line every 10 %; the last line, then the
+    skipped files."""
+    from napari_ssl import events
+
+    line = f"napari-ssl pretrain: {events.describe(event)}"
+    if event.final:
+        bar.message(line)
+        if event.summary:
+            bar.message(event.summary)
+    elif bar.tty:
+        bar.stream.write("\r" + line[:200] + "\033[K")
+        bar.stream.flush()
+    elif event.built and event.done < event.total and (10 * event.done // max(event.total, 1)
+                                                       != 10 * (event.done - 1) // max(event.total, 1)):
+        bar.message(line)
+
+
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
     h, rem = divmod(seconds, 3600)
@@ -241,6 +268,8 @@ def run(args: argparse.Namespace) -> int:
         for event in gen:
             if quiet:
                 pass
+            elif isinstance(event, events.Preparing):
+                _preparing(bar, event)
             elif isinstance(event, events.Started):
                 bar.first_step = event.start_step
                 if event.plan_text:

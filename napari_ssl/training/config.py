@@ -81,6 +81,11 @@ class PretrainConfig:
     foreground : bool
         Centre patches on the body and place cubes, swaps and planes there (a body mask: Otsu / nonzero / HU);
         ``False`` samples anywhere, air included.
+    use_cache : bool
+        Train from the prepared dataset (:mod:`napari_ssl.training.prepared`: each scan read, resampled and
+        normalised once, kept on disk and read by patches); ``False`` reads every scan into RAM (the older path).
+    cache : str or None
+        The prepared dataset's folder (shared between runs); ``None``: ``<out>/prepared``.
     volumes : tuple
         In-memory scans (:class:`~napari_ssl.io.volume.Volume` or arrays, e.g. napari layers), used with ``data``;
         not written to ``meta.json``.
@@ -112,6 +117,8 @@ class PretrainConfig:
     amp: bool = True
     channels_last: bool = False
     foreground: bool = True
+    use_cache: bool = True
+    cache: str | None = None
     volumes: tuple[Any, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:

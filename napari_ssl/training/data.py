@@ -218,9 +218,14 @@ class PretextDataset:
     Everything random about item ``i`` (which volume, where, every pretext choice) comes from
     ``numpy.random.default_rng([seed, i])``, so items are reproducible in any worker or process.
     ``length`` is virtual: indices may be any non-negative int below it.
+
+    ``volumes`` are in-memory :class:`~napari_ssl.io.volume.Volume` objects or prepared scans
+    (:class:`napari_ssl.training.prepared.PreparedScan`): those are memory-mapped on first use in each process (a
+    DataLoader worker shares nothing with the others but the open files), their body mask and patch centres read
+    from the prepared entry; the samples are the same as from the same scans in RAM.
     """
 
-    def __init__(self, volumes: Sequence[Volume], spec: SampleSpec, seed: int, length: int) -> None:
+    def __init__(self, volumes: Sequence[Any], spec: SampleSpec, seed: int, length: int) -> None:
         self.volumes = list(volumes)
         self.spec = spec
         self.seed = int(seed)
@@ -232,15 +237,26 @@ class PretextDataset:
         self._volumes_3d = [v for v in self.volumes if min(v.spatial_shape) >= 2]
         if not self._volumes_3d:
             raise ValueError("no 3D scans in the data (only 2D images); the pretexts sample from volumes")
-        if any(a.uses_patch for a in self._adapters.values()):  # scans smaller than the patch: padded, not refused
-            self._volumes_3d = [_pad_volume(v, spec.patch) for v in self._volumes_3d]
+        pads = any(a.uses_patch for a in self._adapters.values())  # scans smaller than the patch: padded, not refused
+        # a prepared scan smaller than the patch is padded in RAM (small by definition); the others stay mapped
+        self._volumes_3d = [
+            _pad_volume(v.open() if _is_prepared(v) and _smaller(v, spec.patch) else v, spec.patch) if pads else v
+            for v in self._volumes_3d
+        ]
         self._masks: list[np.ndarray | None] = [None] * len(self._volumes_3d)
         self._centres: list[np.ndarray | None] = [None] * len(self._volumes_3d)
+        self._picks: list[dict[str, Any] | None] = [None] * len(self._volumes_3d)  # rng state of a subsample
+        self._opened: dict[int, tuple[Any, Any, Any]] = {}  # per process: prepared scans mapped on first use
         if spec.foreground:
             from napari_ssl.io.foreground import foreground_mask
 
             rng = np.random.default_rng([self.seed, 5])
             for i, vol in enumerate(self._volumes_3d):
+                if _is_prepared(vol):  # the mask and centres are in the entry: only the subsample's draw here
+                    if vol.has_body and vol.n_centres > 20000:
+                        self._picks[i] = rng.bit_generator.state
+                        rng.choice(vol.n_centres, 20000, replace=False)
+                    continue
                 mask = foreground_mask(vol.array)
                 if mask.any():
                     coords = np.argwhere(mask[::2, ::2, ::2]) * 2  # candidate patch centres on the body
@@ -248,19 +264,41 @@ class PretextDataset:
                         coords = coords[rng.choice(len(coords), 20000, replace=False)]
                     self._masks[i], self._centres[i] = mask, coords
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_opened"] = {}  # memory maps are reopened in each process, never pickled
+        return state
+
     def __len__(self) -> int:
         return self.length
+
+    def _volume(self, which: int) -> tuple[Any, np.ndarray | None, np.ndarray | None]:
+        item = self._volumes_3d[which]
+        if not _is_prepared(item):
+            return item, self._masks[which], self._centres[which]
+        opened = self._opened.get(which)
+        if opened is None:
+            mask = centres = None
+            if self.spec.foreground and item.has_body:
+                mask, centres = item.open_mask(), item.open_centres()
+                state = self._picks[which]
+                if state is not None:  # the subsample today's in-RAM path draws, replayed from its rng state
+                    rng = np.random.default_rng()
+                    rng.bit_generator.state = state
+                    centres = np.asarray(centres[rng.choice(len(centres), 20000, replace=False)])
+            opened = self._opened[which] = (item.open(), mask, centres)
+        return opened
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = np.random.default_rng([self.seed, int(index)])
         pool = self._volumes_3d
         which = int(rng.integers(0, len(pool)))
-        volume, mask, centres = pool[which], self._masks[which], self._centres[which]
+        volume, mask, centres = self._volume(which)
         patch = np.empty((1, 0, 0, 0), np.float32)
         patch_mask = None
         if any(a.uses_patch for a in self._adapters.values()):
             if centres is not None:  # a patch centred on the body
-                centre = centres[int(rng.integers(len(centres)))]
+                centre = np.asarray(centres[int(rng.integers(len(centres)))], dtype=np.int64)
                 size = np.asarray(self.spec.patch)
                 corner = tuple(int(c) for c in np.clip(centre - size // 2, 0, np.asarray(volume.spatial_shape) - size))
             else:
@@ -272,6 +310,14 @@ class PretextDataset:
         for build in self._adapters.values():
             sample.update(build(volume, patch, rng, patch_mask if build.uses_patch else mask))
         return sample
+
+
+def _is_prepared(item: Any) -> bool:
+    return hasattr(item, "open_mask")
+
+
+def _smaller(item: Any, patch: Sequence[int]) -> bool:
+    return any(s < p for s, p in zip(item.spatial_shape, patch, strict=True))
 
 
 # ---------------------------------------------------------------- pretext samples (each unit's own)

@@ -58,8 +58,9 @@ def finetune(config: Any) -> Iterator[Any]:
 def pretrain(config: PretrainConfig) -> Iterator[events.Event]:
     """Pretrain on ``config.data`` with ``config.pretexts``; yields events (see the module docstring).
 
-    Bad input (missing path, unreadable scan, unknown option) raises ``ValueError`` / ``OSError`` at the first
-    ``next()``, before any training. Scans smaller than the patch are padded.
+    Bad input (missing path, unreadable scan, unknown option) raises ``ValueError`` / ``OSError`` before
+    ``Started``, before any training (after the prepared dataset's ``Preparing`` events, if any). Scans smaller
+    than the patch are padded.
     """
     from napari_ssl.training.trainer import LoopSettings, train
 
@@ -99,21 +100,16 @@ class PretrainTask:
     def samples_per_step(self) -> int:
         return self.batch_size
 
-    def setup(self, trainer: Any) -> Any:
+    def prepare(self, trainer: Any) -> Iterator[events.Event]:
+        """Everything before the network: settings, the plan and the data; yields the prepared dataset's
+        :class:`~napari_ssl.events.Preparing` events (nothing with ``use_cache=False``)."""
         import numpy as np
         import torch
 
         from napari_ssl import checkpoint
         from napari_ssl.device import data_workers, default_backbone, default_patch_size
-        from napari_ssl.models import ModelSpec, PretrainModel
         from napari_ssl.pretext import registry
-        from napari_ssl.training.data import (
-            PretextDataset,
-            SampleSpec,
-            load_volumes,
-            read_sources,
-            split_volumes,
-        )
+        from napari_ssl.training.data import load_volumes, read_sources
 
         cfg = self.config
         self.trainer = trainer
@@ -143,18 +139,6 @@ class PretrainTask:
                 norm = info.normalization
         self.backbone = backbone or default_backbone(device)
         self.patch = int(patch or default_patch_size(device))
-
-        raw = [v if isinstance(v, Volume) else Volume(np.asarray(v), name=f"array{i}")
-               for i, v in enumerate(read_sources([*cfg.data, *cfg.volumes]))]
-        if any(v.array.ndim not in (3, 4) for v in raw):
-            bad = next(v for v in raw if v.array.ndim not in (3, 4))
-            raise ValueError(f"{bad.name or 'scan'} must be 3D (z, y, x) or 4D, got shape {bad.array.shape}")
-        self.plan = None
-        from napari_ssl.pretext.planes.native import check_3d, is_native  # native 2D views: no grid, no plan
-
-        check_3d(cfg.pretexts, raw, cfg.data)
-        hook = registry.get(cfg.pretexts[0]).native_views if len(cfg.pretexts) == 1 else None
-        native_views = hook is not None and is_native(raw)
         self.pretext_options = {
             name: {**default_pretext_options(name, self.patch), **saved_options.get(name, {}),
                    **dict(cfg.pretext_options.get(name, {}))}
@@ -167,21 +151,107 @@ class PretrainTask:
         # every option as built (defaults too): a later change of a default does not change this checkpoint's task
         self.resolved_options = {name: registry.get(name).resolved_options(task, self.pretext_options[name])
                                  for name, task in pretexts.items()}
+        self.pretexts = pretexts
+        hook = registry.get(cfg.pretexts[0]).native_views if len(cfg.pretexts) == 1 else None
+        self.plan = None
+        self.native_views = False
+        self.prepared: Any = None  # the PreparedDataset trained from, if any
+        if cfg.use_cache and cfg.data and not cfg.volumes:
+            self.prepared = yield from self._prepare_cached(hook, spacing, norm)
+        if self.prepared is not None:
+            self.raw: list[Any] = []
+            self.volumes = list(self.prepared.scans)
+            return
+        raw = [v if isinstance(v, Volume) else Volume(np.asarray(v), name=f"array{i}")
+               for i, v in enumerate(read_sources([*cfg.data, *cfg.volumes]))]
+        if any(v.array.ndim not in (3, 4) for v in raw):
+            bad = next(v for v in raw if v.array.ndim not in (3, 4))
+            raise ValueError(f"{bad.name or 'scan'} must be 3D (z, y, x) or 4D, got shape {bad.array.shape}")
+        from napari_ssl.pretext.planes.native import check_3d, is_native  # native 2D views: no grid, no plan
+
+        check_3d(cfg.pretexts, raw, cfg.data)
+        native_views = self.native_views = hook is not None and is_native(raw)
         self.batch_size = cfg.batch_size or default_batch_size(pretexts, self.patch, native=native_views)
         if not native_views and (norm is None or (spacing is None and not cfg.resume)):
-            from napari_ssl.plan import fingerprint, make_plan
+            from napari_ssl.plan import fingerprint
 
             scans = [[v] for v in raw if v.array.ndim == 3 and min(v.spatial_shape) >= 2]
             scans += [[v.with_array(v.array[0])] for v in raw if v.array.ndim == 4 and min(v.spatial_shape) >= 2]
             if scans:
-                self.plan = make_plan(fingerprint(scans), device.type, spacing=spacing, normalization=norm,
-                                      patch_size=self.patch, backbone=self.backbone, steps=cfg.steps,
-                                      batch_size=cfg.batch_size, default_batch=self.batch_size)
-                spacing = spacing if spacing is not None or cfg.resume else self.plan.spacing
-                norm = norm or self.plan.normalization
+                spacing, norm = self._make_plan(fingerprint(scans), spacing, norm)
         self.spacing = spacing
         self.norm = norm or Normalization(mode="zscore_nonzero" if native_views else "zscore")  # native: MR views
-        volumes = raw if native_views else load_volumes(raw, spacing=self.spacing, normalization=self.norm)
+        self.raw = raw
+        self.volumes = raw if native_views else load_volumes(raw, spacing=self.spacing, normalization=self.norm)
+
+    def _make_plan(self, fp: Any, spacing: Any, norm: Any) -> tuple[Any, Any]:
+        from napari_ssl.plan import make_plan
+
+        cfg = self.config
+        self.plan = make_plan(fp, self.trainer.device.type, spacing=spacing, normalization=norm,
+                              patch_size=self.patch, backbone=self.backbone, steps=cfg.steps,
+                              batch_size=cfg.batch_size, default_batch=self.batch_size)
+        spacing = spacing if spacing is not None or cfg.resume else self.plan.spacing
+        return spacing, norm or self.plan.normalization
+
+    def _prepare_cached(self, hook: Any, spacing: Any, norm: Any) -> Iterator[events.Event]:
+        """The prepared dataset of ``config.data`` (built where missing), or ``None`` where the older path must
+        read the scans itself: native 2D views (an exam's DICOM folders for a pretext that learns from them), or
+        nothing 3D to prepare (its errors are the older path's)."""
+        from pathlib import Path
+
+        from napari_ssl.training import prepared as prep
+
+        cfg = self.config
+        folder = Path(cfg.cache).expanduser() if cfg.cache else Path(str(Path(cfg.out).expanduser()) + ".prepared")
+        sources, _ = prep.find_sources(cfg.data)
+        if not sources:
+            return None
+        self.batch_size = cfg.batch_size or default_batch_size(self.pretexts, self.patch)
+        if norm is None or (spacing is None and not cfg.resume):
+            fp = prep.sampled_fingerprint(sources, folder)
+            if fp is not None:
+                spacing, norm = self._make_plan(fp, spacing, norm)
+        self.spacing = spacing
+        self.norm = norm or Normalization(mode="zscore")
+        gen = prep.iter_prepare(cfg.data, self.spacing, self.norm, folder)
+        try:
+            while True:
+                try:
+                    step = next(gen)
+                except StopIteration as stop:
+                    dataset = stop.value
+                    break
+                yield events.Preparing(step.done, step.total, step.built, step.skipped, step.eta_s, str(folder))
+        finally:
+            gen.close()
+        if not dataset.scans:  # the older path reads the sources again and raises its error
+            return None
+        from types import SimpleNamespace
+
+        from napari_ssl.pretext.planes.native import check_3d, is_native
+
+        series = [SimpleNamespace(path=path, spatial_shape=(depth, 1, 1)) for path, depth in dataset.series]
+        check_3d(cfg.pretexts, series, cfg.data)  # native 2D views (an exam's series) are not 3D scans
+        if hook is not None and is_native(series):  # the pretext learns from them: in RAM, as before
+            return None
+        yield events.Preparing(len(sources), len(sources), dataset.built, len(dataset.skipped), 0.0, str(folder),
+                               dataset.summary(), final=True)
+        return dataset
+
+    def setup(self, trainer: Any) -> Any:
+        import torch
+
+        from napari_ssl.models import ModelSpec, PretrainModel
+        from napari_ssl.pretext import registry
+        from napari_ssl.training.data import PretextDataset, SampleSpec, split_volumes
+
+        if not hasattr(self, "volumes"):  # called without prepare (the trainer runs it first)
+            for _ in self.prepare(trainer):
+                pass
+        cfg = self.config
+        pretexts, volumes, raw, native_views = self.pretexts, self.volumes, self.raw, self.native_views
+        hook = registry.get(cfg.pretexts[0]).native_views if len(cfg.pretexts) == 1 else None
         train, val = split_volumes(volumes, cfg.val_fraction if len(volumes) > 1 else 0.0, cfg.seed)
         held_out = len(volumes) > 1 and cfg.val_fraction > 0  # one scan: metrics on fresh samples of it
         self.n_train, self.n_val = len(train), (len(val) if held_out else 0)

@@ -29,7 +29,8 @@ GRAD_CLIP = 12.0
 class Task(Protocol):
     """What a training task provides to :class:`Trainer`.
 
-    Optional attributes: ``planned_steps`` (the plan's budget), ``plan``, ``periodic_validation`` (default True),
+    Optional attributes: ``prepare(trainer)`` (a generator of events run before ``setup``: the data's preparation),
+    ``planned_steps`` (the plan's budget), ``plan``, ``periodic_validation`` (default True),
     ``samples_per_step``, ``channels_last_ok`` (default True) and ``cpu_bfloat16_ok`` (default False: a CPU trains
     the task in bfloat16 only when it says so).
     """
@@ -112,7 +113,7 @@ class Trainer:
         self.rank = int(os.environ.get("RANK", "0"))
 
     # ------------------------------------------------------------ setup
-    def _setup(self) -> None:
+    def _setup(self) -> Iterator[Any]:
         import torch
 
         from napari_ssl import checkpoint
@@ -136,6 +137,9 @@ class Trainer:
         # setup, so its plan can size the budget to the precision.
         cpu_ok = device.type != "cpu" or getattr(self.task, "cpu_bfloat16_ok", False)
         self.amp_dtype = autocast_dtype(device, s.amp) if cpu_ok else None
+        prepare = getattr(self.task, "prepare", None)  # the data before the model: events (a dataset's build)
+        if prepare is not None:
+            yield from prepare(self)
         model = self.task.setup(self)
         planned = getattr(self.task, "planned_steps", None)  # a plan from the data decides the budget
         if planned and planned != s.steps:
@@ -290,7 +294,7 @@ class Trainer:
     def run(self) -> Iterator[Any]:
         from napari_ssl.device import describe_device
 
-        self._setup()
+        yield from self._setup()
         s = self.settings
         task = self.task
         samples = int(getattr(task, "samples_per_step", 0))  # one process's batch

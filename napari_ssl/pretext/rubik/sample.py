@@ -74,7 +74,10 @@ def resize(array: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     import torch
     import torch.nn.functional as F
 
-    x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
+    arr = np.ascontiguousarray(array, dtype=np.float32)
+    if not arr.flags.writeable:  # a memory-mapped prepared scan is read-only; torch wants a writable buffer
+        arr = arr.copy()
+    x = torch.from_numpy(arr)[None, None]
     if all(s <= a for s, a in zip(shape, array.shape, strict=True)):
         x = F.adaptive_avg_pool3d(x, shape)
     else:
