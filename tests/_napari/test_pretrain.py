@@ -263,3 +263,38 @@ def test_backbone_choices_match_the_engine() -> None:
     from napari_ssl.models.sizes import SIZES
 
     assert tuple(SIZES) == BACKBONES
+
+
+def test_a_folder_is_prepared_once_as_its_own_stage(dock_viewer, qtbot, tmp_path) -> None:
+    """A folder of scans (one of them not a scan): the bar shows the preparation with its count, the skipped file is
+    named in a warning, training goes on; a second run on the same folder reuses every prepared scan."""
+    from napari_ssl import io
+    from napari_ssl._napari.pretrain.form import FOLDER
+    from napari_ssl.events import Preparing
+
+    dock, _ = dock_viewer
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for seed in (1, 2):
+        io.write(synthetic_ct(seed=seed), folder / f"ct{seed}.nii.gz")
+    (folder / "notes.txt").write_text("not a scan")
+    dock.form.source.setCurrentText(FOLDER)
+    dock.form.folder.path = folder
+    formats: list[str] = []
+    for run in range(2):
+        dock.form.steps.setValue(2)
+        relay = dock.start()
+        assert relay is not None, dock.status.text()
+        relay.worker.yielded.connect(lambda e: formats.append(dock.progress.format()) if isinstance(e, Preparing)
+                                     else None)
+        with qtbot.waitSignal(relay.worker.finished, timeout=WAIT_MS):
+            pass
+        assert dock.outcome == "finished", dock.status.text()
+        prepared = [e for e in dock.events if isinstance(e, Preparing)]
+        assert prepared and prepared[-1].final and prepared[-1].total == 2
+        assert any(f.startswith("preparing scans") for f in formats)
+        if run == 0:
+            assert prepared[-1].built == 2 and any("notes.txt" in m for m in notifications())
+        else:  # unchanged folder: nothing prepared again
+            assert prepared[-1].built == 0
+        formats.clear()

@@ -25,7 +25,7 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
@@ -43,7 +43,7 @@ from napari_ssl._napari.widgets import (
     pretext_colors,
     scrolled,
 )
-from napari_ssl.events import Finished, Progress, Saved, Started, Stopped
+from napari_ssl.events import Finished, Preparing, Progress, Saved, Started, Stopped
 from napari_ssl.plan import DEFAULT_BATCH
 
 if TYPE_CHECKING:
@@ -287,12 +287,31 @@ class PretrainDock(JobDock):
             window.installEventFilter(self._watcher)
 
     # ------------------------------------------------------------ events (GUI thread)
+    def _on_preparing(self, event: Preparing) -> None:
+        """The prepared dataset's build, a stage of its own: the bar counts scans, with an ETA; the last event says
+        what was built, reused and skipped (the skipped files' reasons in a notification and ``skipped.txt``)."""
+        total = max(1, event.total)
+        self.progress.setRange(0, total)
+        self.progress.setValue(event.done)
+        eta = f" · ETA {_clock(event.eta_s)}" if event.eta_s > 0 and event.done < event.total else ""
+        self.progress.setFormat(f"preparing scans {event.done}/{event.total}{eta}")
+        reused = event.done - event.built - event.skipped
+        words = f"prepared {event.built} scan(s), reused {max(0, reused)}"
+        if event.skipped:
+            words += f", skipped {event.skipped}"
+        self.status.setText(f"{words} (kept in {event.folder} for the next run)" if event.final and event.folder
+                            else f"preparing the scans once for every run: {event.done} of {event.total}")
+        if event.final and event.skipped and event.summary:
+            show_warning(f"Pretrain: {event.summary}")
+
     def _on_event(self, event: Any) -> None:
         if self._closed:
             return
         self.events.append(event)
         if isinstance(event, Progress):
             self._on_progress(event)
+        elif isinstance(event, Preparing):
+            self._on_preparing(event)
         elif isinstance(event, Started):
             self._world = max(1, event.world_size)
             self._batch = int(event.batch_size or self._batch)  # the batch the run uses (auto resolved)
