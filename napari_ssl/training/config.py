@@ -85,7 +85,7 @@ class PretrainConfig:
         Train from the prepared dataset (:mod:`napari_ssl.training.prepared`: each scan read, resampled and
         normalised once, kept on disk and read by patches); ``False`` reads every scan into RAM (the older path).
     cache : str or None
-        The prepared dataset's folder (shared between runs); ``None``: ``<out>/prepared``.
+        The prepared dataset's folder (shared between runs); ``None``: ``<out>.prepared`` beside the checkpoint folder.
     volumes : tuple
         In-memory scans (:class:`~napari_ssl.io.volume.Volume` or arrays, e.g. napari layers), used with ``data``;
         not written to ``meta.json``.

@@ -1,7 +1,8 @@
 """The prepared dataset: every scan read, resampled and normalised once, kept on disk as ``.npy`` memory maps.
 
 :func:`iter_prepare` (and its plain form :func:`prepare_dataset`) turns the scans of a run into one entry per
-source (a scan file or a DICOM series folder) under a cache folder (``<out>/prepared`` by default, or a folder shared
+source (a scan file or a DICOM series folder) under a cache folder (``<out>.prepared`` beside the checkpoint folder by
+default: a checkpoint save replaces its own folder whole; or a folder shared
 between runs). An entry holds, per 3D volume of the source (a 4D series: one per frame), the float32 array on the
 model grid exactly as :func:`napari_ssl.training.data.load_volumes` makes it in RAM (C order), the body mask
 (:func:`napari_ssl.io.foreground.foreground_mask`) and the candidate patch centres the sampler draws from, and a
