@@ -283,3 +283,17 @@ def test_the_server_entry_point_starts_without_a_warning() -> None:
                          timeout=120)
     assert out.returncode == 2 and "Warning" not in out.stderr and "Traceback" not in out.stderr, out.stderr
     assert out.stderr.strip() == "usage: python -m napari_ssl.runner serve|once FOLDER [MODULE ...]"
+
+
+def test_children_import_this_napari_ssl_and_nothing_of_it_as_top_level_modules() -> None:
+    """The warm servers' PYTHONPATH starts with the folder that holds this napari_ssl (after the move to runner/, it
+    held napari_ssl/ itself: its io/, metrics.py, plan.py ... became importable as top-level modules in the child)."""
+    import os
+    from pathlib import Path
+
+    import napari_ssl
+    from napari_ssl.runner.pool import _child_env
+
+    first = Path(_child_env()["PYTHONPATH"].split(os.pathsep)[0])
+    assert first / "napari_ssl" == Path(napari_ssl.__file__).resolve().parent
+    assert not (first / "metrics.py").exists() and not (first / "io" / "volume.py").exists()

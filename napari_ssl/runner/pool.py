@@ -83,7 +83,11 @@ def warm_allowed() -> bool:
 
 def _child_env() -> dict[str, str]:
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)  # this napari_ssl, whatever the child's path says
+    import napari_ssl
+
+    # the folder holding this napari_ssl (not napari_ssl itself, whose io/, metrics.py, ... would shadow top-level
+    # modules), so the child imports this copy whatever its own path says
+    root = str(Path(napari_ssl.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join([root, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
