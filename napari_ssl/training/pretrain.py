@@ -4,7 +4,8 @@
 Closing the generator (cancel) or a ``KeyboardInterrupt`` saves a valid checkpoint in its ``finally`` block.
 The same generator runs in the napari dock (through :mod:`napari_ssl.runner`, in a child process), behind the
 CLI's progress bar, and under ``torchrun`` (DistributedDataParallel, DistributedSampler, gloo on CPU; only
-rank 0 writes).
+rank 0 writes; rank 0 builds the prepared dataset while the others wait, and each rank samples from its own disjoint
+share of the training scans: :func:`rank_share`).
 
 Reproducibility: sample ``i`` of the run is drawn from ``default_rng([seed, i])`` and step ``s`` uses samples
 ``s * B * W ... (s + 1) * B * W - 1``, so resuming from a checkpoint at step ``s`` continues exactly as the
@@ -13,6 +14,8 @@ uninterrupted run would (same weights on CPU).
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -195,6 +198,19 @@ class PretrainTask:
         return spacing, norm or self.plan.normalization
 
     def _prepare_cached(self, hook: Any, spacing: Any, norm: Any) -> Iterator[events.Event]:
+        """The prepared dataset of ``config.data``: under DDP rank 0 builds it (and the plan's fingerprint) while the
+        other ranks wait at a barrier, then they open the same entries (on storage every node sees, nothing is
+        left to build; a node with a cache of its own builds its entries after rank 0)."""
+        trainer = self.trainer
+        barrier = _rank_barrier() if trainer.world > 1 else None
+        if barrier is not None and trainer.rank != 0:
+            barrier()  # rank 0 is building
+        dataset = yield from self._build_prepared(hook, spacing, norm)
+        if barrier is not None and trainer.rank == 0:
+            barrier()  # built: the other ranks open it
+        return dataset
+
+    def _build_prepared(self, hook: Any, spacing: Any, norm: Any) -> Iterator[events.Event]:
         """The prepared dataset of ``config.data`` (built where missing), or ``None`` where the older path must
         read the scans itself: native 2D views (an exam's DICOM folders for a pretext that learns from them), or
         nothing 3D to prepare (its errors are the older path's)."""
@@ -255,6 +271,14 @@ class PretrainTask:
         train, val = split_volumes(volumes, cfg.val_fraction if len(volumes) > 1 else 0.0, cfg.seed)
         held_out = len(volumes) > 1 and cfg.val_fraction > 0  # one scan: metrics on fresh samples of it
         self.n_train, self.n_val = len(train), (len(val) if held_out else 0)
+        index = {id(v): i for i, v in enumerate(volumes)}
+        share = rank_share(len(train), trainer.world, trainer.rank)
+        self.share = [index[id(train[i])] for i in share]  # this rank's scans, as indices into ``volumes``
+        if trainer.world > 1 and not native_views:
+            train = [train[i] for i in share]
+            built = "-" if self.prepared is None else f"{self.prepared.built} built, {self.prepared.reused} reused"
+            print(f"napari-ssl rank {trainer.rank}/{trainer.world}: prepared entries {built}; "
+                  f"samples from scans {self.share} of {len(volumes)}", file=sys.stderr, flush=True)
         sample_spec = SampleSpec(patch=(self.patch,) * 3, pretexts=pretexts, foreground=cfg.foreground)
         per_step = self.batch_size * trainer.world
         native = None
@@ -359,6 +383,30 @@ class PretrainTask:
             "n_val": self.n_val,
             **({"native_views": self.native_meta} if getattr(self, "native_meta", None) else {}),
         }
+
+
+def rank_share(n: int, world: int, rank: int) -> list[int]:
+    """The training scans (of ``n``) rank ``rank`` of ``world`` draws its samples from: every ``world``-th from
+    ``rank``, disjoint between ranks; all of them when there are fewer scans than ranks (nothing to split)."""
+    if world <= 1 or n < world:
+        return list(range(n))
+    return list(range(rank, n, world))
+
+
+def _rank_barrier() -> Any:
+    """A barrier across the DDP ranks for the prepared dataset's build, on a gloo group of its own whose timeout
+    (``NAPARI_SSL_PREPARE_TIMEOUT`` seconds, a day by default) is a build's, not a training collective's;
+    ``None`` without a process group."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return None
+    from datetime import timedelta
+
+    timeout = timedelta(seconds=float(os.environ.get("NAPARI_SSL_PREPARE_TIMEOUT", "86400")))
+    group = dist.new_group(backend="gloo", timeout=timeout)
+
+    return lambda: dist.barrier(group=group)
 
 
 def _flat(model: dict[str, Any]) -> dict[str, Any]:

@@ -137,6 +137,15 @@ class Trainer:
         # setup, so its plan can size the budget to the precision.
         cpu_ok = device.type != "cpu" or getattr(self.task, "cpu_bfloat16_ok", False)
         self.amp_dtype = autocast_dtype(device, s.amp) if cpu_ok else None
+        if self.world > 1:  # up before the data: rank 0 builds a prepared dataset while the others wait
+            import torch.distributed as dist
+
+            if not dist.is_initialized():
+                from datetime import timedelta
+
+                timeout = timedelta(seconds=float(os.environ.get("NAPARI_SSL_DIST_TIMEOUT", "1800")))
+                dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=timeout)
+                self._dist = True
         prepare = getattr(self.task, "prepare", None)  # the data before the model: events (a dataset's build)
         if prepare is not None:
             yield from prepare(self)
@@ -161,15 +170,8 @@ class Trainer:
         self.step = self.start
         model = self.core
         if self.world > 1:
-            import torch.distributed as dist
             from torch.nn.parallel import DistributedDataParallel
 
-            if not dist.is_initialized():
-                from datetime import timedelta
-
-                timeout = timedelta(seconds=float(os.environ.get("NAPARI_SSL_DIST_TIMEOUT", "1800")))
-                dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=timeout)
-                self._dist = True
             unused = getattr(self.core, "unused_parameters_possible", lambda: False)()
             model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                             find_unused_parameters=unused)
