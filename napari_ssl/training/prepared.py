@@ -176,6 +176,22 @@ def find_sources(data: Sequence[str | os.PathLike[str]]) -> tuple[list[Path], li
     return sources, others
 
 
+def source_summary(data: Sequence[str | os.PathLike[str]]) -> tuple[int, int]:
+    """How many scans a run on ``data`` would prepare (files and DICOM series folders, as :func:`find_sources`
+    finds them) and their total size in bytes on disk; lists and stats, decodes nothing (DICOM files are recognised
+    by their header, as everywhere)."""
+    from napari_ssl import io
+
+    sources = [s for item in data for s in io.find_scans(Path(item).expanduser())]
+    total = 0
+    for source in sources:
+        files = [source] if source.is_file() else [f for f in source.rglob("*") if f.is_file()]
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += f.stat().st_size
+    return len(sources), total
+
+
 def _read_manifest(entry: Path) -> dict[str, Any] | None:
     try:
         data = json.loads((entry / MANIFEST).read_text(encoding="utf-8"))
@@ -403,5 +419,5 @@ def prepare_dataset(data: Sequence[str | os.PathLike[str]], spacing: Sequence[fl
 
 __all__ = ["FINGERPRINT_SAMPLE", "FORMAT", "PrepareProgress", "PreparedDataset", "PreparedScan", "Skipped", "build_entry", "entry_key",
            "find_sources", "identity", "iter_prepare", "prepare_dataset", "preprocessing_key",
-           "sampled_fingerprint"]
+           "sampled_fingerprint", "source_summary"]
 

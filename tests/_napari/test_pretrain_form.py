@@ -44,3 +44,31 @@ def test_parameters_show_the_runs_defaults_at_its_patch(make_napari_viewer) -> N
     values = form.collect()
     assert values["pretext_options"] == {"rubik": {"gap": 7}}  # the rest: the engine's own defaults at patch 64
     assert PretrainConfig(**values).patch_size == 64
+
+
+def test_folder_shows_how_many_scans_and_their_size(make_napari_viewer, qtbot, tmp_path: Path) -> None:
+    """A folder of 2 scans and a text file: the dock says "2 scans" and their size on disk (listed in a thread,
+    not the text file), before Start; an empty folder says it holds no scans."""
+    from napari_ssl import io
+    from napari_ssl._napari.pretrain.form import FOLDER
+    from napari_ssl.io.volume import Volume
+
+    data = tmp_path / "scans"
+    (data / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    io.write(Volume(rng.random((20, 30, 30)).astype(np.float32)), data / "a.nii.gz")
+    io.write(Volume(rng.random((24, 24, 24)).astype(np.float32)), data / "sub" / "b.nii.gz")
+    (data / "notes.txt").write_text("x" * 50_000)  # not a scan: neither counted nor sized
+    size = sum(p.stat().st_size for p in data.rglob("*.nii.gz"))
+    assert size > 1000
+    form = open_dock(make_napari_viewer(), "Pretrain").form
+    form.source.setCurrentText(FOLDER)
+    form.folder.path = data
+    qtbot.waitUntil(lambda: "scans," in form.folder_label.text(), timeout=10_000)
+    assert form.folder_label.text() == f"2 scans, {size / 1e3:.1f} kB"
+    assert form.count_worker is not None  # listed by a thread worker, not on the GUI thread
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("nothing here")
+    form.folder.path = empty
+    qtbot.waitUntil(lambda: form.folder_label.text().startswith("no scans"), timeout=10_000)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -113,6 +114,16 @@ class PretrainForm(QWidget):
         data_form.addRow("from", self.source)
         data_form.addRow("layers", self.layers_label)
         data_form.addRow("folder", self.folder)
+        self.folder_label = QLabel()  # "N scans, X GB": what the run would use, listed off the GUI thread
+        self.folder_label.setWordWrap(True)
+        data_form.addRow("found", self.folder_label)
+        self._count_timer = QTimer(self)
+        self._count_timer.setSingleShot(True)
+        self._count_timer.setInterval(300)  # typing a path: one listing when it settles
+        self._count_timer.timeout.connect(self._count_folder)
+        self._counting: str | None = None  # the folder the running listing is for
+        self.count_worker: Any = None
+        self.folder.line.textChanged.connect(self._folder_changed)
         self.source.currentTextChanged.connect(self._source_changed)
         viewer.layers.selection.events.changed.connect(self._update_layers_label)
         viewer.layers.events.inserted.connect(self._update_layers_label)
@@ -197,8 +208,55 @@ class PretrainForm(QWidget):
     # ------------------------------------------------------------ data source
     def _source_changed(self, text: str) -> None:
         self.folder.setEnabled(text == FOLDER)
+        self.folder_label.setEnabled(text == FOLDER)
+        self._folder_changed()
         self.layers_label.setEnabled(text == LAYERS)
         self._update_layers_label()
+
+    def _folder_changed(self, *_: Any) -> None:
+        self.folder_label.setText("")
+        if self.source.currentText() == FOLDER and self.folder.path:
+            self.folder_label.setText("counting scans ...")
+            self._count_timer.start()
+        else:
+            self._count_timer.stop()
+
+    def _count_folder(self) -> None:
+        """List the folder's scans in a thread (a folder of thousands of files never blocks the GUI)."""
+        from napari.qt.threading import thread_worker
+
+        folder = self.folder.path
+        if self.source.currentText() != FOLDER or not folder:
+            return
+        if not Path(folder).is_dir():
+            self.folder_label.setText("no such folder")
+            return
+        if self._counting is not None:  # one listing at a time: the newest path is counted when it ends
+            self._count_timer.start()
+            return
+        self._counting = folder
+        worker = thread_worker(_summarize, start_thread=False, ignore_errors=True)(folder)
+        worker.returned.connect(self._show_count)
+        worker.errored.connect(lambda exc: self._show_count((folder, None, str(exc))))
+        worker.finished.connect(self._count_finished)
+        self.count_worker = worker
+        worker.start()
+
+    def _show_count(self, result: tuple[str, tuple[int, int] | None, str]) -> None:
+        folder, summary, error = result
+        if folder != self.folder.path or self.source.currentText() != FOLDER:
+            return  # the user moved on: that path's count is stale
+        if summary is None:
+            self.folder_label.setText(f"cannot list the folder: {error}")
+            return
+        n, size = summary
+        self.folder_label.setText(f"{n} scan{'s' if n != 1 else ''}, {_size_text(size)}" if n
+                                  else "no scans (NIfTI, NRRD, MHA/MHD or DICOM) in this folder")
+
+    def _count_finished(self) -> None:
+        counted, self._counting = self._counting, None
+        if counted != self.folder.path and self.folder.path and self.source.currentText() == FOLDER:
+            self._count_timer.start()  # the path changed while listing
 
     def image_layers(self) -> list[Any]:
         """The selected layers that are usable 3D Image layers."""
@@ -280,3 +338,17 @@ class PretrainForm(QWidget):
             "weights": weights,
             "pretext_options": {k: v for k, v in options.items() if v},
         }
+
+
+def _summarize(folder: str) -> tuple[str, tuple[int, int] | None, str]:
+    """(folder, (scans, bytes), "") for a thread worker: :func:`napari_ssl.training.prepared.source_summary`."""
+    from napari_ssl.training.prepared import source_summary
+
+    return folder, source_summary([folder]), ""
+
+
+def _size_text(size: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"
