@@ -3,6 +3,8 @@ loss (zero gradient), carried through resampling and augmentation, left out of t
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +16,7 @@ from napari_ssl.io.volume import Volume
 from napari_ssl.preprocess import Normalization
 from napari_ssl.training.augment import Case, PatchSampler
 from napari_ssl.training.cases import prepare_case
-from napari_ssl.training.finetune import FinetuneConfig, dice_ce_loss, finetune
+from napari_ssl.training.finetune import FinetuneConfig, dice_ce_loss, finetune, held_out_dice
 
 
 def test_loss_gradient_is_zero_on_unpainted_slices() -> None:
@@ -100,6 +102,9 @@ def test_two_step_finetune_on_every_fifth_brats_slice(shared_data, tmp_path) -> 
     assert len(losses) == 2 and all(np.isfinite(losses))
     validated = [e for e in evs if isinstance(e, events.Validated)]
     assert validated and all(0.0 <= v <= 1.0 for v in validated[-1].dice.values())
+    meta = json.loads((tmp_path / "m" / "meta.json").read_text())
+    assert 0 < meta["labelled_fraction"] < 0.3  # every 5th slice: about a fifth of the voxels are labelled
+    assert meta["config"]["annotated"] == "slices"
     model = load_model(tmp_path / "m")
     assert model.checkpoint.names == {0: "background", 1: "whole_tumor"}  # the ignore value is no class
     small = flair.with_array(flair.array[60:92, 80:144, 80:144])
@@ -137,3 +142,31 @@ def test_cli_partial_flag() -> None:
     assert parser.parse_args([*common, "--partial"]).annotated == "slices"
     args = parser.parse_args([*common, "--annotated", "slices", "--ignore-label", "9"])
     assert (args.annotated, args.ignore_label) == ("slices", 9)
+
+
+def test_held_out_dice_skips_unlabelled_voxels() -> None:
+    classes = parse_classes("1")
+    labels = np.zeros((4, 8, 8), np.uint8)
+    labels[0, 2:6, 2:6] = 1
+    labels[2:] = IGNORE  # half the held-out case unlabelled
+    pred = (labels == 1).astype(np.uint8)
+    pred[2:] = 1  # whatever is predicted there does not count
+    assert held_out_dice(pred, labels, classes) == {"class_1": pytest.approx(1.0)}
+    pred[1, 0, 0] = 1  # a false positive on a labelled slice does
+    assert held_out_dice(pred, labels, classes)["class_1"] < 1.0
+
+
+def test_a_label_named_ignore_in_the_classes_file_is_unlabelled(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    image = Volume(rng.normal(size=(16, 16, 16)).astype(np.float32))
+    labels = np.zeros((16, 16, 16), np.uint8)
+    labels[4:12, 4:12, 4:12] = 1
+    labels[:, :, :3] = 9
+    names = tmp_path / "classes.json"
+    names.write_text(json.dumps({"1": "lesion", "9": "ignore"}))
+    config = FinetuneConfig(pairs=((image, image.with_array(labels)),), classes="lesion", classes_file=str(names),
+                            out=str(tmp_path / "m"), steps=1, backbone="tiny", patch_size=(16, 16, 32), device="cpu",
+                            val_fraction=0.0, num_threads=1)
+    assert isinstance(list(finetune(config))[-1], events.Finished)
+    meta = json.loads((tmp_path / "m" / "meta.json").read_text())
+    assert meta["ignore_label"] == 9 and meta["labelled_fraction"] == pytest.approx(13 / 16)

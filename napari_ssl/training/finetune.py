@@ -74,6 +74,13 @@ def dice_ce_loss(logits: Any, target: Any, ignore: int = IGNORE) -> Any:
     return DiceLoss(batch=True)(probs, onehot) + ce
 
 
+def held_out_dice(pred: np.ndarray, labels: np.ndarray, classes: Any) -> dict[str, float]:
+    """:func:`~napari_ssl.classes.dice_per_class` on the labelled voxels only: where ``labels`` is :data:`IGNORE`
+    neither the prediction nor the target counts."""
+    labelled = labels != IGNORE
+    return dice_per_class(np.where(labelled, pred, 0), np.where(labelled, labels, 0), classes)
+
+
 def has_class(labels: np.ndarray) -> bool:
     """Whether class-index ``labels`` hold a voxel of any class (not background, not unlabelled)."""
     return bool(np.any((labels != 0) & (labels != IGNORE)))
@@ -89,6 +96,7 @@ __all__ = [
     "dice_ce_loss",
     "dice_per_class",
     "finetune",
+    "held_out_dice",
     "parse_classes",
     "prepare_case",
     "read_class_names",
@@ -291,9 +299,7 @@ class FinetuneTask:
                                   overlap=self.config.overlap, sw_device=device, device=device,
                                   amp=self.trainer.amp_dtype is not None)
             pred = pred[tuple(slice(0, s) for s in case.labels.shape)]
-            labelled = case.labels != IGNORE  # unlabelled voxels count for neither prediction nor target
-            pred, target = np.where(labelled, pred, 0), np.where(labelled, case.labels, 0)
-            for name, value in dice_per_class(pred, target, self.classes).items():
+            for name, value in held_out_dice(pred, case.labels, self.classes).items():
                 totals.setdefault(name, []).append(value)
         dice = {name: float(np.mean(v)) for name, v in totals.items()}
         mean = float(np.mean(list(dice.values())))
@@ -325,4 +331,8 @@ class FinetuneTask:
             "n_val": self.n_val,
             "validation": self.val_mode,
             "train_cases": [c.name for c in self.cases],
+            "ignore_label": self.ignore_label,
+            # the share of the training voxels that are labelled (below 1: partial annotations)
+            "labelled_fraction": float(sum(np.count_nonzero(c.labels != IGNORE) for c in self.cases)
+                                       / max(1, sum(c.labels.size for c in self.cases))),
         }
