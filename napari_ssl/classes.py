@@ -130,12 +130,45 @@ def parse_classes(spec: str | Sequence[str], class_names: Mapping[int, str] | No
     return tuple(out)
 
 
-def remap_labels(labels: np.ndarray, classes: Sequence[SegClass]) -> np.ndarray:
-    """Source label ids -> class indices (uint8); later classes win where groups overlap; the rest -> 0."""
+#: the class index of voxels that are not annotated (nnU-Net's ignore label): the loss and the held-out Dice skip
+#: them, and no network predicts it (at most 254 classes, so it is never a class index)
+IGNORE = 255
+
+
+def remap_labels(labels: np.ndarray, classes: Sequence[SegClass], ignore_ids: Sequence[int] = ()) -> np.ndarray:
+    """Source label ids -> class indices (uint8); later classes win where groups overlap; the rest -> 0.
+
+    Voxels holding one of ``ignore_ids`` (an explicit "unlabelled" value) become :data:`IGNORE`, whatever class lists it.
+    """
     out = np.zeros(labels.shape, dtype=np.uint8)
     for cls in classes:
         out[np.isin(labels, cls.ids)] = cls.index
+    if len(ignore_ids):
+        out[np.isin(labels, list(ignore_ids))] = IGNORE
     return out
+
+
+def painted_slices(labels: np.ndarray, ignore_ids: Sequence[int] = ()) -> np.ndarray:
+    """Which slices along axis 0 (the axis napari slices through) hold any painted label: a bool per slice.
+
+    A value of ``ignore_ids`` paints nothing; every other nonzero value does (a slice painted only with a class
+    that is not trained is still annotated: its 0 voxels are background).
+    """
+    painted = np.asarray(labels) != 0
+    if len(ignore_ids):
+        painted &= ~np.isin(labels, list(ignore_ids))
+    return painted.reshape(painted.shape[0], -1).any(axis=1)
+
+
+def describe_slices(painted: np.ndarray) -> str:
+    """``"31 of 155 slices (every 5th)"``: how many slices are painted, and their stride when it is regular."""
+    idx = np.flatnonzero(painted)
+    text = f"{len(idx)} of {len(painted)} slices"
+    if len(idx) >= 3:
+        steps = set(np.diff(idx).tolist())
+        if len(steps) == 1 and (step := steps.pop()) > 1:
+            text += f" (every {step}{'nd' if step == 2 else 'rd' if step == 3 else 'th'})"
+    return text
 
 
 def region_members(classes: Sequence[SegClass]) -> list[list[int]]:
@@ -189,5 +222,17 @@ def mirror_by_default(classes: Sequence[SegClass]) -> bool:
     return all(any(w in n for w in _LESION_WORDS) or re.fullmatch(r"class_\d+", n) for n in names)
 
 
-__all__ = ["PALETTE", "SegClass", "dice_per_class", "lateralised", "mirror_by_default", "parse_classes", "read_class_names",
-           "region_members", "remap_labels"]
+__all__ = [
+    "IGNORE",
+    "PALETTE",
+    "SegClass",
+    "describe_slices",
+    "dice_per_class",
+    "lateralised",
+    "mirror_by_default",
+    "painted_slices",
+    "parse_classes",
+    "read_class_names",
+    "region_members",
+    "remap_labels",
+]

@@ -136,6 +136,8 @@ class SegmenterCheckpoint(Checkpoint):
     mirror: bool | None = None
     validation: str = ""
     train_cases: tuple[str, ...] = ()
+    ignore_label: int | None = None  # the source label value taken as unlabelled (nnU-Net's ignore label)
+    labelled_fraction: float = 1.0  # the share of the training voxels labelled (below 1: partial annotations)
     description: str = ""  # a sentence the Segment dock shows first (the bundled demonstration model says what it is)
 
     def __post_init__(self) -> None:

@@ -48,6 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     plan.add_argument("--window", type=float, nargs=2, metavar=("LOW", "HIGH"), help="CT window in HU (with ct)")
     parser.add_argument("--label-fraction", type=float, default=1.0, metavar="F", help="fraction of labelled cases used")
     parser.add_argument("--n-labelled", type=int, metavar="N", help="number of labelled cases used")
+    parser.add_argument("--annotated", choices=("all", "slices"), default="all",
+                        help="slices: only slices holding a painted label are labelled, the rest are ignored by the loss "
+                             "(paint every 5th slice); all (default): every 0 is background")
+    parser.add_argument("--partial", dest="annotated", action="store_const", const="slices",
+                        help="the same as --annotated slices")
+    parser.add_argument("--ignore-label", type=int, metavar="V",
+                        help="label value meaning 'unlabelled' (nnU-Net's ignore label): its voxels are skipped")
     parser.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
                         help="cases held out for validation Dice (one case: its last slices)")
     parser.add_argument("--val-images", nargs="+", default=(), metavar="P", help="explicit held-out scans")
@@ -90,7 +97,7 @@ def build_config(args: argparse.Namespace) -> Any:
         val_images=tuple(args.val_images), val_labels=tuple(args.val_labels), val_every=args.val_every,
         transfer=args.transfer, num_threads=args.threads, augment=not args.no_augment,
         mirror={"auto": None, "on": True, "off": False}[args.mirror], pretrained_lr_scale=args.pretrained_lr_scale,
-        amp=not args.no_amp,
+        amp=not args.no_amp, annotated=args.annotated, ignore_label=args.ignore_label,
     )
 
 

@@ -7,6 +7,10 @@ indices); the others are cropped uniformly (``RandSpatialCropd``). The crop is 2
 (``RandFlipd`` on each axis; off when a class is lateralised), Gaussian noise, multiplicative brightness and gamma
 (``RandGaussianNoised``, ``RandScaleIntensityd``, ``RandAdjustContrastd``). Everything random about the patches of
 step ``s`` comes from ``numpy.random.default_rng([seed, s])``: a run is reproducible.
+
+A partially annotated case (labels holding :data:`~napari_ssl.classes.IGNORE`, unlabelled voxels) is cropped only
+around annotated voxels: its non-forced patches centre on a labelled voxel (background or a class) instead of
+anywhere; nearest-neighbour resampling and flips carry the ignore value as it is.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ class PatchSampler:
             RandSpatialCropd,
         )
 
+        from napari_ssl.classes import IGNORE
         from napari_ssl.preprocess import pad_to
 
         self.patch = tuple(int(p) for p in patch)
@@ -75,15 +80,18 @@ class PatchSampler:
             image = pad_to(case.image, self.crop, list(case.background))
             labels = pad_to(case.labels, self.crop, 0)
             flat = labels.reshape(-1)
+            partial = bool(np.any(flat == IGNORE))
             indices = []
             for value in range(self.n_classes + 1):
-                idx = np.flatnonzero(flat == value) if value else np.zeros(1, np.int64)
+                # background's voxels matter only to centre the patches of a partial case on annotated voxels
+                idx = np.flatnonzero(flat == value) if value or partial else np.zeros(1, np.int64)
                 if len(idx) > max_indices:
                     idx = np.sort(rng.choice(idx, max_indices, replace=False))
                 indices.append(idx)
             present = [v for v in range(1, self.n_classes + 1) if len(indices[v])]
+            annotated = partial and any(len(i) for i in indices)
             self.cases.append({"name": case.name, "image": image, "label": labels[None], "indices": indices,
-                               "present": present})
+                               "present": present, "partial": annotated})
         keys = ["image", "label"]
         self._fg = {}  # one crop transform per set of present classes (ratios 0 for absent ones)
         for entry in self.cases:
@@ -93,6 +101,16 @@ class PatchSampler:
                 self._fg[key] = RandCropByLabelClassesd(keys=keys, label_key="label", spatial_size=self.crop,
                                                         ratios=ratios, num_classes=self.n_classes + 1, num_samples=1,
                                                         indices_key="indices", warn=False)
+        self._annotated = {}  # partial cases: a crop centred on any annotated voxel (background or a present class)
+        for entry in self.cases:
+            key = tuple(entry["present"])
+            if entry["partial"] and key not in self._annotated:
+                ratios = [1.0] + [1.0 if v in key else 0.0 for v in range(1, self.n_classes + 1)]
+                if not len(entry["indices"][0]):
+                    ratios[0] = 0.0
+                self._annotated[key] = RandCropByLabelClassesd(
+                    keys=keys, label_key="label", spatial_size=self.crop, ratios=ratios,
+                    num_classes=self.n_classes + 1, num_samples=1, indices_key="indices", warn=False)
         self._random = RandSpatialCropd(keys=keys, roi_size=self.crop, random_size=False)
         after: list[Any] = []
         # the affine resamples only when drawn (p 0.3); otherwise the centre of the crop is taken by slicing
@@ -115,7 +133,10 @@ class PatchSampler:
         entry = self.cases[int(rng.integers(len(self.cases)))]
         forced = bool(entry["present"]) and rng.random() < self.fg_ratio
         data = {"image": entry["image"], "label": entry["label"], "indices": entry["indices"]}
-        crop = self._fg[tuple(entry["present"])] if forced else self._random
+        if forced:
+            crop = self._fg[tuple(entry["present"])]
+        else:
+            crop = self._annotated[tuple(entry["present"])] if entry["partial"] else self._random
         crop.set_random_state(seed=int(rng.integers(2**31)))
         out = crop(data)
         out = out[0] if isinstance(out, list) else out
@@ -186,7 +207,7 @@ class PatchSampler:
     def _twin(self) -> PatchSampler:
         """This sampler with its own random transforms (the cases are shared, read only): one per worker thread."""
         twin = copy.copy(self)
-        for name in ("_fg", "_random", "_affine", "_after"):
+        for name in ("_fg", "_annotated", "_random", "_affine", "_after"):
             setattr(twin, name, copy.deepcopy(getattr(self, name)))
         return twin
 

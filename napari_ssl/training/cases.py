@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_ssl.classes import SegClass, remap_labels
+from napari_ssl.classes import IGNORE, SegClass, painted_slices, remap_labels
 from napari_ssl.io.volume import Volume
 from napari_ssl.preprocess import Normalization
 
@@ -116,11 +116,20 @@ def check_pair(channels: list[Volume], label: Volume, lenient: bool) -> Volume:
 
 
 def prepare_case(channels: Sequence[Volume], label: Volume, classes: Sequence[SegClass], spacing: Sequence[float],
-                 norm: Normalization) -> Any:
-    """One labelled case on the model grid (:func:`napari_ssl.preprocess.prepare_channels`, as inference does)."""
+                 norm: Normalization, annotated: str = "all", ignore_label: int | None = None) -> Any:
+    """One labelled case on the model grid (:func:`napari_ssl.preprocess.prepare_channels`, as inference does).
+
+    The labels become class indices on their own grid first, then are resampled (nearest neighbour, so the
+    :data:`~napari_ssl.classes.IGNORE` value travels as it is). ``ignore_label``: voxels of that source value are
+    unlabelled; ``annotated="slices"``: every slice along axis 0 without a painted voxel is unlabelled too.
+    """
     from napari_ssl.preprocess import back_to_grid, backgrounds, prepare_channels
     from napari_ssl.training.augment import Case
 
     array, grid = prepare_channels(list(channels), spacing=spacing, normalization=norm)
-    mapped = remap_labels(back_to_grid(label, grid).array, classes)
+    ignore_ids = () if ignore_label is None else (int(ignore_label),)
+    source = remap_labels(label.array, classes, ignore_ids)
+    if annotated == "slices":
+        source[~painted_slices(label.array, ignore_ids)] = IGNORE
+    mapped = back_to_grid(label.with_array(source), grid).array
     return Case(case_label(channels[0]), array, mapped, backgrounds(array, norm))

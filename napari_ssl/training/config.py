@@ -237,6 +237,12 @@ class FinetuneConfig:
         An explicit held-out set (then nothing is split off the training cases).
     foreground_ratio : float
         Fraction of the patches forced onto the foreground (nnU-Net: a third).
+    annotated : {"all", "slices"}
+        ``"all"``: every voxel of a label volume is labelled (0 is background). ``"slices"``: only the slices (along
+        the label array's first axis, the one napari slices through) holding a painted voxel are; the others are
+        unlabelled and skipped by the loss and the held-out Dice (nnU-Net's ignore label): paint every 5th slice.
+    ignore_label : int, optional
+        A source label value meaning "unlabelled" (nnU-Net's ``ignore`` class): its voxels are skipped likewise.
     augment : bool
         Spatial and intensity augmentation (MONAI transforms).
     mirror : bool, optional
@@ -279,6 +285,8 @@ class FinetuneConfig:
     val_images: tuple[str, ...] = ()
     val_labels: tuple[str, ...] = ()
     foreground_ratio: float = 1 / 3
+    annotated: str = "all"
+    ignore_label: int | None = None
     augment: bool = True
     mirror: bool | None = None
     val_every: int = 0
@@ -338,6 +346,10 @@ class FinetuneConfig:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not 0 <= self.foreground_ratio <= 1:
             raise ValueError(f"foreground_ratio must be in [0, 1], got {self.foreground_ratio}")
+        if self.annotated not in ("all", "slices"):
+            raise ValueError(f"annotated must be 'all' or 'slices', got {self.annotated!r}")
+        if self.ignore_label is not None and not 0 < int(self.ignore_label) < 2**16:
+            raise ValueError(f"ignore_label must be a positive label value, got {self.ignore_label}")
         if not 0 <= self.overlap < 1:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
         if self.transfer not in ("auto", "encoder", "encoder+decoder"):

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from napari_ssl.classes import (
+    IGNORE,
     PALETTE,
     SegClass,
     dice_per_class,
@@ -51,14 +52,51 @@ def finetune(config: FinetuneConfig) -> Iterator[Any]:
     yield from train(task, settings)
 
 
+def dice_ce_loss(logits: Any, target: Any, ignore: int = IGNORE) -> Any:
+    """Dice + cross-entropy of ``logits`` (B, K, ...) against class indices ``target`` (B, 1, ...), skipping voxels
+    whose target is ``ignore`` (unlabelled: nnU-Net's ignore label): they add nothing to either term, so their
+    gradient is exactly zero. Without ignored voxels it equals MONAI's
+    ``DiceCELoss(to_onehot_y=True, softmax=True, batch=True)``; a batch with no labelled voxel gives 0.
+    """
+    import torch
+    import torch.nn.functional as F
+    from monai.losses import DiceLoss
+
+    t = target[:, 0] if target.ndim == logits.ndim else target
+    t = t.long()
+    keep = t != ignore
+    t = torch.where(keep, t, torch.zeros_like(t))
+    ce = F.cross_entropy(logits, t, reduction="none")
+    ce = (ce * keep).sum() / keep.sum().clamp(min=1)
+    mask = keep[:, None].to(logits.dtype)
+    probs = torch.softmax(logits, 1) * mask  # as nnU-Net: ignored voxels leave prediction and target alike
+    onehot = F.one_hot(t, logits.shape[1]).movedim(-1, 1).to(logits.dtype) * mask
+    return DiceLoss(batch=True)(probs, onehot) + ce
+
+
+def held_out_dice(pred: np.ndarray, labels: np.ndarray, classes: Any) -> dict[str, float]:
+    """:func:`~napari_ssl.classes.dice_per_class` on the labelled voxels only: where ``labels`` is :data:`IGNORE`
+    neither the prediction nor the target counts."""
+    labelled = labels != IGNORE
+    return dice_per_class(np.where(labelled, pred, 0), np.where(labelled, labels, 0), classes)
+
+
+def has_class(labels: np.ndarray) -> bool:
+    """Whether class-index ``labels`` hold a voxel of any class (not background, not unlabelled)."""
+    return bool(np.any((labels != 0) & (labels != IGNORE)))
+
+
 __all__ = [
+    "IGNORE",
     "PALETTE",
     "FinetuneConfig",
     "FinetuneTask",
     "SegClass",
     "Validated",
+    "dice_ce_loss",
     "dice_per_class",
     "finetune",
+    "held_out_dice",
     "parse_classes",
     "prepare_case",
     "read_class_names",
@@ -100,7 +138,6 @@ class FinetuneTask:
 
     def setup(self, trainer: Any) -> Any:
         import torch
-        from monai.losses import DiceCELoss
 
         from napari_ssl.models import BackboneSpec, build_unet
         from napari_ssl.plan import fingerprint, make_plan
@@ -110,6 +147,11 @@ class FinetuneTask:
         self.trainer = trainer
         names = read_class_names(cfg.classes_file) if cfg.classes_file else None
         self.classes = parse_classes(cfg.classes, names)
+        self.ignore_label = cfg.ignore_label
+        if self.ignore_label is None and names:  # nnU-Net's convention: a label named "ignore" is unlabelled
+            self.ignore_label = next((i for i, n in names.items() if n.strip().lower() == "ignore"), None)
+        if self.ignore_label is not None and any(c.ids == (self.ignore_label,) for c in self.classes):
+            raise ValueError(f"label {self.ignore_label} is the ignore label (unlabelled), it cannot be a class")
         pmeta, pspec = self._pretrained()
         if pspec is not None and cfg.backbone is not None and cfg.backbone != pspec.size:
             raise ValueError(
@@ -145,8 +187,9 @@ class FinetuneTask:
         self.planned_steps = self.plan.steps
         self.fingerprint = fp
         plan = self.plan
-        cases = [prepare_case(c, lab, self.classes, plan.spacing, plan.normalization) for c, lab, _ in raw]
-        val = [prepare_case(c, lab, self.classes, plan.spacing, plan.normalization) for c, lab, _ in raw_val]
+        how = {"annotated": cfg.annotated, "ignore_label": self.ignore_label}
+        cases = [prepare_case(c, lab, self.classes, plan.spacing, plan.normalization, **how) for c, lab, _ in raw]
+        val = [prepare_case(c, lab, self.classes, plan.spacing, plan.normalization, **how) for c, lab, _ in raw_val]
         self.val_mode = "explicit" if val else "none"
         if not val and cfg.val_fraction > 0:
             if len(cases) >= 2:
@@ -165,7 +208,7 @@ class FinetuneTask:
         n_lab = min(cfg.n_labelled or max(1, round(len(cases) * cfg.label_fraction)), len(cases))
         pick = np.random.default_rng([cfg.seed, 13]).permutation(len(cases))[:n_lab]
         cases = [cases[i] for i in sorted(pick)]
-        if not any(np.any(c.labels) for c in cases):
+        if not any(has_class(c.labels) for c in cases):
             raise ValueError("the labelled training cases hold none of the classes (after the hold-out split)")
         self.cases, self.val_cases = cases, val
         self.n_train, self.n_val = len(cases), len(val)
@@ -184,7 +227,7 @@ class FinetuneTask:
         self.pretrained_keys: set[str] = set()
         if pmeta is not None:
             self.pretrained_info = self._load_pretrained(net, pmeta)
-        self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+        self.loss_fn = dice_ce_loss  # MONAI's Dice + CE, skipping unlabelled voxels (IGNORE)
         self.net = net
         return net
 
@@ -256,12 +299,12 @@ class FinetuneTask:
                                   overlap=self.config.overlap, sw_device=device, device=device,
                                   amp=self.trainer.amp_dtype is not None)
             pred = pred[tuple(slice(0, s) for s in case.labels.shape)]
-            for name, value in dice_per_class(pred, case.labels, self.classes).items():
+            for name, value in held_out_dice(pred, case.labels, self.classes).items():
                 totals.setdefault(name, []).append(value)
         dice = {name: float(np.mean(v)) for name, v in totals.items()}
         mean = float(np.mean(list(dice.values())))
         out = {**{f"dice/{k}": v for k, v in dice.items()}, "dice/mean": mean}
-        if any(np.any(c.labels) for c in self.val_cases):  # a held-out set without any class selects nothing
+        if any(has_class(c.labels) for c in self.val_cases):  # a held-out set without any class selects nothing
             out["score"] = mean
         return out
 
@@ -288,4 +331,8 @@ class FinetuneTask:
             "n_val": self.n_val,
             "validation": self.val_mode,
             "train_cases": [c.name for c in self.cases],
+            "ignore_label": self.ignore_label,
+            # the share of the training voxels that are labelled (below 1: partial annotations)
+            "labelled_fraction": float(sum(np.count_nonzero(c.labels != IGNORE) for c in self.cases)
+                                       / max(1, sum(c.labels.size for c in self.cases))),
         }

@@ -11,12 +11,15 @@ Inputs are checked before any process starts (layers, the pretrained folder), ea
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFormLayout,
     QHBoxLayout,
@@ -51,11 +54,32 @@ from napari_ssl._napari.widgets import (
     spin,
     training_threads,
 )
+from napari_ssl.classes import describe_slices, painted_slices
 
 if TYPE_CHECKING:
     import napari
 
 __all__ = ["FinetuneDock"]
+
+
+def annotation_text(labels: np.ndarray, image: np.ndarray | None, partial: bool) -> str:
+    """The note under the checkbox: ``labels on 31 of 155 slices (every 5th): unpainted slices ignored`` with the
+    option on; with it off, a hint to turn it on when fewer than half the slices that hold body (any image voxel
+    above the scan's minimum) hold labels; nothing for an empty layer."""
+    painted = painted_slices(labels)
+    if not painted.any():
+        return ""
+    where = f"labels on {describe_slices(painted)}"
+    if partial:
+        return f"{where}: unpainted slices ignored"
+    body = len(painted)
+    if image is not None and image.shape == labels.shape:
+        flat = image.reshape(image.shape[0], -1)
+        body = max(1, int(np.count_nonzero(flat.max(axis=1) > flat.min())))
+    if painted.sum() < body / 2:
+        return f"{where}: every unpainted slice is taught as background; tick 'only painted slices are labelled' " \
+               "if you painted only some slices"
+    return where
 
 
 class FinetuneDock(JobDock):
@@ -78,6 +102,8 @@ class FinetuneDock(JobDock):
             box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             box.setMinimumContentsLength(6)
         self.label_box.currentTextChanged.connect(self._refresh_classes)
+        self.label_box.currentTextChanged.connect(self._refresh_annotation)
+        self.image_box.currentTextChanged.connect(self._refresh_annotation)
         add = QPushButton("Add pair")
         add.clicked.connect(self.add_pair)
         remove = QPushButton("Remove")
@@ -115,6 +141,14 @@ class FinetuneDock(JobDock):
         self.patch = spin(0, 256, 0, 16, special="from the plan",
                           tip="patch edge in voxels (multiple of 16); 'from the plan': sized from the data and device")
         self.fraction = decimal_spin(0.05, 1.0, 1.0, 0.05, tip="the share of the labelled cases to train on")
+        self.partial = QCheckBox("only painted slices are labelled")
+        self.partial.setToolTip("slices (along the first axis) without any painted label are ignored by the loss "
+                                "instead of taught as background: paint every 5th slice of a few scans")
+        self.partial.toggled.connect(self._refresh_annotation)
+        self.annotation_note = QLabel("")  # which slices of the chosen pair hold labels
+        self.annotation_note.setWordWrap(True)
+        self.annotation_note.setVisible(False)
+        self._watched: Any = None  # the Labels layer whose painting refreshes the note
         self.threads = training_threads()
         self.device = QComboBox()
         fill_devices(self.device, self.threads)
@@ -131,6 +165,8 @@ class FinetuneDock(JobDock):
         form.addRow("minutes", self.minutes)
         form.addRow("patch", self.patch)
         form.addRow("label fraction", self.fraction)
+        form.addRow("annotations", self.partial)
+        form.addRow("", self.annotation_note)
         form.addRow("device", self.device)
         form.addRow("output", self.out)
 
@@ -218,6 +254,30 @@ class FinetuneDock(JobDock):
                 box.setCurrentText(current)
             box.blockSignals(False)
         self._refresh_classes()
+        self._refresh_annotation()
+
+    def _refresh_annotation(self, *_: Any) -> None:
+        """Say which slices of the chosen Labels layer hold labels, and whether the unpainted ones are ignored."""
+        name = self.label_box.currentText()
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401 (a LayerList)
+        if self._watched is not None and self._watched is not layer:
+            for event in ("paint", "data"):  # painting (or new data) changes which slices hold labels
+                with contextlib.suppress(AttributeError, RuntimeError, TypeError, ValueError):
+                    getattr(self._watched.events, event).disconnect(self._refresh_annotation)
+            self._watched = None
+        if layer is not None and self._watched is None and layer.__class__.__name__ == "Labels":
+            for event in ("paint", "data"):
+                if hasattr(layer.events, event):
+                    getattr(layer.events, event).connect(self._refresh_annotation)
+            self._watched = layer
+        text = ""
+        if layer is not None and np.ndim(layer.data) == 3:
+            image_name = self.image_box.currentText()
+            image = self.viewer.layers[image_name] if image_name in self.viewer.layers else None  # noqa: SIM401
+            text = annotation_text(np.asarray(layer.data), None if image is None else np.asarray(image.data),
+                                   self.partial.isChecked())
+        self.annotation_note.setText(text)
+        self.annotation_note.setVisible(bool(text))
 
     def _refresh_classes(self, *_: Any) -> None:
         """Offer the label values present in the chosen Labels layer (all ticked)."""
@@ -298,7 +358,8 @@ class FinetuneDock(JobDock):
             "pretrained": pretrained, "out": self.out.path, "steps": self.steps.value() or None,
             "minutes": self.minutes.value() or None,
             "backbone": None if pretrained else self.backbone.currentData(), "patch_size": self.patch.value() or None,
-            "label_fraction": self.fraction.value(), "device": self.device.currentData() or "auto",
+            "label_fraction": self.fraction.value(), "annotated": "slices" if self.partial.isChecked() else "all",
+            "device": self.device.currentData() or "auto",
             "num_threads": self.threads,
         }
 
