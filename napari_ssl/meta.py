@@ -139,6 +139,8 @@ class SegmenterCheckpoint(Checkpoint):
     ignore_label: int | None = None  # the source label value taken as unlabelled (nnU-Net's ignore label)
     labelled_fraction: float = 1.0  # the share of the training voxels labelled (below 1: partial annotations)
     description: str = ""  # a sentence the Segment dock shows first (the bundled demonstration model says what it is)
+    model_version: int = 1  # 1 for a new segmenter; a run continued from one (--from) is its version + 1
+    continued_from: Mapping[str, Any] | None = None  # --from: the previous version's path, step, version, weights hash
 
     def __post_init__(self) -> None:
         super().__post_init__()

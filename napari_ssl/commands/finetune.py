@@ -6,6 +6,7 @@ Examples::
         --classes liver,spleen --classes-file classes.json --out runs/organs --steps 2000
     napari-ssl finetune --pretrained none --images c1/flair.nii.gz,c1/t1ce.nii.gz ... --labels c1/seg.nii.gz ... \\
         --classes whole_tumor=1+2+4,tumor_core=1+4,enhancing=4 --out runs/brats
+    napari-ssl finetune --from runs/organs --images new.nii.gz --labels new_labels.nii.gz --out runs/organs-v2 --steps 200
 
 An ``--images`` item may join several files with commas: the input channels of one case. Ctrl-C saves the
 checkpoint and exits with a one-line message.
@@ -25,15 +26,20 @@ BACKBONES = tuple(SIZES)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--pretrained", required=True, metavar="DIR|none",
-                        help="pretraining checkpoint whose encoder starts the segmenter, or 'none' (from scratch)")
+    start = parser.add_mutually_exclusive_group(required=True)
+    start.add_argument("--pretrained", metavar="DIR|none",
+                       help="pretraining checkpoint whose encoder starts the segmenter, or 'none' (from scratch)")
+    start.add_argument("--from", dest="from_model", metavar="MODEL",
+                       help="continue this segmenter (its weights, plan, classes and channels) as a new version in --out")
     parser.add_argument("--images", nargs="+", required=True, metavar="P",
                         help="scans (files or DICOM folders); 'a.nii.gz,b.nii.gz' gives one case with two channels")
     parser.add_argument("--labels", nargs="+", required=True, metavar="P", help="label volumes, one per image")
-    parser.add_argument("--classes", required=True, metavar="NAMES_OR_IDS",
-                        help="comma-separated ids, names (with --classes-file) or groups NAME=ID+ID")
+    parser.add_argument("--classes", metavar="NAMES_OR_IDS",
+                        help="comma-separated ids, names (with --classes-file) or groups NAME=ID+ID "
+                             "(required, except with --from: the model's)")
     parser.add_argument("--classes-file", metavar="F", help="JSON naming the label ids, e.g. {\"5\": \"liver\"}")
-    parser.add_argument("--out", required=True, metavar="DIR", help="checkpoint folder of the segmenter")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="checkpoint folder of the segmenter (with --from: a new folder, the previous version is kept)")
     plan = parser.add_argument_group("plan overrides (default: derived from the data, printed at the start)")
     plan.add_argument("--steps", type=int, metavar="N", help="optimisation steps (default: the plan's)")
     plan.add_argument("--minutes", type=float, metavar="M",
@@ -85,12 +91,14 @@ def build_config(args: argparse.Namespace) -> Any:
             *args.labels, *args.val_labels]:
         if not Path(path).expanduser().exists():
             raise FileNotFoundError(f"{path}: no such file or directory")
+    if not args.classes and not args.from_model:
+        raise ValueError("give the classes to train (--classes), e.g. --classes 1 or --classes liver,spleen")
     norm = None
     if args.normalization or args.window:
         norm = Normalization(mode=args.normalization or "ct", **({"window": tuple(args.window)} if args.window else {}))
     return FinetuneConfig(
-        images=tuple(args.images), labels=tuple(args.labels), classes=args.classes, classes_file=args.classes_file,
-        pretrained=args.pretrained, out=args.out, steps=args.steps, minutes=args.minutes, batch_size=args.batch_size,
+        images=tuple(args.images), labels=tuple(args.labels), classes=args.classes or (), classes_file=args.classes_file,
+        pretrained=args.pretrained, from_model=args.from_model, out=args.out, steps=args.steps, minutes=args.minutes, batch_size=args.batch_size,
         patch_size=args.patch_size, backbone=args.backbone, device=args.device, seed=args.seed, lr=args.lr,
         spacing=tuple(args.spacing) if args.spacing else None, normalization=norm,
         label_fraction=args.label_fraction, n_labelled=args.n_labelled, val_fraction=args.val_fraction,

@@ -218,6 +218,10 @@ class FinetuneConfig:
     pretrained : str or None
         Pretraining (or segmentation) checkpoint whose encoder (and decoder, when context restoration
         trained one) initialises the network; ``None`` trains from scratch.
+    from_model : str or None
+        A segmenter checkpoint to continue (``--from``): the whole network starts from its weights, with its plan
+        (spacing, patch, normalisation, orientation), classes and input channels; ``classes`` may be left out (given,
+        they must agree). The new model is a new version written to ``out``, which must be another folder.
     out : str
         Checkpoint folder.
     steps, minutes : optional
@@ -266,6 +270,7 @@ class FinetuneConfig:
     classes: tuple[str, ...] = ()
     classes_file: str | None = None
     pretrained: str | None = None
+    from_model: str | None = None
     out: str = "napari-ssl-segmenter"
     steps: int | None = None
     minutes: float | None = None
@@ -320,7 +325,14 @@ class FinetuneConfig:
             )
         if not self.images and not self.pairs:
             raise ValueError("no training data: give images and labels (--images, --labels) or layer pairs")
-        if not self.classes:
+        if self.from_model is not None:
+            object.__setattr__(self, "from_model", str(self.from_model))
+            if self.pretrained is not None:
+                raise ValueError("give either --from (continue a segmenter) or --pretrained (start a new one), not both")
+            if Path(self.out).expanduser().resolve() == Path(self.from_model).expanduser().resolve():
+                raise ValueError(f"--out {self.out} is the --from folder: the continued model is a new version, "
+                                 "give it another --out so the previous one is kept")
+        if not self.classes and self.from_model is None:
             raise ValueError("no classes given (--classes): label ids, names from --classes-file, or NAME=ID+ID")
         for name, low in (("steps", 1), ("batch_size", 1), ("val_every", 0), ("save_every", 0), ("warmup", 0)):
             value = getattr(self, name)

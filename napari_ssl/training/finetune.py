@@ -146,8 +146,14 @@ class FinetuneTask:
         cfg = self.config
         self.trainer = trainer
         names = read_class_names(cfg.classes_file) if cfg.classes_file else None
-        self.classes = parse_classes(cfg.classes, names)
+        prev = self._previous() if cfg.from_model is not None else None
+        if prev is not None:
+            self.classes = self._previous_classes(prev, names)
+        else:
+            self.classes = parse_classes(cfg.classes, names)
         self.ignore_label = cfg.ignore_label
+        if self.ignore_label is None and prev is not None and not names:
+            self.ignore_label = prev.ignore_label
         if self.ignore_label is None and names:  # nnU-Net's convention: a label named "ignore" is unlabelled
             self.ignore_label = next((i for i, n in names.items() if n.strip().lower() == "ignore"), None)
         if self.ignore_label is not None and any(c.ids == (self.ignore_label,) for c in self.classes):
@@ -180,10 +186,14 @@ class FinetuneTask:
             inherit = {"spacing": pmeta.spacing, "normalization": pmeta.normalization, "backbone": pspec.size}
         fp = fingerprint([c for c, _, _ in raw], [lab for _, lab, _ in raw],
                          label_ids={i for c in self.classes for i in c.ids})  # the classes trained: nnU-Net's foreground
-        self.plan = make_plan(fp, trainer.device.type, spacing=cfg.spacing, patch_size=cfg.patch_size,
-                              batch_size=cfg.batch_size, normalization=cfg.normalization, steps=cfg.steps,
-                              backbone=cfg.backbone, inherit=inherit,
-                              mixed_precision=trainer.amp_dtype is not None)
+        if prev is not None:
+            self.channel_names = self._previous_channels(prev, n_chan)
+            self.plan = self._previous_plan(prev, fp, trainer)
+        else:
+            self.plan = make_plan(fp, trainer.device.type, spacing=cfg.spacing, patch_size=cfg.patch_size,
+                                  batch_size=cfg.batch_size, normalization=cfg.normalization, steps=cfg.steps,
+                                  backbone=cfg.backbone, inherit=inherit,
+                                  mixed_precision=trainer.amp_dtype is not None)
         self.planned_steps = self.plan.steps
         self.fingerprint = fp
         plan = self.plan
@@ -220,16 +230,101 @@ class FinetuneTask:
         self.loader_threads = loader_threads(trainer.device.type)
 
         size = plan.backbone
-        self.spec = BackboneSpec(size=size, spatial_dims=3, in_channels=n_chan,
-                                 **({"features": pspec.features} if pspec is not None else {}))
+        if prev is not None:
+            self.spec = prev.backbone
+        else:
+            self.spec = BackboneSpec(size=size, spatial_dims=3, in_channels=n_chan,
+                                     **({"features": pspec.features} if pspec is not None else {}))
         torch.manual_seed(cfg.seed)
         net = build_unet(self.spec, out_channels=len(self.classes) + 1)
         self.pretrained_keys: set[str] = set()
         if pmeta is not None:
             self.pretrained_info = self._load_pretrained(net, pmeta)
+        if prev is not None:
+            self._load_previous(net, prev)
         self.loss_fn = dice_ce_loss  # MONAI's Dice + CE, skipping unlabelled voxels (IGNORE)
         self.net = net
         return net
+
+    # ---- --from: continue a segmenter (a new version; the previous one is only read)
+    def _previous(self) -> Any:
+        """The typed segmenter checkpoint ``--from`` names (a pretraining one is refused in one sentence)."""
+        from napari_ssl import checkpoint
+        from napari_ssl.preprocess import ORIENTATION
+
+        src = self.config.from_model
+        try:
+            prev = checkpoint.open_checkpoint(src, kinds=("segment",))
+        except checkpoint.CheckpointKindError as exc:
+            if exc.kind == "pretrain":
+                raise ValueError(f"{src} is a pretraining checkpoint: give it to --pretrained (a new segmenter from "
+                                 "its encoder); --from continues a fine-tuned segmenter") from None
+            raise ValueError(f"{src} is not a segmenter checkpoint, --from continues a fine-tuned one") from None
+        if prev.orientation != ORIENTATION:
+            raise ValueError(f"{src} was trained in {prev.orientation} orientation, this napari-ssl trains in "
+                             f"{ORIENTATION}; fine-tune a new segmenter instead")
+        return prev
+
+    def _previous_classes(self, prev: Any, names: Mapping[int, str] | None) -> list[SegClass]:
+        """The previous version's classes (names, ids, colours); ``--classes`` given too must name the same."""
+        cfg = self.config
+        if cfg.classes:
+            own = {i: c.name for c in prev.classes for i in c.ids if len(c.ids) == 1}
+            asked = parse_classes(cfg.classes, {**own, **(names or {})})
+            if [(c.name, c.ids) for c in asked] != [(c.name, c.ids) for c in prev.classes]:
+                def show(classes: Any) -> str:
+                    return ", ".join(f"{c.name} (ids {'+'.join(map(str, c.ids))})" for c in classes)
+
+                raise ValueError(f"--classes {show(asked)} differ from the classes of {cfg.from_model}, "
+                                 f"{show(prev.classes)}; leave --classes out (they come from the model)")
+        return list(prev.classes)
+
+    def _previous_channels(self, prev: Any, n_chan: int) -> list[str]:
+        if n_chan != prev.in_channels:
+            raise ValueError(f"{self.config.from_model} takes {prev.in_channels} input channel(s) "
+                             f"({', '.join(prev.channel_names)}) and the images give {n_chan}; give each case as "
+                             "the same channels, in the same order")
+        return list(prev.channel_names)
+
+    def _previous_plan(self, prev: Any, fp: Any, trainer: Any) -> Any:
+        """The previous version's plan (spacing, patch, normalisation, backbone); this run's budget and batch."""
+        from dataclasses import replace
+
+        from napari_ssl.plan import check_patch_size, make_plan
+
+        cfg = self.config
+        fixed = {"spacing": prev.spacing, "patch_size": prev.patch_size, "normalization": prev.normalization,
+                 "backbone": prev.backbone.size}
+        given = {"spacing": cfg.spacing, "patch_size": None if cfg.patch_size is None else check_patch_size(
+            cfg.patch_size), "normalization": cfg.normalization, "backbone": cfg.backbone}
+        for key, value in given.items():
+            if value is not None and value != fixed[key]:
+                flag = "--" + key.replace("_", "-")
+                raise ValueError(f"{flag} differs from the plan of {cfg.from_model} ({fixed[key]}); leave it out "
+                                 "(a continued model keeps its plan)")
+        batch = cfg.batch_size or (prev.plan.batch_size if prev.plan is not None else None)
+        plan = make_plan(fp, trainer.device.type, spacing=prev.spacing, patch_size=prev.patch_size,
+                         batch_size=batch, normalization=prev.normalization, steps=cfg.steps,
+                         backbone=prev.backbone.size, mixed_precision=trainer.amp_dtype is not None)
+        sources = {**plan.sources, **dict.fromkeys(fixed, "checkpoint")}
+        return replace(plan, sources=sources, notes=(*plan.notes, f"continued from {cfg.from_model}"))
+
+    def _load_previous(self, net: Any, prev: Any) -> None:
+        """The whole network (encoder, decoder, head) from the previous version; its provenance for the meta."""
+        from napari_ssl import checkpoint
+
+        state = checkpoint.load_weights(prev.path, device="cpu")  # size and SHA-256 checked
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ValueError(f"{self.config.from_model}: its weights do not fit its network ({first})") from None
+        self.pretrained_info = dict(prev.pretrained) if prev.pretrained else None
+        self.continued_from = {
+            "path": str(prev.path), "step": prev.step, "model_version": prev.model_version,
+            "sha256": (prev.files or {}).get(checkpoint.MODEL_FILE, {}).get("sha256"),
+        }
+        self.model_version = prev.model_version + 1
 
     def _load_pretrained(self, net: Any, pre: Any) -> dict[str, Any]:
         from napari_ssl import checkpoint
@@ -327,6 +422,8 @@ class FinetuneTask:
             "fingerprint": self.fingerprint.to_dict(),
             "mirror": self.mirror,
             "pretrained": self.pretrained_info,
+            "model_version": getattr(self, "model_version", 1),
+            "continued_from": getattr(self, "continued_from", None),
             "n_train": self.n_train,
             "n_val": self.n_val,
             "validation": self.val_mode,
