@@ -89,6 +89,8 @@ def test_from_refusals(first, tmp_path) -> None:
         FinetuneConfig(**{**base, "out": str(first)})
     with pytest.raises(ValueError, match="is the --from folder"):  # the same folder spelled otherwise
         FinetuneConfig(**{**base, "out": str(first) + "/."})
+    with pytest.raises(ValueError, match="is inside the --from folder"):
+        FinetuneConfig(**{**base, "out": str(first / "v2")})
     with pytest.raises(ValueError, match="either --from .* or --pretrained"):
         FinetuneConfig(**{**base, "pretrained": str(first)})
     two = ((image, image.with_array(image.array * 2)), labels)

@@ -329,9 +329,13 @@ class FinetuneConfig:
             object.__setattr__(self, "from_model", str(self.from_model))
             if self.pretrained is not None:
                 raise ValueError("give either --from (continue a segmenter) or --pretrained (start a new one), not both")
-            if Path(self.out).expanduser().resolve() == Path(self.from_model).expanduser().resolve():
+            out, src = Path(self.out).expanduser().resolve(), Path(self.from_model).expanduser().resolve()
+            if out == src:
                 raise ValueError(f"--out {self.out} is the --from folder: the continued model is a new version, "
                                  "give it another --out so the previous one is kept")
+            if src in out.parents:
+                raise ValueError(f"--out {self.out} is inside the --from folder: give the new version a folder "
+                                 "of its own so the previous one is kept as it is")
         if not self.classes and self.from_model is None:
             raise ValueError("no classes given (--classes): label ids, names from --classes-file, or NAME=ID+ID")
         for name, low in (("steps", 1), ("batch_size", 1), ("val_every", 0), ("save_every", 0), ("warmup", 0)):
