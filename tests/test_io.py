@@ -177,3 +177,29 @@ def test_2d_nifti_is_a_plane(tmp_path):
     assert vol.array.shape == (1, 20, 30) and vol.is_plane
     np.testing.assert_allclose(vol.spacing[1:], (0.7, 0.5))
     np.testing.assert_allclose(vol.index_to_world([0, 2, 3]), (0.0, 4.0 + 2 * 0.7, 3.0 + 3 * 0.5), atol=1e-6)
+
+
+def test_a_truncated_nii_gz_is_refused_in_one_sentence(tmp_path) -> None:
+    """SimpleITK reads a .nii.gz cut short without an error (the missing voxels are garbage): io.read refuses it.
+    A complete file passes on the quick look (gzip trailer vs the header's size), without being decompressed twice."""
+    import gzip as gz
+
+    from napari_ssl import io as nio
+    from napari_ssl.io import ScanReadError, gzip_truncated
+
+    rng = np.random.default_rng(0)
+    whole = nio.write(Volume(rng.normal(size=(20, 30, 40)).astype(np.float32), (2.0, 1.0, 1.0)), tmp_path / "a.nii.gz")
+    assert gzip_truncated(whole) is None and nio.read(whole).array.shape == (20, 30, 40)
+    opened = []
+    real_open = gz.open
+    with pytest.MonkeyPatch.context() as mp:  # the quick look reads the header only
+        mp.setattr(gz, "open", lambda *a, **k: opened.append(a) or real_open(*a, **k))
+        assert gzip_truncated(whole) is None
+    assert len(opened) == 1
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.nii.gz"
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    assert gzip_truncated(cut) and "truncated" in gzip_truncated(cut)
+    with pytest.raises(ScanReadError) as err:
+        nio.read(cut)
+    assert "incomplete" in str(err.value) and "\n" not in str(err.value)

@@ -202,9 +202,56 @@ def _from_sitk_image(image: Any, path: Path) -> Volume:
         raise ScanReadError(path, str(exc)) from None
 
 
+def gzip_truncated(path: Path) -> str | None:
+    """Why the gzip-compressed NIfTI ``path`` is incomplete or damaged past a readable header, or ``None``:
+    SimpleITK reads such a ``.nii.gz`` without an error (the missing voxels are garbage). A quick look first: the gzip
+    trailer's size (the last 4 bytes) against the size the NIfTI header announces; only a file where they differ is
+    decompressed to its end (checksum verified) to confirm. A file that is no gzip or no NIfTI from its first bytes
+    is left to the reader, which says it is no readable scan."""
+    import gzip
+    import struct
+    import zlib
+
+    if not path.name.lower().endswith(".nii.gz") or not path.is_file():
+        return None
+    try:
+        with path.open("rb") as raw:
+            if raw.read(2) != b"\x1f\x8b":
+                return None
+            raw.seek(-4, os.SEEK_END)
+            isize = struct.unpack("<I", raw.read(4))[0]
+        with gzip.open(path, "rb") as f:
+            header = f.read(352)
+    except (EOFError, OSError, zlib.error, struct.error):
+        return None
+    order = next((o for o in ("<", ">") if len(header) >= 352 and struct.unpack(o + "i", header[:4])[0] == 348), None)
+    if order is None:  # not a NIfTI-1 header
+        return None
+    dims = struct.unpack(order + "8h", header[40:56])
+    bitpix = struct.unpack(order + "h", header[72:74])[0]
+    offset = int(struct.unpack(order + "f", header[108:112])[0])
+    n = 1
+    for d in dims[1:1 + max(0, min(7, dims[0]))]:
+        n *= max(1, d)
+    if isize == (max(offset, 352) + n * bitpix // 8) % 2**32:
+        return None
+    try:  # not what the header announces: read it to its end to be sure
+        with gzip.open(path, "rb") as f:
+            while f.read(1 << 24):
+                pass
+    except EOFError:
+        return "truncated gzip data: the file is incomplete (copied or downloaded only in part?)"
+    except (OSError, zlib.error) as exc:
+        return f"corrupt gzip data ({str(exc).strip() or type(exc).__name__})"
+    return None
+
+
 def _read_file(path: Path) -> Volume:
     import SimpleITK as sitk
 
+    problem = gzip_truncated(path)
+    if problem:
+        raise ScanReadError(path, problem)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:

@@ -55,18 +55,12 @@ def _box(mask: np.ndarray) -> list[list[int]] | None:
 
 
 def _check_complete(path: Path) -> None:
-    """A gzip-compressed scan must decompress to its end with a valid checksum: SimpleITK reads a truncated
-    ``.nii.gz`` without an error (the missing voxels are garbage)."""
-    import gzip
-    import zlib
+    """A gzip-compressed scan must be complete (:func:`napari_ssl.io.gzip_truncated`)."""
+    from napari_ssl.io import gzip_truncated
 
-    if path.is_file() and path.name.lower().endswith(".gz"):
-        try:
-            with gzip.open(path, "rb") as f:
-                while f.read(1 << 24):
-                    pass
-        except (EOFError, OSError, zlib.error) as exc:
-            raise ValueError(f"truncated or corrupt gzip data ({_one_line(exc)})") from None
+    problem = gzip_truncated(path)
+    if problem:
+        raise ValueError(problem)
 
 
 def build_entry(job: dict[str, Any]) -> dict[str, Any]:
