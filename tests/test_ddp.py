@@ -22,58 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_torchrun_two_processes_write_one_checkpoint(shared_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "runs" / "ddp"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env["OMP_NUM_THREADS"] = "1"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--standalone",
-        "-m",
-        "napari_ssl.cli",
-        "pretrain",
-        "--pretext",
-        "rubik,context",
-        "--data",
-        str(shared_data / "ct_unlabeled"),
-        "--out",
-        str(out),
-        "--steps",
-        "3",
-        "--batch-size",
-        "1",
-        "--patch-size",
-        "32",
-        "--backbone",
-        "tiny",
-        "--threads",
-        "1",
-        "--val-samples",
-        "1",
-        "--save-every",
-        "2",
-        "--quiet",
-    ]
-    env["NAPARI_SSL_DIST_TIMEOUT"] = "120"  # a stuck collective fails with a traceback instead of hanging
-    # own session: on a timeout the whole group (torchrun and both workers) is killed, no orphans
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        pytest.fail(f"torchrun did not finish in 300 s; stderr tail:\n{stderr[-3000:]}")
-    assert proc.returncode == 0, stderr[-3000:]
+    stdout, _ = _torchrun(["--pretext", "rubik,context", "--data", str(shared_data / "ct_unlabeled"), "--out", str(out),
+                           "--steps", "3", "--batch-size", "1", "--patch-size", "32", "--backbone", "tiny",
+                           "--threads", "1", "--val-samples", "1", "--save-every", "2", "--quiet"], tmp_path)
     assert stdout.count("finished step 3") == 1  # rank 0 only
     # one checkpoint, no temp folders (beside it the prepared dataset rank 0 built)
     assert sorted(p.name for p in out.parent.iterdir()) == ["ddp", "ddp.prepared"]
@@ -88,9 +39,10 @@ def _torchrun(args: list[str], cwd: Path) -> tuple[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env["OMP_NUM_THREADS"] = "1"
-    env["NAPARI_SSL_DIST_TIMEOUT"] = "120"
+    env["NAPARI_SSL_DIST_TIMEOUT"] = "120"  # a stuck collective fails with a traceback instead of hanging
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", "-m", "napari_ssl.cli",
            "pretrain", *args]
+    # own session: on a timeout the whole group (torchrun and both workers) is killed, no orphans
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd,
                             start_new_session=True)
     try:

@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from plugin_path import open_dock
+from test_segment_demo import run_and_wait
 
 from napari_ssl._napari.segment.info import model_root
 from napari_ssl.inference.segmenter import InputChannel, OutputClass
@@ -150,13 +151,7 @@ def test_segment_dock_runs_an_nnunet_folder_once_trusted(make_napari_viewer, qtb
     assert dock.run() is None and errors and "pickle" in errors[-1]  # nothing starts untrusted
     dock.trust.setChecked(True)
     dock.folds.setText("0")
-    worker = dock.run()
-    assert worker is not None, dock.status.text()
-    with qtbot.waitSignal(worker.finished, timeout=300_000):
-        pass
-    if dock.staged.pending:
-        with qtbot.waitSignal(dock.staged.done, timeout=10_000):
-            pass
+    run_and_wait(dock, qtbot, timeout_ms=300_000)
     assert not errors[1:], errors
     masks = dock.last_masks
     assert masks is not None and masks.metadata["napari_ssl"]["model"] == str(nnunet_model)

@@ -49,10 +49,10 @@ def sample_and_dock(make_napari_viewer):
     return viewer, dock
 
 
-def run_and_wait(dock, qtbot):
+def run_and_wait(dock, qtbot, timeout_ms: int = 120_000):
     worker = dock.run()
     assert worker is not None, dock.status.text()
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
+    with qtbot.waitSignal(worker.finished, timeout=timeout_ms):
         pass
     if dock.staged.pending:
         with qtbot.waitSignal(dock.staged.done, timeout=10_000):

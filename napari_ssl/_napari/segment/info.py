@@ -132,17 +132,12 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
 
     Raises
     ------
-    FileNotFoundError
-        No such folder or file.
     ValueError
-        A folder of no known format (the sentence names what was looked for), an incomplete one (a missing or
+        No such folder or file, a folder of no known format (the sentence names what was looked for), an incomplete one (a missing or
         truncated weights file), or a pretraining checkpoint (no segmentation head).
     """
-    from napari_ssl.inference.bundled import resolve_model
     from napari_ssl.inference.segmenter import describe_segmenter
 
-    if not resolve_model(path).exists():
-        raise FileNotFoundError(f"{resolve_model(path)}: no such model folder or file")
     return ModelInfo(describe_segmenter(path))
 
 
