@@ -215,30 +215,72 @@ def segment(
             f"model {model.path} expects {ck.in_channels} input channel(s) "
             f"({', '.join(ck.channel_names)}), got {len(channels)}"
         )
-    reference = channels[0]
-    check_scan(reference)
-    norm = ck.normalization
-    array, grid = prepare_channels(channels, spacing=ck.spacing, normalization=norm, orientation=ck.orientation)
-    pad = backgrounds(array, norm)
     swd = torch.device(sw_device) if sw_device else next(model.net.parameters()).device
     if str(swd) != str(next(model.net.parameters()).device):
         model.net.to(swd)
+    return labels_on_scan(
+        model.net, channels, spacing=ck.spacing, normalization=ck.normalization, orientation=ck.orientation,
+        patch=ck.patch_size, class_indices=[c.index for c in ck.classes], names=ck.names, model_path=model.path,
+        overlap=overlap, sw_batch_size=sw_batch_size, sw_device=swd, device=device,
+        largest_component=largest_component, max_memory_mb=max_memory_mb, progress=progress, should_stop=should_stop,
+    )
+
+
+def labels_on_scan(
+    net: Any,
+    channels: Sequence[Volume],
+    *,
+    spacing: Any,
+    normalization: Any,
+    orientation: str | None,
+    patch: Sequence[int],
+    class_indices: Sequence[int],
+    names: Any,
+    model_path: str,
+    overlap: float = 0.5,
+    sw_batch_size: int = 1,
+    sw_device: Any = "cpu",
+    device: str | None = None,
+    largest_component: bool = False,
+    max_memory_mb: float = MAX_MEMORY_MB,
+    progress: Callable[[float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Volume:
+    """The pipeline of :func:`segment` for any network ``net`` (a napari-ssl U-Net, a scripted module): the channels
+    onto the model grid (reoriented to ``orientation``, or in the file's own axis order when it is ``None``, resampled
+    to ``spacing``, normalised), sliding windows of ``patch`` on ``sw_device`` (the stitched logits on ``device``;
+    ``None``: there too, except the CPU for a large scan off a GPU), argmax, the optional largest component of each
+    class, and the labels back on ``channels[0]``'s grid, named and described by ``names`` and ``model_path``."""
+    import numpy as np
+    import torch
+
+    from napari_ssl.preprocess import resample
+
+    reference = channels[0]
+    check_scan(reference)
+    if orientation:
+        array, grid = prepare_channels(channels, spacing=spacing, normalization=normalization, orientation=orientation)
+    else:  # the file's own axis order: resample only
+        moved = [resample(c, spacing) if spacing else c for c in channels]
+        array = np.stack([normalization(m.array) for m in moved]).astype(np.float32, copy=False)
+        grid = moved[0]
+    pad = backgrounds(array, normalization)
+    swd = torch.device(sw_device)
     if device is None:
-        big = array[0].size * (len(ck.classes) + 2) * 4 > max_memory_mb * 2**20
+        big = array[0].size * (len(class_indices) + 2) * 4 > max_memory_mb * 2**20
         device = "cpu" if (swd.type != "cpu" and big) else str(swd)
     labels = predict_labels(
-        model.net, array, roi=ck.patch_size, n_classes=len(ck.classes) + 1, overlap=float(overlap),
+        net, array, roi=patch, n_classes=len(class_indices) + 1, overlap=float(overlap),
         sw_batch_size=sw_batch_size, sw_device=swd, device=device, max_memory_mb=max_memory_mb,
         progress=progress, should_stop=should_stop, pad_value=pad,
     )
     del array
     if largest_component:
-        labels = largest_components(labels, [c.index for c in ck.classes])
+        labels = largest_components(labels, list(class_indices))
     mask = back_to_grid(grid.with_array(labels), reference)
     name = f"{reference.name} masks" if reference.name else "masks"
-    meta = {"classes": {str(k): v for k, v in ck.names.items()}, "model": model.path}
+    meta = {"classes": {str(k): v for k, v in names.items()}, "model": model_path}
     return Volume(mask.array, mask.spacing, mask.origin, mask.direction, None, name, meta)
-
 
 def segment_iter(
     image: Volume | Sequence[Volume], model: SegmentationModel | str | os.PathLike[str], *,
@@ -280,6 +322,7 @@ __all__ = [
     "canonical",
     "describe_normalization",
     "info_of",
+    "labels_on_scan",
     "load_model",
     "predict_labels",
     "segment",

@@ -35,8 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from napari_ssl.inference.segmenter import (
     Format,
     InputChannel,
@@ -179,35 +177,19 @@ class TorchScriptSegmenter(Segmenter):
                 should_stop: Callable[[], bool] | None = None, **options: Any) -> Volume:
         """Options: ``overlap`` (default the sidecar's), ``sw_batch_size``, ``largest_component``,
         ``max_memory_mb``."""
-        from napari_ssl.inference.sliding import MAX_MEMORY_MB, largest_components, predict_labels
-        from napari_ssl.preprocess import back_to_grid, backgrounds, check_scan, prepare_channels, resample
+        from napari_ssl.inference.segment import labels_on_scan
+        from napari_ssl.inference.sliding import MAX_MEMORY_MB
 
-        chans = self.check_inputs(channels)
-        reference = chans[0]
-        check_scan(reference)
         side = self.sidecar
-        if side.orientation:
-            array, grid = prepare_channels(chans, spacing=side.spacing, normalization=side.normalization,
-                                           orientation=side.orientation)
-        else:  # the file's own axis order: resample only
-            moved = [resample(c, side.spacing) if side.spacing else c for c in chans]
-            array = np.stack([side.normalization(m.array) for m in moved]).astype(np.float32, copy=False)
-            grid = moved[0]
-        labels = predict_labels(
-            self.net, array, roi=side.patch, n_classes=len(side.classes) + 1,
-            overlap=float(options.get("overlap", side.overlap)), sw_batch_size=int(options.get("sw_batch_size", 1)),
-            sw_device=self.device, device=self.device,
+        return labels_on_scan(
+            self.net, self.check_inputs(channels), spacing=side.spacing, normalization=side.normalization,
+            orientation=side.orientation, patch=side.patch, class_indices=[c.index for c in side.classes],
+            names=self.info.names, model_path=self.info.path, overlap=float(options.get("overlap", side.overlap)),
+            sw_batch_size=int(options.get("sw_batch_size", 1)), sw_device=self.device, device=self.device,
+            largest_component=bool(options.get("largest_component")),
             max_memory_mb=float(options.get("max_memory_mb", MAX_MEMORY_MB)), progress=progress,
-            should_stop=should_stop, pad_value=backgrounds(array, side.normalization),
+            should_stop=should_stop,
         )
-        del array
-        if options.get("largest_component"):
-            labels = largest_components(labels, [c.index for c in side.classes])
-        mask = back_to_grid(grid.with_array(labels), reference)
-        name = f"{reference.name} masks" if reference.name else "masks"
-        meta = {"classes": {str(k): v for k, v in self.info.names.items()}, "model": self.info.path}
-        return Volume(mask.array, mask.spacing, mask.origin, mask.direction, None, name, meta)
-
 
 def open_torchscript(info: SegmenterInfo, device: str = "auto", **options: Any) -> TorchScriptSegmenter:
     """``torch.jit.load`` the file (no Python from the file runs); a file that is no TorchScript archive (a pickled
