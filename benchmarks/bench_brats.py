@@ -66,8 +66,10 @@ def step_flops(model, batch_size: int) -> float:
 
 
 def run(n_cases: int, minutes: float | None, out: Path, seed: int, modality: str, data: Path = DATA,
-        device: str = "auto", peak_tflops: float = 989.0, overrides: dict | None = None) -> dict:
+        device: str = "auto", peak_tflops: float = 989.0, overrides: dict | None = None,
+        classes: str = CLASSES) -> dict:
     from napari_ssl import events, io
+    from napari_ssl.classes import region_members
     from napari_ssl.inference.segment import load_model, segment
     from napari_ssl.training.finetune import FinetuneConfig, finetune
 
@@ -77,7 +79,7 @@ def run(n_cases: int, minutes: float | None, out: Path, seed: int, modality: str
     config = FinetuneConfig(
         images=[",".join(str(c / f"{m}.nii.gz") for m in channels) for c in train],
         labels=[str(c / "seg.nii.gz") for c in train],
-        classes=CLASSES, out=str(out / "model"), minutes=minutes, seed=seed, device=device, **(overrides or {}),
+        classes=classes, out=str(out / "model"), minutes=minutes, seed=seed, device=device, **(overrides or {}),
     )
     t0 = time.perf_counter()
     finished = None
@@ -94,15 +96,20 @@ def run(n_cases: int, minutes: float | None, out: Path, seed: int, modality: str
     rows = []
     for case in test:
         scan = [io.read(case / f"{m}.nii.gz") for m in channels]
-        truth = np.isin(io.read(case / "seg.nii.gz").array, (1, 2, 4))
+        seg = io.read(case / "seg.nii.gz").array
+        truth = np.isin(seg, (1, 2, 4))
         t = time.perf_counter()
-        mask = segment(scan if len(scan) > 1 else scan[0], model).array > 0
+        pred = segment(scan if len(scan) > 1 else scan[0], model).array
         seconds = time.perf_counter() - t
+        mask = pred > 0
+        classes = model.checkpoint.classes  # each class's region (BraTS: core, enhancing) scored too
+        regions = {c.name: _dice(np.isin(pred, m), np.isin(seg, c.ids))
+                   for c, m in zip(classes, region_members(classes), strict=True)} if len(classes) > 1 else {}
         rows.append({"case": case.name, "dice": _dice(mask, truth), "all_foreground": _dice(np.ones_like(truth), truth),
                      "all_background": _dice(np.zeros_like(truth), truth), "predicted_fraction": float(mask.mean()),
-                     "true_fraction": float(truth.mean()), "segment_s": round(seconds, 2)})
+                     "true_fraction": float(truth.mean()), "segment_s": round(seconds, 2), "regions": regions})
         print(f"  {case.name}: Dice {rows[-1]['dice']:.3f} (all-foreground {rows[-1]['all_foreground']:.3f}), "
-              f"{seconds:.1f} s", flush=True)
+              + "".join(f"{k} {v:.3f}, " for k, v in regions.items()) + f"{seconds:.1f} s", flush=True)
     meta = model.checkpoint
     gpu = {}
     if model.device.type == "cuda" and finished is not None:
@@ -173,6 +180,9 @@ def main() -> None:
                         help="FinetuneConfig overrides (values in JSON), e.g. steps=1383 'spacing=[1.5,1.5,1.5]' foreground_ratio=0.5")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--modality", default="flair")
+    parser.add_argument("--classes", default=CLASSES,
+                        help="classes trained (the whole tumour scored is every class together), e.g. "
+                             "whole_tumor=1+2+4,tumor_core=1+4,enhancing=4")
     parser.add_argument("--data", type=Path, default=DATA, help="folder of BraTS case folders")
     parser.add_argument("--device", default="auto", help="training and segmentation device (auto, cpu, cuda)")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="GPU dense bf16 peak (H100/H200 SXM: 989)")
@@ -207,7 +217,7 @@ def main() -> None:
         sp = overrides["spacing"]
         overrides["spacing"] = tuple(sp) if isinstance(sp, list) else (float(sp),) * 3
     run(args.cases, args.minutes or None, args.out, args.seed, args.modality, args.data, args.device, args.peak_tflops,
-        overrides)
+        overrides, args.classes)
 
 
 if __name__ == "__main__":

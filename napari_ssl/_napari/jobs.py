@@ -15,6 +15,7 @@ from typing import Any
 
 __all__ = [
     "ANSWER",
+    "CORRECT",
     "DEVICES",
     "FINETUNE",
     "PRETRAIN",
@@ -23,10 +24,12 @@ __all__ = [
     "AnswerRequest",
     "Answered",
     "ConfigRequest",
+    "CorrectRequest",
     "Devices",
     "ModelLoaded",
     "SegmentRequest",
     "answer_job",
+    "correct_job",
     "device_labels",
     "devices_job",
     "finetune_job",
@@ -35,6 +38,7 @@ __all__ = [
 ]
 
 ANSWER = "napari_ssl._napari.jobs:answer_job"
+CORRECT = "napari_ssl._napari.jobs:correct_job"
 DEVICES = "napari_ssl._napari.jobs:devices_job"
 FINETUNE = "napari_ssl._napari.jobs:finetune_job"
 PRETRAIN = "napari_ssl._napari.jobs:pretrain_job"
@@ -111,6 +115,46 @@ def segment_job(request: SegmentRequest) -> Iterator[Any]:
                 continue
             last = now
         yield event
+
+
+@dataclass(frozen=True)
+class CorrectRequest:
+    """One round of the correction loop (:mod:`napari_ssl.training.corrections`): the segmenter, the new version's
+    folder ``out``, the scan's channels and the corrected masks (Volumes), the training budget, then the
+    segmentation that follows (``segment``, a :class:`SegmentRequest` without model and volumes)."""
+
+    model: str
+    out: str
+    volumes: tuple[Any, ...]
+    masks: Any
+    scan_name: str = "scan"
+    masks_name: str = "masks"
+    edited_voxels: int | None = None
+    minutes: float | None = 2.0
+    steps: int | None = None
+    device: str = "auto"
+    threads: int = 0
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def correct_job(request: CorrectRequest) -> Iterator[Any]:
+    """Store the correction, continue training into ``out`` (``finetune``'s events), then segment the scan with the
+    new version (:func:`segment_job`'s events). A stop during training saves the version and ends here."""
+    from napari_ssl.events import Finished
+    from napari_ssl.training.corrections import learn_from_correction
+
+    finished = None
+    for event in learn_from_correction(
+            request.model, list(request.volumes), request.masks, out=request.out, scan_name=request.scan_name,
+            masks_name=request.masks_name, edited_voxels=request.edited_voxels, minutes=request.minutes,
+            steps=request.steps, device=request.device, num_threads=request.threads):
+        if isinstance(event, Finished):
+            finished = event
+        yield event
+    if finished is None or not finished.path:
+        return
+    yield from segment_job(SegmentRequest(model=finished.path, volumes=request.volumes, device=request.device,
+                                          options=request.options, threads=request.threads))
 
 
 @dataclass(frozen=True)

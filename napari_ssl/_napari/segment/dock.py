@@ -25,6 +25,9 @@
   It is built in the worker thread and shown in event-loop turns (:mod:`~napari_ssl._napari.segment.masks`);
   what the first result would import is imported while the user picks a model.
 - ``Save masks`` writes the selected masks layer (NIfTI / NRRD / MHA) with its geometry, next to the scan.
+- ``Learn from my corrections`` (:mod:`~napari_ssl._napari.segment.learn`): the masks layer as the user corrected
+  it and its scan become a case of the model (stored beside it), training continues from the model's weights for the
+  minutes set, a new version is saved (the model itself only read) and segments the scan again.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from napari_ssl._napari.activity import Activity
 from napari_ssl._napari.checks import scan_problem
 from napari_ssl._napari.dock import JobDock
 from napari_ssl._napari.hub import checkpoint_hub
-from napari_ssl._napari.jobs import SEGMENT, ModelLoaded, SegmentRequest
+from napari_ssl._napari.jobs import CORRECT, SEGMENT, ModelLoaded, SegmentRequest
 from napari_ssl._napari.relay import Relay, RunFailed
 from napari_ssl._napari.segment.info import (
     MaskTarget,
@@ -66,6 +69,7 @@ from napari_ssl._napari.segment.info import (
     read_model_info,
     remember_model,
 )
+from napari_ssl._napari.segment.learn import Edits, correction_request, masks_to_learn
 from napari_ssl._napari.segment.masks import StagedShow, move_into, same_grid, start_warm_up
 from napari_ssl._napari.segment.models import ModelBox
 from napari_ssl._napari.segment.scans import ScanPickers
@@ -102,6 +106,9 @@ class SegmentDock(JobDock):
         self._fraction: float | None = None
         self._activity: Activity | None = None
         self._t0 = 0.0
+        self.edits = Edits()  # the model's own masks, to tell the user's corrections
+        self._new_version: str | None = None  # the version a correction round saved
+        self.learn_steps: int | None = None  # a step budget for a correction round besides the minutes (scripts)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(UPDATE_MS)
@@ -166,6 +173,21 @@ class SegmentDock(JobDock):
         self.status.setWordWrap(True)
         self.save_button = QPushButton("Save masks…")
         self.save_button.clicked.connect(lambda: self.save_masks())
+        self.learn_button = QPushButton("Learn from my corrections")
+        self.learn_button.setToolTip(
+            "correct the masks with napari's brush and eraser, then click: the scan and the corrected masks are kept "
+            "beside the model as a new case, training goes on from the model for the minutes set, and a new version "
+            "of the model segments the scan again (the model itself is kept as it is)")
+        self.learn_button.clicked.connect(lambda: self.learn())
+        self.learn_minutes = QDoubleSpinBox()
+        self.learn_minutes.setRange(0.25, 120.0)
+        self.learn_minutes.setSingleStep(0.5)
+        self.learn_minutes.setValue(2.0)
+        self.learn_minutes.setSuffix(" min")
+        self.learn_minutes.setToolTip("how long training goes on from the model's weights")
+        learn_row = QHBoxLayout()
+        learn_row.addWidget(self.learn_button, 1)
+        learn_row.addWidget(self.learn_minutes)
 
         form = QWidget()
         inner = QVBoxLayout(form)
@@ -185,6 +207,7 @@ class SegmentDock(JobDock):
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addWidget(self.save_button)
+        layout.addLayout(learn_row)
 
         checkpoint_hub().published.connect(self._on_published)
         self._choose_first_model()
@@ -339,23 +362,51 @@ class SegmentDock(JobDock):
             name=f"{self._source.name} masks",
             scan_path=(self._source.metadata.get("napari_ssl") or {}).get("path"),
             model_path=info.path,
+            scans=tuple(chosen),
         )
-        relay = Relay(SEGMENT, request, label="Segmentation", stop_timeout=10.0,
-                      prepare=functools.partial(prepare_masks, target=target))
+        self._start(Relay(SEGMENT, request, label="Segmentation", stop_timeout=10.0,
+                          prepare=functools.partial(prepare_masks, target=target)),
+                    f"{self._caution}segmenting {chosen[0]}: starting…", f"Segmenting {chosen[0]}")
+        return self.relay.worker
+
+    def _start(self, relay: Relay, status: str, activity: str) -> None:
         relay.worker.yielded.connect(self._on_event)
         relay.worker.errored.connect(self._on_error)
         relay.worker.finished.connect(self._on_finished)
         self.relay = relay
         self.run_button.setEnabled(False)
+        self.learn_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
         self._fraction = None
-        self.status.setText(f"{self._caution}segmenting {chosen[0]}: starting…")
-        self._activity = Activity(f"Segmenting {chosen[0]}", total=100)
+        self._new_version = None
+        self.status.setText(status)
+        self._activity = Activity(activity, total=100)
         self._t0 = time.monotonic()
         self.timings = {}
         relay.start()
-        return relay.worker
+
+    def learn(self) -> Any:
+        """One round of the correction loop on the selected (else the last) masks layer Segment made; returns the
+        relay's worker, or None when refused (one sentence, nothing written)."""
+        if self.relay is not None:
+            show_warning("Segment: a run is already going")
+            return None
+        layer = masks_to_learn(self.viewer, self.last_masks)
+        try:
+            request, target = correction_request(
+                self.viewer, layer, self.edits, minutes=float(self.learn_minutes.value()), steps=self.learn_steps,
+                device=self.device.currentData() or "auto", threads=self.threads,
+                options={"overlap": float(self.overlap.value()), "largest_component": self.largest.isChecked()})
+        except (ValueError, OSError) as exc:
+            self._fail(f"cannot learn from the corrections: {exc}")
+            return None
+        self._source = self.viewer.layers[request.scan_name]
+        self._caution = ""
+        self._start(Relay(CORRECT, request, label="Learning from corrections", stop_timeout=30.0,
+                          prepare=functools.partial(prepare_masks, target=target)),
+                    f"learning from {layer.name}: storing it beside the model…", f"Learning from {layer.name}")
+        return self.relay.worker
 
     def _open_options(self, info: ModelInfo) -> dict[str, Any]:
         """The format's opening options the dock sets: nnU-Net's folds and mirroring."""
@@ -376,10 +427,22 @@ class SegmentDock(JobDock):
             self.relay.stop()
 
     def _on_event(self, event: Any) -> None:
-        from napari_ssl.events import Stopped
+        from napari_ssl.events import Finished, Progress, Started, Stopped
         from napari_ssl.inference.segment import SegmentProgress
 
-        if isinstance(event, SegmentProgress):
+        if isinstance(event, Started):  # a correction round's training
+            self.status.setText(f"learning on {event.device} from {event.n_train} case(s) "
+                                f"(the corrections and the model's own training scans)…")
+        elif isinstance(event, Progress):
+            self._fraction = event.step / max(1, event.total)
+            if not self._timer.isActive():
+                self._timer.start()
+        elif isinstance(event, Finished):
+            self._new_version = event.path
+            self.status.setText(f"new version saved in {event.path} (step {event.step}); segmenting "
+                                f"{self._source.name} again…")
+            self._fraction = 0.0
+        elif isinstance(event, SegmentProgress):
             self._fraction = event.fraction
             if not self._timer.isActive():
                 self._timer.start()
@@ -390,8 +453,10 @@ class SegmentDock(JobDock):
             self.timings["result"] = time.monotonic() - self._t0
             self._add_masks(event)
         elif isinstance(event, Stopped):
-            self.status.setText("cancelled")
-            show_info("Segment: cancelled")
+            saved = f"; the training so far is saved in {event.path}" if event.path and self._new_version is None \
+                and self._fraction else ""
+            self.status.setText(f"cancelled{saved}")
+            show_info(f"Segment: cancelled{saved}")
 
     def _show_progress(self) -> None:
         if self._fraction is None:
@@ -419,6 +484,7 @@ class SegmentDock(JobDock):
             if ours:
                 self.viewer.layers.remove(earlier)  # our own earlier result on another grid is replaced
             self.last_masks = self.staged.show(new, prepared.steps)
+        self.edits.remember(self.last_masks)
         counts = prepared.counts
         self.status.setText(self._caution + "found " + ", ".join(f"{n}: {c} voxels" for n, c in counts.items()))
         self.progress.setValue(100)
@@ -437,7 +503,12 @@ class SegmentDock(JobDock):
             show_info("Segment: cancelled")
         self.relay = None
         self.run_button.setEnabled(True)
+        self.learn_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
+        new, self._new_version = self._new_version, None
+        if new:  # the version a correction round saved is the dock's model from now on (and listed)
+            checkpoint_hub().publish(new, "segment")
+            self.load_model(new, quiet=True)
 
     # ------------------------------------------------------------ save
     def save_masks(self, path: str | Path | None = None) -> Path | None:

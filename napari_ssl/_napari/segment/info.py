@@ -180,6 +180,7 @@ class MaskTarget:
     name: str
     scan_path: str | None = None
     model_path: str | None = None
+    scans: tuple[str, ...] = ()  # the scan layers (one per model input) the masks are made from
 
 
 @dataclass
@@ -214,6 +215,7 @@ def prepare_masks(event: Any, target: MaskTarget) -> Any:
     meta["path"] = target.scan_path
     meta["classes"] = {str(k): v for k, v in event.names.items()}
     meta["model"] = target.model_path
+    meta["scans"] = list(target.scans)
     found = np.bincount(data.ravel(), minlength=max(event.names, default=0) + 1)
     counts = {n: int(found[v]) for v, n in event.names.items() if v}
     layer = Labels(data, **kwargs)
