@@ -65,9 +65,28 @@ def step_flops(model, batch_size: int) -> float:
     return flops
 
 
+def sparse_labels(cases: list[Path], every: int, folder: Path) -> list[str]:
+    """Each case's labels with only every ``every``-th axial slice (array axis 0) kept, written under ``folder``;
+    a kept slice without tumour gets one voxel of the unused BraTS id 3 in a corner, so it counts as looked at."""
+    from napari_ssl import io
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for case in cases:
+        seg = io.read(case / "seg.nii.gz")
+        sparse = np.zeros_like(seg.array)
+        sparse[::every] = seg.array[::every]
+        empty = ~sparse[::every].reshape(len(sparse[::every]), -1).any(axis=1)
+        sparse[::every][empty, 0, 0] = 3
+        path = folder / f"{case.name}_every{every}.nii.gz"
+        io.write(seg.with_array(sparse), path)
+        out.append(str(path))
+    return out
+
+
 def run(n_cases: int, minutes: float | None, out: Path, seed: int, modality: str, data: Path = DATA,
         device: str = "auto", peak_tflops: float = 989.0, overrides: dict | None = None,
-        classes: str = CLASSES) -> dict:
+        classes: str = CLASSES, every_nth: int = 0) -> dict:
     from napari_ssl import events, io
     from napari_ssl.classes import region_members
     from napari_ssl.inference.segment import load_model, segment
@@ -76,9 +95,13 @@ def run(n_cases: int, minutes: float | None, out: Path, seed: int, modality: str
     cases = sorted(p for p in data.iterdir() if p.is_dir())
     test, train = cases[-3:], cases[: min(n_cases, len(cases) - 3)]
     channels = modality.split(",")  # "flair" or e.g. "flair,t1ce,t1,t2": the input channels of each case
+    labels = [str(c / "seg.nii.gz") for c in train]
+    if every_nth:  # a user who painted every Nth axial slice: the others unlabelled (annotated="slices")
+        labels = sparse_labels(train, every_nth, out / "labels")
+        overrides = {**(overrides or {}), "annotated": "slices"}
     config = FinetuneConfig(
         images=[",".join(str(c / f"{m}.nii.gz") for m in channels) for c in train],
-        labels=[str(c / "seg.nii.gz") for c in train],
+        labels=labels,
         classes=classes, out=str(out / "model"), minutes=minutes, seed=seed, device=device, **(overrides or {}),
     )
     t0 = time.perf_counter()
@@ -123,7 +146,7 @@ def run(n_cases: int, minutes: float | None, out: Path, seed: int, modality: str
                "max_memory_gib": round(torch.cuda.max_memory_allocated(model.device) / 2**30, 2)}
         print(f"  GPU {gpu}", flush=True)
     result = {
-        "cases": n_cases, "minutes": minutes, "seed": seed, "modality": modality, "train_s": round(train_s, 1),
+        "cases": n_cases, "minutes": minutes, "every_nth_slice": every_nth, "classes": classes, "seed": seed, "modality": modality, "train_s": round(train_s, 1),
         "threads": meta.config.get("num_threads") or len(os.sched_getaffinity(0)),
         "steps": finished.step if finished else None, "plan": meta.plan.to_dict() if meta.plan else None,
         "val_time": meta.history.get("val_time", []), "val_dice": meta.history.get("val/score", []),
@@ -180,6 +203,8 @@ def main() -> None:
                         help="FinetuneConfig overrides (values in JSON), e.g. steps=1383 'spacing=[1.5,1.5,1.5]' foreground_ratio=0.5")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--modality", default="flair")
+    parser.add_argument("--every-nth-slice", type=int, default=0, metavar="N",
+                        help="label only every Nth axial slice of the training cases (partial annotation)")
     parser.add_argument("--classes", default=CLASSES,
                         help="classes trained (the whole tumour scored is every class together), e.g. "
                              "whole_tumor=1+2+4,tumor_core=1+4,enhancing=4")
@@ -217,7 +242,7 @@ def main() -> None:
         sp = overrides["spacing"]
         overrides["spacing"] = tuple(sp) if isinstance(sp, list) else (float(sp),) * 3
     run(args.cases, args.minutes or None, args.out, args.seed, args.modality, args.data, args.device, args.peak_tflops,
-        overrides, args.classes)
+        overrides, args.classes, args.every_nth_slice)
 
 
 if __name__ == "__main__":

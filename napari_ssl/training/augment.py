@@ -54,7 +54,8 @@ class PatchSampler:
     """Batches of augmented patches from :class:`Case` objects (see the module docstring)."""
 
     def __init__(self, cases: Sequence[Case], patch: Sequence[int], n_classes: int, *, fg_ratio: float = 1 / 3,
-                 augment: bool = True, mirror: bool = True, seed: int = 0, max_indices: int = 50_000) -> None:
+                 augment: bool = True, mirror: bool = True, seed: int = 0, max_indices: int = 50_000,
+                 channel_dropout: float = 0.0) -> None:
         from monai.transforms import (
             Compose,
             RandAdjustContrastd,
@@ -73,6 +74,7 @@ class PatchSampler:
         self.fg_ratio = float(fg_ratio)
         self.seed = int(seed)
         self.n_classes = int(n_classes)  # foreground classes
+        self.channel_dropout = float(channel_dropout) if augment else 0.0
         self.crop = tuple(math.ceil(p * CROP_MARGIN) for p in self.patch) if augment else self.patch
         rng = np.random.default_rng([self.seed, 99])
         self.cases: list[dict[str, Any]] = []
@@ -91,7 +93,7 @@ class PatchSampler:
             present = [v for v in range(1, self.n_classes + 1) if len(indices[v])]
             annotated = partial and any(len(i) for i in indices)
             self.cases.append({"name": case.name, "image": image, "label": labels[None], "indices": indices,
-                               "present": present, "partial": annotated})
+                               "present": present, "partial": annotated, "background": list(case.background)})
         keys = ["image", "label"]
         self._fg = {}  # one crop transform per set of present classes (ratios 0 for absent ones)
         for entry in self.cases:
@@ -152,6 +154,12 @@ class PatchSampler:
             out = self._after(out)
         image = np.asarray(_plain(out["image"]), dtype=np.float32)
         label = np.asarray(_plain(out["label"])).astype(np.int64)
+        if self.channel_dropout and image.shape[0] > 1 and rng.random() < self.channel_dropout:
+            # modality dropout: one input channel shows nothing (its background), so the network learns each
+            # structure from every modality that shows it, not only from the brightest one
+            channel = int(rng.integers(image.shape[0]))
+            image = np.array(image, copy=True)
+            image[channel] = entry["background"][channel]
         return np.ascontiguousarray(image), np.ascontiguousarray(label), forced
 
     def batch(self, step: int, batch_size: int) -> dict[str, np.ndarray]:

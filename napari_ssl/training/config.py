@@ -241,6 +241,9 @@ class FinetuneConfig:
         An explicit held-out set (then nothing is split off the training cases).
     foreground_ratio : float
         Fraction of the patches forced onto the foreground (nnU-Net: a third).
+    channel_dropout : float
+        With several input channels, the share of patches in which one random channel is blanked (its background
+        value): modality dropout, so a structure is learnt from every modality that shows it.
     annotated : {"all", "slices"}
         ``"all"``: every voxel of a label volume is labelled (0 is background). ``"slices"``: only the slices (along
         the label array's first axis, the one napari slices through) holding a painted voxel are; the others are
@@ -290,6 +293,7 @@ class FinetuneConfig:
     val_images: tuple[str, ...] = ()
     val_labels: tuple[str, ...] = ()
     foreground_ratio: float = 1 / 3
+    channel_dropout: float = 0.0
     annotated: str = "all"
     ignore_label: int | None = None
     augment: bool = True
@@ -362,6 +366,8 @@ class FinetuneConfig:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not 0 <= self.foreground_ratio <= 1:
             raise ValueError(f"foreground_ratio must be in [0, 1], got {self.foreground_ratio}")
+        if not 0 <= self.channel_dropout <= 1:
+            raise ValueError(f"channel_dropout must be in [0, 1], got {self.channel_dropout}")
         if self.annotated not in ("all", "slices"):
             raise ValueError(f"annotated must be 'all' or 'slices', got {self.annotated!r}")
         if self.ignore_label is not None and not 0 < int(self.ignore_label) < 2**16:

@@ -224,7 +224,7 @@ class FinetuneTask:
         self.n_train, self.n_val = len(cases), len(val)
         self.mirror = cfg.mirror if cfg.mirror is not None else mirror_by_default(self.classes)
         self.sampler = PatchSampler(cases, plan.patch_size, len(self.classes), fg_ratio=cfg.foreground_ratio,
-                                    augment=cfg.augment, mirror=self.mirror,
+                                    augment=cfg.augment, mirror=self.mirror, channel_dropout=cfg.channel_dropout,
                                     seed=cfg.seed + 7919 * trainer.rank)  # each torchrun process its own patches
         # a GPU step outpaces one augmenting thread; on a CPU the step itself needs the cores
         self.loader_threads = loader_threads(trainer.device.type)
