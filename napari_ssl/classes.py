@@ -4,7 +4,9 @@ Classes (:func:`parse_classes`) are label ids (``5``), names looked up in a clas
 ``classes.json`` mapping ids to names) or merged groups ``NAME=ID+ID`` (``whole_tumor=1+2+4``); every other
 label is background. Groups may overlap (BraTS regions are nested): a voxel goes to the *last* listed class
 that contains its id, and the Dice of a class is computed on its whole region (all classes whose ids it
-contains), so ``whole_tumor,tumor_core,enhancing`` reports the three BraTS region Dice scores.
+contains), so ``whole_tumor,tumor_core,enhancing`` reports the three BraTS region Dice scores. The classes learnt
+by default (:func:`class_presets`, :func:`default_classes`: whole tumour for BraTS-like labels, else every value) are
+those the Fine-tune dock ticks and those ``finetune --cases`` learns without ``--classes``.
 """
 
 from __future__ import annotations
@@ -222,14 +224,61 @@ def mirror_by_default(classes: Sequence[SegClass]) -> bool:
     return all(any(w in n for w in _LESION_WORDS) or re.fullmatch(r"class_\d+", n) for n in names)
 
 
+# ---------------------------------------------------------------- default classes (the dock's ticks, the CLI's default)
+#: BraTS label ids -> names (1 necrotic / non-enhancing core, 2 oedema, 4 enhancing; 3 in older releases)
+BRATS_NAMES = {1: "necrotic_core", 2: "edema", 3: "non_enhancing", 4: "enhancing"}
+
+
+def brats_like(values: set[int]) -> bool:
+    """Labels that look like BraTS's: only ids 1-4, oedema (2) among them, and a core id (1 or 4)."""
+    return bool(values) and values <= set(BRATS_NAMES) and 2 in values and bool(values & {1, 4})
+
+
+def named_values(values: Mapping[int, str]) -> dict[int, str]:
+    """Label values with the names a class list shows: their own names, BraTS's for BraTS-like labels that have
+    none (``label N``), else ``class_N`` (the name of an id alone in :func:`parse_classes`)."""
+    brats = brats_like(set(values))
+    return {v: n if n != f"label {v}" else BRATS_NAMES[v] if brats else f"class_{v}" for v, n in values.items()}
+
+
+def class_presets(values: Mapping[int, str]) -> list[tuple[str, tuple[int, ...], bool]]:
+    """The classes offered for label values ``values`` (value -> name), as (name, ids, ticked).
+
+    Each value is offered alone (ticked). For BraTS-like labels the usual merged regions come first: whole tumour
+    (every tumour id) ticked, tumour core unticked, and the single labels unticked, so the default learns whole tumour.
+    """
+    singles = [(name, (value,)) for value, name in values.items()]
+    present = set(values)
+    if not brats_like(present):
+        return [(name, ids, True) for name, ids in singles]
+    core = tuple(v for v in (1, 3, 4) if v in present)
+    groups = [("whole_tumor", tuple(sorted(present)), True)]
+    if len(core) > 1:
+        groups.append(("tumor_core", core, False))
+    return groups + [(name, ids, False) for name, ids in singles]
+
+
+def default_classes(values: Sequence[int] | set[int]) -> tuple[str, ...]:
+    """The classes learnt by default from label volumes holding ``values`` (0 is left out): those
+    :func:`class_presets` ticks, as :func:`parse_classes` specs (``whole_tumor=1+2+4`` for BraTS-like labels, else
+    ``class_N=N`` for every value); empty without any label value."""
+    named = named_values({int(v): f"label {int(v)}" for v in sorted(set(values)) if int(v) > 0})
+    return tuple(f"{name}={'+'.join(map(str, ids))}" for name, ids, ticked in class_presets(named) if ticked)
+
+
 __all__ = [
+    "BRATS_NAMES",
     "IGNORE",
     "PALETTE",
     "SegClass",
+    "brats_like",
+    "class_presets",
+    "default_classes",
     "describe_slices",
     "dice_per_class",
     "lateralised",
     "mirror_by_default",
+    "named_values",
     "painted_slices",
     "parse_classes",
     "read_class_names",

@@ -2,14 +2,18 @@
 
 Examples::
 
+    napari-ssl finetune --pretrained none --cases brats/ --out runs/brats
     napari-ssl finetune --pretrained runs/ssl --images ct.nii.gz --labels labels.nii.gz \\
         --classes liver,spleen --classes-file classes.json --out runs/organs --steps 2000
     napari-ssl finetune --pretrained none --images c1/flair.nii.gz,c1/t1ce.nii.gz ... --labels c1/seg.nii.gz ... \\
         --classes whole_tumor=1+2+4,tumor_core=1+4,enhancing=4 --out runs/brats
     napari-ssl finetune --from runs/organs --images new.nii.gz --labels new_labels.nii.gz --out runs/organs-v2 --steps 200
 
-An ``--images`` item may join several files with commas: the input channels of one case. Ctrl-C saves the
-checkpoint and exits with a one-line message.
+``--cases DIR`` takes a folder of case folders (BraTS: ``<case>/{flair,t1,t1ce,t2,seg}.nii.gz``), one case folder,
+or a flat folder of ``<case>_<modality>`` files: every modality becomes an input channel, in one order (flair, t1,
+t1ce, t2), each normalised on its own; the classes default to those of the first case's labels (whole tumour for
+BraTS-like labels), printed at the start with the cases it leaves out. An ``--images`` item may join several files
+with commas: the input channels of one case. Ctrl-C saves the checkpoint and exits with a one-line message.
 """
 
 from __future__ import annotations
@@ -31,12 +35,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="pretraining checkpoint whose encoder starts the segmenter, or 'none' (from scratch)")
     start.add_argument("--from", dest="from_model", metavar="MODEL",
                        help="continue this segmenter (its weights, plan, classes and channels) as a new version in --out")
-    parser.add_argument("--images", nargs="+", required=True, metavar="P",
+    parser.add_argument("--cases", metavar="DIR",
+                        help="a folder of case folders (or one case folder, or <case>_<modality> files): every "
+                             "modality an input channel, the seg / label / mask file its labels")
+    parser.add_argument("--images", nargs="+", metavar="P",
                         help="scans (files or DICOM folders); 'a.nii.gz,b.nii.gz' gives one case with two channels")
-    parser.add_argument("--labels", nargs="+", required=True, metavar="P", help="label volumes, one per image")
+    parser.add_argument("--labels", nargs="+", metavar="P", help="label volumes, one per image")
     parser.add_argument("--classes", metavar="NAMES_OR_IDS",
                         help="comma-separated ids, names (with --classes-file) or groups NAME=ID+ID "
-                             "(required, except with --from: the model's)")
+                             "(default with --cases: those of the first case's labels; with --from: the model's)")
     parser.add_argument("--classes-file", metavar="F", help="JSON naming the label ids, e.g. {\"5\": \"liver\"}")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="checkpoint folder of the segmenter (with --from: a new folder, the previous version is kept)")
@@ -63,6 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="label value meaning 'unlabelled' (nnU-Net's ignore label): its voxels are skipped")
     parser.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
                         help="cases held out for validation Dice (one case: its last slices)")
+    parser.add_argument("--val-cases", metavar="DIR", help="explicit held-out cases, a folder as --cases")
     parser.add_argument("--val-images", nargs="+", default=(), metavar="P", help="explicit held-out scans")
     parser.add_argument("--val-labels", nargs="+", default=(), metavar="P", help="their label volumes")
     parser.add_argument("--val-every", type=int, default=0, metavar="N",
@@ -83,10 +91,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar, only the final line")
 
 
+def _say(args: argparse.Namespace, text: str) -> None:
+    if not args.quiet:
+        print(f"napari-ssl finetune: {text}", flush=True)
+
+
+def resolve_cases(args: argparse.Namespace) -> None:
+    """``--cases`` / ``--val-cases`` -> ``images`` and ``labels`` (and the default classes), in place; a refused
+    combination of flags is one sentence. Prints what it found and one line each case it leaves out."""
+    from napari_ssl.training.cases import file_classes, find_cases
+
+    if args.cases and (args.images or args.labels):
+        raise ValueError("give either --cases DIR or --images and --labels, not both")
+    if args.val_cases and (args.val_images or args.val_labels):
+        raise ValueError("give either --val-cases DIR or --val-images and --val-labels, not both")
+    if not args.cases and not args.images and not args.labels:
+        raise ValueError("give the training data: --cases DIR (a folder of case folders), or --images and --labels")
+    if not args.cases and not (args.images and args.labels):
+        raise ValueError(f"--{'images' if args.labels else 'labels'} is missing: give one label volume per image, "
+                         "or a folder of cases with --cases DIR")
+    args.images, args.labels = tuple(args.images or ()), tuple(args.labels or ())
+    found = {}
+    for flag, where in (("cases", args.cases), ("val_cases", args.val_cases)):
+        if not where:
+            continue
+        found[flag] = cases = find_cases(where)
+        _say(args, f"{'held-out ' if flag == 'val_cases' else ''}{cases.describe()} in {cases.folder}")
+        for name, why in cases.skipped:
+            print(f"napari-ssl finetune: skipped case {name}: {why}", file=sys.stderr, flush=True)
+        if cases.ignored:
+            names = ", ".join(f"{Path(p).parent.name}/{Path(p).name}" for p in cases.ignored)
+            _say(args, f"not used (only some cases have them): {names}")
+    if "cases" in found:
+        args.images, args.labels = found["cases"].images, found["cases"].labels
+    if "val_cases" in found:
+        val = found["val_cases"]
+        if "cases" in found and val.channels != found["cases"].channels:
+            raise ValueError(f"the held-out cases' channels ({', '.join(val.channels)}) are not those of the training "
+                             f"cases ({', '.join(found['cases'].channels)})")
+        args.val_images, args.val_labels = val.images, val.labels
+    if "cases" in found and not args.classes and not args.from_model:
+        first = found["cases"].cases[0]
+        args.classes = ",".join(file_classes(first.labels))
+        _say(args, f"classes {args.classes} (those of {first.name}'s labels; --classes to choose others)")
+
+
 def build_config(args: argparse.Namespace) -> Any:
     from napari_ssl.preprocess import Normalization
     from napari_ssl.training.finetune import FinetuneConfig
 
+    resolve_cases(args)
     for path in [p for item in [*args.images, *args.val_images] for p in item.split(",") if p] + [
             *args.labels, *args.val_labels]:
         if not Path(path).expanduser().exists():

@@ -1,10 +1,13 @@
-"""Labelled cases for fine-tuning: read file pairs and in-memory layer pairs, check each label volume against its
-image's grid, and prepare the case on the model grid with :mod:`napari_ssl.preprocess` (as inference does)."""
+"""Labelled cases for fine-tuning: find the cases of a folder (:func:`find_cases`: one channel a modality, in one
+order for every case), read file pairs and in-memory layer pairs, check each label volume against its image's grid,
+and prepare the case on the model grid with :mod:`napari_ssl.preprocess` (as inference does)."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +44,14 @@ def modality_of(name: str) -> str | None:
 
 def channel_names(cases: Sequence[Sequence[Volume]]) -> list[str]:
     """What each input channel of a model is called: the modality its scans name (``flair``), else the name all
-    cases give it (``flair.nii.gz`` in every case folder), else ``image`` (one channel) or ``channel K``. Never one
-    case's own name (a flat folder of ``Brats18_...nii.gz`` files names cases, not the channel)."""
+    cases give it (``flair.nii.gz`` in every case folder; ``<case>_t1n.nii.gz`` in folder ``<case>``: ``t1n``), else
+    ``image`` (one channel) or ``channel K``. Never one case's own name (a flat folder of ``Brats18_...nii.gz`` files
+    names cases, not the channel)."""
     n = len(cases[0])
     out = []
-    for k in range(n):
-        names = [case_name(case[k], "") for case in cases]
+    for k in range(n):  # a file's name without its case folder's name in front (``<case>_t1n`` -> ``t1n``)
+        names = [_without(case_name(case[k], ""), Path(case[k].path).parent.name if case[k].path else "")
+                 for case in cases]
         words = {modality_of(name) for name in names}
         if len(words) == 1 and None not in words:
             out.append(words.pop())
@@ -133,3 +138,213 @@ def prepare_case(channels: Sequence[Volume], label: Volume, classes: Sequence[Se
         source[~painted_slices(label.array, ignore_ids)] = IGNORE
     mapped = back_to_grid(label.with_array(source), grid).array
     return Case(case_label(channels[0]), array, mapped, backgrounds(array, norm))
+
+
+# ---------------------------------------------------------------- case folders
+#: label file names: the whole name, or its end after ``_``, ``-``, ``.`` or a space (``Brats18_X_seg``)
+LABEL_WORDS = ("seg", "segmentation", "label", "labels", "mask", "masks", "gt", "truth", "groundtruth")
+#: how many folder levels below the given folder :func:`find_cases` looks for cases (``brats/HGG/<case>``)
+CASE_DEPTH = 2
+_SEPS = "_-./ "
+_SEP = r"[\s_\-./]"
+_LABEL_END = re.compile(rf"(?:^|{_SEP})(?:{'|'.join(LABEL_WORDS)})$", re.IGNORECASE)
+_SCAN_FILES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+_ZARR = (".zgroup", ".zarray", "zarr.json")
+
+
+def split_modality(name: str) -> tuple[str, str] | None:
+    """``(case prefix, modality)`` of a name ending in a modality word: ``Brats18_X_flair`` -> ``("Brats18_X",
+    "flair")``, ``t1ce`` -> ``("", "t1ce")``, ``A/flair`` -> ``("A", "flair")``; None when it ends in none."""
+    low = name.lower()
+    for word in MODALITIES:
+        found = re.search(rf"(?:^|{_SEP}){word}$", low)
+        if found:
+            return name[: found.start()].rstrip(_SEPS), word
+    return None
+
+
+def is_label_name(name: str) -> bool:
+    """Whether a scan's name (no suffix) names a label file: ``seg``, ``labels``, ``mask``, ``Brats18_X_seg``..."""
+    return bool(_LABEL_END.search(name))
+
+
+def _without(name: str, case: str) -> str:
+    """``name`` without the case's name in front (``Brats18_X_flair`` of case ``Brats18_X`` -> ``flair``)."""
+    rest = name[len(case):]
+    if case and name.lower().startswith(case.lower()) and rest[:1] in tuple(_SEPS) and rest.lstrip(_SEPS):
+        return rest.lstrip(_SEPS)
+    return name
+
+
+def channel_key(name: str, case: str = "") -> str:
+    """What a scan is among its case's channels: its modality word (``flair``), else its name without the case's
+    name in front (``BraTS-GLI-00001-000-t1n`` of case ``BraTS-GLI-00001-000`` -> ``t1n``), in lower case."""
+    own = _without(name, case)
+    return modality_of(own) or own.lower()
+
+
+def _stem(path: Path) -> str:
+    from napari_ssl.io import scan_suffix
+
+    suffix = scan_suffix(path) if path.is_file() else ""
+    return path.name[: -len(suffix)] if suffix and path.name.lower().endswith(suffix) else path.name
+
+
+@dataclass(frozen=True)
+class CaseFiles:
+    """One labelled case of a folder: its name, its channel files (in :attr:`FoundCases.channels` order), its labels."""
+
+    name: str
+    channels: tuple[str, ...]
+    labels: str
+
+
+@dataclass(frozen=True)
+class FoundCases:
+    """What :func:`find_cases` found in ``folder``: the channel names (every case has one file of each, in this
+    order), the usable cases, the cases left out as ``(name, one-line reason)`` and the files of used cases that no
+    channel takes (a scan only a few cases have)."""
+
+    folder: str
+    channels: tuple[str, ...]
+    cases: tuple[CaseFiles, ...]
+    skipped: tuple[tuple[str, str], ...] = ()
+    ignored: tuple[str, ...] = ()
+
+    @property
+    def images(self) -> tuple[str, ...]:
+        """One item a case, its channel files joined by commas (``FinetuneConfig.images``)."""
+        return tuple(",".join(case.channels) for case in self.cases)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(case.labels for case in self.cases)
+
+    def describe(self) -> str:
+        """``13 cases, 4 channels: flair, t1, t1ce, t2`` (``; 1 skipped`` when some are left out)."""
+        n, k = len(self.cases), len(self.channels)
+        text = f"{n} case{'s' * (n != 1)}, {k} channel{'s' * (k != 1)}: {', '.join(self.channels)}"
+        return text + (f"; {len(self.skipped)} skipped" if self.skipped else "")
+
+
+def _scans_by_folder(root: Path) -> dict[Path, list[Path]]:
+    """Scan files and DICOM series folders by the folder holding them, down to :data:`CASE_DEPTH` levels below."""
+    from napari_ssl.io import is_dicom_dir, scan_suffix
+
+    out: dict[Path, list[Path]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        folder = Path(dirpath)
+        if any(marker in filenames for marker in _ZARR):
+            dirnames[:] = []
+            continue
+        subs = sorted(d for d in dirnames if not d.startswith(".") and not d.endswith(".zarr"))
+        series = [folder / d for d in subs if is_dicom_dir(folder / d)]
+        deeper = len(folder.relative_to(root).parts) < CASE_DEPTH
+        dirnames[:] = [d for d in subs if folder / d not in series] if deeper else []
+        files = [folder / f for f in filenames if not f.startswith(".") and scan_suffix(f) in _SCAN_FILES]
+        if files or series:
+            out[folder] = sorted(files + series)
+    return out
+
+
+def _cases_in(folder: Path, scans: list[Path], root: Path) -> list[tuple[str, str, list[Path]]]:
+    """The cases of one folder as (name, what its file names may start with, scans): the folder itself, or (a flat
+    folder of ``<case>_<modality>`` names) one case a prefix."""
+    prefixes: list[str | None] = []
+    for scan in scans:
+        stem = _stem(scan)
+        label = _LABEL_END.search(stem)
+        split = (stem[: label.start()].rstrip(_SEPS), "labels") if label else split_modality(stem)
+        prefixes.append(None if split is None else split[0])
+    if len(set(prefixes)) > 1 and None not in prefixes and "" not in prefixes:
+        groups: dict[str, list[Path]] = {}
+        for scan, prefix in zip(scans, prefixes, strict=True):
+            groups.setdefault(str(prefix), []).append(scan)
+        return [(prefix, prefix, group) for prefix, group in groups.items()]
+    return [(folder.relative_to(root).as_posix() if folder != root else folder.name, folder.name, scans)]
+
+
+def find_cases(folder: str | os.PathLike[str]) -> FoundCases:
+    """The labelled cases of ``folder``: a folder of case folders (BraTS: ``<case>/{flair,t1,t1ce,t2,seg}.nii.gz``,
+    also one level deeper, ``HGG/<case>``), a single case folder, or a flat folder of ``<case>_<modality>`` files
+    (``Brats18_X_flair.nii.gz`` ... ``Brats18_X_seg.nii.gz``). Only names are read, no voxels.
+
+    In a case, the label file is the scan named ``seg``, ``label(s)``, ``mask``... (:data:`LABEL_WORDS`, alone or
+    at the end of the name: ``Brats18_X_seg``); every other scan is a channel, known by its modality word
+    (:func:`channel_key`). The channels are those more than half of the cases have, in alphabetical order (``flair,
+    t1, t1ce, t2``): one order for every case and every run. A case without labels, with two label files, without
+    one of the channels or with two files of one channel is left out with a one-line reason (``skipped``).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``folder`` does not exist.
+    ValueError
+        ``folder`` is a file, holds no scan, or no case is usable (the reasons of the first few, in one sentence).
+    """
+    root = Path(folder).expanduser().absolute()
+    if not root.exists():
+        raise FileNotFoundError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise ValueError(f"{root} is a file; choose the folder of the cases")
+    found = [case for where, scans in _scans_by_folder(root).items() for case in _cases_in(where, scans, root)]
+    if not found:
+        raise ValueError(f"{root} holds no scans (NIfTI, NRRD, MHA/MHD or DICOM series) within {CASE_DEPTH} folder "
+                         "levels")
+    skipped: list[tuple[str, str]] = []
+    labelled: list[tuple[str, dict[str, list[Path]], Path]] = []
+    for name, prefix, scans in sorted(found, key=lambda case: case[0]):
+        labels = [s for s in scans if is_label_name(_without(_stem(s), prefix))]
+        keys: dict[str, list[Path]] = {}
+        for scan in scans:
+            if scan not in labels:
+                keys.setdefault(channel_key(_stem(scan), prefix), []).append(scan)
+        if len(labels) != 1:
+            skipped.append((name, "no label file (seg, label or mask in its name)" if not labels else
+                            f"{len(labels)} label files ({', '.join(s.name for s in labels)}); keep one"))
+        elif not keys:
+            skipped.append((name, f"no scan besides its labels {labels[0].name}"))
+        else:
+            labelled.append((name, keys, labels[0]))
+    counts: dict[str, int] = {}
+    for _, keys, _ in labelled:
+        for key in keys:
+            counts[key] = counts.get(key, 0) + 1
+    channels = tuple(sorted(k for k, n in counts.items() if 2 * n > len(labelled)))
+    cases: list[CaseFiles] = []
+    ignored: list[str] = []
+    for name, keys, label in labelled:
+        missing = [k for k in channels if k not in keys]
+        twice = [k for k in channels if len(keys.get(k, ())) > 1]
+        files = [keys[k][0] for k in channels if k in keys]
+        if not channels:
+            skipped.append((name, f"its scans ({', '.join(sorted(keys))}) are not those of the other cases"))
+        elif missing:
+            skipped.append((name, f"no {', '.join(missing)} (the other cases have {', '.join(channels)})"))
+        elif twice:
+            skipped.append((name, f"{len(keys[twice[0]])} files are {twice[0]} "
+                                  f"({', '.join(s.name for s in keys[twice[0]])}); keep one"))
+        elif any("," in str(p) for p in [*files, label]):
+            skipped.append((name, "a comma in the path of one of its files; rename it"))
+        else:
+            cases.append(CaseFiles(name, tuple(str(p) for p in files), str(label)))
+            ignored += [str(p) for k, paths in keys.items() if k not in channels for p in paths]
+    if not cases:
+        skipped.sort()
+        reasons = "; ".join(f"{name}: {why}" for name, why in skipped[:3])
+        more = f" (and {len(skipped) - 3} more)" if len(skipped) > 3 else ""
+        raise ValueError(f"no usable case in {root}: {reasons}{more}")
+    return FoundCases(str(root), channels, tuple(cases), tuple(sorted(skipped)), tuple(ignored))
+
+
+def file_classes(label_file: str | os.PathLike[str]) -> tuple[str, ...]:
+    """The classes learnt by default from a label file: :func:`~napari_ssl.classes.default_classes` of its values
+    (whole tumour for BraTS-like labels, else every value)."""
+    from napari_ssl import io
+    from napari_ssl.classes import default_classes
+
+    present = np.unique(np.asarray(io.read(label_file).array))
+    chosen = default_classes([int(v) for v in present if v > 0])
+    if not chosen:
+        raise ValueError(f"{label_file} holds no label: nothing to learn")
+    return chosen

@@ -96,13 +96,13 @@ def _pretrain(viewer, qtbot, source, out: Path) -> str:
     return str(out)
 
 
-def _finetune(viewer, qtbot, image, labels, out: Path, pretrained: str, classes) -> str:
+def _finetune(viewer, qtbot, image, labels, out: Path, pretrained: str, classes, channels: str | None = None) -> str:
     dock = open_dock(viewer, "Fine-tune")
     assert dock.pretrained.path == pretrained  # the Pretrain dock's checkpoint is the natural start
     dock.image_box.setCurrentText(image.name)
     dock.label_box.setCurrentText(labels.name)
     dock.add_pair()
-    assert dock.pairs == [(image.name, labels.name)]
+    assert dock.pairs == [(channels or image.name, labels.name)]
     classes(dock.class_list)
     dock.steps.setValue(3)
     dock.patch.setValue(32)
@@ -178,7 +178,8 @@ def test_story_sample_phantom(make_napari_viewer, qtbot, tmp_path, notes) -> Non
 
 
 def test_story_brats_case(make_napari_viewer, qtbot, tmp_path, notes, shared_data) -> None:
-    """A BraTS case folder through the reader; whole tumour is offered at once; another case is segmented."""
+    """A BraTS case folder through the reader; whole tumour is offered at once; Add pair takes the case's four
+    modalities; another case, opened as a folder, is segmented with its four."""
     viewer, window = _laptop_viewer(make_napari_viewer, qtbot)
     layers = viewer.open(shared_data / "brats" / "Brats18_2013_11_1", plugin="napari-ssl")
     names = {layer.name for layer in layers}
@@ -191,13 +192,16 @@ def test_story_brats_case(make_napari_viewer, qtbot, tmp_path, notes, shared_dat
     def classes(picker) -> None:  # the defaults: whole tumour, ticked, nothing else
         assert picker.chosen() == ("whole_tumor=1+2+4",)
 
-    model = _finetune(viewer, qtbot, flair, seg, tmp_path / "segmenter", pretrained, classes)
-    other = shared_data / "brats" / "Brats18_2013_23_1" / "flair.nii.gz"
-    (scan,) = viewer.open(other, plugin="napari-ssl")
-    scan.name = "another flair"
+    model = _finetune(viewer, qtbot, flair, seg, tmp_path / "segmenter", pretrained, classes,
+                      channels="flair+t1+t1ce+t2")
     from napari_ssl._napari.segment.info import read_model_info
 
-    assert read_model_info(model).channels == ("flair",)  # the input is named by modality, not by the case
-    _segment(viewer, qtbot, scan, model, tmp_path, io.read(other), ["whole_tumor"])
+    # the inputs are named by modality, not by the case
+    assert read_model_info(model).channels == ("flair", "t1", "t1ce", "t2")
+    viewer.layers.clear()  # the user closes the first case and opens another
+    other = shared_data / "brats" / "Brats18_2013_23_1"
+    viewer.open(other, plugin="napari-ssl")
+    scan = viewer.layers["flair"]
+    _segment(viewer, qtbot, scan, model, tmp_path, io.read(other / "flair.nii.gz"), ["whole_tumor"])
     assert window.width() <= SCREEN_WIDTH
     assert not _errors(notes), _errors(notes)

@@ -1,4 +1,9 @@
-"""The Fine-tune dock: train a segmenter from image / label layer pairs (or folder pairs) in a child process.
+"""The Fine-tune dock: train a segmenter from image / label layer pairs (or folders) in a child process.
+
+A pair is a case: *Add pair* on a layer that names a modality (``flair``) takes the Image layers of the case's other
+modalities on its grid too (``flair+t1+t1ce+t2  +  seg``, one input channel each, in one order). A folder of case
+folders (BraTS: ``<case>/{flair,t1,t1ce,t2,seg}.nii.gz``) with no label folder trains on its cases, every modality a
+channel (:func:`napari_ssl.training.cases.find_cases`); the dock says what it found.
 
 Like the Pretrain dock, the run (:func:`napari_ssl.training.finetune.finetune`, its config built in the child by
 :mod:`~napari_ssl._napari.jobs`) happens in a child process through :class:`~napari_ssl._napari.relay.Relay`;
@@ -35,8 +40,10 @@ from napari_ssl._napari.dock import JobDock
 from napari_ssl._napari.finetune.inputs import (
     ClassPicker,
     PairList,
+    case_layers,
+    channels_text,
     checkpoint_backbone,
-    folder_classes,
+    folder_cases,
     folder_pairs,
 )
 from napari_ssl._napari.hub import checkpoint_hub
@@ -110,8 +117,17 @@ class FinetuneDock(JobDock):
         remove.clicked.connect(self._remove_pair)
         self.pair_list = PairList()
         self.pair_list.setMaximumHeight(52)
-        self.image_dir = PathEdit("or a folder of scans")
-        self.label_dir = PathEdit("and a folder of label files (same names)")
+        self.image_dir = PathEdit("or a folder of case folders, or of scans")
+        self.label_dir = PathEdit("and a folder of label files (same names), or none for case folders")
+        self.folder_note = QLabel("")  # what the folder holds: "13 cases, 4 channels: flair, t1, t1ce, t2"
+        self.folder_note.setWordWrap(True)
+        self.folder_note.setVisible(False)
+        self._folder_timer = QTimer(self)  # look at the folder once the typing stops, not at every key
+        self._folder_timer.setSingleShot(True)
+        self._folder_timer.setInterval(300)
+        self._folder_timer.timeout.connect(self.refresh_folder_note)
+        for edit in (self.image_dir, self.label_dir):
+            edit.line.textChanged.connect(self._folder_timer.start)
         pair_row = QFormLayout()
         pair_row.addRow("image", self.image_box)
         labels_row = QHBoxLayout()
@@ -201,6 +217,7 @@ class FinetuneDock(JobDock):
         inner_layout.addLayout(pairs_row)
         inner_layout.addWidget(self.image_dir)
         inner_layout.addWidget(self.label_dir)
+        inner_layout.addWidget(self.folder_note)
         inner_layout.addLayout(form)
         inner_layout.addWidget(self.plan_label)
         inner_layout.addWidget(self.loss_plot)
@@ -239,8 +256,22 @@ class FinetuneDock(JobDock):
 
     @property
     def pairs(self) -> list[tuple[str, str]]:
-        """The added training pairs, as (image layer name, labels layer name)."""
+        """The added training pairs, as (image layers' names, labels layer name): ``("flair+t1+t1ce+t2", "seg")``."""
         return self.pair_list.names()
+
+    def refresh_folder_note(self) -> None:
+        """Say what the image folder holds for training: its cases and their channels, the cases left out."""
+        text = ""
+        try:
+            found = folder_cases(self.image_dir.path, self.label_dir.path)
+        except (ValueError, OSError) as exc:
+            found, text = None, str(exc)
+        if found is not None:
+            text = found.describe()
+            if found.skipped:
+                text += " (" + "; ".join(f"{name}: {why}" for name, why in found.skipped) + ")"
+        self.folder_note.setText(text)
+        self.folder_note.setVisible(bool(text))
 
     def _refresh_layers(self, *_: Any) -> None:
         for image, labels in self.pair_list.refresh(list(self.viewer.layers)):
@@ -309,7 +340,20 @@ class FinetuneDock(JobDock):
                 f"{image!r} {tuple(self.viewer.layers[image].data.shape)}; choose the labels of that scan"
             )
             return
-        self.pair_list.add(self.viewer.layers[image], self.viewer.layers[labels])
+        channels = case_layers(self.viewer.layers[image], self.viewer.layers)
+        problem = self._channel_problem(channels)
+        if problem:
+            show_error(f"Fine-tune: {problem}")
+            return
+        self.pair_list.add(channels, self.viewer.layers[labels])
+
+    def _channel_problem(self, channels: Any) -> str | None:
+        """Why a pair of these channels cannot join the pairs added (every pair the same number of channels)."""
+        if self.pair_list.pairs and len(self.pair_list.pairs[0][0]) != len(channels):
+            first = self.pair_list.pairs[0][0]
+            return (f"{channels_text(channels)} is {len(channels)} channel(s) and the pairs added are {len(first)} "
+                    f"({channels_text(first)}); every pair needs the same channels")
+        return None
 
     def _remove_pair(self) -> None:
         self.pair_list.remove_current()
@@ -324,28 +368,38 @@ class FinetuneDock(JobDock):
         """
         from napari_ssl import checkpoint
         from napari_ssl._napari.layers import layer_to_volume
+        from napari_ssl.training.cases import file_classes
 
         pairs = []
-        for image, labels in self.pair_list.pairs:
-            for layer, want in ((image, "image"), (labels, "labels")):
+        for channels, labels in self.pair_list.pairs:
+            for layer, want in [*((c, "image") for c in channels), (labels, "labels")]:
                 if not holds(self.viewer.layers, layer):
                     raise ValueError(f"layer {layer.name!r} is gone; remove its pair")
                 problem = scan_problem(layer, want=want, what="fine-tuning")
                 if problem:
                     raise ValueError(problem)
             # no copy here: the relay writes the arrays to the child's input file off the GUI thread
-            pairs.append((layer_to_volume(image), layer_to_volume(labels)))
+            image = layer_to_volume(channels[0]) if len(channels) == 1 else tuple(layer_to_volume(c) for c in channels)
+            pairs.append((image, layer_to_volume(labels)))
         images: tuple[str, ...] = ()
         labels_: tuple[str, ...] = ()
-        if self.image_dir.path or self.label_dir.path:
+        found = folder_cases(self.image_dir.path, self.label_dir.path)
+        if found is not None:
+            images, labels_ = found.images, found.labels
+        elif self.image_dir.path or self.label_dir.path:
             images, labels_ = folder_pairs(self.image_dir.path or "", self.label_dir.path or "")
+        counts = {len(c) for c, _ in self.pair_list.pairs} | {len(item.split(",")) for item in images}
+        if len(counts) > 1:
+            raise ValueError(f"every case needs the same number of channels; the pairs and folders give "
+                             f"{', '.join(map(str, sorted(counts)))}")
         if not pairs and not images:
-            raise ValueError("no training data: add an image + labels pair, or choose two folders")
+            raise ValueError("no training data: add an image + labels pair, or choose a folder of case folders "
+                             "(or a folder of scans and one of their label files)")
         classes = self.chosen_classes()
         if pairs and not classes:
             raise ValueError("tick at least one class to learn")
         if not classes:  # folders alone: the classes their first label file offers (whole tumour for BraTS)
-            classes = folder_classes(labels_[0])
+            classes = file_classes(labels_[0])
         pretrained = self.pretrained.path
         if pretrained:
             if not Path(pretrained).is_dir():

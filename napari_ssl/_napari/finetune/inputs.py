@@ -1,5 +1,6 @@
 """What the Fine-tune dock reads from its inputs: the classes present in a Labels layer (and the list that offers
-them), folder pairs, the backbone a pretrained checkpoint fixes."""
+them, with the presets of :mod:`napari_ssl.classes`), the modality layers of one case, folder pairs, the backbone a
+pretrained checkpoint fixes."""
 
 from __future__ import annotations
 
@@ -11,24 +12,80 @@ import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QListWidget, QListWidgetItem, QPushButton, QVBoxLayout
 
-from napari_ssl._napari.proxy import holds
+from napari_ssl._napari.proxy import holds, kind, same_layer
+from napari_ssl.classes import class_presets, named_values
 
 __all__ = [
-    "ClassPicker", "PairList", "checkpoint_backbone", "class_presets", "folder_classes", "folder_pairs", "label_values",
+    "ClassPicker", "PairList", "case_layers", "channels_text", "checkpoint_backbone", "folder_cases", "folder_pairs",
+    "label_values",
 ]
 
 
+def _modality(layer: Any) -> tuple[str, str, str | None] | None:
+    """``(modality, case prefix, source folder)`` of an Image layer that names a modality, else None: from its file
+    name when it came from a file (``Brats18_X_flair.nii.gz`` in ``Brats18_X/``), else from its layer name."""
+    from napari_ssl.io import READ_SUFFIXES, scan_suffix
+    from napari_ssl.training.cases import modality_of, split_modality
+
+    path = ((layer.metadata or {}).get("napari_ssl") or {}).get("path")
+    name, folder = str(layer.name), None
+    if path:
+        suffix = scan_suffix(path)
+        name = Path(path).name[: -len(suffix)] if suffix in READ_SUFFIXES else Path(path).name
+        folder = str(Path(path).parent)
+    split = split_modality(name)
+    if split is not None:
+        return split[1], split[0].lower(), folder
+    word = modality_of(name)
+    return None if word is None else (word, name.lower().replace(word, "", 1).strip("_-./ "), folder)
+
+
+def _same_grid(a: Any, b: Any) -> bool:
+    return (tuple(a.data.shape) == tuple(b.data.shape) and np.allclose(a.scale, b.scale)
+            and np.allclose(a.translate, b.translate)
+            and np.allclose(a.affine.affine_matrix, b.affine.affine_matrix))
+
+
+def case_layers(picked: Any, layers: Any) -> list[Any]:
+    """The channels of the case of the Image layer ``picked``: itself and the Image layers of its case's other
+    modalities on its grid (same shape, scale, translate; from the same folder and with the same name before the
+    modality: ``flair`` and ``t1`` of a case folder, ``X_flair`` and ``X_t1``), in the order of
+    :func:`napari_ssl.training.cases.find_cases` (flair, t1, t1ce, t2); ``[picked]`` when it names no modality."""
+    own = _modality(picked)
+    if own is None:
+        return [picked]
+    found = {own[0]: picked}
+    for layer in layers:
+        if kind(layer) != "Image" or same_layer(layer, picked):
+            continue
+        other = _modality(layer)
+        if other is None or other[0] in found or other[1:] != own[1:] or not _same_grid(layer, picked):
+            continue
+        found[other[0]] = layer
+    return [found[word] for word in sorted(found)]
+
+
+def channels_text(channels: Any) -> str:
+    """``flair+t1+t1ce+t2``: the first channel's name, then the modality of each other channel (its name without)."""
+    from napari_ssl.training.cases import modality_of
+
+    first, *rest = channels
+    return "+".join([str(first.name), *[modality_of(str(c.name)) or str(c.name) for c in rest]])
+
+
 class PairList(QListWidget):
-    """The training pairs added so far, ``pairs`` as (Image layer, Labels layer): each row shows the layers' current
-    names, and a pair goes when one of its layers leaves the viewer (so no removed layer's data is kept alive)."""
+    """The training pairs added so far, ``pairs`` as (Image layers: the case's channels, Labels layer): each row shows
+    the layers' current names (``flair+t1+t1ce+t2  +  seg``), and a pair goes when one of its layers leaves the viewer
+    (so no removed layer's data is kept alive)."""
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
-        self.pairs: list[tuple[Any, Any]] = []
+        self.pairs: list[tuple[tuple[Any, ...], Any]] = []
 
-    def add(self, image: Any, labels: Any) -> None:
-        self.pairs.append((image, labels))
-        self.addItem(f"{image.name}  +  {labels.name}")
+    def add(self, channels: Any, labels: Any) -> None:
+        channels = tuple(channels) if isinstance(channels, (list, tuple)) else (channels,)
+        self.pairs.append((channels, labels))
+        self.addItem(f"{channels_text(channels)}  +  {labels.name}")
 
     def remove_current(self) -> None:
         row = self.currentRow()
@@ -37,53 +94,20 @@ class PairList(QListWidget):
             del self.pairs[row]
 
     def names(self) -> list[tuple[str, str]]:
-        return [(image.name, labels.name) for image, labels in self.pairs]
+        return [(channels_text(channels), labels.name) for channels, labels in self.pairs]
 
     def refresh(self, present: list[Any]) -> list[tuple[str, str]]:
         """Show renames; drop the pairs of layers not in ``present``; returns the dropped pairs' names."""
         dropped = []
         for row in reversed(range(len(self.pairs))):
-            image, labels = self.pairs[row]
-            if all(holds(present, layer) for layer in (image, labels)):
-                self.item(row).setText(f"{image.name}  +  {labels.name}")
+            channels, labels = self.pairs[row]
+            if all(holds(present, layer) for layer in (*channels, labels)):
+                self.item(row).setText(f"{channels_text(channels)}  +  {labels.name}")
                 continue
             del self.pairs[row]
             self.takeItem(row)
-            dropped.append((image.name, labels.name))
+            dropped.append((channels_text(channels), labels.name))
         return dropped
-
-
-#: BraTS label ids -> names (1 necrotic / non-enhancing core, 2 oedema, 4 enhancing; 3 in older releases)
-BRATS_NAMES = {1: "necrotic_core", 2: "edema", 3: "non_enhancing", 4: "enhancing"}
-
-
-def brats_like(values: set[int]) -> bool:
-    """Labels that look like BraTS's: only ids 1-4, oedema (2) among them, and a core id (1 or 4)."""
-    return bool(values) and values <= set(BRATS_NAMES) and 2 in values and bool(values & {1, 4})
-
-
-def named_values(values: dict[int, str]) -> dict[int, str]:
-    """Label values with the names a class list shows: the layer's own names, BraTS's for BraTS-like labels that
-    have none, else ``class_N`` (the CLI's name for an id alone)."""
-    brats = brats_like(set(values))
-    return {v: n if n != f"label {v}" else BRATS_NAMES[v] if brats else f"class_{v}" for v, n in values.items()}
-
-
-def class_presets(values: dict[int, str]) -> list[tuple[str, tuple[int, ...], bool]]:
-    """The classes offered for label values ``values`` (value -> name), as (name, ids, ticked).
-
-    Each value is offered alone (ticked). For BraTS-like labels the usual merged regions come first: whole tumour
-    (every tumour id) ticked, tumour core unticked, and the single labels unticked, so Start learns whole tumour.
-    """
-    singles = [(name, (value,)) for value, name in values.items()]
-    present = set(values)
-    if not brats_like(present):
-        return [(name, ids, True) for name, ids in singles]
-    core = tuple(v for v in (1, 3, 4) if v in present)
-    groups = [("whole_tumor", tuple(sorted(present)), True)]
-    if len(core) > 1:
-        groups.append(("tumor_core", core, False))
-    return groups + [(name, ids, False) for name, ids in singles]
 
 
 def _item_text(name: str, ids: tuple[int, ...]) -> str:
@@ -220,19 +244,6 @@ def label_values(layer: Any) -> dict[int, str]:
     return {int(v): names.get(int(v), f"label {int(v)}") for v in present if v != 0}
 
 
-def folder_classes(label_file: str) -> tuple[str, ...]:
-    """The classes a folder run learns when no Labels layer offers them: those ticked by default for the values of
-    its first label file (:func:`class_presets`: whole tumour for BraTS-like labels, else every value)."""
-    from napari_ssl import io
-
-    present = np.unique(np.asarray(io.read(label_file).array))
-    values = named_values({int(v): f"label {int(v)}" for v in present if v > 0})
-    chosen = tuple(f"{name}={'+'.join(map(str, ids))}" for name, ids, ticked in class_presets(values) if ticked)
-    if not chosen:
-        raise ValueError(f"{label_file} holds no label: nothing to learn")
-    return chosen
-
-
 def folder_pairs(images: str, labels: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Scans in ``images`` paired with the label file of the same name in ``labels``."""
     from napari_ssl.io import find_scans
@@ -246,3 +257,17 @@ def folder_pairs(images: str, labels: str) -> tuple[tuple[str, ...], tuple[str, 
     if not imgs:
         raise ValueError(f"no scan in {images} has a label file of the same name in {labels}")
     return tuple(imgs), tuple(labs)
+
+
+def folder_cases(images: str | None, labels: str | None) -> Any:
+    """The cases of the folder ``images`` when no label folder is given
+    (:class:`~napari_ssl.training.cases.FoundCases`: BraTS-like case folders), None otherwise; a folder without usable
+    cases raises ``ValueError`` with the hint of the other form."""
+    from napari_ssl.training.cases import find_cases
+
+    if not images or labels:
+        return None
+    try:
+        return find_cases(images)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; for a folder of scans, choose the folder of their label files too") from None
