@@ -114,7 +114,8 @@ class Finished:
 @dataclass(frozen=True)
 class Preparing:
     """The prepared dataset is being built: ``done`` of ``total`` scans (``built`` now, the rest reused or
-    skipped), ``eta_s`` seconds left; the last one (``final``) carries the skipped files' ``summary``."""
+    skipped), ``eta_s`` seconds left; the last one (``final``) carries the build's ``summary`` (outdated entries
+    removed and the space freed, the skipped files)."""
 
     done: int
     total: int

@@ -2,7 +2,8 @@
 
 :func:`fingerprint` reads what matters of the training scans (voxel spacings, shapes, the bounding box of the
 body / nonzero region, CT or MR, the foreground intensities) and :func:`make_plan` turns it into the settings
-of a run:
+of a run (a large dataset's fingerprint decodes a sample and reads every scan's grid from its header:
+:attr:`Fingerprint.headers`):
 
 - **spacing**: the median spacing; for anisotropic data (coarsest axis > 3x the finest) the coarse axis takes the
   10th percentile of its spacings (nnU-Net's rule). When the median body at that spacing holds more than
@@ -55,26 +56,48 @@ class CaseFingerprint:
     modality: str
 
 
+#: one scan's grid in its canonical orientation: (z, y, x) shape and spacing
+Geometry = tuple[tuple[int, int, int], tuple[float, float, float]]
+
+
 @dataclass(frozen=True)
 class Fingerprint:
-    """What a plan is derived from: every case, the modality, and the foreground intensity statistics."""
+    """What a plan is derived from: every case, the modality, and the foreground intensity statistics.
+
+    ``headers`` (optional) holds the canonical grid (shape, spacing) of *every* scan of a large dataset, most of them
+    read from their file headers (:func:`napari_ssl.training.prepared.sampled_fingerprint`), while ``cases`` are the
+    decoded sample. When present, the plan's spacing, the median scan shape and the note on scans smaller than the
+    patch come from them; the body box, the modality and the intensities always come from ``cases``. Without them
+    (every fingerprint of decoded scans) everything comes from ``cases``.
+    """
 
     cases: tuple[CaseFingerprint, ...]
     modality: str
     intensity: Mapping[str, float] = field(default_factory=dict)
     n_channels: int = 1
     foreground: Mapping[str, float] = field(default_factory=dict)
+    headers: tuple[Geometry, ...] = ()
+
+    def geometries(self) -> list[Geometry]:
+        """The grids the spacing and the shapes are planned from: :attr:`headers` when present, else the cases'."""
+        if self.headers:
+            return list(self.headers)
+        return [(c.shape, c.spacing) for c in self.cases]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        grids = self.geometries()
+        out = {
             "n_cases": len(self.cases),
             "modality": self.modality,
             "n_channels": self.n_channels,
-            "median_spacing": list(np.median([c.spacing for c in self.cases], axis=0).round(4)),
-            "median_shape": [int(v) for v in np.median([c.shape for c in self.cases], axis=0)],
+            "median_spacing": list(np.median([g[1] for g in grids], axis=0).round(4)),
+            "median_shape": [int(v) for v in np.median([g[0] for g in grids], axis=0)],
             "intensity": dict(self.intensity),
             "foreground": dict(self.foreground),
         }
+        if self.headers:  # how many scans the grids covered (n_cases: how many were decoded)
+            out["n_headers"] = len(self.headers)
+        return out
 
 
 def body_mask(array: np.ndarray, modality: str) -> np.ndarray:
@@ -237,8 +260,8 @@ def check_patch_size(patch: Any) -> tuple[int, int, int]:
 
 
 def target_spacing(fp: Fingerprint) -> tuple[np.ndarray, list[str]]:
-    """Median spacing with nnU-Net's anisotropy rule."""
-    spacings = np.array([c.spacing for c in fp.cases], dtype=float)
+    """Median spacing with nnU-Net's anisotropy rule (over :meth:`Fingerprint.geometries`: every header when known)."""
+    spacings = np.array([g[1] for g in fp.geometries()], dtype=float)
     target = np.median(spacings, axis=0)
     notes: list[str] = []
     worst = int(np.argmax(target))
@@ -299,7 +322,10 @@ def make_plan(
 
     boxes_mm = np.array([np.asarray(c.box) * np.asarray(c.spacing) for c in fp.cases], dtype=float)
     box_mm = np.median(boxes_mm, axis=0)
-    shape_mm = np.median([np.asarray(c.shape) * np.asarray(c.spacing) for c in fp.cases], axis=0)
+    grids = fp.geometries()
+    shapes = np.array([g[0] for g in grids], dtype=float)
+    shapes_mm = shapes * np.array([g[1] for g in grids], dtype=float)
+    shape_mm = np.median(shapes_mm, axis=0)
     if spacing is not None:
         sp = np.asarray(mm_spacing(spacing), dtype=float)
         sources["spacing"] = "user"
@@ -357,7 +383,7 @@ def make_plan(
         raise ValueError(f"batch size and steps must be >= 1, got {batch} and {n_steps}")
     coverage = float(np.prod(np.minimum(patch, np.maximum(box, 1)) / np.maximum(box, 1)))
     median_shape = np.maximum(1, np.round(shape_mm / sp)).astype(int)
-    small = [a for a in range(3) if any(round(c.shape[a] * c.spacing[a] / sp[a]) < patch[a] for c in fp.cases)]
+    small = [a for a in range(3) if any(round(v / sp[a]) < patch[a] for v in shapes_mm[:, a])]
     if small:
         notes.append(f"scans smaller than the patch along {', '.join('zyx'[a] for a in small)} are padded")
     return Plan(
@@ -369,5 +395,5 @@ def make_plan(
     )
 
 
-__all__ = ["DEFAULT_BATCH", "CaseFingerprint", "Fingerprint", "Plan", "body_mask", "check_patch_size", "fingerprint",
-           "guess_modality", "make_plan"]
+__all__ = ["DEFAULT_BATCH", "CaseFingerprint", "Fingerprint", "Geometry", "Plan", "body_mask", "check_patch_size",
+           "fingerprint", "guess_modality", "make_plan"]

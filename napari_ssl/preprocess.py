@@ -178,17 +178,28 @@ def canonical(volume: Volume, orientation: str = ORIENTATION) -> Volume:
     return Volume(out.array, out.spacing, out.origin, out.direction, volume.path, volume.name, dict(volume.metadata))
 
 
-def canonical_spacing(volume: Volume, orientation: str = ORIENTATION) -> tuple[float, float, float]:
-    """The voxel size (z, y, x) ``volume`` has after :func:`canonical`, without moving any voxel."""
+def canonical_geometry(shape: Sequence[int], spacing: Sequence[float], direction: Any,
+                       orientation: str = ORIENTATION) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+    """The (z, y, x) shape and voxel size a grid of ``shape`` and ``spacing`` (z, y, x) along ``direction`` (3x3,
+    column ``j`` the world direction of array axis ``j``) has after :func:`canonical`: what a scan's header gives
+    without decoding a voxel (:func:`napari_ssl.io.read_header`)."""
     import SimpleITK as sitk
 
     target = np.asarray(sitk.DICOMOrientImageFilter_GetDirectionCosinesFromOrientation(orientation)).reshape(3, 3)
     target_zyx = target[::-1, ::-1]
     # array axis j points along direction[:, j]; in the canonical grid it becomes the axis it is most parallel to
-    order = np.argmax(np.abs(target_zyx.T @ volume.direction), axis=1)
-    spacing = np.empty(3)
-    spacing[order] = volume.spacing
-    return (float(spacing[0]), float(spacing[1]), float(spacing[2]))
+    # (column j of target_zyx.T @ direction: axis j's components along the canonical axes)
+    order = np.argmax(np.abs(target_zyx.T @ np.asarray(direction, dtype=float)), axis=0)
+    out_shape, out_spacing = np.empty(3, dtype=int), np.empty(3)
+    out_shape[order] = [int(s) for s in shape]
+    out_spacing[order] = [float(s) for s in spacing]
+    return ((int(out_shape[0]), int(out_shape[1]), int(out_shape[2])),
+            (float(out_spacing[0]), float(out_spacing[1]), float(out_spacing[2])))
+
+
+def canonical_spacing(volume: Volume, orientation: str = ORIENTATION) -> tuple[float, float, float]:
+    """The voxel size (z, y, x) ``volume`` has after :func:`canonical`, without moving any voxel."""
+    return canonical_geometry(volume.spatial_shape, volume.spacing, volume.direction, orientation)[1]
 
 
 def resample(volume: Volume, spacing: Sequence[float] | float, *, interpolation: str = "linear") -> Volume:
@@ -309,6 +320,7 @@ __all__ = [
     "back_to_grid",
     "backgrounds",
     "canonical",
+    "canonical_geometry",
     "canonical_spacing",
     "check_scan",
     "pad_to",

@@ -73,12 +73,13 @@ def test_identity_rebuilds_only_what_changed(scans: list[Path], tmp_path: Path) 
     stat = scans[0].stat()
     os.utime(scans[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched: a new identity
     touched = prepare_dataset(scans, None, NORM, folder, workers=1)
-    assert (touched.built, touched.reused) == (1, 1)
+    assert (touched.built, touched.reused, touched.removed) == (1, 1, 1)  # the old version of a: removed
     assert touched.scans[0].array != first.scans[0].array and touched.scans[1].array == first.scans[1].array
     assert np.array_equal(np.load(touched.scans[0].array), one)
+    assert not Path(first.scans[0].array).exists()
     other_plan = prepare_dataset(scans, (4.0, 4.0, 4.0), NORM, folder, workers=1)
-    assert other_plan.built == 2
-    assert len(_entries(folder)) == 5  # two plans of b, three identities of a: nothing overwritten
+    assert (other_plan.built, other_plan.removed) == (2, 0)
+    assert len(_entries(folder)) == 4  # two plans of a and b: nothing overwritten, no other plan's entry removed
 
 
 def test_a_killed_build_resumes(scans: list[Path], tmp_path: Path) -> None:

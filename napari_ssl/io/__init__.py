@@ -1,6 +1,7 @@
 """Scans in, scans out, with their geometry: the ``io`` stage. The package holds :class:`~.volume.Volume` (an array
 with spacing, origin and direction: what every stage passes on), DICOM series and exams (:mod:`.dicom`), the body's
-foreground mask (:mod:`.foreground`) and the read/write errors (:mod:`.errors`); this module reads and writes.
+foreground mask (:mod:`.foreground`), a file's grid from its header alone (:mod:`.header`) and the read/write
+errors (:mod:`.errors`); this module reads and writes.
 It is the ground floor: it imports nothing of napari-ssl outside itself, and no Qt, no napari, no torch.
 
 Read and write scans with their physical geometry (SimpleITK underneath).
@@ -27,6 +28,7 @@ from napari_ssl.io.volume import Volume, array_from_sitk
 __all__ = [
     "READ_SUFFIXES",
     "WRITE_SUFFIXES",
+    "ScanHeader",
     "ScanReadError",
     "ScanWarning",
     "ScanWriteError",
@@ -37,6 +39,7 @@ __all__ = [
     "is_scan_file",
     "read",
     "read_all",
+    "read_header",
     "scan_suffix",
     "write",
 ]
@@ -46,6 +49,7 @@ WRITE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")
 
 
 from napari_ssl.io.errors import ScanReadError, ScanWarning, ScanWriteError  # noqa: E402  (re-exported)
+from napari_ssl.io.header import ScanHeader, read_header  # noqa: E402  (re-exported)
 
 
 # --------------------------------------------------------------------------- helpers

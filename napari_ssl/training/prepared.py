@@ -10,7 +10,11 @@ model grid exactly as :func:`napari_ssl.training.data.load_volumes` makes it in 
 
 - **Keyed by identity**: an entry's folder is a hash of the source's identity (resolved path, size, ``mtime_ns``;
   a DICOM folder: every file's) and of the preprocessing (spacing, normalisation, :data:`FORMAT`). A changed file or
-  plan makes a new key, so only what changed is rebuilt; an unchanged folder rebuilds nothing.
+  plan makes a new key, so only what changed is rebuilt; an unchanged folder rebuilds nothing. After a successful
+  build the plan's entries of older versions of changed files and of deleted files are removed, never another plan's
+  nor one a live process uses (:mod:`napari_ssl.training.prepared_stale`); the summary says how much that freed.
+- **Fingerprint**: :func:`sampled_fingerprint` (:mod:`napari_ssl.training.prepared_fingerprint`) plans a large folder
+  from every file's header and a bounded sample of decoded scans.
 - **Atomic, resumable**: an entry is written in a ``.tmp-<key>-<pid>`` folder (manifest last) and renamed into place;
   an entry without a manifest is never taken as complete. A killed build leaves temporary folders that the next
   build removes, and continues with the entries still missing.
@@ -50,7 +54,9 @@ import numpy as np
 
 from napari_ssl.io.volume import Volume
 from napari_ssl.preprocess import Normalization
-from napari_ssl.training.prepared_entry import FORMAT, MANIFEST, _write_json, build_entry
+from napari_ssl.training.prepared_entry import FORMAT, MANIFEST, _write_json, build_entry, identity, key_of
+from napari_ssl.training.prepared_fingerprint import FINGERPRINT_SAMPLE, sampled_fingerprint
+from napari_ssl.training.prepared_stale import mark_in_use, remove_outdated
 
 SKIPPED = "skipped.txt"
 
@@ -98,7 +104,9 @@ class Skipped:
 
 @dataclass(frozen=True)
 class PreparedDataset:
-    """The prepared scans of a run, in the order of its sources, and the sources skipped."""
+    """The prepared scans of a run, in the order of its sources, and the sources skipped; ``removed`` outdated
+    entries (:mod:`~napari_ssl.training.prepared_stale`: older versions of changed scans, deleted scans) freed
+    ``freed`` bytes."""
 
     folder: str
     scans: tuple[PreparedScan, ...]
@@ -106,13 +114,27 @@ class PreparedDataset:
     built: int
     reused: int
     series: tuple[tuple[str | None, int], ...] = ()  # every DICOM series read (path, depth), 2D ones too
+    removed: int = 0
+    freed: int = 0
 
     def summary(self) -> str:
-        """One line per skipped source, after a header; empty when nothing was skipped."""
-        if not self.skipped:
-            return ""
-        head = f"{len(self.skipped)} file(s) skipped (listed in {Path(self.folder) / SKIPPED}):"
-        return "\n".join([head, *(f"  {s.path}: {s.reason}" for s in self.skipped)])
+        """The outdated entries removed (a line), then one line per skipped source after a header; empty when
+        nothing was removed or skipped."""
+        lines = []
+        if self.removed:
+            lines.append(f"removed {self.removed} outdated prepared {'entry' if self.removed == 1 else 'entries'} "
+                         f"(changed or deleted scans): {_size_text(self.freed)} freed")
+        if self.skipped:
+            lines.append(f"{len(self.skipped)} file(s) skipped (listed in {Path(self.folder) / SKIPPED}):")
+            lines += [f"  {s.path}: {s.reason}" for s in self.skipped]
+        return "\n".join(lines)
+
+
+def _size_text(size: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"
 
 
 @dataclass(frozen=True)
@@ -135,18 +157,8 @@ def preprocessing_key(spacing: Sequence[float] | None, normalization: Normalizat
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def identity(path: str | os.PathLike[str]) -> list[Any]:
-    """What makes a source the same file: resolved path, size and ``mtime_ns`` (a folder: each file's)."""
-    p = Path(path).resolve()
-    if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file())
-        return [str(p), [[str(f.relative_to(p)), f.stat().st_size, f.stat().st_mtime_ns] for f in files]]
-    stat = p.stat()
-    return [str(p), stat.st_size, stat.st_mtime_ns]
-
-
 def entry_key(path: str | os.PathLike[str], prep_key: str) -> str:
-    return hashlib.sha256(json.dumps([identity(path), prep_key]).encode()).hexdigest()[:24]
+    return key_of(identity(path), prep_key)
 
 
 def find_sources(data: Sequence[str | os.PathLike[str]]) -> tuple[list[Path], list[Skipped]]:
@@ -303,13 +315,15 @@ def iter_prepare(data: Sequence[str | os.PathLike[str]], spacing: Sequence[float
     _clean_temporaries(root)
     sources, skipped = find_sources(data)
     prep = preprocessing_key(spacing, normalization)
-    keys = [entry_key(s, prep) for s in sources]
+    identities = [identity(s) for s in sources]
+    keys = [key_of(i, prep) for i in identities]
     entries = [root / k for k in keys]
+    mark_in_use(root, keys)  # before any is looked at: a concurrent build's clean-up keeps them
     for entry in entries:  # a folder without its manifest is a half-written entry of an older layout: redo it
         if entry.exists() and _read_manifest(entry) is None:
             shutil.rmtree(entry, ignore_errors=True)
     todo = [i for i, e in enumerate(entries) if not (e / MANIFEST).is_file()]
-    jobs = [{"source": str(sources[i]), "entry": str(entries[i]), "identity": identity(sources[i]),
+    jobs = [{"source": str(sources[i]), "entry": str(entries[i]), "identity": identities[i],
              "spacing": None if spacing is None else [float(s) for s in spacing],
              "normalization": normalization.to_dict()} for i in todo]
     start = time.monotonic()
@@ -354,53 +368,9 @@ def iter_prepare(data: Sequence[str | os.PathLike[str]], spacing: Sequence[float
     tmp = root / f"{SKIPPED}.tmp-{os.getpid()}"
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, root / SKIPPED)
-    return PreparedDataset(str(root), tuple(scans), tuple(skipped), built, len(sources) - len(todo), tuple(series))
-
-
-#: at most this many scans are decoded for the plan's fingerprint (chosen by a hash of their paths, so adding a scan
-#: to a large folder rarely changes the sample, and so the plan and every prepared entry)
-FINGERPRINT_SAMPLE = 16
-
-
-def sampled_fingerprint(sources: Sequence[Path], folder: str | os.PathLike[str]) -> Any:
-    """The plan's :class:`~napari_ssl.plan.Fingerprint` of at most :data:`FINGERPRINT_SAMPLE` of ``sources`` (all of
-    them below that: then it equals :func:`~napari_ssl.plan.fingerprint` of every scan), kept in
-    ``folder/fingerprints`` by the sample's identity; ``None`` when no sampled source is a readable 3D scan."""
-    from dataclasses import asdict
-
-    from napari_ssl import io
-    from napari_ssl.plan import CaseFingerprint, Fingerprint, fingerprint
-
-    chosen = list(sources)
-    if len(chosen) > FINGERPRINT_SAMPLE:
-        ranked = sorted(chosen, key=lambda s: hashlib.sha256(str(Path(s).resolve()).encode()).hexdigest())
-        keep = set(ranked[:FINGERPRINT_SAMPLE])
-        chosen = [s for s in chosen if s in keep]
-    key = hashlib.sha256(json.dumps([FORMAT, [identity(s) for s in chosen]]).encode()).hexdigest()[:24]
-    store = Path(folder) / "fingerprints" / f"{key}.json"
-    try:
-        data = json.loads(store.read_text(encoding="utf-8"))
-        return Fingerprint(cases=tuple(CaseFingerprint(tuple(c["shape"]), tuple(c["spacing"]), tuple(c["box"]),
-                                                       c["modality"]) for c in data["cases"]),
-                           modality=data["modality"], intensity=data["intensity"], n_channels=data["n_channels"],
-                           foreground=data["foreground"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    raw: list[Volume] = []
-    for source in chosen:
-        try:
-            raw += io.read_all(source)
-        except Exception:  # the build lists it with its reason
-            continue
-    scans = [[v] for v in raw if v.array.ndim == 3 and min(v.spatial_shape) >= 2]
-    scans += [[v.with_array(v.array[0])] for v in raw if v.array.ndim == 4 and min(v.spatial_shape) >= 2]
-    if not scans:
-        return None
-    fp = fingerprint(scans)
-    del raw, scans
-    store.parent.mkdir(parents=True, exist_ok=True)
-    _write_json(store, asdict(fp))
-    return fp
+    removed, freed = remove_outdated(root, prep, identities, data, keys)
+    return PreparedDataset(str(root), tuple(scans), tuple(skipped), built, len(sources) - len(todo), tuple(series),
+                           removed=removed, freed=freed)
 
 
 def prepare_dataset(data: Sequence[str | os.PathLike[str]], spacing: Sequence[float] | None,

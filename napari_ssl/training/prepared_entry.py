@@ -6,6 +6,7 @@ JSON job a line from stdin and answers one JSON line on stdout."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -22,6 +23,21 @@ FORMAT = 1
 MANIFEST = "manifest.json"
 #: scan files that are not DICOM: a 2D one is an unsuitable file, never a native view of an exam
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def identity(path: str | os.PathLike[str]) -> list[Any]:
+    """What makes a source the same file: resolved path, size and ``mtime_ns`` (a folder: each file's)."""
+    p = Path(path).resolve()
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file())
+        return [str(p), [[str(f.relative_to(p)), f.stat().st_size, f.stat().st_mtime_ns] for f in files]]
+    stat = p.stat()
+    return [str(p), stat.st_size, stat.st_mtime_ns]
+
+
+def key_of(source_identity: Any, prep_key: str) -> str:
+    """An entry's folder name: a hash of its source's :func:`identity` and its preprocessing key."""
+    return hashlib.sha256(json.dumps([source_identity, prep_key]).encode()).hexdigest()[:24]
 
 
 def _one_line(exc: BaseException) -> str:
