@@ -125,9 +125,9 @@ def run(n_cases: int, minutes: float | None, out: Path, seed: int, modality: str
         pred = segment(scan if len(scan) > 1 else scan[0], model).array
         seconds = time.perf_counter() - t
         mask = pred > 0
-        classes = model.checkpoint.classes  # each class's region (BraTS: core, enhancing) scored too
+        trained = model.checkpoint.classes  # each class's region (BraTS: core, enhancing) scored too
         regions = {c.name: _dice(np.isin(pred, m), np.isin(seg, c.ids))
-                   for c, m in zip(classes, region_members(classes), strict=True)} if len(classes) > 1 else {}
+                   for c, m in zip(trained, region_members(trained), strict=True)} if len(trained) > 1 else {}
         rows.append({"case": case.name, "dice": _dice(mask, truth), "all_foreground": _dice(np.ones_like(truth), truth),
                      "all_background": _dice(np.zeros_like(truth), truth), "predicted_fraction": float(mask.mean()),
                      "true_fraction": float(truth.mean()), "segment_s": round(seconds, 2), "regions": regions})
