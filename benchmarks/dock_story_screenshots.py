@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import napari
 import numpy as np
 from qtpy.QtWidgets import QApplication
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gui_wait import wait
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("NAPARI_SSL_DATA", REPO.parent / "shared" / "data"))
@@ -31,17 +34,6 @@ parser.add_argument("--steps", type=int, default=30)
 args = parser.parse_args()
 args.out.mkdir(parents=True, exist_ok=True)
 work = Path(tempfile.mkdtemp(prefix="napari-ssl-story-"))
-
-
-def wait(condition, timeout: float = 600.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the run did not end in time")
-        QApplication.processEvents()
-        time.sleep(0.02)
-    for _ in range(20):
-        QApplication.processEvents()
 
 
 viewer = napari.Viewer(show=True)

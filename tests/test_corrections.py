@@ -3,12 +3,12 @@ model, refused in one sentence when they cannot be one, and a new version contin
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_finetune_from import _hashes
 from test_segment_shared import phantom
 
 from napari_ssl import checkpoint, io
@@ -26,11 +26,6 @@ from napari_ssl.training.corrections import (
 from napari_ssl.training.finetune import FinetuneConfig, finetune
 
 FAST = {"steps": 2, "device": "cpu", "num_threads": 1, "amp": False, "warmup": 0}
-
-
-def _hashes(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")

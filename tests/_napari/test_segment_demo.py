@@ -49,8 +49,9 @@ def sample_and_dock(make_napari_viewer):
     return viewer, dock
 
 
-def run_and_wait(dock, qtbot, timeout_ms: int = 120_000):
-    worker = dock.run()
+def run_and_wait(dock, qtbot, timeout_ms: int = 120_000, start=None):
+    """Start a run (``dock.run``, or ``start``, e.g. ``dock.learn``) and wait until its masks are shown."""
+    worker = (start or dock.run)()
     assert worker is not None, dock.status.text()
     with qtbot.waitSignal(worker.finished, timeout=timeout_ms):
         pass

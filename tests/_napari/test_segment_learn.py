@@ -4,7 +4,6 @@ are left as they were; masks that cannot be a case of the model are one sentence
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -13,48 +12,30 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from plugin_path import open_dock
+from test_finetune_from import _hashes
+from test_segment_demo import run_and_wait
+from test_segment_dock import errors, viewer_dock  # noqa: F401 - the fixtures
 from test_segment_shared import phantom, random_checkpoint
 
-from napari_ssl._napari.layers import volume_to_layer_data
 from napari_ssl.training.corrections import corrections_dir
 
 pytestmark = [pytest.mark.gui]
 
 
-def _hashes(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 @pytest.fixture
-def segmented(make_napari_viewer, tmp_path, qtbot, monkeypatch):
+def segmented(viewer_dock, tmp_path, qtbot, errors):  # noqa: F811 - the imported fixtures
     """A scan layer, the Segment dock with a tiny model, and the masks it made."""
-    import napari_ssl._napari.segment.dock as seg
-
-    errors: list[str] = []
-    monkeypatch.setattr(seg, "show_error", errors.append)
-    viewer = make_napari_viewer()
-    image, labels = phantom(shape=(40, 40, 36))
-    data, kwargs, kind = volume_to_layer_data(image, "image", name="scan")
-    kwargs["metadata"]["napari_ssl"]["path"] = str(tmp_path / "scan.nii.gz")
-    scan = viewer._add_layer_from_data(data, kwargs, kind)[0]
-    dock = open_dock(viewer, "Segment")
+    viewer, dock, scan, _ = viewer_dock
+    _, labels = phantom(shape=(40, 40, 36))
     model = random_checkpoint(tmp_path / "lesions", spacing=(2.0, 1.5, 1.5))
     dock.model_box.setCurrentText(str(model))
-    worker = dock.run()
-    assert worker is not None, dock.status.text()
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
-    if dock.staged.pending:
-        with qtbot.waitSignal(dock.staged.done, timeout=10_000):
-            pass
+    run_and_wait(dock, qtbot)
     assert not errors
     return viewer, dock, scan, labels, model, errors
 
 
 def test_learn_from_corrections_saves_a_new_version_that_segments_again(segmented, qtbot) -> None:
-    viewer, dock, scan, truth, model, errors = segmented
+    viewer, dock, scan, truth, model, errs = segmented
     before = _hashes(model)
     masks = viewer.layers["scan masks"]
     before_learn = np.array(masks.data, copy=True)
@@ -63,14 +44,8 @@ def test_learn_from_corrections_saves_a_new_version_that_segments_again(segmente
     corrected = np.array(masks.data, copy=True)
     scan_before = np.array(scan.data, copy=True)
     dock.learn_steps = 2  # a test budget: two steps (the dock's minutes still apply)
-    worker = dock.learn()
-    assert worker is not None, dock.status.text()
-    with qtbot.waitSignal(worker.finished, timeout=180_000):
-        pass
-    if dock.staged.pending:
-        with qtbot.waitSignal(dock.staged.done, timeout=10_000):
-            pass
-    assert not errors, errors
+    run_and_wait(dock, qtbot, 180_000, start=dock.learn)
+    assert not errs, errs
     new = viewer.layers["scan masks v2"]
     assert new.data.shape == scan.data.shape and new.metadata["napari_ssl"]["model"] == str(model.parent / "lesions-v2")
     assert new.metadata["napari_ssl"]["scans"] == ["scan"]
@@ -87,7 +62,7 @@ def test_learn_from_corrections_saves_a_new_version_that_segments_again(segmente
 
 @pytest.mark.parametrize("problem", ["unedited", "shape", "grid"])
 def test_masks_that_cannot_teach_are_one_sentence_and_nothing_is_written(segmented, problem) -> None:
-    viewer, dock, scan, truth, model, errors = segmented
+    viewer, dock, scan, truth, model, errs = segmented
     masks = viewer.layers["scan masks"]
     if problem == "shape":
         masks.data = np.asarray(masks.data)[:-4].copy()
@@ -96,7 +71,7 @@ def test_masks_that_cannot_teach_are_one_sentence_and_nothing_is_written(segment
         scan.scale = tuple(s * 1.5 for s in scan.scale)
     names = [layer.name for layer in viewer.layers]
     assert dock.learn() is None
-    assert len(errors) == 1 and "\n" not in errors[0], errors
-    assert {"unedited": "as the model made it", "shape": "shape", "grid": "grid"}[problem] in errors[0]
+    assert len(errs) == 1 and "\n" not in errs[0], errs
+    assert {"unedited": "as the model made it", "shape": "shape", "grid": "grid"}[problem] in errs[0]
     assert not corrections_dir(model).exists() and not (model.parent / "lesions-v2").exists()
     assert [layer.name for layer in viewer.layers] == names and dock.relay is None
