@@ -46,3 +46,39 @@ def test_two_modalities_train_and_segment_an_unseen_case(tmp_path) -> None:
     assert dice > max(0.5, trivial + 0.2), (dice, trivial)
     with pytest.raises(ValueError, match="t1, flair"):  # one channel for a two-channel model: a sentence
         segment(unseen[:1], model, device="cpu")
+
+
+def test_modality_dropout_blanks_one_channel_of_a_patch_and_is_on_by_default_for_several(tmp_path) -> None:
+    from napari_ssl.training.augment import CHANNEL_DROPOUT, Case, PatchSampler
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(1.0, 1.0, (3, 24, 24, 24)).astype(np.float32) + 5.0  # no voxel equals a background
+    labels = np.zeros((24, 24, 24), np.uint8)
+    labels[8:16, 8:16, 8:16] = 1
+    case = Case("c", image, labels, [-1.0, -2.0, -3.0])
+
+    def blanked(p: float) -> list[int]:
+        sampler = PatchSampler([case], (16, 16, 16), 1, augment=True, channel_dropout=p, seed=0)
+        out = []
+        for step in range(12):
+            patch = sampler.batch(step, 2)["image"]
+            for sample in patch:
+                flat = [int(np.all(ch == bg)) for ch, bg in zip(sample, case.background, strict=True)]
+                out.append(sum(flat))
+        return out
+
+    assert set(blanked(1.0)) == {1}  # every patch: exactly one channel shows nothing (its background)
+    assert set(blanked(0.0)) == {0}
+    some = blanked(0.3)
+    assert 0 < sum(some) < len(some)
+
+    cases = [_case(tmp_path, seed) for seed in (0, 1)]
+    common = {"classes": "lesion=1", "steps": 1, "backbone": "tiny", "patch_size": 32, "device": "cpu",
+              "val_fraction": 0.0, "amp": False}
+    *_, two = finetune(FinetuneConfig(images=tuple(c[0] for c in cases), labels=tuple(c[1] for c in cases),
+                                      out=str(tmp_path / "two"), **common))
+    *_, one = finetune(FinetuneConfig(images=tuple(c[0].split(",")[0] for c in cases),
+                                      labels=tuple(c[1] for c in cases), out=str(tmp_path / "one"), **common))
+    notes2, notes1 = (load_model(p.path).checkpoint.plan.notes for p in (two, one))
+    assert any(f"blanked in {CHANNEL_DROPOUT:.0%}" in n for n in notes2)
+    assert not any("modality dropout" in n for n in notes1)

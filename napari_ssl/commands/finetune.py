@@ -77,6 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="validate every N steps (default: eight times over the budget)")
     parser.add_argument("--lr", type=float, default=3e-3, metavar="LR", help="AdamW learning rate (default 3e-3)")
     parser.add_argument("--no-augment", action="store_true", help="no spatial / intensity augmentation")
+    parser.add_argument("--channel-dropout", type=float, metavar="P",
+                        help="with several input channels, the share of patches with one channel blanked (modality "
+                             "dropout; default 0.3 with several channels, 0 with one)")
     parser.add_argument("--mirror", choices=("auto", "on", "off"), default="auto",
                         help="random flips (auto: on for lesions and unnamed classes, off for left/right and named anatomy)")
     parser.add_argument("--transfer", choices=("auto", "encoder", "encoder+decoder"), default="auto",
@@ -160,6 +163,7 @@ def build_config(args: argparse.Namespace) -> Any:
         transfer=args.transfer, num_threads=args.threads, augment=not args.no_augment,
         mirror={"auto": None, "on": True, "off": False}[args.mirror], pretrained_lr_scale=args.pretrained_lr_scale,
         amp=not args.no_amp, annotated=args.annotated, ignore_label=args.ignore_label,
+        channel_dropout=args.channel_dropout,
     )
 
 

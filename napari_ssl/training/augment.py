@@ -30,6 +30,8 @@ import numpy as np
 ROTATE = math.pi / 12  # 15 degrees
 SCALE = 0.15
 CROP_MARGIN = 1.25
+#: share of a multi-channel case's patches in which one random input channel is blanked (modality dropout)
+CHANNEL_DROPOUT = 0.3
 
 
 def loader_threads(device_type: str, cores: int | None = None) -> int:

@@ -241,9 +241,11 @@ class FinetuneConfig:
         An explicit held-out set (then nothing is split off the training cases).
     foreground_ratio : float
         Fraction of the patches forced onto the foreground (nnU-Net: a third).
-    channel_dropout : float
+    channel_dropout : float, optional
         With several input channels, the share of patches in which one random channel is blanked (its background
-        value): modality dropout, so a structure is learnt from every modality that shows it.
+        value): modality dropout, so a structure is learnt from every modality that shows it. Default:
+        :data:`~napari_ssl.training.augment.CHANNEL_DROPOUT` with several channels (BraTS, four modalities: unseen
+        whole-tumour Dice 0.66 -> 0.80, the FLAIR-dark case 0.17 -> 0.60-0.62), 0 with one.
     annotated : {"all", "slices"}
         ``"all"``: every voxel of a label volume is labelled (0 is background). ``"slices"``: only the slices (along
         the label array's first axis, the one napari slices through) holding a painted voxel are; the others are
@@ -293,7 +295,7 @@ class FinetuneConfig:
     val_images: tuple[str, ...] = ()
     val_labels: tuple[str, ...] = ()
     foreground_ratio: float = 1 / 3
-    channel_dropout: float = 0.0
+    channel_dropout: float | None = None
     annotated: str = "all"
     ignore_label: int | None = None
     augment: bool = True
@@ -366,7 +368,7 @@ class FinetuneConfig:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not 0 <= self.foreground_ratio <= 1:
             raise ValueError(f"foreground_ratio must be in [0, 1], got {self.foreground_ratio}")
-        if not 0 <= self.channel_dropout <= 1:
+        if self.channel_dropout is not None and not 0 <= self.channel_dropout <= 1:
             raise ValueError(f"channel_dropout must be in [0, 1], got {self.channel_dropout}")
         if self.annotated not in ("all", "slices"):
             raise ValueError(f"annotated must be 'all' or 'slices', got {self.annotated!r}")

@@ -141,7 +141,7 @@ class FinetuneTask:
 
         from napari_ssl.models import BackboneSpec, build_unet
         from napari_ssl.plan import fingerprint, make_plan
-        from napari_ssl.training.augment import PatchSampler, loader_threads
+        from napari_ssl.training.augment import CHANNEL_DROPOUT, PatchSampler, loader_threads
 
         cfg = self.config
         self.trainer = trainer
@@ -194,6 +194,15 @@ class FinetuneTask:
                                   batch_size=cfg.batch_size, normalization=cfg.normalization, steps=cfg.steps,
                                   backbone=cfg.backbone, inherit=inherit,
                                   mixed_precision=trainer.amp_dtype is not None)
+        self.channel_dropout = cfg.channel_dropout
+        if self.channel_dropout is None:
+            self.channel_dropout = CHANNEL_DROPOUT if n_chan > 1 and cfg.augment else 0.0
+        if self.channel_dropout and n_chan > 1 and cfg.augment:
+            from dataclasses import replace
+
+            note = (f"modality dropout: one of the {n_chan} channels blanked in {self.channel_dropout:.0%} of the "
+                    "patches, so each structure is learnt from every modality that shows it")
+            self.plan = replace(self.plan, notes=(*self.plan.notes, note))
         self.planned_steps = self.plan.steps
         self.fingerprint = fp
         plan = self.plan
@@ -224,7 +233,7 @@ class FinetuneTask:
         self.n_train, self.n_val = len(cases), len(val)
         self.mirror = cfg.mirror if cfg.mirror is not None else mirror_by_default(self.classes)
         self.sampler = PatchSampler(cases, plan.patch_size, len(self.classes), fg_ratio=cfg.foreground_ratio,
-                                    augment=cfg.augment, mirror=self.mirror, channel_dropout=cfg.channel_dropout,
+                                    augment=cfg.augment, mirror=self.mirror, channel_dropout=self.channel_dropout,
                                     seed=cfg.seed + 7919 * trainer.rank)  # each torchrun process its own patches
         # a GPU step outpaces one augmenting thread; on a CPU the step itself needs the cores
         self.loader_threads = loader_threads(trainer.device.type)
