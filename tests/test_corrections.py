@@ -134,3 +134,23 @@ def test_two_rounds_make_two_versions_and_leave_each_previous_one_untouched(mode
     assert len(v3.config["images"]) == 3  # the first file and both corrections, each once
     assert [c.folder.name for c in correction_cases(done.path)] == ["001-phantom", "002-phantom"]
     assert _hashes(v2) == before2 and _hashes(model) == before
+
+
+def test_the_bundled_model_and_a_read_only_folder_are_refused_in_one_sentence(tmp_path, monkeypatch) -> None:
+    import os
+    import shutil
+
+    import napari_ssl.training.corrections as corrections
+    from napari_ssl.inference.bundled import PHANTOM_DEMO, bundled_path
+
+    image, labels = phantom(seed=1)
+    with pytest.raises(ValueError, match="bundled model"):
+        store_correction(bundled_path(PHANTOM_DEMO), [image], labels)
+    assert not corrections_dir(bundled_path(PHANTOM_DEMO)).exists()
+    shared = tmp_path / "shared"
+    shutil.copytree(bundled_path(PHANTOM_DEMO), shared / "demo")
+    # a folder this user cannot write (as root every folder is writable: the check is asked, not the file system)
+    monkeypatch.setattr(corrections.os, "access", lambda path, mode: Path(path) != shared.resolve())
+    with pytest.raises(ValueError, match="cannot write beside the model"):
+        store_correction(shared / "demo", [image], labels)
+    assert not corrections_dir(shared / "demo").exists() and os.listdir(shared) == ["demo"]

@@ -43,6 +43,7 @@ __all__ = [
     "CORRECTIONS_SUFFIX",
     "Correction",
     "check_correction",
+    "check_writable",
     "class_source_ids",
     "correction_cases",
     "corrections_dir",
@@ -145,6 +146,21 @@ def check_correction(masks: Volume, channels: Sequence[Volume], classes: Sequenc
                          "should find before teaching it")
 
 
+def check_writable(model: str | os.PathLike[str]) -> None:
+    """Refuse, in one sentence, a model whose line cannot grow: the bundled demonstration model (its folder is the
+    installed package's) or a folder whose parent cannot be written (corrections and versions go beside it)."""
+    from napari_ssl.inference.bundled import bundled_name
+
+    name = bundled_name(model)
+    if name is not None:
+        raise ValueError(f"the bundled model {name} does not learn (it lives in the installed package); fine-tune "
+                         "a model of your own on your scans, then correct its masks")
+    parent, _ = _lineage(model)
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"cannot write beside the model in {parent} (the corrections and the new version go "
+                         "there); copy the model folder somewhere you can write and choose that copy")
+
+
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -164,6 +180,7 @@ def store_correction(model: str | os.PathLike[str], channels: Sequence[Volume], 
     from napari_ssl import checkpoint, io
 
     ckpt = checkpoint.open_checkpoint(model, kinds=("segment",))
+    check_writable(model)
     if len(channels) != ckpt.in_channels:
         raise ValueError(f"the model takes {ckpt.in_channels} input(s) ({', '.join(ckpt.channel_names)}), "
                          f"{len(channels)} given")

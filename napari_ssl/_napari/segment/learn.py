@@ -62,7 +62,7 @@ def correction_request(viewer: Any, layer: Any, edits: Edits, *, minutes: float 
     sentence and nothing is written (GUI thread: reads a small meta.json, no torch)."""
     from napari_ssl import checkpoint
     from napari_ssl._napari.layers import layer_to_volume
-    from napari_ssl.training.corrections import check_correction, next_version
+    from napari_ssl.training.corrections import check_correction, check_writable, next_version
 
     if layer is None:
         raise ValueError("no masks to learn from: run Segment, correct its masks layer, then click Learn")
@@ -75,6 +75,7 @@ def correction_request(viewer: Any, layer: Any, edits: Edits, *, minutes: float 
         raise ValueError(f"the model that made {layer.name!r} is not a napari-ssl segmenter; only napari-ssl's own "
                          "segmenters learn from corrections (fine-tune one in the Fine-tune dock)")
     ckpt = checkpoint.open_checkpoint(model, kinds=("segment",))
+    check_writable(model)
     scans = [str(name) for name in meta.get("scans") or ()]
     if not scans:
         raise ValueError(f"{layer.name!r} does not say which scan it was made from: segment the scan again")
