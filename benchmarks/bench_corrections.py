@@ -50,7 +50,7 @@ def test_dice(model_dir: str, cases: list[Path]) -> list[float]:
 
 
 def run(out: Path, pretrained: str | None, start_minutes: float, minutes: float, threads: int, seed: int,
-        data: Path = DATA) -> dict:
+        data: Path = DATA, only: tuple[str, ...] = ("scratch", "pretrained")) -> dict:
     from napari_ssl import io
     from napari_ssl.inference.segment import load_model, segment
     from napari_ssl.training.config import FinetuneConfig
@@ -61,6 +61,7 @@ def run(out: Path, pretrained: str | None, start_minutes: float, minutes: float,
     test, first, new = cases[-3:], cases[0], cases[1:4]
     common = {"num_threads": threads, "seed": seed, "device": "cpu"}
     starts = {"scratch": None, **({"pretrained": pretrained} if pretrained else {})}
+    starts = {k: v for k, v in starts.items() if k in only}
     result: dict = {"first_case": first.name, "new_cases": [c.name for c in new], "test_cases": [c.name for c in test],
                     "start_minutes": start_minutes, "minutes": minutes, "threads": threads, "seed": seed, "runs": {}}
     for start, pre in starts.items():
@@ -122,11 +123,12 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=2.0, help="each round's continued training")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: every core)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--starts", default="scratch,pretrained", help="which starts to run (with --pretrained)")
     parser.add_argument("--data", type=Path, default=DATA)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     run(args.out, args.pretrained, args.start_minutes, args.minutes, args.threads or len(os.sched_getaffinity(0)),
-        args.seed, args.data)
+        args.seed, args.data, tuple(args.starts.split(",")))
 
 
 if __name__ == "__main__":

@@ -244,8 +244,8 @@ class FinetuneConfig:
     channel_dropout : float, optional
         With several input channels, the share of patches in which one random channel is blanked (its background
         value): modality dropout, so a structure is learnt from every modality that shows it. Default:
-        :data:`~napari_ssl.training.augment.CHANNEL_DROPOUT` with several channels (BraTS, four modalities: unseen
-        whole-tumour Dice 0.66 -> 0.80, the FLAIR-dark case 0.17 -> 0.60-0.62), 0 with one.
+        :data:`~napari_ssl.training.augment.CHANNEL_DROPOUT` with several channels (BraTS, four modalities: the
+        unseen case FLAIR hides, 0.17 -> 0.52-0.62 in three of four runs; docs/brats_four_channels.md), 0 with one.
     annotated : {"all", "slices"}
         ``"all"``: every voxel of a label volume is labelled (0 is background). ``"slices"``: only the slices (along
         the label array's first axis, the one napari slices through) holding a painted voxel are; the others are
