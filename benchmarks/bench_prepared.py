@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from proc_measure import DATA, dir_size
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SCANS = ("ct_unlabeled/ct_thorax_abdomen.nii.gz", "mni152/t1.nii.gz", "brats/Brats18_2013_11_1/t1.nii.gz")
 
 
@@ -52,10 +52,6 @@ def _arrays() -> list[np.ndarray]:
     if not out:
         raise SystemExit(f"no shared scans under {DATA}")
     return out
-
-
-def _size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def _write_npy(arrays: list[np.ndarray], folder: Path) -> list[object]:
@@ -117,7 +113,7 @@ def main() -> None:
                 patch = np.ascontiguousarray(opened[k][c[0]:c[0] + p, c[1]:c[1] + p, c[2]:c[2] + p])
                 times.append(time.perf_counter() - t0)
                 assert np.array_equal(patch, arrays[k][c[0]:c[0] + p, c[1]:c[1] + p, c[2]:c[2] + p])
-            print(f"{name:8s} {build:8.2f} {_size(folder) / 1e6:11.1f} {1e3 * float(np.median(times)):24.2f}")
+            print(f"{name:8s} {build:8.2f} {dir_size(folder) / 1e6:11.1f} {1e3 * float(np.median(times)):24.2f}")
         finally:
             del opened
             shutil.rmtree(folder, ignore_errors=True)

@@ -34,8 +34,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from proc_measure import DATA
 
 CHILD = r"""
 import json, resource, sys, time
