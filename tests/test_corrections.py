@@ -107,6 +107,7 @@ def test_a_correction_is_stored_beside_the_model_with_provenance(model) -> None:
         assert [c.folder for c in correction_cases(model)] == [case.folder]
         kwargs = continue_config(model, model.parent / "lesions-v2")
         assert len(kwargs["images"]) == 2 and kwargs["val_fraction"] == 0.0  # its own file + the correction
+        assert kwargs["case_weights"] == (1.0, 1.0)  # one own case, one correction: half the patches each
         assert kwargs["from_model"] == str(model) and kwargs["minutes"] == 2.0
     finally:
         import shutil
@@ -154,3 +155,20 @@ def test_the_bundled_model_and_a_read_only_folder_are_refused_in_one_sentence(tm
     with pytest.raises(ValueError, match="cannot write beside the model"):
         store_correction(shared / "demo", [image], labels)
     assert not corrections_dir(shared / "demo").exists() and os.listdir(shared) == ["demo"]
+
+
+def test_case_weights_draw_the_corrections_as_often_as_the_models_own_cases() -> None:
+    from napari_ssl.training.augment import Case, PatchSampler
+
+    cases = []
+    for i in range(5):
+        labels = np.zeros((20, 20, 20), np.uint8)
+        labels[5:15, 5:15, 5:15] = 1
+        cases.append(Case(f"c{i}", np.full((1, 20, 20, 20), float(i), np.float32), labels, [0.0],
+                          weight=4.0 if i == 4 else 1.0))  # four own cases, one correction weighted 4
+    sampler = PatchSampler(cases, (16, 16, 16), 1, augment=False, seed=0)
+    drawn = [sampler.batch(step, 4)["image"][:, 0, 8, 8, 8] for step in range(100)]
+    share = float(np.mean(np.concatenate(drawn) == 4.0))
+    assert 0.4 < share < 0.6, share  # half the patches (uniform: a fifth)
+    with pytest.raises(ValueError, match="case_weights"):
+        FinetuneConfig(images=("a", "b"), labels=("a", "b"), classes="1", case_weights=(1.0,))

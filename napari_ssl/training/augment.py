@@ -50,6 +50,7 @@ class Case:
     image: np.ndarray
     labels: np.ndarray
     background: Sequence[float] = (0.0,)
+    weight: float = 1.0  # how often its patches are drawn, relative to the other cases'
 
 
 class PatchSampler:
@@ -96,6 +97,9 @@ class PatchSampler:
             annotated = partial and any(len(i) for i in indices)
             self.cases.append({"name": case.name, "image": image, "label": labels[None], "indices": indices,
                                "present": present, "partial": annotated, "background": list(case.background)})
+        weights = np.array([float(getattr(c, "weight", 1.0)) for c in cases])
+        # equal weights draw a case as before (one integer); others by their share
+        self._p = None if np.allclose(weights, weights[0]) else weights / weights.sum()
         keys = ["image", "label"]
         self._fg = {}  # one crop transform per set of present classes (ratios 0 for absent ones)
         for entry in self.cases:
@@ -134,7 +138,8 @@ class PatchSampler:
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, bool]:
         """One patch: image (C, *patch) float32, labels (1, *patch) int64, and whether it was forced onto foreground."""
-        entry = self.cases[int(rng.integers(len(self.cases)))]
+        pick = rng.integers(len(self.cases)) if self._p is None else rng.choice(len(self.cases), p=self._p)
+        entry = self.cases[int(pick)]
         forced = bool(entry["present"]) and rng.random() < self.fg_ratio
         data = {"image": entry["image"], "label": entry["label"], "indices": entry["indices"]}
         if forced:

@@ -241,6 +241,9 @@ class FinetuneConfig:
         An explicit held-out set (then nothing is split off the training cases).
     foreground_ratio : float
         Fraction of the patches forced onto the foreground (nnU-Net: a third).
+    case_weights : tuple of float
+        How often each training case (``images`` then ``pairs``, in order) gives a patch, relative to the others;
+        empty: all alike. The correction loop weights a user's corrections as much as all the model's own cases.
     channel_dropout : float, optional
         With several input channels, the share of patches in which one random channel is blanked (its background
         value): modality dropout, so a structure is learnt from every modality that shows it. Default:
@@ -296,6 +299,7 @@ class FinetuneConfig:
     val_labels: tuple[str, ...] = ()
     foreground_ratio: float = 1 / 3
     channel_dropout: float | None = None
+    case_weights: tuple[float, ...] = ()
     annotated: str = "all"
     ignore_label: int | None = None
     augment: bool = True
@@ -331,6 +335,11 @@ class FinetuneConfig:
             )
         if not self.images and not self.pairs:
             raise ValueError("no training data: give images and labels (--images, --labels) or layer pairs")
+        object.__setattr__(self, "case_weights", tuple(float(w) for w in self.case_weights))
+        if self.case_weights and (len(self.case_weights) != len(self.images) + len(self.pairs)
+                                  or not all(w > 0 and math.isfinite(w) for w in self.case_weights)):
+            raise ValueError(f"case_weights: one positive weight per training case ({len(self.images) + len(self.pairs)}"
+                             f"), got {self.case_weights}")
         if self.from_model is not None:
             object.__setattr__(self, "from_model", str(self.from_model))
             if self.pretrained is not None:

@@ -13,8 +13,8 @@ One round (:func:`learn_from_correction`, run in a child process by the Segment 
    the voxels edited, when). Written into a hidden folder first and renamed into place.
 3. Training continues from the model's weights (``finetune(FinetuneConfig(from_model=...))``: same plan, classes,
    channels and normalisation) for a short budget on every correction stored for this model's line plus the files
-   it was trained on (those still on disk), and saves a new version ``<parent>/<name>-v<N+1>``; the model
-   itself is only read.
+   it was trained on (those still on disk; the corrections weighted to give half the patches), and saves a new
+   version ``<parent>/<name>-v<N+1>``; the model itself is only read.
 
 The Segment dock then segments the scan again with the new version. Headless, ``napari-ssl finetune --from MODEL
 --images ... --labels ...`` is the same continuation.
@@ -264,13 +264,19 @@ def continue_config(model: str | os.PathLike[str], out: str | os.PathLike[str], 
     from napari_ssl import checkpoint
 
     ckpt = checkpoint.open_checkpoint(model, kinds=("segment",))
-    pairs = [(c.image_item, str(c.labels)) for c in correction_cases(model)]
-    if replay:  # a continued version was trained on earlier corrections too: each case once
-        pairs = list({Path(lab).resolve(): (img, lab) for img, lab in _trained_on(ckpt) + pairs}.values())
+    corrections = [(c.image_item, str(c.labels)) for c in correction_cases(model)]
+    fixed = {Path(lab).resolve() for _, lab in corrections}
+    own = [(img, lab) for img, lab in _trained_on(ckpt) if Path(lab).resolve() not in fixed] if replay else []
+    own = list({Path(lab).resolve(): (img, lab) for img, lab in own}.values())
+    pairs = own + corrections
     if not pairs:
         raise ValueError(f"no correction stored for {model}: correct a Segment result first")
+    # the corrections give half the patches, the model's own cases the other half: one corrected case among ten
+    # of the model's would otherwise be a tenth of a short budget
+    weights = [1.0] * len(own) + [max(1.0, len(own) / max(1, len(corrections)))] * len(corrections)
     cfg = ckpt.config or {}
     kwargs = {"images": tuple(p[0] for p in pairs), "labels": tuple(p[1] for p in pairs), "from_model": str(model),
+              "case_weights": tuple(weights),
               "out": str(out), "minutes": minutes, "steps": steps, "val_fraction": 0.0,
               "seed": int(cfg.get("seed", 0) or 0) + ckpt.model_version}
     for key in ("mirror", "ignore_label", "annotated"):

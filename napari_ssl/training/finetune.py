@@ -208,6 +208,8 @@ class FinetuneTask:
         plan = self.plan
         how = {"annotated": cfg.annotated, "ignore_label": self.ignore_label}
         cases = [prepare_case(c, lab, self.classes, plan.spacing, plan.normalization, **how) for c, lab, _ in raw]
+        for case, weight in zip(cases, cfg.case_weights, strict=False):
+            case.weight = weight
         val = [prepare_case(c, lab, self.classes, plan.spacing, plan.normalization, **how) for c, lab, _ in raw_val]
         self.val_mode = "explicit" if val else "none"
         if not val and cfg.val_fraction > 0:

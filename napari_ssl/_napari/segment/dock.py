@@ -176,14 +176,17 @@ class SegmentDock(JobDock):
         self.learn_button = QPushButton("Learn from my corrections")
         self.learn_button.setToolTip(
             "correct the masks with napari's brush and eraser, then click: the scan and the corrected masks are kept "
-            "beside the model as a new case, training goes on from the model for the minutes set, and a new version "
-            "of the model segments the scan again (the model itself is kept as it is)")
+            "beside the model as a new case, training goes on from the model for the minutes set (the corrections "
+            "give half the patches, the model's own training scans the other half), and a new version of the model "
+            "segments the scan again (the model itself is kept as it is)")
         self.learn_button.clicked.connect(lambda: self.learn())
         self.learn_minutes = QDoubleSpinBox()
         self.learn_minutes.setRange(0.25, 120.0)
         self.learn_minutes.setSingleStep(0.5)
         self.learn_minutes.setValue(2.0)
+        self.learn_minutes.setDecimals(1)
         self.learn_minutes.setSuffix(" min")
+        self.learn_minutes.setMinimumWidth(self.learn_minutes.fontMetrics().horizontalAdvance("000.0 min") + 40)
         self.learn_minutes.setToolTip("how long training goes on from the model's weights")
         learn_row = QHBoxLayout()
         learn_row.addWidget(self.learn_button, 1)
