@@ -108,6 +108,7 @@ class SegmentDock(JobDock):
         self._t0 = 0.0
         self.edits = Edits()  # the model's own masks, to tell the user's corrections
         self._new_version: str | None = None  # the version a correction round saved
+        self._learning_since = 0.0
         self.learn_steps: int | None = None  # a step budget for a correction round besides the minutes (scripts)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -434,10 +435,12 @@ class SegmentDock(JobDock):
         from napari_ssl.inference.segment import SegmentProgress
 
         if isinstance(event, Started):  # a correction round's training
+            self._learning_since = time.monotonic()
             self.status.setText(f"learning on {event.device} from {event.n_train} case(s) "
                                 f"(the corrections and the model's own training scans)…")
-        elif isinstance(event, Progress):
-            self._fraction = event.step / max(1, event.total)
+        elif isinstance(event, Progress):  # the minutes usually end a round before its steps: the larger share
+            spent = (time.monotonic() - self._learning_since) / (60.0 * float(self.learn_minutes.value()))
+            self._fraction = min(1.0, max(event.step / max(1, event.total), spent))
             if not self._timer.isActive():
                 self._timer.start()
         elif isinstance(event, Finished):
