@@ -161,13 +161,6 @@ def check_writable(model: str | os.PathLike[str]) -> None:
                          "there); copy the model folder somewhere you can write and choose that copy")
 
 
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1)
-    os.replace(tmp, path)
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._")[:60] or "scan"
 
@@ -218,7 +211,8 @@ def store_correction(model: str | os.PathLike[str], channels: Sequence[Volume], 
             "edited_voxels": edited_voxels,
             "class_voxels": {c.name: int(np.count_nonzero(masks.array == c.index)) for c in ckpt.classes},
         }
-        _write_json(tmp / CASE_FILE, provenance)
+        # the case folder is renamed into place whole: no file of it needs its own atomic write
+        (tmp / CASE_FILE).write_text(json.dumps(provenance, indent=1), encoding="utf-8")
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
