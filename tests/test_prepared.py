@@ -62,6 +62,43 @@ def test_samples_equal_the_in_ram_path(shared_data: Path, tmp_path: Path) -> Non
                         assert np.array_equal(np.asarray(x[key]), np.asarray(y[key])), (name, foreground, i, key)
 
 
+def test_a_process_keeps_a_bounded_number_of_scans_mapped(scans: list[Path], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Thousands of scans must not mean thousands of open files per loader worker (1,024 is a common limit): the
+    least recently used scans are unmapped, and a scan mapped again gives the same samples."""
+    from napari_ssl.training import data
+
+    monkeypatch.setattr(data, "MAPPED_SCANS", 1)
+    ds = prepare_dataset(scans, (4.0, 4.0, 4.0), NORM, tmp_path / "cache", workers=1)
+    task = registry.get("context").make(registry.get("context").default_options(8))
+    spec = SampleSpec(patch=(8, 8, 8), pretexts={"context": task}, foreground=True)  # both scans larger: mapped
+    ram = PretextDataset(load_volumes(scans, spacing=(4.0, 4.0, 4.0), normalization=NORM, cache=False), spec, 3, 40)
+    mapped = PretextDataset(list(ds.scans), spec, 3, 40)
+    fds = len(os.listdir("/proc/self/fd"))
+    which = set()
+    for i in range(12):
+        x, y = ram[i], mapped[i]
+        which.add(int(np.random.default_rng([3, i]).integers(0, 2)))
+        assert len(mapped._opened) == 1
+        assert all(np.array_equal(np.asarray(x[k]), np.asarray(y[k])) for k in x), i
+    assert which == {0, 1}  # both scans were mapped, one after the other, and back
+    assert len(os.listdir("/proc/self/fd")) <= fds + 3  # one scan's array, mask and centres
+
+
+def test_entries_are_mapped_as_np_load_reads_them(tmp_path: Path) -> None:
+    """The header-free map equals ``np.load``; a file of the wrong size is one sentence, not garbage."""
+    from napari_ssl.training.prepared import map_npy
+
+    for array in (np.arange(60, dtype=np.float32).reshape(3, 4, 5), np.zeros((2, 3, 4), bool) | (np.arange(4) > 1),
+                  np.arange(12, dtype=np.int32).reshape(4, 3)):
+        np.save(tmp_path / "a.npy", array)
+        mapped = map_npy(str(tmp_path / "a.npy"), array.shape, array.dtype)
+        assert mapped.dtype == array.dtype and np.array_equal(mapped, array) and not mapped.flags.writeable
+    np.save(tmp_path / "b.npy", np.zeros((3, 4, 4), np.float32))  # the manifest says 5 columns, the file has 4
+    with pytest.raises(ValueError, match="damaged; delete its folder"):
+        map_npy(str(tmp_path / "b.npy"), (3, 4, 5), np.float32)
+
+
 def test_identity_rebuilds_only_what_changed(scans: list[Path], tmp_path: Path) -> None:
     folder = tmp_path / "cache"
     first = prepare_dataset(scans, None, NORM, folder, workers=2)  # the process pool

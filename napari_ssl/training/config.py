@@ -262,6 +262,9 @@ class FinetuneConfig:
         / ``right`` name) and named anatomy (``liver``): :func:`napari_ssl.classes.mirror_by_default`.
     val_every : int
         Validate every this many steps (0: eight times over the budget).
+    keep : {"best", "last"}
+        The weights saved: ``"best"`` held-out Dice over the run's validations, or ``"last"`` (nnU-Net's final
+        checkpoint; the held-out Dice is still measured and reported).
     transfer : {"auto", "encoder", "encoder+decoder"}
         Which pretrained parts to load; ``auto`` adds the decoder a pretext trained when it transfers (not context restoration's).
     pretrained_lr_scale : float
@@ -305,6 +308,7 @@ class FinetuneConfig:
     augment: bool = True
     mirror: bool | None = None
     val_every: int = 0
+    keep: str = "best"
     save_every: int = 0
     transfer: str = "auto"
     pretrained_lr_scale: float = 1.0
@@ -381,6 +385,8 @@ class FinetuneConfig:
             raise ValueError(f"channel_dropout must be in [0, 1], got {self.channel_dropout}")
         if self.annotated not in ("all", "slices"):
             raise ValueError(f"annotated must be 'all' or 'slices', got {self.annotated!r}")
+        if self.keep not in ("best", "last"):
+            raise ValueError(f"keep must be 'best' or 'last', got {self.keep!r}")
         if self.ignore_label is not None and not 0 < int(self.ignore_label) < 2**16:
             raise ValueError(f"ignore_label must be a positive label value, got {self.ignore_label}")
         if not 0 <= self.overlap < 1:

@@ -27,6 +27,8 @@ from napari_ssl.preprocess import Normalization, resample
 # ---------------------------------------------------------------- loading and caching
 _CACHE: OrderedDict[tuple[Any, ...], list[Volume]] = OrderedDict()
 _CACHE_BYTES = int(os.environ.get("NAPARI_SSL_CACHE_MB", "2048")) * 2**20
+MAX_CENTRES = 20000  # candidate patch centres kept per scan (a strided subset when the body has more)
+MAPPED_SCANS = 64  # prepared scans a process keeps mapped (least recently used closed first)
 
 
 def clear_cache() -> None:
@@ -221,8 +223,9 @@ class PretextDataset:
 
     ``volumes`` are in-memory :class:`~napari_ssl.io.volume.Volume` objects or prepared scans
     (:class:`napari_ssl.training.prepared.PreparedScan`): those are memory-mapped on first use in each process (a
-    DataLoader worker shares nothing with the others but the open files), their body mask and patch centres read
-    from the prepared entry; the samples are the same as from the same scans in RAM.
+    DataLoader worker shares nothing with the others but the open files; the :data:`MAPPED_SCANS` last used stay
+    mapped, so a process holds a bounded number of files open for any number of scans), their body mask and patch
+    centres read from the prepared entry; the samples are the same as from the same scans in RAM.
     """
 
     def __init__(self, volumes: Sequence[Any], spec: SampleSpec, seed: int, length: int) -> None:
@@ -245,28 +248,21 @@ class PretextDataset:
         ]
         self._masks: list[np.ndarray | None] = [None] * len(self._volumes_3d)
         self._centres: list[np.ndarray | None] = [None] * len(self._volumes_3d)
-        self._picks: list[dict[str, Any] | None] = [None] * len(self._volumes_3d)  # rng state of a subsample
-        self._opened: dict[int, tuple[Any, Any, Any]] = {}  # per process: prepared scans mapped on first use
+        self._opened: OrderedDict[int, tuple[Any, Any, Any]] = OrderedDict()  # per process: the last scans mapped
         if spec.foreground:
             from napari_ssl.io.foreground import foreground_mask
 
-            rng = np.random.default_rng([self.seed, 5])
             for i, vol in enumerate(self._volumes_3d):
-                if _is_prepared(vol):  # the mask and centres are in the entry: only the subsample's draw here
-                    if vol.has_body and vol.n_centres > 20000:
-                        self._picks[i] = rng.bit_generator.state
-                        rng.choice(vol.n_centres, 20000, replace=False)
+                if _is_prepared(vol):  # the mask and centres are in the entry, mapped on first use
                     continue
                 mask = foreground_mask(vol.array)
                 if mask.any():
-                    coords = np.argwhere(mask[::2, ::2, ::2]) * 2  # candidate patch centres on the body
-                    if len(coords) > 20000:
-                        coords = coords[rng.choice(len(coords), 20000, replace=False)]
-                    self._masks[i], self._centres[i] = mask, coords
+                    coords = (np.argwhere(mask[::2, ::2, ::2]) * 2).astype(np.int32)  # patch centres on the body
+                    self._masks[i], self._centres[i] = mask, _spread(coords)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_opened"] = {}  # memory maps are reopened in each process, never pickled
+        state["_opened"] = OrderedDict()  # memory maps are reopened in each process, never pickled
         return state
 
     def __len__(self) -> int:
@@ -277,16 +273,15 @@ class PretextDataset:
         if not _is_prepared(item):
             return item, self._masks[which], self._centres[which]
         opened = self._opened.get(which)
-        if opened is None:
-            mask = centres = None
-            if self.spec.foreground and item.has_body:
-                mask, centres = item.open_mask(), item.open_centres()
-                state = self._picks[which]
-                if state is not None:  # the subsample today's in-RAM path draws, replayed from its rng state
-                    rng = np.random.default_rng()
-                    rng.bit_generator.state = state
-                    centres = np.asarray(centres[rng.choice(len(centres), 20000, replace=False)])
-            opened = self._opened[which] = (item.open(), mask, centres)
+        if opened is not None:
+            self._opened.move_to_end(which)
+            return opened
+        mask = centres = None
+        if self.spec.foreground and item.has_body:
+            mask, centres = item.open_mask(), _spread(item.open_centres())
+        opened = self._opened[which] = (item.open(), mask, centres)
+        if len(self._opened) > MAPPED_SCANS:  # three open files a scan: a bounded number, whatever the dataset's size
+            self._opened.popitem(last=False)
         return opened
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -310,6 +305,13 @@ class PretextDataset:
         for build in self._adapters.values():
             sample.update(build(volume, patch, rng, patch_mask if build.uses_patch else mask))
         return sample
+
+
+def _spread(centres: np.ndarray) -> np.ndarray:
+    """At most :data:`MAX_CENTRES` of a scan's candidate patch centres, evenly spread over the list (raster order, so
+    over the body): a strided view, the same in RAM and on a memory map, read one row at a time."""
+    step = -(-len(centres) // MAX_CENTRES)
+    return centres[::step] if step > 1 else centres
 
 
 def _is_prepared(item: Any) -> bool:

@@ -47,7 +47,7 @@ def finetune(config: FinetuneConfig) -> Iterator[Any]:
         steps=1, out=config.out, lr=config.lr, weight_decay=config.weight_decay, schedule="poly",
         warmup=config.warmup, minutes=config.minutes, device=config.device, seed=config.seed,
         num_threads=config.num_threads, amp=config.amp, save_every=config.save_every, val_every=config.val_every,
-        keep_best=True,
+        keep_best=config.keep == "best",
     )
     yield from train(task, settings)
 

@@ -41,6 +41,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import mmap
 import os
 import shutil
 import sys
@@ -84,14 +85,38 @@ class PreparedScan:
 
     def open(self) -> Volume:
         """The volume with its array memory-mapped read-only."""
-        return Volume(np.load(self.array, mmap_mode="r"), self.spacing, self.origin,
+        return Volume(map_npy(self.array, self.shape, np.float32), self.spacing, self.origin,
                       np.asarray(self.direction, dtype=float).reshape(3, 3), self.source, self.name)
 
     def open_mask(self) -> np.ndarray:
-        return np.load(self.mask, mmap_mode="r")
+        return map_npy(self.mask, self.shape, np.bool_)
 
     def open_centres(self) -> np.ndarray:
-        return np.load(self.centres, mmap_mode="r")
+        return map_npy(self.centres, (self.n_centres, 3), np.int32)
+
+
+def map_npy(path: str, shape: Sequence[int], dtype: Any) -> np.ndarray:
+    """A read-only memory map of the ``.npy`` file ``path`` holding a C-ordered ``shape`` array of ``dtype`` (what
+    the manifest says): one open and a 12-byte read, without parsing the header. A DataLoader worker maps a scan per
+    sample when there are thousands; ``np.load(mmap_mode="r")`` costs ~6x as much. A file of another size is left to
+    ``np.load``, which says what it is."""
+    count = int(np.prod(shape, dtype=np.int64))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        head = os.pread(fd, 12, 0)
+        size = os.fstat(fd).st_size
+        if head[:6] == b"\x93NUMPY" and head[6] in (1, 2, 3):
+            offset = 10 + int.from_bytes(head[8:10], "little") if head[6] == 1 else 12 + int.from_bytes(head[8:12], "little")
+            if size == offset + count * np.dtype(dtype).itemsize and count > 0:
+                buffer = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+                return np.frombuffer(buffer, dtype=dtype, count=count, offset=offset).reshape(tuple(shape))
+    finally:
+        os.close(fd)
+    array = np.load(path, mmap_mode="r")
+    if array.shape != tuple(shape) or array.dtype != np.dtype(dtype):
+        raise ValueError(f"{path} holds a {array.dtype} array of shape {array.shape}, not {np.dtype(dtype)} "
+                         f"{tuple(shape)}: the prepared dataset is damaged; delete its folder to rebuild it")
+    return array
 
 
 @dataclass(frozen=True)
