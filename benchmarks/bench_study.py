@@ -75,7 +75,8 @@ def liver_data(out: Path, slabs: int) -> tuple[list[str], list[tuple[str, str]],
 
 
 def pretrain_all(pretexts: list[str], data: list[str], out: Path, args: argparse.Namespace) -> dict[str, dict]:
-    """Pretrain each pretext (comma-joined names: one combined run) for ``--pretrain-minutes``; reuses checkpoints."""
+    """Pretrain each pretext (comma-joined names: one combined run) for ``--pretrain-minutes`` (or
+    ``--pretrain-steps``, which a loaded machine does not change); reuses checkpoints."""
     from napari_ssl import checkpoint
     from napari_ssl.training.pretrain import PretrainConfig, pretrain
 
@@ -87,8 +88,8 @@ def pretrain_all(pretexts: list[str], data: list[str], out: Path, args: argparse
         if not args.report_only and (args.fresh or not (path / "meta.json").exists()):
             if path.exists():
                 shutil.rmtree(path)
-            config = PretrainConfig(pretexts=tuple(spec.split(",")), data=tuple(data), out=str(path), steps=10**6,
-                                    minutes=args.pretrain_minutes, device=args.device, num_threads=args.threads,
+            config = PretrainConfig(pretexts=tuple(spec.split(",")), data=tuple(data), out=str(path), steps=args.pretrain_steps or 10**6,
+                                    minutes=None if args.pretrain_steps else args.pretrain_minutes, device=args.device, num_threads=args.threads,
                                     save_every=0, seed=0)
             for _ in pretrain(config):
                 pass
@@ -105,7 +106,8 @@ def main() -> None:
     parser.add_argument("--pretexts", nargs="+", default=["rubik", "context", "planes", "rubik,context,planes"],
                         help="pretexts to compare, each a name or comma-joined names (one combined run)")
     parser.add_argument("--pretrain-minutes", type=float, default=5.0)
-    parser.add_argument("--minutes", type=float, default=3.0, help="fine-tuning minutes of every run")
+    parser.add_argument("--pretrain-steps", type=int, help="pretraining steps instead of minutes")
+    parser.add_argument("--minutes", type=float, default=3.0, help="fine-tuning minutes of every run (0: none, give --steps)")
     parser.add_argument("--steps", type=int, help="fine-tuning steps of every run (with or instead of --minutes)")
     parser.add_argument("--n-labelled", type=int, nargs="+", default=[1], help="labelled cases (brats)")
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5, 1.0], help="labelled slabs (liver)")
@@ -149,7 +151,7 @@ def main() -> None:
         classes_file=classes_file, out=str(args.out / "study"),
         pretrained=tuple(f"{name}={item['path']}" for name, item in pre.items()),
         test_images=tuple(p for p, _ in test), test_labels=tuple(lab for _, lab in test), seeds=tuple(args.seeds),
-        steps=args.steps, minutes=args.minutes, patch_size=args.patch_size, lr=args.lr, warmup=args.warmup,
+        steps=args.steps, minutes=args.minutes or None, patch_size=args.patch_size, lr=args.lr, warmup=args.warmup,
         transfer=args.transfer, pretrained_lr_scale=args.pretrained_lr_scale, device=args.device,
         num_threads=args.threads, **labels_cfg,
     )

@@ -81,19 +81,27 @@ def test_minutes_stops_the_run_and_saves_as_at_the_end(tmp_path) -> None:
     assert lrs[-1] < 0.2 * settings.lr  # the schedule follows the time budget: annealed at the end
 
 
-def test_the_best_held_out_weights_are_kept(tmp_path) -> None:
+@pytest.mark.parametrize("keep_best", [True, False])
+def test_the_best_or_the_last_held_out_weights_are_kept(tmp_path, keep_best) -> None:
     class Overshoot(StubTask):
         def losses(self, model, batch):  # after step 10 the target moves away from the validation's optimum
             target = 2.0 if self.trainer.step < 10 else 5.0
             return {"loss": ((model(batch["x"]) - target * batch["x"]) ** 2).mean()}
 
     settings = LoopSettings(steps=30, out=str(tmp_path / "ck"), lr=0.2, val_every=10, device="cpu", num_threads=1,
-                            keep_best=True)
+                            keep_best=keep_best)
     seen = list(train(Overshoot(), settings))
     state, meta = checkpoint.load_weights(tmp_path / "ck"), checkpoint._read_meta(tmp_path / "ck")
-    assert meta["training"]["best_step"] == 10
-    assert float(state["weight"]) == pytest.approx(2.0, abs=0.3)
-    assert seen[-1].metrics["score"] == pytest.approx(max(meta["history"]["val/score"]), abs=1e-5)
+    scores = meta["history"]["val/score"]
+    if keep_best:
+        assert meta["training"]["best_step"] == 10
+        assert float(state["weight"]) == pytest.approx(2.0, abs=0.3)
+        assert seen[-1].metrics["score"] == pytest.approx(max(scores), abs=1e-5)
+    else:  # the last weights, and the last validation's score with them
+        assert meta["training"]["best_step"] is None
+        assert float(state["weight"]) == pytest.approx(5.0, abs=0.5)
+        assert seen[-1].metrics["score"] == pytest.approx(scores[-1], abs=1e-5)
+        assert scores[-1] < max(scores)
 
 
 def test_foreground_oversampling_is_a_third() -> None:

@@ -75,6 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-labels", nargs="+", default=(), metavar="P", help="their label volumes")
     parser.add_argument("--val-every", type=int, default=0, metavar="N",
                         help="validate every N steps (default: eight times over the budget)")
+    parser.add_argument("--keep", choices=("best", "last"), default="best",
+                        help="weights saved: the best held-out Dice of the run's validations (default) or the last "
+                             "(nnU-Net's final checkpoint)")
     parser.add_argument("--lr", type=float, default=3e-3, metavar="LR", help="AdamW learning rate (default 3e-3)")
     parser.add_argument("--no-augment", action="store_true", help="no spatial / intensity augmentation")
     parser.add_argument("--channel-dropout", type=float, metavar="P",
@@ -163,7 +166,7 @@ def build_config(args: argparse.Namespace) -> Any:
         transfer=args.transfer, num_threads=args.threads, augment=not args.no_augment,
         mirror={"auto": None, "on": True, "off": False}[args.mirror], pretrained_lr_scale=args.pretrained_lr_scale,
         amp=not args.no_amp, annotated=args.annotated, ignore_label=args.ignore_label,
-        channel_dropout=args.channel_dropout,
+        channel_dropout=args.channel_dropout, keep=args.keep,
     )
 
 
