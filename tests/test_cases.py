@@ -63,6 +63,19 @@ def test_a_flat_folder_of_case_modality_files(tmp_path) -> None:
     assert split_modality("scan") is None
 
 
+def test_brats_2023_names_and_lesion_masks_are_cases(shared_data, tmp_path) -> None:
+    """BraTS 2023's flat names (``-t1n``, ``-t1c``, ``-t2w``, ``-t2f``, ``-seg``) and the shared MS brains, whose
+    masks are ``lesions.nii.gz``, are cases without renaming anything."""
+    names = [f"BraTS-GLI-0000{k}-000-{m}.nii.gz" for k in (1, 2) for m in ("t1n", "t1c", "t2w", "t2f", "seg")]
+    _touch(tmp_path / "brats2023", *names)
+    found = find_cases(tmp_path / "brats2023")
+    assert [c.name for c in found.cases] == ["BraTS-GLI-00001-000", "BraTS-GLI-00002-000"]
+    assert found.channels == ("t1c", "t1n", "t2f", "t2w") and Path(found.cases[0].labels).name.endswith("-seg.nii.gz")
+    ms = find_cases(shared_data / "ms_lesions")
+    assert len(ms.cases) == 3 and ms.channels == ("flair", "t1") and not ms.skipped
+    assert all(Path(c.labels).name == "lesions.nii.gz" for c in ms.cases)
+
+
 def test_no_usable_case_is_one_sentence(tmp_path) -> None:
     _touch(tmp_path / "a", "flair.nii.gz", "t1.nii.gz")
     with pytest.raises(ValueError, match=r"^no usable case in .*a: a: no label file \(seg, label or mask in its name\)$"):

@@ -30,7 +30,9 @@ def case_name(volume: Volume, fallback: str) -> str:
 
 
 #: modality words a scan's file or layer name may hold, longest first (``t1ce`` before ``t1``)
-MODALITIES = ("t1ce", "t1gd", "t1c", "t1w", "t2w", "flair", "t1", "t2", "pd", "dwi", "adc", "swi", "ct", "pet")
+#: (BraTS 2023 names its four ``t1n``, ``t1c``, ``t2w``, ``t2f``)
+MODALITIES = ("t1ce", "t1gd", "t1c", "t1n", "t1w", "t2w", "t2f", "flair", "t1", "t2", "pd", "dwi", "adc", "swi", "ct",
+              "pet")
 
 
 def modality_of(name: str) -> str | None:
@@ -142,7 +144,8 @@ def prepare_case(channels: Sequence[Volume], label: Volume, classes: Sequence[Se
 
 # ---------------------------------------------------------------- case folders
 #: label file names: the whole name, or its end after ``_``, ``-``, ``.`` or a space (``Brats18_X_seg``)
-LABEL_WORDS = ("seg", "segmentation", "label", "labels", "mask", "masks", "gt", "truth", "groundtruth")
+LABEL_WORDS = ("seg", "segmentation", "label", "labels", "mask", "masks", "gt", "truth", "groundtruth", "lesion",
+               "lesions")
 #: how many folder levels below the given folder :func:`find_cases` looks for cases (``brats/HGG/<case>``)
 CASE_DEPTH = 2
 _SEPS = "_-./ "
