@@ -75,6 +75,21 @@ def test_add_pair_on_a_case_folder_takes_its_four_modalities(make_napari_viewer,
     assert [p[1] for p in dock.pairs] == [seg2]
 
 
+def test_add_pair_can_take_the_picked_modality_alone(make_napari_viewer, brats) -> None:
+    """With the case's other modalities open, a FLAIR-only pair is one untick away."""
+    viewer = make_napari_viewer()
+    viewer.open(brats / CASES[0], plugin="napari-ssl")
+    dock = open_dock(viewer, "Fine-tune")
+    assert dock.modalities.isChecked()  # the default: every modality of the case
+    dock.modalities.setChecked(False)
+    dock.image_box.setCurrentText("flair")
+    dock.label_box.setCurrentText("seg")
+    dock.add_pair()
+    assert dock.pairs == [("flair", "seg")]
+    (image, _), = dock.collect()["pairs"]  # one channel: a Volume, as a single-modality pair always was
+    assert image.path == str(brats / CASES[0] / "flair.nii.gz")
+
+
 def test_a_folder_of_case_folders_trains_every_modality(make_napari_viewer, qtbot, brats) -> None:
     viewer = make_napari_viewer()
     dock = open_dock(viewer, "Fine-tune")

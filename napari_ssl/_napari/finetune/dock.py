@@ -128,8 +128,13 @@ class FinetuneDock(JobDock):
         self._folder_timer.timeout.connect(self.refresh_folder_note)
         for edit in (self.image_dir, self.label_dir):
             edit.line.textChanged.connect(self._folder_timer.start)
+        self.modalities = QCheckBox("with its case's other modalities")  # off: the picked layer alone (FLAIR only)
+        self.modalities.setChecked(True)
+        self.modalities.setToolTip("Add pair on a modality layer (flair) takes the case's other modality layers on "
+                                   "its grid as channels too; untick to train on the picked layer alone")
         pair_row = QFormLayout()
         pair_row.addRow("image", self.image_box)
+        pair_row.addRow("", self.modalities)
         labels_row = QHBoxLayout()
         labels_row.addWidget(self.label_box, 1)
         labels_row.addWidget(add)
@@ -340,7 +345,8 @@ class FinetuneDock(JobDock):
                 f"{image!r} {tuple(self.viewer.layers[image].data.shape)}; choose the labels of that scan"
             )
             return
-        channels = case_layers(self.viewer.layers[image], self.viewer.layers)
+        picked = self.viewer.layers[image]
+        channels = case_layers(picked, self.viewer.layers) if self.modalities.isChecked() else [picked]
         problem = self._channel_problem(channels)
         if problem:
             show_error(f"Fine-tune: {problem}")
