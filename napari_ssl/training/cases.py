@@ -35,6 +35,20 @@ MODALITIES = ("t1ce", "t1gd", "t1c", "t1n", "t1w", "t2w", "t2f", "flair", "t1", 
               "pet")
 
 
+#: names of one modality across conventions (BraTS 2018 -> BraTS 2023, ``w`` weighted): a model's ``flair`` input takes
+#: a ``t2f`` scan
+MODALITY_SYNONYMS = {"flair": ("t2f",), "t1ce": ("t1c", "t1gd"), "t1": ("t1n", "t1w"), "t2": ("t2w",)}
+
+
+def same_modality(word: str) -> tuple[str, ...]:
+    """``word`` and the other names of its modality (``flair`` -> ``flair, t2f``; ``t2f`` -> ``t2f, flair``)."""
+    word = word.lower()
+    for key, others in MODALITY_SYNONYMS.items():
+        if word == key or word in others:
+            return (word, *[w for w in (key, *others) if w != word])
+    return (word,)
+
+
 def modality_of(name: str) -> str | None:
     """The modality word in a file or layer name (``Brats18_2013_11_1_flair`` -> ``flair``), None without one."""
     low = name.lower()

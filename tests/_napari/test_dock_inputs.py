@@ -149,3 +149,18 @@ def test_segment_pickers_keep_their_layers_through_the_proxy(make_napari_viewer,
     assert pickers.chosen() == ["b", "a"]  # each picker kept its layer (was reset: `is` fails on proxies)
     viewer.layers["b"].name = "b renamed"
     assert pickers.chosen() == ["b renamed", "a"]
+
+
+def test_a_model_s_inputs_take_scans_named_by_another_convention() -> None:
+    """A BraTS 2018 model (flair, t1, t1ce, t2) given BraTS 2023 scans (t2f, t1n, t1c, t2w) fills every picker with
+    the right modality; same names still win over synonyms."""
+    from napari_ssl._napari.segment.scans import match_inputs
+    from napari_ssl.training.cases import same_modality
+
+    assert same_modality("flair") == ("flair", "t2f") and same_modality("T2F") == ("t2f", "flair")
+    assert same_modality("t1") == ("t1", "t1n", "t1w") and same_modality("pet") == ("pet",)
+    inputs = ["flair", "t1", "t1ce", "t2"]
+    brats23 = [f"BraTS-GLI-00001-000-{m}" for m in ("t1c", "t1n", "t2f", "t2w")]
+    assert match_inputs(inputs, [None] * 4, brats23) == [brats23[2], brats23[1], brats23[0], brats23[3]]
+    assert match_inputs(inputs, [None] * 4, ["t2w", "t2", "t1", "flair", "t1ce"]) == ["flair", "t1", "t1ce", "t2"]
+    assert match_inputs(["t2"], [None], ["case_t2f"]) == [None]  # FLAIR is not T2

@@ -20,13 +20,16 @@ def _tokens(text: str) -> list[str]:
 
 def _score(layer: str, name: str, modality: str | None) -> int:
     """How well a layer's name fits an input: 3 a whole word of it (``flair`` in ``case_flair``), 2 its end
-    (``t1ce`` in ``case_T1CE``), 1 the input's modality word (``ct`` in ``abdomen_ct``), 0 nothing."""
+    (``t1ce`` in ``case_T1CE``) or another name of its modality (``t2f`` for ``flair``: BraTS 2023), 1 the input's
+    modality word (``ct`` in ``abdomen_ct``), 0 nothing."""
+    from napari_ssl.training.cases import same_modality
+
     words, key = _tokens(layer), "".join(_tokens(name))
     if not key:
         return 0
     if key in words:
         return 3
-    if "".join(words).endswith(key):
+    if "".join(words).endswith(key) or any(w in words for w in same_modality(key)[1:]):
         return 2
     mod = (modality or "").lower()
     return 1 if mod and (mod in words or (mod == "mr" and "mri" in words)) else 0
