@@ -98,20 +98,18 @@ class PreparedScan:
 def map_npy(path: str, shape: Sequence[int], dtype: Any) -> np.ndarray:
     """A read-only memory map of the ``.npy`` file ``path`` holding a C-ordered ``shape`` array of ``dtype`` (what
     the manifest says): one open and a 12-byte read, without parsing the header. A DataLoader worker maps a scan per
-    sample when there are thousands; ``np.load(mmap_mode="r")`` costs ~6x as much. A file of another size is left to
+    sample when there are thousands; ``np.load(mmap_mode="r")`` costs ~3.5x as much (26 vs 90 µs). A file of another size is left to
     ``np.load``, which says what it is."""
     count = int(np.prod(shape, dtype=np.int64))
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        head = os.pread(fd, 12, 0)
-        size = os.fstat(fd).st_size
-        if head[:6] == b"\x93NUMPY" and head[6] in (1, 2, 3):
-            offset = 10 + int.from_bytes(head[8:10], "little") if head[6] == 1 else 12 + int.from_bytes(head[8:12], "little")
+    with open(path, "rb", buffering=0) as file:  # the map outlives the file object (it holds its own handle)
+        head = file.read(12)
+        size = os.fstat(file.fileno()).st_size
+        if len(head) == 12 and head[:6] == b"\x93NUMPY" and head[6] in (1, 2, 3):
+            length = int.from_bytes(head[8:10], "little") if head[6] == 1 else int.from_bytes(head[8:12], "little")
+            offset = (10 if head[6] == 1 else 12) + length
             if size == offset + count * np.dtype(dtype).itemsize and count > 0:
-                buffer = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+                buffer = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
                 return np.frombuffer(buffer, dtype=dtype, count=count, offset=offset).reshape(tuple(shape))
-    finally:
-        os.close(fd)
     array = np.load(path, mmap_mode="r")
     if array.shape != tuple(shape) or array.dtype != np.dtype(dtype):
         raise ValueError(f"{path} holds a {array.dtype} array of shape {array.shape}, not {np.dtype(dtype)} "
