@@ -98,8 +98,8 @@ class PreparedScan:
 def map_npy(path: str, shape: Sequence[int], dtype: Any) -> np.ndarray:
     """A read-only memory map of the ``.npy`` file ``path`` holding a C-ordered ``shape`` array of ``dtype`` (what
     the manifest says): one open and a 12-byte read, without parsing the header. A DataLoader worker maps a scan per
-    sample when there are thousands; ``np.load(mmap_mode="r")`` costs ~3.5x as much (26 vs 90 µs). A file of another size is left to
-    ``np.load``, which says what it is."""
+    sample when there are thousands; ``np.load(mmap_mode="r")`` costs ~3.5x as much (26 vs 90 µs). A file of another
+    size is left to ``np.load``, which says what it is."""
     count = int(np.prod(shape, dtype=np.int64))
     with open(path, "rb", buffering=0) as file:  # the map outlives the file object (it holds its own handle)
         head = file.read(12)
