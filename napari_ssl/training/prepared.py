@@ -32,7 +32,7 @@ model grid exactly as :func:`napari_ssl.training.data.load_volumes` makes it in 
 Why ``.npy``: ``benchmarks/bench_prepared.py`` (2 cores, three shared scans) read a random 48^3 patch in 0.12 ms from a
 memory map and 0.95 ms from blosc2, built the files in 0.10 s against 0.57 s, and needs no dependency; blosc2 was 6x
 smaller on disk. Training reads far more patches than it writes scans, and memory-mapped pages are shared by every
-DataLoader worker through the page cache, so the entries are ``.npy`` files (``np.load(..., mmap_mode="r")``).
+DataLoader worker through the page cache, so the entries are ``.npy`` files, mapped read-only by :func:`map_npy`.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from typing import Any
 from qtpy.QtWidgets import QComboBox, QFormLayout, QWidget
 
 from napari_ssl._napari.proxy import holds, same_layer
+from napari_ssl.training.cases import same_modality
 
 __all__ = ["ScanPickers", "match_inputs"]
 
@@ -22,8 +23,6 @@ def _score(layer: str, name: str, modality: str | None) -> int:
     """How well a layer's name fits an input: 3 a whole word of it (``flair`` in ``case_flair``), 2 its end
     (``t1ce`` in ``case_T1CE``) or another name of its modality (``t2f`` for ``flair``: BraTS 2023), 1 the input's
     modality word (``ct`` in ``abdomen_ct``), 0 nothing."""
-    from napari_ssl.training.cases import same_modality
-
     words, key = _tokens(layer), "".join(_tokens(name))
     if not key:
         return 0
