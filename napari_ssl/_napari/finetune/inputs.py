@@ -120,11 +120,13 @@ _ITEM = re.compile(r"^\s*(?P<name>.*?)\s*\((?P<ids>\s*\d+(?:\s*\+\s*\d+)*\s*)\)\
 class ClassPicker(QListWidget):
     """The classes to learn: ``name (ids)`` items, tickable and renamable (double-click), each a label value or a
     merged group of values (``whole_tumor (1+2+4)``, offered at once for BraTS-like labels; :meth:`merge_ticked`
-    makes one). Ticks and names survive a refresh."""
+    makes one). Ticks and names survive a refresh of the same Labels layer; another layer starts from its own presets
+    (a BraTS layer's unticked single labels do not untick an organ layer's labels of the same values)."""
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
         self.setToolTip("the classes to learn: tick them; double-click to rename; merge ticked labels into one class")
+        self._shown: str | None = None  # the name of the layer whose classes are offered (napari hands out proxies)
 
     def _items(self) -> list[QListWidgetItem]:
         return [self.item(i) for i in range(self.count())]
@@ -132,7 +134,9 @@ class ClassPicker(QListWidget):
     def show_layer(self, layer: Any) -> None:
         """Offer the values present in ``layer`` and their presets (earlier ticks, names and groups kept)."""
         values = named_values(label_values(layer))
-        kept = {self.ids(item): (item.checkState(), self.name(item)) for item in self._items()}
+        same = self._shown == layer.name
+        kept = {self.ids(item): (item.checkState(), self.name(item)) for item in self._items()} if same else {}
+        self._shown = layer.name
         self.clear()
         offered = class_presets(values)
         offered_ids = {ids for _, ids, _ in offered}
