@@ -205,3 +205,31 @@ def test_cli_bad_budget_and_grid_give_one_line_and_write_nothing(tmp_path, capsy
 
         assert re.search(message, err[0]), err
     assert not (tmp_path / "m").exists()
+
+
+def test_few_cases_all_train_twenty_hold_out_a_fifth(tmp_path) -> None:
+    """The automatic hold-out (``val_fraction=None``): below 20 labelled cases every case trains (the plan says so);
+    from 20 on, a fifth is held out; a given fraction always wins."""
+    from napari_ssl.training.config import HOLD_OUT_MIN_CASES, held_out_fraction
+
+    assert [held_out_fraction(None, n) for n in (1, 10, HOLD_OUT_MIN_CASES - 1, HOLD_OUT_MIN_CASES)] == [0, 0, 0, 0.2]
+    assert held_out_fraction(0.3, 3) == 0.3 and held_out_fraction(0.0, 50) == 0.0
+
+    def started(n_cases: int, **kw) -> events.Started:
+        pairs = tuple(phantom(shape=(16, 20, 18), seed=k) for k in range(n_cases))
+        config = FinetuneConfig(pairs=pairs, classes="lesion=1", out=str(tmp_path / f"m{n_cases}"), steps=5,
+                                backbone="tiny", patch_size=32, device="cpu", **kw)
+        gen = finetune(config)
+        event = next(gen)
+        gen.close()
+        assert isinstance(event, events.Started)
+        return event
+
+    few = started(3)
+    assert (few.n_train, few.n_val) == (3, 0)
+    assert "held out: none; all 3 case(s) train and the last weights are kept" in few.plan_text
+    many = started(HOLD_OUT_MIN_CASES)
+    assert (many.n_train, many.n_val) == (16, 4)
+    assert "held out: 20% of the cases" in many.plan_text
+    given = started(3, val_fraction=0.2)
+    assert (given.n_train, given.n_val) == (2, 1) and "held out:" not in given.plan_text

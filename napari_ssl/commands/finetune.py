@@ -68,8 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the same as --annotated slices")
     parser.add_argument("--ignore-label", type=int, metavar="V",
                         help="label value meaning 'unlabelled' (nnU-Net's ignore label): its voxels are skipped")
-    parser.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
-                        help="cases held out for validation Dice (one case: its last slices)")
+    parser.add_argument("--val-fraction", type=float, default=None, metavar="F",
+                        help="cases held out for the validation Dice and the best weights (one case: its last slices); "
+                             "default: 0.2 with 20 or more cases, else 0 (every case trains, the last weights kept)")
     parser.add_argument("--val-cases", metavar="DIR", help="explicit held-out cases, a folder as --cases")
     parser.add_argument("--val-images", nargs="+", default=(), metavar="P", help="explicit held-out scans")
     parser.add_argument("--val-labels", nargs="+", default=(), metavar="P", help="their label volumes")

@@ -30,7 +30,7 @@ from napari_ssl.classes import (
 )
 from napari_ssl.events import Validated
 from napari_ssl.training.cases import channel_names, check_pair, prepare_case, read_pairs
-from napari_ssl.training.config import FinetuneConfig
+from napari_ssl.training.config import HOLD_OUT_MIN_CASES, FinetuneConfig, held_out_fraction
 
 
 def finetune(config: FinetuneConfig) -> Iterator[Any]:
@@ -212,16 +212,26 @@ class FinetuneTask:
             case.weight = weight
         val = [prepare_case(c, lab, self.classes, plan.spacing, plan.normalization, **how) for c, lab, _ in raw_val]
         self.val_mode = "explicit" if val else "none"
-        if not val and cfg.val_fraction > 0:
+        self.val_fraction = held_out_fraction(cfg.val_fraction, len(cases))
+        if cfg.val_fraction is None and not val and cases:
+            from dataclasses import replace
+
+            note = (f"held out: {self.val_fraction:.0%} of the cases, for the held-out Dice and the best weights"
+                    if self.val_fraction else
+                    f"held out: none; all {len(cases)} case(s) train and the last weights are kept (below "
+                    f"{HOLD_OUT_MIN_CASES} cases a held-out fifth costs more than it tells; --val-fraction 0.2 holds "
+                    "one out)")
+            self.plan = replace(self.plan, notes=(*self.plan.notes, note))
+        if not val and self.val_fraction > 0:
             if len(cases) >= 2:
                 order = np.random.default_rng([cfg.seed, 11]).permutation(len(cases))
-                n_val = min(len(cases) - 1, max(1, round(len(cases) * cfg.val_fraction)))
+                n_val = min(len(cases) - 1, max(1, round(len(cases) * self.val_fraction)))
                 val = [cases[i] for i in order[:n_val]]
                 cases = [cases[i] for i in sorted(order[n_val:])]
                 self.val_mode = "cases"
             else:  # one scan: hold out its last slices
                 only = cases[0]
-                cut = max(1, round(only.labels.shape[0] * (1 - cfg.val_fraction)))
+                cut = max(1, round(only.labels.shape[0] * (1 - self.val_fraction)))
                 val = [type(only)(only.name + " (held-out slices)", only.image[:, cut:], only.labels[cut:],
                                   only.background)]
                 cases = [type(only)(only.name, only.image[:, :cut], only.labels[:cut], only.background)]

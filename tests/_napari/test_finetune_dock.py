@@ -232,7 +232,7 @@ def test_another_labels_layer_starts_from_its_own_presets(make_napari_viewer) ->
 
 @pytest.mark.slow
 def test_held_out_none_trains_every_pair_and_keeps_the_last_weights(make_napari_viewer, qtbot, tmp_path) -> None:
-    """The dock's *held out* (the CLI's ``--val-fraction``): 0.2 by default; "none" trains on every pair in the
+    """The dock's *held out* (the CLI's ``--val-fraction``): automatic by default; "none" trains on every pair in the
     child, measures no held-out Dice, keeps the last weights and says so."""
     from napari_ssl.checkpoint import open_checkpoint
 
@@ -249,9 +249,11 @@ def test_held_out_none_trains_every_pair_and_keeps_the_last_weights(make_napari_
         dock.label_box.setCurrentText(f"truth{k}")
         dock.add_pair()
     assert len(dock.pairs) == 2
-    assert dock.collect()["val_fraction"] == pytest.approx(0.2)  # the default: a case held out
-    dock.held_out.setValue(0.0)
-    assert dock.held_out.text() == "none: every case trains"
+    assert dock.collect()["val_fraction"] is None  # the default: automatic (none below 20 cases)
+    dock.held_out.setCurrentIndex(dock.held_out.findData(0.2))
+    assert dock.collect()["val_fraction"] == pytest.approx(0.2)
+    dock.held_out.setCurrentIndex(dock.held_out.findData(0.0))
+    assert dock.held_out.currentText() == "none: every case trains"
     dock.backbone.setCurrentIndex(dock.backbone.findData("tiny"))
     dock.steps.setValue(3)
     dock.patch.setValue(32)
@@ -279,3 +281,6 @@ def test_held_out_none_trains_every_pair_and_keeps_the_last_weights(make_napari_
     assert not model.history.get("val/score")  # nothing held out: no held-out Dice measured
     assert len(dock.dice_plot) == 0
     assert "none held out: the last weights are kept" in " ".join(started_texts)
+    segment_dock = open_dock(viewer, "Segment")
+    assert segment_dock.load_model(str(tmp_path / "model"))
+    assert "held-out Dice</b>: not measured (no case was held out" in segment_dock.info_label.text()

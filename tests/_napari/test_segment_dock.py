@@ -165,6 +165,7 @@ def test_finetune_dock_trains_in_a_child(make_napari_viewer, tmp_path, qtbot, er
     dock.backbone.setCurrentIndex(dock.backbone.findData("tiny"))
     dock.steps.setValue(3)
     dock.patch.setValue(32)
+    dock.held_out.setCurrentIndex(dock.held_out.findData(0.2))  # one case: its last slices measure the Dice
     dock.device.setCurrentIndex(dock.device.findData("cpu"))
     dock.out.path = tmp_path / "seg"
     segment_dock = open_dock(viewer, "Segment")  # open before the run: it must list the new model at once
