@@ -187,11 +187,15 @@ def test_bad_input_in_a_real_process(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_ctrl_c_saves_and_exits_with_one_line(ct: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
+    # Ctrl-C's handler, whatever started pytest: a shell that runs it in the background (`nohup ... &`, a CI step)
+    # hands it SIGINT ignored, which its children inherit, and the run would never see the signal
+    restore = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+               "sys.argv[0] = 'napari-ssl'; runpy.run_module('napari_ssl.cli', run_name='__main__')")
     proc = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "napari_ssl.cli",
+            "-c",
+            restore,
             "pretrain",
             "--pretext",
             "context",
