@@ -13,6 +13,7 @@ what inference needs: classes, backbone, channels, the plan, orientation.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -198,11 +199,8 @@ class FinetuneTask:
         if self.channel_dropout is None:
             self.channel_dropout = CHANNEL_DROPOUT if n_chan > 1 and cfg.augment else 0.0
         if self.channel_dropout and n_chan > 1 and cfg.augment:
-            from dataclasses import replace
-
-            note = (f"modality dropout: one of the {n_chan} channels blanked in {self.channel_dropout:.0%} of the "
-                    "patches, so each structure is learnt from every modality that shows it")
-            self.plan = replace(self.plan, notes=(*self.plan.notes, note))
+            self._note(f"modality dropout: one of the {n_chan} channels blanked in {self.channel_dropout:.0%} of the "
+                       "patches, so each structure is learnt from every modality that shows it")
         self.planned_steps = self.plan.steps
         self.fingerprint = fp
         plan = self.plan
@@ -212,26 +210,22 @@ class FinetuneTask:
             case.weight = weight
         val = [prepare_case(c, lab, self.classes, plan.spacing, plan.normalization, **how) for c, lab, _ in raw_val]
         self.val_mode = "explicit" if val else "none"
-        self.val_fraction = held_out_fraction(cfg.val_fraction, len(cases))
+        fraction = held_out_fraction(cfg.val_fraction, len(cases))
         if cfg.val_fraction is None and not val and cases:
-            from dataclasses import replace
-
-            note = (f"held out: {self.val_fraction:.0%} of the cases, for the held-out Dice and the best weights"
-                    if self.val_fraction else
-                    f"held out: none; all {len(cases)} case(s) train and the last weights are kept (below "
-                    f"{HOLD_OUT_MIN_CASES} cases a held-out fifth costs more than it tells; --val-fraction 0.2 holds "
-                    "one out)")
-            self.plan = replace(self.plan, notes=(*self.plan.notes, note))
-        if not val and self.val_fraction > 0:
+            self._note(f"held out: {fraction:.0%} of the cases, for the held-out Dice and the best weights" if fraction
+                       else f"held out: none; all {len(cases)} case(s) train and the last weights are kept (below "
+                       f"{HOLD_OUT_MIN_CASES} cases a held-out fifth costs more than it tells; --val-fraction 0.2 "
+                       "holds one out)")
+        if not val and fraction > 0:
             if len(cases) >= 2:
                 order = np.random.default_rng([cfg.seed, 11]).permutation(len(cases))
-                n_val = min(len(cases) - 1, max(1, round(len(cases) * self.val_fraction)))
+                n_val = min(len(cases) - 1, max(1, round(len(cases) * fraction)))
                 val = [cases[i] for i in order[:n_val]]
                 cases = [cases[i] for i in sorted(order[n_val:])]
                 self.val_mode = "cases"
             else:  # one scan: hold out its last slices
                 only = cases[0]
-                cut = max(1, round(only.labels.shape[0] * (1 - self.val_fraction)))
+                cut = max(1, round(only.labels.shape[0] * (1 - fraction)))
                 val = [type(only)(only.name + " (held-out slices)", only.image[:, cut:], only.labels[cut:],
                                   only.background)]
                 cases = [type(only)(only.name, only.image[:, :cut], only.labels[:cut], only.background)]
@@ -300,6 +294,10 @@ class FinetuneTask:
                                  f"{show(prev.classes)}; leave --classes out (they come from the model)")
         return list(prev.classes)
 
+    def _note(self, text: str) -> None:
+        """Add a line to the plan the run prints (what the data or the defaults decided)."""
+        self.plan = replace(self.plan, notes=(*self.plan.notes, text))
+
     def _previous_channels(self, prev: Any, n_chan: int) -> list[str]:
         if n_chan != prev.in_channels:
             raise ValueError(f"{self.config.from_model} takes {prev.in_channels} input channel(s) "
@@ -309,8 +307,6 @@ class FinetuneTask:
 
     def _previous_plan(self, prev: Any, fp: Any, trainer: Any) -> Any:
         """The previous version's plan (spacing, patch, normalisation, backbone); this run's budget and batch."""
-        from dataclasses import replace
-
         from napari_ssl.plan import check_patch_size, make_plan
 
         cfg = self.config
