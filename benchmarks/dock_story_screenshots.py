@@ -63,9 +63,9 @@ def shot(name: str, when: str) -> None:
 pretrain, finetune, segment = (docks[n][1] for n in names)
 viewer.layers.selection.active = flair
 viewer.layers.selection.select_only(flair)
-finetune.image_box.setCurrentText("flair")
-finetune.label_box.setCurrentText("seg")
-finetune.add_pair()
+finetune.form.image_box.setCurrentText("flair")
+finetune.form.label_box.setCurrentText("seg")
+finetune.form.add_pair()
 for name in names:
     shot(name, "before")
 
@@ -80,8 +80,8 @@ wait(lambda: ended)
 print(f"pretraining: {ended[0]}; {pretrain.progress.text()}; {pretrain.metrics_label.text()}")
 shot("Pretrain", "after")
 
-finetune.steps.setValue(args.steps)
-finetune.out.path = work / "segmenter"
+finetune.form.steps.setValue(args.steps)
+finetune.form.out.path = work / "segmenter"
 relay = finetune.start()
 done: list[bool] = []
 relay.worker.finished.connect(lambda: done.append(True))

@@ -58,11 +58,11 @@ def test_finetune_dock_refuses(make_napari_viewer, name) -> None:
     dock = open_dock(viewer, "Fine-tune")
     add(viewer, name)
     if name != "seg":
-        dock.image_box.setCurrentText(name)
-    dock.label_box.setCurrentText("truth")
-    dock.add_pair()
+        dock.form.image_box.setCurrentText(name)
+    dock.form.label_box.setCurrentText("truth")
+    dock.form.add_pair()
     assert f"'{name}'" in messages()[-1] and BAD[name][3] in messages()[-1]
-    assert not dock.pairs and dock.relay is None and dock.start_button.isEnabled()
+    assert not dock.form.pairs and dock.relay is None and dock.start_button.isEnabled()
 
 
 @pytest.mark.parametrize("name", list(BAD))
@@ -85,10 +85,10 @@ def test_missing_folders_are_reported_at_once(make_napari_viewer, tmp_path) -> N
     viewer.add_image(rng.random((16, 16, 16)), name="scan")
     viewer.add_labels(np.ones((16, 16, 16), np.uint8), name="truth")
     dock = open_dock(viewer, "Fine-tune")
-    dock.image_box.setCurrentText("scan")
-    dock.label_box.setCurrentText("truth")
-    dock.add_pair()
-    dock.pretrained.path = tmp_path / "nowhere"
+    dock.form.image_box.setCurrentText("scan")
+    dock.form.label_box.setCurrentText("truth")
+    dock.form.add_pair()
+    dock.form.pretrained.path = tmp_path / "nowhere"
     assert dock.start() is None and "nowhere does not exist" in messages()[-1]
     pretrain = open_dock(viewer, "Pretrain")
     viewer.layers.selection.active = viewer.layers["scan"]
@@ -104,14 +104,14 @@ def test_finetune_dock_offers_a_renamed_layer_under_its_new_name(make_napari_vie
     dock = open_dock(viewer, "Fine-tune")
     viewer.layers["scan"].name = "flair"
     viewer.layers["truth"].name = "seg"
-    assert dock.image_box.currentText() == "flair" and dock.label_box.currentText() == "seg"
-    dock.add_pair()  # was a KeyError on the old name
-    assert dock.pairs == [("flair", "seg")]
+    assert dock.form.image_box.currentText() == "flair" and dock.form.label_box.currentText() == "seg"
+    dock.form.add_pair()  # was a KeyError on the old name
+    assert dock.form.pairs == [("flair", "seg")]
     viewer.layers["flair"].name = "flair 1mm"  # a pair follows its layers' renames
-    assert dock.pairs == [("flair 1mm", "seg")] and dock.pair_list.item(0).text() == "flair 1mm  +  seg"
-    assert len(dock.collect()["pairs"]) == 1  # Start would use it
+    assert dock.form.pairs == [("flair 1mm", "seg")] and dock.form.pair_list.item(0).text() == "flair 1mm  +  seg"
+    assert len(dock.form.collect()["pairs"]) == 1  # Start would use it
     viewer.layers.remove("seg")  # a removed layer takes its pair with it (the dock keeps no removed layer alive)
-    assert dock.pairs == [] and dock.pair_list.count() == 0 and "went with its layer" in messages()[-1]
+    assert dock.form.pairs == [] and dock.form.pair_list.count() == 0 and "went with its layer" in messages()[-1]
 
 
 def test_finetune_pairs_survive_the_plugin_proxy(make_napari_viewer) -> None:
@@ -121,18 +121,18 @@ def test_finetune_pairs_survive_the_plugin_proxy(make_napari_viewer) -> None:
     viewer.add_image(rng.random((16, 16, 16)).astype(np.float32), name="flair")
     viewer.add_labels(np.ones((16, 16, 16), np.uint8), name="seg")
     dock = open_dock(viewer, "Fine-tune")
-    dock.image_box.setCurrentText("flair")
-    dock.label_box.setCurrentText("seg")
-    dock.add_pair()
-    assert dock.pairs == [("flair", "seg")]
+    dock.form.image_box.setCurrentText("flair")
+    dock.form.label_box.setCurrentText("seg")
+    dock.form.add_pair()
+    assert dock.form.pairs == [("flair", "seg")]
     viewer.add_image(rng.random((16, 16, 16)).astype(np.float32), name="t1")  # opening another file
-    assert dock.pairs == [("flair", "seg")]
-    collected = dock.collect()  # was "layer 'flair' is gone; remove its pair"
+    assert dock.form.pairs == [("flair", "seg")]
+    collected = dock.form.collect()  # was "layer 'flair' is gone; remove its pair"
     assert len(collected["pairs"]) == 1
     image, labels = collected["pairs"][0]
     assert image.name == "flair" and labels.name == "seg"
     viewer.layers.remove("seg")
-    assert dock.pairs == []
+    assert dock.form.pairs == []
 
 
 def test_segment_pickers_keep_their_layers_through_the_proxy(make_napari_viewer, tmp_path) -> None:

@@ -40,22 +40,22 @@ def test_add_pair_on_a_case_folder_takes_its_four_modalities(make_napari_viewer,
     viewer.open(brats / CASES[0], plugin="napari-ssl")
     assert {layer.name for layer in viewer.layers} == {*MODALITIES, "seg"}
     dock = open_dock(viewer, "Fine-tune")
-    dock.image_box.setCurrentText("t1ce")  # any modality of the case: the channels come in one order
-    dock.label_box.setCurrentText("seg")
-    dock.add_pair()
-    assert dock.pairs == [("flair+t1+t1ce+t2", "seg")]
-    assert dock.pair_list.item(0).text() == "flair+t1+t1ce+t2  +  seg"
+    dock.form.image_box.setCurrentText("t1ce")  # any modality of the case: the channels come in one order
+    dock.form.label_box.setCurrentText("seg")
+    dock.form.add_pair()
+    assert dock.form.pairs == [("flair+t1+t1ce+t2", "seg")]
+    assert dock.form.pair_list.item(0).text() == "flair+t1+t1ce+t2  +  seg"
 
     viewer.open(brats / CASES[1], plugin="napari-ssl")  # a second case: its own layers, never the first case's
     second = [layer.name for layer in viewer.layers][-5:]
     flair2 = next(n for n in second if n.startswith("flair"))
     seg2 = next(n for n in second if n.startswith("seg"))
-    dock.image_box.setCurrentText(flair2)
-    dock.label_box.setCurrentText(seg2)
-    dock.add_pair()
-    assert len(dock.pairs) == 2 and dock.pairs[1] == (f"{flair2}+t1+t1ce+t2", seg2)
+    dock.form.image_box.setCurrentText(flair2)
+    dock.form.label_box.setCurrentText(seg2)
+    dock.form.add_pair()
+    assert len(dock.form.pairs) == 2 and dock.form.pairs[1] == (f"{flair2}+t1+t1ce+t2", seg2)
 
-    pairs = dock.collect()["pairs"]
+    pairs = dock.form.collect()["pairs"]
     for (channels, labels), case in zip(pairs, CASES[:2], strict=True):
         assert isinstance(channels, tuple) and len(channels) == 4
         for volume, modality in zip(channels, MODALITIES, strict=True):
@@ -65,14 +65,14 @@ def test_add_pair_on_a_case_folder_takes_its_four_modalities(make_napari_viewer,
 
     viewer.add_image(np.zeros((32, 32, 32), np.float32), name="scan")  # no modality in its name: one channel
     viewer.add_labels(np.ones((32, 32, 32), np.uint8), name="truth")
-    dock.image_box.setCurrentText("scan")
-    dock.label_box.setCurrentText("truth")
-    dock.add_pair()
-    assert len(dock.pairs) == 2
+    dock.form.image_box.setCurrentText("scan")
+    dock.form.label_box.setCurrentText("truth")
+    dock.form.add_pair()
+    assert len(dock.form.pairs) == 2
     assert messages()[-1] == ("Fine-tune: scan is 1 channel(s) and the pairs added are 4 (flair+t1+t1ce+t2); "
                               "every pair needs the same channels")
     viewer.layers.remove("t2")  # a channel leaving the viewer takes its pair
-    assert [p[1] for p in dock.pairs] == [seg2]
+    assert [p[1] for p in dock.form.pairs] == [seg2]
 
 
 def test_add_pair_can_take_the_picked_modality_alone(make_napari_viewer, brats) -> None:
@@ -80,29 +80,29 @@ def test_add_pair_can_take_the_picked_modality_alone(make_napari_viewer, brats) 
     viewer = make_napari_viewer()
     viewer.open(brats / CASES[0], plugin="napari-ssl")
     dock = open_dock(viewer, "Fine-tune")
-    assert dock.modalities.isChecked()  # the default: every modality of the case
-    dock.modalities.setChecked(False)
-    dock.image_box.setCurrentText("flair")
-    dock.label_box.setCurrentText("seg")
-    dock.add_pair()
-    assert dock.pairs == [("flair", "seg")]
-    (image, _), = dock.collect()["pairs"]  # one channel: a Volume, as a single-modality pair always was
+    assert dock.form.modalities.isChecked()  # the default: every modality of the case
+    dock.form.modalities.setChecked(False)
+    dock.form.image_box.setCurrentText("flair")
+    dock.form.label_box.setCurrentText("seg")
+    dock.form.add_pair()
+    assert dock.form.pairs == [("flair", "seg")]
+    (image, _), = dock.form.collect()["pairs"]  # one channel: a Volume, as a single-modality pair always was
     assert image.path == str(brats / CASES[0] / "flair.nii.gz")
 
 
 def test_a_folder_of_case_folders_trains_every_modality(make_napari_viewer, qtbot, brats) -> None:
     viewer = make_napari_viewer()
     dock = open_dock(viewer, "Fine-tune")
-    dock.image_dir.path = brats  # no label folder: the folder's cases
-    qtbot.waitUntil(lambda: dock.folder_note.text() != "", timeout=5000)
-    assert dock.folder_note.text() == ("2 cases, 4 channels: flair, t1, t1ce, t2; 1 skipped "
+    dock.form.image_dir.path = brats  # no label folder: the folder's cases
+    qtbot.waitUntil(lambda: dock.form.folder_note.text() != "", timeout=5000)
+    assert dock.form.folder_note.text() == ("2 cases, 4 channels: flair, t1, t1ce, t2; 1 skipped "
                                        "(no_t2: no t2 (the other cases have flair, t1, t1ce, t2))")
-    kwargs = dock.collect()
+    kwargs = dock.form.collect()
     assert kwargs["images"] == tuple(",".join(str(brats / c / f"{m}.nii.gz") for m in MODALITIES) for c in CASES[:2])
     assert kwargs["labels"] == tuple(str(brats / c / "seg.nii.gz") for c in CASES[:2])
     assert kwargs["classes"] == ("whole_tumor=1+2+4",)  # the presets of the first case's labels
-    dock.image_dir.path = brats / CASES[0] / "flair.nii.gz"
-    qtbot.waitUntil(lambda: "is a file" in dock.folder_note.text(), timeout=5000)
+    dock.form.image_dir.path = brats / CASES[0] / "flair.nii.gz"
+    qtbot.waitUntil(lambda: "is a file" in dock.form.folder_note.text(), timeout=5000)
 
 
 @pytest.mark.slow
@@ -112,13 +112,13 @@ def test_a_four_channel_pair_trains_in_the_child(make_napari_viewer, qtbot, brat
     viewer = make_napari_viewer()
     viewer.open(brats / CASES[0], plugin="napari-ssl")
     dock = open_dock(viewer, "Fine-tune")
-    dock.add_pair()  # the reader's first Image layer and its seg: nothing else to choose
-    assert dock.pairs == [("flair+t1+t1ce+t2", "seg")]
-    dock.backbone.setCurrentIndex(dock.backbone.findData("tiny"))
-    dock.steps.setValue(2)
-    dock.patch.setValue(32)
-    dock.device.setCurrentIndex(dock.device.findData("cpu"))
-    dock.out.path = tmp_path / "model"
+    dock.form.add_pair()  # the reader's first Image layer and its seg: nothing else to choose
+    assert dock.form.pairs == [("flair+t1+t1ce+t2", "seg")]
+    dock.form.backbone.setCurrentIndex(dock.form.backbone.findData("tiny"))
+    dock.form.steps.setValue(2)
+    dock.form.patch.setValue(32)
+    dock.form.device.setCurrentIndex(dock.form.device.findData("cpu"))
+    dock.form.out.path = tmp_path / "model"
     relay = dock.start()
     assert relay is not None, messages()[-1:]
     with qtbot.waitSignal(relay.worker.finished, timeout=240_000):

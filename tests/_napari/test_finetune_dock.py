@@ -35,18 +35,18 @@ def test_brats_labels_offer_whole_tumour_at_once(make_napari_viewer) -> None:
     viewer = make_napari_viewer()
     viewer.add_labels(_labels([1, 2, 4]), name="seg")
     dock = open_dock(viewer, "Fine-tune")
-    assert _texts(dock.class_list) == [
+    assert _texts(dock.form.class_list) == [
         ("whole_tumor (1+2+4)", True), ("tumor_core (1+4)", False),
         ("necrotic_core (1)", False), ("edema (2)", False), ("enhancing (4)", False),
     ]
-    assert dock.chosen_classes() == ("whole_tumor=1+2+4",)  # Start learns one class: whole tumour
-    (whole,) = parse_classes(dock.chosen_classes())
+    assert dock.form.chosen_classes() == ("whole_tumor=1+2+4",)  # Start learns one class: whole tumour
+    (whole,) = parse_classes(dock.form.chosen_classes())
     assert whole.name == "whole_tumor" and whole.ids == (1, 2, 4)
-    dock.class_list.item(0).setText("tumour (1+2+4)")  # the user renames it (double-click)
-    dock.class_list.item(1).setCheckState(Qt.CheckState.Checked)
-    assert dock.chosen_classes() == ("tumour=1+2+4", "tumor_core=1+4")
+    dock.form.class_list.item(0).setText("tumour (1+2+4)")  # the user renames it (double-click)
+    dock.form.class_list.item(1).setCheckState(Qt.CheckState.Checked)
+    assert dock.form.chosen_classes() == ("tumour=1+2+4", "tumor_core=1+4")
     viewer.add_image(np.zeros((12, 12, 12), np.float32), name="flair")  # any layer change refreshes the list
-    assert dock.chosen_classes() == ("tumour=1+2+4", "tumor_core=1+4")  # names and ticks kept
+    assert dock.form.chosen_classes() == ("tumour=1+2+4", "tumor_core=1+4")  # names and ticks kept
 
 
 def test_merge_ticked_labels_into_one_named_class(make_napari_viewer) -> None:
@@ -56,25 +56,25 @@ def test_merge_ticked_labels_into_one_named_class(make_napari_viewer) -> None:
     viewer.layers.selection.active = layer
     viewer.add_image(np.zeros((12, 12, 12), np.float32), name="ct")  # refresh: names from the features
     dock = open_dock(viewer, "Fine-tune")
-    dock.label_box.setCurrentText("organs")
-    assert _texts(dock.class_list) == [("spleen (1)", True), ("liver (5)", True), ("pancreas (7)", True)]
-    dock.class_list.item(2).setCheckState(Qt.CheckState.Unchecked)
-    merged = dock.class_list.merge_ticked()
+    dock.form.label_box.setCurrentText("organs")
+    assert _texts(dock.form.class_list) == [("spleen (1)", True), ("liver (5)", True), ("pancreas (7)", True)]
+    dock.form.class_list.item(2).setCheckState(Qt.CheckState.Unchecked)
+    merged = dock.form.class_list.merge_ticked()
     assert merged is not None and merged.text() == "merged (1+5)"
-    assert dock.chosen_classes() == ("merged=1+5",)
+    assert dock.form.chosen_classes() == ("merged=1+5",)
     merged.setText("spleen and liver (1+5)")
-    assert dock.chosen_classes() == ("spleen_and_liver=1+5",)
-    assert parse_classes(dock.chosen_classes())[0].ids == (1, 5)
-    dock.class_list.item(0).setCheckState(Qt.CheckState.Unchecked)
-    assert dock.class_list.merge_ticked() is None  # nothing ticked: nothing merged
+    assert dock.form.chosen_classes() == ("spleen_and_liver=1+5",)
+    assert parse_classes(dock.form.chosen_classes())[0].ids == (1, 5)
+    dock.form.class_list.item(0).setCheckState(Qt.CheckState.Unchecked)
+    assert dock.form.class_list.merge_ticked() is None  # nothing ticked: nothing merged
 
 
 def test_unnamed_labels_keep_the_clis_names(make_napari_viewer) -> None:
     viewer = make_napari_viewer()
     viewer.add_labels(_labels([3, 9]), name="seg")
     dock = open_dock(viewer, "Fine-tune")
-    assert dock.chosen_classes() == ("class_3=3", "class_9=9")
-    assert [c.name for c in parse_classes(dock.chosen_classes())] == [c.name for c in parse_classes("3,9")]
+    assert dock.form.chosen_classes() == ("class_3=3", "class_9=9")
+    assert [c.name for c in parse_classes(dock.form.chosen_classes())] == [c.name for c in parse_classes("3,9")]
 
 
 def _on_a_laptop(make_napari_viewer, qtbot):
@@ -104,7 +104,7 @@ def test_a_run_the_minutes_ended_shows_finished_at_full_bar(make_napari_viewer) 
 
     viewer = make_napari_viewer()
     dock = open_dock(viewer, "Fine-tune")
-    dock.minutes.setValue(15.0)
+    dock.form.minutes.setValue(15.0)
     dock._on_event(Started(total=2000, device="cpu", n_train=3, n_val=1))
     for step in (1, 130, 260):
         dock._on_event(Progress(step=step, total=2000, loss=1.0 / step))
@@ -131,25 +131,24 @@ def test_a_cancelled_run_shows_no_eta(make_napari_viewer) -> None:
     assert "ETA" not in dock.progress.text() and dock.progress.text() == "cancelled at step 40 · 4.0 samples/s"
 
 
-
 def test_a_pretrained_checkpoint_does_not_widen_the_dock(make_napari_viewer, qtbot, tmp_path) -> None:
     """The Pretrain dock's checkpoint arrives in the Fine-tune dock with a note of the backbone it fixes: the note
     widened the dock column (362 -> 409 px), taking the width from the canvas."""
     from test_segment_shared import random_checkpoint
 
     dock, _, before = _on_a_laptop(make_napari_viewer, qtbot)
-    dock.pretrained.path = str(random_checkpoint(tmp_path / "pretrained"))
+    dock.form.pretrained.path = str(random_checkpoint(tmp_path / "pretrained"))
     qtbot.wait(100)
-    assert dock.backbone_note.isVisible() and "tiny" in dock.backbone_note.text()
+    assert dock.form.backbone_note.isVisible() and "tiny" in dock.form.backbone_note.text()
     assert dock.width() <= before + 4, (before, dock.width())
 
 
 def _tiny(dock, out, steps: int) -> None:
-    dock.backbone.setCurrentIndex(dock.backbone.findData("tiny"))
-    dock.steps.setValue(steps)
-    dock.patch.setValue(32)
-    dock.device.setCurrentIndex(dock.device.findData("cpu"))
-    dock.out.path = out
+    dock.form.backbone.setCurrentIndex(dock.form.backbone.findData("tiny"))
+    dock.form.steps.setValue(steps)
+    dock.form.patch.setValue(32)
+    dock.form.device.setCurrentIndex(dock.form.device.findData("cpu"))
+    dock.form.out.path = out
 
 
 @pytest.mark.slow
@@ -164,7 +163,7 @@ def test_cancel_a_real_run_saves_where_it_stopped(make_napari_viewer, qtbot, tmp
     viewer.add_image(image.array, name="scan", scale=image.spacing)
     viewer.add_labels(labels.array, name="truth", scale=image.spacing)
     dock = open_dock(viewer, "Fine-tune")
-    dock.add_pair()
+    dock.form.add_pair()
     _tiny(dock, tmp_path / "cancelled", 100_000)
     relay = dock.start()
     assert relay is not None
@@ -196,10 +195,10 @@ def test_folder_pairs_and_a_minutes_budget(make_napari_viewer, qtbot, tmp_path) 
         io.write(labels, tmp_path / "labels" / f"case{seed}.nii.gz")
     viewer = make_napari_viewer()
     dock = open_dock(viewer, "Fine-tune")
-    dock.image_dir.path = tmp_path / "images"
-    dock.label_dir.path = tmp_path / "labels"
+    dock.form.image_dir.path = tmp_path / "images"
+    dock.form.label_dir.path = tmp_path / "labels"
     _tiny(dock, tmp_path / "folders", 100_000)
-    dock.minutes.setValue(0.1)
+    dock.form.minutes.setValue(0.1)
     relay = dock.start()
     assert relay is not None, dock.status.text()
     with qtbot.waitSignal(relay.worker.finished, timeout=300_000):
@@ -219,15 +218,15 @@ def test_another_labels_layer_starts_from_its_own_presets(make_napari_viewer) ->
     organs = viewer.add_labels(_labels([1, 6]), name="organs")
     organs.features = {"index": [0, 1, 6], "class": ["background", "liver", "spleen"]}
     dock = open_dock(viewer, "Fine-tune")
-    dock.label_box.setCurrentText("seg")
-    assert dock.chosen_classes() == ("whole_tumor=1+2+4",)
-    dock.label_box.setCurrentText("organs")
-    assert _texts(dock.class_list) == [("liver (1)", True), ("spleen (6)", True)]
-    dock.class_list.item(1).setCheckState(Qt.CheckState.Unchecked)
+    dock.form.label_box.setCurrentText("seg")
+    assert dock.form.chosen_classes() == ("whole_tumor=1+2+4",)
+    dock.form.label_box.setCurrentText("organs")
+    assert _texts(dock.form.class_list) == [("liver (1)", True), ("spleen (6)", True)]
+    dock.form.class_list.item(1).setCheckState(Qt.CheckState.Unchecked)
     viewer.add_image(np.zeros((12, 12, 12), np.float32), name="ct")  # a refresh of the same layer keeps the tick
-    assert dock.chosen_classes() == ("liver=1",)
-    dock.label_box.setCurrentText("seg")
-    assert dock.chosen_classes() == ("whole_tumor=1+2+4",)
+    assert dock.form.chosen_classes() == ("liver=1",)
+    dock.form.label_box.setCurrentText("seg")
+    assert dock.form.chosen_classes() == ("whole_tumor=1+2+4",)
 
 
 @pytest.mark.slow
@@ -245,20 +244,20 @@ def test_held_out_none_trains_every_pair_and_keeps_the_last_weights(make_napari_
         viewer.add_labels(truth, name=f"truth{k}")
     dock = open_dock(viewer, "Fine-tune")
     for k in range(2):
-        dock.image_box.setCurrentText(f"scan{k}")
-        dock.label_box.setCurrentText(f"truth{k}")
-        dock.add_pair()
-    assert len(dock.pairs) == 2
-    assert dock.collect()["val_fraction"] is None  # the default: automatic (none below 20 cases)
-    dock.held_out.setCurrentIndex(dock.held_out.findData(0.2))
-    assert dock.collect()["val_fraction"] == pytest.approx(0.2)
-    dock.held_out.setCurrentIndex(dock.held_out.findData(0.0))
-    assert dock.held_out.currentText() == "none: every case trains"
-    dock.backbone.setCurrentIndex(dock.backbone.findData("tiny"))
-    dock.steps.setValue(3)
-    dock.patch.setValue(32)
-    dock.device.setCurrentIndex(dock.device.findData("cpu"))
-    dock.out.path = tmp_path / "model"
+        dock.form.image_box.setCurrentText(f"scan{k}")
+        dock.form.label_box.setCurrentText(f"truth{k}")
+        dock.form.add_pair()
+    assert len(dock.form.pairs) == 2
+    assert dock.form.collect()["val_fraction"] is None  # the default: automatic (none below 20 cases)
+    dock.form.held_out.setCurrentIndex(dock.form.held_out.findData(0.2))
+    assert dock.form.collect()["val_fraction"] == pytest.approx(0.2)
+    dock.form.held_out.setCurrentIndex(dock.form.held_out.findData(0.0))
+    assert dock.form.held_out.currentText() == "none: every case trains"
+    dock.form.backbone.setCurrentIndex(dock.form.backbone.findData("tiny"))
+    dock.form.steps.setValue(3)
+    dock.form.patch.setValue(32)
+    dock.form.device.setCurrentIndex(dock.form.device.findData("cpu"))
+    dock.form.out.path = tmp_path / "model"
     started = []
     original = dock._on_event
     started_texts: list[str] = []

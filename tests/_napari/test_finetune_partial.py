@@ -26,27 +26,27 @@ def test_dock_says_which_slices_are_painted_and_maps_the_checkbox(make_napari_vi
     labels[::5, 3:8, 3:8] = 1  # every 5th slice painted: 4 of 20 (of 15 with body)
     layer = viewer.add_labels(labels, name="seg")
     dock = open_dock(viewer, "Fine-tune")
-    dock.image_box.setCurrentText("flair")
-    dock.label_box.setCurrentText("seg")
-    assert not dock.partial.isChecked()
-    note = dock.annotation_note.text()
+    dock.form.image_box.setCurrentText("flair")
+    dock.form.label_box.setCurrentText("seg")
+    assert not dock.form.partial.isChecked()
+    note = dock.form.annotation_note.text()
     assert note.startswith("labels on 4 of 20 slices (every 5th): every unpainted slice is taught as background")
-    assert "tick 'only painted slices are labelled'" in note and dock.partial.text() in note
-    dock.partial.setChecked(True)
-    assert dock.annotation_note.text() == "labels on 4 of 20 slices (every 5th): unpainted slices ignored"
+    assert "tick 'only painted slices are labelled'" in note and dock.form.partial.text() in note
+    dock.form.partial.setChecked(True)
+    assert dock.form.annotation_note.text() == "labels on 4 of 20 slices (every 5th): unpainted slices ignored"
     painted = labels.copy()
     painted[:12, 3:8, 3:8] = 1  # the user paints on (slice 15 was painted): the note follows
     layer.data = painted
-    assert dock.annotation_note.text() == "labels on 13 of 20 slices: unpainted slices ignored"
-    dock.partial.setChecked(False)
-    assert dock.annotation_note.text() == "labels on 13 of 20 slices"  # most slices with body: no hint
+    assert dock.form.annotation_note.text() == "labels on 13 of 20 slices: unpainted slices ignored"
+    dock.form.partial.setChecked(False)
+    assert dock.form.annotation_note.text() == "labels on 13 of 20 slices"  # most slices with body: no hint
     layer.data = labels
-    dock.partial.setChecked(True)
-    dock.add_pair()
-    dock.pretrained.path = ""
-    dock.out.path = str(tmp_path / "m")
-    kwargs = dock.collect()
+    dock.form.partial.setChecked(True)
+    dock.form.add_pair()
+    dock.form.pretrained.path = ""
+    dock.form.out.path = str(tmp_path / "m")
+    kwargs = dock.form.collect()
     assert kwargs["annotated"] == "slices"
     assert FinetuneConfig(**kwargs).annotated == "slices"
-    dock.partial.setChecked(False)
-    assert dock.collect()["annotated"] == "all"
+    dock.form.partial.setChecked(False)
+    assert dock.form.collect()["annotated"] == "all"

@@ -24,9 +24,10 @@ def errors(monkeypatch):
     """Messages the docks send to napari's error notifications."""
     seen: list[str] = []
     import napari_ssl._napari.finetune.dock as ft
+    import napari_ssl._napari.finetune.form as ft_form
     import napari_ssl._napari.segment.dock as seg
 
-    for module in (seg, ft):
+    for module in (seg, ft, ft_form):
         monkeypatch.setattr(module, "show_error", seen.append)
     return seen
 
@@ -155,19 +156,19 @@ def test_finetune_dock_trains_in_a_child(make_napari_viewer, tmp_path, qtbot, er
             kwargs["features"] = {"index": [0, 1], "class": ["background", "lesion"]}
         viewer._add_layer_from_data(data, kwargs, kind)
     dock = open_dock(viewer, "Fine-tune")
-    dock.pretrained.setText("")
+    dock.form.pretrained.setText("")
     assert dock.start() is None and "no training data" in errors[-1]
     errors.clear()
-    dock.image_box.setCurrentText("scan")
-    dock.label_box.setCurrentText("truth")
-    dock.add_pair()
-    assert [dock.class_list.item(i).text() for i in range(dock.class_list.count())] == ["lesion (1)"]
-    dock.backbone.setCurrentIndex(dock.backbone.findData("tiny"))
-    dock.steps.setValue(3)
-    dock.patch.setValue(32)
-    dock.held_out.setCurrentIndex(dock.held_out.findData(0.2))  # one case: its last slices measure the Dice
-    dock.device.setCurrentIndex(dock.device.findData("cpu"))
-    dock.out.path = tmp_path / "seg"
+    dock.form.image_box.setCurrentText("scan")
+    dock.form.label_box.setCurrentText("truth")
+    dock.form.add_pair()
+    assert [dock.form.class_list.item(i).text() for i in range(dock.form.class_list.count())] == ["lesion (1)"]
+    dock.form.backbone.setCurrentIndex(dock.form.backbone.findData("tiny"))
+    dock.form.steps.setValue(3)
+    dock.form.patch.setValue(32)
+    dock.form.held_out.setCurrentIndex(dock.form.held_out.findData(0.2))  # one case: its last slices measure the Dice
+    dock.form.device.setCurrentIndex(dock.form.device.findData("cpu"))
+    dock.form.out.path = tmp_path / "seg"
     segment_dock = open_dock(viewer, "Segment")  # open before the run: it must list the new model at once
     relay = dock.start()
     assert relay is not None

@@ -98,16 +98,16 @@ def _pretrain(viewer, qtbot, source, out: Path) -> str:
 
 def _finetune(viewer, qtbot, image, labels, out: Path, pretrained: str, classes, channels: str | None = None) -> str:
     dock = open_dock(viewer, "Fine-tune")
-    assert dock.pretrained.path == pretrained  # the Pretrain dock's checkpoint is the natural start
-    dock.image_box.setCurrentText(image.name)
-    dock.label_box.setCurrentText(labels.name)
-    dock.add_pair()
-    assert dock.pairs == [(channels or image.name, labels.name)]
-    classes(dock.class_list)
-    dock.steps.setValue(3)
-    dock.patch.setValue(32)
-    dock.device.setCurrentIndex(dock.device.findData("cpu"))
-    dock.out.path = out
+    assert dock.form.pretrained.path == pretrained  # the Pretrain dock's checkpoint is the natural start
+    dock.form.image_box.setCurrentText(image.name)
+    dock.form.label_box.setCurrentText(labels.name)
+    dock.form.add_pair()
+    assert dock.form.pairs == [(channels or image.name, labels.name)]
+    classes(dock.form.class_list)
+    dock.form.steps.setValue(3)
+    dock.form.patch.setValue(32)
+    dock.form.device.setCurrentIndex(dock.form.device.findData("cpu"))
+    dock.form.out.path = out
     relay = dock.start()
     assert relay is not None, dock.status.text()
     with qtbot.waitSignal(relay.worker.finished, timeout=RUN_MS):
