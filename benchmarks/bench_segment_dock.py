@@ -73,7 +73,7 @@ def run_dock(model: Path, scan: Path, runs: int = 2) -> list[dict]:
     dock = SegmentDock(viewer)
     viewer.window.add_dock_widget(dock, name="Segment")
     dock.load_model(model)
-    dock.device.setCurrentIndex(dock.device.findData("cpu"))
+    dock.options.device.setCurrentIndex(dock.options.device.findData("cpu"))
     wait(1000)  # a user takes longer than this to pick a model and click
     while warmed is not None and not warmed.is_set() and time.perf_counter() - t0 < 10:  # the one-time warm-up
         wait(50)

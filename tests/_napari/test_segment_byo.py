@@ -52,7 +52,7 @@ def test_a_four_channel_model_gets_one_picker_per_input_filled_by_name(make_napa
     assert dock.scans.chosen() == ["case7_flair", "case7_t1", "case7_t1ce", "case7_T2"]
     text = dock.info_label.text()
     assert "TorchScript module" in text and "#3cb44b" in text and "edema" in text and "flair (MR)" in text
-    assert dock.trust.isHidden() and dock.folds.isHidden()  # a scripted module runs no Python: no trust asked
+    assert dock.trust.isHidden() and dock.options.folds.isHidden()  # a scripted module runs no Python: no trust asked
 
 
 def test_a_four_channel_model_given_one_layer_is_one_sentence(make_napari_viewer, tmp_path, monkeypatch) -> None:
@@ -112,7 +112,7 @@ def test_the_trust_question_does_not_widen_the_dock(make_napari_viewer, qtbot, t
     window.resize(1366, 740)
     dock = open_dock(viewer, "Segment")
     qtbot.waitExposed(window)
-    qtbot.waitUntil(lambda: "looking" not in dock.device.currentText(), timeout=60_000)  # the device list is in
+    qtbot.waitUntil(lambda: "looking" not in dock.options.device.currentText(), timeout=60_000)  # the device list is in
     qtbot.waitUntil(lambda: dock.width() >= dock.minimumSizeHint().width())  # laid out
     before = dock.width()
     assert dock.load_model(str(write_zoo_bundle(tmp_path / "bundle")))
@@ -147,10 +147,10 @@ def test_segment_dock_runs_an_nnunet_folder_once_trusted(make_napari_viewer, qtb
     assert dock.load_model(str(nnunet_model))
     assert dock.info.format == "nnunet" and dock.info.channels == ("CT",) and len(dock.info.classes) == 3
     assert "nnU-Net v2 results folder" in dock.info_label.text() and not dock.trust.isHidden()
-    assert not dock.folds.isHidden() and "0" in dock.folds.placeholderText()
+    assert not dock.options.folds.isHidden() and "0" in dock.options.folds.placeholderText()
     assert dock.run() is None and errors and "pickle" in errors[-1]  # nothing starts untrusted
     dock.trust.setChecked(True)
-    dock.folds.setText("0")
+    dock.options.folds.setText("0")
     run_and_wait(dock, qtbot, timeout_ms=300_000)
     assert not errors[1:], errors
     masks = dock.last_masks

@@ -108,7 +108,7 @@ def test_rerun_moves_data_into_our_layer_and_keeps_a_users(viewer_dock, tmp_path
 
 def test_cancel_adds_nothing(viewer_dock, tmp_path, qtbot, errors) -> None:
     viewer, dock, _, _ = viewer_dock
-    dock.overlap.setValue(0.875)  # many windows: time to cancel
+    dock.options.overlap.setValue(0.875)  # many windows: time to cancel
     dock.model_box.setCurrentText(str(random_checkpoint(tmp_path / "model", spacing=(1.0, 1.0, 1.0))))
     worker = dock.run()
     with qtbot.waitSignal(worker.finished, timeout=120_000):

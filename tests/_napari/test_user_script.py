@@ -78,7 +78,7 @@ def test_opening_the_docks_imports_no_torch_in_the_viewer(tmp_path: Path) -> Non
         viewer = napari.Viewer(show=False)
         docks = [viewer.window.add_plugin_dock_widget("napari-ssl", name)[1]
                  for name in ("Pretrain", "Fine-tune", "Segment")]
-        boxes = [docks[0].form.device, docks[1].form.device, docks[2].device]
+        boxes = [docks[0].form.device, docks[1].form.device, docks[2].options.device]
         print("TORCH", "torch" in sys.modules, [b.currentData() for b in boxes])
         """
     )

@@ -38,16 +38,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
-    QFormLayout,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -72,13 +70,9 @@ from napari_ssl._napari.segment.info import (
 from napari_ssl._napari.segment.learn import Edits, correction_request, masks_to_learn
 from napari_ssl._napari.segment.masks import StagedShow, move_into, same_grid, start_warm_up
 from napari_ssl._napari.segment.models import ModelBox
+from napari_ssl._napari.segment.options import RunOptions
 from napari_ssl._napari.segment.scans import ScanPickers
-from napari_ssl._napari.widgets import (
-    ProgressBar,
-    fill_devices,
-    scrolled,
-    training_threads,
-)
+from napari_ssl._napari.widgets import ProgressBar, scrolled
 from napari_ssl.inference.bundled import bundled_name
 from napari_ssl.inference.scan_check import check_scan, summarize_scan
 
@@ -135,30 +129,7 @@ class SegmentDock(JobDock):
         self.trust_reason.setVisible(False)
 
         self.scans = ScanPickers(viewer)
-        self.overlap = QDoubleSpinBox()
-        self.overlap.setRange(0.0, 0.9)
-        self.overlap.setSingleStep(0.125)
-        self.overlap.setValue(0.5)
-        self.overlap.setToolTip("overlap of neighbouring windows (Gaussian blending)")
-        self.largest = QCheckBox("keep largest component per class")
-        self.mirroring = QCheckBox("test-time mirroring")
-        self.mirroring.setToolTip("nnU-Net's mirroring: each window also runs mirrored along its axes and the answers "
-                                  "are averaged; up to 8x the time of a 3D model on a CPU. Partly ticked: on a GPU, "
-                                  "off on a CPU")
-        self.folds = QLineEdit()
-        self.folds.setToolTip("the nnU-Net folds to average, e.g. 0,1 (empty: every trained fold)")
-        self.threads = training_threads()
-        self.device = QComboBox()
-        fill_devices(self.device, self.threads)
-        self.device.setToolTip("where the model runs (in a separate process, freed after each run)")
-        options = QFormLayout()
-        options.addRow("overlap", self.overlap)
-        options.addRow("device", self.device)
-        options.addRow(self.largest)
-        options.addRow("folds", self.folds)
-        options.addRow(self.mirroring)
-        self._options_form = options
-        self._show_format_options(None)
+        self.options = RunOptions()
 
         self.run_button = QPushButton("Segment")
         self.run_button.clicked.connect(self.run)
@@ -203,7 +174,7 @@ class SegmentDock(JobDock):
         inner.addWidget(self.trust_reason)
         inner.addWidget(QLabel("<b>Scan</b>"))
         inner.addWidget(self.scans)
-        inner.addLayout(options)
+        inner.addWidget(self.options)
         inner.addStretch(1)
         layout = QVBoxLayout(self)
         layout.addWidget(scrolled(form), 1)
@@ -296,20 +267,7 @@ class SegmentDock(JobDock):
                 "(train longer or on more cases)"
             )
         self.scans.set_inputs(info.channels, modalities=[c.modality for c in info.segmenter.channels])
-        self._show_format_options(info)
-
-    def _show_format_options(self, info: ModelInfo | None) -> None:
-        """nnU-Net's own options (folds, mirroring) only for an nnU-Net model; mirroring off on a CPU by default."""
-        nnunet = info is not None and info.format == "nnunet"
-        for widget in (self.folds, self.mirroring):
-            self._options_form.setRowVisible(widget, nnunet)
-        if nnunet and self.folds.property("model") != info.path:
-            folds = dict(info.segmenter.details).get("folds", "")
-            self.folds.setText("")
-            self.folds.setPlaceholderText(f"all: {folds}" if folds else "all")
-            self.folds.setProperty("model", info.path)
-            self.mirroring.setTristate(True)  # partly checked: nnU-Net's default for the device the child finds
-            self.mirroring.setCheckState(Qt.CheckState.PartiallyChecked)
+        self.options.show_model(info)
 
     # ------------------------------------------------------------ run
     def run(self) -> Any:
@@ -356,11 +314,11 @@ class SegmentDock(JobDock):
         request = SegmentRequest(
             model=info.path,
             volumes=volumes,
-            device=self.device.currentData() or "auto",
-            options={"overlap": float(self.overlap.value()), "largest_component": self.largest.isChecked()},
-            threads=self.threads,
+            device=self.options.device_name,
+            options=self.options.segment_options(),
+            threads=self.options.threads,
             trust=info.needs_trust and self.trust.isChecked(),
-            open_options=self._open_options(info),
+            open_options=self.options.open_options(info),
         )
         target = MaskTarget(
             name=f"{self._source.name} masks",
@@ -400,8 +358,7 @@ class SegmentDock(JobDock):
         try:
             request, target = correction_request(
                 self.viewer, layer, self.edits, minutes=float(self.learn_minutes.value()), steps=self.learn_steps,
-                device=self.device.currentData() or "auto", threads=self.threads,
-                options={"overlap": float(self.overlap.value()), "largest_component": self.largest.isChecked()})
+                device=self.options.device_name, threads=self.options.threads, options=self.options.segment_options())
         except (ValueError, OSError) as exc:
             self._fail(f"cannot learn from the corrections: {exc}")
             return None
@@ -411,18 +368,6 @@ class SegmentDock(JobDock):
                           prepare=functools.partial(prepare_masks, target=target)),
                     f"learning from {layer.name}: storing it beside the model…", f"Learning from {layer.name}")
         return self.relay.worker
-
-    def _open_options(self, info: ModelInfo) -> dict[str, Any]:
-        """The format's opening options the dock sets: nnU-Net's folds and mirroring."""
-        if info.format != "nnunet":
-            return {}
-        out: dict[str, Any] = {}
-        state = self.mirroring.checkState()
-        if state != Qt.CheckState.PartiallyChecked:  # the user's choice; else on a GPU, off on a CPU
-            out["mirroring"] = state == Qt.CheckState.Checked
-        if self.folds.text().strip():
-            out["folds"] = self.folds.text().strip()
-        return out
 
     def cancel(self) -> None:
         """Stop the running segmentation before its next window (no layer is added); returns at once."""
