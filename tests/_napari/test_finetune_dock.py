@@ -253,33 +253,27 @@ def test_held_out_none_trains_every_pair_and_keeps_the_last_weights(make_napari_
     assert dock.form.collect()["val_fraction"] == pytest.approx(0.2)
     dock.form.held_out.setCurrentIndex(dock.form.held_out.findData(0.0))
     assert dock.form.held_out.currentText() == "none: every case trains"
-    dock.form.backbone.setCurrentIndex(dock.form.backbone.findData("tiny"))
-    dock.form.steps.setValue(3)
-    dock.form.patch.setValue(32)
-    dock.form.device.setCurrentIndex(dock.form.device.findData("cpu"))
-    dock.form.out.path = tmp_path / "model"
-    started = []
-    original = dock._on_event
-    started_texts: list[str] = []
+    _tiny(dock, tmp_path / "model", 3)
+    started: list[tuple[Started, str]] = []  # each Started with the status line the dock showed for it
+    shown = dock._on_event
 
-    def on_event(event):
-        original(event)
+    def on_event(event) -> None:  # the dock's handler first, then what it showed
+        shown(event)
         if isinstance(event, Started):
-            started.append(event)
-            started_texts.append(dock.status.text())
+            started.append((event, dock.status.text()))
 
-    dock._on_event = on_event
+    dock._on_event = on_event  # start() connects the worker to it
     relay = dock.start()
     assert relay is not None
     with qtbot.waitSignal(relay.worker.finished, timeout=240_000):
         pass
     assert dock.last_path == str(tmp_path / "model"), dock.status.text()
-    assert [(e.n_train, e.n_val) for e in started] == [(2, 0)]
+    assert [(e.n_train, e.n_val) for e, _ in started] == [(2, 0)]
     model = open_checkpoint(tmp_path / "model")
     assert model.step == 3 and model.config["val_fraction"] == 0.0
     assert not model.history.get("val/score")  # nothing held out: no held-out Dice measured
     assert len(dock.dice_plot) == 0
-    assert "none held out: the last weights are kept" in " ".join(started_texts)
+    assert "none held out: the last weights are kept" in started[0][1]
     segment_dock = open_dock(viewer, "Segment")
     assert segment_dock.load_model(str(tmp_path / "model"))
     assert "held-out Dice</b>: not measured (no case was held out" in segment_dock.info_label.text()
