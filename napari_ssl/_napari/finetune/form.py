@@ -79,6 +79,7 @@ def annotation_text(labels: np.ndarray, image: np.ndarray | None, partial: bool)
                "if you painted only some slices"
     return where
 
+
 class FinetuneForm(QWidget):
     """The Fine-tune dock's inputs (see the module docstring); the layers come from ``viewer``."""
 
