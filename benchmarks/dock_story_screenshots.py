@@ -46,7 +46,7 @@ flair, seg = viewer.layers["flair"], viewer.layers["seg"]
 viewer.dims.set_point(0, float(np.mean(viewer.dims.range[0][:2])))
 names = ("Pretrain", "Fine-tune", "Segment")
 docks = {name: viewer.window.add_plugin_dock_widget("napari-ssl", name) for name in names}
-wait(lambda: not docks["Segment"][1].device.itemText(0).startswith("auto (looking"), 60)
+wait(lambda: not docks["Segment"][1].options.device.itemText(0).startswith("auto (looking"), 60)
 
 
 def shot(name: str, when: str) -> None:

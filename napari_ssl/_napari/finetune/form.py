@@ -1,4 +1,4 @@
-"""The inputs of the Fine-tune dock: training pairs (layers) or folders, the classes, budget, device, folders.
+"""The inputs of the Fine-tune dock: training pairs (layers) or folders, the classes, budget, device, output.
 
 A pair is a case: *Add pair* on a layer that names a modality (``flair``) takes the Image layers of the case's other
 modalities on its grid too (``flair+t1+t1ce+t2  +  seg``, one input channel each, in one order). A folder of case
@@ -138,7 +138,8 @@ class FinetuneForm(QWidget):
         self.backbone_note.setWordWrap(True)  # unwrapped, it widened the dock by ~50 px when a checkpoint arrived
         # the CLI's defaults: steps, patch, spacing and normalisation from the plan (shown when the run starts)
         self.steps = spin(0, 1_000_000, 0, 50, special="from the plan",
-                          tip="optimisation steps; 'from the plan': 1000 on a CPU (2000 where it computes bfloat16), 4000 on CUDA")
+                          tip="optimisation steps; 'from the plan': 1000 on a CPU (2000 where it computes bfloat16), "
+                          "4000 on CUDA")
         self.minutes = decimal_spin(0.0, 24 * 60.0, 0.0, 5.0, 1, special="no limit",
                                     tip="stop after this many minutes of training, saving as at the end")
         self.patch = spin(0, 256, 0, 16, special="from the plan",
