@@ -136,6 +136,9 @@ def info_of(ck: Any) -> SegmenterInfo:
     details = [("plan", f"voxels {voxels}, windows of {patch}, {describe_normalization(ck.normalization)}")]
     total = ck.total or ck.step
     details.append(("trained", f"{ck.step} of {total} steps" + (f" on {ck.n_train} case(s)" if ck.n_train else "")))
+    if not ck.dice:  # why there is no held-out Dice, where the checkpoint says (every case trained, or none run yet)
+        every = ck.n_train and not ck.n_val
+        details.append(("held-out Dice", "not measured" + (" (no case was held out: every case trained)" if every else "")))
     from napari_ssl.inference.bundled import bundled_name
 
     return SegmenterInfo(

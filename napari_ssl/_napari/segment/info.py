@@ -112,8 +112,6 @@ class ModelInfo:
                     f'<span style="color:#f0a030">held-out Dice below {LOW_DICE}: expect wrong masks; '
                     "train longer or on more cases</span>"
                 )
-        elif info.format == "napari-ssl":
-            lines.append("<b>held-out Dice</b>: not measured (no case was held out: every case trained)")
         return "<br>".join(lines)
 
 
