@@ -25,6 +25,7 @@ from typing import Any
 
 from napari_ssl.models.sizes import SIZES
 from napari_ssl.preprocess import NORMALIZATION_MODES as NORMALIZATIONS
+from napari_ssl.training.config import HOLD_OUT_MIN_CASES, VAL_FRACTION
 
 BACKBONES = tuple(SIZES)
 
@@ -70,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="label value meaning 'unlabelled' (nnU-Net's ignore label): its voxels are skipped")
     parser.add_argument("--val-fraction", type=float, default=None, metavar="F",
                         help="cases held out for the validation Dice and the best weights (one case: its last slices); "
-                             "default: 0.2 with 20 or more cases, else 0 (every case trains, the last weights kept)")
+                             f"default: {VAL_FRACTION:g} with {HOLD_OUT_MIN_CASES} or more cases, else 0 (every case "
+                             "trains, the last weights kept)")
     parser.add_argument("--val-cases", metavar="DIR", help="explicit held-out cases, a folder as --cases")
     parser.add_argument("--val-images", nargs="+", default=(), metavar="P", help="explicit held-out scans")
     parser.add_argument("--val-labels", nargs="+", default=(), metavar="P", help="their label volumes")

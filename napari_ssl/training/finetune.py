@@ -31,7 +31,7 @@ from napari_ssl.classes import (
 )
 from napari_ssl.events import Validated
 from napari_ssl.training.cases import channel_names, check_pair, prepare_case, read_pairs
-from napari_ssl.training.config import HOLD_OUT_MIN_CASES, FinetuneConfig, held_out_fraction
+from napari_ssl.training.config import HOLD_OUT_MIN_CASES, VAL_FRACTION, FinetuneConfig, held_out_fraction
 
 
 def finetune(config: FinetuneConfig) -> Iterator[Any]:
@@ -214,8 +214,8 @@ class FinetuneTask:
         if cfg.val_fraction is None and not val and cases:
             self._note(f"held out: {fraction:.0%} of the cases, for the held-out Dice and the best weights" if fraction
                        else f"held out: none; all {len(cases)} case(s) train and the last weights are kept (below "
-                       f"{HOLD_OUT_MIN_CASES} cases a held-out fifth costs more than it tells; --val-fraction 0.2 "
-                       "holds one out)")
+                       f"{HOLD_OUT_MIN_CASES} cases a held-out {VAL_FRACTION:.0%} costs more than it tells; --val-fraction "
+                       f"{VAL_FRACTION:g} holds one out)")
         if not val and fraction > 0:
             if len(cases) >= 2:
                 order = np.random.default_rng([cfg.seed, 11]).permutation(len(cases))
