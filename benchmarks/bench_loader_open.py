@@ -2,11 +2,14 @@
 
 With thousands of prepared scans nearly every sample maps another scan (its array, body mask and patch centres), so the
 cost of mapping is paid per sample. This times ``PretextDataset`` samples in one process (no workers) over the first
-``--n`` prepared scans and over 10 of them (where every scan stays mapped), twice each, interleaved, with the entries
-mapped two ways in the same process:
+``--n`` prepared scans and over 10 of them (where every scan stays mapped), twice each, interleaved, three ways in the
+same process:
 
-- ``np.load``: ``np.load(path, mmap_mode="r")`` (the baseline: parses each ``.npy`` header);
-- ``map_npy``: :func:`napari_ssl.training.prepared.map_npy` (the shape and dtype from the manifest, one 12-byte read).
+- ``np.load``: ``np.load(path, mmap_mode="r")``, each sample from any scan (the baseline: parses each ``.npy`` header);
+- ``map_npy``: :func:`napari_ssl.training.prepared.map_npy` (the shape and dtype from the manifest, one 12-byte read),
+  each sample from any scan (``windowed=False``);
+- ``windowed``: ``map_npy`` and the default draw: with more scans than a process keeps mapped, consecutive samples
+  draw from a window of them (``PretextDataset``'s docstring), so each mapped scan gives several samples.
 
     python benchmarks/bench_loader_open.py --scans /tmp/scale/mr_160x192x192/scans --n 300 --cache /tmp/loader_cache
 
@@ -47,18 +50,19 @@ def main() -> None:
     spec_ = registry.get(args.pretext)
     spec = SampleSpec(patch=(args.patch,) * 3, pretexts={args.pretext: spec_.make(spec_.default_options(args.patch))},
                       foreground=True)
-    ways = {
-        "np.load": lambda path, shape, dtype: np.load(path, mmap_mode="r"),
-        "map_npy": prepared.map_npy,
+    ways = {  # name: (how an entry is mapped, the windowed draw)
+        "np.load": (lambda path, shape, dtype: np.load(path, mmap_mode="r"), False),
+        "map_npy": (prepared.map_npy, False),
+        "windowed": (prepared.map_npy, True),
     }
     original = prepared.map_npy
     rates: dict[str, dict[int, list[float]]] = {}
     try:
         for round_ in range(2):
-            for way, mapper in ways.items():
+            for way, (mapper, windowed) in ways.items():
                 prepared.map_npy = mapper  # PreparedScan.open* look the function up at call time
                 for n in (10, len(ds.scans)):
-                    data = PretextDataset(list(ds.scans)[:n], spec, 0, 10**7)
+                    data = PretextDataset(list(ds.scans)[:n], spec, 0, 10**7, windowed=windowed)
                     t0 = time.perf_counter()
                     for i in range(args.samples):
                         data[i + round_ * args.samples]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +122,43 @@ def test_samples_are_reproducible_per_index() -> None:
     assert a["planes.images"].shape == (3, 1, 16, 16) and a["planes.heatmaps"].shape == (3, 3, 16, 16)
     assert not np.array_equal(a["context.input"], a["context.target"])
     assert not np.array_equal(_dataset([vol], seed=1)[5]["context.target"], a["context.target"])
+
+
+def test_with_more_scans_than_a_process_maps_samples_draw_from_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Thousands of scans: consecutive samples draw from a window of at most MAPPED_SCANS scans, SCAN_VISITS samples
+    per scan of it, so a loader worker maps a scan once for several samples; a pass still draws every scan equally
+    often, passes shuffle differently, and at most MAPPED_SCANS scans the draw is the uniform one it always was."""
+    monkeypatch.setattr(data, "MAPPED_SCANS", 3)
+    visits = data.SCAN_VISITS
+    volumes = [Volume(np.full((12, 12, 12), k, np.float32)) for k in range(8)]
+    spec = SampleSpec(patch=(8, 8, 8), pretexts={"context": ContextRestoration(patch_size=2)})
+    ds = PretextDataset(volumes, spec, seed=4, length=10**6)
+    one_pass = 8 * visits
+    draws = [ds.scan_of(i, np.random.default_rng([4, i])) for i in range(2 * one_pass)]
+    bounds = [0, 2, 5, 8]  # three windows of 2, 3 and 3 scans (8 scans, at most 3 a window)
+    partitions = []
+    for p in range(2):
+        seen = []
+        for lo, hi in itertools.pairwise(bounds):
+            window = draws[p * one_pass + lo * visits: p * one_pass + hi * visits]
+            assert len(set(window)) <= 3  # a window's samples come from its scans only
+            seen.append(frozenset(window))
+        assert set().union(*seen) == set(range(8))  # a pass draws from every scan
+        assert sum(len(w) for w in seen) == 8  # and its windows are disjoint
+        partitions.append(set(seen))
+    assert partitions[0] != partitions[1]  # each pass shuffles the scans again
+    # every scan of a window is drawn as a whole over many passes: equally often, about SCAN_VISITS per pass
+    counts = np.bincount([ds.scan_of(i, np.random.default_rng([4, i])) for i in range(200 * one_pass)], minlength=8)
+    assert counts.min() > 0.85 * 200 * visits and counts.max() < 1.15 * 200 * visits
+    # the item uses the draw: each scan is a constant, so a sample's target says which scan it came from
+    for i in (0, 1, visits * 2 + 3, one_pass + 7):
+        assert float(ds[i]["context.target"].mean()) == pytest.approx(ds.scan_of(i, np.random.default_rng([4, i])))
+    # windowed=False, and any dataset of at most MAPPED_SCANS scans: the uniform draw of every earlier run
+    uniform = PretextDataset(volumes, spec, seed=4, length=100, windowed=False)
+    few = PretextDataset(volumes[:3], spec, seed=4, length=100)
+    for i in range(20):
+        assert uniform.scan_of(i, np.random.default_rng([4, i])) == int(np.random.default_rng([4, i]).integers(0, 8))
+        assert few.scan_of(i, np.random.default_rng([4, i])) == int(np.random.default_rng([4, i]).integers(0, 3))
 
 
 def test_scan_smaller_than_the_patch_is_padded_not_refused() -> None:

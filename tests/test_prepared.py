@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import gzip
+import itertools
 import os
 import shutil
 from pathlib import Path
@@ -65,24 +66,35 @@ def test_samples_equal_the_in_ram_path(shared_data: Path, tmp_path: Path) -> Non
 def test_a_process_keeps_a_bounded_number_of_scans_mapped(scans: list[Path], tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Thousands of scans must not mean thousands of open files per loader worker (1,024 is a common limit): the
-    least recently used scans are unmapped, and a scan mapped again gives the same samples."""
+    least recently used scans are unmapped, and a scan mapped again gives the same samples. With more scans than a
+    process keeps mapped, samples draw from a window of scans, so a scan is mapped once for several samples."""
     from napari_ssl.training import data
+    from napari_ssl.training.prepared import PreparedScan
 
     monkeypatch.setattr(data, "MAPPED_SCANS", 1)
     ds = prepare_dataset(scans, (4.0, 4.0, 4.0), NORM, tmp_path / "cache", workers=1)
     task = registry.get("context").make(registry.get("context").default_options(8))
     spec = SampleSpec(patch=(8, 8, 8), pretexts={"context": task}, foreground=True)  # both scans larger: mapped
     ram = PretextDataset(load_volumes(scans, spacing=(4.0, 4.0, 4.0), normalization=NORM, cache=False), spec, 3, 40)
+    opened = []
+    original_open = PreparedScan.open
+    monkeypatch.setattr(PreparedScan, "open", lambda scan: opened.append(scan.array) or original_open(scan))
     mapped = PretextDataset(list(ds.scans), spec, 3, 40)
+    uniform = PretextDataset(list(ds.scans), spec, 3, 40, windowed=False)
     fds = len(os.listdir("/proc/self/fd"))
-    which = set()
-    for i in range(12):
+    samples = 2 * data.SCAN_VISITS  # one pass: each scan's window in turn
+    for i in range(samples):
         x, y = ram[i], mapped[i]
-        which.add(int(np.random.default_rng([3, i]).integers(0, 2)))
         assert len(mapped._opened) == 1
         assert all(np.array_equal(np.asarray(x[k]), np.asarray(y[k])) for k in x), i
-    assert which == {0, 1}  # both scans were mapped, one after the other, and back
+    assert len(set(opened)) == 2 and len(opened) == 2  # both scans mapped, each once for its window's samples
     assert len(os.listdir("/proc/self/fd")) <= fds + 3  # one scan's array, mask and centres
+    opened.clear()
+    draws = [uniform.scan_of(i, np.random.default_rng([3, i])) for i in range(samples)]
+    for i in range(samples):
+        uniform[i]
+    switches = 1 + sum(a != b for a, b in itertools.pairwise(draws))
+    assert len(opened) == switches > 2  # the uniform draw maps a scan again at each switch
 
 
 def test_entries_are_mapped_as_np_load_reads_them(tmp_path: Path) -> None:

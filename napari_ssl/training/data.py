@@ -8,6 +8,8 @@
 - :class:`PretextDataset` turns the volumes into training samples for the pretexts: sample ``i`` is drawn
   from ``numpy.random.default_rng([seed, i])`` alone, so a run is reproducible whatever the number of
   DataLoader workers or processes, and a resumed run sees exactly the samples an uninterrupted one would.
+  With more scans than a process keeps mapped, consecutive samples draw from a window of scans (a shuffle buffer of
+  scans, as WebDataset's and tf.data's interleave are), so a worker maps each scan once for several samples.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ _CACHE: OrderedDict[tuple[Any, ...], list[Volume]] = OrderedDict()
 _CACHE_BYTES = int(os.environ.get("NAPARI_SSL_CACHE_MB", "2048")) * 2**20
 MAX_CENTRES = 20000  # candidate patch centres kept per scan (a strided subset when the body has more)
 MAPPED_SCANS = 64  # prepared scans a process keeps mapped (least recently used closed first)
+SCAN_VISITS = 8  # with more scans than MAPPED_SCANS: samples each scan gives per pass, drawn in one window (below)
 
 
 def clear_cache() -> None:
@@ -226,13 +229,23 @@ class PretextDataset:
     DataLoader worker shares nothing with the others but the open files; the :data:`MAPPED_SCANS` last used stay
     mapped, so a process holds a bounded number of files open for any number of scans), their body mask and patch
     centres read from the prepared entry; the samples are the same as from the same scans in RAM.
+
+    Which scan item ``i`` draws from: any scan, uniformly, while there are at most :data:`MAPPED_SCANS` of them. With
+    more (and ``windowed``), each pass over the scans shuffles them (``default_rng([seed, 1, pass])``) and cuts them
+    into windows of at most :data:`MAPPED_SCANS` scans; the pass's consecutive items draw uniformly from one window at
+    a time, :data:`SCAN_VISITS` samples per scan of it. Every scan is still drawn equally often, a batch still mixes
+    scans, and a worker maps a window's scans once for several samples instead of mapping a new scan for nearly every
+    sample. ``windowed=False`` keeps the uniform draw (a few held-out samples, which map each scan once anyway).
     """
 
-    def __init__(self, volumes: Sequence[Any], spec: SampleSpec, seed: int, length: int) -> None:
+    def __init__(self, volumes: Sequence[Any], spec: SampleSpec, seed: int, length: int, *,
+                 windowed: bool = True) -> None:
         self.volumes = list(volumes)
         self.spec = spec
         self.seed = int(seed)
         self.length = int(length)
+        self.windowed = windowed
+        self._pass_order: tuple[int, np.ndarray] | None = None  # (pass, its shuffled scans): the last one drawn
         self._adapters = {name: adapter(name, task) for name, task in spec.pretexts.items()}
         for build in self._adapters.values():  # builders that cut their own region are told the patch shape
             if hasattr(build, "patch_shape"):
@@ -263,6 +276,7 @@ class PretextDataset:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_opened"] = OrderedDict()  # memory maps are reopened in each process, never pickled
+        state["_pass_order"] = None
         return state
 
     def __len__(self) -> int:
@@ -284,11 +298,23 @@ class PretextDataset:
             self._opened.popitem(last=False)
         return opened
 
+    def scan_of(self, index: int, rng: np.random.Generator) -> int:
+        """The scan (an index into the 3D scans) item ``index`` draws from, with one draw of its ``rng``."""
+        n = len(self._volumes_3d)
+        if not self.windowed or n <= MAPPED_SCANS:
+            return int(rng.integers(0, n))
+        windows = -(-n // MAPPED_SCANS)  # per pass; their sizes differ by one at most
+        pass_, offset = divmod(int(index), n * SCAN_VISITS)
+        here = offset // SCAN_VISITS  # the pass's position in scans: window j spans [j*n//windows, (j+1)*n//windows)
+        j = ((here + 1) * windows - 1) // n
+        lo, hi = j * n // windows, (j + 1) * n // windows
+        if self._pass_order is None or self._pass_order[0] != pass_:
+            self._pass_order = (pass_, np.random.default_rng([self.seed, 1, pass_]).permutation(n))
+        return int(self._pass_order[1][lo + int(rng.integers(0, hi - lo))])
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = np.random.default_rng([self.seed, int(index)])
-        pool = self._volumes_3d
-        which = int(rng.integers(0, len(pool)))
-        volume, mask, centres = self._volume(which)
+        volume, mask, centres = self._volume(self.scan_of(index, rng))
         patch = np.empty((1, 0, 0, 0), np.float32)
         patch_mask = None
         if any(a.uses_patch for a in self._adapters.values()):

@@ -291,7 +291,8 @@ class PretrainTask:
             self.n_train, self.n_val = native["n_train"], native["n_val"]
         else:
             self.train_ds = PretextDataset(train, sample_spec, cfg.seed, cfg.steps * per_step)
-            self.val_ds = PretextDataset(val, sample_spec, cfg.seed + 1_000_003, max(1, cfg.val_samples))
+            self.val_ds = PretextDataset(val, sample_spec, cfg.seed + 1_000_003, max(1, cfg.val_samples),
+                                         windowed=False)
 
         probe = self.train_ds[0]
         heads = {}  # what each pretext's network needs to know (e.g. Rubik's cube shape): its own head fields
