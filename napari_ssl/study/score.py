@@ -45,7 +45,7 @@ def score(model: str | os.PathLike[str], data: Sequence[Any], *, samples: int = 
     pretexts = {name: make_pretext(name, info.pretext_options.get(name, {})) for name in info.pretexts}
     spec = SampleSpec(patch=tuple(info.patch_size), pretexts=pretexts,  # type: ignore[arg-type]
                       foreground=bool((info.config or {}).get("foreground", False)))
-    dataset = PretextDataset(volumes, spec, seed + 2_000_003, samples)
+    dataset = PretextDataset(volumes, spec, seed + 2_000_003, samples, windowed=False)  # a score draws from every scan
     return mean_metrics(net, dataset, samples=samples, batch_size=batch_size, device=dev)
 
 
