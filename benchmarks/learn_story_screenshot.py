@@ -71,7 +71,7 @@ for _ in range(20):
     QApplication.processEvents()
 viewer.screenshot(str(args.out / "story_learn_before_1366x768.png"), canvas_only=False, flash=False)
 
-dock.learn_minutes.setValue(args.minutes)
+dock.learn_row.minutes.setValue(args.minutes)
 t0 = time.monotonic()
 dock.learn()
 wait(lambda: dock.relay is None and not dock.staged.pending)

@@ -276,4 +276,4 @@ def test_held_out_none_trains_every_pair_and_keeps_the_last_weights(make_napari_
     assert "none held out: the last weights are kept" in started[0][1]
     segment_dock = open_dock(viewer, "Segment")
     assert segment_dock.load_model(str(tmp_path / "model"))
-    assert "held-out Dice</b>: not measured (no case was held out" in segment_dock.info_label.text()
+    assert "held-out Dice</b>: not measured (no case was held out" in segment_dock.picker.info_label.text()

@@ -50,9 +50,9 @@ def test_a_four_channel_model_gets_one_picker_per_input_filled_by_name(make_napa
     assert dock.info.format == "torchscript" and dock.info.channels == BRATS
     assert [dock.scans.form.labelForField(b).text() for b in dock.channel_boxes] == list(BRATS)
     assert dock.scans.chosen() == ["case7_flair", "case7_t1", "case7_t1ce", "case7_T2"]
-    text = dock.info_label.text()
+    text = dock.picker.info_label.text()
     assert "TorchScript module" in text and "#3cb44b" in text and "edema" in text and "flair (MR)" in text
-    assert dock.trust.isHidden() and dock.options.folds.isHidden()  # a scripted module runs no Python: no trust asked
+    assert dock.picker.trust.isHidden() and dock.options.folds.isHidden()  # a scripted module runs no Python: no trust asked
 
 
 def test_a_four_channel_model_given_one_layer_is_one_sentence(make_napari_viewer, tmp_path, monkeypatch) -> None:
@@ -92,12 +92,12 @@ def test_a_model_that_runs_code_on_load_waits_for_trust(make_napari_viewer, tmp_
     before = [(layer.name, layer.data.copy()) for layer in viewer.layers]
     first, second = write_zoo_bundle(tmp_path / "a"), write_zoo_bundle(tmp_path / "b", seed=1)
     assert dock.load_model(str(first)) and dock.info.format == "monai-bundle"
-    assert not dock.trust.isHidden() and not dock.trust.isChecked() and "expression" in dock.trust_reason.text()
+    assert not dock.picker.trust.isHidden() and not dock.picker.trust.isChecked() and "expression" in dock.picker.trust_reason.text()
     assert dock.run() is None and dock.relay is None  # refused before any process starts
     assert errors and "I trust this model" in errors[-1] and "\n" not in errors[-1]
-    dock.trust.setChecked(True)
+    dock.picker.trust.setChecked(True)
     assert dock.load_model(str(second))  # another model
-    assert not dock.trust.isChecked()  # trust is given to one model, never carried to the next
+    assert not dock.picker.trust.isChecked()  # trust is given to one model, never carried to the next
     assert [layer.name for layer in viewer.layers] == [name for name, _ in before]  # the user's layers
     assert all(np.array_equal(data, layer.data) for (_, data), layer in zip(before, viewer.layers, strict=True))
 
@@ -117,7 +117,7 @@ def test_the_trust_question_does_not_widen_the_dock(make_napari_viewer, qtbot, t
     before = dock.width()
     assert dock.load_model(str(write_zoo_bundle(tmp_path / "bundle")))
     qtbot.wait(100)
-    assert dock.trust.isVisible() and dock.trust_reason.isVisible()
+    assert dock.picker.trust.isVisible() and dock.picker.trust_reason.isVisible()
     assert dock.width() <= before + 4, (before, dock.width())
 
 
@@ -146,10 +146,10 @@ def test_segment_dock_runs_an_nnunet_folder_once_trusted(make_napari_viewer, qtb
     dock = open_dock(viewer, "Segment")
     assert dock.load_model(str(nnunet_model))
     assert dock.info.format == "nnunet" and dock.info.channels == ("CT",) and len(dock.info.classes) == 3
-    assert "nnU-Net v2 results folder" in dock.info_label.text() and not dock.trust.isHidden()
+    assert "nnU-Net v2 results folder" in dock.picker.info_label.text() and not dock.picker.trust.isHidden()
     assert not dock.options.folds.isHidden() and "0" in dock.options.folds.placeholderText()
     assert dock.run() is None and errors and "pickle" in errors[-1]  # nothing starts untrusted
-    dock.trust.setChecked(True)
+    dock.picker.trust.setChecked(True)
     dock.options.folds.setText("0")
     run_and_wait(dock, qtbot, timeout_ms=300_000)
     assert not errors[1:], errors

@@ -65,7 +65,7 @@ def test_first_launch_segments_the_sample_lesion_with_the_demo_model(make_napari
     viewer, dock = sample_and_dock(make_napari_viewer)
     assert dock.info is not None and dock.info.path == str(bundled_path(PHANTOM_DEMO))  # chosen, nothing trained
     assert "demonstration model" in dock.model_box.currentText()
-    assert DEMO_DESCRIPTION in dock.info_label.text()
+    assert DEMO_DESCRIPTION in dock.picker.info_label.text()
     assert dock.channel_boxes[0].currentText() == "phantom"
     run_and_wait(dock, qtbot)
     assert notes == {"error": [], "warning": []}  # the sample is what the model was trained on: no warning
@@ -130,9 +130,9 @@ def test_plan_line_reads_in_words(make_napari_viewer, first_launch, tmp_path) ->
     model = random_checkpoint(tmp_path / "m", spacing=(2.5, 1.48595, 1.48595),
                               normalization=Normalization(mode="zscore_nonzero"))
     assert dock.load_model(str(model))
-    text = dock.info_label.text()
+    text = dock.picker.info_label.text()
     assert "voxels 2.5 x 1.49 x 1.49 mm" in text and "z-score over the body (non-zero voxels)" in text
     assert "1.48595" not in text and "zscore_nonzero" not in text
     ct = random_checkpoint(tmp_path / "ct", normalization=Normalization(mode="ct_zscore", clip=(-160.2, 240.7),
                                                                         mean=50.0, std=60.0))
-    assert dock.load_model(str(ct)) and "CT clipped to -160..241 HU, then z-score" in dock.info_label.text()
+    assert dock.load_model(str(ct)) and "CT clipped to -160..241 HU, then z-score" in dock.picker.info_label.text()

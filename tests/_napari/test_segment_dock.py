@@ -180,7 +180,7 @@ def test_finetune_dock_trains_in_a_child(make_napari_viewer, tmp_path, qtbot, er
     assert load_model(tmp_path / "seg").checkpoint.names[1] == "lesion"
     assert segment_dock.model_box.currentText() == str(tmp_path / "seg")
     assert segment_dock.info is not None and ("trained", "3 of 3 steps on 1 case(s)") in segment_dock.info.segmenter.details
-    assert "held-out Dice" in segment_dock.info_label.text()
+    assert "held-out Dice" in segment_dock.picker.info_label.text()
 
 
 def test_docks_open_from_the_manifest(make_napari_viewer) -> None:

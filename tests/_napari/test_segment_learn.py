@@ -52,7 +52,7 @@ def test_learn_from_corrections_saves_a_new_version_that_segments_again(segmente
     np.testing.assert_array_equal(masks.data, corrected)  # the corrected layer stays as the user left it
     np.testing.assert_array_equal(scan.data, scan_before)
     assert dock.info is not None and dock.info.path == str(model.parent / "lesions-v2")  # the new version is chosen
-    assert dock.learn_button.isEnabled() and dock.run_button.isEnabled()
+    assert dock.learn_row.button.isEnabled() and dock.run_button.isEnabled()
     case = corrections_dir(model) / "001-scan"
     prov = json.loads((case / "case.json").read_text())
     assert prov["edited_voxels"] == int(np.count_nonzero(corrected != before_learn)) > 0

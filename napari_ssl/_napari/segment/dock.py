@@ -5,7 +5,7 @@
   pickles, a bundle's config expressions) shows "I trust this model" with the reason; it runs only when ticked, and
   the tick is given to that model only.
 
-- Models (:mod:`~napari_ssl._napari.segment.models`): the last ones used (``QSettings``), every model the Fine-tune
+- Models (:mod:`~napari_ssl._napari.segment.models`, the *Model* section): the last ones used (``QSettings``), every model the Fine-tune
   dock finishes (the checkpoint hub: listed and selected at once), and the bundled demonstration model
   (:mod:`napari_ssl.inference.bundled`: the sample phantom's lesion), chosen on a first launch when nothing else is known. The
   dock shows what the model is (:mod:`~napari_ssl._napari.segment.info`: classes, inputs, plan, steps, held-out Dice,
@@ -24,7 +24,8 @@
   ``class`` feature, so napari's status bar names the class under the cursor. The user's layers are only read.
   It is built in the worker thread and shown in event-loop turns (:mod:`~napari_ssl._napari.segment.masks`);
   what the first result would import is imported while the user picks a model.
-- ``Save masks`` writes the selected masks layer (NIfTI / NRRD / MHA) with its geometry, next to the scan.
+- ``Save masks`` (:mod:`~napari_ssl._napari.segment.save`) writes the selected masks layer (NIfTI / NRRD / MHA) with
+  its geometry, next to the scan.
 - ``Learn from my corrections`` (:mod:`~napari_ssl._napari.segment.learn`): the masks layer as the user corrected
   it and its scan become a case of the model (stored beside it), training continues from the model's weights for the
   minutes set, a new version is saved (the model itself only read) and segments the scan again.
@@ -40,10 +41,7 @@ from typing import TYPE_CHECKING, Any
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
-    QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
-    QFileDialog,
     QHBoxLayout,
     QLabel,
     QPushButton,
@@ -62,15 +60,15 @@ from napari_ssl._napari.segment.info import (
     ModelInfo,
     PreparedMasks,
     masks_layer_kwargs,
-    model_root,
     prepare_masks,
     read_model_info,
     remember_model,
 )
-from napari_ssl._napari.segment.learn import Edits, correction_request, masks_to_learn
-from napari_ssl._napari.segment.masks import StagedShow, move_into, same_grid, start_warm_up
-from napari_ssl._napari.segment.models import ModelBox
+from napari_ssl._napari.segment.learn import Edits, LearnRow, correction_request, masks_to_learn
+from napari_ssl._napari.segment.masks import StagedShow, start_warm_up
+from napari_ssl._napari.segment.models import ModelPicker
 from napari_ssl._napari.segment.options import RunOptions
+from napari_ssl._napari.segment.save import save_masks
 from napari_ssl._napari.segment.scans import ScanPickers
 from napari_ssl._napari.widgets import ProgressBar, scrolled
 from napari_ssl.inference.bundled import bundled_name
@@ -111,23 +109,9 @@ class SegmentDock(JobDock):
         self.staged = StagedShow(viewer, self)
         self._warm_timer = start_warm_up(self, lambda: self.relay is None)  # imports, a GC while a model is picked
 
-        self.model_box = ModelBox()
-        self.model_box.activated.connect(lambda _=0: self.load_model(self.model_box.currentText()))
-        self.browse = QPushButton("Choose…")
-        self.browse.setToolTip("a napari-ssl checkpoint (its meta.json), an nnU-Net results folder (its dataset.json), "
-                               "a MONAI bundle (configs/metadata.json) or a TorchScript file (.ts, .pt)")
-        self.browse.clicked.connect(self._browse)
-        row = QHBoxLayout()
-        row.addWidget(self.model_box, 1)
-        row.addWidget(self.browse)
-        self.info_label = QLabel("no model chosen")
-        self.info_label.setWordWrap(True)
-        self.trust = QCheckBox("I trust this model")
-        self.trust.setVisible(False)
-        self.trust_reason = QLabel("")  # the reason wraps: a check box's own text would widen the dock to its length
-        self.trust_reason.setWordWrap(True)
-        self.trust_reason.setVisible(False)
-
+        self.picker = ModelPicker()
+        self.picker.chosen.connect(self.load_model)
+        self.model_box = self.picker.model_box
         self.scans = ScanPickers(viewer)
         self.options = RunOptions()
 
@@ -145,33 +129,13 @@ class SegmentDock(JobDock):
         self.status.setWordWrap(True)
         self.save_button = QPushButton("Save masks…")
         self.save_button.clicked.connect(lambda: self.save_masks())
-        self.learn_button = QPushButton("Learn from my corrections")
-        self.learn_button.setToolTip(
-            "correct the masks with napari's brush and eraser, then click: the scan and the corrected masks are kept "
-            "beside the model as a new case, training goes on from the model for the minutes set (the corrections "
-            "give half the patches, the model's own training scans the other half), and a new version of the model "
-            "segments the scan again (the model itself is kept as it is)")
-        self.learn_button.clicked.connect(lambda: self.learn())
-        self.learn_minutes = QDoubleSpinBox()
-        self.learn_minutes.setRange(0.25, 120.0)
-        self.learn_minutes.setSingleStep(0.5)
-        self.learn_minutes.setValue(2.0)
-        self.learn_minutes.setDecimals(1)
-        self.learn_minutes.setSuffix(" min")
-        self.learn_minutes.setMinimumWidth(self.learn_minutes.fontMetrics().horizontalAdvance("000.0 min") + 40)
-        self.learn_minutes.setToolTip("how long training goes on from the model's weights")
-        learn_row = QHBoxLayout()
-        learn_row.addWidget(self.learn_button, 1)
-        learn_row.addWidget(self.learn_minutes)
+        self.learn_row = LearnRow()
+        self.learn_row.button.clicked.connect(lambda: self.learn())
 
         form = QWidget()
         inner = QVBoxLayout(form)
         inner.setContentsMargins(0, 0, 0, 0)
-        inner.addWidget(QLabel("<b>Model</b>"))
-        inner.addLayout(row)
-        inner.addWidget(self.info_label)
-        inner.addWidget(self.trust)
-        inner.addWidget(self.trust_reason)
+        inner.addWidget(self.picker)
         inner.addWidget(QLabel("<b>Scan</b>"))
         inner.addWidget(self.scans)
         inner.addWidget(self.options)
@@ -182,7 +146,7 @@ class SegmentDock(JobDock):
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addWidget(self.save_button)
-        layout.addLayout(learn_row)
+        layout.addWidget(self.learn_row)
 
         checkpoint_hub().published.connect(self._on_published)
         self._choose_first_model()
@@ -214,14 +178,6 @@ class SegmentDock(JobDock):
         if self.relay is None:
             self.load_model(path, quiet=True)
 
-    def _browse(self) -> None:  # pragma: no cover - modal dialog
-        chosen, _ = QFileDialog.getOpenFileName(
-            self, "Choose a model", self.model_box.currentText(),
-            "Models (meta.json dataset.json plans.json metadata.json *.ts *.pt);;All files (*)",
-        )
-        if chosen:
-            self.load_model(model_root(chosen))
-
     def _fail(self, message: str) -> None:
         """An error in words: a notification and the status line (no earlier result's text stays there)."""
         show_error(f"Segment: {message}")
@@ -251,16 +207,7 @@ class SegmentDock(JobDock):
         self.info = info
         if bundled_name(info.path) is None:
             remember_model(info.path)
-        self.model_box.select(info.path)
-        self.info_label.setText(info.summary())
-        if self.trust.property("model") != info.path:  # trust is given to one model, never carried to the next
-            self.trust.setChecked(False)
-            self.trust.setProperty("model", info.path)
-        self.trust.setVisible(info.needs_trust)
-        self.trust_reason.setVisible(info.needs_trust)
-        reason = info.segmenter.trust_reason.strip().rstrip(".")
-        self.trust_reason.setText(f'<span style="color:#f0a030">Why it asks: {reason}.</span>' if reason else "")
-        self.trust.setToolTip(reason)
+        self.picker.show_model(info)
         if info.low_dice and not quiet:
             show_warning(
                 f"Segment: this model's held-out Dice is {info.mean_dice:.2f}; expect wrong masks "
@@ -282,7 +229,7 @@ class SegmentDock(JobDock):
             return None
         info = self.info
         assert info is not None
-        if info.needs_trust and not self.trust.isChecked():
+        if info.needs_trust and not self.picker.trusted(info):
             reason = info.segmenter.trust_reason.strip().rstrip(".") or "opening it runs code stored with it"
             self._fail(f"this model is not trusted yet: {reason}; tick 'I trust this model' to run it, only if you "
                        "trust where it comes from")
@@ -317,7 +264,7 @@ class SegmentDock(JobDock):
             device=self.options.device_name,
             options=self.options.segment_options(),
             threads=self.options.threads,
-            trust=info.needs_trust and self.trust.isChecked(),
+            trust=info.needs_trust and self.picker.trusted(info),
             open_options=self.options.open_options(info),
         )
         target = MaskTarget(
@@ -337,7 +284,7 @@ class SegmentDock(JobDock):
         relay.worker.finished.connect(self._on_finished)
         self.relay = relay
         self.run_button.setEnabled(False)
-        self.learn_button.setEnabled(False)
+        self.learn_row.button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
         self._fraction = None
@@ -357,7 +304,7 @@ class SegmentDock(JobDock):
         layer = masks_to_learn(self.viewer, self.last_masks)
         try:
             request, target = correction_request(
-                self.viewer, layer, self.edits, minutes=float(self.learn_minutes.value()), steps=self.learn_steps,
+                self.viewer, layer, self.edits, minutes=self.learn_row.minutes_set, steps=self.learn_steps,
                 device=self.options.device_name, threads=self.options.threads, options=self.options.segment_options())
         except (ValueError, OSError) as exc:
             self._fail(f"cannot learn from the corrections: {exc}")
@@ -384,7 +331,7 @@ class SegmentDock(JobDock):
             self.status.setText(f"learning on {event.device} from {event.n_train} case(s) "
                                 f"(the corrections and the model's own training scans)…")
         elif isinstance(event, Progress):  # the minutes usually end a round before its steps: the larger share
-            spent = (time.monotonic() - self._learning_since) / (60.0 * float(self.learn_minutes.value()))
+            spent = (time.monotonic() - self._learning_since) / (60.0 * self.learn_row.minutes_set)
             self._fraction = min(1.0, max(event.step / max(1, event.total), spent))
             if not self._timer.isActive():
                 self._timer.start()
@@ -418,23 +365,10 @@ class SegmentDock(JobDock):
             self._activity.set(value)
 
     def _add_masks(self, prepared: PreparedMasks) -> None:
-        """Show the masks built in the worker thread: a new layer (in steps), or our earlier one's data replaced.
-
-        A re-run on the same scan moves the new data into the earlier ``<scan> masks`` layer this dock made
-        (napari builds no new visuals); a new layer is added with its editing overlays' visuals built in the
-        next event-loop turns (:mod:`~napari_ssl._napari.segment.masks`), so no single turn holds the GUI for
-        long. A layer of the same name the user made is never touched (ours carry the model's path).
-        """
-        new = prepared.layer
-        earlier = next((layer for layer in self.viewer.layers if layer.name == new.name), None)
-        ours = earlier is not None and bool(earlier.metadata.get("napari_ssl", {}).get("model"))
-        if ours and same_grid(earlier, new):
-            move_into(earlier, new)
-            self.last_masks = earlier
-        else:
-            if ours:
-                self.viewer.layers.remove(earlier)  # our own earlier result on another grid is replaced
-            self.last_masks = self.staged.show(new, prepared.steps)
+        """Show the masks built in the worker thread (:meth:`StagedShow.place`: a re-run on the same grid moves the
+        new data into the dock's earlier layer; a new layer's visuals are built in the next event-loop turns, so no
+        single turn holds the GUI for long)."""
+        self.last_masks = self.staged.place(prepared.layer, prepared.steps)
         self.edits.remember(self.last_masks)
         counts = prepared.counts
         self.status.setText(self._caution + "found " + ", ".join(f"{n}: {c} voxels" for n, c in counts.items()))
@@ -454,7 +388,7 @@ class SegmentDock(JobDock):
             show_info("Segment: cancelled")
         self.relay = None
         self.run_button.setEnabled(True)
-        self.learn_button.setEnabled(True)
+        self.learn_row.button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         new, self._new_version = self._new_version, None
         if new:  # the version a correction round saved is the dock's model from now on (and listed)
@@ -464,33 +398,9 @@ class SegmentDock(JobDock):
     # ------------------------------------------------------------ save
     def save_masks(self, path: str | Path | None = None) -> Path | None:
         """Write the selected masks layer (or the last one made) with its geometry; returns the path."""
-        from napari.layers import Labels
-
-        from napari_ssl._napari.writer import write_labels_layer
-        from napari_ssl.inference.segment import default_output_path
-
-        layer = self.viewer.layers.selection.active
-        if not isinstance(layer, Labels):
-            layer = self.last_masks if self.last_masks in self.viewer.layers else None
-        if layer is None:
-            show_warning("Segment: no masks to save; run Segment first or select a Labels layer")
-            return None
-        if path is None:  # pragma: no cover - modal dialog
-            scan = (layer.metadata.get("napari_ssl") or {}).get("path")
-            default = default_output_path(scan, layer.name.removesuffix(" masks"))
-            chosen, _ = QFileDialog.getSaveFileName(
-                self, "Save masks", str(default), "Scans (*.nii.gz *.nii *.nrrd *.mha)"
-            )
-            if not chosen:
-                return None
-            path = chosen
-        try:
-            out = write_labels_layer(layer, path)
-        except (ValueError, OSError) as exc:
-            show_error(f"Segment: cannot save masks: {exc}")
-            return None
-        show_info(f"Segment: saved {out}")
-        self.status.setText(f"saved {out}")
+        out = save_masks(self, self.viewer, self.last_masks, path)
+        if out is not None:
+            self.status.setText(f"saved {out}")
         return out
 
     def shutdown(self) -> None:

@@ -13,12 +13,42 @@ import re
 from typing import Any
 
 import numpy as np
+from qtpy.QtWidgets import QDoubleSpinBox, QHBoxLayout, QPushButton, QWidget
 
 from napari_ssl._napari.jobs import CorrectRequest
 from napari_ssl._napari.proxy import holds, same_layer
 from napari_ssl._napari.segment.info import MaskTarget
 
-__all__ = ["Edits", "correction_request", "masks_to_learn"]
+__all__ = ["Edits", "LearnRow", "correction_request", "masks_to_learn"]
+
+
+class LearnRow(QWidget):
+    """The dock's *Learn from my corrections* button and the minutes a round trains (``minutes_set``)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.button = QPushButton("Learn from my corrections")
+        self.button.setToolTip(
+            "correct the masks with napari's brush and eraser, then click: the scan and the corrected masks are kept "
+            "beside the model as a new case, training goes on from the model for the minutes set (the corrections "
+            "give half the patches, the model's own training scans the other half), and a new version of the model "
+            "segments the scan again (the model itself is kept as it is)")
+        self.minutes = QDoubleSpinBox()
+        self.minutes.setRange(0.25, 120.0)
+        self.minutes.setSingleStep(0.5)
+        self.minutes.setValue(2.0)
+        self.minutes.setDecimals(1)
+        self.minutes.setSuffix(" min")
+        self.minutes.setMinimumWidth(self.minutes.fontMetrics().horizontalAdvance("000.0 min") + 40)
+        self.minutes.setToolTip("how long training goes on from the model's weights")
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.button, 1)
+        row.addWidget(self.minutes)
+
+    @property
+    def minutes_set(self) -> float:
+        return float(self.minutes.value())
 
 
 class Edits:

@@ -139,6 +139,20 @@ class StagedShow(QObject):
             self.done.emit()
         return added
 
+    def place(self, new: Any, steps: tuple[str, ...] = ()) -> Any:
+        """Show the masks layer ``new``, returning the layer that holds them: an earlier layer of its name that a
+        Segment run made (its metadata names a model) gets the new data in place when on the same grid (no new
+        visuals), or is replaced when not; otherwise ``new`` is added in steps (:meth:`show`). A layer of the same
+        name the user made is never touched."""
+        earlier = next((layer for layer in self.viewer.layers if layer.name == new.name), None)
+        ours = earlier is not None and bool(earlier.metadata.get("napari_ssl", {}).get("model"))
+        if ours and same_grid(earlier, new):
+            move_into(earlier, new)
+            return earlier
+        if ours:
+            self.viewer.layers.remove(earlier)  # our own earlier result on another grid is replaced
+        return self.show(new, steps)
+
     def finish(self) -> None:
         """Run the steps left now (emits ``done`` if there were any). As in the staged turns, a step that raises
         still lets the others run; the first error is raised after ``done``."""
