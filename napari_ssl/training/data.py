@@ -233,9 +233,9 @@ class PretextDataset:
     Which scan item ``i`` draws from: any scan, uniformly, while there are at most :data:`MAPPED_SCANS` of them. With
     more (and ``windowed``), each pass over the scans shuffles them (``default_rng([seed, 1, pass])``) and cuts them
     into windows of at most :data:`MAPPED_SCANS` scans; the pass's consecutive items draw uniformly from one window at
-    a time, :data:`SCAN_VISITS` samples per scan of it. Every scan is still drawn equally often, a batch still mixes
-    scans, and a worker maps a window's scans once for several samples instead of mapping a new scan for nearly every
-    sample. ``windowed=False`` keeps the uniform draw (a few held-out samples, which map each scan once anyway).
+    a time, :data:`SCAN_VISITS` samples per scan of it. Every scan is still drawn equally often on average, a batch
+    still mixes scans, and a worker maps a window's scans once for several samples instead of mapping a new scan for
+    nearly every sample. ``windowed=False`` keeps the uniform draw (a few held-out samples, which map each scan once anyway).
     """
 
     def __init__(self, volumes: Sequence[Any], spec: SampleSpec, seed: int, length: int, *,
@@ -308,9 +308,10 @@ class PretextDataset:
         here = offset // SCAN_VISITS  # the pass's position in scans: window j spans [j*n//windows, (j+1)*n//windows)
         j = ((here + 1) * windows - 1) // n
         lo, hi = j * n // windows, (j + 1) * n // windows
-        if self._pass_order is None or self._pass_order[0] != pass_:
-            self._pass_order = (pass_, np.random.default_rng([self.seed, 1, pass_]).permutation(n))
-        return int(self._pass_order[1][lo + int(rng.integers(0, hi - lo))])
+        cached = self._pass_order  # one read: a thread drawing another pass meanwhile cannot mix the two orders
+        if cached is None or cached[0] != pass_:
+            cached = self._pass_order = (pass_, np.random.default_rng([self.seed, 1, pass_]).permutation(n))
+        return int(cached[1][lo + int(rng.integers(0, hi - lo))])
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = np.random.default_rng([self.seed, int(index)])
