@@ -5,8 +5,8 @@
   pickles, a bundle's config expressions) shows "I trust this model" with the reason; it runs only when ticked, and
   the tick is given to that model only.
 
-- Models (:mod:`~napari_ssl._napari.segment.models`, the *Model* section): the last ones used (``QSettings``), every model the Fine-tune
-  dock finishes (the checkpoint hub: listed and selected at once), and the bundled demonstration model
+- Models (:mod:`~napari_ssl._napari.segment.models`, the *Model* section): the last ones used (``QSettings``), every
+  model the Fine-tune dock finishes (the checkpoint hub: listed and selected at once), and the bundled demonstration model
   (:mod:`napari_ssl.inference.bundled`: the sample phantom's lesion), chosen on a first launch when nothing else is known. The
   dock shows what the model is (:mod:`~napari_ssl._napari.segment.info`: classes, inputs, plan, steps, held-out Dice,
   a warning when that Dice is low), read from ``meta.json`` only.
