@@ -147,7 +147,7 @@ def test_with_more_scans_than_a_process_maps_samples_draw_from_windows(monkeypat
         assert sum(len(w) for w in seen) == 8  # and its windows are disjoint
         partitions.append(set(seen))
     assert partitions[0] != partitions[1]  # each pass shuffles the scans again
-    # every scan of a window is drawn as a whole over many passes: equally often, about SCAN_VISITS per pass
+    # over many passes every scan is drawn equally often: about SCAN_VISITS times a pass
     counts = np.bincount([ds.scan_of(i, np.random.default_rng([4, i])) for i in range(200 * one_pass)], minlength=8)
     assert counts.min() > 0.85 * 200 * visits and counts.max() < 1.15 * 200 * visits
     # the item uses the draw: each scan is a constant, so a sample's target says which scan it came from

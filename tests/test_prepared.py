@@ -75,7 +75,8 @@ def test_a_process_keeps_a_bounded_number_of_scans_mapped(scans: list[Path], tmp
     ds = prepare_dataset(scans, (4.0, 4.0, 4.0), NORM, tmp_path / "cache", workers=1)
     task = registry.get("context").make(registry.get("context").default_options(8))
     spec = SampleSpec(patch=(8, 8, 8), pretexts={"context": task}, foreground=True)  # both scans larger: mapped
-    ram = PretextDataset(load_volumes(scans, spacing=(4.0, 4.0, 4.0), normalization=NORM, cache=False), spec, 3, 40)
+    in_ram = load_volumes(scans, spacing=(4.0, 4.0, 4.0), normalization=NORM, cache=False)
+    ram = PretextDataset(in_ram, spec, 3, 40)
     opened = []
     original_open = PreparedScan.open
     monkeypatch.setattr(PreparedScan, "open", lambda scan: opened.append(scan.array) or original_open(scan))
@@ -91,8 +92,10 @@ def test_a_process_keeps_a_bounded_number_of_scans_mapped(scans: list[Path], tmp
     assert len(os.listdir("/proc/self/fd")) <= fds + 3  # one scan's array, mask and centres
     opened.clear()
     draws = [uniform.scan_of(i, np.random.default_rng([3, i])) for i in range(samples)]
-    for i in range(samples):
-        uniform[i]
+    ram_uniform = PretextDataset(in_ram, spec, 3, 40, windowed=False)
+    for i in range(samples):  # scans unmapped and mapped again give the same samples
+        x, y = ram_uniform[i], uniform[i]
+        assert all(np.array_equal(np.asarray(x[k]), np.asarray(y[k])) for k in x), i
     switches = 1 + sum(a != b for a, b in itertools.pairwise(draws))
     assert len(opened) == switches > 2  # the uniform draw maps a scan again at each switch
 
