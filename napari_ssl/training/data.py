@@ -235,7 +235,8 @@ class PretextDataset:
     into windows of at most :data:`MAPPED_SCANS` scans; the pass's consecutive items draw uniformly from one window at
     a time, :data:`SCAN_VISITS` samples per scan of it. Every scan is still drawn equally often on average, a batch
     still mixes scans, and a worker maps a window's scans once for several samples instead of mapping a new scan for
-    nearly every sample. ``windowed=False`` keeps the uniform draw (a few held-out samples, which map each scan once anyway).
+    nearly every sample. ``windowed=False`` keeps the uniform draw (a few held-out samples, which map each scan once
+    anyway).
     """
 
     def __init__(self, volumes: Sequence[Any], spec: SampleSpec, seed: int, length: int, *,

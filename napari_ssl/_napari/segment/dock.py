@@ -6,7 +6,8 @@
   the tick is given to that model only.
 
 - Models (:mod:`~napari_ssl._napari.segment.models`, the *Model* section): the last ones used (``QSettings``), every
-  model the Fine-tune dock finishes (the checkpoint hub: listed and selected at once), and the bundled demonstration model
+  model the Fine-tune dock finishes (the checkpoint hub: listed and selected at once), and the bundled demonstration
+  model
   (:mod:`napari_ssl.inference.bundled`: the sample phantom's lesion), chosen on a first launch when nothing else is known. The
   dock shows what the model is (:mod:`~napari_ssl._napari.segment.info`: classes, inputs, plan, steps, held-out Dice,
   a warning when that Dice is low), read from ``meta.json`` only.

@@ -73,7 +73,8 @@ class ModelBox(QComboBox):
 
 
 class ModelPicker(QWidget):
-    """The *Model* section; ``chosen`` carries a model the user picked in the list or with *Choose…* (not yet read)."""
+    """The *Model* section; ``chosen`` carries a model the user picked in the list or with *Choose…* (not yet
+    read)."""
 
     chosen = Signal(str)
 

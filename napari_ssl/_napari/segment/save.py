@@ -29,7 +29,8 @@ def save_masks(parent: QWidget, viewer: Any, last_masks: Any, path: str | Path |
     if path is None:  # pragma: no cover - modal dialog
         scan = (layer.metadata.get("napari_ssl") or {}).get("path")
         default = default_output_path(scan, layer.name.removesuffix(" masks"))
-        chosen, _ = QFileDialog.getSaveFileName(parent, "Save masks", str(default), "Scans (*.nii.gz *.nii *.nrrd *.mha)")
+        chosen, _ = QFileDialog.getSaveFileName(parent, "Save masks", str(default),
+                                                "Scans (*.nii.gz *.nii *.nrrd *.mha)")
         if not chosen:
             return None
         path = chosen
