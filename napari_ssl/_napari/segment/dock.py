@@ -7,9 +7,8 @@
 
 - Models (:mod:`~napari_ssl._napari.segment.models`, the *Model* section): the last ones used (``QSettings``), every
   model the Fine-tune dock finishes (the checkpoint hub: listed and selected at once), and the bundled demonstration
-  model
-  (:mod:`napari_ssl.inference.bundled`: the sample phantom's lesion), chosen on a first launch when nothing else is known. The
-  dock shows what the model is (:mod:`~napari_ssl._napari.segment.info`: classes, inputs, plan, steps, held-out Dice,
+  model (:mod:`napari_ssl.inference.bundled`: the sample phantom's lesion), chosen on a first launch when nothing else
+  is known. The dock shows what the model is (:mod:`~napari_ssl._napari.segment.info`: classes, inputs, plan, steps, held-out Dice,
   a warning when that Dice is low), read from ``meta.json`` only.
 - Before running, the scan is compared with the model's training data (:mod:`napari_ssl.inference.scan_check`: modality,
   channels, voxel size, intensities, on at most ~2M voxels: a tenth of a second): a mismatch is one sentence in a
