@@ -89,7 +89,7 @@ def run(n_cases: int, minutes: float | None, out: Path, seed: int, modality: str
         classes: str = CLASSES, every_nth: int = 0) -> dict:
     from napari_ssl import events, io
     from napari_ssl.classes import region_members
-    from napari_ssl.inference.segment import load_model, segment
+    from napari_ssl.inference.segment import load_model, segment, uses_modality_ensemble
     from napari_ssl.training.finetune import FinetuneConfig, finetune
 
     cases = sorted(p for p in data.iterdir() if p.is_dir())
@@ -128,10 +128,19 @@ def run(n_cases: int, minutes: float | None, out: Path, seed: int, modality: str
         trained = model.checkpoint.classes  # each class's region (BraTS: core, enhancing) scored too
         regions = {c.name: _dice(np.isin(pred, m), np.isin(seg, c.ids))
                    for c, m in zip(trained, region_members(trained), strict=True)} if len(trained) > 1 else {}
-        rows.append({"case": case.name, "dice": _dice(mask, truth), "all_foreground": _dice(np.ones_like(truth), truth),
+        plain = {}
+        if uses_modality_ensemble(model.checkpoint):  # the default segments as a modality ensemble: also without it
+            alone = segment(scan, model, modality_ensemble=False).array
+            plain = {"dice_without_ensemble": _dice(alone > 0, truth)}
+            if regions:
+                plain["regions_without_ensemble"] = {c.name: _dice(np.isin(alone, m), np.isin(seg, c.ids)) for c, m
+                                                     in zip(trained, region_members(trained), strict=True)}
+        rows.append({"case": case.name, "dice": _dice(mask, truth), **plain,
+                     "all_foreground": _dice(np.ones_like(truth), truth),
                      "all_background": _dice(np.zeros_like(truth), truth), "predicted_fraction": float(mask.mean()),
                      "true_fraction": float(truth.mean()), "segment_s": round(seconds, 2), "regions": regions})
-        print(f"  {case.name}: Dice {rows[-1]['dice']:.3f} (all-foreground {rows[-1]['all_foreground']:.3f}), "
+        print(f"  {case.name}: Dice {rows[-1]['dice']:.3f} (all-foreground {rows[-1]['all_foreground']:.3f}"
+              + (f", without the modality ensemble {plain['dice_without_ensemble']:.3f}" if plain else "") + "), "
               + "".join(f"{k} {v:.3f}, " for k, v in regions.items()) + f"{seconds:.1f} s", flush=True)
     meta = model.checkpoint
     gpu = {}
@@ -152,6 +161,9 @@ def run(n_cases: int, minutes: float | None, out: Path, seed: int, modality: str
         "val_time": meta.history.get("val_time", []), "val_dice": meta.history.get("val/score", []),
         "best_step": meta.training.get("best_step"),
         "test": rows, "test_dice_mean": float(np.mean([r["dice"] for r in rows])),
+        "modality_ensemble": uses_modality_ensemble(meta),
+        **({"test_dice_without_ensemble_mean": float(np.mean([r["dice_without_ensemble"] for r in rows]))}
+           if uses_modality_ensemble(meta) else {}),
         "all_foreground_mean": float(np.mean([r["all_foreground"] for r in rows])),
         "segment_s_mean": float(np.mean([r["segment_s"] for r in rows])),
         "device": str(model.device), **gpu,

@@ -134,6 +134,7 @@ class SegmenterCheckpoint(Checkpoint):
     pretrained: Mapping[str, Any] | None = None
     fingerprint: Mapping[str, Any] | None = None
     mirror: bool | None = None
+    channel_dropout: float | None = None  # modality dropout's share of patches (None: a file written before it was stored)
     validation: str = ""
     train_cases: tuple[str, ...] = ()
     ignore_label: int | None = None  # the source label value taken as unlabelled (nnU-Net's ignore label)
@@ -165,6 +166,21 @@ class SegmenterCheckpoint(Checkpoint):
     def channel_names(self) -> tuple[str, ...]:
         """The input channels' names (``channel i`` where none were recorded)."""
         return self.channels or tuple(f"channel {i}" for i in range(self.in_channels))
+
+    @property
+    def modality_dropout(self) -> float:
+        """The share of training patches with one channel blanked (modality dropout); 0 for one channel. Files written
+        before it was stored give what their config chose: its value, else the default of that time for several
+        channels with augmentation (0.3), else none (configs older than the option)."""
+        if self.in_channels < 2:
+            return 0.0
+        if self.channel_dropout is not None:
+            return float(self.channel_dropout)
+        config = self.config or {}
+        if "channel_dropout" not in config or not config.get("augment", True):
+            return 0.0
+        chosen = config["channel_dropout"]
+        return 0.3 if chosen is None else float(chosen)
 
     @property
     def dice(self) -> dict[str, float]:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from test_segment_shared import phantom
 
 from napari_ssl import io
-from napari_ssl.inference.segment import load_model, segment
+from napari_ssl.inference.segment import load_model, segment, uses_modality_ensemble
 from napari_ssl.training.finetune import FinetuneConfig, finetune
 
 
@@ -79,6 +80,55 @@ def test_modality_dropout_blanks_one_channel_of_a_patch_and_is_on_by_default_for
                                       out=str(tmp_path / "two"), **common))
     *_, one = finetune(FinetuneConfig(images=tuple(c[0].split(",")[0] for c in cases),
                                       labels=tuple(c[1] for c in cases), out=str(tmp_path / "one"), **common))
-    notes2, notes1 = (load_model(p.path).checkpoint.plan.notes for p in (two, one))
-    assert any(f"blanked in {CHANNEL_DROPOUT:.0%}" in n for n in notes2)
-    assert not any("modality dropout" in n for n in notes1)
+    ck2, ck1 = (load_model(p.path).checkpoint for p in (two, one))
+    assert any(f"blanked in {CHANNEL_DROPOUT:.0%}" in n for n in ck2.plan.notes)
+    assert not any("modality dropout" in n for n in ck1.plan.notes)
+    # the checkpoint says so, and segmenting it then runs the modality ensemble by default (never for one channel)
+    assert (ck2.modality_dropout, ck1.modality_dropout) == (CHANNEL_DROPOUT, 0.0)
+    assert uses_modality_ensemble(ck2) and not uses_modality_ensemble(ck2, False)
+    assert not uses_modality_ensemble(ck1) and not uses_modality_ensemble(ck1, True)
+
+
+def test_checkpoints_written_before_the_dropout_was_stored_read_it_from_their_config() -> None:
+    from napari_ssl.meta import SegmenterCheckpoint
+
+    def ck(config: dict, channels: int = 4, **kw) -> SegmenterCheckpoint:
+        return SegmenterCheckpoint(config=config, in_channels=channels, **kw)
+
+    assert ck({"channel_dropout": None, "augment": True}).modality_dropout == 0.3  # the default of that time
+    assert ck({"channel_dropout": 0.6, "augment": True}).modality_dropout == 0.6
+    assert ck({"channel_dropout": None, "augment": False}).modality_dropout == 0.0
+    assert ck({"augment": True}).modality_dropout == 0.0  # a config older than the option: never trained with it
+    assert ck({"channel_dropout": None, "augment": True}, channels=1).modality_dropout == 0.0
+    assert ck({"channel_dropout": 0.6}, channel_dropout=0.0).modality_dropout == 0.0  # what was stored wins
+
+
+class _SeesTheCubeOnlyWithoutChannelZero(torch.nn.Module):
+    """Foreground where channel 1 is bright and channel 0 is blanked (0): a structure channel 0 hides."""
+
+    def forward(self, x):
+        fg = 8.0 * ((x[:, 1] > 0.5) & (x[:, 0].abs() < 1e-6)).float() - 4.0
+        return torch.stack([torch.zeros_like(fg), fg], 1)
+
+
+def test_the_modality_ensemble_finds_what_one_modality_hides() -> None:
+    from napari_ssl.inference.sliding import any_modality, predict_labels
+
+    image = np.ones((2, 24, 24, 24), np.float32)
+    image[1] = -1.0
+    image[1, 8:16, 8:16, 8:16] = 1.0  # the cube: bright on channel 1, unremarkable on channel 0
+    net = _SeesTheCubeOnlyWithoutChannelZero()
+    kw = {"roi": (16, 16, 16), "n_classes": 2, "amp": False}
+    plain = predict_labels(net, image, **kw)
+    both = predict_labels(net, image, blank_values=[0.0, -1.0], **kw)
+    assert plain.sum() == 0  # as it is, channel 0 hides the cube
+    assert (both == 1).sum() == 8**3 and both[8:16, 8:16, 8:16].all()  # with channel 0 blanked in turn it is found
+    assert predict_labels(net, image, blank_values=[0.5, -1.0], **kw).sum() == 0  # channel 0 blanked to its own value
+
+    # identical variants give back each one's probabilities; different ones: foreground where any variant finds it
+    logits = torch.randn(1, 3, 4, 5, 5, 5)
+    same = any_modality(logits.expand(3, -1, -1, -1, -1, -1))
+    assert torch.allclose(same.exp(), torch.softmax(logits[0], 1), atol=1e-5)
+    logits = torch.randn(4, 2, 2, 6, 6, 6) * 3
+    union = (logits.argmax(2) == 1).any(0)
+    assert torch.equal(any_modality(logits).argmax(1) == 1, union)

@@ -22,9 +22,11 @@ LIVER_STEPS = 30
 
 
 def random_checkpoint(path: Path, *, in_channels: int = 1, classes=(("lesion", (1,)),), spacing=(2.0, 2.0, 2.0),
-                      patch=(32, 32, 32), seed: int = 0, normalization=None, fingerprint=None) -> Path:
-    """``normalization`` (a :class:`~napari_ssl.preprocess.Normalization`, default z-score) and ``fingerprint`` (the
-    training data's, as ``meta.json`` holds it; default none, as in older checkpoints) go into the meta."""
+                      patch=(32, 32, 32), seed: int = 0, normalization=None, fingerprint=None,
+                      channel_dropout: float | None = None) -> Path:
+    """``normalization`` (a :class:`~napari_ssl.preprocess.Normalization`, default z-score), ``fingerprint`` (the
+    training data's, as ``meta.json`` holds it; default none, as in older checkpoints) and ``channel_dropout``
+    (modality dropout's share; default none recorded) go into the meta."""
     import torch
 
     from napari_ssl import checkpoint
@@ -50,6 +52,8 @@ def random_checkpoint(path: Path, *, in_channels: int = 1, classes=(("lesion", (
     }
     if fingerprint is not None:
         meta["fingerprint"] = dict(fingerprint)
+    if channel_dropout is not None:
+        meta["channel_dropout"] = channel_dropout
     return checkpoint.save(path, net.state_dict(), meta)
 
 

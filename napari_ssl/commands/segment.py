@@ -13,7 +13,9 @@ on stderr, and the run goes on.
 
 The mask (uint8 label values, classes in the model's ``meta.json``) lies on the scan's own grid, so it
 opens aligned with the scan in any viewer. ``--input`` may be a DICOM folder; a multi-channel model takes
-one file per channel, joined by commas.
+one file per channel, joined by commas. A model of several channels trained with modality dropout (the default for
+several) segments as a modality ensemble: each window also with each channel blanked in turn, keeping what any of
+these finds (``--no-modality-ensemble``: the channels as they are only, about a third of the time for four).
 
 An nnU-Net v2 results folder (``dataset.json``, ``plans.json``, ``fold_N/checkpoint_final.pth``) runs through
 nnU-Net's own predictor on the scan as its file stores it (no reorientation, as in nnU-Net); its checkpoints are
@@ -40,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sw-batch-size", type=int, default=1, metavar="N", help="windows per forward pass")
     parser.add_argument("--device", default="auto", metavar="DEV", help="where windows run: auto, cpu, cuda, mps")
     parser.add_argument("--largest-component", action="store_true", help="keep each class's largest component only")
+    parser.add_argument("--modality-ensemble", action=argparse.BooleanOptionalAction, default=None,
+                        help="models of several channels: also segment with each channel blanked in turn and keep "
+                             "what any finds, so a structure one modality hides is found from the others (default: "
+                             "on for a model trained with modality dropout; costs about channels + 1 times the time)")
     parser.add_argument("--max-memory-mb", type=float, default=1024, metavar="MB",
                         help="bound on stitched logits per pass; larger scans go in slabs (default 1024)")
     parser.add_argument("--trust", action="store_true",
@@ -83,8 +89,9 @@ def run(args: argparse.Namespace) -> int:
     model = open_segmenter(info, device=args.device, trust=args.trust, **nnunet)
     result = None
     shown = -1
+    options = {} if args.modality_ensemble is None else {"modality_ensemble": args.modality_ensemble}
     for event in predict_iter(model, channels, overlap=args.overlap, sw_batch_size=args.sw_batch_size,
-                              largest_component=args.largest_component, max_memory_mb=args.max_memory_mb):
+                              largest_component=args.largest_component, max_memory_mb=args.max_memory_mb, **options):
         if isinstance(event, SegmentProgress) and not args.quiet:
             pct = int(event.fraction * 100)
             if pct // 10 != shown:

@@ -139,6 +139,9 @@ def info_of(ck: Any) -> SegmenterInfo:
     if not ck.dice:  # why there is no held-out Dice, where the checkpoint says (every case trained, or none run yet)
         every = ck.n_train and not ck.n_val
         details.append(("held-out Dice", "not measured" + (" (no case was held out: every case trained)" if every else "")))
+    if uses_modality_ensemble(ck):
+        details.append(("segments", f"as a modality ensemble: each window also with each of its {ck.in_channels} "
+                        f"channels blanked in turn, as trained (modality dropout {ck.modality_dropout:.0%})"))
     from napari_ssl.inference.bundled import bundled_name
 
     return SegmenterInfo(
@@ -161,8 +164,9 @@ class NativeSegmenter(Segmenter):
     def predict(self, channels: Sequence[Volume], *, progress: Callable[[float], None] | None = None,
                 should_stop: Callable[[], bool] | None = None, **options: Any) -> Volume:
         """:func:`~napari_ssl.inference.segment.segment` (options: ``overlap``, ``sw_batch_size``,
-        ``largest_component``, ``max_memory_mb``, ``device``, ``sw_device``)."""
-        known = ("overlap", "sw_batch_size", "largest_component", "max_memory_mb", "device", "sw_device")
+        ``largest_component``, ``modality_ensemble``, ``max_memory_mb``, ``device``, ``sw_device``)."""
+        known = ("overlap", "sw_batch_size", "largest_component", "modality_ensemble", "max_memory_mb", "device",
+                 "sw_device")
         return segment(self.check_inputs(channels), self.model, progress=progress, should_stop=should_stop,
                        **{k: v for k, v in options.items() if k in known})
 
@@ -177,6 +181,7 @@ def segment(
     device: str | None = None,
     sw_device: str | None = None,
     largest_component: bool = False,
+    modality_ensemble: bool | None = None,
     max_memory_mb: float = MAX_MEMORY_MB,
     progress: Callable[[float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -199,6 +204,10 @@ def segment(
         stitched output there too, except that a CUDA model keeps the output of a large scan on the CPU.
     largest_component : bool
         Keep only the largest connected component of each class.
+    modality_ensemble : bool, optional
+        Run each window also with each channel blanked in turn and keep what any of these finds
+        (:func:`~napari_ssl.inference.sliding.any_modality`; one forward pass of ``channels + 1`` windows each).
+        Default: on for a model of several channels trained with modality dropout.
     max_memory_mb : float
         Bound on the stitched logits of one pass; larger scans are processed in slabs.
     progress, should_stop : callables, optional
@@ -226,7 +235,17 @@ def segment(
         patch=ck.patch_size, class_indices=[c.index for c in ck.classes], names=ck.names, model_path=model.path,
         overlap=overlap, sw_batch_size=sw_batch_size, sw_device=swd, device=device,
         largest_component=largest_component, max_memory_mb=max_memory_mb, progress=progress, should_stop=should_stop,
+        modality_ensemble=uses_modality_ensemble(ck, modality_ensemble),
     )
+
+
+def uses_modality_ensemble(ck: Any, chosen: bool | None = None) -> bool:
+    """Whether segmenting with checkpoint ``ck`` runs the modality ensemble: ``chosen``, else (``None``) when the model
+    has several channels and was trained with modality dropout (a model never shown a blanked channel would read one
+    as a scan without that structure). Never for one channel."""
+    if ck.in_channels < 2:
+        return False
+    return ck.modality_dropout > 0 if chosen is None else bool(chosen)
 
 
 def labels_on_scan(
@@ -248,12 +267,15 @@ def labels_on_scan(
     max_memory_mb: float = MAX_MEMORY_MB,
     progress: Callable[[float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    modality_ensemble: bool = False,
 ) -> Volume:
     """The pipeline of :func:`segment` for any network ``net`` (a napari-ssl U-Net, a scripted module): the channels
     onto the model grid (reoriented to ``orientation``, or in the file's own axis order when it is ``None``, resampled
     to ``spacing``, normalised), sliding windows of ``patch`` on ``sw_device`` (the stitched logits on ``device``;
     ``None``: there too, except the CPU for a large scan off a GPU), argmax, the optional largest component of each
-    class, and the labels back on ``channels[0]``'s grid, named and described by ``names`` and ``model_path``."""
+    class, and the labels back on ``channels[0]``'s grid, named and described by ``names`` and ``model_path``.
+    ``modality_ensemble``: each window also with each channel blanked to its background (:func:`predict_labels`'s
+    ``blank_values``)."""
     import numpy as np
     import torch
 
@@ -276,6 +298,7 @@ def labels_on_scan(
         net, array, roi=patch, n_classes=len(class_indices) + 1, overlap=float(overlap),
         sw_batch_size=sw_batch_size, sw_device=swd, device=device, max_memory_mb=max_memory_mb,
         progress=progress, should_stop=should_stop, pad_value=pad,
+        blank_values=pad if modality_ensemble and len(pad) > 1 else None,
     )
     del array
     if largest_component:
@@ -331,4 +354,5 @@ __all__ = [
     "segment",
     "segment_iter",
     "to_model_grid",
+    "uses_modality_ensemble",
 ]

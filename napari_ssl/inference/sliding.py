@@ -4,6 +4,11 @@ MONAI's ``sliding_window_inference`` with Gaussian blending; the windows run on 
 stay on ``device``. A scan whose stitched logits would exceed ``max_memory_mb`` is cut into slabs along its first axis
 (each with a half-window halo on both sides). Used by inference (:mod:`napari_ssl.inference.segment`) and by fine-tuning's
 validation. No Qt or napari here.
+
+A model of several channels trained with modality dropout can also run as a *modality ensemble*
+(:func:`any_modality`): each window runs once as it is and once with each channel blanked (its background, as
+training blanks it), and a voxel is foreground when any of these answers finds it. A structure that one modality
+hides (a tumour core grey on FLAIR, bright on T2 and T1ce) is then found from the modalities that show it.
 """
 
 from __future__ import annotations
@@ -42,6 +47,23 @@ def _slabs(depth: int, core: int, halo: int) -> list[tuple[int, int, int, int]]:
     return out
 
 
+def any_modality(logits: Any) -> Any:
+    """Log-probabilities of a modality ensemble from ``logits`` (V, B, K, ...): the answers of V variants of the same
+    windows (as they are, and with one channel blanked each), K classes with background first.
+
+    A voxel's foreground probability is the largest over the variants (so it is foreground when any variant finds
+    it); its share among the classes follows each class's largest probability. With one class this is the union of
+    the variants' masks.
+    """
+    import torch
+
+    p = torch.softmax(logits.float(), dim=2)
+    fg = (1.0 - p[:, :, :1]).amax(dim=0)  # (B, 1, ...)
+    best = p[:, :, 1:].amax(dim=0)  # (B, K-1, ...)
+    share = best / best.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    return torch.log(torch.cat([1.0 - fg, fg * share], dim=1).clamp_min(1e-6))
+
+
 def predict_labels(
     net: Any,
     image: np.ndarray,
@@ -57,6 +79,7 @@ def predict_labels(
     progress: Callable[[float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     pad_value: Sequence[float] | None = None,
+    blank_values: Sequence[float] | None = None,
 ) -> np.ndarray:
     """Argmax labels (uint8, ``image.shape[1:]``) of ``net`` on ``image`` (C, z, y, x), normalised float32.
 
@@ -65,6 +88,9 @@ def predict_labels(
     smaller than ``roi`` is padded with ``pad_value`` (one per channel; default each channel's minimum), as
     training pads it. On a CPU with bfloat16 the net's weights are put in ``channels_last_3d`` memory format, in
     place (training already holds them so; a loaded model keeps it for the next scan).
+
+    ``blank_values`` (one per channel, what modality dropout blanked a channel with in training) runs the modality
+    ensemble (:func:`any_modality`): each window as it is and with each channel blanked in turn, in one batch.
     """
     import torch
     from monai.inferers import sliding_window_inference
@@ -83,7 +109,7 @@ def predict_labels(
         padded = pad_to(image, roi, list(low))
         out = predict_labels(net, padded, roi=roi, n_classes=n_classes, overlap=overlap, sw_batch_size=sw_batch_size,
                              sw_device=sw_device, device=device, amp=amp, max_memory_mb=max_memory_mb,
-                             progress=progress, should_stop=should_stop)
+                             progress=progress, should_stop=should_stop, blank_values=blank_values)
         return np.ascontiguousarray(out[: shape[0], : shape[1], : shape[2]])
     depth, rest = image.shape[1], image.shape[2:]
     plane_bytes = (n_classes + 1) * 4 * max(rest[0], roi[1]) * max(rest[1], roi[2])
@@ -101,10 +127,19 @@ def predict_labels(
     def predictor(x: torch.Tensor) -> torch.Tensor:
         if should_stop is not None and should_stop():
             raise SegmentationCancelled("segmentation cancelled")
+        if blank_values is not None:  # the modality ensemble: one batch of the window and its blanked variants
+            variants = [x]
+            for channel, value in enumerate(blank_values):
+                blanked = x.clone()
+                blanked[:, channel] = value
+                variants.append(blanked)
+            x = torch.cat(variants)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         with torch.autocast(sw_device.type, dtype=amp_dtype, enabled=use_amp):
             y = net(x)
+        if blank_values is not None:
+            y = any_modality(y.reshape(len(blank_values) + 1, -1, *y.shape[1:]))
         done[0] += 1
         if progress is not None:
             progress(min(1.0, done[0] / total_calls))
@@ -151,4 +186,4 @@ def largest_components(labels: np.ndarray, classes: Sequence[int]) -> np.ndarray
     return out
 
 
-__all__ = ["MAX_MEMORY_MB", "SegmentationCancelled", "count_windows", "largest_components", "predict_labels"]
+__all__ = ["MAX_MEMORY_MB", "SegmentationCancelled", "any_modality", "count_windows", "largest_components", "predict_labels"]

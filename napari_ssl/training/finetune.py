@@ -438,6 +438,7 @@ class FinetuneTask:
             "plan": plan.to_dict(),
             "fingerprint": self.fingerprint.to_dict(),
             "mirror": self.mirror,
+            "channel_dropout": self.sampler.channel_dropout if self.spec.in_channels > 1 else 0.0,
             "pretrained": self.pretrained_info,
             "model_version": getattr(self, "model_version", 1),
             "continued_from": getattr(self, "continued_from", None),

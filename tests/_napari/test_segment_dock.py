@@ -144,6 +144,40 @@ def test_bad_inputs_notify_and_keep_layers(viewer_dock, tmp_path, qtbot, errors)
     assert "scan masks" in viewer.layers
 
 
+def test_a_model_of_several_channels_offers_the_modality_ensemble_as_trained(viewer_dock, tmp_path, qtbot,
+                                                                               monkeypatch) -> None:
+    """The ensemble's box shows only for a napari-ssl model of several channels, partly ticked (as the model was
+    trained, which the summary says); ticking or clearing it is what the dock sends the child segmenting."""
+    from qtpy.QtCore import Qt
+
+    import napari_ssl._napari.segment.dock as seg
+
+    viewer, dock, _, image = viewer_dock
+    box = dock.options.ensemble
+    assert dock.load_model(str(random_checkpoint(tmp_path / "one")))
+    assert box.isHidden() and "modality_ensemble" not in dock.options.segment_options()
+    assert dock.load_model(str(random_checkpoint(tmp_path / "two", in_channels=2, channel_dropout=0.3)))
+    assert not box.isHidden() and box.checkState() == Qt.CheckState.PartiallyChecked
+    assert "modality_ensemble" not in dock.options.segment_options()  # as trained: the model's default
+    assert "modality ensemble" in dock.picker.info_label.text()  # the summary says how it segments
+    box.setCheckState(Qt.CheckState.Checked)
+    assert dock.options.segment_options()["modality_ensemble"] is True
+    box.setCheckState(Qt.CheckState.Unchecked)
+    assert dock.options.segment_options()["modality_ensemble"] is False
+
+    sent = []  # what the dock hands the child: the user's choice among the options
+    real = seg.SegmentRequest
+    monkeypatch.setattr(seg, "SegmentRequest", lambda **kw: sent.append(kw["options"]) or real(**kw))
+    data, kwargs, kind = volume_to_layer_data(image.with_array(image.array // 2), "image", name="scan 2")
+    viewer._add_layer_from_data(data, kwargs, kind)  # a second modality on the scan's grid
+    dock.channel_boxes[0].setCurrentText("scan")
+    dock.channel_boxes[1].setCurrentText("scan 2")
+    worker = dock.run()
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    assert "scan masks" in viewer.layers and sent[-1]["modality_ensemble"] is False
+
+
 @pytest.mark.slow
 def test_finetune_dock_trains_in_a_child(make_napari_viewer, tmp_path, qtbot, errors) -> None:
     from napari_ssl.inference.segment import load_model

@@ -1,7 +1,8 @@
 """The Segment dock's run options: how the model runs on the scan, not which model or scan.
 
-Window overlap (Gaussian blending) and the device for every model; the largest-component clean-up of the masks; and,
-only for an nnU-Net model, its own opening options: the folds to average and test-time mirroring (partly ticked:
+Window overlap (Gaussian blending) and the device for every model; the largest-component clean-up of the masks; for a
+napari-ssl model of several channels, the modality ensemble (partly ticked: as the model was trained, on after
+modality dropout); and, only for an nnU-Net model, its own opening options: the folds to average and test-time mirroring (partly ticked:
 nnU-Net's default for the device the child finds, on a GPU and off on a CPU). The same options drive a correction
 round's segmentation.
 """
@@ -36,6 +37,11 @@ class RunOptions(QWidget):
         self.mirroring.setToolTip("nnU-Net's mirroring: each window also runs mirrored along its axes and the answers "
                                   "are averaged; up to 8x the time of a 3D model on a CPU. Partly ticked: on a GPU, "
                                   "off on a CPU")
+        self.ensemble = QCheckBox("modality ensemble")
+        self.ensemble.setToolTip("each window also runs with each channel blanked in turn, and a voxel is kept when any "
+                                 "of these finds it: a structure one modality hides is found from the others; about "
+                                 "channels + 1 times the time. Partly ticked: as the model was trained (on after "
+                                 "modality dropout)")
         self.folds = QLineEdit()
         self.folds.setToolTip("the nnU-Net folds to average, e.g. 0,1 (empty: every trained fold)")
         self.threads = training_threads()
@@ -47,12 +53,20 @@ class RunOptions(QWidget):
         self._form.addRow("overlap", self.overlap)
         self._form.addRow("device", self.device)
         self._form.addRow(self.largest)
+        self._form.addRow(self.ensemble)
         self._form.addRow("folds", self.folds)
         self._form.addRow(self.mirroring)
         self.show_model(None)
 
     def show_model(self, info: ModelInfo | None) -> None:
-        """nnU-Net's own options (folds, mirroring) only for an nnU-Net model; mirroring off on a CPU by default."""
+        """nnU-Net's own options (folds, mirroring) only for an nnU-Net model, mirroring off on a CPU by default; the
+        modality ensemble only for a napari-ssl model of several channels, as trained by default."""
+        several = info is not None and info.format == "napari-ssl" and len(info.segmenter.channels) > 1
+        self._form.setRowVisible(self.ensemble, several)
+        if several and self.ensemble.property("model") != info.path:
+            self.ensemble.setProperty("model", info.path)
+            self.ensemble.setTristate(True)
+            self.ensemble.setCheckState(Qt.CheckState.PartiallyChecked)
         nnunet = info is not None and info.format == "nnunet"
         for widget in (self.folds, self.mirroring):
             self._form.setRowVisible(widget, nnunet)
@@ -71,7 +85,11 @@ class RunOptions(QWidget):
 
     def segment_options(self) -> dict[str, Any]:
         """The options of :func:`napari_ssl.inference.segment.segment` set here."""
-        return {"overlap": float(self.overlap.value()), "largest_component": self.largest.isChecked()}
+        out: dict[str, Any] = {"overlap": float(self.overlap.value()), "largest_component": self.largest.isChecked()}
+        state = self.ensemble.checkState()
+        if self._form.isRowVisible(self.ensemble) and state != Qt.CheckState.PartiallyChecked:
+            out["modality_ensemble"] = state == Qt.CheckState.Checked  # the user's choice; else as trained
+        return out
 
     def open_options(self, info: ModelInfo) -> dict[str, Any]:
         """The format's opening options set here: nnU-Net's folds and mirroring."""
