@@ -128,7 +128,14 @@ def test_the_modality_ensemble_finds_what_one_modality_hides() -> None:
     # identical variants give back each one's probabilities; different ones: foreground where any variant finds it
     logits = torch.randn(1, 3, 4, 5, 5, 5)
     same = any_modality(logits.expand(3, -1, -1, -1, -1, -1))
-    assert torch.allclose(same.exp(), torch.softmax(logits[0], 1), atol=1e-5)
+    assert torch.allclose(torch.softmax(same, 1), torch.softmax(logits[0], 1), atol=1e-5)
     logits = torch.randn(4, 2, 2, 6, 6, 6) * 3
     union = (logits.argmax(2) == 1).any(0)
     assert torch.equal(any_modality(logits).argmax(1) == 1, union)
+    # several classes: foreground where any variant finds it, its class the one the variant with every channel
+    # prefers among the classes (a variant without T1ce cannot tell enhancing tumour from core)
+    logits = torch.randn(5, 2, 4, 6, 6, 6) * 3
+    labels = any_modality(logits).argmax(1)
+    found = (logits.argmax(2) > 0).any(0)
+    assert torch.equal(labels > 0, found)
+    assert torch.equal(labels[found], logits[0, :, 1:].argmax(1)[found] + 1)

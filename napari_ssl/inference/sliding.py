@@ -48,20 +48,22 @@ def _slabs(depth: int, core: int, halo: int) -> list[tuple[int, int, int, int]]:
 
 
 def any_modality(logits: Any) -> Any:
-    """Log-probabilities of a modality ensemble from ``logits`` (V, B, K, ...): the answers of V variants of the same
-    windows (as they are, and with one channel blanked each), K classes with background first.
+    """The logits of a modality ensemble from ``logits`` (V, B, K, ...): the answers of V variants of the same windows,
+    the first as they are and the others with one channel blanked each; K classes, background first.
 
-    A voxel's foreground probability is the largest over the variants (so it is foreground when any variant finds
-    it); its share among the classes follows each class's largest probability. With one class this is the union of
-    the variants' masks.
+    *Whether* a voxel is foreground: when any variant's argmax says so (the largest margin of a class over background
+    among the variants is positive); *which* class: the one the variant that sees every channel prefers. With one
+    class this is the union of the variants' masks; with identical variants, the logits of one (up to a shift). A
+    variant without T1ce cannot tell enhancing tumour from core, so it has a say in where the tumour is and none in
+    which part of it.
     """
     import torch
 
-    p = torch.softmax(logits.float(), dim=2)
-    fg = (1.0 - p[:, :, :1]).amax(dim=0)  # (B, 1, ...)
-    best = p[:, :, 1:].amax(dim=0)  # (B, K-1, ...)
-    share = best / best.sum(dim=1, keepdim=True).clamp_min(1e-12)
-    return torch.log(torch.cat([1.0 - fg, fg * share], dim=1).clamp_min(1e-6))
+    logits = logits.float()
+    margin = (logits[:, :, 1:].amax(dim=2, keepdim=True) - logits[:, :, :1]).amax(dim=0)  # (B, 1, ...)
+    full = logits[0, :, 1:]  # (B, K-1, ...): the variant with every channel
+    classes = margin + full - full.amax(dim=1, keepdim=True)  # its preferred class scores the margin itself
+    return torch.cat([torch.zeros_like(margin), classes], dim=1)
 
 
 def predict_labels(
