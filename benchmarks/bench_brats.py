@@ -86,7 +86,7 @@ def sparse_labels(cases: list[Path], every: int, folder: Path) -> list[str]:
 
 def run(n_cases: int, minutes: float | None, out: Path, seed: int, modality: str, data: Path = DATA,
         device: str = "auto", peak_tflops: float = 989.0, overrides: dict | None = None,
-        classes: str = CLASSES, every_nth: int = 0) -> dict:
+        classes: str = CLASSES, every_nth: int = 0, trained: Path | None = None) -> dict:
     from napari_ssl import events, io
     from napari_ssl.classes import region_members
     from napari_ssl.inference.segment import load_model, segment, uses_modality_ensemble
@@ -106,7 +106,7 @@ def run(n_cases: int, minutes: float | None, out: Path, seed: int, modality: str
     )
     t0 = time.perf_counter()
     finished = None
-    for event in finetune(config):
+    for event in () if trained else finetune(config):  # --model: a model trained before, segmenting only
         if isinstance(event, events.Started):
             print(event.plan_text, flush=True)
             print(events.describe(event), flush=True)
@@ -115,7 +115,7 @@ def run(n_cases: int, minutes: float | None, out: Path, seed: int, modality: str
         elif isinstance(event, events.Finished):
             finished = event
     train_s = time.perf_counter() - t0
-    model = load_model(out / "model", device="cpu" if device == "auto" else device)
+    model = load_model(trained or out / "model", device="cpu" if device == "auto" else device)
     rows = []
     for case in test:
         scan = [io.read(case / f"{m}.nii.gz") for m in channels]
@@ -157,7 +157,7 @@ def run(n_cases: int, minutes: float | None, out: Path, seed: int, modality: str
     result = {
         "cases": n_cases, "minutes": minutes, "every_nth_slice": every_nth, "classes": classes, "seed": seed, "modality": modality, "train_s": round(train_s, 1),
         "threads": meta.config.get("num_threads") or len(os.sched_getaffinity(0)),
-        "steps": finished.step if finished else None, "plan": meta.plan.to_dict() if meta.plan else None,
+        "steps": finished.step if finished else meta.step, "model": str(model.path), "plan": meta.plan.to_dict() if meta.plan else None,
         "val_time": meta.history.get("val_time", []), "val_dice": meta.history.get("val/score", []),
         "best_step": meta.training.get("best_step"),
         "test": rows, "test_dice_mean": float(np.mean([r["dice"] for r in rows])),
@@ -225,6 +225,8 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="GPU dense bf16 peak (H100/H200 SXM: 989)")
     parser.add_argument("--out", type=Path, default=Path("runs/brats"))
     parser.add_argument("--plot", type=Path, nargs="+", help="result folders to plot instead of training")
+    parser.add_argument("--model", type=Path, default=None, metavar="DIR",
+                        help="segment the unseen cases with this model (a run's out/model) instead of training one")
     parser.add_argument("--figure", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "brats_dice_vs_time.png")
     args = parser.parse_args()
     if args.plot:
@@ -254,7 +256,7 @@ def main() -> None:
         sp = overrides["spacing"]
         overrides["spacing"] = tuple(sp) if isinstance(sp, list) else (float(sp),) * 3
     run(args.cases, args.minutes or None, args.out, args.seed, args.modality, args.data, args.device, args.peak_tflops,
-        overrides, args.classes, args.every_nth_slice)
+        overrides, args.classes, args.every_nth_slice, args.model)
 
 
 if __name__ == "__main__":
