@@ -157,7 +157,8 @@ def run(n_cases: int, minutes: float | None, out: Path, seed: int, modality: str
     result = {
         "cases": n_cases, "minutes": minutes, "every_nth_slice": every_nth, "classes": classes, "seed": seed, "modality": modality, "train_s": round(train_s, 1),
         "threads": meta.config.get("num_threads") or len(os.sched_getaffinity(0)),
-        "steps": finished.step if finished else meta.step, "model": str(model.path), "plan": meta.plan.to_dict() if meta.plan else None,
+        "steps": finished.step if finished else meta.step, "model": str(model.path),
+        "plan": meta.plan.to_dict() if meta.plan else None,
         "val_time": meta.history.get("val_time", []), "val_dice": meta.history.get("val/score", []),
         "best_step": meta.training.get("best_step"),
         "test": rows, "test_dice_mean": float(np.mean([r["dice"] for r in rows])),

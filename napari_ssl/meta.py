@@ -134,7 +134,7 @@ class SegmenterCheckpoint(Checkpoint):
     pretrained: Mapping[str, Any] | None = None
     fingerprint: Mapping[str, Any] | None = None
     mirror: bool | None = None
-    channel_dropout: float | None = None  # modality dropout's share of patches (None: a file written before it was stored)
+    channel_dropout: float | None = None  # modality dropout's share of patches (None: written before it was stored)
     validation: str = ""
     train_cases: tuple[str, ...] = ()
     ignore_label: int | None = None  # the source label value taken as unlabelled (nnU-Net's ignore label)

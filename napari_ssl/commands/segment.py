@@ -15,7 +15,7 @@ The mask (uint8 label values, classes in the model's ``meta.json``) lies on the 
 opens aligned with the scan in any viewer. ``--input`` may be a DICOM folder; a multi-channel model takes
 one file per channel, joined by commas. A model of several channels trained with modality dropout (the default for
 several) segments as a modality ensemble: each window also with each channel blanked in turn, keeping what any of
-these finds (``--no-modality-ensemble``: the channels as they are only, about a third of the time for four).
+these finds (``--no-modality-ensemble``: the channels as they are only, a fifth of the time for four).
 
 An nnU-Net v2 results folder (``dataset.json``, ``plans.json``, ``fold_N/checkpoint_final.pth``) runs through
 nnU-Net's own predictor on the scan as its file stores it (no reorientation, as in nnU-Net); its checkpoints are

@@ -188,4 +188,5 @@ def largest_components(labels: np.ndarray, classes: Sequence[int]) -> np.ndarray
     return out
 
 
-__all__ = ["MAX_MEMORY_MB", "SegmentationCancelled", "any_modality", "count_windows", "largest_components", "predict_labels"]
+__all__ = ["MAX_MEMORY_MB", "SegmentationCancelled", "any_modality", "count_windows", "largest_components",
+           "predict_labels"]

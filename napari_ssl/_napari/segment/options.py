@@ -2,9 +2,9 @@
 
 Window overlap (Gaussian blending) and the device for every model; the largest-component clean-up of the masks; for a
 napari-ssl model of several channels, the modality ensemble (partly ticked: as the model was trained, on after
-modality dropout); and, only for an nnU-Net model, its own opening options: the folds to average and test-time mirroring (partly ticked:
-nnU-Net's default for the device the child finds, on a GPU and off on a CPU). The same options drive a correction
-round's segmentation.
+modality dropout); and, only for an nnU-Net model, its own opening options: the folds to average and test-time
+mirroring (partly ticked: nnU-Net's default for the device the child finds, on a GPU and off on a CPU). The same
+options drive a correction round's segmentation.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ class RunOptions(QWidget):
                                   "are averaged; up to 8x the time of a 3D model on a CPU. Partly ticked: on a GPU, "
                                   "off on a CPU")
         self.ensemble = QCheckBox("modality ensemble")
-        self.ensemble.setToolTip("each window also runs with each channel blanked in turn, and a voxel is kept when any "
-                                 "of these finds it: a structure one modality hides is found from the others; about "
-                                 "channels + 1 times the time. Partly ticked: as the model was trained (on after "
+        self.ensemble.setToolTip("each window also runs with each channel blanked in turn, and a voxel is kept when "
+                                 "any of these finds it: a structure one modality hides is found from the others; "
+                                 "about channels + 1 times the time. Partly ticked: as the model was trained (on after "
                                  "modality dropout)")
         self.folds = QLineEdit()
         self.folds.setToolTip("the nnU-Net folds to average, e.g. 0,1 (empty: every trained fold)")
