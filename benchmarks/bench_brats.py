@@ -256,7 +256,7 @@ def main() -> None:
     if "spacing" in overrides:
         sp = overrides["spacing"]
         overrides["spacing"] = tuple(sp) if isinstance(sp, list) else (float(sp),) * 3
-    run(args.cases, args.minutes or None, args.out, args.seed, args.modality, args.data, args.device, args.peak_tflops,
+    run(args.cases, None if args.model else args.minutes or None, args.out, args.seed, args.modality, args.data, args.device, args.peak_tflops,
         overrides, args.classes, args.every_nth_slice, args.model)
 
 
