@@ -111,6 +111,34 @@ class _SeesTheCubeOnlyWithoutChannelZero(torch.nn.Module):
         return torch.stack([torch.zeros_like(fg), fg], 1)
 
 
+class _CallsAWindowWithoutChannelZeroTumour(torch.nn.Module):
+    """Foreground everywhere in a window whose channel 0 is blank throughout (0), background elsewhere."""
+
+    def forward(self, x):
+        blank = (x[:, 0].abs().amax(dim=(1, 2, 3)) < 1e-6).float()[:, None, None, None]
+        fg = (8.0 * blank - 4.0).expand(-1, *x.shape[2:])
+        return torch.stack([torch.zeros_like(fg), fg], 1)
+
+
+def test_outside_the_body_the_modality_ensemble_keeps_the_as_is_answer() -> None:
+    """Where every channel is at its background (outside the body) no modality hides anything: a blanked variant's
+    answer there does not count, so blanking channel 0 of a window does not turn the space around the body into
+    foreground."""
+    from napari_ssl.inference.sliding import any_modality, predict_labels
+
+    image = np.stack([np.zeros((24, 16, 16), np.float32), np.full((24, 16, 16), -1.0, np.float32)])
+    image[0, :12], image[1, :12] = 1.0, 2.0  # the body: the first 12 slices; outside it both channels blank
+    labels = predict_labels(_CallsAWindowWithoutChannelZeroTumour(), image, roi=(24, 16, 16), n_classes=2, amp=False,
+                            blank_values=[0.0, -1.0])
+    assert labels[:12].all() and not labels[12:].any()
+    logits = torch.zeros(2, 1, 2, 4, 4, 4)
+    logits[1, :, 1] = 5.0  # the blanked variant calls everything foreground, the as-is one nothing
+    inside = torch.zeros(1, 1, 4, 4, 4, dtype=torch.bool)
+    inside[..., :2, :, :] = True
+    found = any_modality(logits, inside).argmax(1) == 1
+    assert torch.equal(found, inside[:, 0]) and any_modality(logits).argmax(1).all()
+
+
 def test_the_modality_ensemble_finds_what_one_modality_hides() -> None:
     from napari_ssl.inference.sliding import any_modality, predict_labels
 

@@ -7,7 +7,7 @@ validation. No Qt or napari here.
 
 A model of several channels trained with modality dropout can also run as a *modality ensemble*
 (:func:`any_modality`): each window runs once as it is and once with each channel blanked (its background, as
-training blanks it), and a voxel is foreground when any of these answers finds it. A structure that one modality
+training blanks it), and a voxel of the body is foreground when any of these answers finds it. A structure that one modality
 hides (a tumour core grey on FLAIR, bright on T2 and T1ce) is then found from the modalities that show it.
 """
 
@@ -47,7 +47,7 @@ def _slabs(depth: int, core: int, halo: int) -> list[tuple[int, int, int, int]]:
     return out
 
 
-def any_modality(logits: Any) -> Any:
+def any_modality(logits: Any, inside: Any = None) -> Any:
     """The logits of a modality ensemble from ``logits`` (V, B, K, ...): the answers of V variants of the same windows,
     the first as they are and the others with one channel blanked each; K classes, background first.
 
@@ -56,11 +56,16 @@ def any_modality(logits: Any) -> Any:
     class this is the union of the variants' masks; with identical variants, the logits of one (up to a shift). A
     variant without T1ce cannot tell enhancing tumour from core, so it has a say in where the tumour is and none in
     which part of it.
+
+    ``inside`` (B, 1, ...) bool, optional: the voxels where some channel shows the body. Elsewhere (every channel at its
+    background) no modality hides anything, and the as-is answer stands: a window cut by blanking one channel inside
+    the body would otherwise call empty space outside it tumour.
     """
     import torch
 
     logits = logits.float()
-    margin = (logits[:, :, 1:].amax(dim=2, keepdim=True) - logits[:, :, :1]).amax(dim=0)  # (B, 1, ...)
+    margins = logits[:, :, 1:].amax(dim=2, keepdim=True) - logits[:, :, :1]  # (V, B, 1, ...)
+    margin = margins.amax(dim=0) if inside is None else torch.where(inside, margins.amax(dim=0), margins[0])
     full = logits[0, :, 1:]  # (B, K-1, ...): the variant with every channel
     classes = margin + full - full.amax(dim=1, keepdim=True)  # its preferred class scores the margin itself
     return torch.cat([torch.zeros_like(margin), classes], dim=1)
@@ -130,6 +135,8 @@ def predict_labels(
         if should_stop is not None and should_stop():
             raise SegmentationCancelled("segmentation cancelled")
         if blank_values is not None:  # the modality ensemble: one batch of the window and its blanked variants
+            blank = torch.tensor(list(blank_values), dtype=x.dtype, device=x.device).view(1, -1, *([1] * (x.ndim - 2)))
+            inside = (x != blank).any(dim=1, keepdim=True)
             variants = [x]
             for channel, value in enumerate(blank_values):
                 blanked = x.clone()
@@ -141,7 +148,7 @@ def predict_labels(
         with torch.autocast(sw_device.type, dtype=amp_dtype, enabled=use_amp):
             y = net(x)
         if blank_values is not None:
-            y = any_modality(y.reshape(len(blank_values) + 1, -1, *y.shape[1:]))
+            y = any_modality(y.reshape(len(blank_values) + 1, -1, *y.shape[1:]), inside.to(y.device))
         done[0] += 1
         if progress is not None:
             progress(min(1.0, done[0] / total_calls))
