@@ -7,8 +7,8 @@ validation. No Qt or napari here.
 
 A model of several channels trained with modality dropout can also run as a *modality ensemble*
 (:func:`any_modality`): each window runs once as it is and once with each channel blanked (its background, as
-training blanks it), and a voxel of the body is foreground when any of these answers finds it. A structure that one modality
-hides (a tumour core grey on FLAIR, bright on T2 and T1ce) is then found from the modalities that show it.
+training blanks it), and a voxel of the body is foreground when any of these answers finds it. A structure that one
+modality hides (a tumour core grey on FLAIR, bright on T2 and T1ce) is then found from the modalities that show it.
 """
 
 from __future__ import annotations
