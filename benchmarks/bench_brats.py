@@ -86,7 +86,7 @@ def sparse_labels(cases: list[Path], every: int, folder: Path) -> list[str]:
 
 def run(n_cases: int, minutes: float | None, out: Path, seed: int, modality: str, data: Path = DATA,
         device: str = "auto", peak_tflops: float = 989.0, overrides: dict | None = None,
-        classes: str = CLASSES, every_nth: int = 0, trained: Path | None = None) -> dict:
+        classes: str = CLASSES, every_nth: int = 0, model_dir: Path | None = None) -> dict:
     from napari_ssl import events, io
     from napari_ssl.classes import region_members
     from napari_ssl.inference.segment import load_model, segment, uses_modality_ensemble
@@ -106,7 +106,7 @@ def run(n_cases: int, minutes: float | None, out: Path, seed: int, modality: str
     )
     t0 = time.perf_counter()
     finished = None
-    for event in () if trained else finetune(config):  # --model: a model trained before, segmenting only
+    for event in () if model_dir else finetune(config):  # --model: a model trained before, segmenting only
         if isinstance(event, events.Started):
             print(event.plan_text, flush=True)
             print(events.describe(event), flush=True)
@@ -115,7 +115,15 @@ def run(n_cases: int, minutes: float | None, out: Path, seed: int, modality: str
         elif isinstance(event, events.Finished):
             finished = event
     train_s = time.perf_counter() - t0
-    model = load_model(trained or out / "model", device="cpu" if device == "auto" else device)
+    model = load_model(model_dir or out / "model", device="cpu" if device == "auto" else device)
+    trained = model.checkpoint.classes  # each class's region (BraTS: core, enhancing) scored too
+    members = region_members(trained)
+    ensemble = uses_modality_ensemble(model.checkpoint)  # the default segments so: each case also without it
+
+    def region_dice(pred: np.ndarray, seg: np.ndarray) -> dict[str, float]:
+        return {c.name: _dice(np.isin(pred, m), np.isin(seg, c.ids))
+                for c, m in zip(trained, members, strict=True)} if len(trained) > 1 else {}
+
     rows = []
     for case in test:
         scan = [io.read(case / f"{m}.nii.gz") for m in channels]
@@ -125,16 +133,13 @@ def run(n_cases: int, minutes: float | None, out: Path, seed: int, modality: str
         pred = segment(scan if len(scan) > 1 else scan[0], model).array
         seconds = time.perf_counter() - t
         mask = pred > 0
-        trained = model.checkpoint.classes  # each class's region (BraTS: core, enhancing) scored too
-        regions = {c.name: _dice(np.isin(pred, m), np.isin(seg, c.ids))
-                   for c, m in zip(trained, region_members(trained), strict=True)} if len(trained) > 1 else {}
+        regions = region_dice(pred, seg)
         plain = {}
-        if uses_modality_ensemble(model.checkpoint):  # the default segments as a modality ensemble: also without it
+        if ensemble:
             alone = segment(scan, model, modality_ensemble=False).array
             plain = {"dice_without_ensemble": _dice(alone > 0, truth)}
             if regions:
-                plain["regions_without_ensemble"] = {c.name: _dice(np.isin(alone, m), np.isin(seg, c.ids)) for c, m
-                                                     in zip(trained, region_members(trained), strict=True)}
+                plain["regions_without_ensemble"] = region_dice(alone, seg)
         rows.append({"case": case.name, "dice": _dice(mask, truth), **plain,
                      "all_foreground": _dice(np.ones_like(truth), truth),
                      "all_background": _dice(np.zeros_like(truth), truth), "predicted_fraction": float(mask.mean()),
@@ -162,9 +167,9 @@ def run(n_cases: int, minutes: float | None, out: Path, seed: int, modality: str
         "val_time": meta.history.get("val_time", []), "val_dice": meta.history.get("val/score", []),
         "best_step": meta.training.get("best_step"),
         "test": rows, "test_dice_mean": float(np.mean([r["dice"] for r in rows])),
-        "modality_ensemble": uses_modality_ensemble(meta),
+        "modality_ensemble": ensemble,
         **({"test_dice_without_ensemble_mean": float(np.mean([r["dice_without_ensemble"] for r in rows]))}
-           if uses_modality_ensemble(meta) else {}),
+           if ensemble else {}),
         "all_foreground_mean": float(np.mean([r["all_foreground"] for r in rows])),
         "segment_s_mean": float(np.mean([r["segment_s"] for r in rows])),
         "device": str(model.device), **gpu,
@@ -256,7 +261,8 @@ def main() -> None:
     if "spacing" in overrides:
         sp = overrides["spacing"]
         overrides["spacing"] = tuple(sp) if isinstance(sp, list) else (float(sp),) * 3
-    run(args.cases, None if args.model else args.minutes or None, args.out, args.seed, args.modality, args.data, args.device, args.peak_tflops,
+    minutes = None if args.model else args.minutes or None  # --model trains nothing
+    run(args.cases, minutes, args.out, args.seed, args.modality, args.data, args.device, args.peak_tflops,
         overrides, args.classes, args.every_nth_slice, args.model)
 
 

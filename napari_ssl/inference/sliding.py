@@ -131,12 +131,14 @@ def predict_labels(
     if channels_last:
         net.to(memory_format=torch.channels_last_3d)
 
+    # the modality ensemble's blank value of each channel, shaped to compare with a batch of windows
+    blank = None if blank_values is None else torch.tensor(list(blank_values), device=sw_device).view(1, -1, 1, 1, 1)
+
     def predictor(x: torch.Tensor) -> torch.Tensor:
         if should_stop is not None and should_stop():
             raise SegmentationCancelled("segmentation cancelled")
         if blank_values is not None:  # the modality ensemble: one batch of the window and its blanked variants
-            blank = torch.tensor(list(blank_values), dtype=x.dtype, device=x.device).view(1, -1, *([1] * (x.ndim - 2)))
-            inside = (x != blank).any(dim=1, keepdim=True)
+            inside = (x != blank.to(x.device, x.dtype)).any(dim=1, keepdim=True)
             variants = [x]
             for channel, value in enumerate(blank_values):
                 blanked = x.clone()
